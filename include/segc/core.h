@@ -1,0 +1,194 @@
+/* segc core: tensors, arenas, the autodiff tape, RNG, errors, threads.
+ *
+ * Conventions every layer above relies on:
+ *  - Tensors are contiguous, row-major (NCHW for images). Up to 5 dims.
+ *  - Gradients are always f32, whatever the tensor's dtype (bf16 activations
+ *    get f32 gradients; parameters keep f32 master weights).
+ *  - Every op takes the context first, allocates its output in the context's
+ *    step arena, and records a tape node when gradients are enabled and an
+ *    input requires them.
+ *  - Errors are sticky: an op that fails sets the context's error (one line
+ *    naming the op and the shapes, expected vs found) and returns NULL; an op
+ *    given a NULL input returns NULL without touching the message, so the
+ *    first error survives to the caller.
+ */
+#ifndef SEGC_CORE_H
+#define SEGC_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SEGC_MAX_DIMS 5
+#define SEGC_MAX_INPUTS 6
+#define SEGC_ALIGN 64
+
+typedef enum { SEGC_F32 = 0, SEGC_BF16, SEGC_U8, SEGC_I32, SEGC_I64, SEGC_NDTYPES } segc_dtype;
+
+size_t segc_dtype_size(segc_dtype dt);
+const char *segc_dtype_name(segc_dtype dt);
+
+typedef struct segc_tensor {
+    segc_dtype dtype;
+    int ndim;
+    int64_t shape[SEGC_MAX_DIMS];
+    void *data;          /* contiguous row-major */
+    float *grad;         /* f32, same numel; NULL until a gradient flows */
+    bool requires_grad;
+    bool is_param;       /* grad lives in a persistent buffer, never arena */
+    const char *name;    /* optional; parameters carry their checkpoint name */
+} segc_tensor;
+
+int64_t segc_numel(const segc_tensor *t);
+size_t segc_nbytes(const segc_tensor *t);
+/* "[2, 3, 4]" into buf (thread-unsafe static buffers are avoided on purpose) */
+const char *segc_shape_str(const segc_tensor *t, char *buf, size_t n);
+bool segc_same_shape(const segc_tensor *a, const segc_tensor *b);
+static inline float *segc_f32(const segc_tensor *t) { return (float *)t->data; }
+static inline uint16_t *segc_bf16p(const segc_tensor *t) { return (uint16_t *)t->data; }
+
+/* ---- bf16 <-> f32 (round to nearest even, NaN kept quiet) ---- */
+static inline float segc_bf16_to_f32(uint16_t h) {
+    union { uint32_t u; float f; } v;
+    v.u = (uint32_t)h << 16;
+    return v.f;
+}
+static inline uint16_t segc_f32_to_bf16(float f) {
+    union { uint32_t u; float f; } v;
+    v.f = f;
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
+    uint32_t lsb = (v.u >> 16) & 1u;
+    v.u += 0x7fffu + lsb;
+    return (uint16_t)(v.u >> 16);
+}
+void segc_bf16_to_f32_n(const uint16_t *src, float *dst, int64_t n);
+void segc_f32_to_bf16_n(const float *src, uint16_t *dst, int64_t n);
+
+/* ---- arena: bump allocator, 64-byte aligned, reset per step ----
+ * Growth happens by adding chunks; the first reset after growth replaces the
+ * chunks by one block of the high-water size, so a steady-state step makes no
+ * heap allocation. */
+typedef struct segc_arena_chunk segc_arena_chunk;
+typedef struct segc_arena {
+    segc_arena_chunk *head;   /* chunk being bumped */
+    size_t used_total;        /* bytes handed out since last reset */
+    size_t high_water;        /* max used_total ever */
+    size_t n_chunks;
+} segc_arena;
+
+void segc_arena_init(segc_arena *a, size_t initial_bytes);
+void *segc_arena_alloc(segc_arena *a, size_t bytes);   /* uninitialised */
+void *segc_arena_calloc(segc_arena *a, size_t bytes);  /* zeroed */
+void segc_arena_reset(segc_arena *a);
+void segc_arena_free(segc_arena *a);
+
+/* ---- RNG: Philox-4x32-10, counter based, so results do not depend on the
+ * thread count: element i of a draw uses counter (offset + i/4). State is
+ * (seed, offset) and saves/restores trivially. ---- */
+typedef struct segc_rng {
+    uint64_t seed;
+    uint64_t offset;   /* number of 4-word blocks consumed so far */
+} segc_rng;
+
+void segc_rng_init(segc_rng *r, uint64_t seed);
+/* Philox block: 4 uint32 for (key=seed, counter=ctr) */
+void segc_philox(uint64_t seed, uint64_t ctr, uint32_t out[4]);
+/* reserve n values; returns base counter (in values) to pass to segc_rng_uniform_at */
+uint64_t segc_rng_reserve(segc_rng *r, uint64_t n);
+/* uniform in [0,1) for value index idx of a reserved range base */
+float segc_rng_uniform_at(uint64_t seed, uint64_t idx);
+float segc_rng_normal_at(uint64_t seed, uint64_t idx);
+/* sequential convenience draws (serial code only) */
+float segc_rng_uniform(segc_rng *r);
+float segc_rng_normal(segc_rng *r);
+uint32_t segc_rng_u32(segc_rng *r);
+void segc_rng_fill_uniform(segc_rng *r, float *dst, int64_t n, float lo, float hi);
+void segc_rng_fill_normal(segc_rng *r, float *dst, int64_t n, float mean, float std);
+
+/* ---- autodiff tape ---- */
+typedef struct segc_ctx segc_ctx;
+typedef struct segc_node segc_node;
+typedef void (*segc_backward_fn)(segc_ctx *ctx, segc_node *node);
+
+struct segc_node {
+    const char *op;
+    segc_backward_fn backward;
+    segc_tensor *out;
+    segc_tensor *in[SEGC_MAX_INPUTS];
+    int n_in;
+    void *saved;       /* op-specific, in the step arena */
+    segc_node *prev;
+};
+
+/* ---- context: one per training process/thread of control ---- */
+struct segc_ctx {
+    segc_arena arena;       /* step arena: activations, saved state, grads */
+    segc_node *tape;        /* last recorded node */
+    int64_t n_nodes;
+    bool grad_enabled;
+    bool training;          /* dropout/drop-path/batch-norm behaviour */
+    bool check_finite;      /* ops verify outputs are finite (slow; debugging) */
+    segc_rng rng;
+    int num_threads;
+    char err[512];
+    bool has_err;
+};
+
+segc_ctx *segc_ctx_new(uint64_t seed);
+void segc_ctx_free(segc_ctx *ctx);
+/* Start a new step: drops the tape and every arena tensor. */
+void segc_ctx_step_begin(segc_ctx *ctx);
+void segc_set_num_threads(segc_ctx *ctx, int n);
+int segc_get_num_threads(void);
+
+/* errors */
+void segc_set_error(segc_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *segc_last_error(const segc_ctx *ctx);
+void segc_clear_error(segc_ctx *ctx);
+/* Validation helpers: return false and set an error naming op/what. */
+bool segc_check_dtype(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, segc_dtype want);
+bool segc_check_ndim(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, int ndim);
+bool segc_check_float(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t); /* f32 or bf16 */
+/* if ctx->check_finite, scan t and set an error when it has NaN/Inf */
+bool segc_check_finite_out(segc_ctx *ctx, const char *op, const segc_tensor *t);
+
+/* tensors in the step arena */
+segc_tensor *segc_tensor_new(segc_ctx *ctx, segc_dtype dt, int ndim, const int64_t *shape);
+segc_tensor *segc_tensor_zeros(segc_ctx *ctx, segc_dtype dt, int ndim, const int64_t *shape);
+segc_tensor *segc_tensor_like(segc_ctx *ctx, const segc_tensor *t);     /* same dtype+shape, uninit */
+/* A view-less wrapper around caller-owned memory (no copy, lives in arena). */
+segc_tensor *segc_tensor_wrap(segc_ctx *ctx, segc_dtype dt, int ndim, const int64_t *shape, void *data);
+/* Copy as f32 into the arena (bf16 converted), for kernels that compute in f32. */
+float *segc_as_f32(segc_ctx *ctx, const segc_tensor *t);
+/* Store f32 values into t's storage (converting to bf16 where needed). */
+void segc_store_f32(segc_tensor *t, const float *src);
+/* Heap-owned tensor (for params/buffers/fixtures); free with segc_tensor_free. */
+segc_tensor *segc_tensor_heap(segc_dtype dt, int ndim, const int64_t *shape);
+void segc_tensor_free(segc_tensor *t);
+
+/* ---- autodiff API ---- */
+/* true if gradients are being recorded and any input requires them */
+bool segc_needs_grad(const segc_ctx *ctx, segc_tensor *const *ins, int n);
+/* Record a node; marks out->requires_grad. Returns the node so the op can attach saved state. */
+segc_node *segc_record(segc_ctx *ctx, const char *op, segc_backward_fn bw, segc_tensor *out,
+                       segc_tensor *const *ins, int n_in, void *saved);
+/* Gradient buffer of t, allocated zeroed in the arena on first use
+ * (parameters must have their persistent grad already bound). */
+float *segc_grad(segc_ctx *ctx, segc_tensor *t);
+/* Backward from a scalar (seed 1) or from an explicit upstream gradient. */
+bool segc_backward(segc_ctx *ctx, segc_tensor *scalar_loss);
+bool segc_backward_from(segc_ctx *ctx, segc_tensor *out, const float *grad_out);
+/* Scoped no-grad */
+bool segc_set_grad_enabled(segc_ctx *ctx, bool on);  /* returns previous */
+
+/* ---- timing ---- */
+double segc_now_s(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

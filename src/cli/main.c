@@ -1,0 +1,24 @@
+/* segc command-line entry: `segc COMMAND ...` dispatches to one cmd_* per verb. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
+    {"data", segc_cmd_data, "check and summarise datasets (segc data check|stats NAME --root DIR)"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: segc COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) { usage(argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "segc: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

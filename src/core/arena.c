@@ -1,0 +1,77 @@
+/* Step arena: bump allocation in chunks; the first reset after growth
+ * consolidates into one block of the high-water size (no allocation after). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "segc/core.h"
+
+struct segc_arena_chunk {
+    segc_arena_chunk *next;   /* older chunk */
+    size_t cap, used;
+    unsigned char *mem;
+};
+
+static segc_arena_chunk *chunk_new(size_t cap) {
+    segc_arena_chunk *c = malloc(sizeof *c);
+    if (!c) return NULL;
+    c->next = NULL;
+    c->cap = cap;
+    c->used = 0;
+    c->mem = aligned_alloc(SEGC_ALIGN, (cap + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN);
+    if (!c->mem) { free(c); return NULL; }
+    return c;
+}
+
+void segc_arena_init(segc_arena *a, size_t initial_bytes) {
+    memset(a, 0, sizeof *a);
+    if (initial_bytes) { a->head = chunk_new(initial_bytes); a->n_chunks = a->head ? 1 : 0; }
+}
+
+void *segc_arena_alloc(segc_arena *a, size_t bytes) {
+    size_t need = (bytes + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN;
+    if (need == 0) need = SEGC_ALIGN;
+    if (!a->head || a->head->used + need > a->head->cap) {
+        size_t cap = a->head ? a->head->cap * 2 : (size_t)1 << 20;
+        if (cap < need) cap = need;
+        segc_arena_chunk *c = chunk_new(cap);
+        if (!c) {
+            fprintf(stderr, "segc: out of memory allocating %zu bytes in the step arena\n", cap);
+            abort();
+        }
+        c->next = a->head;
+        a->head = c;
+        a->n_chunks++;
+    }
+    void *p = a->head->mem + a->head->used;
+    a->head->used += need;
+    a->used_total += need;
+    if (a->used_total > a->high_water) a->high_water = a->used_total;
+    return p;
+}
+
+void *segc_arena_calloc(segc_arena *a, size_t bytes) {
+    void *p = segc_arena_alloc(a, bytes);
+    memset(p, 0, bytes);
+    return p;
+}
+
+static void free_chunks(segc_arena_chunk *c) {
+    while (c) { segc_arena_chunk *n = c->next; free(c->mem); free(c); c = n; }
+}
+
+void segc_arena_reset(segc_arena *a) {
+    if (a->n_chunks > 1) {
+        free_chunks(a->head);
+        a->head = chunk_new(a->high_water);
+        a->n_chunks = a->head ? 1 : 0;
+    } else if (a->head) {
+        a->head->used = 0;
+    }
+    a->used_total = 0;
+}
+
+void segc_arena_free(segc_arena *a) {
+    free_chunks(a->head);
+    memset(a, 0, sizeof *a);
+}

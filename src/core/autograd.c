@@ -1,0 +1,78 @@
+/* Reverse-mode autodiff over the tape recorded during forward. */
+#include <stdio.h>
+#include <string.h>
+
+#include "segc/core.h"
+
+bool segc_needs_grad(const segc_ctx *c, segc_tensor *const *ins, int n) {
+    if (!c->grad_enabled) return false;
+    for (int i = 0; i < n; i++) if (ins[i] && ins[i]->requires_grad) return true;
+    return false;
+}
+
+segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_tensor *out,
+                       segc_tensor *const *ins, int n_in, void *saved) {
+    segc_node *nd = segc_arena_calloc(&c->arena, sizeof *nd);
+    nd->op = op;
+    nd->backward = bw;
+    nd->out = out;
+    nd->n_in = n_in < SEGC_MAX_INPUTS ? n_in : SEGC_MAX_INPUTS;
+    for (int i = 0; i < nd->n_in; i++) nd->in[i] = ins[i];
+    nd->saved = saved;
+    nd->prev = c->tape;
+    c->tape = nd;
+    c->n_nodes++;
+    out->requires_grad = true;
+    return nd;
+}
+
+float *segc_grad(segc_ctx *c, segc_tensor *t) {
+    if (!t->grad) {
+        if (t->is_param) {
+            segc_set_error(c, "autograd: parameter '%s' has no gradient buffer bound", t->name ? t->name : "?");
+            /* fall through with an arena buffer so callers never write to NULL */
+        }
+        t->grad = segc_arena_calloc(&c->arena, (size_t)segc_numel(t) * sizeof(float));
+    }
+    return t->grad;
+}
+
+static bool run_tape(segc_ctx *c) {
+    for (segc_node *nd = c->tape; nd; nd = nd->prev) {
+        if (!nd->out->grad) continue;  /* no gradient reached this node */
+        nd->backward(c, nd);
+        if (c->has_err) return false;
+    }
+    return true;
+}
+
+bool segc_backward(segc_ctx *c, segc_tensor *loss) {
+    if (!loss) return false;
+    if (segc_numel(loss) != 1) {
+        char b[96];
+        segc_set_error(c, "backward: loss must have one element, found shape %s (use segc_backward_from)",
+                       segc_shape_str(loss, b, sizeof b));
+        return false;
+    }
+    if (!loss->requires_grad) {
+        segc_set_error(c, "backward: loss does not require grad (no parameter or input on its path?)");
+        return false;
+    }
+    segc_grad(c, loss)[0] += 1.0f;
+    return run_tape(c);
+}
+
+bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) {
+    if (!out) return false;
+    if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
+    float *dst = segc_grad(c, out);
+    int64_t n = segc_numel(out);
+    for (int64_t i = 0; i < n; i++) dst[i] += g[i];
+    return run_tape(c);
+}
+
+bool segc_set_grad_enabled(segc_ctx *c, bool on) {
+    bool prev = c->grad_enabled;
+    c->grad_enabled = on;
+    return prev;
+}

@@ -1,0 +1,185 @@
+/* Tensor allocation, dtype helpers, bf16 conversion, context and errors. */
+#include <math.h>
+#include <omp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "segc/core.h"
+
+static const size_t dtype_sizes[SEGC_NDTYPES] = {4, 2, 1, 4, 8};
+static const char *const dtype_names[SEGC_NDTYPES] = {"f32", "bf16", "u8", "i32", "i64"};
+
+size_t segc_dtype_size(segc_dtype dt) { return (unsigned)dt < SEGC_NDTYPES ? dtype_sizes[dt] : 0; }
+const char *segc_dtype_name(segc_dtype dt) { return (unsigned)dt < SEGC_NDTYPES ? dtype_names[dt] : "?"; }
+
+int64_t segc_numel(const segc_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+size_t segc_nbytes(const segc_tensor *t) { return (size_t)segc_numel(t) * segc_dtype_size(t->dtype); }
+
+const char *segc_shape_str(const segc_tensor *t, char *buf, size_t n) {
+    if (!t) { snprintf(buf, n, "(null)"); return buf; }
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < t->ndim && k < n; i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%lld", i ? ", " : "", (long long)t->shape[i]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+bool segc_same_shape(const segc_tensor *a, const segc_tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++) if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+void segc_bf16_to_f32_n(const uint16_t *src, float *dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = segc_bf16_to_f32(src[i]);
+}
+void segc_f32_to_bf16_n(const float *src, uint16_t *dst, int64_t n) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = segc_f32_to_bf16(src[i]);
+}
+
+/* ---- context ---- */
+segc_ctx *segc_ctx_new(uint64_t seed) {
+    segc_ctx *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    segc_arena_init(&c->arena, (size_t)1 << 20);
+    c->grad_enabled = true;
+    c->training = true;
+    segc_rng_init(&c->rng, seed);
+    c->num_threads = omp_get_max_threads();
+    return c;
+}
+void segc_ctx_free(segc_ctx *c) {
+    if (!c) return;
+    segc_arena_free(&c->arena);
+    free(c);
+}
+void segc_ctx_step_begin(segc_ctx *c) {
+    segc_arena_reset(&c->arena);
+    c->tape = NULL;
+    c->n_nodes = 0;
+}
+void segc_set_num_threads(segc_ctx *c, int n) {
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    if (c) c->num_threads = n;
+}
+int segc_get_num_threads(void) { return omp_get_max_threads(); }
+
+void segc_set_error(segc_ctx *c, const char *fmt, ...) {
+    if (!c || c->has_err) return;   /* first error wins */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err, sizeof c->err, fmt, ap);
+    va_end(ap);
+    c->has_err = true;
+}
+const char *segc_last_error(const segc_ctx *c) { return c && c->has_err ? c->err : ""; }
+void segc_clear_error(segc_ctx *c) { c->has_err = false; c->err[0] = 0; }
+
+bool segc_check_dtype(segc_ctx *c, const char *op, const char *what, const segc_tensor *t, segc_dtype want) {
+    if (t->dtype == want) return true;
+    segc_set_error(c, "%s: %s must be %s, found %s", op, what, segc_dtype_name(want), segc_dtype_name(t->dtype));
+    return false;
+}
+bool segc_check_ndim(segc_ctx *c, const char *op, const char *what, const segc_tensor *t, int ndim) {
+    if (t->ndim == ndim) return true;
+    char b[96];
+    segc_set_error(c, "%s: %s must be %d-D, found %d-D %s", op, what, ndim, t->ndim, segc_shape_str(t, b, sizeof b));
+    return false;
+}
+bool segc_check_float(segc_ctx *c, const char *op, const char *what, const segc_tensor *t) {
+    if (t->dtype == SEGC_F32 || t->dtype == SEGC_BF16) return true;
+    segc_set_error(c, "%s: %s must be f32 or bf16, found %s", op, what, segc_dtype_name(t->dtype));
+    return false;
+}
+bool segc_check_finite_out(segc_ctx *c, const char *op, const segc_tensor *t) {
+    if (!c->check_finite || (t->dtype != SEGC_F32 && t->dtype != SEGC_BF16)) return true;
+    int64_t n = segc_numel(t), bad = -1;
+    for (int64_t i = 0; i < n && bad < 0; i++) {
+        float v = t->dtype == SEGC_F32 ? segc_f32(t)[i] : segc_bf16_to_f32(segc_bf16p(t)[i]);
+        if (!isfinite(v)) bad = i;
+    }
+    if (bad < 0) return true;
+    char b[96];
+    segc_set_error(c, "%s: non-finite value in output %s at flat index %lld", op, segc_shape_str(t, b, sizeof b),
+                   (long long)bad);
+    return false;
+}
+
+/* ---- tensors ---- */
+static segc_tensor *tensor_header(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape) {
+    if (ndim < 0 || ndim > SEGC_MAX_DIMS) {
+        segc_set_error(c, "tensor: %d dims requested, at most %d supported", ndim, SEGC_MAX_DIMS);
+        return NULL;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] < 0) { segc_set_error(c, "tensor: negative size %lld in dim %d", (long long)shape[i], i); return NULL; }
+    segc_tensor *t = segc_arena_calloc(&c->arena, sizeof *t);
+    t->dtype = dt;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    return t;
+}
+segc_tensor *segc_tensor_new(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape) {
+    segc_tensor *t = tensor_header(c, dt, ndim, shape);
+    if (t) t->data = segc_arena_alloc(&c->arena, segc_nbytes(t));
+    return t;
+}
+segc_tensor *segc_tensor_zeros(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape) {
+    segc_tensor *t = tensor_header(c, dt, ndim, shape);
+    if (t) t->data = segc_arena_calloc(&c->arena, segc_nbytes(t));
+    return t;
+}
+segc_tensor *segc_tensor_like(segc_ctx *c, const segc_tensor *t) { return segc_tensor_new(c, t->dtype, t->ndim, t->shape); }
+segc_tensor *segc_tensor_wrap(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape, void *data) {
+    segc_tensor *t = tensor_header(c, dt, ndim, shape);
+    if (t) t->data = data;
+    return t;
+}
+float *segc_as_f32(segc_ctx *c, const segc_tensor *t) {
+    if (t->dtype == SEGC_F32) return segc_f32(t);
+    int64_t n = segc_numel(t);
+    float *f = segc_arena_alloc(&c->arena, (size_t)n * sizeof(float));
+    if (t->dtype == SEGC_BF16) segc_bf16_to_f32_n(segc_bf16p(t), f, n);
+    else if (t->dtype == SEGC_U8) for (int64_t i = 0; i < n; i++) f[i] = ((const uint8_t *)t->data)[i];
+    else if (t->dtype == SEGC_I32) for (int64_t i = 0; i < n; i++) f[i] = (float)((const int32_t *)t->data)[i];
+    else for (int64_t i = 0; i < n; i++) f[i] = (float)((const int64_t *)t->data)[i];
+    return f;
+}
+void segc_store_f32(segc_tensor *t, const float *src) {
+    int64_t n = segc_numel(t);
+    if (t->dtype == SEGC_F32) { if (segc_f32(t) != src) memcpy(t->data, src, (size_t)n * 4); }
+    else if (t->dtype == SEGC_BF16) segc_f32_to_bf16_n(src, segc_bf16p(t), n);
+}
+segc_tensor *segc_tensor_heap(segc_dtype dt, int ndim, const int64_t *shape) {
+    segc_tensor *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->dtype = dt;
+    t->ndim = ndim;
+    for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    size_t nb = segc_nbytes(t);
+    t->data = aligned_alloc(SEGC_ALIGN, (nb + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN + SEGC_ALIGN);
+    if (!t->data) { free(t); return NULL; }
+    memset(t->data, 0, nb);
+    return t;
+}
+void segc_tensor_free(segc_tensor *t) {
+    if (!t) return;
+    free(t->data);
+    free(t);
+}
+
+double segc_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
