@@ -3,7 +3,11 @@
 set -euo pipefail
 PKGS="build-essential pkg-config libdnnl-dev libopenblas-dev libjpeg62-turbo-dev libspng-dev libpng-dev
       libyaml-dev libcjson-dev libnifti2-dev zlib1g-dev libcmocka-dev libomp-dev"
-[ "${1:-}" = "--bench" ] && PKGS="$PKGS python3-numpy python3-torch"
+case "${1:-}" in
+  # benchmarks time PyTorch beside segc: Debian's torch unless one is importable already
+  --bench) python3 -c "import torch, numpy" 2>/dev/null || PKGS="$PKGS python3 python3-numpy python3-torch";;
+  --fuzz) PKGS="$PKGS clang libclang-rt-14-dev";;
+esac
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
