@@ -1,4 +1,5 @@
 /* Reverse-mode autodiff over the tape recorded during forward. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,6 +24,9 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
     c->tape = nd;
     c->n_nodes++;
     out->requires_grad = true;
+    /* with checks on, every recorded op's output is verified here, so the
+     * error names the first op that produced a NaN/Inf */
+    if (c->check_finite) segc_check_finite_out(c, op, out);
     return nd;
 }
 
@@ -37,10 +41,25 @@ float *segc_grad(segc_ctx *c, segc_tensor *t) {
     return t->grad;
 }
 
+static void check_input_grads(segc_ctx *c, const segc_node *nd) {
+    for (int k = 0; k < nd->n_in; k++) {
+        const segc_tensor *x = nd->in[k];
+        if (!x || !x->grad) continue;
+        int64_t n = segc_numel(x);
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(x->grad[i])) {
+                segc_set_error(c, "%s backward: non-finite gradient for input %d at flat index %lld", nd->op, k,
+                               (long long)i);
+                return;
+            }
+    }
+}
+
 static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
         if (!nd->out->grad) continue;  /* no gradient reached this node */
         nd->backward(c, nd);
+        if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
     }
     return true;
