@@ -1,0 +1,208 @@
+/* LayerNorm over the last dim, and the fused residual add + LayerNorm.
+ * One row (C values) at a time, held in L1: mean, centred variance, output in
+ * three vectorised sweeps; per-row mean/rstd are saved for backward, which
+ * recomputes x-hat instead of storing it. */
+#include <math.h>
+
+#include "normloss_util.h"
+#include "segc/ops.h"
+
+typedef struct {
+    float eps;
+    int64_t rows, C;
+    float *mean, *mean_lo, *rstd;   /* per row; mean + mean_lo is the mean to ~48 bits */
+} ln_saved;
+
+#define LN_PAR_MIN 32768   /* elements below which threading costs more than it saves */
+
+/* double accumulators: the row sums feed every output, and in f32 their
+ * rounding would dominate the error of outputs near zero */
+static void ln_row_stats(const float *restrict x, int64_t C, float eps, float *mean, float *mean_lo, float *rstd) {
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t j = 0; j < C; j++) s += x[j];
+    const double m = s / (double)C;
+    double v = 0;
+#pragma omp simd reduction(+ : v)
+    for (int64_t j = 0; j < C; j++) {
+        double d = x[j] - m;
+        v += d * d;
+    }
+    *mean = (float)m;
+    *mean_lo = (float)(m - (double)*mean);
+    *rstd = (float)(1.0 / sqrt(v / (double)C + eps));
+}
+
+static void ln_backward(segc_ctx *ctx, segc_node *nd) {
+    const ln_saved *sv = nd->saved;
+    segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
+    const int64_t rows = sv->rows, C = sv->C;
+    const float *dy = nd->out->grad;
+    bool need_g = gamma && gamma->requires_grad, need_b = beta && beta->requires_grad;
+    int ow = 0;
+    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
+    const float *g = nl_param_f32(ctx, gamma);
+    if (!g) {
+        float *ones = segc_arena_alloc(&ctx->arena, (size_t)C * sizeof(float));
+        for (int64_t j = 0; j < C; j++) ones[j] = 1.f;
+        g = ones;
+    }
+    int64_t K = nl_chunks(rows, 64, 64);
+    float *pg = need_g ? segc_arena_calloc(&ctx->arena, (size_t)(K * C) * sizeof(float)) : NULL;
+    float *pb = need_b ? segc_arena_calloc(&ctx->arena, (size_t)(K * C) * sizeof(float)) : NULL;
+    float *scratch = x->dtype == SEGC_F32 ? NULL
+                                          : segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * C) * sizeof(float));
+    const float invC = 1.0f / (float)C;
+#pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
+    for (int64_t k = 0; k < K; k++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * C : NULL;
+        float *pgk = pg ? pg + k * C : NULL, *pbk = pb ? pb + k * C : NULL;
+        for (int64_t r = nl_chunk_begin(rows, K, k); r < nl_chunk_begin(rows, K, k + 1); r++) {
+            const float *xr = nl_load(x, r * C, C, sc), *dyr = dy + r * C;
+            const float m = sv->mean[r], ml = sv->mean_lo[r], rs = sv->rstd[r];
+            if (pgk) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) pgk[j] += dyr[j] * ((xr[j] - m) - ml) * rs;
+            }
+            if (pbk) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) pbk[j] += dyr[j];
+            }
+            if (!dx) continue;
+            double d1 = 0, d2 = 0;
+#pragma omp simd reduction(+ : d1, d2)
+            for (int64_t j = 0; j < C; j++) {
+                float gd = dyr[j] * g[j];
+                d1 += gd;
+                d2 += gd * ((xr[j] - m) - ml);
+            }
+            const float s1 = (float)(d1 * invC), s2 = (float)(d2 * invC * rs);
+            float *dxr = dx + r * C;
+            if (ow) {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) dxr[j] = rs * (dyr[j] * g[j] - s1 - ((xr[j] - m) - ml) * rs * s2);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < C; j++) dxr[j] += rs * (dyr[j] * g[j] - s1 - ((xr[j] - m) - ml) * rs * s2);
+            }
+        }
+    }
+    /* chunk partials summed in chunk order: independent of the thread count */
+    for (int p = 0; p < 2; p++) {
+        const float *part = p ? pb : pg;
+        if (!part) continue;
+        float *dst = segc_grad(ctx, p ? beta : gamma);
+        for (int64_t j = 0; j < C; j++) {
+            float s = 0.f;
+            for (int64_t k = 0; k < K; k++) s += part[k * C + j];
+            dst[j] += s;
+        }
+    }
+}
+
+/* gradient of sum = x + residual: passes straight through to both */
+static void add_backward(segc_ctx *ctx, segc_node *nd) {
+    const float *gs = nd->out->grad;
+    int64_t n = segc_numel(nd->out);
+    for (int i = 0; i < 2; i++) {
+        segc_tensor *t = nd->in[i];
+        if (!t->requires_grad) continue;
+        int ow = 0;
+        float *gt = nl_grad_buf(ctx, t, &ow);
+        if (ow) memcpy(gt, gs, (size_t)n * sizeof(float));
+        else {
+#pragma omp parallel for simd schedule(static) if (n >= LN_PAR_MIN)
+            for (int64_t j = 0; j < n; j++) gt[j] += gs[j];
+        }
+    }
+}
+
+static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, segc_tensor *res, segc_tensor *gamma,
+                               segc_tensor *beta, float eps, segc_tensor **sum_out) {
+    char a[96], b[96];
+    if (!segc_check_float(ctx, op, "x", x)) return NULL;
+    if (x->ndim < 1) { segc_set_error(ctx, "%s: x must have at least 1 dim, found a scalar", op); return NULL; }
+    const int64_t C = x->shape[x->ndim - 1];
+    if (C < 1) { segc_set_error(ctx, "%s: normalised (last) dim of x %s must be >= 1", op, segc_shape_str(x, a, sizeof a)); return NULL; }
+    if (res && (res->dtype != x->dtype || !segc_same_shape(x, res))) {
+        segc_set_error(ctx, "%s: residual must match x (%s %s), found %s %s", op, segc_dtype_name(x->dtype),
+                       segc_shape_str(x, a, sizeof a), segc_dtype_name(res->dtype), segc_shape_str(res, b, sizeof b));
+        return NULL;
+    }
+    if (!nl_check_vec(ctx, op, "gamma", gamma, C) || !nl_check_vec(ctx, op, "beta", beta, C)) return NULL;
+    if (!(eps >= 0.f)) { segc_set_error(ctx, "%s: eps must be >= 0, found %g", op, (double)eps); return NULL; }
+
+    const int64_t rows = segc_numel(x) / C;
+    segc_tensor *y = segc_tensor_like(ctx, x), *sum = res ? segc_tensor_like(ctx, x) : NULL;
+    ln_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+    *sv = (ln_saved){.eps = eps, .rows = rows, .C = C};
+    sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
+    sv->mean_lo = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
+    sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
+    const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
+    const bool bf = x->dtype == SEGC_BF16;
+    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 3 * C) * sizeof(float)) : NULL;
+
+#pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 3 * C : NULL;
+        const float *xr = nl_load(x, r * C, C, sc);
+        if (res) {
+            /* sum row, rounded to the storage dtype first so that forward and
+             * backward (which reloads the stored sum) see the same values */
+            const float *rr = nl_load(res, r * C, C, sc + C);
+            float *sr = nl_dst(sum, r * C, sc + 2 * C);
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) sr[j] = xr[j] + rr[j];
+            if (bf) {
+                nl_store(sum, r * C, C, sr);
+                nl_bf16_to_f32(segc_bf16p(sum) + r * C, sr, C);
+            }
+            xr = sr;
+        }
+        float m, ml, rs;
+        ln_row_stats(xr, C, eps, &m, &ml, &rs);
+        sv->mean[r] = m;
+        sv->mean_lo[r] = ml;
+        sv->rstd[r] = rs;
+        float *yr = nl_dst(y, r * C, sc + C);   /* bf16: the residual row is no longer needed */
+        if (g && bt) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) yr[j] = fmaf(((xr[j] - m) - ml) * rs, g[j], bt[j]);
+        } else if (g) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs * g[j];
+        } else if (bt) {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) yr[j] = fmaf((xr[j] - m) - ml, rs, bt[j]);
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs;
+        }
+        nl_store(y, r * C, C, yr);
+    }
+
+    segc_tensor *xin = x;
+    if (res) {
+        segc_tensor *pair[2] = {x, res};
+        if (segc_needs_grad(ctx, pair, 2)) segc_record(ctx, "add_layer_norm.sum", add_backward, sum, pair, 2, NULL);
+        if (sum_out) *sum_out = sum;
+        xin = sum;
+    }
+    segc_tensor *ins[3] = {xin, gamma, beta};
+    if (segc_needs_grad(ctx, ins, 3)) segc_record(ctx, op, ln_backward, y, ins, 3, sv);
+    if (!segc_check_finite_out(ctx, op, y)) return NULL;
+    return y;
+}
+
+segc_tensor *segc_layer_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta, float eps) {
+    if (!x) return NULL;
+    return ln_forward(ctx, "layer_norm", x, NULL, gamma, beta, eps, NULL);
+}
+
+segc_tensor *segc_add_layer_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *residual, segc_tensor *gamma,
+                                 segc_tensor *beta, float eps, segc_tensor **sum_out) {
+    if (sum_out) *sum_out = NULL;
+    if (!x || !residual) return NULL;
+    return ln_forward(ctx, "add_layer_norm", x, residual, gamma, beta, eps, sum_out);
+}

@@ -1,0 +1,183 @@
+/* BatchNorm over x[N, C, spatial...] with PyTorch semantics (training: batch
+ * statistics + in-place running-stat update with the unbiased variance; eval:
+ * running statistics). Threads split the channels; each channel's N runs of S
+ * contiguous values are swept in L1-sized blocks. Statistics take one pass
+ * (sums shifted by the channel's first value, so the variance does not suffer
+ * from cancellation when |mean| >> std), accumulated in double.
+ * per-channel reduction is done by a single thread, so results
+ * do not depend on the thread count. */
+#include <math.h>
+
+#include "normloss_util.h"
+#include "segc/ops.h"
+
+#define BN_BLOCK 2048      /* values per sweep block (8 KiB of f32) */
+#define BN_PAR_MIN 32768
+
+typedef struct {
+    int64_t N, C, S;
+    bool batch_stats;     /* normalised with batch statistics: gradient flows through them */
+    float *mean, *mean_lo, *rstd;   /* per channel, the statistics used (mean + mean_lo: ~48 bits) */
+} bn_saved;
+
+static void bn_backward(segc_ctx *ctx, segc_node *nd) {
+    const bn_saved *sv = nd->saved;
+    segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
+    const int64_t N = sv->N, C = sv->C, S = sv->S;
+    const double M = (double)(N * S);
+    const float *dy = nd->out->grad;
+    const float *g = nl_param_f32(ctx, gamma);
+    int ow = 0;
+    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
+    float *dg = gamma && gamma->requires_grad ? segc_grad(ctx, gamma) : NULL;
+    float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
+    float *scratch = x->dtype == SEGC_F32 ? NULL
+                                          : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * BN_BLOCK * sizeof(float));
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * BN_BLOCK : NULL;
+        const float m = sv->mean[c], ml = sv->mean_lo[c], rs = sv->rstd[c], gc = g ? g[c] : 1.f;
+        double sdy = 0, sdyx = 0;   /* sum dy, sum dy * (x - mean) */
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
+                double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+                for (int64_t i = 0; i < len; i++) {
+                    a += dyp[i];
+                    b += dyp[i] * ((xp[i] - m) - ml);
+                }
+                sdy += a;
+                sdyx += b;
+            }
+        if (dg) dg[c] += (float)(sdyx * rs);
+        if (db) db[c] += (float)sdy;
+        if (!dx) continue;
+        /* dx = dy*g*rstd + (x - mean)*k1 + k0; k0 = k1 = 0 with running statistics */
+        const float kd = gc * rs;
+        const float k1 = sv->batch_stats ? (float)(-(double)gc * rs * rs * rs * sdyx / M) : 0.f;
+        const float k0 = sv->batch_stats ? (float)(-(double)gc * rs * sdy / M) : 0.f;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
+                float *d = dx + off;
+                if (ow) {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+                } else {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+                }
+            }
+    }
+}
+
+segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                             segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
+    static const char *op = "batch_norm";
+    char a[96];
+    if (!x) return NULL;
+    if (!segc_check_float(ctx, op, "x", x)) return NULL;
+    if (x->ndim < 2) {
+        segc_set_error(ctx, "%s: x must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(x, a, sizeof a));
+        return NULL;
+    }
+    const int64_t N = x->shape[0], C = x->shape[1], S = segc_numel(x) / nl_max1(N * C);
+    if (!nl_check_vec(ctx, op, "gamma", gamma, C) || !nl_check_vec(ctx, op, "beta", beta, C)) return NULL;
+    if (!running_mean != !running_var) {
+        segc_set_error(ctx, "%s: running_mean and running_var must be given together, found %s without %s", op,
+                       running_mean ? "running_mean" : "running_var", running_mean ? "running_var" : "running_mean");
+        return NULL;
+    }
+    if (running_mean) {
+        if (!segc_check_dtype(ctx, op, "running_mean", running_mean, SEGC_F32) ||
+            !segc_check_dtype(ctx, op, "running_var", running_var, SEGC_F32) ||
+            !nl_check_vec(ctx, op, "running_mean", running_mean, C) || !nl_check_vec(ctx, op, "running_var", running_var, C))
+            return NULL;
+    }
+    if (!(eps >= 0.f) || !(momentum >= 0.f && momentum <= 1.f)) {
+        segc_set_error(ctx, "%s: need eps >= 0 and momentum in [0, 1], found eps %g momentum %g", op, (double)eps,
+                       (double)momentum);
+        return NULL;
+    }
+    const bool batch_stats = ctx->training || !running_mean;
+    if (batch_stats && N * S <= 1) {
+        segc_set_error(ctx, "%s: batch statistics need more than 1 value per channel, found x %s", op,
+                       segc_shape_str(x, a, sizeof a));
+        return NULL;
+    }
+
+    segc_tensor *y = segc_tensor_like(ctx, x);
+    bn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+    *sv = (bn_saved){.N = N, .C = C, .S = S, .batch_stats = batch_stats};
+    sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    sv->mean_lo = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    float *var_unbiased = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
+    const float *rm = running_mean ? segc_f32(running_mean) : NULL, *rv = running_var ? segc_f32(running_var) : NULL;
+    const bool bf = x->dtype == SEGC_BF16;
+    float *scratch = bf ? segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * 2 * BN_BLOCK * sizeof(float)) : NULL;
+    const double M = (double)(N * S);
+
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
+        double mean, var;
+        if (batch_stats) {
+            const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
+            double s1 = 0, s2 = 0;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                    int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK;
+                    const float *xp = nl_load(x, (n * C + c) * S + s0, len, sc);
+                    double p1 = 0, p2 = 0;
+#pragma omp simd reduction(+ : p1, p2)
+                    for (int64_t i = 0; i < len; i++) {
+                        double d = (double)xp[i] - shift;
+                        p1 += d;
+                        p2 += d * d;
+                    }
+                    s1 += p1;
+                    s2 += p2;
+                }
+            double dm = s1 / M, v = s2 / M - dm * dm;
+            v = v > 0 ? v : 0;
+            mean = shift + dm;
+            var = v;
+            var_unbiased[c] = (float)(v * M / (M - 1));
+        } else {
+            mean = rm[c];
+            var = rv[c];
+        }
+        const double rsd = 1.0 / sqrt(var + eps);
+        const float m = (float)mean, ml = (float)(mean - (double)m);
+        sv->mean[c] = m;
+        sv->mean_lo[c] = ml;
+        sv->rstd[c] = (float)rsd;
+        const float ka = (float)(rsd * (g ? g[c] : 1.f)), kb = bt ? bt[c] : 0.f;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                const float *xp = nl_load(x, off, len, sc);
+                float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
+#pragma omp simd
+                for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
+                nl_store(y, off, len, yp);
+            }
+    }
+
+    if (ctx->training && running_mean) {
+        float *wm = segc_f32(running_mean), *wv = segc_f32(running_var);
+        for (int64_t c = 0; c < C; c++) {
+            wm[c] = (1.f - momentum) * wm[c] + momentum * sv->mean[c];
+            wv[c] = (1.f - momentum) * wv[c] + momentum * var_unbiased[c];
+        }
+    }
+    segc_tensor *ins[3] = {x, gamma, beta};
+    if (segc_needs_grad(ctx, ins, 3)) segc_record(ctx, op, bn_backward, y, ins, 3, sv);
+    if (!segc_check_finite_out(ctx, op, y)) return NULL;
+    return y;
+}

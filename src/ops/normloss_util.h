@@ -1,0 +1,175 @@
+/* Private helpers shared by the normalisation and loss kernels (src/ops/norm*.c,
+ * src/ops/loss*.c): vectorisable bf16 row conversion, a polynomial exp/log that
+ * the compiler turns into AVX-512 code (libm's expf is never vectorised without
+ * -ffast-math), gradient buffers that can be written instead of accumulated,
+ * and fixed work chunking so reductions do not depend on the thread count. */
+#ifndef SEGC_NORMLOSS_UTIL_H
+#define SEGC_NORMLOSS_UTIL_H
+#include <omp.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef __AVX512BF16__
+#include <immintrin.h>
+#endif
+
+#include "segc/core.h"
+
+/* count clamped to >= 1, for allocation sizes and divisors of empty shapes */
+static inline int64_t nl_max1(int64_t v) { return v > 0 ? v : 1; }
+
+static inline float nl_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static inline uint32_t nl_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+
+static inline void nl_bf16_to_f32(const uint16_t *restrict s, float *restrict d, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) d[i] = nl_bits_f32((uint32_t)s[i] << 16);
+}
+
+/* round to nearest even; the AVX512-BF16 instruction does the same */
+static inline void nl_f32_to_bf16(const float *restrict s, uint16_t *restrict d, int64_t n) {
+    int64_t i = 0;
+#ifdef __AVX512BF16__
+    for (; i + 16 <= n; i += 16) {
+        __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + i));
+        _mm256_storeu_si256((__m256i *)(d + i), (__m256i)v);
+    }
+#endif
+    for (; i < n; i++) d[i] = segc_f32_to_bf16(s[i]);
+}
+
+/* n values of a float tensor from element off as f32: the tensor's own memory
+ * for f32, else converted into scratch */
+static inline const float *nl_load(const segc_tensor *t, int64_t off, int64_t n, float *scratch) {
+    if (t->dtype == SEGC_F32) return segc_f32(t) + off;
+    nl_bf16_to_f32(segc_bf16p(t) + off, scratch, n);
+    return scratch;
+}
+/* f32 destination for n values at off: the tensor's memory for f32, else
+ * scratch (then nl_store converts) */
+static inline float *nl_dst(segc_tensor *t, int64_t off, float *scratch) {
+    return t->dtype == SEGC_F32 ? segc_f32(t) + off : scratch;
+}
+static inline void nl_store(segc_tensor *t, int64_t off, int64_t n, const float *src) {
+    if (t->dtype == SEGC_BF16) nl_f32_to_bf16(src, segc_bf16p(t) + off, n);
+}
+
+/* gamma/beta-like parameter: NULL, or a float vector of length C */
+static inline bool nl_check_vec(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, int64_t C) {
+    if (!t) return true;
+    if (!segc_check_float(ctx, op, what, t)) return false;
+    if (t->ndim == 1 && t->shape[0] == C) return true;
+    char b[96];
+    segc_set_error(ctx, "%s: %s must have shape [%lld], found %s", op, what, (long long)C, segc_shape_str(t, b, sizeof b));
+    return false;
+}
+
+/* Small f32 parameter vector (gamma, class weights ...) as f32 in the arena;
+ * NULL stays NULL. */
+static inline const float *nl_param_f32(segc_ctx *ctx, const segc_tensor *t) {
+    return t ? segc_as_f32(ctx, t) : NULL;
+}
+
+/* Gradient buffer for an op that fully overwrites it when nobody has
+ * accumulated into it yet: skips the zero fill and the read of a += .
+ * *overwrite tells the kernel whether to store (=) or accumulate (+=). */
+static inline float *nl_grad_buf(segc_ctx *ctx, segc_tensor *t, int *overwrite) {
+    if (!t->grad && !t->is_param) {
+        t->grad = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+        *overwrite = 1;
+    } else {
+        segc_grad(ctx, t);
+        *overwrite = 0;
+    }
+    return t->grad;
+}
+
+/* Fixed chunking: the work is cut into a number of chunks that depends only
+ * on its size, each reduction is summed per chunk and the chunks are combined
+ * in order, so results are bitwise identical for any thread count. */
+static inline int64_t nl_chunks(int64_t items, int64_t min_per_chunk, int64_t max_chunks) {
+    int64_t k = items / (min_per_chunk > 0 ? min_per_chunk : 1);
+    if (k > max_chunks) k = max_chunks;
+    return k < 1 ? 1 : k;
+}
+static inline int64_t nl_chunk_begin(int64_t items, int64_t chunks, int64_t k) { return items * k / chunks; }
+
+/* e^x for x in about [-87, 88] (clamped), ~2 ulp: Cody-Waite reduction by
+ * ln 2 and a degree-6 polynomial, written so loops over it vectorise. */
+static inline float nl_expf(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * nl_bits_f32((uint32_t)((int32_t)k + 127) << 23);
+}
+
+/* natural log for positive normal x, ~1 ulp (mantissa in [sqrt(.5), sqrt(2))
+ * and a degree-9 polynomial); vectorises like nl_expf. */
+static inline float nl_logf(float x) {
+    uint32_t u = nl_f32_bits(x);
+    float e = (float)((int32_t)(u >> 23) - 127);
+    float m = nl_bits_f32((u & 0x007fffffu) | 0x3f800000u);
+    int big = m > 1.41421356f;
+    m = big ? m * 0.5f : m;
+    e = big ? e + 1.0f : e;
+    float f = m - 1.0f, z = f * f;
+    float y = 7.0376836292e-2f;
+    y = y * f - 1.1514610310e-1f;
+    y = y * f + 1.1676998740e-1f;
+    y = y * f - 1.2420140846e-1f;
+    y = y * f + 1.4249322787e-1f;
+    y = y * f - 1.6668057665e-1f;
+    y = y * f + 2.0000714765e-1f;
+    y = y * f - 2.4999993993e-1f;
+    y = y * f + 3.3333331174e-1f;
+    y = y * f * z;
+    y += -2.12194440e-4f * e;
+    y += -0.5f * z;
+    return f + y + 0.693359375f * e;
+}
+
+/* the stride-0 broadcast of t (numpy rules, trailing dims aligned) to shape,
+ * as f32 in the arena; NULL with an error naming op when not broadcastable */
+static inline float *nl_expand_f32(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t,
+                                   int ndim, const int64_t *shape) {
+    int64_t strides[SEGC_MAX_DIMS] = {0}, s = 1;
+    if (t->ndim > ndim) goto bad;
+    for (int i = t->ndim - 1, j = ndim - 1; i >= 0; i--, j--) {
+        if (t->shape[i] != shape[j] && t->shape[i] != 1) goto bad;
+        strides[j] = t->shape[i] == 1 ? 0 : s;
+        s *= t->shape[i];
+    }
+    {
+        const float *src = segc_as_f32(ctx, t);
+        int64_t n = 1;
+        for (int j = 0; j < ndim; j++) n *= shape[j];
+        float *dst = segc_arena_alloc(&ctx->arena, (size_t)(n ? n : 1) * sizeof(float));
+        int64_t idx[SEGC_MAX_DIMS] = {0}, off = 0;
+        for (int64_t i = 0; i < n; i++) {
+            dst[i] = src[off];
+            for (int j = ndim - 1; j >= 0; j--) {   /* odometer increment */
+                off += strides[j];
+                if (++idx[j] < shape[j]) break;
+                off -= strides[j] * shape[j];
+                idx[j] = 0;
+            }
+        }
+        return dst;
+    }
+bad:;
+    char a[96], b[96];
+    segc_tensor tmp = {.ndim = ndim};
+    for (int j = 0; j < ndim; j++) tmp.shape[j] = shape[j];
+    segc_set_error(ctx, "%s: %s of shape %s does not broadcast to %s", op, what, segc_shape_str(t, a, sizeof a),
+                   segc_shape_str(&tmp, b, sizeof b));
+    return NULL;
+}
+#endif

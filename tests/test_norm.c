@@ -1,0 +1,289 @@
+/* norm: layer_norm, add_layer_norm, batch_norm, group_norm, instance_norm.
+ * PyTorch parity (f32 + bf16), finite-difference gradients, running-stat
+ * updates, thread-count independence, error messages. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/harness.h"
+#include "segc/ops.h"
+
+static bool g_side_ok = true;   /* checks made inside fixture callbacks */
+
+static segc_tensor *opt_in(segc_tensor **ins, int n, int k) { return k < n ? ins[k] : NULL; }
+
+/* ---------------- PyTorch parity ---------------- */
+static segc_tensor *fx_layer_norm(segc_ctx *ctx, segc_tensor **ins, int n, const segc_st_file *f, const char *cas) {
+    return segc_layer_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), (float)fx_param_double(f, cas, "eps", 1e-5));
+}
+
+static segc_tensor *fx_add_layer_norm(segc_ctx *ctx, segc_tensor **ins, int n, const segc_st_file *f, const char *cas) {
+    segc_tensor *sum = NULL;
+    segc_tensor *y = segc_add_layer_norm(ctx, ins[0], ins[1], opt_in(ins, n, 2), opt_in(ins, n, 3),
+                                         (float)fx_param_double(f, cas, "eps", 1e-5), &sum);
+    if (!y) return NULL;
+    char what[160];
+    snprintf(what, sizeof what, "%s sum", cas);
+    g_side_ok &= fx_close(what, sum, fx_tensor(ctx, f, cas, "sum"), 0);   /* same f32 add, same rounding */
+    /* the sum's other consumers: their gradient is already there when backward runs */
+    segc_tensor *gsum = fx_tensor(ctx, f, cas, "gsum");
+    memcpy(segc_grad(ctx, sum), gsum->data, segc_nbytes(gsum));
+    return y;
+}
+
+static segc_tensor *fx_batch_norm(segc_ctx *ctx, segc_tensor **ins, int n, const segc_st_file *f, const char *cas) {
+    ctx->training = fx_param_int(f, cas, "training", 1);
+    bool stats = fx_param_int(f, cas, "stats", 0);
+    segc_tensor *rm = stats ? fx_tensor(ctx, f, cas, "rm0") : NULL, *rv = stats ? fx_tensor(ctx, f, cas, "rv0") : NULL;
+    segc_tensor *y = segc_batch_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), rm, rv,
+                                     (float)fx_param_double(f, cas, "momentum", 0.1),
+                                     (float)fx_param_double(f, cas, "eps", 1e-5));
+    if (y && stats) {
+        char what[160];
+        snprintf(what, sizeof what, "%s running_mean", cas);
+        g_side_ok &= fx_close(what, rm, fx_tensor(ctx, f, cas, "rm1"), 1e-5);
+        snprintf(what, sizeof what, "%s running_var", cas);
+        g_side_ok &= fx_close(what, rv, fx_tensor(ctx, f, cas, "rv1"), 1e-5);
+    }
+    return y;
+}
+
+static segc_tensor *fx_group_norm(segc_ctx *ctx, segc_tensor **ins, int n, const segc_st_file *f, const char *cas) {
+    return segc_group_norm(ctx, ins[0], (int)fx_param_int(f, cas, "groups", 1), opt_in(ins, n, 1), opt_in(ins, n, 2),
+                           (float)fx_param_double(f, cas, "eps", 1e-5));
+}
+
+static segc_tensor *fx_instance_norm(segc_ctx *ctx, segc_tensor **ins, int n, const segc_st_file *f, const char *cas) {
+    return segc_instance_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), (float)fx_param_double(f, cas, "eps", 1e-5));
+}
+
+static void test_parity(void **state) {
+    segc_st_file *f = fx_open("norm.safetensors");
+    g_side_ok = true;
+    assert_int_equal(fx_check_all(f, "layer_norm_", fx_layer_norm, 1e-5, 2e-2), 10);
+    assert_int_equal(fx_check_all(f, "add_layer_norm_", fx_add_layer_norm, 1e-5, 2e-2), 6);
+    assert_int_equal(fx_check_all(f, "batch_norm_", fx_batch_norm, 1e-5, 2e-2), 12);
+    assert_int_equal(fx_check_all(f, "group_norm_", fx_group_norm, 1e-5, 2e-2), 12);
+    assert_int_equal(fx_check_all(f, "instance_norm_", fx_instance_norm, 1e-5, 2e-2), 6);
+    assert_true(g_side_ok);
+    segc_st_close(f);
+}
+
+/* ---------------- finite differences ---------------- */
+typedef struct { int kind; int groups; bool training, stats; float eps; } gc_cfg;
+enum { K_LN, K_ADDLN_Y, K_ADDLN_SUM, K_BN, K_GN, K_IN };
+
+static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user) {
+    const gc_cfg *c = user;
+    switch (c->kind) {
+    case K_LN: return segc_layer_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
+    case K_ADDLN_Y:
+    case K_ADDLN_SUM: {
+        segc_tensor *sum = NULL, *y = segc_add_layer_norm(ctx, ins[0], ins[1], opt_in(ins, n, 2), opt_in(ins, n, 3), c->eps, &sum);
+        return c->kind == K_ADDLN_Y ? y : sum;
+    }
+    case K_BN: {
+        ctx->training = c->training;
+        segc_tensor *rm = NULL, *rv = NULL;
+        if (c->stats) {   /* fresh buffers each call: eval output depends on them */
+            rm = segc_tensor_new(ctx, SEGC_F32, 1, &ins[0]->shape[1]);
+            rv = segc_tensor_new(ctx, SEGC_F32, 1, &ins[0]->shape[1]);
+            for (int64_t i = 0; i < rm->shape[0]; i++) {
+                segc_f32(rm)[i] = 0.3f * (float)i - 0.5f;
+                segc_f32(rv)[i] = 0.5f + 0.25f * (float)i;
+            }
+        }
+        return segc_batch_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), rm, rv, 0.1f, c->eps);
+    }
+    case K_GN: return segc_group_norm(ctx, ins[0], c->groups, opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
+    default: return segc_instance_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
+    }
+}
+
+static bool run_gc(const char *name, gc_cfg cfg, int ndim, const int64_t *shape, int64_t C, bool affine, bool residual) {
+    segc_ctx *ctx = segc_ctx_new(99);
+    segc_tensor *ins[4] = {0};
+    int n = 0;
+    ins[n++] = t_randn(ctx, ndim, shape, 1.5f, true);
+    if (residual) ins[n++] = t_randn(ctx, ndim, shape, 1.0f, true);
+    if (affine) {
+        ins[n++] = t_uniform(ctx, 1, &C, 0.5f, 1.5f, true);
+        ins[n++] = t_randn(ctx, 1, &C, 0.5f, true);
+    }
+    bool ok = gradcheck(ctx, name, gc_norm, ins, n, &cfg, gc_default());
+    segc_ctx_free(ctx);
+    return ok;
+}
+
+static void test_gradcheck(void **state) {
+    bool ok = true;
+    ok &= run_gc("layer_norm [3,5,7]", (gc_cfg){K_LN, .eps = 1e-5f}, 3, SHAPE(3, 5, 7), 7, true, false);
+    ok &= run_gc("layer_norm [2,1,6] no affine", (gc_cfg){K_LN, .eps = 1e-5f}, 3, SHAPE(2, 1, 6), 6, false, false);
+    ok &= run_gc("layer_norm [1,1]", (gc_cfg){K_LN, .eps = 1e-5f}, 2, SHAPE(1, 1), 1, true, false);
+    ok &= run_gc("add_layer_norm y [4,9]", (gc_cfg){K_ADDLN_Y, .eps = 1e-5f}, 2, SHAPE(4, 9), 9, true, true);
+    ok &= run_gc("add_layer_norm sum [4,9]", (gc_cfg){K_ADDLN_SUM, .eps = 1e-5f}, 2, SHAPE(4, 9), 9, false, true);
+    ok &= run_gc("batch_norm train [3,4,2,3]", (gc_cfg){K_BN, .training = true, .stats = true, .eps = 1e-5f}, 4,
+                 SHAPE(3, 4, 2, 3), 4, true, false);
+    ok &= run_gc("batch_norm train no stats [5,3]", (gc_cfg){K_BN, .training = true, .eps = 1e-5f}, 2, SHAPE(5, 3), 3,
+                 true, false);
+    ok &= run_gc("batch_norm eval [2,3,4]", (gc_cfg){K_BN, .training = false, .stats = true, .eps = 1e-5f}, 3,
+                 SHAPE(2, 3, 4), 3, true, false);
+    ok &= run_gc("batch_norm train [2,1,1,1]", (gc_cfg){K_BN, .training = true, .eps = 1e-3f}, 4, SHAPE(2, 1, 1, 1), 1,
+                 true, false);
+    ok &= run_gc("group_norm g1 [2,6,3,2]", (gc_cfg){K_GN, .groups = 1, .eps = 1e-5f}, 4, SHAPE(2, 6, 3, 2), 6, true, false);
+    ok &= run_gc("group_norm g3 [2,6,3,2]", (gc_cfg){K_GN, .groups = 3, .eps = 1e-5f}, 4, SHAPE(2, 6, 3, 2), 6, true, false);
+    ok &= run_gc("group_norm g2 [3,8] no spatial", (gc_cfg){K_GN, .groups = 2, .eps = 1e-5f}, 2, SHAPE(3, 8), 8, false,
+                 false);
+    ok &= run_gc("instance_norm [2,3,5]", (gc_cfg){K_IN, .eps = 1e-5f}, 3, SHAPE(2, 3, 5), 3, true, false);
+    ok &= run_gc("instance_norm [1,2,2,2] no affine", (gc_cfg){K_IN, .eps = 1e-5f}, 4, SHAPE(1, 2, 2, 2), 2, false, false);
+    assert_true(ok);
+}
+
+/* ---------------- bitwise identical for 1 and 2 threads ---------------- */
+static void test_thread_independent(void **state) {
+    const int64_t shape[4] = {4, 16, 32, 32};   /* 65536 values: above the threading threshold */
+    enum { NOUT = 6, NIN = 8 };
+    float *res[2][NOUT + NIN];
+    int64_t sizes[NOUT + NIN];
+    segc_ctx *ctxs[2];
+    for (int t = 0; t < 2; t++) {
+        segc_ctx *ctx = ctxs[t] = segc_ctx_new(5);
+        segc_set_num_threads(ctx, t + 1);
+        segc_tensor *x = t_randn(ctx, 4, shape, 2.0f, true), *r = t_randn(ctx, 4, shape, 1.0f, true);
+        /* layer_norm normalises the last dim (32); the channel norms take [16] parameters */
+        segc_tensor *g32 = t_uniform(ctx, 1, SHAPE(32), 0.5f, 1.5f, true), *b32 = t_randn(ctx, 1, SHAPE(32), 1, true);
+        segc_tensor *g = t_uniform(ctx, 1, SHAPE(16), 0.5f, 1.5f, true), *b = t_randn(ctx, 1, SHAPE(16), 1, true);
+        segc_tensor *g16 = segc_cast(ctx, g, SEGC_BF16), *b16 = segc_cast(ctx, b, SEGC_BF16);
+        segc_tensor *outs[NOUT], *sum = NULL;
+        outs[0] = segc_add_layer_norm(ctx, x, r, g32, b32, 1e-5f, &sum);
+        outs[1] = sum;
+        outs[2] = segc_batch_norm(ctx, x, g, b, NULL, NULL, 0.1f, 1e-5f);
+        outs[3] = segc_group_norm(ctx, x, 4, g, b, 1e-5f);
+        outs[4] = segc_instance_norm(ctx, x, g16, b16, 1e-5f);
+        outs[5] = segc_layer_norm(ctx, segc_cast(ctx, x, SEGC_BF16), NULL, NULL, 1e-5f);
+        /* one backward over the whole tape with an upstream gradient on every output */
+        for (int k = 0; k < NOUT; k++) {
+            assert_non_null(outs[k]);
+            int64_t n = sizes[k] = segc_numel(outs[k]);
+            float *gout = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
+            segc_rng rng;
+            segc_rng_init(&rng, 100 + k);
+            segc_rng_fill_normal(&rng, gout, n, 0, 1);
+            if (k < NOUT - 1) memcpy(segc_grad(ctx, outs[k]), gout, (size_t)n * sizeof(float));
+            else assert_true(segc_backward_from(ctx, outs[k], gout));
+            res[t][k] = segc_as_f32(ctx, outs[k]);
+        }
+        segc_tensor *gt[NIN] = {x, r, g32, b32, g, b, g16, b16};
+        for (int k = 0; k < NIN; k++) {
+            assert_non_null(gt[k]->grad);
+            res[t][NOUT + k] = gt[k]->grad;
+            sizes[NOUT + k] = segc_numel(gt[k]);
+        }
+    }
+    for (int k = 0; k < NOUT + NIN; k++) assert_memory_equal(res[0][k], res[1][k], (size_t)sizes[k] * sizeof(float));
+    segc_set_num_threads(NULL, 2);
+    segc_ctx_free(ctxs[0]);
+    segc_ctx_free(ctxs[1]);
+}
+
+/* ---------------- behaviour details ---------------- */
+static void test_semantics(void **state) {
+    segc_ctx *ctx = segc_ctx_new(3);
+    /* bf16 activations with f32 affine parameters give the f32 result within bf16 rounding */
+    segc_tensor *x = t_randn(ctx, 3, SHAPE(2, 3, 40), 1.0f, false), *g = t_uniform(ctx, 1, SHAPE(40), 0.5f, 1.5f, false);
+    segc_tensor *xb = segc_cast(ctx, x, SEGC_BF16), *xr = segc_cast(ctx, xb, SEGC_F32);
+    segc_tensor *y32 = segc_layer_norm(ctx, xr, g, NULL, 1e-5f), *y16 = segc_layer_norm(ctx, xb, g, NULL, 1e-5f);
+    assert_int_equal(y16->dtype, SEGC_BF16);
+    assert_true(fx_close("bf16 x, f32 gamma", y16, y32, 1e-2));
+    /* eval batch norm without running stats uses the batch statistics; no grad recorded without requires_grad */
+    ctx->training = false;
+    segc_tensor *xb4 = t_randn(ctx, 4, SHAPE(3, 2, 2, 2), 1.0f, false);
+    segc_tensor *yb = segc_batch_norm(ctx, xb4, NULL, NULL, NULL, NULL, 0.1f, 0.f);
+    assert_non_null(yb);
+    assert_false(yb->requires_grad);
+    double m = 0;
+    for (int n = 0; n < 3; n++) for (int s = 0; s < 4; s++) m += segc_f32(yb)[n * 8 + s];
+    assert_true(fabs(m) < 1e-5);
+    /* eval with running stats does not touch them; training moves them */
+    segc_tensor *rm = segc_tensor_zeros(ctx, SEGC_F32, 1, SHAPE(2)), *rv = segc_tensor_zeros(ctx, SEGC_F32, 1, SHAPE(2));
+    segc_f32(rv)[0] = segc_f32(rv)[1] = 1.f;
+    assert_non_null(segc_batch_norm(ctx, xb4, NULL, NULL, rm, rv, 0.1f, 1e-5f));
+    assert_true(segc_f32(rm)[0] == 0.f && segc_f32(rv)[1] == 1.f);
+    ctx->training = true;
+    assert_non_null(segc_batch_norm(ctx, xb4, NULL, NULL, rm, rv, 1.0f, 1e-5f));
+    double s = 0;
+    for (int n = 0; n < 3; n++) for (int k = 0; k < 4; k++) s += segc_f32(xb4)[n * 8 + k];
+    assert_float_equal(segc_f32(rm)[0], s / 12, 1e-5);   /* momentum 1: the batch mean itself */
+    /* the residual's sum is reported even without gradients, and NULL sum_out is fine */
+    segc_tensor *sum = NULL;
+    assert_non_null(segc_add_layer_norm(ctx, x, x, NULL, NULL, 1e-5f, &sum));
+    assert_float_equal(segc_f32(sum)[7], 2 * segc_f32(x)[7], 0);
+    assert_non_null(segc_add_layer_norm(ctx, x, x, NULL, NULL, 1e-5f, NULL));
+    /* x + x: both inputs are the same tensor, the gradient doubles */
+    segc_tensor *xs = t_randn(ctx, 2, SHAPE(2, 5), 1.0f, true);
+    segc_tensor *sum2 = NULL;
+    segc_tensor *y2 = segc_add_layer_norm(ctx, xs, xs, NULL, NULL, 1e-5f, &sum2);
+    (void)y2;
+    float ones[10] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
+    assert_true(segc_backward_from(ctx, sum2, ones));
+    for (int i = 0; i < 10; i++) assert_float_equal(xs->grad[i], 2.f, 0);
+    /* empty batch with running stats in eval mode: nothing to do, no error */
+    ctx->training = false;
+    segc_tensor *e = segc_tensor_new(ctx, SEGC_F32, 4, SHAPE(0, 2, 3, 3));
+    assert_non_null(segc_batch_norm(ctx, e, NULL, NULL, rm, rv, 0.1f, 1e-5f));
+    segc_ctx_free(ctx);
+}
+
+/* ---------------- errors ---------------- */
+#define EXPECT_ERR(call, text)                                                        \
+    do {                                                                              \
+        segc_clear_error(ctx);                                                        \
+        assert_null(call);                                                            \
+        if (!strstr(segc_last_error(ctx), text)) fail_msg("error was: %s", segc_last_error(ctx)); \
+    } while (0)
+
+static void test_errors(void **state) {
+    segc_ctx *ctx = segc_ctx_new(1);
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 6, 3, 3), 1, false), *g5 = t_randn(ctx, 1, SHAPE(5), 1, false);
+    segc_tensor *g6 = t_randn(ctx, 1, SHAPE(6), 1, false), *g3 = t_randn(ctx, 1, SHAPE(3), 1, false);
+    segc_tensor *lab = segc_tensor_new(ctx, SEGC_I64, 2, SHAPE(2, 3));
+    EXPECT_ERR(segc_layer_norm(ctx, x, g5, NULL, 1e-5f), "layer_norm: gamma must have shape [3], found [5]");
+    EXPECT_ERR(segc_layer_norm(ctx, x, NULL, g6, 1e-5f), "layer_norm: beta must have shape [3], found [6]");
+    EXPECT_ERR(segc_layer_norm(ctx, lab, NULL, NULL, 1e-5f), "layer_norm: x must be f32 or bf16, found i64");
+    EXPECT_ERR(segc_layer_norm(ctx, x, NULL, NULL, -1.f), "layer_norm: eps");
+    EXPECT_ERR(segc_add_layer_norm(ctx, x, g6, g3, NULL, 1e-5f, NULL), "add_layer_norm: residual must match x");
+    EXPECT_ERR(segc_batch_norm(ctx, x, g5, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: gamma must have shape [6], found [5]");
+    segc_tensor *rm16 = segc_tensor_zeros(ctx, SEGC_BF16, 1, SHAPE(6));
+    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, rm16, rm16, 0.1f, 1e-5f), "batch_norm: running_mean must be f32, found bf16");
+    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, g6, NULL, 0.1f, 1e-5f), "batch_norm: running_mean and running_var");
+    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, g5, g5, 0.1f, 1e-5f), "batch_norm: running_mean must have shape [6]");
+    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, NULL, NULL, 1.5f, 1e-5f), "batch_norm: need eps >= 0 and momentum");
+    segc_tensor *one = t_randn(ctx, 4, SHAPE(1, 6, 1, 1), 1, false);
+    EXPECT_ERR(segc_batch_norm(ctx, one, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: batch statistics need more than 1");
+    EXPECT_ERR(segc_batch_norm(ctx, g6, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: x must be [N, C, ...]");
+    EXPECT_ERR(segc_group_norm(ctx, x, 4, NULL, NULL, 1e-5f), "group_norm: groups 4 must be >= 1 and divide the channels 6");
+    EXPECT_ERR(segc_group_norm(ctx, x, 0, NULL, NULL, 1e-5f), "group_norm: groups 0");
+    EXPECT_ERR(segc_group_norm(ctx, x, 2, g5, NULL, 1e-5f), "group_norm: gamma must have shape [6], found [5]");
+    EXPECT_ERR(segc_instance_norm(ctx, x, NULL, g3, 1e-5f), "instance_norm: beta must have shape [6], found [3]");
+    EXPECT_ERR(segc_instance_norm(ctx, lab, NULL, NULL, 1e-5f), "instance_norm: x must be f32 or bf16");
+    EXPECT_ERR(segc_instance_norm(ctx, segc_tensor_new(ctx, SEGC_F32, 2, SHAPE(2, 6)), NULL, NULL, 1e-5f),
+               "instance_norm: x must be [N, C, spatial...]");
+    /* NULL inputs: NULL result, first error kept */
+    segc_clear_error(ctx);
+    segc_set_error(ctx, "earlier failure");
+    assert_null(segc_layer_norm(ctx, NULL, NULL, NULL, 1e-5f));
+    assert_null(segc_add_layer_norm(ctx, x, NULL, NULL, NULL, 1e-5f, NULL));
+    assert_null(segc_batch_norm(ctx, NULL, NULL, NULL, NULL, NULL, 0.1f, 1e-5f));
+    assert_null(segc_group_norm(ctx, NULL, 1, NULL, NULL, 1e-5f));
+    assert_null(segc_instance_norm(ctx, NULL, NULL, NULL, 1e-5f));
+    assert_string_equal(segc_last_error(ctx), "earlier failure");
+    segc_ctx_free(ctx);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_thread_independent),
+        cmocka_unit_test(test_semantics),  cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests_name("norm", tests, NULL, NULL);
+}
