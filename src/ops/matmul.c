@@ -1,0 +1,466 @@
+/* Strided batched GEMM (oneDNN matmul), matmul and linear, forward and backward.
+ *
+ * Every GEMM goes through segc_gemm_run: transposes are strides, never copies;
+ * primitives are cached by shape/stride/dtype key. bf16 operand pairs use
+ * oneDNN's native bf16 matmul (f32 accumulation) where the CPU has one and are
+ * widened to f32 in the arena where it has not, so the numerics are the same
+ * on both: bf16 operands, f32 accumulation, upstream gradients of bf16 ops
+ * rounded to bf16 before their GEMMs (as PyTorch's bf16 autograd does). */
+#include <pthread.h>
+#include <string.h>
+
+#include "dnnl_backend.h"
+#include "segc/ops.h"
+
+/* ------------------------------------------------------------------------- */
+/* native bf16 detection: one probe primitive descriptor, once */
+
+static bool g_bf16_native;
+static pthread_once_t g_bf16_once = PTHREAD_ONCE_INIT;
+
+static void probe_bf16(void) {
+    dnnl_engine_t eng = segc_dnnl_engine();
+    if (!eng) return;
+    int64_t d[2] = {64, 64};
+    dnnl_memory_desc_t a = segc_dnnl_md(2, d, dnnl_bf16), c = segc_dnnl_md(2, d, dnnl_f32);
+    dnnl_matmul_desc_t md;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_matmul_desc_init(&md, &a, &a, NULL, &c) != dnnl_success) return;
+    if (dnnl_primitive_desc_create(&pd, &md, NULL, eng, NULL) != dnnl_success) return;
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    /* a reference implementation would be far slower than widening to f32 */
+    g_bf16_native = impl && strncmp(impl, "ref", 3) != 0;
+    dnnl_primitive_desc_destroy(pd);
+}
+
+bool segc_gemm_native_bf16(void) {
+    pthread_once(&g_bf16_once, probe_bf16);
+    return g_bf16_native;
+}
+
+void *segc_gemm_round_grad(segc_ctx *ctx, const float *g, int64_t n, segc_dtype *dtype_out) {
+    if (segc_gemm_native_bf16()) {
+        uint16_t *r = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *r);
+        segc_f32_to_bf16_n(g, r, n);
+        *dtype_out = SEGC_BF16;
+        return r;
+    }
+    float *r = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *r);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) r[i] = segc_bf16_to_f32(segc_f32_to_bf16(g[i]));
+    *dtype_out = SEGC_F32;
+    return r;
+}
+
+/* ------------------------------------------------------------------------- */
+/* segc_gemm_run */
+
+typedef struct {
+    char tag[8];
+    int32_t nd, a_dt, b_dt, c_dt, bias_dt, accumulate;
+    float alpha;
+    int64_t a_dims[3], a_str[3], b_dims[3], b_str[3], c_dims[3], c_str[3];
+} gemm_key;
+
+static bool is_float(segc_dtype dt) { return dt == SEGC_F32 || dt == SEGC_BF16; }
+
+/* elements spanned by a strided [bat, rows, cols] operand */
+static int64_t extent(int64_t bat, int64_t bs, int64_t rows, int64_t rs, int64_t cols, int64_t cs) {
+    return (bat - 1) * bs + (rows - 1) * rs + (cols - 1) * cs + 1;
+}
+
+static float *widen(segc_ctx *ctx, const void *p, int64_t n) {
+    float *f = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *f);
+    segc_bf16_to_f32_n(p, f, n);
+    return f;
+}
+
+/* K == 0: the product is empty, C gets the bias (or zero) */
+static void gemm_empty_k(const segc_gemm *g, const float *bias) {
+    for (int64_t i = 0; i < g->batch; i++)
+        for (int64_t m = 0; m < g->M; m++) {
+            int64_t off = i * g->c_bs + m * g->c_rs;
+            for (int64_t n = 0; n < g->N; n++) {
+                float v = bias ? bias[n] : 0.0f;
+                if (g->c_dtype == SEGC_BF16) ((uint16_t *)g->c)[off + n] = segc_f32_to_bf16(v);
+                else if (g->accumulate) ((float *)g->c)[off + n] += v;
+                else ((float *)g->c)[off + n] = v;
+            }
+        }
+}
+
+static void strided_md(dnnl_memory_desc_t *md, int nd, const int64_t *dims, const int64_t *strides, int32_t dt) {
+    dnnl_dims_t d, st;
+    for (int i = 0; i < nd; i++) d[i] = dims[i], st[i] = strides[i];
+    dnnl_memory_desc_init_by_strides(md, nd, d, (dnnl_data_type_t)dt, st);
+}
+
+/* One oneDNN matmul call for a validated problem whose operands share a
+ * supported dtype combination. */
+static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
+    gemm_key key;
+    memset(&key, 0, sizeof key);
+    memcpy(key.tag, "gemm", 4);
+    int nd = g->batch > 1 ? 3 : 2, o = nd - 2;
+    key.nd = nd;
+    key.a_dt = segc_dnnl_dt(g->a_dtype);
+    key.b_dt = segc_dnnl_dt(g->b_dtype);
+    key.c_dt = segc_dnnl_dt(g->c_dtype);
+    key.bias_dt = g->bias ? segc_dnnl_dt(g->bias_dtype) : 0;
+    key.accumulate = g->accumulate;
+    key.alpha = g->alpha;
+    if (nd == 3) {
+        key.a_dims[0] = g->a_bs ? g->batch : 1;
+        key.a_str[0] = g->a_bs ? g->a_bs : extent(1, 0, g->M, g->a_rs, g->K, g->a_cs);
+        key.b_dims[0] = g->b_bs ? g->batch : 1;
+        key.b_str[0] = g->b_bs ? g->b_bs : extent(1, 0, g->K, g->b_rs, g->N, g->b_cs);
+        key.c_dims[0] = g->batch;
+        key.c_str[0] = g->c_bs;
+    }
+    key.a_dims[o] = g->M, key.a_dims[o + 1] = g->K, key.a_str[o] = g->a_rs, key.a_str[o + 1] = g->a_cs;
+    key.b_dims[o] = g->K, key.b_dims[o + 1] = g->N, key.b_str[o] = g->b_rs, key.b_str[o + 1] = g->b_cs;
+    key.c_dims[o] = g->M, key.c_dims[o + 1] = g->N, key.c_str[o] = g->c_rs, key.c_str[o + 1] = 1;
+
+    segc_dnnl_prim *p = segc_dnnl_cache_get(&key, sizeof key);
+    if (!p) {
+        dnnl_memory_desc_t amd, bmd, cmd, biasmd;
+        strided_md(&amd, nd, key.a_dims, key.a_str, key.a_dt);
+        strided_md(&bmd, nd, key.b_dims, key.b_str, key.b_dt);
+        strided_md(&cmd, nd, key.c_dims, key.c_str, key.c_dt);
+        if (g->bias) {
+            int64_t bd[3] = {1, 1, 1};
+            bd[nd - 1] = g->N;
+            biasmd = segc_dnnl_md(nd, bd, key.bias_dt);
+        }
+        dnnl_matmul_desc_t md;
+        dnnl_primitive_desc_t pd = NULL;
+        dnnl_primitive_attr_t attr = segc_dnnl_attr();
+        if (g->alpha != 1.0f) dnnl_primitive_attr_set_output_scales(attr, 1, 0, &g->alpha);
+        if (g->accumulate) {
+            dnnl_post_ops_t po;
+            dnnl_post_ops_create(&po);
+            dnnl_post_ops_append_sum(po, 1.0f);
+            dnnl_primitive_attr_set_post_ops(attr, po);
+            dnnl_post_ops_destroy(po);
+        }
+        dnnl_status_t st = dnnl_matmul_desc_init(&md, &amd, &bmd, g->bias ? &biasmd : NULL, &cmd);
+        if (st == dnnl_success) st = dnnl_primitive_desc_create(&pd, &md, attr, segc_dnnl_engine(), NULL);
+        dnnl_primitive_attr_destroy(attr);
+        if (st != dnnl_success) {
+            segc_set_error(ctx, "%s: oneDNN has no matmul for batch %lld, M %lld, N %lld, K %lld (%s x %s -> %s), status %d",
+                           op, (long long)g->batch, (long long)g->M, (long long)g->N, (long long)g->K,
+                           segc_dtype_name(g->a_dtype), segc_dtype_name(g->b_dtype), segc_dtype_name(g->c_dtype), (int)st);
+            return false;
+        }
+        p = segc_dnnl_cache_put(ctx, op, &key, sizeof key, pd);
+        if (!p) return false;
+    }
+    int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    void *ptrs[4] = {(void *)g->a, (void *)g->b, g->c, (void *)g->bias};
+    return segc_dnnl_run(ctx, op, p, g->bias ? 4 : 3, ids, ptrs);
+}
+
+/* For a size-1 row or column dimension the stride is free: pick one that
+ * makes the operand a valid row-major (cs 1, rs >= cols) or column-major
+ * (rs 1, cs >= rows) matrix for the backend. */
+static void canon_strides(int64_t rows, int64_t cols, int64_t *rs, int64_t *cs) {
+    if (cols == 1) *cs = 1;
+    if (rows == 1) {
+        if (*cs == 1) *rs = cols;
+        else *rs = 1;
+    }
+}
+static bool valid_strides(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+    return (cs == 1 && rs >= cols) || (rs == 1 && cs >= rows);
+}
+
+bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
+    segc_gemm g = *gin;
+    if (g.batch < 0 || g.M < 0 || g.N < 0 || g.K < 0 || !is_float(g.a_dtype) || !is_float(g.b_dtype) ||
+        !is_float(g.c_dtype) || (g.bias && !is_float(g.bias_dtype)) || (g.accumulate && g.c_dtype != SEGC_F32) ||
+        (g.bias && g.alpha != 1.0f)) {
+        segc_set_error(ctx, "%s: gemm arguments expected non-negative sizes, float dtypes, f32 C when accumulating, "
+                       "no alpha with bias; found batch %lld M %lld N %lld K %lld", op, (long long)g.batch,
+                       (long long)g.M, (long long)g.N, (long long)g.K);
+        return false;
+    }
+    if (g.batch == 0 || g.M == 0 || g.N == 0) return true;
+    canon_strides(g.M, g.K, &g.a_rs, &g.a_cs);
+    canon_strides(g.K, g.N, &g.b_rs, &g.b_cs);
+    if (g.M == 1) g.c_rs = g.N;
+    if (!valid_strides(g.M, g.K, g.a_rs, g.a_cs) || !valid_strides(g.K, g.N, g.b_rs, g.b_cs) || g.c_rs < g.N) {
+        segc_set_error(ctx, "%s: gemm operands need a unit row or column stride and a leading stride covering the "
+                       "other dim; found A strides (%lld, %lld), "
+                       "B strides (%lld, %lld), C row stride %lld for N %lld", op, (long long)g.a_rs,
+                       (long long)g.a_cs, (long long)g.b_rs, (long long)g.b_cs, (long long)g.c_rs, (long long)g.N);
+        return false;
+    }
+    if (g.batch == 1) g.a_bs = g.b_bs = g.c_bs = 0;
+    /* B shared and A's rows run on across the batch: one tall GEMM */
+    if (g.batch > 1 && g.b_bs == 0 && g.a_bs == g.M * g.a_rs && g.c_bs == g.M * g.c_rs) {
+        g.M *= g.batch;
+        g.batch = 1;
+        g.a_bs = g.c_bs = 0;
+    }
+    /* C shared (c_bs 0): sum over the batch. If A's columns and B's rows run
+     * on across the batch it is one GEMM with a longer K. */
+    if (g.batch > 1 && g.c_bs == 0) {
+        if (g.a_bs == g.K * g.a_cs && g.b_bs == g.K * g.b_rs) {
+            g.K *= g.batch;
+            g.batch = 1;
+            g.a_bs = g.b_bs = 0;
+        } else {
+            segc_gemm one = g;
+            one.batch = 1;
+            for (int64_t i = 0; i < g.batch; i++) {
+                one.a = (const char *)g.a + i * g.a_bs * (int64_t)segc_dtype_size(g.a_dtype);
+                one.b = (const char *)g.b + i * g.b_bs * (int64_t)segc_dtype_size(g.b_dtype);
+                one.accumulate = g.accumulate || i > 0;
+                one.bias = i == 0 ? g.bias : NULL;
+                if (!segc_gemm_run(ctx, op, &one)) return false;
+            }
+            return true;
+        }
+    }
+    if (g.K == 0) {
+        const float *bias = NULL;
+        if (g.bias) bias = g.bias_dtype == SEGC_F32 ? g.bias : widen(ctx, g.bias, g.N);
+        gemm_empty_k(&g, bias);
+        return true;
+    }
+    bool native = g.a_dtype == SEGC_BF16 && g.b_dtype == SEGC_BF16 && segc_gemm_native_bf16();
+    if (native || (g.a_dtype == SEGC_F32 && g.b_dtype == SEGC_F32 && g.c_dtype == SEGC_F32 &&
+                   (!g.bias || g.bias_dtype == SEGC_F32)))
+        return gemm_dnnl(ctx, op, &g);
+
+    /* widen bf16 operands to f32; a bf16 C is produced in f32 and rounded */
+    int64_t abat = g.a_bs ? g.batch : 1, bbat = g.b_bs ? g.batch : 1;
+    if (g.a_dtype == SEGC_BF16) g.a = widen(ctx, g.a, extent(abat, g.a_bs, g.M, g.a_rs, g.K, g.a_cs));
+    if (g.b_dtype == SEGC_BF16) g.b = widen(ctx, g.b, extent(bbat, g.b_bs, g.K, g.b_rs, g.N, g.b_cs));
+    if (g.bias && g.bias_dtype == SEGC_BF16) g.bias = widen(ctx, g.bias, g.N);
+    g.a_dtype = g.b_dtype = g.bias_dtype = SEGC_F32;
+    if (g.c_dtype == SEGC_F32) return gemm_dnnl(ctx, op, &g);
+    uint16_t *cb = g.c;
+    int64_t cbs = g.c_bs, crs = g.c_rs;
+    float *cf = segc_arena_alloc(&ctx->arena, (size_t)(g.batch * g.M * g.N) * sizeof *cf);
+    g.c = cf;
+    g.c_dtype = SEGC_F32;
+    g.c_bs = g.batch > 1 ? g.M * g.N : 0;
+    g.c_rs = g.N;
+    if (!gemm_dnnl(ctx, op, &g)) return false;
+    int64_t rows = g.batch * g.M, N = g.N, M = g.M;
+#pragma omp parallel for schedule(static) if (rows * N > 65536)
+    for (int64_t r = 0; r < rows; r++) {
+        uint16_t *dst = cb + (r / M) * cbs + (r % M) * crs;
+        const float *src = cf + r * N;
+        for (int64_t n = 0; n < N; n++) dst[n] = segc_f32_to_bf16(src[n]);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------------------------- */
+/* matmul */
+
+/* a strided matrix operand: (row, col) at p[i*bs + row*rs + col*cs] */
+typedef struct {
+    const void *p;
+    segc_dtype dt;
+    int64_t bs, rs, cs;
+} mview;
+
+static mview mv_t(mview v) { return (mview){v.p, v.dt, v.bs, v.cs, v.rs}; }
+
+static bool gemm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
+                       mview b, float *c, int64_t c_bs, int64_t c_rs) {
+    segc_gemm g = {.batch = batch, .M = M, .N = N, .K = K,
+                   .a = a.p, .a_dtype = a.dt, .a_bs = a.bs, .a_rs = a.rs, .a_cs = a.cs,
+                   .b = b.p, .b_dtype = b.dt, .b_bs = b.bs, .b_rs = b.rs, .b_cs = b.cs,
+                   .c = c, .c_dtype = SEGC_F32, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = true};
+    return segc_gemm_run(ctx, op, &g);
+}
+
+typedef struct {
+    int64_t batch, M, N, K;
+    bool trans_a, trans_b, shared_b;
+} matmul_saved;
+
+/* op(A) as an M x K view, op(B) as a K x N view of the stored operands */
+static mview view_op_a(const void *p, segc_dtype dt, const matmul_saved *s) {
+    return s->trans_a ? (mview){p, dt, s->M * s->K, 1, s->M} : (mview){p, dt, s->M * s->K, s->K, 1};
+}
+static mview view_op_b(const void *p, segc_dtype dt, const matmul_saved *s) {
+    int64_t bs = s->shared_b ? 0 : s->K * s->N;
+    return s->trans_b ? (mview){p, dt, bs, 1, s->K} : (mview){p, dt, bs, s->N, 1};
+}
+
+static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
+    const matmul_saved *s = nd->saved;
+    segc_tensor *a = nd->in[0], *b = nd->in[1];
+    int64_t n_out = s->batch * s->M * s->N;
+    mview dc = {nd->out->grad, SEGC_F32, s->M * s->N, s->N, 1};
+    if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
+    mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
+    if (a->requires_grad) {
+        float *ga = segc_grad(ctx, a);
+        if (!s->trans_a) /* dA = dC op(B)^T */
+            gemm_views(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), ga, s->M * s->K, s->K);
+        else /* dA (K x M) = op(B) dC^T */
+            gemm_views(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), ga, s->M * s->K, s->M);
+    }
+    if (b->requires_grad) {
+        float *gb = segc_grad(ctx, b);
+        int64_t gbs = s->shared_b ? 0 : s->K * s->N;   /* 0: summed over the batch */
+        if (!s->trans_b) /* dB = op(A)^T dC */
+            gemm_views(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, gb, gbs, s->N);
+        else /* dB (N x K) = dC^T op(A) */
+            gemm_views(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, gb, gbs, s->K);
+    }
+}
+
+segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool trans_a, bool trans_b) {
+    if (!a || !b) return NULL;
+    if (!segc_check_float(ctx, "matmul", "a", a) || !segc_check_float(ctx, "matmul", "b", b)) return NULL;
+    char sa[96], sb[96];
+    segc_shape_str(a, sa, sizeof sa);
+    segc_shape_str(b, sb, sizeof sb);
+    if (a->dtype != b->dtype) {
+        segc_set_error(ctx, "matmul: a and b expected the same dtype, found %s and %s", segc_dtype_name(a->dtype),
+                       segc_dtype_name(b->dtype));
+        return NULL;
+    }
+    if (a->ndim < 2 || b->ndim < 2 || (b->ndim != 2 && b->ndim != a->ndim)) {
+        segc_set_error(ctx, "matmul: expected a with >= 2 dims and b 2-D or with a's dims, found a %s b %s", sa, sb);
+        return NULL;
+    }
+    matmul_saved s = {.batch = 1, .trans_a = trans_a, .trans_b = trans_b, .shared_b = b->ndim == 2 && a->ndim > 2};
+    for (int i = 0; i < a->ndim - 2; i++) {
+        if (!s.shared_b && a->shape[i] != b->shape[i]) {
+            segc_set_error(ctx, "matmul: batch dims of a %s and b %s expected equal, found %lld vs %lld at dim %d", sa,
+                           sb, (long long)a->shape[i], (long long)b->shape[i], i);
+            return NULL;
+        }
+        s.batch *= a->shape[i];
+    }
+    int64_t ar = a->shape[a->ndim - 2], ac = a->shape[a->ndim - 1];
+    int64_t br = b->shape[b->ndim - 2], bc = b->shape[b->ndim - 1];
+    s.M = trans_a ? ac : ar;
+    s.K = trans_a ? ar : ac;
+    s.N = trans_b ? br : bc;
+    int64_t kb = trans_b ? bc : br;
+    if (kb != s.K) {
+        segc_set_error(ctx, "matmul: inner dims expected equal, found a %s%s (K=%lld) and b %s%s (K=%lld)", sa,
+                       trans_a ? "^T" : "", (long long)s.K, sb, trans_b ? "^T" : "", (long long)kb);
+        return NULL;
+    }
+    int64_t shape[SEGC_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 2] = s.M;
+    shape[a->ndim - 1] = s.N;
+    segc_tensor *y = segc_tensor_new(ctx, a->dtype, a->ndim, shape);
+    if (!y) return NULL;
+    mview opa = view_op_a(a->data, a->dtype, &s), opb = view_op_b(b->data, b->dtype, &s);
+    segc_gemm g = {.batch = s.batch, .M = s.M, .N = s.N, .K = s.K,
+                   .a = opa.p, .a_dtype = opa.dt, .a_bs = opa.bs, .a_rs = opa.rs, .a_cs = opa.cs,
+                   .b = opb.p, .b_dtype = opb.dt, .b_bs = opb.bs, .b_rs = opb.rs, .b_cs = opb.cs,
+                   .c = y->data, .c_dtype = y->dtype, .c_bs = s.M * s.N, .c_rs = s.N, .alpha = 1.0f};
+    if (!segc_gemm_run(ctx, "matmul", &g)) return NULL;
+    segc_tensor *ins[2] = {a, b};
+    if (segc_needs_grad(ctx, ins, 2)) {
+        matmul_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+        *sv = s;
+        segc_record(ctx, "matmul", matmul_backward, y, ins, 2, sv);
+    }
+    return y;
+}
+
+/* ------------------------------------------------------------------------- */
+/* linear */
+
+typedef struct {
+    int64_t rows, in, out;
+} linear_saved;
+
+/* column sums of a rows x cols f32 matrix into acc (+=), optionally rounding
+ * each value to bf16 first. Fixed row chunks summed in order: the result does
+ * not depend on the thread count. */
+static void colsum_acc(segc_ctx *ctx, const float *x, int64_t rows, int64_t cols, bool round_bf16, float *acc) {
+    int64_t chunk = rows / 64 > 256 ? (rows + 63) / 64 : 256;
+    int64_t nch = (rows + chunk - 1) / chunk;
+    float *part = segc_arena_alloc(&ctx->arena, (size_t)(nch * cols) * sizeof *part);
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t c = 0; c < nch; c++) {
+        float *p = part + c * cols;
+        for (int64_t j = 0; j < cols; j++) p[j] = 0.0f;
+        int64_t r1 = (c + 1) * chunk < rows ? (c + 1) * chunk : rows;
+        for (int64_t r = c * chunk; r < r1; r++) {
+            const float *xr = x + r * cols;
+            if (round_bf16)
+                for (int64_t j = 0; j < cols; j++) p[j] += segc_bf16_to_f32(segc_f32_to_bf16(xr[j]));
+            else
+                for (int64_t j = 0; j < cols; j++) p[j] += xr[j];
+        }
+    }
+    for (int64_t c = 0; c < nch; c++)
+        for (int64_t j = 0; j < cols; j++) acc[j] += part[c * cols + j];
+}
+
+static void linear_backward(segc_ctx *ctx, segc_node *nd) {
+    const linear_saved *s = nd->saved;
+    segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
+    const float *gy = nd->out->grad;
+    bool bf16 = x->dtype == SEGC_BF16;
+    mview dy = {gy, SEGC_F32, 0, s->out, 1};
+    if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
+    if (x->requires_grad) /* dX = dY W */
+        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1},
+                   segc_grad(ctx, x), 0, s->in);
+    if (w->requires_grad) /* dW = dY^T X */
+        gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1},
+                   segc_grad(ctx, w), 0, s->in);
+    if (bias && bias->requires_grad) colsum_acc(ctx, gy, s->rows, s->out, bf16, segc_grad(ctx, bias));
+}
+
+segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
+    if (!x || !w) return NULL;
+    if (!segc_check_float(ctx, "linear", "x", x) || !segc_check_float(ctx, "linear", "weight", w)) return NULL;
+    if (bias && !segc_check_float(ctx, "linear", "bias", bias)) return NULL;
+    char sx[96], sw[96], sb[96] = "none";
+    segc_shape_str(x, sx, sizeof sx);
+    segc_shape_str(w, sw, sizeof sw);
+    if (bias) segc_shape_str(bias, sb, sizeof sb);
+    if (w->dtype != x->dtype || (bias && bias->dtype != x->dtype)) {
+        segc_set_error(ctx, "linear: x, weight and bias expected one dtype, found %s, %s, %s",
+                       segc_dtype_name(x->dtype), segc_dtype_name(w->dtype),
+                       bias ? segc_dtype_name(bias->dtype) : "none");
+        return NULL;
+    }
+    if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1] ||
+        (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))) {
+        segc_set_error(ctx, "linear: expected x [..., in], weight [out, in], bias [out]; found x %s, weight %s, bias %s",
+                       sx, sw, sb);
+        return NULL;
+    }
+    linear_saved s = {.rows = 1, .in = w->shape[1], .out = w->shape[0]};
+    for (int i = 0; i < x->ndim - 1; i++) s.rows *= x->shape[i];
+    int64_t shape[SEGC_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = s.out;
+    segc_tensor *y = segc_tensor_new(ctx, x->dtype, x->ndim, shape);
+    if (!y) return NULL;
+    /* y = x w^T + bias: w [out, in] read as an in x out matrix through strides */
+    segc_gemm g = {.batch = 1, .M = s.rows, .N = s.out, .K = s.in,
+                   .a = x->data, .a_dtype = x->dtype, .a_rs = s.in, .a_cs = 1,
+                   .b = w->data, .b_dtype = w->dtype, .b_rs = 1, .b_cs = s.in,
+                   .c = y->data, .c_dtype = y->dtype, .c_rs = s.out,
+                   .bias = bias ? bias->data : NULL, .bias_dtype = x->dtype, .alpha = 1.0f};
+    if (!segc_gemm_run(ctx, "linear", &g)) return NULL;
+    segc_tensor *ins[3] = {x, w, bias};
+    int n_in = bias ? 3 : 2;
+    if (segc_needs_grad(ctx, ins, n_in)) {
+        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+        *sv = s;
+        segc_record(ctx, "linear", linear_backward, y, ins, n_in, sv);
+    }
+    return y;
+}
