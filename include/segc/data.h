@@ -37,6 +37,8 @@ typedef struct segc_dataset_opts {
     const char *class_file;     /* generic folder: class names (one per line, optional "name r g b") */
     const char *value_map;      /* generic folder: "255:1,0:0" label value remapping */
     int slice_axis;             /* medical: axis for 2-D slices (default 2 = axial) */
+    int image_channels;         /* 0: dataset default (3 for photos, mmseg's colour loading); 1: gray; 3: RGB */
+    bool brain_slices_only;     /* medical: index only slices with brain (mask > 0.5, else nonzero voxels) */
 } segc_dataset_opts;
 
 void segc_dataset_opts_default(segc_dataset_opts *o);
@@ -55,5 +57,25 @@ const uint8_t *segc_dataset_palette(const segc_dataset *ds, int k);   /* rgb */
 const char *segc_dataset_image_path(const segc_dataset *ds, int64_t i);
 const char *segc_dataset_label_path(const segc_dataset *ds, int64_t i);
 void segc_dataset_close(segc_dataset *ds);
+
+/* `segc data check` support: decode sample i like segc_dataset_load, but
+ * count label values outside the class set instead of failing on them.
+ * false (message naming the file) for unreadable/truncated files, a missing
+ * label or an image/label size mismatch. */
+typedef struct segc_sample_check {
+    int h, w, c;              /* image size and channels */
+    int64_t hist[256];        /* labelled pixels per train id ([255] = ignore); detection: boxes per class */
+    int64_t n_invalid;        /* label pixels whose raw value is outside the class set (+ignore) */
+    int64_t first_invalid;    /* raw value of the first such pixel */
+} segc_sample_check;
+bool segc_dataset_check_sample(const segc_dataset *ds, int64_t i, segc_sample_check *out, char *err, size_t errlen);
+/* true for detection datasets (boxes, no label map) */
+bool segc_dataset_is_detection(const segc_dataset *ds);
+/* COCO: original image id of sample i / category id of class k (-1 otherwise),
+ * for writing results in COCO's format */
+int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i);
+int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k);
+/* dataset family name as given to segc_dataset_open */
+const char *segc_dataset_name(const segc_dataset *ds);
 
 #endif
