@@ -1,6 +1,170 @@
-/* segc ops: elementwise (see ops.h for conventions) */
+/* segc ops: elementwise arithmetic, activations, reductions, softmax, dropout
+ * (see ops.h for conventions).
+ *
+ * Float ops take f32 or bf16 (all float inputs of one call share the dtype),
+ * compute in f32 and return that dtype; gradients are f32. Results are
+ * bitwise identical for any thread count (reductions run in an order fixed by
+ * the shapes alone). */
 #ifndef SEGC_OPS_ELEMENTWISE_H
 #define SEGC_OPS_ELEMENTWISE_H
+#include <string.h>
+
 #include "segc/core.h"
+
+/* ---- broadcasting binary ops ----
+ * NumPy/PyTorch broadcasting over up to 5 dims: shapes are right-aligned and
+ * each pair of sizes must be equal or contain a 1. Gradients are summed over
+ * the broadcast dims. Same-shape, per-channel ([N,C,H,W] op [1,C,1,1] or
+ * [C,1,1]) and last-dim ([..., C] op [C]) patterns run as flat vector loops. */
+segc_tensor *segc_add(segc_ctx *ctx, segc_tensor *a, segc_tensor *b);
+segc_tensor *segc_sub(segc_ctx *ctx, segc_tensor *a, segc_tensor *b);
+segc_tensor *segc_mul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b);
+segc_tensor *segc_div(segc_ctx *ctx, segc_tensor *a, segc_tensor *b);
+segc_tensor *segc_add_scalar(segc_ctx *ctx, segc_tensor *x, float s);
+segc_tensor *segc_mul_scalar(segc_ctx *ctx, segc_tensor *x, float s);
+
+/* ---- activations ---- */
+segc_tensor *segc_relu(segc_ctx *ctx, segc_tensor *x);
+segc_tensor *segc_leaky_relu(segc_ctx *ctx, segc_tensor *x, float slope);
+/* exact GELU, x * Phi(x) (PyTorch approximate='none') */
+segc_tensor *segc_gelu(segc_ctx *ctx, segc_tensor *x);
+segc_tensor *segc_sigmoid(segc_ctx *ctx, segc_tensor *x);
+segc_tensor *segc_tanh(segc_ctx *ctx, segc_tensor *x);
+
+/* ---- reductions ----
+ * Sum / mean over dims (negative dims count from the end, each at most once).
+ * n_dims == 0 reduces every element: a 0-dim tensor (one element), or all
+ * ones with keepdim. Accumulation is in double. */
+segc_tensor *segc_sum(segc_ctx *ctx, segc_tensor *x, const int *dims, int n_dims, bool keepdim);
+segc_tensor *segc_mean(segc_ctx *ctx, segc_tensor *x, const int *dims, int n_dims, bool keepdim);
+
+/* ---- softmax over any dim (negative counts from the end) ----
+ * A middle dim (the channel dim of NCHW) is handled in place, no permute. */
+segc_tensor *segc_softmax(segc_ctx *ctx, segc_tensor *x, int dim);
+segc_tensor *segc_log_softmax(segc_ctx *ctx, segc_tensor *x, int dim);
+
+/* ---- stochastic regularisation (active only when ctx->training) ----
+ * dropout: zeroes each element with probability p, scales kept ones by
+ * 1/(1-p); p == 1 gives zeros. Masks come from the counter-based ctx->rng,
+ * so they do not depend on the thread count. When not training or p == 0 it
+ * returns x itself. p must be in [0, 1]. */
+segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p);
+/* drop_path (stochastic depth, timm semantics): one keep/drop draw per sample
+ * along dim 0; kept samples are scaled by 1/(1-p). Identity (x itself) when
+ * not training or p == 0. */
+segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p);
+
+/* ---- copies and constants ---- */
+/* differentiable copy (any dtype; gradient flows for f32/bf16) */
+segc_tensor *segc_copy(segc_ctx *ctx, segc_tensor *x);
+/* new tensor of any dtype filled with value (converted to the dtype); no grad */
+segc_tensor *segc_fill(segc_ctx *ctx, segc_dtype dtype, int ndim, const int64_t *shape, float value);
+
+/* =====================================================================
+ * Kernel building blocks shared by the elementwise op files. They do no
+ * validation and record nothing on the tape.
+ * ===================================================================== */
+
+/* exp(x) for f32 in plain C that compilers vectorise (no libm call): range
+ * reduction by ln2 and a degree-6 polynomial, <= 2 ulp; overflow gives inf,
+ * underflow 0 (with gradual denormals), NaN stays NaN. */
+static inline float segc_vexpf(float x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer held in the mantissa */
+    float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);
+    float nf = xc * 1.44269504089f + magic;
+    uint32_t nb, mb;
+    memcpy(&nb, &nf, 4);
+    memcpy(&mb, &magic, 4);
+    int32_t n = (int32_t)(nb - mb);
+    nf -= magic;
+    float r = __builtin_fmaf(nf, -0.693145751953125f, xc); /* ln2 split so n*hi is exact */
+    r = __builtin_fmaf(nf, -1.428606765330187e-06f, r);
+    float p = 1.381460763e-03f;
+    p = __builtin_fmaf(p, r, 8.368710394e-03f);
+    p = __builtin_fmaf(p, r, 4.166838748e-02f);
+    p = __builtin_fmaf(p, r, 1.666652068e-01f);
+    p = __builtin_fmaf(p, r, 4.999999345e-01f);
+    p = __builtin_fmaf(p * r, r, r) + 1.0f;
+    /* 2^n as two normal factors so n down to -150 underflows gradually */
+    int32_t n1 = n >> 1, n2 = n - n1;
+    uint32_t b1 = (uint32_t)(n1 + 127) << 23, b2 = (uint32_t)(n2 + 127) << 23;
+    float s1, s2;
+    memcpy(&s1, &b1, 4);
+    memcpy(&s2, &b2, 4);
+    return p * s1 * s2;
+}
+
+/* bf16 <-> f32 like segc_bf16_to_f32 / segc_f32_to_bf16 (same rounding, NaN
+ * kept quiet) but branch-free, for vectorised loops */
+static inline float segc_ew_bf2f(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t segc_ew_f2bf(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t quiet = (u >> 16) | 0x40u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+static inline void segc_ew_load_bf16(const uint16_t *src, float *dst, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = segc_ew_bf2f(src[i]);
+}
+static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) dst[i] = segc_ew_f2bf(src[i]);
+}
+
+/* Gradient buffer a backward kernel will write every element of. When the
+ * tensor has none yet (and is not a parameter) it is allocated without
+ * zeroing and *fresh is set: the kernel then stores instead of adding. */
+static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
+    *fresh = !t->grad && !t->is_param;
+    if (*fresh) {
+        t->grad = (float *)segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+        return t->grad;
+    }
+    return segc_grad(ctx, t);
+}
+
+/* Iteration plan over a broadcast output: up to three operands (slot 0 the
+ * full, contiguous output shape; slots 1 and 2 broadcast against it). Size-1
+ * dims are dropped and neighbouring dims merged when every operand allows,
+ * so the common patterns collapse to one or two dims. strides are in
+ * elements, 0 along broadcast dims. */
+typedef struct segc_bcast {
+    int nd;                               /* >= 1 */
+    int64_t shape[SEGC_MAX_DIMS];
+    int64_t stride[3][SEGC_MAX_DIMS];
+    int64_t numel;
+} segc_bcast;
+
+/* Broadcast shape of a and b; false when incompatible. */
+bool segc_bcast_shape(int nda, const int64_t *sa, int ndb, const int64_t *sb, int *nd_out, int64_t *out);
+/* Plan for out_shape with operands a and b (each broadcastable to it). */
+void segc_bcast_plan(segc_bcast *p, int nd_out, const int64_t *out_shape, int nda, const int64_t *sa, int ndb,
+                     const int64_t *sb);
+
+/* dst (+)= scale * sum over the dims where dst broadcasts of v, where
+ * v = src (w_mode NONE), src * w (MUL) or src / w (DIV); then, if div_sq is
+ * given, divided by div_sq^2. src, w, dst and div_sq are f32 and use the
+ * plan strides of slots src_slot, w_slot, dst_slot, dst_slot. Sums are taken
+ * in double in a fixed order. dst is stored (not added to) unless accumulate. */
+enum { SEGC_W_NONE = 0, SEGC_W_MUL, SEGC_W_DIV };
+typedef struct segc_bcast_reduce_args {
+    const float *src;
+    int src_slot;
+    const float *w;
+    int w_slot, w_mode;
+    float *dst;
+    int dst_slot;
+    bool accumulate;
+    double scale;
+    const float *div_sq;
+} segc_bcast_reduce_args;
+void segc_bcast_reduce(segc_ctx *ctx, const segc_bcast *p, const segc_bcast_reduce_args *r);
 
 #endif

@@ -1,0 +1,193 @@
+/* dropout and drop_path (stochastic depth).
+ *
+ * Masks come from ctx->rng through the Philox counter stream: element i of a
+ * call uses value (base + i) of the range reserved for it, so a mask depends
+ * only on (seed, offset) and never on how the work is split among threads.
+ * An element is kept when its uniform u = (word >> 8) * 2^-24 satisfies
+ * u >= p, i.e. word >> 8 >= ceil(p * 2^24): exactly segc_rng_uniform_at's
+ * value compared with p. The Philox rounds are inlined here so the mask loop
+ * vectorises (same function as segc_philox in core). */
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+
+#include "segc/ops.h"
+
+#define PAR_MIN 16384
+#define BLOCK 1024 /* elements per work block: 256 Philox blocks */
+
+static inline void philox_words(uint64_t seed, uint64_t ctr, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
+        c0 = n0;
+        c1 = n1;
+        c2 = n2;
+        c3 = n3;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0;
+    out[1] = c1;
+    out[2] = c2;
+    out[3] = c3;
+}
+
+/* keep[i] for values base + first .. base + first + n - 1 of the stream (base % 4 == 0) */
+static void keep_mask(uint64_t seed, uint64_t base, int64_t first, int64_t n, uint32_t thr, uint8_t *keep) {
+    uint32_t words[BLOCK + 8];
+    int64_t b0 = first / 4, b1 = (first + n + 3) / 4; /* Philox blocks covering the range */
+    uint64_t ctr0 = base / 4;
+#pragma omp simd
+    for (int64_t b = b0; b < b1; b++) {
+        uint32_t w[4];
+        philox_words(seed, ctr0 + (uint64_t)b, w);
+        for (int k = 0; k < 4; k++) words[(b - b0) * 4 + k] = w[k];
+    }
+    const uint32_t *wv = words + (first - b0 * 4);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) keep[i] = (wv[i] >> 8) >= thr;
+}
+
+/* integer threshold on the 24-bit uniform: keep iff (word >> 8) >= thr */
+static uint32_t keep_threshold(float p) { return (uint32_t)ceil((double)p * 16777216.0); }
+
+static bool check_p(segc_ctx *ctx, const char *name, float p) {
+    if (p >= 0.0f && p <= 1.0f) return true;
+    segc_set_error(ctx, "%s: p must be in [0, 1], found %g", name, (double)p);
+    return false;
+}
+
+/* ---------------------------------------------------------------- dropout */
+
+typedef struct {
+    float scale;
+    uint8_t *keep; /* one byte per element */
+} dropout_saved;
+
+static void dropout_backward(segc_ctx *ctx, segc_node *nd) {
+    const dropout_saved *sv = nd->saved;
+    segc_tensor *x = nd->in[0];
+    bool fresh;
+    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
+    const float *go = nd->out->grad;
+    const uint8_t *keep = sv->keep;
+    float scale = sv->scale;
+    int64_t n = segc_numel(x);
+    if (fresh) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] = keep[i] ? go[i] * scale : 0.0f;
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) gx[i] += keep[i] ? go[i] * scale : 0.0f;
+    }
+}
+
+segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p) {
+    if (!x) return NULL;
+    if (!segc_check_float(ctx, "dropout", "x", x) || !check_p(ctx, "dropout", p)) return NULL;
+    if (!ctx->training || p == 0.0f) return x;
+    segc_tensor *y = segc_tensor_like(ctx, x);
+    int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
+    uint8_t *keep = segc_arena_alloc(&ctx->arena, (size_t)n);
+    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)n);
+    uint32_t thr = keep_threshold(p);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    bool bf16 = x->dtype == SEGC_BF16;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
+        uint8_t *k = keep + off;
+        keep_mask(seed, base, off, m, thr, k);
+        if (bf16) {
+            const uint16_t *xv = segc_bf16p(x) + off;
+            uint16_t *yv = segc_bf16p(y) + off;
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) yv[i] = k[i] ? segc_ew_f2bf(segc_ew_bf2f(xv[i]) * scale) : 0;
+        } else {
+            const float *xv = segc_f32(x) + off;
+            float *yv = segc_f32(y) + off;
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) yv[i] = k[i] ? xv[i] * scale : 0.0f;
+        }
+    }
+    if (segc_needs_grad(ctx, &x, 1)) {
+        dropout_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+        sv->scale = scale;
+        sv->keep = keep;
+        segc_record(ctx, "dropout", dropout_backward, y, &x, 1, sv);
+    }
+    return y;
+}
+
+/* -------------------------------------------------------------- drop_path */
+
+typedef struct {
+    float *factor; /* per sample: 1/(1-p) if kept, else 0 */
+} drop_path_saved;
+
+static void drop_path_backward(segc_ctx *ctx, segc_node *nd) {
+    const drop_path_saved *sv = nd->saved;
+    segc_tensor *x = nd->in[0];
+    bool fresh;
+    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
+    const float *go = nd->out->grad;
+    int64_t N = x->shape[0], per = N ? segc_numel(x) / N : 0;
+#pragma omp parallel for schedule(static) if (N * per > PAR_MIN && N > 1)
+    for (int64_t s = 0; s < N; s++) {
+        float f = sv->factor[s];
+        float *g = gx + s * per;
+        const float *o = go + s * per;
+        if (fresh) {
+#pragma omp simd
+            for (int64_t i = 0; i < per; i++) g[i] = o[i] * f;
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < per; i++) g[i] += o[i] * f;
+        }
+    }
+}
+
+segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
+    if (!x) return NULL;
+    if (!segc_check_float(ctx, "drop_path", "x", x) || !check_p(ctx, "drop_path", p)) return NULL;
+    if (x->ndim < 1) {
+        segc_set_error(ctx, "drop_path: x must have a sample dim (at least 1-D), found 0-D");
+        return NULL;
+    }
+    if (!ctx->training || p == 0.0f) return x;
+    int64_t N = x->shape[0], per = N ? segc_numel(x) / N : 0;
+    segc_tensor *y = segc_tensor_like(ctx, x);
+    drop_path_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+    sv->factor = segc_arena_alloc(&ctx->arena, (size_t)(N > 0 ? N : 1) * sizeof(float));
+    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)N);
+    uint32_t thr = keep_threshold(p);
+    float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
+    for (int64_t s = 0; s < N; s += BLOCK) {
+        uint8_t keep[BLOCK];
+        int64_t m = N - s < BLOCK ? N - s : BLOCK;
+        keep_mask(seed, base, s, m, thr, keep);
+        for (int64_t i = 0; i < m; i++) sv->factor[s + i] = keep[i] ? scale : 0.0f;
+    }
+    bool bf16 = x->dtype == SEGC_BF16;
+#pragma omp parallel for schedule(static) if (N * per > PAR_MIN && N > 1)
+    for (int64_t s = 0; s < N; s++) {
+        float f = sv->factor[s];
+        if (bf16) {
+            const uint16_t *xv = segc_bf16p(x) + s * per;
+            uint16_t *yv = segc_bf16p(y) + s * per;
+#pragma omp simd
+            for (int64_t i = 0; i < per; i++) yv[i] = segc_ew_f2bf(segc_ew_bf2f(xv[i]) * f);
+        } else {
+            const float *xv = segc_f32(x) + s * per;
+            float *yv = segc_f32(y) + s * per;
+#pragma omp simd
+            for (int64_t i = 0; i < per; i++) yv[i] = xv[i] * f;
+        }
+    }
+    if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, "drop_path", drop_path_backward, y, &x, 1, sv);
+    return y;
+}
