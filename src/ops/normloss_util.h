@@ -7,6 +7,7 @@
 #define SEGC_NORMLOSS_UTIL_H
 #include <omp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #ifdef __AVX512BF16__
 #include <immintrin.h>
@@ -136,6 +137,58 @@ static inline float nl_logf(float x) {
     return f + y + 0.693359375f * e;
 }
 
+/* log(1 + u) for u >= 0, accurate for small u: log(w) * u / (w - 1) with
+ * w = 1 + u rounded cancels w's rounding error */
+static inline float nl_log1pf(float u) {
+    const float w = 1.0f + u;
+    return w == 1.0f ? u : nl_logf(w) * (u / (w - 1.0f));
+}
+
+/* ---- softmax over the class rows of a block of pixels (cross entropy, dice) ----
+ * z: C rows of len (<= NL_BW) pixels, row stride zs. Per pixel: mx = max_c z,
+ * lz = log(sum_c exp(z_c - mx)), so softmax p_c = exp((z_c - mx) - lz) and
+ * log p_c = (z_c - mx) - lz. Keeping mx and lz apart (instead of one rounded
+ * log-sum-exp) keeps p accurate to a few ulp. The sum leaves out the max's own
+ * exp(0) = 1 (the count of ties at the max stands in for it) so log1p keeps
+ * the relative accuracy of small losses. With w, wz = sum_c w_c * (z_c - mx)
+ * (w NULL: no wz). */
+#define NL_BW 128
+static inline void nl_block_lse(const float *z, int64_t zs, int64_t C, int64_t len, float *restrict mx,
+                                float *restrict lz, const float *w, float *restrict wz) {
+    float se[NL_BW], ties[NL_BW];
+#pragma omp simd
+    for (int64_t p = 0; p < len; p++) mx[p] = z[p];
+    for (int64_t c = 1; c < C; c++) {
+        const float *zc = z + c * zs;
+#pragma omp simd
+        for (int64_t p = 0; p < len; p++) mx[p] = zc[p] > mx[p] ? zc[p] : mx[p];
+    }
+    for (int64_t p = 0; p < len; p++) se[p] = 0.f, ties[p] = -1.f;
+    if (wz) for (int64_t p = 0; p < len; p++) wz[p] = 0.f;
+    for (int64_t c = 0; c < C; c++) {
+        const float *zc = z + c * zs;
+        if (wz) {
+            const float wc = w[c];
+#pragma omp simd
+            for (int64_t p = 0; p < len; p++) {
+                const float d = zc[p] - mx[p];
+                se[p] += d < 0.f ? nl_expf(d) : 0.f;
+                ties[p] += d < 0.f ? 0.f : 1.f;
+                wz[p] += wc * d;
+            }
+        } else {
+#pragma omp simd
+            for (int64_t p = 0; p < len; p++) {
+                const float d = zc[p] - mx[p];
+                se[p] += d < 0.f ? nl_expf(d) : 0.f;
+                ties[p] += d < 0.f ? 0.f : 1.f;
+            }
+        }
+    }
+#pragma omp simd
+    for (int64_t p = 0; p < len; p++) lz[p] = nl_log1pf(se[p] + ties[p]);
+}
+
 /* the stride-0 broadcast of t (numpy rules, trailing dims aligned) to shape,
  * as f32 in the arena; NULL with an error naming op when not broadcastable */
 static inline float *nl_expand_f32(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t,
@@ -171,5 +224,59 @@ bad:;
     segc_set_error(ctx, "%s: %s of shape %s does not broadcast to %s", op, what, segc_shape_str(t, a, sizeof a),
                    segc_shape_str(&tmp, b, sizeof b));
     return NULL;
+}
+/* ---- class-index targets (cross entropy, dice) ---- */
+
+/* target [N, spatial...] for logits [N, C, spatial...]: an integer dtype and
+ * the logits' shape without the class dim */
+static inline bool nl_check_target(segc_ctx *ctx, const char *op, const segc_tensor *logits, const segc_tensor *target) {
+    char a[96], b[96];
+    if (target->dtype != SEGC_I64 && target->dtype != SEGC_I32 && target->dtype != SEGC_U8) {
+        segc_set_error(ctx, "%s: target must be i64, i32 or u8 class indices, found %s", op, segc_dtype_name(target->dtype));
+        return false;
+    }
+    bool ok = target->ndim == logits->ndim - 1 && target->shape[0] == logits->shape[0];
+    for (int i = 1; ok && i < target->ndim; i++) ok = target->shape[i] == logits->shape[i + 1];
+    if (!ok)
+        segc_set_error(ctx, "%s: target shape must be the logits' %s without dim 1, found %s", op,
+                       segc_shape_str(logits, a, sizeof a), segc_shape_str(target, b, sizeof b));
+    return ok;
+}
+
+/* len labels from flat index off as int32 (i64 values saturated, so an
+ * out-of-range value stays out of range) */
+static inline void nl_load_labels(const segc_tensor *t, int64_t off, int64_t len, int32_t *dst) {
+    if (t->dtype == SEGC_U8) {
+        const uint8_t *s = (const uint8_t *)t->data + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = s[i];
+    } else if (t->dtype == SEGC_I32) {
+        memcpy(dst, (const int32_t *)t->data + off, (size_t)len * sizeof(int32_t));
+    } else {
+        const int64_t *s = (const int64_t *)t->data + off;
+        for (int64_t i = 0; i < len; i++) dst[i] = s[i] > INT32_MAX ? INT32_MAX : s[i] < INT32_MIN ? INT32_MIN : (int32_t)s[i];
+    }
+}
+static inline int64_t nl_label_at(const segc_tensor *t, int64_t i) {
+    switch (t->dtype) {
+    case SEGC_U8: return ((const uint8_t *)t->data)[i];
+    case SEGC_I32: return ((const int32_t *)t->data)[i];
+    default: return ((const int64_t *)t->data)[i];
+    }
+}
+
+/* the error for the label at flat index i, with its position in the target */
+static inline void nl_bad_label(segc_ctx *ctx, const char *op, const segc_tensor *target, int64_t i, int64_t C,
+                                int ignore_index) {
+    char pos[128];
+    size_t k = 0;
+    int64_t rem = i, idx[SEGC_MAX_DIMS];
+    for (int d = target->ndim - 1; d >= 0; d--) {
+        idx[d] = target->shape[d] ? rem % target->shape[d] : 0;
+        rem = target->shape[d] ? rem / target->shape[d] : 0;
+    }
+    for (int d = 0; d < target->ndim && k < sizeof pos; d++)
+        k += (size_t)snprintf(pos + k, sizeof pos - k, "%s%lld", d ? ", " : "", (long long)idx[d]);
+    segc_set_error(ctx, "%s: target value %lld at [%s] is outside [0, %lld) and is not ignore_index %d", op,
+                   (long long)nl_label_at(target, i), pos, (long long)C, ignore_index);
 }
 #endif
