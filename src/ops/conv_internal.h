@@ -1,0 +1,41 @@
+/* Internal to the convolution ops (conv.c, conv_dw.c): the problem key that
+ * names every cached oneDNN primitive, and the direct depthwise kernels. */
+#ifndef SEGC_CONV_INTERNAL_H
+#define SEGC_CONV_INTERNAL_H
+#include <stdint.h>
+
+#include "segc/ops_conv.h"
+
+/* Full description of one convolution problem. Zero-initialised before
+ * filling (it is hashed as raw bytes); `kind` says which primitive of the
+ * problem (forward, backward-data, ..., or one of its reorders) it names. */
+typedef struct {
+    char tag[8];          /* "segcconv": keeps these keys apart from other ops' in the shared cache */
+    int32_t kind, transposed, dtype, bias_dtype /* -1: no bias */, act, accumulate;
+    float alpha;          /* leaky relu slope (0 otherwise) */
+    int32_t unused;       /* explicit padding so no byte is indeterminate */
+    int64_t n, ic, ih, iw, oc, oh, ow, kh, kw, groups;
+    int64_t stride[2], dil[2], pad_l[2], pad_r[2];
+} conv_key;
+
+/* what conv.c saves for backward */
+typedef struct {
+    conv_key k;
+    const char *op;
+    void *xb, *wb;   /* x and w in the forward primitive's layouts (may alias x->data, w->data) */
+} conv_saved;
+
+/* g * act'(pre-activation), read off the saved output y (g itself without
+ * activation); result in the arena */
+const float *segc_conv_act_backward(segc_ctx *ctx, const conv_key *k, const segc_tensor *y, const float *g);
+
+/* Depthwise convolution (groups == C == O) on plain NCHW, no reorders. */
+bool segc_conv_dw_supported(const conv_key *k);
+void segc_conv_dw_forward(segc_ctx *ctx, const conv_key *k, const segc_tensor *x, const segc_tensor *w,
+                          const segc_tensor *b, segc_tensor *y);
+void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd);
+
+/* deterministic 8-lane f32 reductions (fixed lane order, any ISA) */
+float segc_conv_sum(const float *a, int64_t n);
+float segc_conv_dot(const float *a, const float *b, int64_t n);
+#endif
