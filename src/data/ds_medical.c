@@ -438,8 +438,13 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     /* sample index: (case, slice), optionally only slices with brain */
     int64_t cap = 0;
     for (int64_t c = 0; ok && c < p->n_cases; c++) {
-        med_case tmp, *mc = p->cache ? &p->cache[c] : &tmp;
-        ok = load_case(ds, c, mc, err, n);
+        med_case tmp = {0}, *mc = p->cache ? &p->cache[c] : &tmp;
+        if (p->cache || o->brain_slices_only) ok = load_case(ds, c, mc, err, n);
+        else {   /* slice count from the header; volumes decoded per load */
+            segc_nifti_info info;
+            ok = segc_nifti_read_info(p->files[c].chan[0], &info, err, n);
+            memcpy(mc->dim, info.dim, sizeof mc->dim);
+        }
         for (int64_t s = 0; ok && s < mc->dim[p->axis]; s++) {
             if (o->brain_slices_only && !mc->has_brain[s]) continue;
             if (ds->n == cap) {
