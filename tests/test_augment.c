@@ -10,16 +10,21 @@
 #include "segc/augment.h"
 
 static segc_st_file *FX;
+static void *copies[4096];
+static int n_copies;
 
 static int setup(void **state) {
     FX = fx_open("augment.safetensors");
     return FX ? 0 : -1;
 }
 static int teardown(void **state) {
+    for (int i = 0; i < n_copies; i++) free(copies[i]);
     segc_st_close(FX);
     return 0;
 }
 
+/* Fixture entry copied to aligned memory (safetensors offsets need not be
+ * aligned for the element type); copies are freed at teardown. */
 static const void *fx_data(const char *cas, const char *key, int64_t *numel) {
     char name[128];
     snprintf(name, sizeof name, "%s/%s", cas, key);
@@ -29,7 +34,10 @@ static const void *fx_data(const char *cas, const char *key, int64_t *numel) {
         *numel = 1;
         for (int d = 0; d < e->ndim; d++) *numel *= e->shape[d];
     }
-    return e->data;
+    void *c = malloc(e->nbytes ? e->nbytes : 1);
+    memcpy(c, e->data, e->nbytes);
+    if (n_copies < 4096) copies[n_copies++] = c;
+    return c;
 }
 #define P(cas, key) fx_param_int(FX, cas, key, -1)
 

@@ -65,7 +65,8 @@ struct segc_loader {
     slot_t *slots;
     /* threads */
     pthread_t *threads;
-    int n_threads;
+    int n_threads;        /* started so far (consumer-side bookkeeping) */
+    bool threaded;        /* fixed before any worker starts: workers exist */
     segc_arena *arenas;   /* one per worker, plus one for inline decoding */
     pthread_mutex_t mu;
     pthread_cond_t cv_work, cv_done;
@@ -134,13 +135,13 @@ static bool take_task(segc_loader *l, slot_t **out, int *item) {
 
 /* ---- one sample ---- */
 static void record_error(segc_loader *l, slot_t *s, int b, const char *msg) {
-    if (l->n_threads) pthread_mutex_lock(&l->mu);
+    if (l->threaded) pthread_mutex_lock(&l->mu);
     if (b < s->err_item) {
         s->err_item = b;
         s->failed = true;
         snprintf(s->err, sizeof s->err, "%s", msg);
     }
-    if (l->n_threads) pthread_mutex_unlock(&l->mu);
+    if (l->threaded) pthread_mutex_unlock(&l->mu);
 }
 
 static bool write_outputs(segc_loader *l, slot_t *s, int b, const segc_aug_state *st, char *err, size_t errlen) {
@@ -370,15 +371,15 @@ const segc_batch *segc_loader_next(segc_loader *l, char *err, size_t errlen) {
         return NULL;
     }
     if (l->ended) return NULL;
-    if (l->n_threads) pthread_mutex_lock(&l->mu);
+    if (l->threaded) pthread_mutex_lock(&l->mu);
     if (l->holding) {   /* the batch handed out last time is free again: refill it */
         int64_t seq = l->consumed_seq - 1;
         schedule(l, &l->slots[seq % l->nslots], seq + l->nslots);
         l->holding = false;
-        if (l->n_threads) pthread_cond_broadcast(&l->cv_work);
+        if (l->threaded) pthread_cond_broadcast(&l->cv_work);
     }
     slot_t *s = &l->slots[l->consumed_seq % l->nslots];
-    if (l->n_threads) {
+    if (l->threaded) {
         while (s->remaining > 0) pthread_cond_wait(&l->cv_done, &l->mu);
         pthread_mutex_unlock(&l->mu);
     } else {
@@ -476,6 +477,7 @@ segc_loader *segc_loader_new(segc_sample_source src, const segc_pipeline *p, con
     l->o = *o;
     l->o.resume = NULL;
     l->B = o->batch_size;
+    l->threaded = o->num_workers > 0;
     l->nslots = o->prefetch + 1;
     if (!segc_sampler_init(&l->sampler, o->sampler, src.n, o->shuffle, o->seed, o->rank, o->world_size, err,
                            errlen)) {
