@@ -67,7 +67,9 @@ segc_tensor *segc_fill(segc_ctx *ctx, segc_dtype dtype, int ndim, const int64_t 
 
 /* exp(x) for f32 in plain C that compilers vectorise (no libm call): range
  * reduction by ln2 and a degree-6 polynomial, <= 2 ulp; overflow gives inf,
- * underflow 0 (with gradual denormals), NaN stays NaN. */
+ * underflow 0 (with gradual denormals), NaN stays NaN. GCC vectorises loops
+ * calling it only without -ftrapping-math (its clamps become branches):
+ * put #pragma GCC optimize("no-trapping-math") at the top of the file. */
 static inline float segc_vexpf(float x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer held in the mantissa */
     float xc = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x);

@@ -4,6 +4,12 @@
  * loops): exp from segc_vexpf, and own polynomial fits for erfc and tanh,
  * each accurate to about 1e-7 relative in f32. bf16 tensors are converted in
  * stack blocks and computed in f32. */
+/* FP exception flags are never read: let GCC if-convert selects next to
+ * float arithmetic (the clamps in segc_vexpf, activation selects), which
+ * -ftrapping-math would keep as branches and so unvectorised. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <math.h>
 #include <omp.h>
 

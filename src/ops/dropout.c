@@ -7,6 +7,12 @@
  * u >= p, i.e. word >> 8 >= ceil(p * 2^24): exactly segc_rng_uniform_at's
  * value compared with p. The Philox rounds are inlined here so the mask loop
  * vectorises (same function as segc_philox in core). */
+/* FP exception flags are never read: let GCC if-convert selects next to
+ * float arithmetic (the clamps in segc_vexpf, activation selects), which
+ * -ftrapping-math would keep as branches and so unvectorised. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

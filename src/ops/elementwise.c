@@ -6,6 +6,12 @@
  * each stretch of the innermost dim, where each input is either contiguous or
  * a single repeated value. Gradients are reduced back to each input's shape
  * by segc_bcast_reduce (reduce.c). */
+/* FP exception flags are never read: let GCC if-convert selects next to
+ * float arithmetic (the clamps in segc_vexpf, activation selects), which
+ * -ftrapping-math would keep as branches and so unvectorised. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <omp.h>
 #include <stdio.h>
 

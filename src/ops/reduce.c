@@ -8,6 +8,12 @@
  * fixed by the shapes alone (destination blocks x chunks of the reduced
  * range), each summed in double in a fixed order, and chunk partials are
  * added in chunk order: results are identical for any thread count. */
+/* FP exception flags are never read: let GCC if-convert selects next to
+ * float arithmetic (the clamps in segc_vexpf, activation selects), which
+ * -ftrapping-math would keep as branches and so unvectorised. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

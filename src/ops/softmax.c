@@ -5,9 +5,15 @@
  * IB neighbouring inner positions is processed together, stepping through
  * the D rows with stride inner, so every load is a contiguous vector and no
  * permuted copy is made (the channel dim of NCHW). Per (outer, inner)
- * position the row max m and s = sum exp(x - m) are kept for backward. f32
- * backward reads the f32 output; bf16 backward recomputes the probabilities
- * from x, m and s in f32 rather than trusting the rounded output. */
+ * position the row max m and log s, s = sum exp(x - m), are kept for
+ * backward. f32 backward reads the f32 output; bf16 backward recomputes the
+ * probabilities from x, m and log s in f32 rather than trusting the rounded
+ * output. Sums are taken in double (log s stays accurate when s is near 1). */
+/* FP exception flags are never read: let GCC if-convert the selects in
+ * segc_vexpf, which -ftrapping-math would keep as branches (unvectorised). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math")
+#endif
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -15,7 +21,8 @@
 #include "segc/ops.h"
 
 #define PAR_MIN 16384
-#define IB 64 /* inner positions per block for a middle dim */
+#define IB 64    /* inner positions per block for a middle dim */
+#define LANES 16 /* independent accumulators for contiguous row sums */
 
 typedef struct {
     bool log;
@@ -23,189 +30,227 @@ typedef struct {
     float *max, *lsum; /* [outer * inner]: row max and log(sum exp(x - max)) */
 } sm_saved;
 
-static inline float ld(const void *p, bool bf16, int64_t i) {
-    return bf16 ? segc_ew_bf2f(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+/* x row [off, off+n) as f32: the data itself for f32, converted into buf for bf16 */
+static inline const float *row_f32(const segc_tensor *x, int64_t off, int64_t n, float *buf) {
+    if (x->dtype == SEGC_F32) return segc_f32(x) + off;
+    segc_ew_load_bf16(segc_bf16p(x) + off, buf, n);
+    return buf;
 }
-
-/* max over one contiguous row with fixed lanes (max is exact: order is free) */
-static float row_max(const void *x, bool bf16, int64_t D) {
-    float m[16];
-    for (int l = 0; l < 16; l++) m[l] = -INFINITY;
-    int64_t i = 0;
-    for (; i + 16 <= D; i += 16)
-        for (int l = 0; l < 16; l++) {
-            float v = ld(x, bf16, i + l);
-            m[l] = v > m[l] ? v : m[l];
-        }
-    for (int l = 0; i < D; i++, l++) m[l] = ld(x, bf16, i) > m[l] ? ld(x, bf16, i) : m[l];
-    float r = m[0];
-    for (int l = 1; l < 16; l++) r = m[l] > r ? m[l] : r;
-    return r;
-}
-
-/* Last dim: one row. e is scratch (D floats). */
-static void row_forward(const sm_saved *sv, const void *x, void *y, bool bf16, float *e, int64_t row) {
-    int64_t D = sv->D;
-    float mx = row_max(x, bf16, D);
-    if (mx == -INFINITY) mx = 0.0f; /* all -inf: keep exp finite (PyTorch yields NaN from inf - inf too) */
-    double s[16] = {0}; /* double: log(sum) stays accurate when the sum is close to 1 */
-    int64_t i = 0;
-    for (; i + 16 <= D; i += 16)
-#pragma omp simd
-        for (int l = 0; l < 16; l++) {
-            e[i + l] = segc_vexpf(ld(x, bf16, i + l) - mx);
-            s[l] += (double)e[i + l];
-        }
-    for (int l = 0; i < D; i++, l++) {
-        e[i] = segc_vexpf(ld(x, bf16, i) - mx);
-        s[l] += (double)e[i];
-    }
-    for (int w = 8; w > 0; w /= 2)
-        for (int l = 0; l < w; l++) s[l] += s[l + w];
-    float ls = (float)log(s[0]), inv = (float)(1.0 / s[0]);
-    sv->max[row] = mx;
-    sv->lsum[row] = ls;
-    if (sv->log) { /* (x - max) - log(sum), rounded like PyTorch's */
-        if (bf16) {
-#pragma omp simd
-            for (int64_t j = 0; j < D; j++) ((uint16_t *)y)[j] = segc_ew_f2bf((ld(x, true, j) - mx) - ls);
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < D; j++) ((float *)y)[j] = (((const float *)x)[j] - mx) - ls;
-        }
-    } else if (bf16) {
-#pragma omp simd
-        for (int64_t j = 0; j < D; j++) ((uint16_t *)y)[j] = segc_ew_f2bf(e[j] * inv);
+static inline void store_row(segc_tensor *y, int64_t off, const float *v, int64_t n) {
+    if (y->dtype == SEGC_F32) {
+        if (segc_f32(y) + off != v) memcpy(segc_f32(y) + off, v, (size_t)n * sizeof(float));
     } else {
-#pragma omp simd
-        for (int64_t j = 0; j < D; j++) ((float *)y)[j] = e[j] * inv;
+        segc_ew_store_bf16(v, segc_bf16p(y) + off, n);
     }
 }
 
-/* Middle dim: positions [i0, i0+nb) of one outer slice. e is scratch (D*IB). */
-static void block_forward(const sm_saved *sv, const void *x, void *y, bool bf16, float *e, int64_t o, int64_t i0,
-                          int64_t nb) {
+/* sum of v[0..n) in double with fixed lanes and a fixed pairwise finish */
+static double lane_sum(const float *v, int64_t n) {
+    double acc[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) acc[l] += (double)v[i + l];
+    for (int l = 0; i < n; i++, l++) acc[l] += (double)v[i];
+    for (int w = LANES / 2; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* ---------------------------------------------------------------- forward */
+
+/* Last dim, one row. scratch: 2*D floats. */
+static void row_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor *y, float *scratch, int64_t r) {
+    int64_t D = sv->D, off = r * D;
+    const float *xr = row_f32(x, off, D, scratch);
+    float m[LANES];
+    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
+    int64_t i = 0;
+    for (; i + LANES <= D; i += LANES)
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) m[l] = xr[i + l] > m[l] ? xr[i + l] : m[l];
+    for (int l = 0; i < D; i++, l++) m[l] = xr[i] > m[l] ? xr[i] : m[l];
+    float mx = m[0];
+    for (int l = 1; l < LANES; l++) mx = m[l] > mx ? m[l] : mx;
+    if (mx == -INFINITY) mx = 0.0f; /* all -inf: exp(-inf) = 0, sum 0, outputs NaN/-inf as PyTorch */
+    /* f32 works in the output row itself (it holds the exponentials, then the result) */
+    float *e = y->dtype == SEGC_F32 ? segc_f32(y) + off : scratch + D;
+#pragma omp simd
+    for (int64_t j = 0; j < D; j++) e[j] = segc_vexpf(xr[j] - mx);
+    double s = lane_sum(e, D);
+    float ls = (float)log(s);
+    sv->max[r] = mx;
+    sv->lsum[r] = ls;
+    if (sv->log) {
+#pragma omp simd
+        for (int64_t j = 0; j < D; j++) e[j] = (xr[j] - mx) - ls;
+    } else {
+        float inv = (float)(1.0 / s);
+#pragma omp simd
+        for (int64_t j = 0; j < D; j++) e[j] *= inv;
+    }
+    store_row(y, off, e, D);
+}
+
+/* Middle dim: positions [i0, i0+nb) of outer slice o. scratch: (D+1)*IB floats. */
+static void block_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor *y, float *scratch, int64_t o,
+                          int64_t i0, int64_t nb) {
     int64_t D = sv->D, inner = sv->inner, base = o * D * inner + i0;
+    bool keep_e_in_y = y->dtype == SEGC_F32 && !sv->log;
+    float *xbuf = scratch, *e = scratch + IB; /* e: D rows of IB, for bf16 softmax */
     float mx[IB];
     double s[IB];
     for (int64_t i = 0; i < nb; i++) {
         mx[i] = -INFINITY;
         s[i] = 0.0;
     }
-    for (int64_t d = 0; d < D; d++)
+    for (int64_t d = 0; d < D; d++) {
+        const float *xr = row_f32(x, base + d * inner, nb, xbuf);
 #pragma omp simd
-        for (int64_t i = 0; i < nb; i++) {
-            float v = ld(x, bf16, base + d * inner + i);
-            mx[i] = v > mx[i] ? v : mx[i];
-        }
+        for (int64_t i = 0; i < nb; i++) mx[i] = xr[i] > mx[i] ? xr[i] : mx[i];
+    }
     for (int64_t i = 0; i < nb; i++)
         if (mx[i] == -INFINITY) mx[i] = 0.0f;
     for (int64_t d = 0; d < D; d++) {
-        float *ed = e + d * IB;
+        int64_t off = base + d * inner;
+        const float *xr = row_f32(x, off, nb, xbuf);
+        float tmp[IB];
+        float *er = keep_e_in_y ? segc_f32(y) + off : sv->log ? tmp : e + d * IB;
 #pragma omp simd
-        for (int64_t i = 0; i < nb; i++) {
-            ed[i] = segc_vexpf(ld(x, bf16, base + d * inner + i) - mx[i]);
-            s[i] += (double)ed[i];
-        }
+        for (int64_t i = 0; i < nb; i++) er[i] = segc_vexpf(xr[i] - mx[i]);
+#pragma omp simd
+        for (int64_t i = 0; i < nb; i++) s[i] += (double)er[i];
     }
     float ls[IB], inv[IB];
     for (int64_t i = 0; i < nb; i++) {
         ls[i] = (float)log(s[i]);
+        inv[i] = (float)(1.0 / s[i]);
         sv->max[o * inner + i0 + i] = mx[i];
         sv->lsum[o * inner + i0 + i] = ls[i];
-        inv[i] = (float)(1.0 / s[i]);
     }
     for (int64_t d = 0; d < D; d++) {
         int64_t off = base + d * inner;
-        const float *ed = e + d * IB;
+        float v[IB];
         if (sv->log) {
-            if (bf16) {
+            const float *xr = row_f32(x, off, nb, xbuf);
 #pragma omp simd
-                for (int64_t i = 0; i < nb; i++) ((uint16_t *)y)[off + i] = segc_ew_f2bf((ld(x, true, off + i) - mx[i]) - ls[i]);
-            } else {
+            for (int64_t i = 0; i < nb; i++) v[i] = (xr[i] - mx[i]) - ls[i];
+            store_row(y, off, v, nb);
+        } else if (keep_e_in_y) {
+            float *yr = segc_f32(y) + off;
 #pragma omp simd
-                for (int64_t i = 0; i < nb; i++) ((float *)y)[off + i] = (((const float *)x)[off + i] - mx[i]) - ls[i];
-            }
-        } else if (bf16) {
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++) ((uint16_t *)y)[off + i] = segc_ew_f2bf(ed[i] * inv[i]);
+            for (int64_t i = 0; i < nb; i++) yr[i] *= inv[i];
         } else {
+            const float *er = e + d * IB;
 #pragma omp simd
-            for (int64_t i = 0; i < nb; i++) ((float *)y)[off + i] = ed[i] * inv[i];
+            for (int64_t i = 0; i < nb; i++) v[i] = er[i] * inv[i];
+            store_row(y, off, v, nb);
         }
     }
 }
 
-/* Backward for positions [i0, i0+nb) of outer slice o (inner == 1: one row,
- * i0 = 0, nb = 1 and the loop over d is the contiguous one).
+/* --------------------------------------------------------------- backward
  *   softmax:     gx = p * (g - sum_d g p)
  *   log_softmax: gx = g - p * sum_d g
- * p is the f32 output (softmax, f32), exp of it (log_softmax, f32), or
- * recomputed from x (bf16); held in scratch pb [D * nb]. */
+ * The differences cancel where g is near the sum: they are taken in double. */
+
+/* probabilities of n positions at off (one row, or one block row with per-position stats) */
+static void probs(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, int64_t off, int64_t n,
+                  const float *mx, const float *ls, bool per_pos, float *p) {
+    if (x->dtype == SEGC_BF16) {
+        const uint16_t *xv = segc_bf16p(x) + off;
+        if (per_pos) {
+#pragma omp simd
+            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_ew_bf2f(xv[i]) - mx[i]) - ls[i]);
+        } else {
+            float m = mx[0], l = ls[0];
+#pragma omp simd
+            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_ew_bf2f(xv[i]) - m) - l);
+        }
+    } else if (sv->log) {
+        const float *yv = segc_f32(y) + off;
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf(yv[i]);
+    } else {
+        memcpy(p, segc_f32(y) + off, (size_t)n * sizeof(float));
+    }
+}
+
+static void grad_out(bool log, const float *g, const float *p, const double *dot, bool per_pos, float *gx, bool acc,
+                     int64_t n) {
+    float v[IB];
+    for (int64_t b = 0; b < n; b += IB) {
+        int64_t m = n - b < IB ? n - b : IB;
+        const float *gb = g + b, *pb = p + b;
+        const double *db = per_pos ? dot + b : dot;
+        if (log && per_pos) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)gb[i] - (double)pb[i] * db[i]);
+        } else if (log) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)gb[i] - (double)pb[i] * db[0]);
+        } else if (per_pos) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)pb[i] * ((double)gb[i] - db[i]));
+        } else {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)pb[i] * ((double)gb[i] - db[0]));
+        }
+        float *o = gx + b;
+        if (acc) {
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) o[i] += v[i];
+        } else {
+            memcpy(o, v, (size_t)m * sizeof(float));
+        }
+    }
+}
+
+/* Last dim, one row. scratch: D floats. */
+static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const float *go, float *gx,
+                         bool acc, float *scratch, int64_t r) {
+    int64_t D = sv->D, off = r * D;
+    const float *p = scratch;
+    if (x->dtype == SEGC_F32 && !sv->log) p = segc_f32(y) + off;
+    else probs(sv, x, y, off, D, &sv->max[r], &sv->lsum[r], false, scratch);
+    const float *g = go + off;
+    double dot;
+    if (sv->log) {
+        dot = lane_sum(g, D);
+    } else {
+        double l16[LANES] = {0};
+        int64_t d = 0;
+        for (; d + LANES <= D; d += LANES)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) l16[l] += (double)(g[d + l] * p[d + l]);
+        for (int l = 0; d < D; d++, l++) l16[l] += (double)(g[d] * p[d]);
+        for (int w = LANES / 2; w > 0; w /= 2)
+            for (int l = 0; l < w; l++) l16[l] += l16[l + w];
+        dot = l16[0];
+    }
+    grad_out(sv->log, g, p, &dot, false, gx + off, acc, D);
+}
+
+/* Middle dim: positions [i0, i0+nb) of outer slice o. scratch: D*IB floats. */
 static void block_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const float *go, float *gx,
                            bool acc, float *pb, int64_t o, int64_t i0, int64_t nb) {
     int64_t D = sv->D, inner = sv->inner, base = o * D * inner + i0, st = o * inner + i0;
-    bool bf16 = x->dtype == SEGC_BF16;
-    /* probabilities into pb[d * nb + i] */
-    for (int64_t d = 0; d < D; d++) {
-        int64_t off = base + d * inner;
-        float *p = pb + d * nb;
-        if (bf16) {
-            const uint16_t *xv = segc_bf16p(x);
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++)
-                p[i] = segc_vexpf((segc_ew_bf2f(xv[off + i]) - sv->max[st + i]) - sv->lsum[st + i]);
-        } else if (sv->log) {
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++) p[i] = segc_vexpf(segc_f32(y)[off + i]);
-        } else {
-            memcpy(p, segc_f32(y) + off, (size_t)nb * sizeof(float));
-        }
-    }
-    /* per-position dot (softmax) or gradient sum (log_softmax), in double */
+    for (int64_t d = 0; d < D; d++) probs(sv, x, y, base + d * inner, nb, sv->max + st, sv->lsum + st, true, pb + d * IB);
     double dot[IB];
     for (int64_t i = 0; i < nb; i++) dot[i] = 0.0;
-    if (inner == 1) { /* contiguous row: fixed lanes */
-        double l16[16] = {0};
-        int64_t d = 0;
-        for (; d + 16 <= D; d += 16)
+    for (int64_t d = 0; d < D; d++) {
+        const float *g = go + base + d * inner, *p = pb + d * IB;
+        if (sv->log) {
 #pragma omp simd
-            for (int l = 0; l < 16; l++) l16[l] += sv->log ? (double)go[base + d + l] : (double)(go[base + d + l] * pb[d + l]);
-        for (int l = 0; d < D; d++, l++) l16[l] += sv->log ? (double)go[base + d] : (double)(go[base + d] * pb[d]);
-        for (int w = 8; w > 0; w /= 2)
-            for (int l = 0; l < w; l++) l16[l] += l16[l + w];
-        dot[0] = l16[0];
-    } else {
-        for (int64_t d = 0; d < D; d++) {
-            const float *g = go + base + d * inner, *p = pb + d * nb;
-            if (sv->log) {
+            for (int64_t i = 0; i < nb; i++) dot[i] += (double)g[i];
+        } else {
 #pragma omp simd
-                for (int64_t i = 0; i < nb; i++) dot[i] += (double)g[i];
-            } else {
-#pragma omp simd
-                for (int64_t i = 0; i < nb; i++) dot[i] += (double)(g[i] * p[i]);
-            }
+            for (int64_t i = 0; i < nb; i++) dot[i] += (double)(g[i] * p[i]);
         }
     }
     for (int64_t d = 0; d < D; d++) {
         int64_t off = base + d * inner;
-        const float *g = go + off, *p = pb + d * nb;
-        float *out = gx + off;
-        float v[IB];
-        /* the differences cancel where g is near the dot product: take them in double */
-        if (sv->log) {
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++) v[i] = (float)((double)g[i] - (double)p[i] * dot[i]);
-        } else {
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++) v[i] = (float)((double)p[i] * ((double)g[i] - dot[i]));
-        }
-        if (acc) {
-#pragma omp simd
-            for (int64_t i = 0; i < nb; i++) out[i] += v[i];
-        } else {
-            memcpy(out, v, (size_t)nb * sizeof(float));
-        }
+        grad_out(sv->log, go + off, pb + d * IB, dot, true, gx + off, acc, nb);
     }
 }
 
@@ -215,18 +260,22 @@ static void softmax_backward(segc_ctx *ctx, segc_node *nd) {
     bool fresh;
     float *gx = segc_ew_grad_dst(ctx, x, &fresh);
     const float *go = y->grad;
-    int64_t nib = sv->inner == 1 ? 1 : (sv->inner + IB - 1) / IB, items = sv->outer * nib;
-    int64_t width = sv->inner == 1 ? 1 : IB;
-    int nt = omp_get_max_threads();
-    float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(sv->D * width) * sizeof(float));
     int64_t n = segc_numel(x);
+    if (n == 0) return;
+    int nt = omp_get_max_threads();
+    bool rows = sv->inner == 1;
+    size_t per = (size_t)(rows ? sv->D : sv->D * IB);
+    float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * per * sizeof(float));
+    int64_t nib = rows ? 1 : (sv->inner + IB - 1) / IB, items = sv->outer * nib;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN && items > 1)
     for (int64_t it = 0; it < items; it++) {
-        float *pb = scratch + (size_t)omp_get_thread_num() * (size_t)(sv->D * width);
-        int64_t o = it / nib, i0 = (it % nib) * IB;
-        int64_t nb = sv->inner == 1 ? 1 : (sv->inner - i0 < IB ? sv->inner - i0 : IB);
-        if (sv->inner == 1) i0 = 0;
-        block_backward(sv, x, y, go, gx, !fresh, pb, o, i0, nb);
+        float *sc = scratch + (size_t)omp_get_thread_num() * per;
+        if (rows) {
+            row_backward(sv, x, y, go, gx, !fresh, sc, it);
+        } else {
+            int64_t o = it / nib, i0 = (it % nib) * IB;
+            block_backward(sv, x, y, go, gx, !fresh, sc, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
+        }
     }
 }
 
@@ -251,32 +300,23 @@ static segc_tensor *softmax_op(segc_ctx *ctx, const char *name, bool log, segc_t
         if (i < d) sv->outer *= x->shape[i];
         if (i > d) sv->inner *= x->shape[i];
     }
-    int64_t npos = sv->outer * sv->inner;
+    int64_t npos = sv->outer * sv->inner, n = segc_numel(x);
     sv->max = segc_arena_alloc(&ctx->arena, (size_t)npos * sizeof(float));
     sv->lsum = segc_arena_alloc(&ctx->arena, (size_t)npos * sizeof(float));
-    bool bf16 = x->dtype == SEGC_BF16;
-    int64_t n = segc_numel(x);
     if (n > 0) {
         int nt = omp_get_max_threads();
-        int64_t width = sv->inner == 1 ? 1 : IB;
-        float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(sv->D * width) * sizeof(float));
-        size_t es = segc_dtype_size(x->dtype);
-        if (sv->inner == 1) {
-#pragma omp parallel for schedule(static) if (n > PAR_MIN && sv->outer > 1)
-            for (int64_t r = 0; r < sv->outer; r++) {
-                float *e = scratch + (size_t)omp_get_thread_num() * (size_t)sv->D;
-                /* f32 softmax can hold exp values in the output itself */
-                if (!bf16 && !log) e = segc_f32(y) + r * sv->D;
-                row_forward(sv, (const char *)x->data + (size_t)(r * sv->D) * es, (char *)y->data + (size_t)(r * sv->D) * es,
-                            bf16, e, r);
-            }
-        } else {
-            int64_t nib = (sv->inner + IB - 1) / IB, items = sv->outer * nib;
+        bool rows = sv->inner == 1;
+        size_t per = (size_t)(rows ? 2 * sv->D : (sv->D + 1) * IB);
+        float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * per * sizeof(float));
+        int64_t nib = rows ? 1 : (sv->inner + IB - 1) / IB, items = sv->outer * nib;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN && items > 1)
-            for (int64_t it = 0; it < items; it++) {
-                float *e = scratch + (size_t)omp_get_thread_num() * (size_t)(sv->D * IB);
+        for (int64_t it = 0; it < items; it++) {
+            float *sc = scratch + (size_t)omp_get_thread_num() * per;
+            if (rows) {
+                row_forward(sv, x, y, sc, it);
+            } else {
                 int64_t o = it / nib, i0 = (it % nib) * IB;
-                block_forward(sv, x->data, y->data, bf16, e, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
+                block_forward(sv, x, y, sc, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
             }
         }
     }
