@@ -248,13 +248,16 @@ static void test_large_broadcast(void **state) {
     assert_true(max_rel(x->grad, want, n) < 1e-6);
     /* [M, C] + [C] with a tall M: the reduced range is split into chunks */
     segc_ctx_step_begin(ctx);
-    int64_t M = 9000, K = 7;
+    int64_t M = 20000, K = 7;
+    float *gm = malloc((size_t)(M * K) * sizeof *gm);
+    for (int64_t i = 0; i < M * K; i++) gm[i] = (float)((i * 104729) % 2000) / 1000.0f - 1.0f;
     segc_tensor *m = t_randn(ctx, 2, SHAPE(M, K), 1, false), *v = t_randn(ctx, 1, SHAPE(K), 1, true);
     y = segc_add(ctx, m, v);
-    assert_true(segc_backward_from(ctx, y, g));
+    assert_true(segc_backward_from(ctx, y, gm));
     double gv[7] = {0};
-    for (int64_t i = 0; i < M * K; i++) gv[i % K] += g[i];
+    for (int64_t i = 0; i < M * K; i++) gv[i % K] += gm[i];
     assert_true(max_rel(v->grad, gv, K) < 1e-6);
+    free(gm);
     /* full sum of a long vector (chunked, then partials in order) */
     segc_tensor *s = segc_sum(ctx, segc_tensor_wrap(ctx, SEGC_F32, 1, SHAPE(n), g), NULL, 0, false);
     double tot = 0;
@@ -267,11 +270,12 @@ static void test_large_broadcast(void **state) {
 }
 
 /* outputs and gradients bitwise equal with 1 and 2 threads */
-static void run_all_ops(int threads, float **outs, float **grads) {
+static void run_all_ops(int threads, segc_dtype dt, float **outs, float **grads) {
     segc_ctx *ctx = segc_ctx_new(77);
     segc_set_num_threads(ctx, threads);
-    segc_tensor *x = t_randn(ctx, 4, SHAPE(4, 16, 40, 41), 1, true);
-    segc_tensor *b = t_randn(ctx, 4, SHAPE(1, 16, 1, 1), 1, true);
+    segc_tensor *x = segc_cast(ctx, t_randn(ctx, 4, SHAPE(4, 16, 40, 41), 1, false), dt);
+    segc_tensor *b = segc_cast(ctx, t_randn(ctx, 4, SHAPE(1, 16, 1, 1), 1, false), dt);
+    x->requires_grad = b->requires_grad = true;
     segc_tensor *h = segc_gelu(ctx, segc_mul(ctx, x, b));
     segc_tensor *p = segc_softmax(ctx, h, 1);
     segc_tensor *q = segc_log_softmax(ctx, p, -1);
@@ -281,7 +285,7 @@ static void run_all_ops(int threads, float **outs, float **grads) {
     assert_true(segc_backward(ctx, loss));
     int64_t n = segc_numel(x);
     *outs = malloc((size_t)n * 4);
-    memcpy(*outs, d->data, (size_t)n * 4);
+    memcpy(*outs, d->data, segc_nbytes(d));
     *grads = malloc((size_t)(n + 16) * 4);
     memcpy(*grads, x->grad, (size_t)n * 4);
     memcpy(*grads + n, b->grad, 16 * 4);
@@ -289,16 +293,19 @@ static void run_all_ops(int threads, float **outs, float **grads) {
 }
 
 static void test_thread_determinism(void **state) {
-    float *o1, *g1, *o2, *g2;
-    run_all_ops(1, &o1, &g1);
-    run_all_ops(2, &o2, &g2);
-    int64_t n = 4 * 16 * 40 * 41;
-    assert_memory_equal(o1, o2, (size_t)n * 4);
-    assert_memory_equal(g1, g2, (size_t)(n + 16) * 4);
-    free(o1);
-    free(g1);
-    free(o2);
-    free(g2);
+    for (int k = 0; k < 2; k++) {
+        segc_dtype dt = k ? SEGC_BF16 : SEGC_F32;
+        float *o1, *g1, *o2, *g2;
+        run_all_ops(1, dt, &o1, &g1);
+        run_all_ops(2, dt, &o2, &g2);
+        int64_t n = 4 * 16 * 40 * 41;
+        assert_memory_equal(o1, o2, (size_t)n * segc_dtype_size(dt));
+        assert_memory_equal(g1, g2, (size_t)(n + 16) * 4);
+        free(o1);
+        free(g1);
+        free(o2);
+        free(g2);
+    }
     segc_set_num_threads(NULL, 2);
 }
 
