@@ -12,24 +12,31 @@
 #include <math.h>
 #include <omp.h>
 #include <string.h>
-#ifdef __AVX512F__
+#ifdef __AVX2__
 #include <immintrin.h>
 #endif
 
 #include "segc/ops.h"
 
-#define VW 16 /* floats per AVX-512 vector; tables are padded to a multiple */
+#define VW 8 /* floats per AVX2 vector; tables are padded to a multiple */
+#define STREAM_MIN_BYTES ((size_t)16 << 20) /* outputs this large bypass the caches */
 
 typedef struct {
     int64_t in, out, out_pad;
     int ntaps;           /* 2 for linear, 1 for nearest */
     int32_t *i0, *i1;    /* per output index (padded entries repeat the last) */
     float *w0, *w1;
-    int32_t *base;       /* per 16-output block: first input index it reads */
+    int32_t *base;       /* per VW-output block: first input index it reads */
     int32_t *rel0, *rel1; /* i0/i1 - base, valid when fits[block] */
-    uint8_t *fits;       /* every tap of the block lies in [base, base + 16) */
+    uint8_t *fits;       /* every tap of the block lies in [base, base + VW) */
     int32_t *bptr, *bidx; /* transpose, CSR over input indices: output index, weight */
     float *bw;
+    /* the transpose again as dense bands for VW input indices at a time:
+     * block q covers inputs [q*VW, q*VW+VW), reads outputs [bs[q], bs[q]+bl[q])
+     * with weights bm[bo[q] + l*VW + j] (zero where output l skips input j) */
+    int32_t *bs, *bl;
+    int64_t *bo;
+    float *bm;
 } axis_tab;
 
 static axis_tab *axis_alloc(segc_ctx *ctx, int64_t in, int64_t out, int ntaps) {
@@ -93,6 +100,70 @@ static void axis_finish(segc_ctx *ctx, axis_tab *t) {
             t->bw[k] = t->w1[o];
         }
     }
+    int64_t nb_in = t->in / VW, total = 0;
+    t->bs = segc_arena_alloc(&ctx->arena, (size_t)(nb_in + 1) * sizeof(int32_t));
+    t->bl = segc_arena_alloc(&ctx->arena, (size_t)(nb_in + 1) * sizeof(int32_t));
+    t->bo = segc_arena_alloc(&ctx->arena, (size_t)(nb_in + 1) * sizeof(int64_t));
+    for (int64_t q = 0; q < nb_in; q++) {
+        int32_t lo = INT32_MAX, hi = -1;
+        for (int64_t i = q * VW; i < q * VW + VW; i++)
+            if (t->bptr[i + 1] > t->bptr[i]) {
+                lo = t->bidx[t->bptr[i]] < lo ? t->bidx[t->bptr[i]] : lo;
+                hi = t->bidx[t->bptr[i + 1] - 1] > hi ? t->bidx[t->bptr[i + 1] - 1] : hi;
+            }
+        t->bs[q] = hi < 0 ? 0 : lo;
+        t->bl[q] = hi < 0 ? 0 : hi - lo + 1;
+        t->bo[q] = total;
+        total += (int64_t)t->bl[q] * VW;
+    }
+    t->bm = segc_arena_calloc(&ctx->arena, (size_t)(total ? total : 1) * sizeof(float));
+    for (int64_t q = 0; q < nb_in; q++)
+        for (int64_t j = 0; j < VW; j++) {
+            int64_t i = q * VW + j;
+            for (int32_t k = t->bptr[i]; k < t->bptr[i + 1]; k++)
+                t->bm[t->bo[q] + (int64_t)(t->bidx[k] - t->bs[q]) * VW + j] += t->bw[k];
+        }
+}
+
+/* Horizontal part of the backward: g[c] += sum over the outputs reading input
+ * column c of weight * t[output], in ascending output order. The vector path
+ * runs each block's dense band (zero weights where an output skips a column;
+ * they change no finite sum). */
+static void hgather(const axis_tab *tw, const float *t, float *g) {
+    int64_t c = 0;
+#ifdef __AVX2__
+    /* blocks two at a time: two independent add chains hide the add latency
+     * while each block still sums in its own fixed order */
+    int64_t nb = tw->in / VW, q = 0;
+    for (; q + 2 <= nb; q += 2, c += 2 * VW) {
+        const float *m0 = tw->bm + tw->bo[q], *t0 = t + tw->bs[q];
+        const float *m1 = tw->bm + tw->bo[q + 1], *t1 = t + tw->bs[q + 1];
+        int32_t n0 = tw->bl[q], n1 = tw->bl[q + 1], l = 0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        for (; l < n0 && l < n1; l++) {
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(t0 + l), _mm256_loadu_ps(m0 + (int64_t)l * VW)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(t1 + l), _mm256_loadu_ps(m1 + (int64_t)l * VW)));
+        }
+        for (int32_t k = l; k < n0; k++)
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_broadcast_ss(t0 + k), _mm256_loadu_ps(m0 + (int64_t)k * VW)));
+        for (int32_t k = l; k < n1; k++)
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_broadcast_ss(t1 + k), _mm256_loadu_ps(m1 + (int64_t)k * VW)));
+        _mm256_storeu_ps(g + c, _mm256_add_ps(_mm256_loadu_ps(g + c), a0));
+        _mm256_storeu_ps(g + c + VW, _mm256_add_ps(_mm256_loadu_ps(g + c + VW), a1));
+    }
+    for (; q < nb; q++, c += VW) {
+        const float *m = tw->bm + tw->bo[q], *tp = t + tw->bs[q];
+        __m256 acc = _mm256_setzero_ps();
+        for (int32_t l = 0; l < tw->bl[q]; l++)
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_broadcast_ss(tp + l), _mm256_loadu_ps(m + (int64_t)l * VW)));
+        _mm256_storeu_ps(g + c, _mm256_add_ps(_mm256_loadu_ps(g + c), acc));
+    }
+#endif
+    for (; c < tw->in; c++) {
+        float acc = 0.0f;
+        for (int32_t k = tw->bptr[c]; k < tw->bptr[c + 1]; k++) acc += t[tw->bidx[k]] * tw->bw[k];
+        g[c] += acc;
+    }
 }
 
 /* PyTorch upsample linear: area_pixel_compute_scale / _source_index and
@@ -154,55 +225,69 @@ static const float *row_f32(const void *plane, segc_dtype dt, int64_t w, int64_t
 
 /* dst[o] = w0[o] * src[i0[o]] + w1[o] * src[i1[o]] for o < out_pad */
 static void hinterp(const axis_tab *t, const float *src, float *dst) {
-#ifdef __AVX512F__
+#ifdef __AVX2__
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (int64_t b = 0; b < t->out_pad / VW; b++) {
         int64_t o = b * VW;
-        __m512 a, c;
-        if (t->fits[b]) {
+        __m256 a, c;
+        if (t->fits[b]) { /* the block reads at most VW consecutive inputs: one load, two in-register permutes */
             int64_t base = t->base[b], left = t->in - base;
-            __mmask16 m = left >= VW ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-            __m512 v = _mm512_maskz_loadu_ps(m, src + base);
-            a = _mm512_permutexvar_ps(_mm512_loadu_si512(t->rel0 + o), v);
-            c = _mm512_permutexvar_ps(_mm512_loadu_si512(t->rel1 + o), v);
+            __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < VW ? left : VW)), lane);
+            __m256 v = _mm256_maskload_ps(src + base, m);
+            a = _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(t->rel0 + o)));
+            c = _mm256_permutevar8x32_ps(v, _mm256_loadu_si256((const __m256i *)(t->rel1 + o)));
         } else {
-            a = _mm512_i32gather_ps(_mm512_loadu_si512(t->i0 + o), src, 4);
-            c = _mm512_i32gather_ps(_mm512_loadu_si512(t->i1 + o), src, 4);
+            a = _mm256_i32gather_ps(src, _mm256_loadu_si256((const __m256i *)(t->i0 + o)), 4);
+            c = _mm256_i32gather_ps(src, _mm256_loadu_si256((const __m256i *)(t->i1 + o)), 4);
         }
-        __m512 r = _mm512_add_ps(_mm512_mul_ps(a, _mm512_loadu_ps(t->w0 + o)), _mm512_mul_ps(c, _mm512_loadu_ps(t->w1 + o)));
-        _mm512_storeu_ps(dst + o, r);
+        __m256 r = _mm256_add_ps(_mm256_mul_ps(a, _mm256_loadu_ps(t->w0 + o)), _mm256_mul_ps(c, _mm256_loadu_ps(t->w1 + o)));
+        _mm256_storeu_ps(dst + o, r);
     }
 #else
     for (int64_t o = 0; o < t->out_pad; o++) dst[o] = src[t->i0[o]] * t->w0[o] + src[t->i1[o]] * t->w1[o];
 #endif
 }
 
-#ifdef __AVX512F__
-/* 16 floats -> bf16, round to nearest even, NaN kept quiet (as segc_f32_to_bf16) */
-static inline __m256i bf16_round16(__m512 v) {
-    __m512i u = _mm512_castps_si512(v);
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
-    return _mm512_cvtepi32_epi16(r);
+#ifdef __AVX2__
+/* 8 floats -> bf16, round to nearest even, NaN kept quiet (as segc_f32_to_bf16) */
+static inline __m128i bf16_round8(__m256 v) {
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
+    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
 }
 #endif
 
-/* out row = wa * A + wb * B, stored as dt */
-static void vblend(const float *A, const float *B, float wa, float wb, int64_t n, void *out, segc_dtype dt) {
+/* out row = wa * A + wb * B, stored as dt. stream: non-temporal stores, for
+ * outputs far larger than the caches (the x4 logits upsample), where they
+ * save the read-for-ownership of every output line. */
+static void vblend(const float *A, const float *B, float wa, float wb, int64_t n, void *out, segc_dtype dt, bool stream) {
+    int64_t i = 0;
     if (dt == SEGC_F32) {
         float *restrict d = out;
-        for (int64_t i = 0; i < n; i++) d[i] = A[i] * wa + B[i] * wb;
+#ifdef __AVX2__
+        if (stream) {
+            __m256 va = _mm256_set1_ps(wa), vb = _mm256_set1_ps(wb);
+            for (; i < n && ((uintptr_t)(d + i) & 31); i++) d[i] = A[i] * wa + B[i] * wb;
+            for (; i + VW <= n; i += VW)
+                _mm256_stream_ps(d + i, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + i), va),
+                                                      _mm256_mul_ps(_mm256_loadu_ps(B + i), vb)));
+        }
+#endif
+        for (; i < n; i++) d[i] = A[i] * wa + B[i] * wb;
         return;
     }
     uint16_t *d = out;
-    int64_t i = 0;
-#ifdef __AVX512F__
-    __m512 va = _mm512_set1_ps(wa), vb = _mm512_set1_ps(wb);
-    for (; i < n; i += VW) {
-        __m512 r = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(A + i), va), _mm512_mul_ps(_mm512_loadu_ps(B + i), vb));
-        __mmask16 m = n - i >= VW ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        _mm256_mask_storeu_epi16(d + i, m, bf16_round16(r));
+#ifdef __AVX2__
+    __m256 va = _mm256_set1_ps(wa), vb = _mm256_set1_ps(wb);
+    if (stream)
+        for (; i < n && ((uintptr_t)(d + i) & 15); i++) d[i] = segc_f32_to_bf16(A[i] * wa + B[i] * wb);
+    for (; i + VW <= n; i += VW) {
+        __m256 r = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + i), va), _mm256_mul_ps(_mm256_loadu_ps(B + i), vb));
+        if (stream) _mm_stream_si128((__m128i *)(d + i), bf16_round8(r));
+        else _mm_storeu_si128((__m128i *)(d + i), bf16_round8(r));
     }
 #endif
     for (; i < n; i++) d[i] = segc_f32_to_bf16(A[i] * wa + B[i] * wb);
@@ -225,6 +310,7 @@ static void bilinear_forward(segc_ctx *ctx, const segc_tensor *x, segc_tensor *y
     int64_t per = 2 * tw->out_pad + (iw + VW - 1) / VW * VW;
     float *scratch = segc_arena_alloc(&ctx->arena, (size_t)(nthr * per) * sizeof(float));
     int64_t nchunk = row_chunks(planes, oh), rows_per = (oh + nchunk - 1) / nchunk;
+    bool stream = segc_nbytes(y) >= STREAM_MIN_BYTES;
 #pragma omp parallel for schedule(static)
     for (int64_t it = 0; it < planes * nchunk; it++) {
         int64_t p = it / nchunk, r0 = it % nchunk * rows_per, r1 = r0 + rows_per < oh ? r0 + rows_per : oh;
@@ -244,8 +330,11 @@ static void bilinear_forward(segc_ctx *ctx, const segc_tensor *x, segc_tensor *y
                 if (h1 != idB) { hinterp(tw, row_f32(src, x->dtype, iw, h1, cvt), rowB); idB = h1; }
                 B = rowB;
             }
-            vblend(rowA, B, th->w0[r], th->w1[r], ow, dst + r * ow * (int64_t)es, y->dtype);
+            vblend(rowA, B, th->w0[r], th->w1[r], ow, dst + r * ow * (int64_t)es, y->dtype, stream);
         }
+#ifdef __AVX2__
+        if (stream) _mm_sfence(); /* streamed lines visible before the region ends */
+#endif
     }
 }
 
@@ -311,13 +400,7 @@ static void resize_backward(segc_ctx *ctx, segc_node *nd) {
                 float w = th->bw[k];
                 for (int64_t j = 0; j < ow; j++) t[j] += g[j] * w;
             }
-            /* horizontal gather into the input row */
-            float *restrict gr = gx + (p * ih + r) * iw;
-            for (int64_t c = 0; c < iw; c++) {
-                float acc = 0.0f;
-                for (int32_t k = tw->bptr[c]; k < tw->bptr[c + 1]; k++) acc += t[tw->bidx[k]] * tw->bw[k];
-                gr[c] += acc;
-            }
+            hgather(tw, t, gx + (p * ih + r) * iw);
         }
     }
 }

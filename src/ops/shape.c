@@ -6,7 +6,7 @@
  * writers never collide across threads, so results are bitwise reproducible. */
 #include <stdio.h>
 #include <string.h>
-#ifdef __AVX512F__
+#ifdef __AVX2__
 #include <immintrin.h>
 #endif
 
@@ -164,70 +164,59 @@ static inline void move_elems(char *d, const char *s, int64_t n, size_t es, bool
     for (int64_t i = 0; i < n; i++) df[i] += sf[i];
 }
 
-#ifdef __AVX512F__
-/* 16x16 transpose of 32-bit elements: d[j*dld + i] (+)= s[i*sld + j]. */
-static inline void tr16x16_b32(const float *s, int64_t sld, float *d, int64_t dld, bool acc) {
-    __m512 r[16], t[16], u[16];
-    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(s + i * sld);
-    for (int p = 0; p < 8; p++) {
-        t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
-        t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+#ifdef __AVX2__
+/* 8x8 transpose of 32-bit elements: d[j*dld + i] (+)= s[i*sld + j]. */
+static inline void tr8x8_b32(const float *s, int64_t sld, float *d, int64_t dld, bool acc) {
+    __m256 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(s + i * sld);
+    for (int p = 0; p < 4; p++) {
+        t[2 * p] = _mm256_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        t[2 * p + 1] = _mm256_unpackhi_ps(r[2 * p], r[2 * p + 1]);
     }
     /* u[4q+c], 128-bit lane L: column 4L+c of rows 4q..4q+3 */
-    for (int q = 0; q < 4; q++) {
-        u[4 * q] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0x44);
-        u[4 * q + 1] = _mm512_shuffle_ps(t[4 * q], t[4 * q + 2], 0xEE);
-        u[4 * q + 2] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
-        u[4 * q + 3] = _mm512_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
+    for (int q = 0; q < 2; q++) {
+        u[4 * q] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], 0x44);
+        u[4 * q + 1] = _mm256_shuffle_ps(t[4 * q], t[4 * q + 2], 0xEE);
+        u[4 * q + 2] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0x44);
+        u[4 * q + 3] = _mm256_shuffle_ps(t[4 * q + 1], t[4 * q + 3], 0xEE);
     }
     for (int c = 0; c < 4; c++) {
-        __m512 x0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), x1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
-        __m512 y0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), y1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
-        __m512 o[4] = {_mm512_shuffle_f32x4(x0, y0, 0x88), _mm512_shuffle_f32x4(x0, y0, 0xDD),
-                       _mm512_shuffle_f32x4(x1, y1, 0x88), _mm512_shuffle_f32x4(x1, y1, 0xDD)};
-        for (int l = 0; l < 4; l++) {
+        __m256 o[2] = {_mm256_permute2f128_ps(u[c], u[4 + c], 0x20), _mm256_permute2f128_ps(u[c], u[4 + c], 0x31)};
+        for (int l = 0; l < 2; l++) {
             float *dr = d + (4 * l + c) * dld;
-            _mm512_storeu_ps(dr, acc ? _mm512_add_ps(_mm512_loadu_ps(dr), o[l]) : o[l]);
+            _mm256_storeu_ps(dr, acc ? _mm256_add_ps(_mm256_loadu_ps(dr), o[l]) : o[l]);
         }
     }
 }
 
-/* 32x32 transpose of 16-bit elements: three in-lane unpack stages transpose
- * 8x8 blocks inside 128-bit lanes, two lane shuffles finish the job. */
-static inline void tr32x32_b16(const uint16_t *s, int64_t sld, uint16_t *d, int64_t dld) {
-    __m512i a[32], b[32];
-    for (int i = 0; i < 32; i++) a[i] = _mm512_loadu_si512(s + i * sld);
-    for (int g = 0; g < 4; g++) { /* rows 8g..8g+7 */
-        __m512i *r = a + 8 * g, *t = b + 8 * g;
-        for (int p = 0; p < 4; p++) {
-            t[2 * p] = _mm512_unpacklo_epi16(r[2 * p], r[2 * p + 1]);
-            t[2 * p + 1] = _mm512_unpackhi_epi16(r[2 * p], r[2 * p + 1]);
+/* 16x16 transpose of 16-bit elements: three in-lane unpack stages transpose
+ * the 8x8 blocks inside 128-bit lanes, one lane exchange finishes. */
+static inline void tr16x16_b16(const uint16_t *s, int64_t sld, uint16_t *d, int64_t dld) {
+    __m256i a[16], b[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm256_loadu_si256((const __m256i *)(s + i * sld));
+    for (int g = 0; g < 2; g++) { /* rows 8g..8g+7 */
+        __m256i *r = a + 8 * g, *t = b + 8 * g;
+        for (int p = 0; p < 4; p++) { /* t[2p], t[2p+1]: rows 2p,2p+1 interleaved, columns 0-3 / 4-7 of each lane */
+            t[2 * p] = _mm256_unpacklo_epi16(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm256_unpackhi_epi16(r[2 * p], r[2 * p + 1]);
         }
-        /* t[2p], t[2p+1]: pairs (rows 2p,2p+1) of columns 0-3 and 4-7 of each lane */
-        for (int h = 0; h < 2; h++) {
-            r[4 * h + 0] = _mm512_unpacklo_epi32(t[h], t[h + 2]);
-            r[4 * h + 1] = _mm512_unpackhi_epi32(t[h], t[h + 2]);
-            r[4 * h + 2] = _mm512_unpacklo_epi32(t[h + 4], t[h + 6]);
-            r[4 * h + 3] = _mm512_unpackhi_epi32(t[h + 4], t[h + 6]);
+        for (int h = 0; h < 2; h++) { /* r[4h+k]: columns 4h+{0,1} (k=0) / 4h+{2,3} (k=1) of rows 0-3, k=2,3 rows 4-7 */
+            r[4 * h + 0] = _mm256_unpacklo_epi32(t[h], t[h + 2]);
+            r[4 * h + 1] = _mm256_unpackhi_epi32(t[h], t[h + 2]);
+            r[4 * h + 2] = _mm256_unpacklo_epi32(t[h + 4], t[h + 6]);
+            r[4 * h + 3] = _mm256_unpackhi_epi32(t[h + 4], t[h + 6]);
         }
-        /* r[4h+0]: columns 4h+{0,1} of rows 0-3; r[4h+1]: columns 4h+{2,3} rows 0-3;
-         * r[4h+2], r[4h+3]: the same for rows 4-7 */
-        for (int h = 0; h < 2; h++) {
-            t[4 * h + 0] = _mm512_unpacklo_epi64(r[4 * h], r[4 * h + 2]);     /* column 4h+0 */
-            t[4 * h + 1] = _mm512_unpackhi_epi64(r[4 * h], r[4 * h + 2]);     /* column 4h+1 */
-            t[4 * h + 2] = _mm512_unpacklo_epi64(r[4 * h + 1], r[4 * h + 3]); /* column 4h+2 */
-            t[4 * h + 3] = _mm512_unpackhi_epi64(r[4 * h + 1], r[4 * h + 3]); /* column 4h+3 */
+        for (int h = 0; h < 2; h++) { /* t[4h+k]: column 4h+k of rows 0-7 */
+            t[4 * h + 0] = _mm256_unpacklo_epi64(r[4 * h], r[4 * h + 2]);
+            t[4 * h + 1] = _mm256_unpackhi_epi64(r[4 * h], r[4 * h + 2]);
+            t[4 * h + 2] = _mm256_unpacklo_epi64(r[4 * h + 1], r[4 * h + 3]);
+            t[4 * h + 3] = _mm256_unpackhi_epi64(r[4 * h + 1], r[4 * h + 3]);
         }
     }
-    /* b[8g+c], lane L: column 8L+c of rows 8g..8g+7; gather lanes L of g=0..3 */
+    /* b[8g+c], lane L: column 8L+c of rows 8g..8g+7 */
     for (int c = 0; c < 8; c++) {
-        __m512i A = b[c], B = b[8 + c], C = b[16 + c], D = b[24 + c];
-        __m512i x0 = _mm512_shuffle_i32x4(A, B, 0x44), x1 = _mm512_shuffle_i32x4(A, B, 0xEE);
-        __m512i y0 = _mm512_shuffle_i32x4(C, D, 0x44), y1 = _mm512_shuffle_i32x4(C, D, 0xEE);
-        _mm512_storeu_si512(d + (0 + c) * dld, _mm512_shuffle_i32x4(x0, y0, 0x88));
-        _mm512_storeu_si512(d + (8 + c) * dld, _mm512_shuffle_i32x4(x0, y0, 0xDD));
-        _mm512_storeu_si512(d + (16 + c) * dld, _mm512_shuffle_i32x4(x1, y1, 0x88));
-        _mm512_storeu_si512(d + (24 + c) * dld, _mm512_shuffle_i32x4(x1, y1, 0xDD));
+        _mm256_storeu_si256((__m256i *)(d + c * dld), _mm256_permute2x128_si256(b[c], b[8 + c], 0x20));
+        _mm256_storeu_si256((__m256i *)(d + (8 + c) * dld), _mm256_permute2x128_si256(b[c], b[8 + c], 0x31));
     }
 }
 #endif
@@ -252,21 +241,25 @@ static void tr_scalar(const char *s, int64_t sld, char *d, int64_t dld, int64_t 
     }
 }
 
-/* Columns [j0,j1) of the rows x cols matrix s (leading dim sld) into d
- * (leading dim dld), transposed, all rows. */
-static void tr_panel(const char *s, int64_t sld, char *d, int64_t dld, int64_t rows, int64_t j0, int64_t j1, size_t es,
-                     bool acc) {
-    int64_t i = 0;
-#ifdef __AVX512F__
-    if (es == 4 && j1 - j0 == 16) {
-        for (; i + 16 <= rows; i += 16)
-            tr16x16_b32((const float *)s + i * sld + j0, sld, (float *)d + j0 * dld + i, dld, acc);
-    } else if (es == 2 && !acc && j1 - j0 == 32) {
-        for (; i + 32 <= rows; i += 32)
-            tr32x32_b16((const uint16_t *)s + i * sld + j0, sld, (uint16_t *)d + j0 * dld + i, dld);
+/* d[j*dld + i] (+)= s[i*sld + j] over rows [i0,i1) x cols [j0,j1): full
+ * tiles through the vector kernels, the ragged edges scalar. */
+static void tr_block(const char *s, int64_t sld, char *d, int64_t dld, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                     size_t es, bool acc) {
+    int64_t ie = i0, je = j0;
+#ifdef __AVX2__
+    int64_t t = es == 4 ? 8 : es == 2 && !acc ? 16 : 0;
+    if (t) {
+        ie = i0 + (i1 - i0) / t * t;
+        je = j0 + (j1 - j0) / t * t;
+        for (int64_t i = i0; i < ie; i += t)
+            for (int64_t j = j0; j < je; j += t) {
+                if (es == 4) tr8x8_b32((const float *)s + i * sld + j, sld, (float *)d + j * dld + i, dld, acc);
+                else tr16x16_b16((const uint16_t *)s + i * sld + j, sld, (uint16_t *)d + j * dld + i, dld);
+            }
     }
 #endif
-    if (i < rows) tr_scalar(s, sld, d, dld, i, rows, j0, j1, es, acc);
+    if (je < j1) tr_scalar(s, sld, d, dld, i0, ie, je, j1, es, acc);
+    if (ie < i1) tr_scalar(s, sld, d, dld, ie, i1, j0, j1, es, acc);
 }
 
 /* dst (+)= permute(src); acc means f32 accumulation (the backward). */
@@ -311,10 +304,15 @@ static void permute_exec(const void *src, void *dst, size_t es, bool acc, const 
     int od[SEGC_MAX_DIMS], no = 0;
     for (int i = 0; i < nd - 1; i++)
         if (i != q) od[no++] = i;
-    int64_t nouter = total / (rows * cols), tc = 64 / (int64_t)es, ntiles = (cols + tc - 1) / tc;
+    /* Work items are 64-byte-wide panels. The loop inside a panel walks the
+     * side whose stride is smaller (input rows when sld <= dld, output rows
+     * otherwise), so the strided accesses stay within pages and prefetchable. */
+    bool col_panels = sld <= dld;
+    int64_t nouter = total / (rows * cols), tw = 64 / (int64_t)es, span = col_panels ? cols : rows;
+    int64_t npanel = (span + tw - 1) / tw;
 #pragma omp parallel for schedule(static) if (total > PAR_MIN)
-    for (int64_t it = 0; it < nouter * ntiles; it++) {
-        int64_t o = it / ntiles, j0 = it % ntiles * tc, j1 = j0 + tc < cols ? j0 + tc : cols;
+    for (int64_t it = 0; it < nouter * npanel; it++) {
+        int64_t o = it / npanel, p0 = it % npanel * tw, p1 = p0 + tw < span ? p0 + tw : span;
         int64_t rem = o, soff = 0, doff = 0;
         for (int k = no - 1; k >= 0; k--) {
             int64_t c = rem % os[od[k]];
@@ -322,7 +320,10 @@ static void permute_exec(const void *src, void *dst, size_t es, bool acc, const 
             soff += c * istr[pm[od[k]]];
             doff += c * ostr[od[k]];
         }
-        tr_panel(sc + soff * (int64_t)es, sld, dc + doff * (int64_t)es, dld, rows, j0, j1, es, acc);
+        const char *sb = sc + soff * (int64_t)es;
+        char *db = dc + doff * (int64_t)es;
+        if (col_panels) tr_block(sb, sld, db, dld, 0, rows, p0, p1, es, acc);
+        else tr_block(sb, sld, db, dld, p0, p1, 0, cols, es, acc);
     }
 }
 
