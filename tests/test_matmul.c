@@ -221,26 +221,33 @@ static void check_close_d(const char *what, const float *got, const double *want
 }
 
 static void test_attention_chunks_reference(void **state) {
-    /* Nk 1500 with B 1 gives 174-row query chunks: 400 queries span 3 chunks per head */
-    int64_t B = 1, Nq = 400, Nk = 1500, H = 2, D = 3, Dv = 2;
-    segc_ctx *ctx = segc_ctx_new(5);
-    segc_tensor *q = t_randn(ctx, 3, SHAPE(B, Nq, H * D), 1, true), *k = t_randn(ctx, 3, SHAPE(B, Nk, H * D), 1, true);
-    segc_tensor *v = t_randn(ctx, 3, SHAPE(B, Nk, H * Dv), 1, true);
-    segc_tensor *go = t_randn(ctx, 3, SHAPE(B, Nq, H * Dv), 1, false);
-    float scale = 0.7f;
-    segc_tensor *out = segc_attention(ctx, q, k, v, (int)H, scale);
-    assert_non_null(out);
-    assert_true(segc_backward_from(ctx, out, segc_f32(go)));
-    int64_t no = B * Nq * H * Dv, nq = B * Nq * H * D, nk = B * Nk * H * D, nv = B * Nk * H * Dv;
-    double *ro = calloc(no, 8), *rq = calloc(nq, 8), *rk = calloc(nk, 8), *rv = calloc(nv, 8);
-    attention_ref(segc_f32(q), segc_f32(k), segc_f32(v), segc_f32(go), B, Nq, Nk, H, D, Dv, scale, ro, rq, rk, rv);
-    /* PyTorch's f32 attention misses float64 by up to 4.6e-4 on this shape */
-    check_close_d("chunked attention out", segc_f32(out), ro, no, 5e-4);
-    check_close_d("chunked attention grad q", q->grad, rq, nq, 5e-4);
-    check_close_d("chunked attention grad k", k->grad, rk, nk, 5e-4);
-    check_close_d("chunked attention grad v", v->grad, rv, nv, 5e-4);
-    free(ro), free(rq), free(rk), free(rv);
-    segc_ctx_free(ctx);
+    /* Nk 1500: ~43-row query chunks, so 400 queries span several chunks per
+     * head; 1 and 3 threads exercise the per-thread dK/dV sums */
+    int64_t B = 2, Nq = 400, Nk = 1500, H = 2, D = 3, Dv = 2;
+    for (int nthr = 1; nthr <= 3; nthr += 2) {
+        segc_ctx *ctx = segc_ctx_new(5);
+        segc_set_num_threads(ctx, nthr);
+        segc_tensor *q = t_randn(ctx, 3, SHAPE(B, Nq, H * D), 1, true);
+        segc_tensor *k = t_randn(ctx, 3, SHAPE(B, Nk, H * D), 1, true);
+        segc_tensor *v = t_randn(ctx, 3, SHAPE(B, Nk, H * Dv), 1, true);
+        segc_tensor *go = t_randn(ctx, 3, SHAPE(B, Nq, H * Dv), 1, false);
+        float scale = 0.7f;
+        segc_tensor *out = segc_attention(ctx, q, k, v, (int)H, scale);
+        assert_non_null(out);
+        assert_true(segc_backward_from(ctx, out, segc_f32(go)));
+        int64_t no = B * Nq * H * Dv, nq = B * Nq * H * D, nk = B * Nk * H * D, nv = B * Nk * H * Dv;
+        double *ro = calloc(no, 8), *rq = calloc(nq, 8), *rk = calloc(nk, 8), *rv = calloc(nv, 8);
+        attention_ref(segc_f32(q), segc_f32(k), segc_f32(v), segc_f32(go), B, Nq, Nk, H, D, Dv, scale, ro, rq, rk, rv);
+        /* PyTorch's f32 attention misses float64 by up to 4.6e-4 on a shape like this */
+        print_message("  %d thread(s)\n", nthr);
+        check_close_d("chunked attention out", segc_f32(out), ro, no, 5e-4);
+        check_close_d("chunked attention grad q", q->grad, rq, nq, 5e-4);
+        check_close_d("chunked attention grad k", k->grad, rk, nk, 5e-4);
+        check_close_d("chunked attention grad v", v->grad, rv, nv, 5e-4);
+        free(ro), free(rq), free(rk), free(rv);
+        segc_set_num_threads(ctx, 2);
+        segc_ctx_free(ctx);
+    }
 }
 
 /* ---- determinism and steady state ---- */

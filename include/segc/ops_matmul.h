@@ -56,6 +56,17 @@ typedef struct segc_gemm {
     bool accumulate;
 } segc_gemm;
 bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *g);
+/* Per-thread GEMMs inside one OpenMP parallel region (many small GEMMs with
+ * no fork/join between them). segc_gemm_plan_new, called outside the region,
+ * fixes a batch-1 problem's sizes, strides, dtypes, alpha and accumulate (its
+ * pointers are ignored) and prepares nthreads private executions in the ctx
+ * arena; segc_gemm_plan_run then runs it single-threaded on thread index
+ * `thread` with that call's operands. Operands must be f32, or bf16 when
+ * segc_gemm_native_bf16(); no bias. plan_run returns false only on a backend
+ * failure (the caller reports it after the region). */
+typedef struct segc_gemm_plan segc_gemm_plan;
+segc_gemm_plan *segc_gemm_plan_new(segc_ctx *ctx, const char *op, const segc_gemm *g, int nthreads);
+bool segc_gemm_plan_run(const segc_gemm_plan *p, int thread, const void *a, const void *b, void *c);
 /* true when two bf16 operands run as a native bf16 GEMM (AVX512-BF16/AMX) */
 bool segc_gemm_native_bf16(void);
 /* the dtype gradients of a bf16 op are fed to its backward GEMMs in: bf16 when

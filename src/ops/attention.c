@@ -1,19 +1,25 @@
 /* Multi-head scaled dot-product attention on the [B, N, heads*D] layout.
  *
- * Work goes head by head in query chunks sized so one chunk's scores stay in
- * cache; each chunk covers every batch entry (one batched GEMM per step):
+ * The work is split into items of (batch entry, head, query chunk), the chunk
+ * sized so its scores stay in L2 next to the GEMM operands. One OpenMP region
+ * runs all items; each thread works through its share with single-threaded
+ * GEMMs (segc_gemm_plan), so there is no fork/join per chunk:
  *   S = scale * Q K^T   (GEMM, scale folded in as the output scale)
  *   P = softmax(S)      (in place, f32)
  *   O = P V             (GEMM, written straight into its head's columns)
  * Heads are strided views of q/k/v/out, so no permute copies exist. P is kept
- * for backward (cheaper than recomputing S and exp here: one write and one
- * read of P against a third GEMM plus the exponentials).
+ * for backward (cheaper than recomputing S and exp there: one write and one
+ * read of P against a third GEMM plus the exponentials). Backward per item:
+ * dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)), dQ = scale dS K,
+ * dK += scale dS^T Q; dK/dV sum over items into per-thread buffers that are
+ * added in thread order at the end (deterministic for a thread count).
  *
  * bf16: GEMM operands are bf16 with f32 accumulation (native where the CPU
  * has it, widened to f32 otherwise); softmax runs in f32 and its result, the
  * upstream gradient and dS are rounded to bf16 before they feed a GEMM, so
  * both paths give the same numbers. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "segc/ops.h"
@@ -22,12 +28,15 @@
  * Cody-Waite reduction to r in [-ln2/2, ln2/2] and a degree-6 Taylor
  * polynomial (< 2 ulp), written so the loops calling it vectorise. */
 static inline float exp_le0(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    float t = x * 1.44269504088896341f + 12582912.0f; /* round-to-nearest via 1.5*2^23 */
-    float n = t - 12582912.0f;
-    int32_t ti;
-    memcpy(&ti, &t, sizeof ti);
-    int32_t bits = (ti - 0x4B400000 + 127) << 23;
+    union { float f; uint32_t u; int32_t i; } xv, t, scale;
+    /* clamp at -87 in the unsigned bit order (larger = more negative for
+     * negative floats): an integer min vectorises where a float clamp does not */
+    xv.f = x;
+    xv.u = xv.u < 0xC2AE0000u ? xv.u : 0xC2AE0000u;
+    x = xv.f;
+    t.f = x * 1.44269504088896341f + 12582912.0f; /* round-to-nearest via 1.5*2^23 */
+    float n = t.f - 12582912.0f;
+    scale.i = (t.i - 0x4B400000 + 127) << 23;
     float r = fmaf(n, -0.693145751953125f, x);
     r = fmaf(n, -1.428606765330187e-06f, r);
     float p = 1.0f / 720.0f;
@@ -37,9 +46,7 @@ static inline float exp_le0(float x) {
     p = fmaf(p, r, 0.5f);
     p = fmaf(p, r, 1.0f);
     p = fmaf(p, r, 1.0f);
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return p * scale.f;
 }
 
 static inline float round_bf16(float x) { return segc_bf16_to_f32(segc_f32_to_bf16(x)); }
@@ -71,7 +78,7 @@ static void softmax_row(float *s, int64_t n, bool to_bf16, uint16_t *pb) {
 }
 
 typedef struct {
-    int64_t B, Nq, Nk, H, D, Dv, qc;
+    int64_t B, Nq, Nk, H, D, Dv, qc;   /* qc: query rows per work item */
     float scale;
     bool bf16, native;      /* bf16 inputs; native bf16 GEMMs */
     const void *q, *k, *v;  /* GEMM operands: the inputs, or f32 widenings of bf16 inputs */
@@ -82,28 +89,52 @@ typedef struct {
 static size_t esz(segc_dtype dt) { return segc_dtype_size(dt); }
 static const void *offp(const void *p, segc_dtype dt, int64_t elems) { return (const char *)p + elems * (int64_t)esz(dt); }
 
-/* query rows per chunk: one chunk's f32 scores (all batch entries) ~ 1 MiB */
-static int64_t chunk_rows(int64_t B, int64_t Nq, int64_t Nk) {
-    int64_t rows = ((int64_t)1 << 18) / (B * Nk);
-    if (rows < 64) rows = 64;
+/* query rows per item: ~256 KiB of f32 scores, and at least 4 items per
+ * thread where the shape allows */
+static int64_t chunk_rows(int64_t BH, int64_t Nq, int64_t Nk, int nthr) {
+    int64_t rows = ((int64_t)1 << 16) / Nk;
+    if (rows < 16) rows = 16;
+    int64_t per_bh = (4 * nthr + BH - 1) / BH, cap = (Nq + per_bh - 1) / per_bh;
+    if (rows > cap) rows = cap;
+    if (rows < 1) rows = 1;
     return rows < Nq ? rows : Nq;
 }
 
-static bool gemm(segc_ctx *ctx, int64_t batch, int64_t M, int64_t N, int64_t K, const void *a, segc_dtype adt,
-                 int64_t a_bs, int64_t a_rs, int64_t a_cs, const void *b, segc_dtype bdt, int64_t b_bs, int64_t b_rs,
-                 int64_t b_cs, void *c, segc_dtype cdt, int64_t c_bs, int64_t c_rs, float alpha, bool acc) {
-    segc_gemm g = {.batch = batch, .M = M, .N = N, .K = K,
-                   .a = a, .a_dtype = adt, .a_bs = a_bs, .a_rs = a_rs, .a_cs = a_cs,
-                   .b = b, .b_dtype = bdt, .b_bs = b_bs, .b_rs = b_rs, .b_cs = b_cs,
-                   .c = c, .c_dtype = cdt, .c_bs = c_bs, .c_rs = c_rs, .alpha = alpha, .accumulate = acc};
-    return segc_gemm_run(ctx, "attention", &g);
+/* plans for one GEMM of an item: full chunks and the last, shorter one; the
+ * chunk length is M (q_is_k false) or K (true) */
+typedef struct {
+    segc_gemm_plan *full, *tail;
+    int64_t qc;
+} plan2;
+
+static bool plan2_new(segc_ctx *ctx, plan2 *p, segc_gemm g, bool q_is_k, int64_t qc, int64_t tail, int nthr) {
+    p->qc = qc;
+    *(q_is_k ? &g.K : &g.M) = qc;
+    p->full = segc_gemm_plan_new(ctx, "attention", &g, nthr);
+    p->tail = NULL;
+    if (tail) {
+        *(q_is_k ? &g.K : &g.M) = tail;
+        p->tail = segc_gemm_plan_new(ctx, "attention", &g, nthr);
+    }
+    return p->full && (!tail || p->tail);
+}
+
+static bool plan2_run(const plan2 *p, int64_t rows, int t, const void *a, const void *b, void *c) {
+    return segc_gemm_plan_run(rows == p->qc ? p->full : p->tail, t, a, b, c);
+}
+
+static segc_gemm gshape(int64_t M, int64_t N, int64_t K, segc_dtype adt, int64_t a_rs, int64_t a_cs, segc_dtype bdt,
+                        int64_t b_rs, int64_t b_cs, segc_dtype cdt, int64_t c_rs, float alpha, bool acc) {
+    return (segc_gemm){.batch = 1, .M = M, .N = N, .K = K, .a_dtype = adt, .a_rs = a_rs, .a_cs = a_cs,
+                       .b_dtype = bdt, .b_rs = b_rs, .b_cs = b_cs, .c_dtype = cdt, .c_rs = c_rs,
+                       .alpha = alpha, .accumulate = acc};
 }
 
 static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     const attn_saved *s = nd->saved;
     segc_tensor *tq = nd->in[0], *tk = nd->in[1], *tv = nd->in[2];
-    int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv;
-    segc_dtype gdt = s->gdt, pdt = s->gdt;
+    int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv, qc = s->qc;
+    segc_dtype gdt = s->gdt, pdt = s->gdt, dsdt = s->native ? SEGC_BF16 : SEGC_F32;
     float *gq = tq->requires_grad ? segc_grad(ctx, tq) : NULL;
     float *gk = tk->requires_grad ? segc_grad(ctx, tk) : NULL;
     float *gv = tv->requires_grad ? segc_grad(ctx, tv) : NULL;
@@ -111,39 +142,47 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     segc_dtype godt = SEGC_F32;
     if (s->bf16) go = segc_gemm_round_grad(ctx, nd->out->grad, B * Nq * Cv, &godt);
     bool need_ds = gq || gk;
-    int64_t qc_max = s->qc;
-    float *dp = need_ds ? segc_arena_alloc(&ctx->arena, (size_t)(B * qc_max * Nk) * sizeof *dp) : NULL;
-    uint16_t *dsb = need_ds && s->native ? segc_arena_alloc(&ctx->arena, (size_t)(B * qc_max * Nk) * 2) : NULL;
-    for (int64_t h = 0; h < H; h++)
-        for (int64_t q0 = 0; q0 < Nq; q0 += qc_max) {
-            int64_t qc = Nq - q0 < qc_max ? Nq - q0 : qc_max;
-            const void *pch = offp(s->p, pdt, (h * Nq + q0) * Nk);   /* batch stride H*Nq*Nk */
-            const void *goch = offp(go, godt, q0 * Cv + h * Dv);     /* batch stride Nq*Cv */
-            if (gv) /* dV += P^T dO */
-                gemm(ctx, B, Nk, Dv, qc, pch, pdt, H * Nq * Nk, 1, Nk, goch, godt, Nq * Cv, Cv, 1,
-                     gv + h * Dv, SEGC_F32, Nk * Cv, Cv, 1.0f, true);
+    int nthr = omp_get_max_threads();
+    int64_t nch = (Nq + qc - 1) / qc, tail = Nq % qc, items = B * H * nch;
+    /* per-thread dK/dV sums (a single thread accumulates in place) */
+    float *gkp = gk && nthr > 1 ? segc_arena_calloc(&ctx->arena, (size_t)(nthr * B * Nk * C) * sizeof(float)) : gk;
+    float *gvp = gv && nthr > 1 ? segc_arena_calloc(&ctx->arena, (size_t)(nthr * B * Nk * Cv) * sizeof(float)) : gv;
+    int64_t kstride = nthr > 1 ? B * Nk * C : 0, vstride = nthr > 1 ? B * Nk * Cv : 0;
+    float *dpb = need_ds ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * sizeof(float)) : NULL;
+    uint16_t *dsb = need_ds && s->native ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * 2) : NULL;
+    plan2 pdv, pdp, pdq, pdk;
+    bool ok = true;
+    if (gv) ok &= plan2_new(ctx, &pdv, gshape(Nk, Dv, 0, pdt, 1, Nk, godt, Cv, 1, SEGC_F32, Cv, 1.0f, true), true, qc, tail, nthr);
+    if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, Nk, 1.0f, false), false, qc, tail, nthr);
+    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, Nk, 1, gdt, C, 1, SEGC_F32, C, s->scale, true), false, qc, tail, nthr);
+    if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, Nk, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
+    if (!ok) return;
+    bool fail = false, bf16 = s->bf16;
+#pragma omp parallel num_threads(nthr) reduction(|| : fail)
+    {
+        int t = omp_get_thread_num();
+        float *dp = dpb ? dpb + t * qc * Nk : NULL;
+        uint16_t *dso = dsb ? dsb + t * qc * Nk : NULL;
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t b = it / (H * nch), h = (it / nch) % H, q0 = (it % nch) * qc;
+            int64_t rows = Nq - q0 < qc ? Nq - q0 : qc;
+            const void *pch = offp(s->p, pdt, ((b * H + h) * Nq + q0) * Nk);
+            const void *goch = offp(go, godt, (b * Nq + q0) * Cv + h * Dv);
+            if (gv) fail |= !plan2_run(&pdv, rows, t, pch, goch, gvp + t * vstride + b * Nk * Cv + h * Dv);
             if (!need_ds) continue;
-            /* dP = dO V^T */
-            gemm(ctx, B, qc, Nk, Dv, goch, godt, Nq * Cv, Cv, 1, offp(s->v, gdt, h * Dv), gdt, Nk * Cv, 1, Cv,
-                 dp, SEGC_F32, qc * Nk, Nk, 1.0f, false);
-            if (ctx->has_err) return;
-            /* dS = P * (dP - rowsum(P * dP)) */
-            int64_t rows = B * qc;
-            bool bf16 = s->bf16;
-#pragma omp parallel for schedule(static) if (rows * Nk > 32768)
+            fail |= !plan2_run(&pdp, rows, t, goch, offp(s->v, gdt, b * Nk * Cv + h * Dv), dp);
             for (int64_t r = 0; r < rows; r++) {
-                int64_t poff = (r / qc) * H * Nq * Nk + (r % qc) * Nk;
-                float *d = dp + r * Nk;
-                float delta = 0.0f;
+                float *d = dp + r * Nk, delta = 0.0f;
                 if (pdt == SEGC_BF16) {
-                    const uint16_t *p = (const uint16_t *)pch + poff;
+                    const uint16_t *p = (const uint16_t *)pch + r * Nk;
+                    uint16_t *o = dso + r * Nk;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += segc_bf16_to_f32(p[j]) * d[j];
-                    uint16_t *o = dsb + r * Nk;
 #pragma omp simd
                     for (int64_t j = 0; j < Nk; j++) o[j] = segc_f32_to_bf16(segc_bf16_to_f32(p[j]) * (d[j] - delta));
                 } else {
-                    const float *p = (const float *)pch + poff;
+                    const float *p = (const float *)pch + r * Nk;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += p[j] * d[j];
                     if (bf16) {
@@ -155,16 +194,30 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
                     }
                 }
             }
-            const void *ds = dsb ? (const void *)dsb : (const void *)dp;
-            segc_dtype dsdt = dsb ? SEGC_BF16 : SEGC_F32;
-            if (gq) /* dQ = scale * dS K */
-                gemm(ctx, B, qc, D, Nk, ds, dsdt, qc * Nk, Nk, 1, offp(s->k, gdt, h * D), gdt, Nk * C, C, 1,
-                     gq + q0 * C + h * D, SEGC_F32, Nq * C, C, s->scale, true);
-            if (gk) /* dK += scale * dS^T Q */
-                gemm(ctx, B, Nk, D, qc, ds, dsdt, qc * Nk, 1, Nk, offp(s->q, gdt, q0 * C + h * D), gdt, Nq * C, C, 1,
-                     gk + h * D, SEGC_F32, Nk * C, C, s->scale, true);
-            if (ctx->has_err) return;
+            const void *ds = dso ? (const void *)dso : (const void *)dp;
+            if (gq)
+                fail |= !plan2_run(&pdq, rows, t, ds, offp(s->k, gdt, b * Nk * C + h * D), gq + (b * Nq + q0) * C + h * D);
+            if (gk)
+                fail |= !plan2_run(&pdk, rows, t, ds, offp(s->q, gdt, (b * Nq + q0) * C + h * D),
+                                   gkp + t * kstride + b * Nk * C + h * D);
         }
+    }
+    if (fail) {
+        segc_set_error(ctx, "attention: oneDNN execution failed in backward");
+        return;
+    }
+    /* add the per-thread sums in thread order */
+    for (int g = 0; g < 2 && nthr > 1; g++) {
+        float *dst = g ? gv : gk, *part = g ? gvp : gkp;
+        int64_t n = B * Nk * (g ? Cv : C);
+        if (!dst) continue;
+#pragma omp parallel for schedule(static) if (n > 16384)
+        for (int64_t i = 0; i < n; i++) {
+            float acc = dst[i];
+            for (int t = 0; t < nthr; t++) acc += part[t * n + i];
+            dst[i] = acc;
+        }
+    }
 }
 
 segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_tensor *v, int heads, float scale) {
@@ -197,8 +250,9 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
                     .D = q->shape[2] / heads, .Dv = v->shape[2] / heads, .scale = scale,
                     .bf16 = q->dtype == SEGC_BF16};
     s.native = s.bf16 && segc_gemm_native_bf16();
-    s.qc = chunk_rows(s.B, s.Nq, s.Nk);
-    int64_t B = s.B, Nq = s.Nq, Nk = s.Nk, H = s.H, D = s.D, Dv = s.Dv, C = H * D, Cv = H * Dv;
+    int nthr = omp_get_max_threads();
+    s.qc = chunk_rows(s.B * s.H, s.Nq, s.Nk, nthr);
+    int64_t B = s.B, Nq = s.Nq, Nk = s.Nk, H = s.H, D = s.D, Dv = s.Dv, C = H * D, Cv = H * Dv, qc = s.qc;
     segc_tensor *y = segc_tensor_new(ctx, q->dtype, 3, (int64_t[]){B, Nq, Cv});
     if (!y) return NULL;
     if (B == 0 || Nq == 0 || Cv == 0) return y;
@@ -212,39 +266,47 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     }
     segc_tensor *ins[3] = {q, k, v};
     bool save = segc_needs_grad(ctx, ins, 3);
-    segc_dtype pdt = s.gdt;
-    int64_t qc_max = s.qc;
-    /* scores land in f32: in the saved P when it is f32, else in a chunk buffer */
-    float *sbuf = save && pdt == SEGC_F32 ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(B * qc_max * Nk) * sizeof(float));
-    void *pbuf = NULL;
+    segc_dtype pdt = s.gdt, gdt = s.gdt;
+    int64_t nch = (Nq + qc - 1) / qc, tail = Nq % qc, items = B * H * nch;
+    /* scores land in f32: in the saved P when that is f32, else in per-thread buffers */
     if (save) s.p = segc_arena_alloc(&ctx->arena, (size_t)(B * H * Nq * Nk) * esz(pdt));
-    else if (pdt == SEGC_BF16) pbuf = segc_arena_alloc(&ctx->arena, (size_t)(B * qc_max * Nk) * 2);
-    for (int64_t h = 0; h < H; h++)
-        for (int64_t q0 = 0; q0 < Nq; q0 += qc_max) {
-            int64_t qc = Nq - q0 < qc_max ? Nq - q0 : qc_max;
-            /* where this chunk's P goes: batch stride p_bs, row stride Nk */
-            void *pch = save ? (char *)s.p + (h * Nq + q0) * Nk * (int64_t)esz(pdt) : pbuf ? pbuf : sbuf;
-            int64_t p_bs = save ? H * Nq * Nk : qc * Nk;
-            float *sch = sbuf ? sbuf : pch;
-            int64_t s_bs = sbuf ? qc * Nk : p_bs;
-            /* S = scale * Q K^T */
-            if (!gemm(ctx, B, qc, Nk, D, offp(s.q, s.gdt, q0 * C + h * D), s.gdt, Nq * C, C, 1,
-                      offp(s.k, s.gdt, h * D), s.gdt, Nk * C, 1, C, sch, SEGC_F32, s_bs, Nk, scale, false))
-                return NULL;
-            int64_t rows = B * qc;
-            bool bf16 = s.bf16;
-#pragma omp parallel for schedule(static) if (rows * Nk > 32768)
-            for (int64_t r = 0; r < rows; r++) {
-                float *srow = sch + (r / qc) * s_bs + (r % qc) * Nk;
-                uint16_t *prow = pdt == SEGC_BF16 ? (uint16_t *)pch + (r / qc) * p_bs + (r % qc) * Nk : NULL;
-                softmax_row(srow, Nk, bf16, prow);
-            }
-            /* O = P V into this head's output columns */
-            if (!gemm(ctx, B, qc, Dv, Nk, pch, pdt, p_bs, Nk, 1, offp(s.v, s.gdt, h * Dv), s.gdt, Nk * Cv, Cv, 1,
-                      (char *)y->data + (q0 * Cv + h * Dv) * (int64_t)esz(y->dtype), y->dtype, Nq * Cv, Cv, 1.0f,
-                      false))
-                return NULL;
+    float *sb = save && pdt == SEGC_F32 ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * sizeof(float));
+    uint16_t *pb = !save && pdt == SEGC_BF16 ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * 2) : NULL;
+    /* a bf16 output without native bf16 GEMMs goes through per-thread f32 rows */
+    bool o_direct = y->dtype == SEGC_F32 || s.native;
+    float *ob = o_direct ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Dv) * sizeof(float));
+    plan2 ps, po;
+    if (!plan2_new(ctx, &ps, gshape(0, Nk, D, gdt, C, 1, gdt, 1, C, SEGC_F32, Nk, scale, false), false, qc, tail, nthr) ||
+        !plan2_new(ctx, &po, gshape(0, Dv, Nk, pdt, Nk, 1, gdt, Cv, 1, o_direct ? y->dtype : SEGC_F32, o_direct ? Cv : Dv,
+                                    1.0f, false), false, qc, tail, nthr))
+        return NULL;
+    bool fail = false, bf16 = s.bf16;
+#pragma omp parallel num_threads(nthr) reduction(|| : fail)
+    {
+        int t = omp_get_thread_num();
+#pragma omp for schedule(static)
+        for (int64_t it = 0; it < items; it++) {
+            int64_t b = it / (H * nch), h = (it / nch) % H, q0 = (it % nch) * qc;
+            int64_t rows = Nq - q0 < qc ? Nq - q0 : qc;
+            void *pch = save ? (char *)s.p + ((b * H + h) * Nq + q0) * Nk * (int64_t)esz(pdt)
+                        : pb ? (void *)(pb + t * qc * Nk) : (void *)(sb + t * qc * Nk);
+            float *sch = sb ? sb + t * qc * Nk : pch;
+            fail |= !plan2_run(&ps, rows, t, offp(s.q, gdt, (b * Nq + q0) * C + h * D), offp(s.k, gdt, b * Nk * C + h * D), sch);
+            for (int64_t r = 0; r < rows; r++)
+                softmax_row(sch + r * Nk, Nk, bf16, pdt == SEGC_BF16 ? (uint16_t *)pch + r * Nk : NULL);
+            int64_t ooff = (b * Nq + q0) * Cv + h * Dv;
+            void *och = o_direct ? (char *)y->data + ooff * (int64_t)esz(y->dtype) : (void *)(ob + t * qc * Dv);
+            fail |= !plan2_run(&po, rows, t, pch, offp(s.v, gdt, b * Nk * Cv + h * Dv), och);
+            if (!o_direct)
+                for (int64_t r = 0; r < rows; r++)
+                    for (int64_t e = 0; e < Dv; e++)
+                        segc_bf16p(y)[ooff + r * Cv + e] = segc_f32_to_bf16(ob[t * qc * Dv + r * Dv + e]);
         }
+    }
+    if (fail) {
+        segc_set_error(ctx, "attention: oneDNN execution failed in forward");
+        return NULL;
+    }
     if (save) {
         attn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         *sv = s;

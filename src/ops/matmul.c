@@ -7,6 +7,7 @@
  * on both: bf16 operands, f32 accumulation, upstream gradients of bf16 ops
  * rounded to bf16 before their GEMMs (as PyTorch's bf16 autograd does). */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "dnnl_backend.h"
@@ -96,9 +97,9 @@ static void strided_md(dnnl_memory_desc_t *md, int nd, const int64_t *dims, cons
     dnnl_memory_desc_init_by_strides(md, nd, d, (dnnl_data_type_t)dt, st);
 }
 
-/* One oneDNN matmul call for a validated problem whose operands share a
- * supported dtype combination. */
-static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
+/* The cached oneDNN matmul primitive for a validated problem whose operands
+ * share a supported dtype combination (pointers in g are not used). */
+static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm *g) {
     gemm_key key;
     memset(&key, 0, sizeof key);
     memcpy(key.tag, "gemm", 4);
@@ -151,11 +152,16 @@ static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
             segc_set_error(ctx, "%s: oneDNN has no matmul for batch %lld, M %lld, N %lld, K %lld (%s x %s -> %s), status %d",
                            op, (long long)g->batch, (long long)g->M, (long long)g->N, (long long)g->K,
                            segc_dtype_name(g->a_dtype), segc_dtype_name(g->b_dtype), segc_dtype_name(g->c_dtype), (int)st);
-            return false;
+            return NULL;
         }
         p = segc_dnnl_cache_put(ctx, op, &key, sizeof key, pd);
-        if (!p) return false;
     }
+    return p;
+}
+
+static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
+    segc_dnnl_prim *p = gemm_prim(ctx, op, g);
+    if (!p) return false;
     int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
     void *ptrs[4] = {(void *)g->a, (void *)g->b, g->c, (void *)g->bias};
     return segc_dnnl_run(ctx, op, p, g->bias ? 4 : 3, ids, ptrs);
@@ -175,27 +181,38 @@ static bool valid_strides(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
     return (cs == 1 && rs >= cols) || (rs == 1 && cs >= rows);
 }
 
+/* argument checks shared by segc_gemm_run and plans; canonicalises strides.
+ * Returns false with the error set, or true (*empty when there is nothing to do). */
+static bool gemm_check(segc_ctx *ctx, const char *op, segc_gemm *g, bool *empty) {
+    if (g->batch < 0 || g->M < 0 || g->N < 0 || g->K < 0 || !is_float(g->a_dtype) || !is_float(g->b_dtype) ||
+        !is_float(g->c_dtype) || (g->bias && !is_float(g->bias_dtype)) || (g->accumulate && g->c_dtype != SEGC_F32) ||
+        (g->bias && g->alpha != 1.0f)) {
+        segc_set_error(ctx, "%s: gemm arguments expected non-negative sizes, float dtypes, f32 C when accumulating, "
+                       "no alpha with bias; found batch %lld M %lld N %lld K %lld", op, (long long)g->batch,
+                       (long long)g->M, (long long)g->N, (long long)g->K);
+        return false;
+    }
+    *empty = g->batch == 0 || g->M == 0 || g->N == 0;
+    if (*empty) return true;
+    canon_strides(g->M, g->K, &g->a_rs, &g->a_cs);
+    canon_strides(g->K, g->N, &g->b_rs, &g->b_cs);
+    if (g->M == 1) g->c_rs = g->N;
+    if (!valid_strides(g->M, g->K, g->a_rs, g->a_cs) || !valid_strides(g->K, g->N, g->b_rs, g->b_cs) ||
+        g->c_rs < g->N) {
+        segc_set_error(ctx, "%s: gemm operands need a unit row or column stride and a leading stride covering the "
+                       "other dim; found A strides (%lld, %lld), B strides (%lld, %lld), C row stride %lld for N %lld",
+                       op, (long long)g->a_rs, (long long)g->a_cs, (long long)g->b_rs, (long long)g->b_cs,
+                       (long long)g->c_rs, (long long)g->N);
+        return false;
+    }
+    return true;
+}
+
 bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
     segc_gemm g = *gin;
-    if (g.batch < 0 || g.M < 0 || g.N < 0 || g.K < 0 || !is_float(g.a_dtype) || !is_float(g.b_dtype) ||
-        !is_float(g.c_dtype) || (g.bias && !is_float(g.bias_dtype)) || (g.accumulate && g.c_dtype != SEGC_F32) ||
-        (g.bias && g.alpha != 1.0f)) {
-        segc_set_error(ctx, "%s: gemm arguments expected non-negative sizes, float dtypes, f32 C when accumulating, "
-                       "no alpha with bias; found batch %lld M %lld N %lld K %lld", op, (long long)g.batch,
-                       (long long)g.M, (long long)g.N, (long long)g.K);
-        return false;
-    }
-    if (g.batch == 0 || g.M == 0 || g.N == 0) return true;
-    canon_strides(g.M, g.K, &g.a_rs, &g.a_cs);
-    canon_strides(g.K, g.N, &g.b_rs, &g.b_cs);
-    if (g.M == 1) g.c_rs = g.N;
-    if (!valid_strides(g.M, g.K, g.a_rs, g.a_cs) || !valid_strides(g.K, g.N, g.b_rs, g.b_cs) || g.c_rs < g.N) {
-        segc_set_error(ctx, "%s: gemm operands need a unit row or column stride and a leading stride covering the "
-                       "other dim; found A strides (%lld, %lld), "
-                       "B strides (%lld, %lld), C row stride %lld for N %lld", op, (long long)g.a_rs,
-                       (long long)g.a_cs, (long long)g.b_rs, (long long)g.b_cs, (long long)g.c_rs, (long long)g.N);
-        return false;
-    }
+    bool empty;
+    if (!gemm_check(ctx, op, &g, &empty)) return false;
+    if (empty) return true;
     if (g.batch == 1) g.a_bs = g.b_bs = g.c_bs = 0;
     /* B shared and A's rows run on across the batch: one tall GEMM */
     if (g.batch > 1 && g.b_bs == 0 && g.a_bs == g.M * g.a_rs && g.c_bs == g.M * g.c_rs) {
@@ -257,6 +274,114 @@ bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
         for (int64_t n = 0; n < N; n++) dst[n] = segc_f32_to_bf16(src[n]);
     }
     return true;
+}
+
+/* ------------------------------------------------------------------------- */
+/* per-thread GEMM plans: one primitive executed by every thread of a parallel
+ * region, each with its own memory objects (segc_dnnl_run's are shared by all
+ * callers), stream and scratchpad */
+
+#define PLAN_MAX_THREADS 256
+
+typedef struct {
+    const segc_dnnl_prim *prim;
+    int thread;
+    dnnl_memory_t mem[4];
+} thread_mem;
+
+static const int k_plan_args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
+static thread_mem *g_tmem;
+static size_t g_tmem_n, g_tmem_cap;
+static dnnl_stream_t g_tstream[PLAN_MAX_THREADS];
+static pthread_mutex_t g_tmem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* thread t's memory objects for p, created on first use (caller holds the lock) */
+static bool thread_mem_get(const segc_dnnl_prim *p, int t, dnnl_memory_t out[4]) {
+    for (size_t i = 0; i < g_tmem_n; i++)
+        if (g_tmem[i].prim == p && g_tmem[i].thread == t) {
+            memcpy(out, g_tmem[i].mem, sizeof g_tmem[i].mem);
+            return true;
+        }
+    if (!g_tstream[t] && dnnl_stream_create(&g_tstream[t], segc_dnnl_engine(), dnnl_stream_default_flags) != dnnl_success)
+        return false;
+    if (g_tmem_n == g_tmem_cap) {
+        size_t cap = g_tmem_cap ? 2 * g_tmem_cap : 64;
+        thread_mem *n = realloc(g_tmem, cap * sizeof *n);
+        if (!n) return false;
+        g_tmem = n, g_tmem_cap = cap;
+    }
+    thread_mem *tm = &g_tmem[g_tmem_n];
+    memset(tm, 0, sizeof *tm);
+    tm->prim = p, tm->thread = t;
+    for (int i = 0; i < 4; i++) {
+        if (k_plan_args[i] == DNNL_ARG_SCRATCHPAD && !p->scratch_bytes) continue;
+        const dnnl_memory_desc_t *md = k_plan_args[i] == DNNL_ARG_SCRATCHPAD
+                                           ? dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0)
+                                           : dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, k_plan_args[i]);
+        if (!md || dnnl_memory_create(&tm->mem[i], md, segc_dnnl_engine(), DNNL_MEMORY_NONE) != dnnl_success)
+            return false;
+    }
+    g_tmem_n++;
+    memcpy(out, tm->mem, sizeof tm->mem);
+    return true;
+}
+
+struct segc_gemm_plan {
+    const segc_dnnl_prim *prim;   /* NULL: empty problem */
+    int nthreads;
+    size_t scratch_stride;
+    char *scratch;
+    dnnl_memory_t (*mem)[4];
+};
+
+segc_gemm_plan *segc_gemm_plan_new(segc_ctx *ctx, const char *op, const segc_gemm *gin, int nthreads) {
+    segc_gemm g = *gin;
+    bool empty;
+    if (!gemm_check(ctx, op, &g, &empty)) return NULL;
+    bool f32 = g.a_dtype == SEGC_F32 && g.b_dtype == SEGC_F32 && g.c_dtype == SEGC_F32;
+    bool bf16 = g.a_dtype == SEGC_BF16 && g.b_dtype == SEGC_BF16 && segc_gemm_native_bf16();
+    if (g.batch > 1 || g.K == 0 || g.bias || !(f32 || bf16) || nthreads < 1 || nthreads > PLAN_MAX_THREADS) {
+        segc_set_error(ctx, "%s: gemm plan expected batch 1, K > 0, no bias, f32 or native bf16 operands, 1..%d "
+                       "threads; found batch %lld K %lld, %s x %s -> %s, %d threads", op, PLAN_MAX_THREADS,
+                       (long long)g.batch, (long long)g.K, segc_dtype_name(g.a_dtype), segc_dtype_name(g.b_dtype),
+                       segc_dtype_name(g.c_dtype), nthreads);
+        return NULL;
+    }
+    segc_gemm_plan *p = segc_arena_calloc(&ctx->arena, sizeof *p);
+    p->nthreads = nthreads;
+    if (empty) return p;
+    g.a_bs = g.b_bs = g.c_bs = 0;
+    segc_dnnl_prim *prim = gemm_prim(ctx, op, &g);
+    if (!prim) return NULL;
+    p->prim = prim;
+    p->scratch_stride = (prim->scratch_bytes + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN;
+    if (p->scratch_stride) p->scratch = segc_arena_alloc(&ctx->arena, p->scratch_stride * (size_t)nthreads);
+    p->mem = segc_arena_alloc(&ctx->arena, sizeof *p->mem * (size_t)nthreads);
+    bool ok = true;
+    pthread_mutex_lock(&g_tmem_lock);
+    for (int t = 0; t < nthreads && ok; t++) ok = thread_mem_get(prim, t, p->mem[t]);
+    pthread_mutex_unlock(&g_tmem_lock);
+    if (!ok) {
+        segc_set_error(ctx, "%s: oneDNN could not create per-thread memory objects or streams", op);
+        return NULL;
+    }
+    return p;
+}
+
+bool segc_gemm_plan_run(const segc_gemm_plan *p, int thread, const void *a, const void *b, void *c) {
+    if (!p->prim) return true;
+    if (thread < 0 || thread >= p->nthreads) return false;
+    void *ptrs[4] = {(void *)a, (void *)b, c, p->scratch + (size_t)thread * p->scratch_stride};
+    dnnl_exec_arg_t args[4];
+    int n = 0;
+    for (int i = 0; i < 4; i++) {
+        if (!p->mem[thread][i]) continue;
+        dnnl_memory_set_data_handle(p->mem[thread][i], ptrs[i]);
+        args[n++] = (dnnl_exec_arg_t){k_plan_args[i], p->mem[thread][i]};
+    }
+    dnnl_status_t st = dnnl_primitive_execute(p->prim->prim, g_tstream[thread], n, args);
+    if (st == dnnl_success) st = dnnl_stream_wait(g_tstream[thread]);
+    return st == dnnl_success;
 }
 
 /* ------------------------------------------------------------------------- */
