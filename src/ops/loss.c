@@ -6,6 +6,9 @@
  * recomputes softmax from it and writes the logits' gradient in one sweep.
  * Reductions are summed per fixed chunk of blocks and combined in order, so
  * nothing depends on the thread count. */
+/* No code here reads floating-point exception flags; without this GCC will
+ * not if-convert (so not vectorise) the loops around the exp/log polynomials. */
+#pragma GCC optimize("no-trapping-math")
 #include <math.h>
 
 #include "normloss_util.h"

@@ -2,6 +2,9 @@
  * ignored pixels left out of every sum; see ops_loss.h). Blocks of pixels as
  * in cross entropy: softmax per block in L2, per-(sample, class) sums of p^e,
  * p at the target and the target count; chunk partials combined in order. */
+/* No code here reads floating-point exception flags; without this GCC will
+ * not if-convert (so not vectorise) the loops around the exp/log polynomials. */
+#pragma GCC optimize("no-trapping-math")
 #include <math.h>
 
 #include "normloss_util.h"
