@@ -83,9 +83,74 @@ static void convert_lut(uint8_t *lut, float alpha, float beta) {
     }
 }
 
+/* ---- blocked, vectorisable HSV round trip (same arithmetic as the
+ * per-pixel functions above, on planar int32/float lanes) ---- */
+#define PM_BLOCK 256
+
+static void rgb2hsv_lanes(const int32_t *restrict sdiv, const int32_t *restrict hdiv, const int32_t *restrict R,
+                          const int32_t *restrict G, const int32_t *restrict B, int32_t *restrict H,
+                          int32_t *restrict S, int32_t *restrict V, int n) {
+    for (int i = 0; i < n; i++) {
+        int r = R[i], g = G[i], b = B[i];
+        int v = b > g ? b : g;
+        v = v > r ? v : r;
+        int vmin = b < g ? b : g;
+        vmin = vmin < r ? vmin : r;
+        int diff = v - vmin;
+        int vr = -(v == r), vg = -(v == g);
+        int h = (vr & (g - b)) + (~vr & ((vg & (b - r + 2 * diff)) + ((~vg) & (r - g + 4 * diff))));
+        h = (h * hdiv[diff] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        H[i] = h + (180 & -(h < 0));
+        S[i] = (diff * sdiv[v] + (1 << (HSV_SHIFT - 1))) >> HSV_SHIFT;
+        V[i] = v;
+    }
+}
+
+/* cv2's sector table as selects: (b, g, r) = tab[sector_data[sector]];
+ * 255 * channel, before cv2's final truncation or rounding. */
+static inline void hsv2rgb_lane(int32_t hh, int32_t ss, int32_t vv, float *r, float *g, float *b) {
+    float h = (float)hh * (6.0f / 180.0f), s = (float)ss * (1.0f / 255.0f), v = (float)vv * (1.0f / 255.0f);
+    int sector = (int)h;
+    h -= (float)sector;
+    sector -= 6 & -(sector >= 6);
+    float t0 = v, t1 = v * (1.f - s), t2 = v * fmaf(-s, h, 1.f), t3 = v * fmaf(-s, 1.f - h, 1.f);
+    float bb = t2, gg = t1, rr = t3;
+    bb = sector <= 4 ? t0 : bb;
+    bb = sector == 2 ? t3 : bb;
+    bb = sector <= 1 ? t1 : bb;
+    gg = sector == 3 ? t2 : gg;
+    gg = sector <= 2 ? t0 : gg;
+    gg = sector == 0 ? t3 : gg;
+    rr = sector <= 3 ? t1 : rr;
+    rr = sector == 1 ? t2 : rr;
+    rr = (sector == 0) | (sector == 5) ? t0 : rr;
+    *r = rr * 255.f;
+    *g = gg * 255.f;
+    *b = bb * 255.f;
+}
+
+static void hsv2rgb_lanes(const int32_t *restrict H, const int32_t *restrict S, const int32_t *restrict V,
+                          int32_t *restrict R, int32_t *restrict G, int32_t *restrict B, int n, int split) {
+    for (int i = 0; i < split; i++) {   /* cv2's vector kernel: truncate */
+        float r, g, b;
+        hsv2rgb_lane(H[i], S[i], V[i], &r, &g, &b);
+        int ri = (int)r, gi = (int)g, bi = (int)b;
+        R[i] = ri > 255 ? 255 : ri;
+        G[i] = gi > 255 ? 255 : gi;
+        B[i] = bi > 255 ? 255 : bi;
+    }
+    for (int i = split; i < n; i++) {   /* cv2's scalar tail: round */
+        float r, g, b;
+        hsv2rgb_lane(H[i], S[i], V[i], &r, &g, &b);
+        R[i] = to_u8(r, true);
+        G[i] = to_u8(g, true);
+        B[i] = to_u8(b, true);
+    }
+}
+
 void segc_photometric_apply(uint8_t *rgb, int h, int w, const segc_photometric_params *pp) {
     /* brightness and a leading contrast act per channel value: one LUT */
-    uint8_t pre[256], post[256], sat[256], tmp[256];
+    uint8_t pre[256], post[256], tmp[256], sat8[256];
     for (int x = 0; x < 256; x++) pre[x] = post[x] = (uint8_t)x;
     if (pp->do_brightness) convert_lut(pre, 1.f, pp->beta);
     if (pp->do_contrast) {
@@ -96,31 +161,53 @@ void segc_photometric_apply(uint8_t *rgb, int h, int w, const segc_photometric_p
             memcpy(post, tmp, sizeof post);
     }
     bool do_sat = pp->do_saturation, do_hue = pp->do_hue;
-    if (do_sat) convert_lut(sat, pp->saturation, 0.f);
+    if (!do_sat && !do_hue) {
+        int32_t lut[256];   /* int32 so the lookup vectorises as a gather */
+        for (int x = 0; x < 256; x++) lut[x] = post[pre[x]];
+        for (int64_t i = 0; i < (int64_t)h * w * 3; i++) rgb[i] = (uint8_t)lut[rgb[i]];
+        return;
+    }
+    int32_t sat[256], pre32[256], post32[256];   /* int32 tables: the lookups vectorise as gathers */
+    if (do_sat) convert_lut(sat8, pp->saturation, 0.f);
+    for (int x = 0; x < 256; x++) {
+        sat[x] = do_sat ? sat8[x] : x;
+        pre32[x] = pre[x];
+        post32[x] = post[x];
+    }
     int hue = ((pp->hue % 180) + 180) % 180;
     hsv_tables t;
-    if (do_sat || do_hue) hsv_tables_init(&t);
+    hsv_tables_init(&t);
     int vec_end = w - w % CV_HSV_BLOCK;
+    int32_t R[PM_BLOCK], G[PM_BLOCK], B[PM_BLOCK], H[PM_BLOCK], S[PM_BLOCK], V[PM_BLOCK];
     for (int y = 0; y < h; y++) {
         uint8_t *row = rgb + (size_t)y * w * 3;
-        for (int x = 0; x < w; x++) {
-            uint8_t *p = row + 3 * x;
-            p[0] = pre[p[0]];
-            p[1] = pre[p[1]];
-            p[2] = pre[p[2]];
-            uint8_t hsv[3];
-            bool round = x >= vec_end;
+        for (int x0 = 0; x0 < w; x0 += PM_BLOCK) {
+            int n = w - x0 < PM_BLOCK ? w - x0 : PM_BLOCK;
+            int split = vec_end - x0 < 0 ? 0 : vec_end - x0 > n ? n : vec_end - x0;
+            uint8_t *p = row + 3 * (size_t)x0;
+            for (int i = 0; i < n; i++) {
+                R[i] = pre32[p[3 * i]];
+                G[i] = pre32[p[3 * i + 1]];
+                B[i] = pre32[p[3 * i + 2]];
+            }
             if (do_sat) {
-                rgb2hsv_px(&t, p[0], p[1], p[2], hsv);
-                hsv2rgb_px(hsv[0], sat[hsv[1]], hsv[2], round, p);
+                rgb2hsv_lanes(t.sdiv, t.hdiv, R, G, B, H, S, V, n);
+                for (int i = 0; i < n; i++) S[i] = sat[S[i]];
+                hsv2rgb_lanes(H, S, V, R, G, B, n, split);
             }
             if (do_hue) {
-                rgb2hsv_px(&t, p[0], p[1], p[2], hsv);
-                hsv2rgb_px((hsv[0] + hue) % 180, hsv[1], hsv[2], round, p);
+                rgb2hsv_lanes(t.sdiv, t.hdiv, R, G, B, H, S, V, n);
+                for (int i = 0; i < n; i++) {
+                    int hh = H[i] + hue;
+                    H[i] = hh >= 180 ? hh - 180 : hh;
+                }
+                hsv2rgb_lanes(H, S, V, R, G, B, n, split);
             }
-            p[0] = post[p[0]];
-            p[1] = post[p[1]];
-            p[2] = post[p[2]];
+            for (int i = 0; i < n; i++) {
+                p[3 * i] = (uint8_t)post32[R[i]];
+                p[3 * i + 1] = (uint8_t)post32[G[i]];
+                p[3 * i + 2] = (uint8_t)post32[B[i]];
+            }
         }
     }
 }
@@ -129,6 +216,30 @@ void segc_photometric_apply(uint8_t *rgb, int h, int w, const segc_photometric_p
 void segc_normalize_chw(const uint8_t *img, int h, int w, int c, const float *mean, const float *std, bool swap_rb,
                         float *dst, int dst_h, int dst_w, float pad_val) {
     size_t plane = (size_t)dst_h * dst_w;
+    if (c == 3) {   /* one pass per row writing all three planes: the u8 row is read once */
+        /* input channel k goes to output plane q[k] with that plane's mean/std */
+        int q[3] = {swap_rb ? 2 : 0, 1, swap_rb ? 0 : 2};
+        float m[3], d[3];
+        for (int k = 0; k < 3; k++) {
+            m[k] = mean ? mean[q[k]] : 0.f;
+            d[k] = std ? std[q[k]] : 1.f;
+        }
+        for (int i = 0; i < dst_h; i++) {
+            float *restrict a = dst + (size_t)q[0] * plane + (size_t)i * dst_w;
+            float *restrict b = dst + plane + (size_t)i * dst_w;
+            float *restrict e = dst + (size_t)q[2] * plane + (size_t)i * dst_w;
+            int valid = i < h ? w : 0;
+            const uint8_t *restrict row = img + (size_t)i * w * 3;
+            /* (x - mean) / std in float32, as mmseg's data preprocessor */
+            for (int j = 0; j < valid; j++) {
+                a[j] = ((float)row[3 * j] - m[0]) / d[0];
+                b[j] = ((float)row[3 * j + 1] - m[1]) / d[1];
+                e[j] = ((float)row[3 * j + 2] - m[2]) / d[2];
+            }
+            for (int j = valid; j < dst_w; j++) a[j] = b[j] = e[j] = pad_val;
+        }
+        return;
+    }
     for (int k = 0; k < c; k++) {
         int sk = (swap_rb && c == 3) ? 2 - k : k;
         float m = mean ? mean[k] : 0.f, s = std ? std[k] : 1.f;

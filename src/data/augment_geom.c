@@ -158,8 +158,24 @@ void segc_crop_u8(const uint8_t *src, int h, int w, int c, int y0, int x0, int c
 }
 
 void segc_flip_u8(uint8_t *img, int h, int w, int c) {
+    uint8_t tmp[16384];   /* reversed row, so the common widths copy in vectorisable passes */
+    size_t rowb = (size_t)w * c;
     for (int i = 0; i < h; i++) {
-        uint8_t *row = img + (size_t)i * w * c;
+        uint8_t *row = img + (size_t)i * rowb;
+        if (rowb <= sizeof tmp && (c == 1 || c == 3)) {
+            if (c == 3) {
+                for (int j = 0; j < w; j++) {
+                    const uint8_t *s = row + 3 * (size_t)(w - 1 - j);
+                    tmp[3 * j] = s[0];
+                    tmp[3 * j + 1] = s[1];
+                    tmp[3 * j + 2] = s[2];
+                }
+            } else {
+                for (int j = 0; j < w; j++) tmp[j] = row[w - 1 - j];
+            }
+            memcpy(row, tmp, rowb);
+            continue;
+        }
         for (int a = 0, b = w - 1; a < b; a++, b--) {
             for (int k = 0; k < c; k++) {
                 uint8_t t = row[a * c + k];
