@@ -379,6 +379,9 @@ static void test_errors(void **state) {
     segc_tensor *qi = segc_tensor_new(ctx, SEGC_I32, 3, SHAPE(2, 6, 6));
     expect_error(ctx, segc_attention(ctx, qi, k, k, 1, 1.0f), "attention:");
     expect_error(ctx, segc_attention(ctx, q, k, k, 0, 1.0f), "attention: heads 0");
+    expect_error(ctx, segc_attention(ctx, q, k, k, 1, NAN), "attention: heads 1");
+    segc_tensor *q0 = t_randn(ctx, 3, SHAPE(2, 6, 0), 1, false), *k0 = t_randn(ctx, 3, SHAPE(2, 4, 0), 1, false);
+    expect_error(ctx, segc_attention(ctx, q0, k0, k, 1, 1.0f), "at least one per head");
     segc_ctx_free(ctx);
 }
 

@@ -240,9 +240,9 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
                        "found q %s, k %s, v %s", sq, sk, sv);
         return NULL;
     }
-    if (heads < 1 || q->shape[2] % heads != 0 || v->shape[2] % heads != 0 || !isfinite(scale)) {
-        segc_set_error(ctx, "attention: heads %d expected to divide the q/k channels %lld and v channels %lld "
-                       "(scale %g expected finite); q %s, v %s", heads, (long long)q->shape[2],
+    if (heads < 1 || q->shape[2] < heads || q->shape[2] % heads != 0 || v->shape[2] % heads != 0 || !isfinite(scale)) {
+        segc_set_error(ctx, "attention: heads %d expected to divide the q/k channels %lld (at least one per head) and "
+                       "v channels %lld (scale %g expected finite); q %s, v %s", heads, (long long)q->shape[2],
                        (long long)v->shape[2], (double)scale, sq, sv);
         return NULL;
     }
