@@ -118,6 +118,9 @@ static void test_conv_gradcheck(void **state) {
                                                          .bias = true});
     ok &= gradcheck_conv("conv depthwise s2 d2", (conv_cfg){{1, 2, 9, 8}, {2, 1, 3, 3}, {2, 2}, {2, 1}, {2, 1},
                                                             .groups = 2, .bias = true});
+    ok &= gradcheck_conv("conv depthwise k1 p1 (pad > extent)", (conv_cfg){{2, 3, 4, 3}, {3, 1, 1, 1}, .pad = {1, 1},
+                                                                           .groups = 3, .bias = true});
+    ok &= gradcheck_conv("conv depthwise k3 p3 asym", (conv_cfg){{1, 2, 3, 4}, {2, 1, 3, 2}, .pad = {3, 2}, .groups = 2});
     ok &= gradcheck_conv("conv kernel == input", (conv_cfg){{1, 2, 3, 3}, {2, 2, 3, 3}, .bias = true});
     ok &= gradcheck_conv("convT k2 s2", (conv_cfg){{1, 3, 3, 4}, {3, 2, 2, 2}, {2, 2}, .bias = true, .transposed = true});
     ok &= gradcheck_conv("convT k3 s2 p1 op1 g2", (conv_cfg){{2, 4, 3, 3}, {4, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, {1, 1},

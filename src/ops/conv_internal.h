@@ -35,7 +35,6 @@ void segc_conv_dw_forward(segc_ctx *ctx, const conv_key *k, const segc_tensor *x
                           const segc_tensor *b, segc_tensor *y);
 void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd);
 
-/* deterministic 8-lane f32 reductions (fixed lane order, any ISA) */
+/* deterministic 8-lane f32 sum (fixed lane order, any ISA) */
 float segc_conv_sum(const float *a, int64_t n);
-float segc_conv_dot(const float *a, const float *b, int64_t n);
 #endif

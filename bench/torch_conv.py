@@ -1,0 +1,55 @@
+"""PyTorch twin of bench/bench_conv.c: dense 3x3 and depthwise 3x3 convolution
+(pad 1, with bias), fwd and bwd (gradients for input, weight and bias), f32
+and bf16; one JSON line per case (keys match bench_conv for the join)."""
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+torch.set_num_threads(2)
+
+
+def median_ms(run):
+    """2 warm-ups, then repeat until >= 0.3 s and >= 3 runs; median."""
+    run()
+    run()
+    ts = []
+    while sum(ts) < 0.3 or len(ts) < 3:
+        ts.append(run())
+    ts.sort()
+    return ts[len(ts) // 2] * 1e3
+
+
+def timed(x, w, b, groups, gout, bwd):
+    """One run of the forward (and backward when bwd); only the measured pass is timed."""
+    def run():
+        for t in (x, w, b):
+            t.grad = None
+        t0 = time.perf_counter()
+        y = F.conv2d(x, w, b, padding=1, groups=groups)
+        t1 = time.perf_counter()
+        if not bwd:
+            return t1 - t0
+        t0 = time.perf_counter()
+        y.backward(gout)
+        return time.perf_counter() - t0
+    return run
+
+
+CASES = [
+    ("conv3x3", "8x64x128x128->64", (8, 64, 128, 128), 64, 1),
+    ("dwconv3x3", "2x256x64x64", (2, 256, 64, 64), 256, 256),
+]
+
+for op, shape, xs, oc, groups in CASES:
+    for dname, dt in (("f32", torch.float32), ("bf16", torch.bfloat16)):
+        x = torch.randn(*xs).to(dt).requires_grad_()
+        w = (0.1 * torch.randn(oc, xs[1] // groups, 3, 3)).to(dt).requires_grad_()
+        b = (0.1 * torch.randn(oc)).to(dt).requires_grad_()
+        gout = torch.randn(xs[0], oc, xs[2], xs[3]).to(dt)
+        for pas in ("fwd", "bwd"):
+            with torch.set_grad_enabled(pas == "bwd"):
+                ms = median_ms(timed(x, w, b, groups, gout, pas == "bwd"))
+            print(json.dumps({"op": op, "shape": shape, "dtype": dname, "pass": pas, "torch_ms": round(ms, 3)}),
+                  flush=True)
