@@ -444,6 +444,25 @@ static void test_bilinear_large_reference(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* outputs past the streaming-store threshold (16 MiB, rows not 32-byte
+ * aligned) equal the per-channel results made with ordinary stores */
+static void test_resize_streaming(void **state) {
+    segc_ctx *ctx = segc_ctx_new(12);
+    for (int d = 0; d < 2; d++) {
+        segc_tensor *x = t_randn(ctx, 4, SHAPE(1, d ? 9 : 5, 64, 64), 1, false);
+        if (d) x = segc_cast(ctx, x, SEGC_BF16);
+        segc_tensor *y = segc_resize_bilinear(ctx, x, 1024, 1021, false);
+        assert_non_null(y);
+        assert_true(segc_nbytes(y) > ((size_t)16 << 20));
+        size_t plane = (size_t)1024 * 1021 * segc_dtype_size(y->dtype);
+        for (int c = 0; c < x->shape[1]; c++) {
+            segc_tensor *yc = segc_resize_bilinear(ctx, segc_slice(ctx, x, 1, c, c + 1, 1), 1024, 1021, false);
+            assert_memory_equal((const char *)y->data + c * plane, yc->data, plane);
+        }
+    }
+    segc_ctx_free(ctx);
+}
+
 /* ------------------------------------------------------------------ errors */
 
 #define EXPECT_ERR(call, needle)                                                    \
@@ -513,7 +532,7 @@ int main(void) {
         cmocka_unit_test(test_permute_reference),     cmocka_unit_test(test_reshape_flatten_views),
         cmocka_unit_test(test_int_dtypes),            cmocka_unit_test(test_gradchecks),
         cmocka_unit_test(test_determinism),           cmocka_unit_test(test_bilinear_large_reference),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_resize_streaming),      cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("shape", tests, setup, teardown);
 }
