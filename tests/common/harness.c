@@ -84,7 +84,7 @@ static bool close_impl(const char *what, const segc_tensor *got, const float *go
     }
     double maxabs = 0;
     for (int64_t i = 0; i < n; i++) maxabs = fmax(maxabs, fabs(val_at(want, i)));
-    double worst = 0, wa = 0, wb = 0;
+    double worst = 0, wa = n ? (got ? val_at(got, 0) : gotf[0]) : 0, wb = n ? val_at(want, 0) : 0;
     int64_t wi = 0;
     for (int64_t i = 0; i < n; i++) {
         double a = got ? val_at(got, i) : gotf[i], b = val_at(want, i);
@@ -102,6 +102,21 @@ bool fx_close(const char *what, const segc_tensor *got, const segc_tensor *want,
 }
 bool fx_close_f32(const char *what, const float *got, const segc_tensor *want, double tol) {
     return close_impl(what, NULL, got, want, tol);
+}
+
+double fx_norm(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
+bool fx_close_norm(const char *what, const float *got, const float *want, int64_t n, double floor, double tol) {
+    double d = 0;
+    for (int64_t i = 0; i < n; i++) d += ((double)got[i] - want[i]) * ((double)got[i] - want[i]);
+    double ref = fx_norm(want, n), err = sqrt(d) / fmax(fmax(ref, floor), 1e-30);
+    bool ok = err <= tol;
+    print_message("  %-60s %s norm rel err %.3g (tol %.1g, |want| %.3g)\n", what, ok ? "ok  " : "FAIL", err, tol, ref);
+    return ok;
 }
 
 bool fx_check_case(const segc_st_file *f, const char *cas, fx_op_fn fn, double tol_out, double tol_grad) {

@@ -30,6 +30,12 @@ int fx_param_ints(const segc_st_file *f, const char *cas, const char *key, long 
  * worst element and returns true when within tol. */
 bool fx_close(const char *what, const segc_tensor *got, const segc_tensor *want, double tol);
 bool fx_close_f32(const char *what, const float *got, const segc_tensor *want, double tol);
+/* Norm-wise relative error ||got - want||_2 / max(||want||_2, floor): the measure for whole-model
+ * parity, where f32 summation order makes element-wise relative error meaningless for the many
+ * near-zero entries (and for gradients that are zero in exact arithmetic, such as a key bias
+ * under softmax, floor sets the scale they are judged against). */
+bool fx_close_norm(const char *what, const float *got, const float *want, int64_t n, double floor, double tol);
+double fx_norm(const float *x, int64_t n);
 
 /* The standard op parity case: load inputs (those with a grad entry get
  * requires_grad), run fn, compare out, backward with gout, compare grads. */
