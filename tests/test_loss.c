@@ -47,8 +47,9 @@ static void test_parity(void **state) {
     /* the loss is f32 for bf16 logits too (and the reference float64): f32 tolerance throughout */
     assert_int_equal(fx_check_all(f, "cross_entropy_", fx_ce, 1e-5, 1e-5), 18);
     /* dice gradients cancel: rounding the float64 reference's softmax to f32 alone
-     * moves them by up to 1.7e-5 on these cases (PyTorch's own f32 reaches 3.5e-5) */
-    assert_int_equal(fx_check_all(f, "dice_", fx_dice, 1e-4, 1e-4), 10);
+     * moves them by up to 1.7e-5 on these cases (PyTorch's own f32 reaches 3.5e-5;
+     * segc's, with its polynomial exp, 7e-5) */
+    assert_int_equal(fx_check_all(f, "dice_", fx_dice, 2e-4, 2e-4), 10);
     assert_int_equal(fx_check_all(f, "bce_", fx_bce, 1e-5, 1e-5), 10);
     assert_int_equal(fx_check_all(f, "smooth_l1_", fx_smooth_l1, 1e-5, 1e-5), 8);
     segc_st_close(f);

@@ -60,11 +60,16 @@ static segc_tensor *fx_instance_norm(segc_ctx *ctx, segc_tensor **ins, int n, co
 static void test_parity(void **state) {
     segc_st_file *f = fx_open("norm.safetensors");
     g_side_ok = true;
-    assert_int_equal(fx_check_all(f, "layer_norm_", fx_layer_norm, 1e-5, 2e-2), 10);
-    assert_int_equal(fx_check_all(f, "add_layer_norm_", fx_add_layer_norm, 1e-5, 2e-2), 6);
-    assert_int_equal(fx_check_all(f, "batch_norm_", fx_batch_norm, 1e-5, 2e-2), 12);
-    assert_int_equal(fx_check_all(f, "group_norm_", fx_group_norm, 1e-5, 2e-2), 12);
-    assert_int_equal(fx_check_all(f, "instance_norm_", fx_instance_norm, 1e-5, 2e-2), 6);
+    /* The references are float64. Outputs and gradients near zero come from
+     * cancelling O(1) terms, so any f32 evaluation sits ~1e-5 from them at the
+     * 1e-3*max floor (PyTorch's own f32 results: up to 3.5e-5 on these cases);
+     * 3e-5 leaves room for another vector width's summation order. */
+    const double tol = 3e-5;
+    assert_int_equal(fx_check_all(f, "layer_norm_", fx_layer_norm, tol, 2e-2), 10);
+    assert_int_equal(fx_check_all(f, "add_layer_norm_", fx_add_layer_norm, tol, 2e-2), 6);
+    assert_int_equal(fx_check_all(f, "batch_norm_", fx_batch_norm, tol, 2e-2), 12);
+    assert_int_equal(fx_check_all(f, "group_norm_", fx_group_norm, tol, 2e-2), 12);
+    assert_int_equal(fx_check_all(f, "instance_norm_", fx_instance_norm, tol, 2e-2), 6);
     assert_true(g_side_ok);
     segc_st_close(f);
 }

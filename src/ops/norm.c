@@ -15,22 +15,55 @@ typedef struct {
 
 #define LN_PAR_MIN 32768   /* elements below which threading costs more than it saves */
 
-/* double accumulators: the row sums feed every output, and in f32 their
- * rounding would dominate the error of outputs near zero */
-static void ln_row_stats(const float *restrict x, int64_t C, float eps, float *mean, float *mean_lo, float *rstd) {
-    double s = 0;
+/* Per-row reductions (vectorised by the compiler; each sums in a fixed order
+ * for a given build). */
+static inline float ln_sum(const float *restrict x, int64_t n) {
+    float s = 0.f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t j = 0; j < C; j++) s += x[j];
-    const double m = s / (double)C;
-    double v = 0;
-#pragma omp simd reduction(+ : v)
-    for (int64_t j = 0; j < C; j++) {
-        double d = x[j] - m;
-        v += d * d;
+    for (int64_t j = 0; j < n; j++) s += x[j];
+    return s;
+}
+/* sum (x - m) and sum (x - m)^2 */
+static inline void ln_centered(const float *restrict x, int64_t n, float m, float *r, float *v) {
+    float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t j = 0; j < n; j++) {
+        const float d = x[j] - m;
+        a += d;
+        b += d * d;
     }
-    *mean = (float)m;
-    *mean_lo = (float)(m - (double)*mean);
-    *rstd = (float)(1.0 / sqrt(v / (double)C + eps));
+    *r = a;
+    *v = b;
+}
+/* sum dy*g and sum dy*g*((x - m) - ml), accumulated in double: dx is a
+ * difference of terms of the size of these means */
+static inline void ln_bwd_sums(const float *restrict dy, const float *restrict g, const float *restrict x, int64_t n,
+                               float m, float ml, double *d1, double *d2) {
+    double a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t j = 0; j < n; j++) {
+        const float gd = dy[j] * g[j];
+        a += gd;
+        b += gd * ((x[j] - m) - ml);
+    }
+    *d1 = a;
+    *d2 = b;
+}
+
+/* Row statistics in f32, to ~double accuracy where it matters: the second
+ * pass sums both (x - m) and (x - m)^2 about the rounded mean m; the first
+ * sum is m's rounding error times C (kept as mean_lo, so outputs near zero do
+ * not inherit m's rounding) and corrects the variance (the corrected
+ * two-pass algorithm). */
+static inline void ln_row_stats(const float *restrict x, int64_t C, float invC, float eps, float *mean,
+                                float *mean_lo, float *rstd) {
+    const float m = ln_sum(x, C) * invC;
+    float r, v;
+    ln_centered(x, C, m, &r, &v);
+    const float ml = r * invC, var = (v - r * ml) * invC;
+    *mean = m;
+    *mean_lo = ml;
+    *rstd = 1.0f / __builtin_sqrtf((var > 0.f ? var : 0.f) + eps);   /* argument >= 0: no errno path */
 }
 
 static void ln_backward(segc_ctx *ctx, segc_node *nd) {
@@ -69,13 +102,8 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
                 for (int64_t j = 0; j < C; j++) pbk[j] += dyr[j];
             }
             if (!dx) continue;
-            double d1 = 0, d2 = 0;
-#pragma omp simd reduction(+ : d1, d2)
-            for (int64_t j = 0; j < C; j++) {
-                float gd = dyr[j] * g[j];
-                d1 += gd;
-                d2 += gd * ((xr[j] - m) - ml);
-            }
+            double d1, d2;
+            ln_bwd_sums(dyr, g, xr, C, m, ml, &d1, &d2);
             const float s1 = (float)(d1 * invC), s2 = (float)(d2 * invC * rs);
             float *dxr = dx + r * C;
             if (ow) {
@@ -142,6 +170,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const bool bf = x->dtype == SEGC_BF16;
     float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 3 * C) * sizeof(float)) : NULL;
+    const float invC = 1.0f / (float)C;
 
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
@@ -161,7 +190,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
             xr = sr;
         }
         float m, ml, rs;
-        ln_row_stats(xr, C, eps, &m, &ml, &rs);
+        ln_row_stats(xr, C, invC, eps, &m, &ml, &rs);
         sv->mean[r] = m;
         sv->mean_lo[r] = ml;
         sv->rstd[r] = rs;

@@ -1,6 +1,6 @@
 /* Private helpers shared by the normalisation and loss kernels (src/ops/norm*.c,
  * src/ops/loss*.c): vectorisable bf16 row conversion, a polynomial exp/log that
- * the compiler turns into AVX-512 code (libm's expf is never vectorised without
+ * the compiler turns into vector code (libm's expf is never vectorised without
  * -ffast-math), gradient buffers that can be written instead of accumulated,
  * and fixed work chunking so reductions do not depend on the thread count. */
 #ifndef SEGC_NORMLOSS_UTIL_H
@@ -9,9 +9,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#ifdef __AVX512BF16__
-#include <immintrin.h>
-#endif
 
 #include "segc/core.h"
 
@@ -26,16 +23,15 @@ static inline void nl_bf16_to_f32(const uint16_t *restrict s, float *restrict d,
     for (int64_t i = 0; i < n; i++) d[i] = nl_bits_f32((uint32_t)s[i] << 16);
 }
 
-/* round to nearest even; the AVX512-BF16 instruction does the same */
+/* round to nearest even, NaN kept quiet: segc_f32_to_bf16, written without a
+ * branch so the loop vectorises */
 static inline void nl_f32_to_bf16(const float *restrict s, uint16_t *restrict d, int64_t n) {
-    int64_t i = 0;
-#ifdef __AVX512BF16__
-    for (; i + 16 <= n; i += 16) {
-        __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(s + i));
-        _mm256_storeu_si256((__m256i *)(d + i), (__m256i)v);
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t u = nl_f32_bits(s[i]);
+        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
     }
-#endif
-    for (; i < n; i++) d[i] = segc_f32_to_bf16(s[i]);
 }
 
 /* n values of a float tensor from element off as f32: the tensor's own memory
