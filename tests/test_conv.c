@@ -317,11 +317,15 @@ static void free_run(run_out r) { free(r.y); free(r.gx); free(r.gw); free(r.gb);
 
 static void test_determinism(void **state) {
     for (int dt = 0; dt < 2; dt++) {
-        /* oneDNN path: identical on a rerun with the same thread count */
-        run_out a = run_conv(24, 1, 2, (segc_dtype)dt), b = run_conv(24, 1, 2, (segc_dtype)dt);
-        assert_true(same_run(a, b));
+        /* oneDNN path: identical on a rerun with the same thread count, also
+         * after running with another count in between */
+        run_out a = run_conv(24, 1, 2, (segc_dtype)dt), one = run_conv(24, 1, 1, (segc_dtype)dt);
+        run_out b = run_conv(24, 1, 2, (segc_dtype)dt), one2 = run_conv(24, 1, 1, (segc_dtype)dt);
+        assert_true(same_run(a, b) && same_run(one, one2));
         free_run(a);
         free_run(b);
+        free_run(one);
+        free_run(one2);
         /* depthwise kernels: identical for any thread count */
         a = run_conv(24, 24, 2, (segc_dtype)dt);
         b = run_conv(24, 24, 1, (segc_dtype)dt);

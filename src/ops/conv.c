@@ -10,6 +10,7 @@
  * Every primitive (convolutions and reorders) is cached under a key holding
  * the full problem description, so a steady-state step creates none. */
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "conv_internal.h"
@@ -295,6 +296,7 @@ static bool fill_key(segc_ctx *ctx, const char *op, bool transposed, const segc_
     memset(k, 0, sizeof *k);
     memcpy(k->tag, "segcconv", sizeof k->tag);
     k->transposed = transposed;
+    k->nthr = omp_get_max_threads();
     k->dtype = x->dtype;
     k->bias_dtype = b ? (int32_t)b->dtype : -1;
     k->act = p->act;
