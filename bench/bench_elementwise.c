@@ -1,8 +1,8 @@
 /* Benchmarks for the elementwise group: exact GELU, last-dim softmax and a
  * per-channel broadcast add, fwd and bwd, f32 and bf16. One JSON line per
  * case; bench/torch_elementwise.py times the same cases in PyTorch. The bwd
- * figure is the backward pass alone (gradient buffers included), fed a ready
- * upstream gradient. */
+ * figure is the op's own backward (gradient buffer allocation included), fed
+ * a ready upstream gradient. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -26,26 +26,29 @@ static segc_tensor *input(segc_rng *rng, segc_dtype dt, int ndim, const int64_t 
     return t;
 }
 
-static double run_once(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, const float *gout) {
+static double run_once(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, float *gout) {
     segc_ctx_step_begin(ctx);
     for (int i = 0; i < n; i++) ins[i]->grad = NULL; /* the previous step's gradients lived in the arena */
     double t0 = segc_now_s();
     segc_tensor *y = fn(ctx, ins);
     double t1 = segc_now_s();
-    if (!y) {
-        fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
+    if (!y || !ctx->tape) {
+        fprintf(stderr, "bench: %s\n", y ? "no tape node recorded" : segc_last_error(ctx));
         exit(1);
     }
     if (!bwd) return (t1 - t0) * 1e3;
+    y->grad = gout;
     t0 = segc_now_s();
-    if (!segc_backward_from(ctx, y, gout)) {
+    ctx->tape->backward(ctx, ctx->tape);
+    t1 = segc_now_s();
+    if (ctx->has_err) {
         fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
         exit(1);
     }
-    return (segc_now_s() - t0) * 1e3;
+    return (t1 - t0) * 1e3;
 }
 
-static double median_ms(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, const float *gout) {
+static double median_ms(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, float *gout) {
     static double t[1000];
     for (int i = 0; i < 2; i++) run_once(ctx, fn, ins, n, bwd, gout);
     int runs = 0;

@@ -130,7 +130,18 @@ static segc_tensor *gc_copy(segc_ctx *ctx, segc_tensor **ins, int n, void *user)
     return segc_mul(ctx, segc_copy(ctx, ins[0]), ins[0]); /* x*x through a copy: grad 2x */
 }
 
+/* pass-through gradients share buffers: x reaching one op through several paths */
+static segc_tensor *gc_shared(segc_ctx *ctx, segc_tensor **ins, int n, void *user) {
+    segc_tensor *x = ins[0];
+    segc_tensor *r = segc_add(ctx, segc_add(ctx, x, x), segc_sub(ctx, segc_copy(ctx, x), segc_add_scalar(ctx, x, 1)));
+    return segc_mul(ctx, segc_add(ctx, r, segc_mul_scalar(ctx, x, 3)), x);
+}
+
 static void test_gc_scalar_copy(void **state) {
+    segc_ctx *c0 = segc_ctx_new(4);
+    segc_tensor *x0 = t_randn(c0, 2, SHAPE(5, 6), 1, true);
+    assert_true(gradcheck(c0, "shared pass-through", gc_shared, &x0, 1, NULL, gc_default()));
+    segc_ctx_free(c0);
     for (int k = 0; k < 3; k++) { /* fresh context each: the tape must hold one check's nodes only */
         segc_ctx *ctx = segc_ctx_new(5 + k);
         segc_tensor *x = t_randn(ctx, 3, SHAPE(2, 3, 7), 1, true);

@@ -132,6 +132,18 @@ static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh
     return segc_grad(ctx, t);
 }
 
+/* Pass-through gradient (add, copy, ...): when t has no gradient yet and is
+ * not a parameter, t's gradient becomes the output's gradient buffer g itself
+ * rather than a copy. Safe because the tape never reads an output's gradient
+ * again once the node that produced it has run; later accumulation into t's
+ * gradient may then change that buffer. Returns false when the caller must
+ * add g into the gradient itself. */
+static inline bool segc_ew_grad_alias(segc_tensor *t, const float *g) {
+    if (t->grad || t->is_param) return false;
+    t->grad = (float *)g;
+    return true;
+}
+
 /* Iteration plan over a broadcast output: up to three operands (slot 0 the
  * full, contiguous output shape; slots 1 and 2 broadcast against it). Size-1
  * dims are dropped and neighbouring dims merged when every operand allows,

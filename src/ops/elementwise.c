@@ -187,6 +187,10 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
     for (int k = 0; k < 2; k++) {
         segc_tensor *t = nd->in[k], *other = nd->in[1 - k];
         if (!t->requires_grad) continue;
+        /* a same-shape addend passes the output gradient through untouched */
+        if (k == 0 && (sv->op == BIN_ADD || sv->op == BIN_SUB) && sv->plan.numel == segc_numel(t) &&
+            segc_ew_grad_alias(t, go))
+            continue;
         segc_bcast_reduce_args r = {.src = go, .src_slot = 0, .dst_slot = 1 + k, .scale = 1.0f,
                                     .w_slot = 2 - k, .w_mode = SEGC_W_NONE};
         switch (sv->op) {
@@ -269,6 +273,7 @@ static void scalar_f32(bool is_mul, float s, const float *x, float *y, int64_t n
 static void scalar_backward(segc_ctx *ctx, segc_node *nd) {
     const scalar_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0];
+    if (!sv->is_mul && segc_ew_grad_alias(x, nd->out->grad)) return;
     bool fresh;
     float *gx = segc_ew_grad_dst(ctx, x, &fresh);
     const float *go = nd->out->grad;
@@ -319,14 +324,10 @@ segc_tensor *segc_mul_scalar(segc_ctx *ctx, segc_tensor *x, float s) { return sc
 
 static void copy_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0];
-    bool fresh;
-    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
     const float *go = nd->out->grad;
+    if (segc_ew_grad_alias(x, go)) return;
+    float *gx = segc_grad(ctx, x);
     int64_t n = segc_numel(x);
-    if (fresh) {
-        memcpy(gx, go, (size_t)n * sizeof(float));
-        return;
-    }
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
     for (int64_t i = 0; i < n; i++) gx[i] += go[i];
 }

@@ -61,6 +61,42 @@ static void values(int mode, const float *s, int64_t ss, const float *w, int64_t
     }
 }
 
+/* acc[l] += v[c] for c = l (mod LANES), v from contiguous s (and w) as values() */
+static void lanes_add(int mode, const float *s, const float *w, int64_t n, double *acc) {
+    int64_t c = 0;
+    if (mode == SEGC_W_NONE) {
+        for (; c + LANES <= n; c += LANES)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) acc[l] += (double)s[c + l];
+    } else if (mode == SEGC_W_MUL) {
+        for (; c + LANES <= n; c += LANES)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) acc[l] += (double)(s[c + l] * w[c + l]);
+    } else {
+        for (; c + LANES <= n; c += LANES)
+#pragma omp simd
+            for (int l = 0; l < LANES; l++) acc[l] += (double)(s[c + l] / w[c + l]);
+    }
+    for (int l = 0; c < n; c++, l++) {
+        float v = mode == SEGC_W_NONE ? s[c] : mode == SEGC_W_MUL ? s[c] * w[c] : s[c] / w[c];
+        acc[l] += (double)v;
+    }
+}
+
+/* acc[c] += v[c] for one row of contiguous s (and w) */
+static void row_add(int mode, const float *s, const float *w, int64_t n, double *acc) {
+    if (mode == SEGC_W_NONE) {
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) acc[c] += (double)s[c];
+    } else if (mode == SEGC_W_MUL) {
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) acc[c] += (double)(s[c] * w[c]);
+    } else {
+#pragma omp simd
+        for (int64_t c = 0; c < n; c++) acc[c] += (double)(s[c] / w[c]);
+    }
+}
+
 /* multi-index of flat over a subset of the plan dims, and the offsets it gives */
 typedef struct {
     int n;
@@ -137,14 +173,19 @@ static void unit_cols(const job *jb, int64_t unit) {
     }
     double acc[COLS];
     for (int64_t c = 0; c < cw; c++) acc[c] = 0.0;
+    bool direct = ss == 1 && (r->w_mode == SEGC_W_NONE || sw == 1); /* no staging through v */
     int64_t r0 = chunk * jb->R / jb->S, r1 = (chunk + 1) * jb->R / jb->S;
     walker_set(&red, p, r0);
     for (int64_t q = r0; q < r1; q++) {
         int64_t os = ks + walker_off(&red, p, r->src_slot);
         int64_t ow = r->w ? kw + walker_off(&red, p, r->w_slot) : 0;
-        values(r->w_mode, r->src + os, ss, r->w ? r->w + ow : NULL, sw, v, cw);
+        if (direct) {
+            row_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, cw, acc);
+        } else {
+            values(r->w_mode, r->src + os, ss, r->w ? r->w + ow : NULL, sw, v, cw);
 #pragma omp simd
-        for (int64_t c = 0; c < cw; c++) acc[c] += (double)v[c];
+            for (int64_t c = 0; c < cw; c++) acc[c] += (double)v[c];
+        }
         walker_step(&red, p, 1);
     }
     if (jb->S > 1) {
@@ -169,6 +210,7 @@ static void unit_rows(const job *jb, int64_t unit) {
     int64_t ss = p->stride[r->src_slot][last], sw = r->w ? p->stride[r->w_slot][last] : 0;
     double acc[LANES] = {0};
     float v[COLS];
+    bool direct = ss == 1 && (r->w_mode == SEGC_W_NONE || sw == 1); /* no staging through v */
     int64_t r0 = chunk * jb->R / jb->S, r1 = (chunk + 1) * jb->R / jb->S;
     walker_set(&red, p, r0);
     for (int64_t q = r0; q < r1;) {
@@ -176,6 +218,12 @@ static void unit_rows(const job *jb, int64_t unit) {
         if (run > r1 - q) run = r1 - q;
         int64_t os = ks + walker_off(&red, p, r->src_slot);
         int64_t ow = r->w ? kw + walker_off(&red, p, r->w_slot) : 0;
+        if (direct) {
+            lanes_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, run, acc);
+            q += run;
+            walker_step(&red, p, run);
+            continue;
+        }
         for (int64_t b = 0; b < run; b += COLS) {
             int64_t n = run - b < COLS ? run - b : COLS;
             values(r->w_mode, r->src + os + b * ss, ss, r->w ? r->w + ow + b * sw : NULL, sw, v, n);

@@ -152,7 +152,7 @@ static void block_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor 
 /* --------------------------------------------------------------- backward
  *   softmax:     gx = p * (g - sum_d g p)
  *   log_softmax: gx = g - p * sum_d g
- * The differences cancel where g is near the sum: they are taken in double. */
+ * The sums are accumulated in double. */
 
 /* probabilities of n positions at off (one row, or one block row with per-position stats) */
 static void probs(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, int64_t off, int64_t n,
@@ -176,25 +176,26 @@ static void probs(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y
     }
 }
 
+/* gx (+)= the gradient from p, g and the per-position sums dot. The sums are
+ * split into f32 hi + lo: g - hi is exact where it cancels (Sterbenz) and an
+ * fma keeps g - p*hi to one rounding, so f32 arithmetic stays accurate. */
 static void grad_out(bool log, const float *g, const float *p, const double *dot, bool per_pos, float *gx, bool acc,
                      int64_t n) {
-    float v[IB];
+    float v[IB], hi[IB], lo[IB];
+    float h0 = (float)dot[0], l0 = (float)(dot[0] - (double)h0);
     for (int64_t b = 0; b < n; b += IB) {
         int64_t m = n - b < IB ? n - b : IB;
+        for (int64_t i = 0; i < m; i++) { /* hi/lo per position, or the row's pair repeated */
+            hi[i] = per_pos ? (float)dot[b + i] : h0;
+            lo[i] = per_pos ? (float)(dot[b + i] - (double)hi[i]) : l0;
+        }
         const float *gb = g + b, *pb = p + b;
-        const double *db = per_pos ? dot + b : dot;
-        if (log && per_pos) {
+        if (log) {
 #pragma omp simd
-            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)gb[i] - (double)pb[i] * db[i]);
-        } else if (log) {
-#pragma omp simd
-            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)gb[i] - (double)pb[i] * db[0]);
-        } else if (per_pos) {
-#pragma omp simd
-            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)pb[i] * ((double)gb[i] - db[i]));
+            for (int64_t i = 0; i < m; i++) v[i] = __builtin_fmaf(-pb[i], hi[i], gb[i]) - pb[i] * lo[i];
         } else {
 #pragma omp simd
-            for (int64_t i = 0; i < m; i++) v[i] = (float)((double)pb[i] * ((double)gb[i] - db[0]));
+            for (int64_t i = 0; i < m; i++) v[i] = pb[i] * ((gb[i] - hi[i]) - lo[i]);
         }
         float *o = gx + b;
         if (acc) {
