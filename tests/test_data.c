@@ -687,29 +687,6 @@ static void test_corrupt_files(void **state) {
     char err[512];
     assert_false(segc_image_read(path, SEGC_READ_RGB, &im, err, sizeof err));
     assert_non_null(strstr(err, "cut.jpg: jpeg: Premature end of JPEG file"));
-    /* NIfTI: gzip cut short, and a bit flipped inside the compressed stream */
-    snprintf(path, sizeof path, "%s/cut.nii.gz", tmp);
-    snprintf(cmd, sizeof cmd, "head -c 100000 %s/brats-mini/train/brats_2013_pat0005_1/brainmask.nii.gz > %s", g_data, path);
-    assert_int_equal(system(cmd), 0);
-    segc_volume v;
-    assert_false(segc_nifti_read(path, &v, err, sizeof err));
-    assert_non_null(strstr(err, "cut.nii.gz: nifti: voxel data truncated"));
-    snprintf(path, sizeof path, "%s/flip.nii.gz", tmp);
-    snprintf(cmd, sizeof cmd, "cp %s/brats-mini/train/brats_2013_pat0005_1/OTMultiClass.nii.gz %s && chmod u+w %s && "
-             "printf '\\x5a' | dd of=%s bs=1 seek=30000 conv=notrunc status=none", g_data, path, path, path);
-    assert_int_equal(system(cmd), 0);
-    assert_false(segc_nifti_read(path, &v, err, sizeof err));
-    assert_non_null(strstr(err, "flip.nii.gz: nifti:"));
-    /* the real mask: int32 with scl_slope/inter applied gives 0 and ~1 */
-    snprintf(path, sizeof path, "%s/brats-mini/train/brats_2013_pat0005_1/brainmask.nii.gz", g_data);
-    if (!segc_nifti_read(path, &v, err, sizeof err)) fail_msg("%s", err);
-    int64_t nvox = v.dim[0] * v.dim[1] * v.dim[2], brain = 0;
-    for (int64_t i = 0; i < nvox; i++) {
-        assert_true(v.data[i] == 0.f || fabsf(v.data[i] - 1.f) < 1e-6f);
-        brain += v.data[i] > 0.5f;
-    }
-    assert_int_equal(brain, 1523743);
-    segc_volume_free(&v);
     /* a case whose label is truncated: the dataset names the file */
     snprintf(cmd, sizeof cmd, "mkdir -p %s/br/train/case1 && cp %s/brats-mini/train/brats_2013_pat0005_1/*.nii.gz %s/br/train/case1/ && "
              "chmod u+w %s/br/train/case1/* && head -c 30000 %s/brats-mini/train/brats_2013_pat0005_1/OTMultiClass.nii.gz > %s/br/train/case1/OTMultiClass.nii.gz",

@@ -13,6 +13,9 @@
 #include "common/harness.h"
 #include "segc/image_io.h"
 
+/* test paths are short; a truncated snprintf would only fail a test */
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+
 /* ---------------------------------------------------------------- fixture decodes */
 
 static const char *mode_name(segc_read_mode m) {
@@ -414,6 +417,47 @@ static void test_nifti_bad_headers(void **state) {
     free(good);
 }
 
+
+/* real BraTS files: the int32 brain mask needs scl_slope/scl_inter; cut and
+ * bit-flipped gzip copies give clean errors (nifticlib alone would zero-fill) */
+static void test_nifti_real_files(void **state) {
+    (void)state;
+    const char *env = getenv("SEGC_DATA");
+    char g_data[1024], tmp[] = "/tmp/segc_niireal_XXXXXX", path[2048], cmd[8192], err[512];
+    snprintf(g_data, sizeof g_data, "%s", env && *env ? env : "../shared/data");
+    snprintf(path, sizeof path, "%s/brats-mini/train/brats_2013_pat0005_1/brainmask.nii.gz", g_data);
+    if (access(path, R_OK) != 0) {
+        printf("  (skipped: %s not found; set SEGC_DATA)\n", path);
+        skip();
+    }
+    assert_non_null(mkdtemp(tmp));
+    /* NIfTI: gzip cut short, and a bit flipped inside the compressed stream */
+    snprintf(path, sizeof path, "%s/cut.nii.gz", tmp);
+    snprintf(cmd, sizeof cmd, "head -c 100000 %s/brats-mini/train/brats_2013_pat0005_1/brainmask.nii.gz > %s", g_data, path);
+    assert_int_equal(system(cmd), 0);
+    segc_volume v;
+    assert_false(segc_nifti_read(path, &v, err, sizeof err));
+    assert_non_null(strstr(err, "cut.nii.gz: nifti: voxel data truncated"));
+    snprintf(path, sizeof path, "%s/flip.nii.gz", tmp);
+    snprintf(cmd, sizeof cmd, "cp %s/brats-mini/train/brats_2013_pat0005_1/OTMultiClass.nii.gz %s && chmod u+w %s && "
+             "printf '\\x5a' | dd of=%s bs=1 seek=30000 conv=notrunc status=none", g_data, path, path, path);
+    assert_int_equal(system(cmd), 0);
+    assert_false(segc_nifti_read(path, &v, err, sizeof err));
+    assert_non_null(strstr(err, "flip.nii.gz: nifti:"));
+    /* the real mask: int32 with scl_slope/inter applied gives 0 and ~1 */
+    snprintf(path, sizeof path, "%s/brats-mini/train/brats_2013_pat0005_1/brainmask.nii.gz", g_data);
+    if (!segc_nifti_read(path, &v, err, sizeof err)) fail_msg("%s", err);
+    int64_t nvox = v.dim[0] * v.dim[1] * v.dim[2], brain = 0;
+    for (int64_t i = 0; i < nvox; i++) {
+        assert_true(v.data[i] == 0.f || fabsf(v.data[i] - 1.f) < 1e-6f);
+        brain += v.data[i] > 0.5f;
+    }
+    assert_int_equal(brain, 1523743);
+    segc_volume_free(&v);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_fixtures),
@@ -422,6 +466,7 @@ int main(void) {
         cmocka_unit_test(test_overlay),
         cmocka_unit_test(test_nifti_datatypes),
         cmocka_unit_test(test_nifti_bad_headers),
+        cmocka_unit_test(test_nifti_real_files),
     };
     return cmocka_run_group_tests_name("image_io", tests, NULL, NULL);
 }
