@@ -58,8 +58,11 @@ test-asan:
 fixtures:
 	@for g in tests/fixtures/gen_*.py; do echo "python3 $$g"; python3 $$g || exit 1; done
 
-bench-ops: $(BUILD)/bench/bench_ops
-	@bash scripts/bench_ops.sh $(BUILD)/bench/bench_ops
+bench-ops: $(BENCHES)
+	@BUILD=$(BUILD) bash scripts/bench_ops.sh
+
+bench-data: $(BUILD)/bench/bench_data
+	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data
 
 clean:
 	rm -rf build build-asan
