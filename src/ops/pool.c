@@ -18,9 +18,16 @@
  * and its factor of the averaging divisor. */
 typedef struct { int64_t lo, hi, cnt; } win;
 
+/* Column taps of a fixed-window pool: tap j (input column ow*s + j - p)
+ * is inside the input for outputs [lo[j], hi[j]). Loops over taps, then
+ * outputs, run along contiguous memory for stride 1. */
+typedef struct { int k, s, p; int64_t *lo, *hi; } col_taps;
+
 typedef struct {
     int64_t n, c, h, w, oh, ow;
     const win *wh, *ww;          /* windows per output row / column */
+    const col_taps *ct;          /* fixed-window pools: column taps (NULL: adaptive) */
+    const float *cntw;           /* avg: ww[].cnt as floats */
     int32_t *argmax;             /* max pool: flat index in the plane per output */
 } pool_saved;
 
@@ -94,10 +101,30 @@ static float *thread_scratch(segc_ctx *ctx, size_t per, size_t *stride) {
     return segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * *stride * sizeof(float));
 }
 
+/* f32 view of plane pl: the data itself, or converted into buf (inside the
+ * callers' parallel loops, so no parallel helper here) */
 static const float *plane_in(const segc_tensor *x, int64_t pl, int64_t size, float *buf) {
     if (x->dtype == SEGC_F32) return segc_f32(x) + pl * size;
-    segc_bf16_to_f32_n(segc_bf16p(x) + pl * size, buf, size);
+    const uint16_t *h = segc_bf16p(x) + pl * size;
+    for (int64_t i = 0; i < size; i++) buf[i] = segc_bf16_to_f32(h[i]);
     return buf;
+}
+static void plane_out(segc_tensor *y, int64_t pl, int64_t size, const float *v) {
+    uint16_t *h = segc_bf16p(y) + pl * size;
+    for (int64_t i = 0; i < size; i++) h[i] = segc_f32_to_bf16(v[i]);
+}
+
+static col_taps make_col_taps(segc_ctx *ctx, int k, int s, int p, int64_t in, int64_t out) {
+    col_taps t = {k, s, p, segc_arena_alloc(&ctx->arena, 2 * (size_t)k * sizeof(int64_t)), NULL};
+    t.hi = t.lo + k;
+    for (int j = 0; j < k; j++) {
+        int64_t off = j - p;
+        t.lo[j] = off < 0 ? (-off + s - 1) / s : 0;
+        t.hi[j] = in - 1 - off >= 0 ? (in - 1 - off) / s + 1 : 0;
+        if (t.hi[j] > out) t.hi[j] = out;
+        if (t.lo[j] > t.hi[j]) t.lo[j] = t.hi[j];
+    }
+    return t;
 }
 
 /* ---- max pool ---- */
@@ -124,15 +151,7 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){N, C, OH, OW});
     const win *wh = pool_windows(ctx, H, OH, kh, sh, ph, false);
-    /* column taps: input column ow*sw + j - pw for outputs [lo, hi) */
-    int64_t *tlo = segc_arena_alloc(&ctx->arena, 2 * (size_t)kw * sizeof(int64_t)), *thi = tlo + kw;
-    for (int j = 0; j < kw; j++) {
-        int64_t off = j - pw;
-        tlo[j] = off < 0 ? (-off + sw - 1) / sw : 0;
-        thi[j] = W - 1 - off >= 0 ? (W - 1 - off) / sw + 1 : 0;
-        if (thi[j] > OW) thi[j] = OW;
-        if (tlo[j] > thi[j]) tlo[j] = thi[j];
-    }
+    const col_taps ct = make_col_taps(ctx, kw, sw, pw, W, OW);
     int32_t *argmax = segc_arena_alloc(&ctx->arena, (size_t)(N * C * OH * OW) * sizeof(int32_t));
     const bool bf16 = x->dtype == SEGC_BF16;
     size_t stride;
@@ -153,7 +172,7 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
                 const float *row = xp + h * W;
                 for (int j = 0; j < kw; j++) {
                     const int64_t off = j - pw;
-                    for (int64_t ow = tlo[j]; ow < thi[j]; ow++) {
+                    for (int64_t ow = ct.lo[j]; ow < ct.hi[j]; ow++) {
                         const int64_t col = ow * sw + off;
                         const float v = row[col];
                         const bool take = v > m[ow] || v != v || a[ow] < 0;
@@ -163,11 +182,11 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
                 }
             }
         }
-        if (bf16) segc_f32_to_bf16_n(yp, segc_bf16p(y) + pl * OH * OW, OH * OW);
+        if (bf16) plane_out(y, pl, OH * OW, yp);
     }
     if (segc_needs_grad(ctx, &x, 1)) {
         pool_saved *s = segc_arena_alloc(&ctx->arena, sizeof *s);
-        *s = (pool_saved){N, C, H, W, OH, OW, wh, NULL, argmax};
+        *s = (pool_saved){N, C, H, W, OH, OW, wh, NULL, NULL, NULL, argmax};
         segc_record(ctx, "max_pool2d", max_pool_backward, y, &x, 1, s);
     }
     return y;
@@ -175,25 +194,38 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
 
 /* ---- average pools (fixed and adaptive windows) ---- */
 
+/* Summation order matches a window walk in row-major order per output (and,
+ * in backward, ascending outputs per input), whichever loop shape runs. */
+
 static void avg_backward(segc_ctx *ctx, segc_node *nd) {
     const pool_saved *s = nd->saved;
     float *gx = segc_grad(ctx, nd->in[0]);
     const float *g = nd->out->grad;
-    const int64_t W = s->w;
+    const int64_t W = s->w, OW = s->ow;
+    const col_taps *ct = s->ct;
     size_t stride;
-    float *scratch = thread_scratch(ctx, (size_t)W, &stride);
+    float *scratch = thread_scratch(ctx, (size_t)(W + OW), &stride);
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < s->n * s->c; pl++) {
-        float *restrict rowg = scratch + (size_t)omp_get_thread_num() * stride;
+        float *restrict rowg = scratch + (size_t)omp_get_thread_num() * stride, *restrict v = rowg + W;
         float *d = gx + pl * s->h * W;
-        const float *gp = g + pl * s->oh * s->ow;
+        const float *gp = g + pl * s->oh * OW;
         for (int64_t oh = 0; oh < s->oh; oh++) {
             /* spread this output row over one input row, then add it to every row of the window */
+            const float hc = (float)s->wh[oh].cnt;
+            for (int64_t ow = 0; ow < OW; ow++) v[ow] = gp[oh * OW + ow] / (hc * s->cntw[ow]);
             memset(rowg, 0, (size_t)W * sizeof(float));
-            for (int64_t ow = 0; ow < s->ow; ow++) {
-                const win c = s->ww[ow];
-                const float v = gp[oh * s->ow + ow] / (float)(s->wh[oh].cnt * c.cnt);
-                for (int64_t w = c.lo; w < c.hi; w++) rowg[w] += v;
+            if (ct) {
+                for (int j = ct->k - 1; j >= 0; j--) {   /* descending taps: ascending outputs per column */
+                    float *r = rowg + j - ct->p;
+                    if (ct->s == 1)
+                        for (int64_t ow = ct->lo[j]; ow < ct->hi[j]; ow++) r[ow] += v[ow];
+                    else
+                        for (int64_t ow = ct->lo[j]; ow < ct->hi[j]; ow++) r[ow * ct->s] += v[ow];
+                }
+            } else {
+                for (int64_t ow = 0; ow < OW; ow++)
+                    for (int64_t w = s->ww[ow].lo; w < s->ww[ow].hi; w++) rowg[w] += v[ow];
             }
             for (int64_t h = s->wh[oh].lo; h < s->wh[oh].hi; h++) {
                 float *restrict dr = d + h * W;
@@ -204,16 +236,18 @@ static void avg_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 static segc_tensor *avg_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t OH, int64_t OW, const win *wh,
-                                const win *ww) {
+                                const win *ww, const col_taps *ct) {
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){N, C, OH, OW});
     const bool bf16 = x->dtype == SEGC_BF16;
+    float *cntw = segc_arena_alloc(&ctx->arena, (size_t)OW * sizeof(float));
+    for (int64_t ow = 0; ow < OW; ow++) cntw[ow] = (float)ww[ow].cnt;
     size_t stride;
-    float *scratch = thread_scratch(ctx, (size_t)W + (bf16 ? (size_t)(H * W + OH * OW) : 0), &stride);
+    float *scratch = thread_scratch(ctx, (size_t)(W + OW) + (bf16 ? (size_t)(H * W + OH * OW) : 0), &stride);
 #pragma omp parallel for schedule(static)
     for (int64_t pl = 0; pl < N * C; pl++) {
-        float *restrict rows = scratch + (size_t)omp_get_thread_num() * stride;
-        float *buf = rows + W;
+        float *restrict rows = scratch + (size_t)omp_get_thread_num() * stride, *restrict sum = rows + W;
+        float *buf = sum + OW;
         const float *xp = plane_in(x, pl, H * W, buf);
         float *yp = bf16 ? buf + H * W : segc_f32(y) + pl * OH * OW;
         for (int64_t oh = 0; oh < OH; oh++) {
@@ -223,17 +257,35 @@ static segc_tensor *avg_forward(segc_ctx *ctx, const char *op, segc_tensor *x, i
                 const float *restrict xr = xp + h * W;
                 for (int64_t w = 0; w < W; w++) rows[w] += xr[w];
             }
-            for (int64_t ow = 0; ow < OW; ow++) {
-                float sum = 0;
-                for (int64_t w = ww[ow].lo; w < ww[ow].hi; w++) sum += rows[w];
-                yp[oh * OW + ow] = sum / (float)(wh[oh].cnt * ww[ow].cnt);
+            if (ct) {
+                memset(sum, 0, (size_t)OW * sizeof(float));
+                for (int j = 0; j < ct->k; j++) {
+                    const float *r = rows + j - ct->p;
+                    if (ct->s == 1)
+                        for (int64_t ow = ct->lo[j]; ow < ct->hi[j]; ow++) sum[ow] += r[ow];
+                    else
+                        for (int64_t ow = ct->lo[j]; ow < ct->hi[j]; ow++) sum[ow] += r[ow * ct->s];
+                }
+            } else {
+                for (int64_t ow = 0; ow < OW; ow++) {
+                    float acc = 0;
+                    for (int64_t w = ww[ow].lo; w < ww[ow].hi; w++) acc += rows[w];
+                    sum[ow] = acc;
+                }
             }
+            const float hc = (float)wh[oh].cnt;
+            for (int64_t ow = 0; ow < OW; ow++) yp[oh * OW + ow] = sum[ow] / (hc * cntw[ow]);
         }
-        if (bf16) segc_f32_to_bf16_n(yp, segc_bf16p(y) + pl * OH * OW, OH * OW);
+        if (bf16) plane_out(y, pl, OH * OW, yp);
     }
     if (segc_needs_grad(ctx, &x, 1)) {
         pool_saved *s = segc_arena_alloc(&ctx->arena, sizeof *s);
-        *s = (pool_saved){N, C, H, W, OH, OW, wh, ww, NULL};
+        col_taps *cts = NULL;
+        if (ct) {
+            cts = segc_arena_alloc(&ctx->arena, sizeof *cts);
+            *cts = *ct;
+        }
+        *s = (pool_saved){N, C, H, W, OH, OW, wh, ww, cts, cntw, NULL};
         segc_record(ctx, op, avg_backward, y, &x, 1, s);
     }
     return y;
@@ -246,7 +298,8 @@ segc_tensor *segc_avg_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
     if (!pool_check(ctx, "avg_pool2d", x, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
     const win *wh = pool_windows(ctx, x->shape[2], OH, kh, sh, ph, count_include_pad);
     const win *ww = pool_windows(ctx, x->shape[3], OW, kw, sw, pw, count_include_pad);
-    return avg_forward(ctx, "avg_pool2d", x, OH, OW, wh, ww);
+    const col_taps ct = make_col_taps(ctx, kw, sw, pw, x->shape[3], OW);
+    return avg_forward(ctx, "avg_pool2d", x, OH, OW, wh, ww, &ct);
 }
 
 segc_tensor *segc_adaptive_avg_pool2d(segc_ctx *ctx, segc_tensor *x, int out_h, int out_w) {
@@ -260,5 +313,5 @@ segc_tensor *segc_adaptive_avg_pool2d(segc_ctx *ctx, segc_tensor *x, int out_h, 
         return NULL;
     }
     const win *wh = adaptive_windows(ctx, x->shape[2], out_h), *ww = adaptive_windows(ctx, x->shape[3], out_w);
-    return avg_forward(ctx, "adaptive_avg_pool2d", x, out_h, out_w, wh, ww);
+    return avg_forward(ctx, "adaptive_avg_pool2d", x, out_h, out_w, wh, ww, NULL);
 }
