@@ -94,7 +94,7 @@ static void ce_backward(segc_ctx *ctx, segc_node *nd) {
             if (ow) {
 #pragma omp simd
                 for (int64_t p = 0; p < len; p++) {
-                    const float e = nl_expf((zc[p] - mx[p]) - lz[p]), v = k[p] * e - m[p] * wc;
+                    const float e = nl_expf((zc[p] - mx[p]) - lz[p]), v = fmaf(k[p], e, -m[p] * wc);
                     const bool is_t = t[p] == ci;
                     q[p] += is_t ? 0.f : e;
                     pt[p] = is_t ? e : pt[p];
@@ -103,7 +103,7 @@ static void ce_backward(segc_ctx *ctx, segc_node *nd) {
             } else {
 #pragma omp simd
                 for (int64_t p = 0; p < len; p++) {
-                    const float e = nl_expf((zc[p] - mx[p]) - lz[p]), v = k[p] * e - m[p] * wc;
+                    const float e = nl_expf((zc[p] - mx[p]) - lz[p]), v = fmaf(k[p], e, -m[p] * wc);
                     const bool is_t = t[p] == ci;
                     q[p] += is_t ? 0.f : e;
                     pt[p] = is_t ? e : pt[p];

@@ -5,6 +5,7 @@
  * and fixed work chunking so reductions do not depend on the thread count. */
 #ifndef SEGC_NORMLOSS_UTIL_H
 #define SEGC_NORMLOSS_UTIL_H
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -95,42 +96,42 @@ static inline int64_t nl_chunk_begin(int64_t items, int64_t chunks, int64_t k) {
 static inline float nl_expf(float x) {
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
-    float k = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-    float r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
+    const float k = __builtin_floorf(fmaf(x, 1.44269504088896341f, 0.5f));
+    float r = fmaf(k, -0.693359375f, x);
+    r = fmaf(k, 2.12194440e-4f, r);
     float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    p = fmaf(p, r, 1.3981999507e-3f);
+    p = fmaf(p, r, 8.3334519073e-3f);
+    p = fmaf(p, r, 4.1665795894e-2f);
+    p = fmaf(p, r, 1.6666665459e-1f);
+    p = fmaf(p, r, 5.0000001201e-1f);
+    p = fmaf(p * r, r, r) + 1.0f;
     return p * nl_bits_f32((uint32_t)((int32_t)k + 127) << 23);
 }
 
 /* natural log for positive normal x, ~1 ulp (mantissa in [sqrt(.5), sqrt(2))
  * and a degree-9 polynomial); vectorises like nl_expf. */
 static inline float nl_logf(float x) {
-    uint32_t u = nl_f32_bits(x);
+    const uint32_t u = nl_f32_bits(x);
     float e = (float)((int32_t)(u >> 23) - 127);
     float m = nl_bits_f32((u & 0x007fffffu) | 0x3f800000u);
-    int big = m > 1.41421356f;
+    const int big = m > 1.41421356f;
     m = big ? m * 0.5f : m;
     e = big ? e + 1.0f : e;
-    float f = m - 1.0f, z = f * f;
+    const float f = m - 1.0f, z = f * f;
     float y = 7.0376836292e-2f;
-    y = y * f - 1.1514610310e-1f;
-    y = y * f + 1.1676998740e-1f;
-    y = y * f - 1.2420140846e-1f;
-    y = y * f + 1.4249322787e-1f;
-    y = y * f - 1.6668057665e-1f;
-    y = y * f + 2.0000714765e-1f;
-    y = y * f - 2.4999993993e-1f;
-    y = y * f + 3.3333331174e-1f;
+    y = fmaf(y, f, -1.1514610310e-1f);
+    y = fmaf(y, f, 1.1676998740e-1f);
+    y = fmaf(y, f, -1.2420140846e-1f);
+    y = fmaf(y, f, 1.4249322787e-1f);
+    y = fmaf(y, f, -1.6668057665e-1f);
+    y = fmaf(y, f, 2.0000714765e-1f);
+    y = fmaf(y, f, -2.4999993993e-1f);
+    y = fmaf(y, f, 3.3333331174e-1f);
     y = y * f * z;
-    y += -2.12194440e-4f * e;
-    y += -0.5f * z;
-    return f + y + 0.693359375f * e;
+    y = fmaf(e, -2.12194440e-4f, y);
+    y = fmaf(z, -0.5f, y);
+    return fmaf(e, 0.693359375f, f + y);
 }
 
 /* log(1 + u) for u >= 0, accurate for small u: log(w) * u / (w - 1) with
