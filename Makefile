@@ -48,7 +48,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TCOM_OBJ) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
-test: $(TESTS)
+test: $(TESTS) $(BUILD)/segc
 	@bash scripts/run_tests.sh $(BUILD)/tests
 
 test-asan:
@@ -68,3 +68,4 @@ clean:
 	rm -rf build build-asan
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TCOM_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d)
+include mk/fuzz.mk
