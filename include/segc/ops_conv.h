@@ -4,11 +4,12 @@
  * All take NCHW tensors of f32 or bf16 and return the input's dtype;
  * gradients are f32. Semantics follow PyTorch (Conv2d, ConvTranspose2d,
  * MaxPool2d, AvgPool2d, AdaptiveAvgPool2d). Convolutions run on oneDNN
- * (layouts chosen by oneDNN, reordered from/to NCHW inside the op); bf16
+ * (layouts chosen by oneDNN, reordered from/to NCHW inside the op), except
+ * stride-1 depthwise convolutions, which run on direct NCHW kernels; bf16
  * convolutions use oneDNN's bf16 kernels where the CPU has them and otherwise
- * compute in f32 from the bf16 values (conversion fused into the reorders).
- * Pooling runs on direct NCHW kernels. Results are bitwise identical for the
- * same inputs and thread count. */
+ * compute in f32 from the bf16 values. Pooling runs on direct NCHW kernels.
+ * Results are bitwise identical for the same inputs and thread count (the
+ * direct kernels: for any thread count). */
 #ifndef SEGC_OPS_CONV_H
 #define SEGC_OPS_CONV_H
 #include "segc/core.h"
