@@ -2,6 +2,7 @@
  * differences, a double-precision attention reference across query chunks,
  * determinism, steady-state arena use and error messages. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -336,6 +337,38 @@ static void test_gemm_paths(void **state) {
     h.a = a, h.a_dtype = SEGC_F32, h.c = c;
     assert_false(segc_gemm_run(ctx, "myop", &h));
     assert_non_null(strstr(segc_last_error(ctx), "unit row or column stride"));
+    segc_clear_error(ctx);
+
+    /* plans: each of 3 threads computes its own row block of C = A B^T */
+    enum { R = 3 * 5, K = 7, N = 4 };
+    float pa[R * K], pb[N * K], pc[R * N];
+    for (int i = 0; i < R * K; i++) pa[i] = (float)((i * 37) % 11) - 5.0f;
+    for (int i = 0; i < N * K; i++) pb[i] = (float)((i * 13) % 7) - 3.0f;
+    segc_gemm pg = {.batch = 1, .M = 5, .N = N, .K = K, .a_dtype = SEGC_F32, .a_rs = K, .a_cs = 1,
+                    .b_dtype = SEGC_F32, .b_rs = 1, .b_cs = K, .c_dtype = SEGC_F32, .c_rs = N, .alpha = 2.0f};
+    segc_gemm_plan *plan = segc_gemm_plan_new(ctx, "test", &pg, 3);
+    assert_non_null(plan);
+    bool ok = true;
+#pragma omp parallel num_threads(3) reduction(&& : ok)
+    ok = segc_gemm_plan_run(plan, omp_get_thread_num(), pa + omp_get_thread_num() * 5 * K, pb,
+                            pc + omp_get_thread_num() * 5 * N);
+    assert_true(ok);
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < N; n++) {
+            float want = 0;
+            for (int kk = 0; kk < K; kk++) want += 2.0f * pa[r * K + kk] * pb[n * K + kk];
+            assert_float_equal(pc[r * N + n], want, 1e-4);
+        }
+    assert_false(segc_gemm_plan_run(plan, 3, pa, pb, pc));   /* no such thread */
+    pg.batch = 2;
+    assert_null(segc_gemm_plan_new(ctx, "myplan", &pg, 2));
+    assert_non_null(strstr(segc_last_error(ctx), "myplan: gemm plan expected batch 1"));
+    segc_clear_error(ctx);
+    pg.batch = 1, pg.a_dtype = pg.b_dtype = SEGC_BF16;
+    if (!segc_gemm_native_bf16()) {
+        assert_null(segc_gemm_plan_new(ctx, "myplan", &pg, 2));
+        assert_non_null(strstr(segc_last_error(ctx), "native bf16"));
+    }
     segc_ctx_free(ctx);
 }
 
