@@ -159,12 +159,21 @@ static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm 
     return p;
 }
 
-static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
-    segc_dnnl_prim *p = gemm_prim(ctx, op, g);
-    if (!p) return false;
+static bool prim_is_ref(const segc_dnnl_prim *p) {
+    const char *impl = NULL;
+    dnnl_primitive_desc_query(p->pd, dnnl_query_impl_info_str, 0, &impl);
+    return impl && strncmp(impl, "ref", 3) == 0;
+}
+
+static bool gemm_exec(segc_ctx *ctx, const char *op, segc_dnnl_prim *p, const segc_gemm *g) {
     int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
     void *ptrs[4] = {(void *)g->a, (void *)g->b, g->c, (void *)g->bias};
     return segc_dnnl_run(ctx, op, p, g->bias ? 4 : 3, ids, ptrs);
+}
+
+static bool gemm_dnnl(segc_ctx *ctx, const char *op, const segc_gemm *g) {
+    segc_dnnl_prim *p = gemm_prim(ctx, op, g);
+    return p && gemm_exec(ctx, op, p, g);
 }
 
 /* For a size-1 row or column dimension the stride is free: pick one that
@@ -246,10 +255,14 @@ bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
         gemm_empty_k(&g, bias);
         return true;
     }
-    bool native = g.a_dtype == SEGC_BF16 && g.b_dtype == SEGC_BF16 && segc_gemm_native_bf16();
-    if (native || (g.a_dtype == SEGC_F32 && g.b_dtype == SEGC_F32 && g.c_dtype == SEGC_F32 &&
-                   (!g.bias || g.bias_dtype == SEGC_F32)))
+    if (g.a_dtype == SEGC_F32 && g.b_dtype == SEGC_F32 && g.c_dtype == SEGC_F32 && (!g.bias || g.bias_dtype == SEGC_F32))
         return gemm_dnnl(ctx, op, &g);
+    if (g.a_dtype == SEGC_BF16 && g.b_dtype == SEGC_BF16 && segc_gemm_native_bf16()) {
+        segc_dnnl_prim *p = gemm_prim(ctx, op, &g);
+        if (!p) return false;
+        /* a layout only oneDNN's reference kernel takes runs faster widened */
+        if (!prim_is_ref(p)) return gemm_exec(ctx, op, p, &g);
+    }
 
     /* widen bf16 operands to f32; a bf16 C is produced in f32 and rounded */
     int64_t abat = g.a_bs ? g.batch : 1, bbat = g.b_bs ? g.batch : 1;
