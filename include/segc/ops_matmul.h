@@ -30,9 +30,11 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
  * For i in [0, batch):  C_i = alpha * A_i B_i + bias  (C_i += ... when accumulate)
  * A_i is M x K with element (m, k) at a[i*a_bs + m*a_rs + k*a_cs]; B_i is
  * K x N likewise; C_i is M x N with element (m, n) at c[i*c_bs + m*c_rs + n].
- * A batch stride of 0 broadcasts that operand over the batch. For each of A
- * and B one of its row/column strides must be 1 (any transpose is expressed
- * by strides, never copied). Operands are f32 or bf16 (dtype per operand);
+ * A batch stride of 0 broadcasts that operand over the batch; a C batch
+ * stride of 0 sums the batch into one C (e.g. the gradient of a shared
+ * weight). For each of A and B one of its row/column strides must be 1 and
+ * the other cover the other dim (any transpose is expressed by strides, never
+ * copied). Operands are f32 or bf16 (dtype per operand);
  * two bf16 operands use a native bf16 GEMM with f32 accumulation when the
  * CPU has one, otherwise they are widened to f32 in the arena. bias: N values
  * of bias_dtype, or NULL; not combined with alpha != 1. accumulate needs an
@@ -62,7 +64,8 @@ bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *g);
  * pointers are ignored) and prepares nthreads private executions in the ctx
  * arena; segc_gemm_plan_run then runs it single-threaded on thread index
  * `thread` with that call's operands. Operands must be f32, or bf16 when
- * segc_gemm_native_bf16(); no bias. plan_run returns false only on a backend
+ * segc_gemm_native_bf16(); no bias. One caller at a time per thread index
+ * (the per-thread streams are shared by all plans). plan_run returns false only on a backend
  * failure (the caller reports it after the region). */
 typedef struct segc_gemm_plan segc_gemm_plan;
 segc_gemm_plan *segc_gemm_plan_new(segc_ctx *ctx, const char *op, const segc_gemm *g, int nthreads);
