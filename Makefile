@@ -23,7 +23,7 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB      := $(BUILD)/libsegc.a
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all test test-asan fixtures bench-ops bench-data demo clean deps fuzz
+.PHONY: all test test-asan fixtures bench-ops bench-train bench-data demo clean deps fuzz
 all: $(LIB) $(BUILD)/segc $(TESTS) $(BENCHES)
 
 deps: $(DEPS_OK)
@@ -60,6 +60,9 @@ fixtures:
 
 bench-ops: $(BENCHES)
 	@BUILD=$(BUILD) bash scripts/bench_ops.sh
+
+bench-train: $(BUILD)/bench/bench_train
+	@bash scripts/bench_train.sh $(BUILD)/bench/bench_train
 
 bench-data: $(BUILD)/bench/bench_data
 	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data

@@ -12,7 +12,7 @@ trap 'rm -rf "$tmp"' EXIT
 for b in "$BUILD"/bench/bench_*; do
   [ -x "$b" ] && [ -f "$b" ] || continue
   g=$(basename "$b"); g=${g#bench_}
-  case "$g" in *.o|*.d|data) continue;; esac
+  case "$g" in *.o|*.d|data|train) continue;; esac
   OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1 "$b" >>"$tmp/segc.jsonl" || echo "bench: $b failed" >&2
   if [ -f "bench/torch_$g.py" ] && python3 -c "import torch" 2>/dev/null; then
     OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1 python3 "bench/torch_$g.py" >>"$tmp/torch.jsonl" || echo "bench: torch_$g.py failed" >&2
