@@ -115,17 +115,40 @@ static void bin_run_f32(binop op, const float *a, int64_t sa, const float *b, in
     }
 }
 
+/* bf16 in and out, f32 arithmetic, conversions fused into the loops */
+#define BIN_LOOPS_BF16(EXPR)                                                                   \
+    do {                                                                                       \
+        if (sa && sb) {                                                                        \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
+                float x = segc_ew_bf2f(a[i]), y = segc_ew_bf2f(b[i]);                          \
+                o[i] = segc_ew_f2bf(EXPR);                                                     \
+            }                                                                                  \
+        } else if (sa) {                                                                       \
+            float y = segc_ew_bf2f(b[0]);                                                      \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
+                float x = segc_ew_bf2f(a[i]);                                                  \
+                o[i] = segc_ew_f2bf(EXPR);                                                     \
+            }                                                                                  \
+        } else if (sb) {                                                                       \
+            float x = segc_ew_bf2f(a[0]);                                                      \
+            _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
+                float y = segc_ew_bf2f(b[i]);                                                  \
+                o[i] = segc_ew_f2bf(EXPR);                                                     \
+            }                                                                                  \
+        } else {                                                                               \
+            float x = segc_ew_bf2f(a[0]), y = segc_ew_bf2f(b[0]);                              \
+            uint16_t v = segc_ew_f2bf(EXPR);                                                   \
+            for (int64_t i = 0; i < n; i++) o[i] = v;                                          \
+        }                                                                                      \
+    } while (0)
+
 static void bin_run_bf16(binop op, const uint16_t *a, int64_t sa, const uint16_t *b, int64_t sb, uint16_t *o,
                          int64_t n) {
-    float fa[BF16_CHUNK], fb[BF16_CHUNK], fo[BF16_CHUNK];
-    if (!sa) fa[0] = segc_ew_bf2f(a[0]);
-    if (!sb) fb[0] = segc_ew_bf2f(b[0]);
-    for (int64_t off = 0; off < n; off += BF16_CHUNK) {
-        int64_t m = n - off < BF16_CHUNK ? n - off : BF16_CHUNK;
-        if (sa) segc_ew_load_bf16(a + off, fa, m);
-        if (sb) segc_ew_load_bf16(b + off, fb, m);
-        bin_run_f32(op, fa, sa, fb, sb, fo, m);
-        segc_ew_store_bf16(fo, o + off, m);
+    switch (op) {
+    case BIN_ADD: BIN_LOOPS_BF16(x + y); break;
+    case BIN_SUB: BIN_LOOPS_BF16(x - y); break;
+    case BIN_MUL: BIN_LOOPS_BF16(x * y); break;
+    case BIN_DIV: BIN_LOOPS_BF16(x / y); break;
     }
 }
 
