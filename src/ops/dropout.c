@@ -22,7 +22,7 @@
 #define PAR_MIN 16384
 #define BLOCK 1024 /* elements per work block: 256 Philox blocks */
 
-static inline void philox_words(uint64_t seed, uint64_t ctr, uint32_t out[4]) {
+static inline void philox_words(uint64_t seed, uint64_t ctr, uint32_t *o0, uint32_t *o1, uint32_t *o2, uint32_t *o3) {
     uint32_t c0 = (uint32_t)ctr, c1 = (uint32_t)(ctr >> 32), c2 = 0, c3 = 0;
     uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
     for (int r = 0; r < 10; r++) {
@@ -36,26 +36,32 @@ static inline void philox_words(uint64_t seed, uint64_t ctr, uint32_t out[4]) {
         k0 += 0x9E3779B9u;
         k1 += 0xBB67AE85u;
     }
-    out[0] = c0;
-    out[1] = c1;
-    out[2] = c2;
-    out[3] = c3;
+    *o0 = c0;
+    *o1 = c1;
+    *o2 = c2;
+    *o3 = c3;
 }
 
-/* keep[i] for values base + first .. base + first + n - 1 of the stream (base % 4 == 0) */
+/* keep[i] for values base + first .. base + first + n - 1 of the stream
+ * (base % 4 == 0). Each Philox block yields the flags of its four values
+ * packed into one 32-bit word (byte k = value k), so the loop vectorises. */
 static void keep_mask(uint64_t seed, uint64_t base, int64_t first, int64_t n, uint32_t thr, uint8_t *keep) {
-    uint32_t words[BLOCK + 8];
+    uint32_t packed[BLOCK / 4 + 2];
     int64_t b0 = first / 4, b1 = (first + n + 3) / 4; /* Philox blocks covering the range */
     uint64_t ctr0 = base / 4;
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    const int s0 = 24, s1 = 16, s2 = 8, s3 = 0;
+#else
+    const int s0 = 0, s1 = 8, s2 = 16, s3 = 24;
+#endif
 #pragma omp simd
     for (int64_t b = b0; b < b1; b++) {
-        uint32_t w[4];
-        philox_words(seed, ctr0 + (uint64_t)b, w);
-        for (int k = 0; k < 4; k++) words[(b - b0) * 4 + k] = w[k];
+        uint32_t w0, w1, w2, w3;
+        philox_words(seed, ctr0 + (uint64_t)b, &w0, &w1, &w2, &w3);
+        packed[b - b0] = (uint32_t)((w0 >> 8) >= thr) << s0 | (uint32_t)((w1 >> 8) >= thr) << s1 |
+                         (uint32_t)((w2 >> 8) >= thr) << s2 | (uint32_t)((w3 >> 8) >= thr) << s3;
     }
-    const uint32_t *wv = words + (first - b0 * 4);
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) keep[i] = (wv[i] >> 8) >= thr;
+    memcpy(keep, (const uint8_t *)packed + (first - b0 * 4), (size_t)n);
 }
 
 /* integer threshold on the 24-bit uniform: keep iff (word >> 8) >= thr */
