@@ -42,7 +42,7 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
             for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
                 int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
                 const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
-                double a = 0, b = 0;
+                float a = 0.f, b = 0.f;   /* per block in f32 (<= 2048 values), totals in double */
 #pragma omp simd reduction(+ : a, b)
                 for (int64_t i = 0; i < len; i++) {
                     a += dyp[i];

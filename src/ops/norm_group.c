@@ -43,7 +43,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
             for (int64_t s0 = 0; s0 < S; s0 += GN_BLOCK) {
                 int64_t len = S - s0 < GN_BLOCK ? S - s0 : GN_BLOCK, off = (n * C + c) * S + s0;
                 const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
-                double pa = 0, pb = 0;
+                float pa = 0.f, pb = 0.f;   /* per block in f32, totals in double */
 #pragma omp simd reduction(+ : pa, pb)
                 for (int64_t i = 0; i < len; i++) {
                     pa += dyp[i];
