@@ -9,6 +9,12 @@
  * weights to bf16 each step and gets f32 gradients back. */
 segc_tensor *segc_cast(segc_ctx *ctx, segc_tensor *x, segc_dtype to);
 
+/* Depthwise KxK conv (stride 1, same padding, odd K) on channels-last tokens x [B, H*W, C] with a
+ * PyTorch depthwise weight [C, 1, K, K] and bias [C] or NULL: equals transposing to [B, C, H, W],
+ * Conv2d(groups=C), and transposing back, without the transposes. */
+segc_tensor *segc_dwconv2d_tokens(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *b, int64_t H,
+                                  int64_t W);
+
 #include "segc/ops_elementwise.h"
 #include "segc/ops_shape.h"
 #include "segc/ops_conv.h"

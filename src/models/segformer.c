@@ -187,7 +187,9 @@ static segc_tensor *block_forward(segc_ctx *ctx, const segc_segformer_block *b, 
                                           segc_param_as(ctx, b->ln2.bias, x->dtype), b->ln2.eps, &x2);
     segc_tensor *m = segc_linear_layer_fwd(ctx, &b->fc1, h2);
     if (!m) return NULL;
-    m = nchw_to_tokens(ctx, segc_conv_layer_fwd(ctx, &b->dwconv, tokens_to_nchw(ctx, m, H, W)));
+    /* Mix-FFN's depthwise 3x3 runs on the tokens directly: no transposes of the widest tensor */
+    m = segc_dwconv2d_tokens(ctx, m, segc_param_as(ctx, b->dwconv.weight, m->dtype),
+                             segc_param_as(ctx, b->dwconv.bias, m->dtype), H, W);
     m = segc_linear_layer_fwd(ctx, &b->fc2, segc_gelu(ctx, m));
     return segc_add(ctx, segc_drop_path(ctx, m, b->drop_path), x2);
 }
