@@ -49,6 +49,8 @@ int main(int argc, char **argv) {
     for (int it = 0; it < reps + 2; it++) {
         double t0 = segc_now_s();
         segc_ctx_step_begin(ctx);
+        ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
+        segc_profile_mark(ctx);
         segc_tensor *x = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){B, 3, H, W}, img);
         if (dt == SEGC_BF16) x = segc_cast(ctx, x, SEGC_BF16);
         segc_tensor *logits = segc_segformer_forward(ctx, m, x);
@@ -67,6 +69,7 @@ int main(int argc, char **argv) {
         if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
+    if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     if (train)
         printf("{\"model\": \"segformer-b0\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
                "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",

@@ -124,6 +124,15 @@ struct segc_node {
     segc_node *prev;
 };
 
+/* ---- per-op time profile (ctx->profile): forward time is the wall time since the
+ * previous recorded op, so model glue between ops is charged to the next op ---- */
+#define SEGC_PROFILE_SLOTS 64
+typedef struct segc_profile_entry {
+    const char *op;
+    double fwd_s, bwd_s;
+    int64_t calls;
+} segc_profile_entry;
+
 /* ---- context: one per training process/thread of control ---- */
 struct segc_ctx {
     segc_arena arena;       /* step arena: activations, saved state, grads */
@@ -136,6 +145,9 @@ struct segc_ctx {
     int num_threads;
     char err[512];
     bool has_err;
+    bool profile;
+    double profile_mark;
+    segc_profile_entry prof[SEGC_PROFILE_SLOTS];
 };
 
 segc_ctx *segc_ctx_new(uint64_t seed);
@@ -187,6 +199,9 @@ bool segc_set_grad_enabled(segc_ctx *ctx, bool on);  /* returns previous */
 
 /* ---- timing ---- */
 double segc_now_s(void);
+/* start a profiled region (resets the forward clock); print the table sorted by total time */
+void segc_profile_mark(segc_ctx *ctx);
+void segc_profile_print(const segc_ctx *ctx, void *file /* FILE* */);
 
 #ifdef __cplusplus
 }

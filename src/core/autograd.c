@@ -1,6 +1,7 @@
 /* Reverse-mode autodiff over the tape recorded during forward. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "segc/core.h"
@@ -9,6 +10,36 @@ bool segc_needs_grad(const segc_ctx *c, segc_tensor *const *ins, int n) {
     if (!c->grad_enabled) return false;
     for (int i = 0; i < n; i++) if (ins[i] && ins[i]->requires_grad) return true;
     return false;
+}
+
+static segc_profile_entry *prof_slot(segc_ctx *c, const char *op) {
+    for (int i = 0; i < SEGC_PROFILE_SLOTS; i++) {
+        segc_profile_entry *e = &c->prof[i];
+        if (!e->op) { e->op = op; return e; }
+        if (e->op == op || strcmp(e->op, op) == 0) return e;
+    }
+    return &c->prof[SEGC_PROFILE_SLOTS - 1];
+}
+
+void segc_profile_mark(segc_ctx *c) { c->profile_mark = segc_now_s(); }
+
+static int prof_cmp(const void *a, const void *b) {
+    const segc_profile_entry *x = a, *y = b;
+    double tx = x->fwd_s + x->bwd_s, ty = y->fwd_s + y->bwd_s;
+    return tx < ty ? 1 : tx > ty ? -1 : 0;
+}
+
+void segc_profile_print(const segc_ctx *c, void *file) {
+    FILE *f = file;
+    segc_profile_entry sorted[SEGC_PROFILE_SLOTS];
+    int n = 0;
+    double total = 0;
+    for (int i = 0; i < SEGC_PROFILE_SLOTS && c->prof[i].op; i++) { sorted[n++] = c->prof[i]; total += c->prof[i].fwd_s + c->prof[i].bwd_s; }
+    qsort(sorted, (size_t)n, sizeof *sorted, prof_cmp);
+    fprintf(f, "%-24s %8s %10s %10s %7s\n", "op", "calls", "fwd ms", "bwd ms", "share");
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%-24s %8lld %10.1f %10.1f %6.1f%%\n", sorted[i].op, (long long)sorted[i].calls, 1e3 * sorted[i].fwd_s,
+                1e3 * sorted[i].bwd_s, total > 0 ? 100 * (sorted[i].fwd_s + sorted[i].bwd_s) / total : 0);
 }
 
 segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_tensor *out,
@@ -22,6 +53,13 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
     nd->saved = saved;
     nd->prev = c->tape;
     c->tape = nd;
+    if (c->profile) {
+        double now = segc_now_s();
+        segc_profile_entry *e = prof_slot(c, op);
+        e->fwd_s += now - c->profile_mark;
+        e->calls++;
+        c->profile_mark = now;
+    }
     c->n_nodes++;
     out->requires_grad = true;
     /* with checks on, every recorded op's output is verified here, so the
@@ -58,7 +96,9 @@ static void check_input_grads(segc_ctx *c, const segc_node *nd) {
 static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
         if (!nd->out->grad) continue;  /* no gradient reached this node */
+        double t0 = c->profile ? segc_now_s() : 0;
         nd->backward(c, nd);
+        if (c->profile) prof_slot(c, nd->op)->bwd_s += segc_now_s() - t0;
         if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
     }
