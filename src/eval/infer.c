@@ -1,0 +1,454 @@
+/* Inference modes (whole / sliding window) and test-time augmentation with
+ * mmseg's semantics, for any model given as a forward callback. */
+#pragma GCC optimize("no-trapping-math")   /* lets GCC vectorise the exp/select loops */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "segc/augment.h"
+#include "segc/infer.h"
+#include "segc/ops.h"
+#include "segc/segformer.h"
+
+void segc_infer_opts_default(segc_infer_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->mode = SEGC_INFER_WHOLE;
+    o->threshold = 0.3f;
+}
+
+bool segc_infer_opts_validate(const segc_infer_opts *o, char *err, size_t errlen) {
+    if (o->mode != SEGC_INFER_WHOLE && o->mode != SEGC_INFER_SLIDE) {
+        snprintf(err, errlen, "infer: mode must be whole or slide, found %d", (int)o->mode);
+        return false;
+    }
+    if (o->mode == SEGC_INFER_SLIDE && (o->crop_h < 1 || o->crop_w < 1 || o->stride_h < 1 || o->stride_w < 1)) {
+        snprintf(err, errlen, "infer: slide mode needs crop >= 1 and stride >= 1, found crop %dx%d stride %dx%d",
+                 o->crop_h, o->crop_w, o->stride_h, o->stride_w);
+        return false;
+    }
+    if (o->n_ratios < 0 || o->n_ratios > SEGC_INFER_MAX_RATIOS) {
+        snprintf(err, errlen, "infer: n_ratios must be in [0, %d], found %d", SEGC_INFER_MAX_RATIOS, o->n_ratios);
+        return false;
+    }
+    for (int i = 0; i < o->n_ratios; i++) {
+        if (!(o->ratios[i] > 0.f) || !isfinite(o->ratios[i])) {
+            snprintf(err, errlen, "infer: TTA ratio %d must be finite and > 0, found %g", i, (double)o->ratios[i]);
+            return false;
+        }
+    }
+    return true;
+}
+
+int segc_infer_slide_windows(int h, int w, int crop_h, int crop_w, int stride_h, int stride_w, int *y1, int *y2,
+                             int *x1, int *x2, int max) {
+    if (h < 1 || w < 1 || crop_h < 1 || crop_w < 1 || stride_h < 1 || stride_w < 1) return 0;
+    int h_grids = (h - crop_h + stride_h - 1 > 0 ? h - crop_h + stride_h - 1 : 0) / stride_h + 1;
+    int w_grids = (w - crop_w + stride_w - 1 > 0 ? w - crop_w + stride_w - 1 : 0) / stride_w + 1;
+    int n = 0;
+    for (int hi = 0; hi < h_grids; hi++) {
+        for (int wi = 0; wi < w_grids; wi++, n++) {
+            if (n >= max) continue;
+            int ya = hi * stride_h, xa = wi * stride_w;
+            int yb = ya + crop_h < h ? ya + crop_h : h, xb = xa + crop_w < w ? xa + crop_w : w;
+            ya = yb - crop_h > 0 ? yb - crop_h : 0;
+            xa = xb - crop_w > 0 ? xb - crop_w : 0;
+            if (y1) y1[n] = ya;
+            if (y2) y2[n] = yb;
+            if (x1) x1[n] = xa;
+            if (x2) x2[n] = xb;
+        }
+    }
+    return n;
+}
+
+void segc_infer_ratio_size(int h, int w, double ratio, int *nh, int *nw) {
+    int sw = (int)((double)w * ratio + 0.5), sh = (int)((double)h * ratio + 0.5);
+    if (sw < 1 || sh < 1) {   /* rescale_size would divide by a zero scale edge: report an empty image */
+        *nh = sh, *nw = sw;
+        return;
+    }
+    segc_rescale_size(h, w, sw, sh, nh, nw);
+}
+
+segc_tensor *segc_infer_image_tensor(segc_ctx *ctx, const segc_image *img, const float *mean, const float *std,
+                                     segc_dtype dtype) {
+    if (!img) return NULL;
+    if (img->dtype != SEGC_U8 || (img->c != 1 && img->c != 3) || img->h < 1 || img->w < 1 || !img->data) {
+        segc_set_error(ctx, "infer_image_tensor: expected a U8 image with 1 or 3 channels, found %s %dx%dx%d",
+                       segc_dtype_name(img->dtype), img->h, img->w, img->c);
+        return NULL;
+    }
+    if (dtype != SEGC_F32 && dtype != SEGC_BF16) {
+        segc_set_error(ctx, "infer_image_tensor: dtype must be f32 or bf16, found %s", segc_dtype_name(dtype));
+        return NULL;
+    }
+    int64_t shape[4] = {1, img->c, img->h, img->w};
+    segc_tensor *t = segc_tensor_new(ctx, dtype, 4, shape);
+    float *f = dtype == SEGC_F32 ? segc_f32(t)
+                                 : segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+    segc_normalize_chw(img->data, img->h, img->w, img->c, mean, std, false, f, img->h, img->w, 0.f);
+    if (dtype == SEGC_BF16) segc_f32_to_bf16_n(f, segc_bf16p(t), segc_numel(t));
+    return t;
+}
+
+segc_tensor *segc_segformer_forward_fn(segc_ctx *ctx, void *segformer, segc_tensor *images) {
+    return segc_segformer_forward(ctx, (segc_segformer *)segformer, images);
+}
+
+/* ------------------------------------------------------------------------
+ * Kernels on f32 NCHW buffers. P = pixels per plane.
+ * ---------------------------------------------------------------------- */
+#define PIX_BLOCK 64
+
+/* dst = softmax over K (sigmoid for K == 1) of x, or dst += it (accumulate). */
+static void softmax_channels(const float *x, float *dst, int64_t n, int64_t k, int64_t p, bool accumulate) {
+    int64_t nblk = (p + PIX_BLOCK - 1) / PIX_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n * nblk; t++) {
+        int64_t img = t / nblk, p0 = (t % nblk) * PIX_BLOCK;
+        int len = (int)(p - p0 < PIX_BLOCK ? p - p0 : PIX_BLOCK);
+        const float *xb = x + img * k * p + p0;
+        float *db = dst + img * k * p + p0;
+        if (k == 1) {
+            for (int j = 0; j < len; j++) {
+                float s = 1.0f / (1.0f + segc_vexpf(-xb[j]));
+                db[j] = accumulate ? db[j] + s : s;
+            }
+            continue;
+        }
+        float mx[PIX_BLOCK], inv[PIX_BLOCK];
+        for (int j = 0; j < len; j++) mx[j] = xb[j];
+        for (int64_t c = 1; c < k; c++)
+            for (int j = 0; j < len; j++) mx[j] = xb[c * p + j] > mx[j] ? xb[c * p + j] : mx[j];
+        for (int j = 0; j < len; j++) inv[j] = 0.f;
+        for (int64_t c = 0; c < k; c++)
+            for (int j = 0; j < len; j++) inv[j] += segc_vexpf(xb[c * p + j] - mx[j]);
+        for (int j = 0; j < len; j++) inv[j] = 1.0f / inv[j];
+        for (int64_t c = 0; c < k; c++) {
+            if (accumulate)
+                for (int j = 0; j < len; j++) db[c * p + j] += segc_vexpf(xb[c * p + j] - mx[j]) * inv[j];
+            else
+                for (int j = 0; j < len; j++) db[c * p + j] = segc_vexpf(xb[c * p + j] - mx[j]) * inv[j];
+        }
+    }
+}
+
+/* Label per pixel: argmax over K (first maximum wins, NaN counts as the
+ * maximum like torch.argmax); K == 1: score > threshold, with the score the
+ * sigmoid of x when x holds logits. */
+static void argmax_channels(const float *x, uint8_t *lab, int64_t n, int64_t k, int64_t p, bool logits,
+                            float threshold) {
+    int64_t nblk = (p + PIX_BLOCK - 1) / PIX_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < n * nblk; t++) {
+        int64_t img = t / nblk, p0 = (t % nblk) * PIX_BLOCK;
+        int len = (int)(p - p0 < PIX_BLOCK ? p - p0 : PIX_BLOCK);
+        const float *xb = x + img * k * p + p0;
+        uint8_t *lb = lab + img * p + p0;
+        if (k == 1) {
+            for (int j = 0; j < len; j++) {
+                float s = logits ? 1.0f / (1.0f + segc_vexpf(-xb[j])) : xb[j];
+                lb[j] = s > threshold;
+            }
+            continue;
+        }
+        float best[PIX_BLOCK];
+        uint8_t idx[PIX_BLOCK];
+        for (int j = 0; j < len; j++) best[j] = xb[j], idx[j] = 0;
+        for (int64_t c = 1; c < k; c++) {
+            for (int j = 0; j < len; j++) {
+                float v = xb[c * p + j];
+                bool take = v > best[j] || (v != v && best[j] == best[j]);
+                best[j] = take ? v : best[j];
+                idx[j] = take ? (uint8_t)c : idx[j];
+            }
+        }
+        memcpy(lb, idx, (size_t)len);
+    }
+}
+
+/* dst rows = src rows mirrored (rows of w elements of size es). */
+static void flip_rows(const void *src, void *dst, int64_t rows, int64_t w, size_t es) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        if (es == 4) {
+            const float *s = (const float *)src + r * w;
+            float *d = (float *)dst + r * w;
+            for (int64_t j = 0; j < w; j++) d[j] = s[w - 1 - j];
+        } else {
+            const uint16_t *s = (const uint16_t *)src + r * w;
+            uint16_t *d = (uint16_t *)dst + r * w;
+            for (int64_t j = 0; j < w; j++) d[j] = s[w - 1 - j];
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * One inference run.
+ * ---------------------------------------------------------------------- */
+typedef struct infer_run {
+    segc_ctx *ctx, *work;
+    segc_forward_fn forward;
+    void *model;
+    const segc_infer_opts *o;
+    int64_t n;
+    int64_t k;               /* classes, 0 until the first forward */
+    int64_t max_pixels;      /* largest h*w any pass of this run uses (slide buffers) */
+    float *slide_sum;        /* ctx arena, n * k * max_pixels */
+    float *slide_count;      /* ctx arena, max_pixels */
+} infer_run;
+
+/* Bring a failure inside work over to ctx (work is then clean for reuse). */
+static void carry_error(infer_run *r, const char *what) {
+    if (r->work != r->ctx && r->work->has_err) {
+        segc_set_error(r->ctx, "infer: %s: %s", what, segc_last_error(r->work));
+        segc_clear_error(r->work);
+    } else if (!r->ctx->has_err) {
+        segc_set_error(r->ctx, "infer: %s failed", what);
+    }
+}
+
+static void begin_forward(infer_run *r) {
+    if (r->work != r->ctx) segc_ctx_step_begin(r->work);
+}
+
+/* forward(x) checked and as f32 [N, K, h', w'] in work. */
+static segc_tensor *run_forward(infer_run *r, segc_tensor *x) {
+    segc_tensor *y = r->forward(r->work, r->model, x);
+    if (!y) {
+        carry_error(r, "forward");
+        return NULL;
+    }
+    char b1[64], b2[64];
+    if (y->ndim != 4 || y->shape[0] != r->n || y->shape[1] < 1 || (r->k && y->shape[1] != r->k) ||
+        y->shape[2] < 1 || y->shape[3] < 1 || (y->dtype != SEGC_F32 && y->dtype != SEGC_BF16)) {
+        segc_set_error(r->ctx, "infer: forward on images %s returned %s %s, expected f32/bf16 [%lld, %s, h, w]",
+                       segc_shape_str(x, b1, sizeof b1), segc_dtype_name(y->dtype), segc_shape_str(y, b2, sizeof b2),
+                       (long long)r->n, r->k ? "K" : "K >= 1");
+        return NULL;
+    }
+    r->k = y->shape[1];
+    if (y->dtype == SEGC_BF16) y = segc_tensor_wrap(r->work, SEGC_F32, 4, y->shape, segc_as_f32(r->work, y));
+    return y;
+}
+
+/* t (f32 NCHW in work) at h x w: t itself when already that size. */
+static segc_tensor *at_size(infer_run *r, segc_tensor *t, int64_t h, int64_t w) {
+    if (t->shape[2] == h && t->shape[3] == w) return t;
+    segc_tensor *y = segc_resize_bilinear(r->work, t, (int)h, (int)w, false);
+    if (!y) carry_error(r, "resize");
+    return y;
+}
+
+static segc_tensor *whole_pass(infer_run *r, segc_tensor *x) {
+    begin_forward(r);
+    segc_tensor *y = run_forward(r, x);
+    return y ? at_size(r, y, x->shape[2], x->shape[3]) : NULL;
+}
+
+static segc_tensor *slide_pass(infer_run *r, segc_tensor *x) {
+    const segc_infer_opts *o = r->o;
+    const int h = (int)x->shape[2], w = (int)x->shape[3];
+    const int64_t c = x->shape[1], hw = (int64_t)h * w;
+    int nwin = segc_infer_slide_windows(h, w, o->crop_h, o->crop_w, o->stride_h, o->stride_w, NULL, NULL, NULL,
+                                        NULL, 0);
+    int *win = segc_arena_alloc(&r->ctx->arena, (size_t)nwin * 4 * sizeof *win);
+    segc_infer_slide_windows(h, w, o->crop_h, o->crop_w, o->stride_h, o->stride_w, win, win + nwin, win + 2 * nwin,
+                             win + 3 * nwin, nwin);
+    const size_t es = segc_dtype_size(x->dtype);
+    float *sum = NULL, *count = r->slide_count;
+    for (int i = 0; i < nwin; i++) {
+        const int y1 = win[i], y2 = win[nwin + i], x1 = win[2 * nwin + i], x2 = win[3 * nwin + i];
+        const int ch = y2 - y1, cw = x2 - x1;
+        begin_forward(r);
+        int64_t cshape[4] = {r->n, c, ch, cw};
+        segc_tensor *crop = segc_tensor_new(r->work, x->dtype, 4, cshape);
+        const unsigned char *src = x->data;
+        unsigned char *dst = crop->data;
+#pragma omp parallel for schedule(static)
+        for (int64_t row = 0; row < r->n * c * ch; row++) {
+            int64_t plane = row / ch, yy = row % ch;
+            memcpy(dst + (size_t)row * cw * es, src + ((size_t)(plane * h + y1 + yy) * w + x1) * es, (size_t)cw * es);
+        }
+        segc_tensor *y = run_forward(r, crop);
+        if (y) y = at_size(r, y, ch, cw);
+        if (!y) return NULL;
+        if (!sum) {   /* first window: the class count is known now */
+            if (!r->slide_sum) {
+                r->slide_sum = segc_arena_alloc(&r->ctx->arena, (size_t)(r->n * r->k * r->max_pixels) * sizeof(float));
+                r->slide_count = segc_arena_alloc(&r->ctx->arena, (size_t)r->max_pixels * sizeof(float));
+            }
+            sum = r->slide_sum;
+            count = r->slide_count;
+            memset(sum, 0, (size_t)(r->n * r->k * hw) * sizeof(float));
+            memset(count, 0, (size_t)hw * sizeof(float));
+        }
+        const float *yl = segc_f32(y);
+        const int64_t planes = r->n * r->k;
+#pragma omp parallel for schedule(static)
+        for (int64_t pl = 0; pl < planes; pl++) {
+            for (int yy = 0; yy < ch; yy++) {
+                float *d = sum + pl * hw + (int64_t)(y1 + yy) * w + x1;
+                const float *s = yl + (pl * ch + yy) * cw;
+                for (int xx = 0; xx < cw; xx++) d[xx] += s[xx];
+            }
+        }
+        for (int yy = y1; yy < y2; yy++)
+            for (int xx = x1; xx < x2; xx++) count[(int64_t)yy * w + xx] += 1.0f;
+    }
+    const int64_t planes = r->n * r->k;
+#pragma omp parallel for schedule(static)
+    for (int64_t pl = 0; pl < planes; pl++) {
+        float *d = sum + pl * hw;
+        for (int64_t q = 0; q < hw; q++) d[q] /= count[q];
+    }
+    int64_t shape[4] = {r->n, r->k, h, w};
+    return segc_tensor_wrap(r->ctx, SEGC_F32, 4, shape, sum);
+}
+
+static segc_tensor *mode_pass(infer_run *r, segc_tensor *x) {
+    return r->o->mode == SEGC_INFER_SLIDE ? slide_pass(r, x) : whole_pass(r, x);
+}
+
+static bool check_images(segc_ctx *ctx, const char *op, segc_tensor *images, const segc_infer_opts *o) {
+    char b[64];
+    if (!segc_check_float(ctx, op, "images", images)) return false;
+    if (images->ndim != 4 || images->shape[0] < 1 || images->shape[1] < 1 || images->shape[2] < 1 ||
+        images->shape[3] < 1) {
+        segc_set_error(ctx, "%s: images must be non-empty [N, C, H, W], found %s", op,
+                       segc_shape_str(images, b, sizeof b));
+        return false;
+    }
+    char err[256];
+    if (!o) {
+        segc_set_error(ctx, "%s: options missing", op);
+        return false;
+    }
+    if (!segc_infer_opts_validate(o, err, sizeof err)) {
+        segc_set_error(ctx, "%s", err);
+        return false;
+    }
+    return true;
+}
+
+typedef struct saved_flags {
+    bool ctx_grad, ctx_train, work_grad, work_train;
+} saved_flags;
+
+static saved_flags enter_eval(segc_ctx *ctx, segc_ctx *work) {
+    saved_flags s = {ctx->grad_enabled, ctx->training, work->grad_enabled, work->training};
+    ctx->grad_enabled = work->grad_enabled = false;
+    ctx->training = work->training = false;
+    return s;
+}
+
+static void leave_eval(segc_ctx *ctx, segc_ctx *work, saved_flags s) {
+    work->grad_enabled = s.work_grad;
+    work->training = s.work_train;
+    ctx->grad_enabled = s.ctx_grad;
+    ctx->training = s.ctx_train;
+}
+
+segc_tensor *segc_infer_logits(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                               segc_tensor *images, const segc_infer_opts *o) {
+    if (!images || !forward) return NULL;
+    if (!check_images(ctx, "infer", images, o)) return NULL;
+    if (!work) work = ctx;
+    saved_flags fl = enter_eval(ctx, work);
+    infer_run r = {.ctx = ctx, .work = work, .forward = forward, .model = model, .o = o, .n = images->shape[0],
+                   .max_pixels = images->shape[2] * images->shape[3]};
+    segc_tensor *y = mode_pass(&r, images);
+    if (y && o->mode == SEGC_INFER_WHOLE && work != ctx) {   /* the result must outlive work's next step */
+        segc_tensor *c = segc_tensor_new(ctx, SEGC_F32, 4, y->shape);
+        memcpy(c->data, y->data, segc_nbytes(y));
+        y = c;
+    }
+    leave_eval(ctx, work, fl);
+    return y;
+}
+
+segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *images,
+                        int out_h, int out_w, const segc_infer_opts *o, segc_tensor **probs) {
+    if (probs) *probs = NULL;
+    if (!images || !forward) return NULL;
+    if (!check_images(ctx, "infer", images, o)) return NULL;
+    if (out_h < 0 || out_w < 0) {
+        segc_set_error(ctx, "infer: output size must be >= 0 (0 = input size), found %dx%d", out_h, out_w);
+        return NULL;
+    }
+    const int64_t n = images->shape[0], h = images->shape[2], w = images->shape[3];
+    const int64_t oh = out_h ? out_h : h, ow = out_w ? out_w : w;
+    const int n_scales = o->n_ratios ? o->n_ratios : 1;
+    const int n_aug = n_scales * (o->flip ? 2 : 1);
+    int64_t rh[SEGC_INFER_MAX_RATIOS], rw[SEGC_INFER_MAX_RATIOS], max_pixels = 0;
+    for (int s = 0; s < n_scales; s++) {
+        int nh = (int)h, nw = (int)w;
+        if (o->n_ratios) segc_infer_ratio_size((int)h, (int)w, o->ratios[s], &nh, &nw);
+        if (nh < 1 || nw < 1) {
+            segc_set_error(ctx, "infer: TTA ratio %g turns a %lldx%lld image into %dx%d", (double)o->ratios[s],
+                           (long long)h, (long long)w, nh, nw);
+            return NULL;
+        }
+        rh[s] = nh, rw[s] = nw;
+        if ((int64_t)nh * nw > max_pixels) max_pixels = (int64_t)nh * nw;
+    }
+    if (!work) work = ctx;
+    saved_flags fl = enter_eval(ctx, work);
+    infer_run r = {.ctx = ctx, .work = work, .forward = forward, .model = model, .o = o, .n = n,
+                   .max_pixels = max_pixels};
+    int64_t lshape[3] = {n, oh, ow};
+    segc_tensor *labels = segc_tensor_new(ctx, SEGC_U8, 3, lshape);
+    segc_tensor *final_logits = NULL;   /* single augmentation */
+    float *acc = NULL;                  /* summed probabilities over augmentations */
+    for (int s = 0; s < n_scales && labels; s++) {
+        segc_tensor *img = images;
+        if (rh[s] != h || rw[s] != w) {
+            img = segc_resize_bilinear(ctx, images, (int)rh[s], (int)rw[s], false);
+            if (!img) { labels = NULL; break; }
+        }
+        for (int f = 0; f < (o->flip ? 2 : 1); f++) {
+            segc_tensor *in = img;
+            if (f) {
+                in = segc_tensor_like(ctx, img);
+                flip_rows(img->data, in->data, n * img->shape[1] * rh[s], rw[s], segc_dtype_size(img->dtype));
+            }
+            segc_tensor *y = mode_pass(&r, in);
+            if (y && r.k > 255) {
+                segc_set_error(ctx, "infer: %lld classes do not fit a u8 label map (at most 255)", (long long)r.k);
+                y = NULL;
+            }
+            if (y && f) {   /* flip the logits back (into work: a slide result must stay intact in ctx) */
+                segc_tensor *b = segc_tensor_new(work, SEGC_F32, 4, y->shape);
+                flip_rows(y->data, b->data, n * r.k * rh[s], rw[s], sizeof(float));
+                y = b;
+            }
+            if (y) y = at_size(&r, y, oh, ow);
+            if (!y) { labels = NULL; break; }
+            if (n_aug == 1) {
+                final_logits = y;
+            } else {
+                if (!acc) acc = segc_arena_calloc(&ctx->arena, (size_t)(n * r.k * oh * ow) * sizeof(float));
+                softmax_channels(segc_f32(y), acc, n, r.k, oh * ow, true);
+            }
+        }
+    }
+    if (labels) {
+        int64_t pshape[4] = {n, r.k, oh, ow};
+        if (n_aug == 1) {
+            argmax_channels(segc_f32(final_logits), labels->data, n, r.k, oh * ow, true, o->threshold);
+            if (probs) {
+                *probs = segc_tensor_new(ctx, SEGC_F32, 4, pshape);
+                softmax_channels(segc_f32(final_logits), segc_f32(*probs), n, r.k, oh * ow, false);
+            }
+        } else {
+            const int64_t total = n * r.k * oh * ow;
+            const float div = (float)n_aug;
+#pragma omp parallel for schedule(static)
+            for (int64_t i = 0; i < total; i++) acc[i] /= div;
+            argmax_channels(acc, labels->data, n, r.k, oh * ow, false, o->threshold);
+            if (probs) *probs = segc_tensor_wrap(ctx, SEGC_F32, 4, pshape, acc);
+        }
+    }
+    leave_eval(ctx, work, fl);
+    return labels;
+}
