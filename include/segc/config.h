@@ -1,0 +1,144 @@
+/* segc training configuration: a YAML file (libyaml) plus dotted command-line
+ * overrides, checked against a fixed schema.
+ *
+ *   segc_config c;
+ *   segc_config_defaults(&c);
+ *   if (!segc_config_load(&c, "configs/segformer/camvid_b0_cpu.yaml", err, sizeof err) ||
+ *       !segc_config_override(&c, "optimizer.lr=1e-4", err, sizeof err) ||
+ *       !segc_config_finish(&c, err, sizeof err)) { fprintf(stderr, "%s\n", err); ... }
+ *
+ * Every key has a type; an unknown key is refused with a did-you-mean
+ * suggestion, a value of the wrong type with a one-line message naming the key
+ * (and the file:line), expected vs found. An override's value is read as a
+ * YAML scalar or flow sequence ("[512, 512]"); "null" resets a multiplier to
+ * unset. segc_config_to_yaml writes the resolved configuration, which loads
+ * back to the same values (numbers round-trip exactly).
+ *
+ * The optimizer's param-wise custom keys are a map of name -> {lr_mult,
+ * decay_mult}, as in mmengine's paramwise_cfg:
+ *   optimizer:
+ *     paramwise:
+ *       custom_keys:
+ *         decode_head: {lr_mult: 10.0}
+ *         norm: {decay_mult: 0.0}
+ * and overridden as optimizer.paramwise.custom_keys.decode_head.lr_mult=5. */
+#ifndef SEGC_CONFIG_H
+#define SEGC_CONFIG_H
+#include "segc/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SEGC_CFG_PATH 1024
+#define SEGC_CFG_NAME 64
+#define SEGC_CFG_MAX_CUSTOM_KEYS 16
+#define SEGC_CFG_MAX_SCALES 8
+
+typedef struct segc_cfg_custom_key {
+    char key[SEGC_CFG_NAME];
+    segc_mult lr_mult, decay_mult;
+} segc_cfg_custom_key;
+
+typedef struct segc_config {
+    char name[SEGC_CFG_NAME];          /* run name (default: the config file's stem) */
+    struct {
+        char type[SEGC_CFG_NAME];      /* segformer */
+        char variant[SEGC_CFG_NAME];   /* b0..b5 */
+        int num_classes;               /* 0: the dataset's */
+        int hidden[4], depths[4], heads[4];   /* all 0: the variant's */
+        int decoder_hidden;            /* 0: the variant's */
+        double drop_path_rate, classifier_dropout;
+        char pretrained[SEGC_CFG_PATH];   /* weights loaded non-strictly before training ("": none) */
+    } model;
+    struct {
+        char dataset[SEGC_CFG_NAME];   /* camvid | ade20k | cityscapes | voc | folder | ... */
+        char root[SEGC_CFG_PATH];      /* relative roots are tried as given, then under $SEGC_DATA */
+        char train_split[SEGC_CFG_NAME], val_split[SEGC_CFG_NAME];
+        char split[SEGC_CFG_NAME];     /* split for `segc eval` ("": val_split) */
+        char reduce_zero_label[8];     /* "default" | "true" | "false" */
+        int batch_size, num_workers;
+        int scale[2];                  /* RandomResize base scale (w, h), as mmseg's scale=(2048, 512) */
+        double ratio_range[2];
+        int crop_size[2];              /* (h, w), as mmseg's crop_size */
+        double cat_max_ratio;
+        double flip_prob;
+        bool photometric;
+        double mean[3], std[3];        /* RGB, 0..255 scale */
+        int test_scale[2];             /* keep-ratio resize for evaluation (w, h); 0 0: none */
+    } data;
+    struct {
+        char mode[SEGC_CFG_NAME];      /* whole | slide */
+        int crop_size[2], stride[2];   /* slide: (h, w) */
+        bool flip;
+        double scales[SEGC_CFG_MAX_SCALES];   /* multi-scale ratios; {1.0} by default */
+        int n_scales;
+    } test;
+    struct {
+        char type[SEGC_CFG_NAME];      /* adamw | sgd */
+        double lr, weight_decay;
+        double betas[2], eps;
+        double momentum;
+        bool nesterov;
+        double max_grad_norm;          /* 0: no clipping */
+        segc_cfg_custom_key custom_keys[SEGC_CFG_MAX_CUSTOM_KEYS];
+        int n_custom_keys;
+        segc_mult bias_lr_mult, bias_decay_mult, norm_decay_mult, flat_decay_mult;
+    } optimizer;
+    struct {
+        int64_t warmup_iters;
+        double warmup_start_factor;
+        char policy[SEGC_CFG_NAME];    /* poly | cosine | constant */
+        double power, eta_min;
+    } schedule;
+    struct {
+        int64_t max_iters;
+        double max_time_min;           /* 0: no time limit; else stop (checkpoint + eval) once exceeded */
+        int64_t val_interval, checkpoint_interval, log_interval;
+        int keep_last;                 /* iteration checkpoints kept (the best one is kept apart) */
+        int64_t seed;
+        int threads;                   /* 0: OpenMP's default */
+        char dtype[8];                 /* f32 | bf16 */
+        char work_dir[SEGC_CFG_PATH];  /* "": runs/NAME */
+        int64_t val_max_samples;       /* 0: the whole split */
+        int report_samples;            /* validation predictions shown in report.html */
+        int64_t debug_nan_at;          /* test hook: poison iteration N's images with NaN (-1: off) */
+    } train;
+} segc_config;
+
+/* The built-in defaults (SegFormer-B0 on CamVid-sized crops, AdamW, warmup + poly). */
+void segc_config_defaults(segc_config *c);
+/* Apply a YAML file on top of c. Also sets c->name from the file's stem when
+ * the file does not name the run. false + one-line message. */
+bool segc_config_load(segc_config *c, const char *path, char *err, size_t errlen);
+/* Apply YAML text (what a file would hold); origin names it in messages. */
+bool segc_config_load_string(segc_config *c, const char *yaml, const char *origin, char *err, size_t errlen);
+/* Apply one "dotted.key=value" override. */
+bool segc_config_override(segc_config *c, const char *assignment, char *err, size_t errlen);
+/* Cross-field checks (positive sizes, known enums, schedule within max_iters,
+ * ...), then fills derived defaults (work_dir). Call after load + overrides. */
+bool segc_config_finish(segc_config *c, char *err, size_t errlen);
+
+/* Resolved YAML (malloc'd, NUL-terminated). */
+char *segc_config_to_yaml(const segc_config *c);
+bool segc_config_save(const segc_config *c, const char *path, char *err, size_t errlen);
+/* Keys whose values differ, as "key: old -> new" lines joined by "; " into buf
+ * (empty when equal). Returns the number of differing keys. */
+int segc_config_diff(const segc_config *a, const segc_config *b, char *buf, size_t n);
+
+/* Every key of the schema, in file order, for help texts and suggestions. */
+int segc_config_n_keys(void);
+const char *segc_config_key(int i);
+const char *segc_config_key_help(int i);
+
+/* Builders for the training stack. */
+segc_optim_cfg segc_config_optim(const segc_config *c, segc_custom_key *keys /* SEGC_CFG_MAX_CUSTOM_KEYS */);
+bool segc_config_schedule(const segc_config *c, segc_schedule *s, char *err, size_t errlen);
+/* Resolve data.root: as given when it exists, else under $SEGC_DATA (by the
+ * path itself and by its last component). false + message listing what was tried. */
+bool segc_config_data_root(const segc_config *c, char *out, size_t n, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
