@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "common/harness.h"
+#include "segc/image_io.h"
 #include "segc/infer.h"
 #include "segc/ops.h"
+#include "segc/predict.h"
 
 static segc_st_file *fx;
 
@@ -350,6 +352,7 @@ static segc_tensor *failing_forward(segc_ctx *ctx, void *model, segc_tensor *x) 
     segc_set_error(ctx, "model: broken layer");
     return NULL;
 }
+static const uint8_t pal_dummy[3] = {1, 2, 3};
 static segc_tensor *wrong_batch_forward(segc_ctx *ctx, void *model, segc_tensor *x) {
     return segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(x->shape[0] + 1, 2, 3, 3));
 }
@@ -413,6 +416,193 @@ static void test_errors(void **state) {
     segc_ctx_free(ctx);
 }
 
+
+/* ---- predict: label and overlay PNGs ---- */
+
+/* identity 1x1 conv: the class of a pixel is its largest normalised channel */
+static test_model identity_model(segc_ctx *ctx) {
+    test_model m = {.w = segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(3, 3, 1, 1)), .b = NULL};
+    for (int c = 0; c < 3; c++) segc_f32(m.w)[c * 3 + c] = 10.f;
+    return m;
+}
+
+static int expected_class(const uint8_t *rgb) {
+    const float mean[3] = SEGC_IMAGENET_MEAN, std[3] = SEGC_IMAGENET_STD;
+    int best = 0;
+    for (int c = 1; c < 3; c++)
+        if ((rgb[c] - mean[c]) / std[c] > (rgb[best] - mean[best]) / std[best]) best = c;
+    return best;
+}
+
+static void write_test_image(const char *path, int h, int w, uint32_t seed) {
+    segc_image im;
+    char err[256];
+    assert_true(segc_image_alloc(&im, h, w, 3, SEGC_U8));
+    segc_rng r;
+    segc_rng_init(&r, seed);
+    for (int i = 0; i < h * w * 3; i++) ((uint8_t *)im.data)[i] = (uint8_t)(segc_rng_u32(&r) % 256);
+    assert_true(segc_png_write(path, &im, NULL, 0, err, sizeof err));
+    segc_image_free(&im);
+}
+
+static void check_prediction(const char *dir, const char *stem, const char *input, bool overlay) {
+    char path[1024], err[256];
+    segc_image img, lab, ov;
+    assert_true(segc_image_read(input, SEGC_READ_RGB, &img, err, sizeof err));
+    snprintf(path, sizeof path, "%s/%s.png", dir, stem);
+    if (!segc_image_read(path, SEGC_READ_LABEL, &lab, err, sizeof err)) fail_msg("%s", err);
+    assert_true(lab.c == 1 && lab.dtype == SEGC_U8 && lab.h == img.h && lab.w == img.w);
+    uint8_t pal[256 * 3];
+    segc_predict_default_palette(pal, 256);
+    const uint8_t *px = img.data, *ids = lab.data;
+    for (int q = 0; q < img.h * img.w; q++) assert_int_equal(ids[q], expected_class(px + 3 * q));
+    snprintf(path, sizeof path, "%s/%s_overlay.png", dir, stem);
+    if (!overlay) {
+        assert_false(segc_image_read(path, SEGC_READ_RGB, &ov, err, sizeof err));
+    } else {
+        assert_true(segc_image_read(path, SEGC_READ_RGB, &ov, err, sizeof err));
+        assert_true(ov.h == img.h && ov.w == img.w && ov.c == 3);
+        for (int q = 0; q < img.h * img.w; q++)
+            for (int c = 0; c < 3; c++)   /* 0.5 blend, rounded half up */
+                assert_int_equal(((uint8_t *)ov.data)[3 * q + c], (px[3 * q + c] + pal[3 * ids[q] + c] + 1) >> 1);
+        segc_image_free(&ov);
+    }
+    segc_image_free(&img);
+    segc_image_free(&lab);
+}
+
+static void test_predict_files(void **state) {
+    char tmp[] = "/tmp/segc_predict_XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    char cmd[512], in_dir[128], file_c[128], out_dir[160], p[256];
+    snprintf(in_dir, sizeof in_dir, "%s/in", tmp);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && echo x > %s/notes.txt", in_dir, in_dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/b.png", in_dir);
+    write_test_image(p, 5, 7, 1);
+    snprintf(p, sizeof p, "%s/a.PNG", in_dir);
+    write_test_image(p, 6, 4, 2);
+    snprintf(file_c, sizeof file_c, "%s/c.png", tmp);
+    write_test_image(file_c, 1, 1, 3);
+
+    /* listing: folder entries sorted, non-images skipped, input order kept */
+    const char *inputs[2] = {in_dir, file_c};
+    char **paths, err[512];
+    int n;
+    assert_true(segc_predict_list_inputs(inputs, 2, &paths, &n, err, sizeof err));
+    assert_int_equal(n, 3);
+    assert_non_null(strstr(paths[0], "in/a.PNG"));
+    assert_non_null(strstr(paths[1], "in/b.png"));
+    assert_string_equal(paths[2], file_c);
+    segc_predict_free_list(paths, n);
+
+    segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
+    segc_ctx *mctx = segc_ctx_new(0);   /* holds the weights: ctx is reset per image */
+    test_model m = identity_model(mctx);
+    segc_predict_opts o;
+    segc_predict_opts_default(&o);
+    o.quiet = true;
+    snprintf(out_dir, sizeof out_dir, "%s/out/nested", tmp);
+    int written = 0;
+    if (!segc_predict_paths(ctx, work, test_model_forward, &m, inputs, 2, out_dir, &o, &written, err, sizeof err))
+        fail_msg("%s", err);
+    assert_int_equal(written, 3);
+    snprintf(p, sizeof p, "%s/a.PNG", in_dir);
+    check_prediction(out_dir, "a", p, true);
+    snprintf(p, sizeof p, "%s/b.png", in_dir);
+    check_prediction(out_dir, "b", p, true);
+    check_prediction(out_dir, "c", file_c, true);
+
+    /* with a test pipeline (keep-ratio resize x2, normalise) and flip TTA the maps still come back at the
+     * original size; the pointwise model keeps the same ids wherever the upsampled image keeps the winner */
+    segc_pipeline pl;
+    segc_pipeline_seg_eval(&pl, 14, 10);
+    o.pipeline = &pl;
+    o.infer.flip = true;
+    o.write_overlay = false;
+    snprintf(out_dir, sizeof out_dir, "%s/out2", tmp);
+    const char *one[1] = {file_c};
+    assert_true(segc_predict_paths(ctx, work, test_model_forward, &m, one, 1, out_dir, &o, &written, err, sizeof err));
+    assert_int_equal(written, 1);
+    check_prediction(out_dir, "c", file_c, false);   /* a 1x1 image resizes to a constant one */
+
+    /* errors: a stem clash, a missing input, a bad palette, an unreadable image */
+    const char *clash[2] = {in_dir, p};
+    assert_false(segc_predict_paths(ctx, work, test_model_forward, &m, clash, 2, out_dir, &o, &written, err, sizeof err));
+    assert_non_null(strstr(err, "share the name b"));
+    const char *missing[1] = {"/nonexistent/x.png"};
+    assert_false(segc_predict_list_inputs(missing, 1, &paths, &n, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/x.png"));
+    o.palette = pal_dummy;
+    o.n_colors = 300;
+    assert_false(segc_predict_paths(ctx, work, test_model_forward, &m, one, 1, out_dir, &o, &written, err, sizeof err));
+    assert_non_null(strstr(err, "palette"));
+    o.palette = NULL;
+    snprintf(p, sizeof p, "%s/in/notes.txt", tmp);
+    const char *txt[1] = {p};
+    assert_false(segc_predict_paths(ctx, work, test_model_forward, &m, txt, 1, out_dir, &o, &written, err, sizeof err));
+    assert_non_null(strstr(err, "notes.txt"));
+    assert_int_equal(written, 0);
+    o.channels = 2;
+    assert_false(segc_predict_paths(ctx, work, test_model_forward, &m, one, 1, out_dir, &o, &written, err, sizeof err));
+    assert_non_null(strstr(err, "channels"));
+    o.channels = 3;
+    /* a model failure names the image and leaves ctx usable */
+    assert_false(segc_predict_paths(ctx, work, failing_forward, NULL, one, 1, out_dir, &o, &written, err, sizeof err));
+    assert_non_null(strstr(err, "c.png"));
+    assert_non_null(strstr(err, "broken layer"));
+    assert_false(ctx->has_err);
+
+    segc_ctx_free(mctx);
+    segc_ctx_free(work);
+    segc_ctx_free(ctx);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_predict_write_and_palette(void **state) {
+    uint8_t pal[9 * 3];
+    segc_predict_default_palette(pal, 9);
+    const uint8_t want[9][3] = {{0, 0, 0},   {128, 0, 0},   {0, 128, 0}, {128, 128, 0}, {0, 0, 128},
+                                {128, 0, 128}, {0, 128, 128}, {128, 128, 128}, {64, 0, 0}};
+    assert_memory_equal(pal, want, sizeof want);
+    char tmp[] = "/tmp/segc_pw_XXXXXX", err[256], path[256];
+    assert_non_null(mkdtemp(tmp));
+    uint8_t ids[6] = {0, 1, 2, 255, 8, 3};
+    segc_image lab = {.h = 2, .w = 3, .c = 1, .dtype = SEGC_U8, .data = ids};
+    /* label only (no image) */
+    assert_true(segc_predict_write(tmp, "x", &lab, NULL, pal, 9, 0.5f, err, sizeof err));
+    segc_image back;
+    snprintf(path, sizeof path, "%s/x.png", tmp);
+    assert_true(segc_image_read(path, SEGC_READ_LABEL, &back, err, sizeof err));
+    assert_memory_equal(back.data, ids, 6);
+    segc_image_free(&back);
+    snprintf(path, sizeof path, "%s/x_overlay.png", tmp);
+    assert_false(segc_image_read(path, SEGC_READ_RGB, &back, err, sizeof err));
+    /* overlay: id 255 has no colour and keeps the image */
+    uint8_t gray[6] = {10, 20, 30, 40, 50, 60};
+    segc_image img = {.h = 2, .w = 3, .c = 1, .dtype = SEGC_U8, .data = gray};
+    assert_true(segc_predict_write(tmp, "x", &lab, &img, pal, 9, 0.5f, err, sizeof err));
+    assert_true(segc_image_read(path, SEGC_READ_RGB, &back, err, sizeof err));
+    for (int q = 0; q < 6; q++)
+        for (int c = 0; c < 3; c++) {
+            int v = ids[q] < 9 ? (gray[q] + pal[3 * ids[q] + c] + 1) >> 1 : gray[q];
+            assert_int_equal(((uint8_t *)back.data)[3 * q + c], v);
+        }
+    segc_image_free(&back);
+    /* errors */
+    segc_image bad = lab;
+    bad.c = 3;
+    assert_false(segc_predict_write(tmp, "y", &bad, NULL, pal, 9, 0.5f, err, sizeof err));
+    assert_non_null(strstr(err, "predict"));
+    segc_image small = {.h = 1, .w = 3, .c = 1, .dtype = SEGC_U8, .data = gray};
+    assert_false(segc_predict_write(tmp, "y", &lab, &small, pal, 9, 0.5f, err, sizeof err));
+    assert_false(segc_predict_write("/nonexistent-dir", "y", &lab, NULL, pal, 9, 0.5f, err, sizeof err));
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", tmp);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole),
@@ -429,6 +619,8 @@ int main(void) {
         cmocka_unit_test(test_work_steady_state),
         cmocka_unit_test(test_image_tensor),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_predict_files),
+        cmocka_unit_test(test_predict_write_and_palette),
     };
     return cmocka_run_group_tests_name("infer", tests, setup, teardown);
 }

@@ -1,5 +1,6 @@
 /* metrics: mmseg IoUMetric counts and metrics against tests/fixtures/gen_metrics.py (torch.histc +
- * numpy nanmean, as mmseg computes them), merging, the table printer, JSON output, errors. */
+ * numpy nanmean, as mmseg computes them), merging, the table printer, JSON output, errors; evaluation
+ * of a model over a (synthetic folder) dataset. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,7 +10,10 @@
 #include <cjson/cJSON.h>
 
 #include "common/harness.h"
+#include "segc/image_io.h"
 #include "segc/metrics.h"
+#include "segc/ops.h"
+#include "segc/predict.h"
 
 static segc_st_file *fx;
 
@@ -359,13 +363,177 @@ static void test_speed(void **state) {
     segc_ctx_free(ctx);
 }
 
+
+/* ---- evaluation over a dataset (segc_eval_dataset / segc_eval_batch) ---- */
+
+/* identity 1x1 conv: the class of a pixel is its largest normalised channel */
+static segc_tensor *identity_forward(segc_ctx *ctx, void *model, segc_tensor *x) {
+    return segc_conv2d(ctx, x, (segc_tensor *)model, NULL, NULL);
+}
+static segc_tensor *failing_forward(segc_ctx *ctx, void *model, segc_tensor *x) {
+    segc_set_error(ctx, "model: out of order");
+    return NULL;
+}
+
+static int expected_class(const uint8_t *rgb) {
+    const float mean[3] = SEGC_IMAGENET_MEAN, std[3] = SEGC_IMAGENET_STD;
+    int best = 0;
+    for (int c = 1; c < 3; c++)
+        if ((rgb[c] - mean[c]) / std[c] > (rgb[best] - mean[best]) / std[best]) best = c;
+    return best;
+}
+
+static void write_sample(const char *root, const char *stem, int h, int w, uint64_t seed) {
+    segc_image im, lab;
+    char path[512], err[256];
+    assert_true(segc_image_alloc(&im, h, w, 3, SEGC_U8) && segc_image_alloc(&lab, h, w, 1, SEGC_U8));
+    segc_rng r;
+    segc_rng_init(&r, seed);
+    for (int q = 0; q < h * w; q++) {
+        for (int c = 0; c < 3; c++) ((uint8_t *)im.data)[3 * q + c] = (uint8_t)(segc_rng_u32(&r) % 256);
+        /* labels agree with the model most of the time, some ignored */
+        uint32_t u = segc_rng_u32(&r) % 10;
+        int id = u < 6 ? expected_class((uint8_t *)im.data + 3 * q) : (u < 9 ? (int)(u % 3) : 255);
+        ((uint8_t *)lab.data)[q] = (uint8_t)id;
+    }
+    snprintf(path, sizeof path, "%s/images/%s.png", root, stem);
+    assert_true(segc_png_write(path, &im, NULL, 0, err, sizeof err));
+    snprintf(path, sizeof path, "%s/masks/%s.png", root, stem);
+    assert_true(segc_png_write(path, &lab, NULL, 0, err, sizeof err));
+    segc_image_free(&im);
+    segc_image_free(&lab);
+}
+
+/* the reference: predictions computed here from the files, counted with segc_confusion_add */
+static void reference_confusion(const char *root, segc_confusion *c) {
+    const char *stems[3] = {"a", "b", "c"};
+    segc_ctx *ctx = segc_ctx_new(0);
+    char path[512], err[256];
+    for (int i = 0; i < 3; i++) {
+        segc_image im, lab;
+        snprintf(path, sizeof path, "%s/images/%s.png", root, stems[i]);
+        assert_true(segc_image_read(path, SEGC_READ_RGB, &im, err, sizeof err));
+        snprintf(path, sizeof path, "%s/masks/%s.png", root, stems[i]);
+        assert_true(segc_image_read(path, SEGC_READ_LABEL, &lab, err, sizeof err));
+        segc_tensor *p = segc_tensor_new(ctx, SEGC_U8, 3, SHAPE(1, im.h, im.w));
+        for (int q = 0; q < im.h * im.w; q++) ((uint8_t *)p->data)[q] = (uint8_t)expected_class((uint8_t *)im.data + 3 * q);
+        assert_true(segc_confusion_add(ctx, c, p, segc_tensor_wrap(ctx, SEGC_U8, 3, SHAPE(1, im.h, im.w), lab.data)));
+        segc_image_free(&im);
+        segc_image_free(&lab);
+    }
+    segc_ctx_free(ctx);
+}
+
+static void test_eval_dataset(void **state) {
+    char root[] = "/tmp/segc_evalds_XXXXXX", cmd[256], err[512];
+    assert_non_null(mkdtemp(root));
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/images %s/masks && printf 'x\\ny\\nz\\n' > %s/classes.txt", root, root, root);
+    assert_int_equal(system(cmd), 0);
+    write_sample(root, "a", 5, 7, 1);
+    write_sample(root, "b", 6, 4, 2);   /* a different size: padded in a batch of 2 */
+    write_sample(root, "c", 5, 7, 3);
+    segc_dataset *ds = segc_dataset_open("folder", root, NULL, NULL, err, sizeof err);
+    if (!ds) fail_msg("%s", err);
+    assert_int_equal(segc_dataset_num_classes(ds), 3);
+
+    segc_confusion want;
+    assert_true(segc_confusion_init(&want, 3, 255, err, sizeof err));
+    reference_confusion(root, &want);
+
+    segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
+    segc_tensor *w = segc_tensor_heap(SEGC_F32, 4, SHAPE(3, 3, 1, 1));
+    memset(w->data, 0, segc_nbytes(w));
+    for (int c = 0; c < 3; c++) segc_f32(w)[c * 3 + c] = 10.f;
+    segc_eval_opts o;
+    segc_eval_opts_default(&o);
+    o.quiet = true;
+    const int batch_sizes[2] = {1, 2};
+    for (int bi = 0; bi < 2; bi++) {
+        o.batch_size = batch_sizes[bi];
+        segc_confusion got;
+        assert_true(segc_confusion_init(&got, 3, 255, err, sizeof err));
+        if (!segc_eval_dataset(ctx, work, identity_forward, w, ds, &o, &got, err, sizeof err)) fail_msg("%s", err);
+        assert_memory_equal(got.counts, want.counts, 12 * sizeof(int64_t));
+        assert_int_equal(got.n_images, 3);
+        segc_confusion_free(&got);
+    }
+    /* two ranks, merged */
+    o.batch_size = 1;
+    o.world_size = 2;
+    segc_confusion r0, r1;
+    assert_true(segc_confusion_init(&r0, 3, 255, err, sizeof err) && segc_confusion_init(&r1, 3, 255, err, sizeof err));
+    o.rank = 0;
+    assert_true(segc_eval_dataset(ctx, NULL, identity_forward, w, ds, &o, &r0, err, sizeof err));
+    o.rank = 1;
+    assert_true(segc_eval_dataset(ctx, NULL, identity_forward, w, ds, &o, &r1, err, sizeof err));
+    assert_true(r0.n_images >= 1 && r1.n_images >= 1);
+    assert_true(segc_confusion_merge(&r0, &r1, err, sizeof err));
+    assert_memory_equal(r0.counts, want.counts, 12 * sizeof(int64_t));
+    /* max_samples, a resizing test pipeline with slide + flip TTA: labels stay at their size */
+    segc_pipeline pl;
+    segc_pipeline_seg_eval(&pl, 20, 12);
+    segc_eval_opts_default(&o);
+    o.quiet = true;
+    o.pipeline = &pl;
+    o.max_samples = 2;
+    o.infer.mode = SEGC_INFER_SLIDE;
+    o.infer.crop_h = o.infer.crop_w = 6;
+    o.infer.stride_h = o.infer.stride_w = 4;
+    o.infer.flip = true;
+    segc_confusion_reset(&r0);
+    assert_true(segc_eval_dataset(ctx, work, identity_forward, w, ds, &o, &r0, err, sizeof err));
+    assert_int_equal(r0.n_images, 2);
+    segc_confusion ab;   /* the label areas of samples a and b */
+    assert_true(segc_confusion_init(&ab, 3, 255, err, sizeof err));
+    segc_ctx *tmp = segc_ctx_new(0);
+    for (int i = 0; i < 2; i++) {
+        segc_sample s;
+        assert_true(segc_dataset_load(ds, i, &s, err, sizeof err));
+        segc_tensor *l = segc_tensor_wrap(tmp, SEGC_U8, 2, SHAPE(s.label.h, s.label.w), s.label.data);
+        assert_true(segc_confusion_add(tmp, &ab, l, l));
+        segc_sample_free(&s);
+    }
+    segc_ctx_free(tmp);
+    assert_memory_equal(r0.label_area, ab.label_area, 3 * sizeof(int64_t));
+    segc_confusion_free(&ab);
+
+    /* errors: a failing model names the sample; a batch without labels */
+    segc_eval_opts_default(&o);
+    o.quiet = true;
+    assert_false(segc_eval_dataset(ctx, work, failing_forward, NULL, ds, &o, &r0, err, sizeof err));
+    assert_non_null(strstr(err, "a.png"));
+    assert_non_null(strstr(err, "out of order"));
+    assert_false(ctx->has_err);
+    o.infer.mode = SEGC_INFER_SLIDE;   /* no crop/stride */
+    assert_false(segc_eval_dataset(ctx, work, identity_forward, w, ds, &o, &r0, err, sizeof err));
+    assert_non_null(strstr(err, "slide"));
+    float img[12] = {0};
+    int hw[1] = {2};
+    segc_batch b = {.n = 1, .c = 3, .h = 2, .w = 2, .images = img, .img_h = hw, .img_w = hw};
+    segc_infer_opts io;
+    segc_infer_opts_default(&io);
+    assert_false(segc_eval_batch(ctx, work, identity_forward, w, &b, &io, SEGC_F32, &r0));
+    assert_non_null(strstr(segc_last_error(ctx), "eval: batch"));
+
+    segc_confusion_free(&r0);
+    segc_confusion_free(&r1);
+    segc_confusion_free(&want);
+    segc_tensor_free(w);
+    segc_ctx_free(work);
+    segc_ctx_free(ctx);
+    segc_dataset_close(ds);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_basic), cmocka_unit_test(test_fixture_i64),
         cmocka_unit_test(test_fixture_city),  cmocka_unit_test(test_hand_example),
         cmocka_unit_test(test_print_table),   cmocka_unit_test(test_json),
         cmocka_unit_test(test_all_ignored),   cmocka_unit_test(test_threads_and_dtypes),
-        cmocka_unit_test(test_errors),        cmocka_unit_test(test_speed),
+        cmocka_unit_test(test_errors),        cmocka_unit_test(test_eval_dataset),
+        cmocka_unit_test(test_speed),
     };
     return cmocka_run_group_tests_name("metrics", tests, setup, teardown);
 }

@@ -1,0 +1,110 @@
+/* segc predict / evaluate: run a model (segc_forward_fn, see infer.h) over
+ * image files and write label maps, or over a dataset split and accumulate
+ * mmseg metrics. These are the library side of `segc predict` and `segc
+ * eval`; the CLI parses options and calls them.
+ *
+ * Images are prepared like mmseg's test pipeline: decoded RGB (or gray),
+ * passed through a segc_pipeline (typically segc_pipeline_seg_eval: keep-ratio
+ * Resize that leaves the label alone, then Normalize), run through segc_infer
+ * (mode + TTA from segc_infer_opts) and predicted at the original image /
+ * label size (mmseg's ori_shape). */
+#ifndef SEGC_PREDICT_H
+#define SEGC_PREDICT_H
+#include "segc/augment.h"
+#include "segc/infer.h"
+#include "segc/loader.h"
+#include "segc/metrics.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- writing predictions ---- */
+
+/* A palette for n_colors classes (rgb triplets): the PASCAL VOC colour map
+ * (bits of the class id spread over the high bits of r, g, b), so class 0 is
+ * black and neighbouring ids get distinct colours. */
+void segc_predict_default_palette(uint8_t *rgb, int n_colors);
+
+/* Writes DIR/STEM.png, the label map as an 8-bit gray PNG whose values are
+ * the class ids, and, when img is not NULL, DIR/STEM_overlay.png, the RGB
+ * image blended with the palette colours: (1-alpha)*image + alpha*colour on
+ * pixels whose id is < n_colors, the image elsewhere. label: U8, C = 1; img:
+ * U8 with 1 or 3 channels, same size as label. false + message naming the
+ * file on failure. */
+bool segc_predict_write(const char *dir, const char *stem, const segc_image *label, const segc_image *img,
+                        const uint8_t *palette, int n_colors, float alpha, char *err, size_t errlen);
+
+/* Expands inputs (image files and folders) into a list of image paths: a
+ * file is kept as given; a folder contributes its .png/.jpg/.jpeg files
+ * (case-insensitive extension, not recursive), sorted by name; the order of
+ * the inputs is kept. Two entries with the same stem (file name without its
+ * extension) are refused, as their outputs would collide. *paths is a
+ * malloc'd array of malloc'd strings: free with segc_predict_free_list.
+ * false + message on a missing input, an unreadable folder or a stem clash. */
+bool segc_predict_list_inputs(const char *const *inputs, int n_inputs, char ***paths, int *n_paths, char *err,
+                              size_t errlen);
+void segc_predict_free_list(char **paths, int n_paths);
+
+typedef struct segc_predict_opts {
+    segc_infer_opts infer;
+    segc_dtype dtype;                 /* images handed to the model: F32 (default) or BF16 */
+    int channels;                     /* decode images as 3 = RGB (default) or 1 = gray */
+    const segc_pipeline *pipeline;    /* test pipeline (copied per call); NULL: Normalize with mean/std only */
+    float mean[3], std[3];            /* used when pipeline is NULL; default ImageNet (SEGC_IMAGENET_*) */
+    const uint8_t *palette;           /* n_colors rgb triplets; NULL: segc_predict_default_palette(num classes) */
+    int n_colors;
+    float alpha;                      /* overlay blend weight of the colours (default 0.5) */
+    bool write_overlay;               /* default true */
+    bool quiet;                       /* default false: one progress line per image on stderr */
+} segc_predict_opts;
+
+void segc_predict_opts_default(segc_predict_opts *o);
+
+/* Runs the model over every image of segc_predict_list_inputs(inputs) and
+ * writes OUT_DIR/<stem>.png and OUT_DIR/<stem>_overlay.png (out_dir is
+ * created when missing). ctx's step arena is reset for every image; work is
+ * the forward context (see infer.h; NULL = ctx). *n_written (may be NULL)
+ * counts the images done. false + message naming the file on the first
+ * failure (images already written stay). */
+bool segc_predict_paths(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                        const char *const *inputs, int n_inputs, const char *out_dir, const segc_predict_opts *o,
+                        int *n_written, char *err, size_t errlen);
+
+/* ---- evaluation ---- */
+
+/* Predicts every sample of a loader batch at its label's size (label_hs[i] x
+ * label_ws[i]: the original size in mmseg's test pipelines, where Resize
+ * leaves the label alone) from its unpadded image (img_h[i] x img_w[i]) and
+ * adds prediction vs label to conf. Samples of one size are run as one batch.
+ * dtype: F32 or BF16 images for the model. Allocates in ctx's step arena
+ * (not reset here). false + ctx error on failure. */
+bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
+                     const segc_infer_opts *o, segc_dtype dtype, segc_confusion *conf);
+
+typedef struct segc_eval_opts {
+    segc_infer_opts infer;
+    segc_dtype dtype;                 /* F32 (default) or BF16 */
+    const segc_pipeline *pipeline;    /* test pipeline; NULL: Normalize (ImageNet, RGB) only */
+    int channels;                     /* image channels the pipeline produces (default 3) */
+    int batch_size;                   /* default 1 (mmseg's val_dataloader) */
+    int num_workers;                  /* decoding threads of the loader (default 1) */
+    int rank, world_size;             /* this process's share of the split (default 0 of 1) */
+    int64_t max_samples;              /* stop after this many samples of this rank (0 = all) */
+    bool quiet;                       /* default false: progress on stderr */
+} segc_eval_opts;
+
+void segc_eval_opts_default(segc_eval_opts *o);
+
+/* Evaluates the split: a sequential loader over ds (this rank's share), one
+ * segc_eval_batch per batch, ctx's step arena reset per batch. conf must be
+ * initialised by the caller (segc_dataset_num_classes, ignore index 255) and
+ * is added to, so ranks can merge their accumulators afterwards. false +
+ * message (naming the failing sample) on error. */
+bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
+                       const segc_eval_opts *o, segc_confusion *conf, char *err, size_t errlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
