@@ -6,6 +6,9 @@
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
     {"data", segc_cmd_data, "check and summarise datasets (segc data check|stats NAME --root DIR)"},
+    {"train", segc_cmd_train, "train a model from a YAML config (segc train CONFIG.yaml [key=value ...])"},
+    {"eval", segc_cmd_eval, "evaluate weights on a split (segc eval CONFIG --checkpoint FILE)"},
+    {"predict", segc_cmd_predict, "label maps + overlays for images (segc predict --checkpoint F IN... --out DIR)"},
 };
 
 static void usage(FILE *f) {

@@ -1,0 +1,110 @@
+/* segc training loop, evaluation and run reports (what `segc train` and
+ * `segc eval` run).
+ *
+ * A run directory (train.work_dir, default runs/NAME) holds:
+ *   config.yaml      the resolved configuration
+ *   metrics.jsonl    one JSON object per line: {"iter", "loss", "lr", "img_s",
+ *                    "time_s", "rss_mb"} every train.log_interval iterations and
+ *                    {"iter", "eval": {mIoU, mAcc, aAcc, IoU, Acc}} per evaluation
+ *   report.html      self-contained report (curves, metrics, predictions)
+ *   checkpoints/     see checkpoint.h (iter_N pairs, latest, best.safetensors)
+ *
+ * Determinism: with the same configuration (seed) and thread count, training
+ * is bitwise reproducible, and a run interrupted at any moment (even SIGKILL)
+ * and resumed from its latest checkpoint ends with the same weights as an
+ * uninterrupted one: the checkpoint holds everything the trajectory depends
+ * on (weights and BN statistics, optimizer moments and step, the iteration,
+ * the RNG stream of dropout/drop-path, the sampler position; augmentations
+ * are seeded per sample and the LR schedule is a closed form). */
+#ifndef SEGC_TRAINER_H
+#define SEGC_TRAINER_H
+#include <stdio.h>
+
+#include "segc/checkpoint.h"
+#include "segc/config.h"
+#include "segc/infer.h"
+#include "segc/metrics.h"
+#include "segc/segformer.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- building blocks from a configuration ---- */
+/* Opens data.dataset at the resolved data.root (split NULL: train_split). */
+segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, char *err, size_t errlen);
+/* RandomResize, RandomCrop (cat_max_ratio), RandomFlip, PhotoMetricDistortion,
+ * Normalize, Pad to the crop: mmseg's SegFormer training pipeline. */
+void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p);
+/* [Resize keep_ratio to data.test_scale (labels untouched)], Normalize. */
+void segc_config_eval_pipeline(const segc_config *c, segc_pipeline *p);
+void segc_config_infer_opts(const segc_config *c, segc_infer_opts *o);
+/* The model a configuration describes (num_classes: the dataset's when the
+ * config leaves model.num_classes at 0). Zero-initialised parameters. */
+segc_segformer *segc_config_model(const segc_config *c, int num_classes, char *err, size_t errlen);
+segc_dtype segc_config_dtype(const segc_config *c);
+
+/* ---- evaluation ---- */
+/* A validation prediction kept for reports: U8 RGB image, ground truth and
+ * prediction at the label's size (heap buffers; segc_eval_sample_free). */
+typedef struct segc_eval_sample {
+    segc_image img, gt, pred;
+    char name[128];
+} segc_eval_sample;
+void segc_eval_sample_free(segc_eval_sample *s);
+
+typedef struct segc_evaluate_opts {
+    int64_t max_samples;          /* 0: the whole split */
+    int keep;                     /* predictions to keep in samples[] */
+    segc_eval_sample *samples;    /* keep entries (out) */
+    int n_kept;                   /* (out) */
+    FILE *progress;               /* NULL: silent */
+    segc_ctx *ctx, *work;         /* contexts to reuse (NULL: made for this call) */
+} segc_evaluate_opts;
+
+/* Runs the model over ds with the configuration's test settings (mode,
+ * flip, scales) and fills metrics (segc_metrics_free). */
+bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *ds, segc_evaluate_opts *o,
+                   segc_metrics *metrics, char *err, size_t errlen);
+
+/* ---- training ---- */
+typedef struct segc_train_opts {
+    bool resume;         /* continue from the latest checkpoint in c->train.work_dir (fresh start when none) */
+    bool force;          /* a fresh run may discard the checkpoints already in work_dir */
+    bool quiet;          /* no progress output (errors are still returned) */
+    FILE *progress;      /* progress stream (NULL: stderr) */
+} segc_train_opts;
+
+typedef enum {
+    SEGC_TRAIN_DONE = 0,       /* reached train.max_iters or train.max_time_min */
+    SEGC_TRAIN_FAILED = 1,     /* setup, data, checkpoint write, ...: message in err */
+    SEGC_TRAIN_NONFINITE = 3,  /* loss or gradient became NaN/Inf; the last good checkpoint is kept */
+} segc_train_status;
+
+segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, char *err, size_t errlen);
+
+/* ---- report ---- */
+typedef struct segc_report {
+    const char *title;
+    const char *status;                /* one line, e.g. "iteration 400 / 4000" */
+    const char *config_yaml;
+    const segc_metrics *metrics;       /* latest evaluation (NULL: none yet) */
+    const char *const *class_names;
+    const uint8_t *palette;            /* n_classes rgb triplets */
+    int n_classes;
+    const segc_eval_sample *samples;
+    int n_samples;
+} segc_report;
+
+/* RUN_DIR/report.html from r and RUN_DIR/metrics.jsonl: inline SVG curves of
+ * loss, lr and mIoU, the per-class table, and image | ground truth |
+ * prediction rows as inline base64 PNGs. Self-contained, written atomically. */
+bool segc_report_write(const char *run_dir, const segc_report *r, char *err, size_t errlen);
+
+/* Peak resident memory of the process in MiB. */
+double segc_peak_rss_mb(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,97 @@
+/* `segc eval CONFIG --checkpoint FILE [key=value ...]`: evaluate weights on a
+ * split (data.split, else data.val_split) with the configuration's test
+ * settings; prints mmseg's per-class table and, as the last line, one JSON
+ * object with mIoU, mAcc, aAcc and the per-class values. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "segc/trainer.h"
+
+static void eval_usage(FILE *f) {
+    fprintf(f,
+            "usage: segc eval [CONFIG.yaml] --checkpoint FILE [key=value ...] [--quiet]\n"
+            "  CONFIG           training config (default: the one stored in the checkpoint)\n"
+            "  --checkpoint F   weights (safetensors, HF names), e.g. RUN/checkpoints/best.safetensors\n"
+            "  key=value        overrides, e.g. data.split=test test.mode=slide test.crop_size=[512,512]\n"
+            "                   test.stride=[341,341] test.flip=true test.scales=[0.5,1.0,1.5]\n"
+            "output: per-class table, then one JSON line {\"mIoU\",\"mAcc\",\"aAcc\",\"IoU\",\"Acc\"}\n");
+}
+
+/* Configuration from CONFIG or, without one, from the checkpoint's metadata. */
+bool segc_cli_config_for(segc_config *c, const char *config, const char *checkpoint, char **ov, int n_ov, char *err,
+                         size_t errlen) {
+    if (config) return segc_cli_config(c, config, ov, n_ov, NULL, err, errlen);
+    char *yaml = segc_checkpoint_config(checkpoint, err, errlen);
+    if (!yaml) return false;
+    segc_config_defaults(c);
+    bool ok = segc_config_load_string(c, yaml, checkpoint, err, errlen);
+    free(yaml);
+    for (int i = 0; ok && i < n_ov; i++) ok = segc_config_override(c, ov[i], err, errlen);
+    return ok && segc_config_finish(c, err, errlen);
+}
+
+int segc_cmd_eval(int argc, char **argv) {
+    const char *config = NULL, *ckpt = NULL;
+    char **ov = calloc((size_t)argc + 1, sizeof *ov);
+    int n_ov = 0, rc = 2;
+    bool quiet = false;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) { eval_usage(stdout); rc = 0; goto done; }
+        else if (!strcmp(s, "--checkpoint")) {
+            if (i + 1 >= argc) { fprintf(stderr, "segc eval: --checkpoint needs a file\n"); goto done; }
+            ckpt = argv[++i];
+        } else if (!strcmp(s, "--quiet")) quiet = true;
+        else if (s[0] == '-') { fprintf(stderr, "segc eval: unknown option %s\n", s); eval_usage(stderr); goto done; }
+        else if (strchr(s, '=')) ov[n_ov++] = argv[i];
+        else if (!config) config = s;
+        else { fprintf(stderr, "segc eval: unexpected argument %s\n", s); goto done; }
+    }
+    if (!ckpt) { eval_usage(stderr); goto done; }
+    rc = 1;
+    segc_config c;
+    char err[1024];
+    segc_segformer *m = NULL;
+    segc_dataset *ds = NULL;
+    if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
+    if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
+    const char *split = *c.data.split ? c.data.split : c.data.val_split;
+    ds = segc_config_open_dataset(&c, split, err, sizeof err);
+    if (!ds) goto fail;
+    m = segc_config_model(&c, segc_dataset_num_classes(ds), err, sizeof err);
+    if (!m) goto fail;
+    char e2[900];
+    if (!segc_params_load(&m->params, ckpt, true, NULL, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "checkpoint %s", e2);
+        goto fail;
+    }
+    if (!quiet)
+        fprintf(stderr, "evaluating %s on %s/%s (%lld images, mode %s%s)\n", ckpt, c.data.dataset, split,
+                (long long)segc_dataset_len(ds), c.test.mode, c.test.flip ? ", flip" : "");
+    segc_evaluate_opts eo = {0};
+    eo.progress = quiet ? NULL : stderr;
+    segc_metrics met;
+    if (!segc_evaluate(m, &c, ds, &eo, &met, err, sizeof err)) goto fail;
+    const char *names[256];
+    int K = met.num_classes, nd = segc_dataset_num_classes(ds);
+    for (int k = 0; k < K && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(ds, k) : NULL;
+    bool named = nd >= K;
+    segc_metrics_print(stdout, &met, named ? names : NULL);
+    char *js = segc_metrics_json(&met, named ? names : NULL);
+    printf("%s\n", js ? js : "{}");
+    free(js);
+    segc_metrics_free(&met);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "segc eval: %s\n", err);
+out:
+    segc_segformer_free(m);
+    segc_dataset_close(ds);
+done:
+    free(ov);
+    return rc;
+}

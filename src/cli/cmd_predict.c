@@ -1,0 +1,106 @@
+/* `segc predict --checkpoint FILE [--config CONFIG] INPUT... --out DIR`:
+ * label PNGs (class ids) and colour overlays for image files and folders. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "segc/predict.h"
+#include "segc/safetensors.h"
+#include "segc/trainer.h"
+
+static void predict_usage(FILE *f) {
+    fprintf(f,
+            "usage: segc predict --checkpoint FILE [--config CONFIG] INPUT... --out DIR [key=value ...]\n"
+            "  INPUT            image files (.png/.jpg) or folders of them\n"
+            "  --checkpoint F   weights; a segc checkpoint carries its config, others need --config\n"
+            "  --out DIR        writes DIR/<stem>.png (class ids) and DIR/<stem>_overlay.png\n"
+            "  --no-overlay     label maps only\n"
+            "  key=value        config overrides, e.g. test.mode=slide test.flip=true\n");
+}
+
+/* classes of a checkpoint = rows of its classifier */
+static int checkpoint_classes(const char *path) {
+    char e[512];
+    segc_st_file *f = segc_st_open(path, e, sizeof e);
+    if (!f) return 0;
+    const segc_st_entry *w = segc_st_get(f, "decode_head.classifier.weight");
+    int k = w && w->ndim >= 1 ? (int)w->shape[0] : 0;
+    segc_st_close(f);
+    return k;
+}
+
+int segc_cmd_predict(int argc, char **argv) {
+    const char *config = NULL, *ckpt = NULL, *out = NULL;
+    char **ov = calloc((size_t)argc + 1, sizeof *ov), **inputs = calloc((size_t)argc + 1, sizeof *inputs);
+    int n_ov = 0, n_in = 0, rc = 2;
+    bool overlay = true;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        bool needs = !strcmp(s, "--checkpoint") || !strcmp(s, "--config") || !strcmp(s, "--out");
+        if (needs && i + 1 >= argc) { fprintf(stderr, "segc predict: %s needs a value\n", s); goto done; }
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) { predict_usage(stdout); rc = 0; goto done; }
+        else if (!strcmp(s, "--checkpoint")) ckpt = argv[++i];
+        else if (!strcmp(s, "--config")) config = argv[++i];
+        else if (!strcmp(s, "--out")) out = argv[++i];
+        else if (!strcmp(s, "--no-overlay")) overlay = false;
+        else if (s[0] == '-') { fprintf(stderr, "segc predict: unknown option %s\n", s); predict_usage(stderr); goto done; }
+        else if (strchr(s, '=')) ov[n_ov++] = argv[i];
+        else inputs[n_in++] = argv[i];
+    }
+    if (!ckpt || !out || !n_in) { predict_usage(stderr); goto done; }
+    rc = 1;
+    segc_config c;
+    char err[1024];
+    segc_segformer *m = NULL;
+    segc_dataset *ds = NULL;
+    segc_ctx *ctx = NULL, *work = NULL;
+    if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
+    if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
+    int K = c.model.num_classes ? c.model.num_classes : checkpoint_classes(ckpt);
+    /* the dataset, when at hand, supplies the palette */
+    char e2[900];
+    ds = segc_config_open_dataset(&c, *c.data.val_split ? c.data.val_split : NULL, e2, sizeof e2);
+    if (!K && ds) K = segc_dataset_num_classes(ds);
+    if (K < 1) { snprintf(err, sizeof err, "%s: cannot tell the number of classes (set model.num_classes)", ckpt); goto fail; }
+    m = segc_config_model(&c, K, err, sizeof err);
+    if (!m) goto fail;
+    if (!segc_params_load(&m->params, ckpt, true, NULL, e2, sizeof e2)) {
+        snprintf(err, sizeof err, "checkpoint %s", e2);
+        goto fail;
+    }
+    uint8_t palette[256 * 3];
+    segc_predict_default_palette(palette, K);
+    if (ds)
+        for (int k = 0; k < K && k < segc_dataset_num_classes(ds); k++) memcpy(palette + 3 * k, segc_dataset_palette(ds, k), 3);
+    segc_pipeline pipe;
+    segc_config_eval_pipeline(&c, &pipe);
+    segc_predict_opts po;
+    segc_predict_opts_default(&po);
+    segc_config_infer_opts(&c, &po.infer);
+    po.dtype = segc_config_dtype(&c);
+    po.pipeline = &pipe;
+    po.palette = palette;
+    po.n_colors = K;
+    po.write_overlay = overlay;
+    ctx = segc_ctx_new(0);
+    work = segc_ctx_new(0);
+    int written = 0;
+    if (!segc_predict_paths(ctx, work, segc_segformer_forward_fn, m, (const char *const *)inputs, n_in, out, &po,
+                            &written, err, sizeof err))
+        goto fail;
+    fprintf(stderr, "wrote %d prediction%s to %s\n", written, written == 1 ? "" : "s", out);
+    rc = 0;
+    goto cleanup;
+fail:
+    fprintf(stderr, "segc predict: %s\n", err);
+cleanup:
+    segc_ctx_free(ctx);
+    segc_ctx_free(work);
+    segc_segformer_free(m);
+    segc_dataset_close(ds);
+done:
+    free(ov);
+    free(inputs);
+    return rc;
+}

@@ -1,0 +1,86 @@
+/* `segc train CONFIG.yaml [key=value ...] [--resume RUN_DIR] [--force]`:
+ * resolve the configuration and run the training loop (src/train/trainer.c).
+ * Exit 0 when done, 1 on errors, 2 on usage errors, 3 when the loss or the
+ * gradients became NaN/Inf (the last good checkpoint is kept). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "segc/trainer.h"
+
+static void train_usage(FILE *f) {
+    fprintf(f,
+            "usage: segc train CONFIG.yaml [key=value ...] [options]\n"
+            "       segc train --resume RUN_DIR [key=value ...]\n"
+            "  key=value        override a config key, e.g. optimizer.lr=1e-4 data.root=/x train.max_iters=100\n"
+            "  --resume RUN_DIR continue the run in RUN_DIR from its latest checkpoint (exactly: same weights as\n"
+            "                   an uninterrupted run); without CONFIG, RUN_DIR/config.yaml is used\n"
+            "  --force          start over in a work_dir that already holds checkpoints\n"
+            "  --quiet          no progress output\n"
+            "  --keys           list every config key\n"
+            "exit status: 0 done, 1 error, 2 usage, 3 loss/gradients became NaN or Inf\n");
+}
+
+static void list_keys(void) {
+    for (int i = 0; i < segc_config_n_keys(); i++) printf("  %-38s %s\n", segc_config_key(i), segc_config_key_help(i));
+}
+
+/* Shared by train/eval/predict: defaults, file, overrides, finish. */
+bool segc_cli_config(segc_config *c, const char *path, char **overrides, int n_overrides, const char *work_dir,
+                     char *err, size_t errlen) {
+    segc_config_defaults(c);
+    if (path && !segc_config_load(c, path, err, errlen)) return false;
+    for (int i = 0; i < n_overrides; i++)
+        if (!segc_config_override(c, overrides[i], err, errlen)) return false;
+    if (work_dir) {
+        if (strlen(work_dir) >= sizeof c->train.work_dir) {
+            snprintf(err, errlen, "--resume: path too long");
+            return false;
+        }
+        snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", work_dir);
+    }
+    return segc_config_finish(c, err, errlen);
+}
+
+int segc_cmd_train(int argc, char **argv) {
+    const char *config = NULL, *resume = NULL;
+    char **ov = calloc((size_t)argc + 1, sizeof *ov);
+    int n_ov = 0;
+    segc_train_opts o = {0};
+    int rc = 2;
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) { train_usage(stdout); rc = 0; goto done; }
+        else if (!strcmp(s, "--keys")) { list_keys(); rc = 0; goto done; }
+        else if (!strcmp(s, "--resume")) {
+            if (i + 1 >= argc) { fprintf(stderr, "segc train: --resume needs a run directory\n"); goto done; }
+            resume = argv[++i];
+        } else if (!strcmp(s, "--force")) o.force = true;
+        else if (!strcmp(s, "--quiet")) o.quiet = true;
+        else if (s[0] == '-') { fprintf(stderr, "segc train: unknown option %s\n", s); train_usage(stderr); goto done; }
+        else if (strchr(s, '=')) ov[n_ov++] = argv[i];
+        else if (!config) config = s;
+        else { fprintf(stderr, "segc train: unexpected argument %s (one CONFIG file)\n", s); goto done; }
+    }
+    char saved[4096];
+    if (!config && resume) {
+        snprintf(saved, sizeof saved, "%s/config.yaml", resume);
+        config = saved;
+    }
+    if (!config) { train_usage(stderr); goto done; }
+    o.resume = resume != NULL;
+    segc_config c;
+    char err[1024];
+    if (!segc_cli_config(&c, config, ov, n_ov, resume, err, sizeof err)) {
+        fprintf(stderr, "segc train: %s\n", err);
+        rc = 1;
+        goto done;
+    }
+    segc_train_status st = segc_train(&c, &o, err, sizeof err);
+    if (st != SEGC_TRAIN_DONE) fprintf(stderr, "segc %s\n", err);
+    rc = (int)st;
+done:
+    free(ov);
+    return rc;
+}

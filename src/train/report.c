@@ -1,0 +1,290 @@
+/* report.html: a self-contained run report (no network): inline SVG curves
+ * from metrics.jsonl, the latest per-class metrics, and validation
+ * predictions beside the ground truth as inline base64 PNGs. */
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "segc/augment.h"
+#include "segc/image_io.h"
+#include "segc/trainer.h"
+
+typedef struct sbuf { char *p; size_t len, cap; bool oom; } sbuf;
+
+static void sb_put(sbuf *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t nc = b->cap ? b->cap : 1 << 16;
+        while (nc < b->len + n + 1) nc *= 2;
+        char *np = realloc(b->p, nc);
+        if (!np) { b->oom = true; return; }
+        b->p = np, b->cap = nc;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (k < 0) return;
+    if ((size_t)k < sizeof tmp) { sb_put(b, tmp, (size_t)k); return; }
+    char *big = malloc((size_t)k + 1);
+    if (!big) { b->oom = true; return; }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    sb_put(b, big, (size_t)k);
+    free(big);
+}
+
+static void sb_html(sbuf *b, const char *s) {
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '<': sb_put(b, "&lt;", 4); break;
+        case '>': sb_put(b, "&gt;", 4); break;
+        case '&': sb_put(b, "&amp;", 5); break;
+        case '"': sb_put(b, "&quot;", 6); break;
+        default: sb_put(b, s, 1);
+        }
+    }
+}
+
+static void sb_base64(sbuf *b, const unsigned char *d, size_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char out[4];
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)d[i] << 16 | (i + 1 < n ? (uint32_t)d[i + 1] << 8 : 0) | (i + 2 < n ? d[i + 2] : 0);
+        out[0] = tab[v >> 18 & 63];
+        out[1] = tab[v >> 12 & 63];
+        out[2] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+        out[3] = i + 2 < n ? tab[v & 63] : '=';
+        sb_put(b, out, 4);
+    }
+}
+
+/* ---- curves ---- */
+typedef struct series { double *x, *y; int n, cap; } series;
+
+static void series_add(series *s, double x, double y) {
+    if (!isfinite(x) || !isfinite(y)) return;
+    if (s->n == s->cap) {
+        int nc = s->cap ? 2 * s->cap : 256;
+        double *nx = realloc(s->x, (size_t)nc * sizeof *nx);
+        if (!nx) return;
+        s->x = nx;
+        double *ny = realloc(s->y, (size_t)nc * sizeof *ny);
+        if (!ny) return;
+        s->y = ny;
+        s->cap = nc;
+    }
+    s->x[s->n] = x, s->y[s->n] = y, s->n++;
+}
+
+static void series_free(series *s) { free(s->x); free(s->y); }
+
+static void svg_chart(sbuf *b, const char *title, const series *s, const char *color, bool sci) {
+    const double W = 440, H = 230, L = 62, R = 12, T = 26, B = 30;
+    sb_printf(b, "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+              "xmlns=\"http://www.w3.org/2000/svg\">", W, H, W, H);
+    sb_printf(b, "<text x=\"%.0f\" y=\"17\" font-size=\"13\" font-weight=\"bold\">", L);
+    sb_html(b, title);
+    sb_printf(b, "</text>");
+    if (s->n == 0) {
+        sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" fill=\"#888\">no data yet</text></svg>", L, H / 2);
+        return;
+    }
+    double x0 = s->x[0], x1 = s->x[0], y0 = s->y[0], y1 = s->y[0];
+    for (int i = 1; i < s->n; i++) {
+        x0 = fmin(x0, s->x[i]), x1 = fmax(x1, s->x[i]);
+        y0 = fmin(y0, s->y[i]), y1 = fmax(y1, s->y[i]);
+    }
+    if (x1 == x0) x1 = x0 + 1;
+    if (y1 == y0) { y1 += fabs(y1) > 0 ? 0.05 * fabs(y1) : 1; y0 -= fabs(y0) > 0 ? 0.05 * fabs(y0) : 0; }
+    double pw = W - L - R, ph = H - T - B;
+    sb_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#bbb\"/>", L, T, pw, ph);
+    for (int k = 0; k <= 4; k++) {   /* y grid and labels */
+        double yv = y0 + (y1 - y0) * k / 4.0, py = T + ph - ph * k / 4.0;
+        sb_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", L, L + pw, py, py);
+        sb_printf(b, sci ? "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.2e</text>"
+                         : "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.4g</text>",
+                  L - 4, py + 3, yv);
+    }
+    for (int k = 0; k <= 4; k++) {   /* x labels: iterations */
+        double xv = x0 + (x1 - x0) * k / 4.0, px = L + pw * k / 4.0;
+        sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\">%.0f</text>", px, H - B + 14, xv);
+    }
+    sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666\">iteration</text>",
+              L + pw / 2, H - 3);
+    sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", color);
+    for (int i = 0; i < s->n; i++)
+        sb_printf(b, "%.1f,%.1f ", L + pw * (s->x[i] - x0) / (x1 - x0), T + ph - ph * (s->y[i] - y0) / (y1 - y0));
+    sb_printf(b, "\"/>");
+    if (s->n <= 40)
+        for (int i = 0; i < s->n; i++)
+            sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", L + pw * (s->x[i] - x0) / (x1 - x0),
+                      T + ph - ph * (s->y[i] - y0) / (y1 - y0), color);
+    sb_printf(b, "</svg>");
+}
+
+static void read_curves(const char *path, series *loss, series *lr, series *miou) {
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    char line[1 << 16];
+    while (fgets(line, sizeof line, f)) {
+        cJSON *j = cJSON_Parse(line);
+        if (!j) continue;
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(j, "iter");
+        const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "loss"), *r = cJSON_GetObjectItemCaseSensitive(j, "lr");
+        const cJSON *ev = cJSON_GetObjectItemCaseSensitive(j, "eval");
+        if (cJSON_IsNumber(it)) {
+            if (cJSON_IsNumber(l)) series_add(loss, it->valuedouble, l->valuedouble);
+            if (cJSON_IsNumber(r)) series_add(lr, it->valuedouble, r->valuedouble);
+            const cJSON *m = ev ? cJSON_GetObjectItemCaseSensitive(ev, "mIoU") : NULL;
+            if (cJSON_IsNumber(m)) series_add(miou, it->valuedouble, m->valuedouble);
+        }
+        cJSON_Delete(j);
+    }
+    fclose(f);
+}
+
+/* ---- prediction thumbnails ---- */
+static bool png_inline(sbuf *b, const segc_image *im, const uint8_t *palette, int n_colors, int max_w) {
+    segc_image shown = *im, tmp = {0}, col = {0};
+    char e[256];
+    bool ok = true;
+    if (im->c == 1) {   /* label map: colour it */
+        ok = segc_label_colorize(im, palette, n_colors, &col, e, sizeof e);
+        shown = col;
+    }
+    if (ok && shown.w > max_w) {   /* shrink for the page */
+        int nw = max_w, nh = (int)((double)shown.h * max_w / shown.w + 0.5);
+        if (nh < 1) nh = 1;
+        ok = segc_image_alloc(&tmp, nh, nw, 3, SEGC_U8);
+        if (ok) {
+            segc_arena ar;
+            segc_arena_init(&ar, 1 << 16);
+            if (im->c == 1)
+                segc_resize_nearest_u8(shown.data, shown.h, shown.w, 3, nh, nw, 0, 0, nh, nw, tmp.data, &ar);
+            else
+                segc_resize_bilinear_u8(shown.data, shown.h, shown.w, 3, nh, nw, 0, 0, nh, nw, tmp.data, &ar);
+            segc_arena_free(&ar);
+            shown = tmp;
+        }
+    }
+    void *png = NULL;
+    size_t len = 0;
+    if (ok) ok = segc_png_encode(&shown, NULL, 0, &png, &len, e, sizeof e);
+    if (ok) {
+        sb_printf(b, "<img src=\"data:image/png;base64,");
+        sb_base64(b, png, len);
+        sb_printf(b, "\"/>");
+    }
+    free(png);
+    segc_image_free(&tmp);
+    segc_image_free(&col);
+    return ok;
+}
+
+static const char *css =
+    "body{font-family:system-ui,sans-serif;margin:24px;color:#222}h1{font-size:22px}h2{font-size:17px;margin-top:28px}"
+    ".charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fafafa;border:1px solid #ddd}"
+    "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 10px;text-align:right}"
+    "th{background:#f0f0f0}td:first-child{text-align:left}.samples td{vertical-align:top;text-align:center}"
+    ".samples img{display:block;image-rendering:auto}.legend span{display:inline-block;margin:2px 10px 2px 0;font-size:12px}"
+    ".legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;border:1px solid #999}"
+    "pre{background:#f6f6f6;padding:10px;font-size:12px}.muted{color:#666}";
+
+static void metric_cell(sbuf *b, double v) {
+    if (isnan(v)) sb_printf(b, "<td class=\"muted\">nan</td>");
+    else sb_printf(b, "<td>%.2f</td>", segc_metric_percent(v));
+}
+
+bool segc_report_write(const char *run_dir, const segc_report *r, char *err, size_t errlen) {
+    char path[4096], mpath[4096];
+    snprintf(path, sizeof path, "%s/report.html", run_dir);
+    snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", run_dir);
+    series loss = {0}, lr = {0}, miou = {0};
+    read_curves(mpath, &loss, &lr, &miou);
+    sbuf b = {0};
+    sb_printf(&b, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>segc: ");
+    sb_html(&b, r->title);
+    sb_printf(&b, "</title><style>%s</style></head><body><h1>segc run: ", css);
+    sb_html(&b, r->title);
+    sb_printf(&b, "</h1><p class=\"muted\">");
+    sb_html(&b, r->status);
+    sb_printf(&b, "</p><h2>Curves</h2><div class=\"charts\">");
+    svg_chart(&b, "training loss", &loss, "#c0392b", false);
+    svg_chart(&b, "learning rate", &lr, "#2471a3", true);
+    svg_chart(&b, "validation mIoU (%)", &miou, "#1e8449", false);
+    sb_printf(&b, "</div>");
+    if (r->metrics) {
+        const segc_metrics *m = r->metrics;
+        sb_printf(&b, "<h2>Latest evaluation</h2><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f</p>",
+                  segc_metric_percent(m->mIoU), segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
+        sb_printf(&b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
+        for (int k = 0; k < m->num_classes; k++) {
+            sb_printf(&b, "<tr><td>");
+            if (r->palette && k < r->n_classes)
+                sb_printf(&b, "<i style=\"display:inline-block;width:10px;height:10px;margin-right:6px;"
+                          "background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1], r->palette[3 * k + 2]);
+            if (r->class_names && r->class_names[k]) sb_html(&b, r->class_names[k]);
+            else sb_printf(&b, "%d", k);
+            sb_printf(&b, "</td>");
+            metric_cell(&b, m->iou[k]);
+            metric_cell(&b, m->acc[k]);
+            sb_printf(&b, "</tr>");
+        }
+        sb_printf(&b, "</table>");
+    }
+    if (r->n_samples > 0) {
+        sb_printf(&b, "<h2>Validation predictions</h2><div class=\"legend\">");
+        for (int k = 0; k < r->n_classes && r->palette; k++) {
+            sb_printf(&b, "<span><i style=\"background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1],
+                      r->palette[3 * k + 2]);
+            if (r->class_names && r->class_names[k]) sb_html(&b, r->class_names[k]);
+            else sb_printf(&b, "%d", k);
+            sb_printf(&b, "</span>");
+        }
+        sb_printf(&b, "</div><table class=\"samples\"><tr><th>image</th><th>ground truth</th><th>prediction</th></tr>");
+        for (int i = 0; i < r->n_samples; i++) {
+            const segc_eval_sample *s = &r->samples[i];
+            sb_printf(&b, "<tr><td>");
+            png_inline(&b, &s->img, NULL, 0, 320);
+            sb_html(&b, s->name);
+            sb_printf(&b, "</td><td>");
+            png_inline(&b, &s->gt, r->palette, r->n_classes, 320);
+            sb_printf(&b, "</td><td>");
+            png_inline(&b, &s->pred, r->palette, r->n_classes, 320);
+            sb_printf(&b, "</td></tr>");
+        }
+        sb_printf(&b, "</table>");
+    }
+    if (r->config_yaml) {
+        sb_printf(&b, "<h2>Configuration</h2><details><summary>resolved config.yaml</summary><pre>");
+        sb_html(&b, r->config_yaml);
+        sb_printf(&b, "</pre></details>");
+    }
+    sb_printf(&b, "<p class=\"muted\">written by segc</p></body></html>\n");
+    series_free(&loss);
+    series_free(&lr);
+    series_free(&miou);
+    if (b.oom) {
+        free(b.p);
+        snprintf(err, errlen, "report: out of memory");
+        return false;
+    }
+    const void *parts[1] = {b.p};
+    size_t sizes[1] = {b.len};
+    bool ok = segc_write_file_atomic(path, parts, sizes, 1, err, errlen);
+    free(b.p);
+    return ok;
+}

@@ -1,0 +1,494 @@
+/* The iteration-based training loop: data, forward/backward, AdamW/SGD with
+ * the configured schedule, progress, metrics.jsonl, periodic evaluation with
+ * best-checkpoint tracking, checkpoints with exact resume, reports. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "segc/trainer.h"
+
+static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool fail(char *err, size_t n, const char *fmt, ...) {
+    if (err && n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
+
+static bool mkdir_p(const char *path, char *err, size_t errlen) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return fail(err, errlen, "path too long: %.80s...", path);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || !*p) {
+            char save = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return fail(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+            *p = save;
+            if (!save) break;
+        }
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return fail(err, errlen, "%s is not a directory", path);
+    return true;
+}
+
+/* ---- progress display ---- */
+typedef struct progress {
+    FILE *f;
+    bool tty, quiet;
+    double last_draw;
+    int last_len;
+} progress;
+
+static void fmt_hms(double s, char *buf, size_t n) {
+    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "--:--"); return; }
+    long t = (long)(s + 0.5);
+    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else snprintf(buf, n, "%02ld:%02ld", t / 60, t % 60);
+}
+
+static void progress_draw(progress *pg, int64_t iter, int64_t total, double loss, double lr, double img_s, double eta,
+                          bool force_line) {
+    if (pg->quiet) return;
+    double now = segc_now_s();
+    if (pg->tty && !force_line && now - pg->last_draw < 0.25 && iter < total) return;
+    pg->last_draw = now;
+    char e[32], bar[24];
+    fmt_hms(eta, e, sizeof e);
+    int filled = (int)(20.0 * (double)iter / (double)total);
+    for (int i = 0; i < 20; i++) bar[i] = i < filled ? '#' : '-';
+    bar[20] = 0;
+    char line[256];
+    int len = snprintf(line, sizeof line, "iter %lld/%lld [%s] loss %.4f lr %.3e %.1f img/s ETA %s mem %.0f MiB",
+                       (long long)iter, (long long)total, bar, loss, lr, img_s, e, segc_peak_rss_mb());
+    if (pg->tty) {
+        fprintf(pg->f, "\r%s%*s", line, pg->last_len > len ? pg->last_len - len : 0, "");
+        pg->last_len = len;
+        if (force_line) { fputc('\n', pg->f); pg->last_len = 0; }
+    } else {
+        fprintf(pg->f, "%s\n", line);
+    }
+    fflush(pg->f);
+}
+
+static void progress_note(progress *pg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void progress_note(progress *pg, const char *fmt, ...) {
+    if (pg->quiet) return;
+    if (pg->tty && pg->last_len) { fputc('\n', pg->f); pg->last_len = 0; }
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(pg->f, fmt, ap);
+    va_end(ap);
+    fputc('\n', pg->f);
+    fflush(pg->f);
+}
+
+/* Temporary files of atomic writes interrupted by a crash ("NAME.tmp.PID"). */
+static void remove_stale_temps(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char path[4096];
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.") && snprintf(path, sizeof path, "%s/%s", dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    closedir(d);
+}
+
+/* ---- metrics.jsonl ---- */
+/* Keeps only records of iterations <= iter (the resumed run rewrites the rest). */
+static bool truncate_metrics(const char *path, int64_t iter, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) return true;
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap), line[1 << 16];
+    bool ok = out != NULL;
+    while (ok && fgets(line, sizeof line, f)) {
+        long long it = -1;
+        const char *p = strstr(line, "\"iter\":");
+        if (p) it = atoll(p + 7);
+        size_t l = strlen(line);
+        if (it < 0 || it > iter || !l || line[l - 1] != '\n') continue;   /* later, or cut short by a crash */
+        if (len + l + 1 > cap) {
+            char *no = realloc(out, cap = 2 * (len + l + 1));
+            if (!no) { ok = false; break; }
+            out = no;
+        }
+        memcpy(out + len, line, l);
+        len += l;
+    }
+    fclose(f);
+    if (ok) {
+        const void *parts[1] = {out};
+        size_t sizes[1] = {len};
+        ok = segc_write_file_atomic(path, parts, sizes, 1, err, errlen);
+    } else {
+        fail(err, errlen, "%s: out of memory", path);
+    }
+    free(out);
+    return ok;
+}
+
+static void jsonl_write(FILE *f, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jsonl_write(FILE *f, const char *fmt, ...) {
+    if (!f) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(f, fmt, ap);
+    va_end(ap);
+    fflush(f);
+}
+
+static double scalar_value(const segc_tensor *t) {
+    return t->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(t)[0]) : segc_f32(t)[0];
+}
+
+static bool params_finite(const segc_params *p) {
+    float acc = 0;
+    for (int64_t i = 0; i < p->total; i++) acc += p->data[i] * 0.0f;   /* NaN/Inf propagate */
+    return acc == 0.0f;
+}
+
+/* ---- the run ---- */
+typedef struct run {
+    const segc_config *c;
+    char dir[SEGC_CFG_PATH + 64], ckdir[SEGC_CFG_PATH + 96], metrics_path[SEGC_CFG_PATH + 96];
+    char *yaml;
+    segc_dataset *train_ds, *val_ds;
+    segc_segformer *model;
+    segc_optimizer *opt;
+    segc_schedule sched;
+    segc_ctx *ctx, *eval_ctx, *eval_work;
+    segc_loader *loader;
+    FILE *jsonl;
+    progress pg;
+    segc_train_state st;
+    int64_t saved_iter;           /* iteration of the latest checkpoint on disk (-1: none) */
+    segc_metrics last;            /* latest evaluation */
+    bool have_last;
+    segc_eval_sample *samples;
+    int n_samples;
+    segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
+} run;
+
+static void free_samples(run *r) {
+    for (int i = 0; i < r->n_samples; i++) segc_eval_sample_free(&r->samples[i]);
+    r->n_samples = 0;
+}
+
+static void write_report(run *r, const char *status) {
+    const segc_dataset *ds = r->val_ds ? r->val_ds : r->train_ds;
+    int K = r->model->cfg.num_labels, nd = segc_dataset_num_classes(ds);
+    const char *names[256];
+    uint8_t palette[256 * 3];
+    for (int k = 0; k < K && k < 256; k++) {
+        names[k] = k < nd ? segc_dataset_class_name(ds, k) : NULL;
+        const uint8_t *pc = k < nd ? segc_dataset_palette(ds, k) : NULL;
+        for (int j = 0; j < 3; j++) palette[3 * k + j] = pc ? pc[j] : (uint8_t)((k * 97 + j * 57) & 255);
+    }
+    segc_report rep = {r->c->name, status, r->yaml, r->have_last ? &r->last : NULL, names, palette, K, r->samples,
+                       r->n_samples};
+    char e[512];
+    if (!segc_report_write(r->dir, &rep, e, sizeof e)) progress_note(&r->pg, "warning: report not written: %s", e);
+}
+
+static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
+    if (!r->val_ds) return true;
+    free_samples(r);
+    if (r->have_last) segc_metrics_free(&r->last);
+    r->have_last = false;
+    segc_evaluate_opts eo = {r->c->train.val_max_samples, r->c->train.report_samples, r->samples, 0,
+                         r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work};
+    if (!r->pg.quiet && r->pg.tty && r->pg.last_len) { fputc('\n', r->pg.f); r->pg.last_len = 0; }
+    if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
+    r->n_samples = eo.n_kept;
+    r->have_last = true;
+    const char *names[256];
+    int nd = segc_dataset_num_classes(r->val_ds);
+    for (int k = 0; k < r->last.num_classes && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : NULL;
+    char *js = segc_metrics_json(&r->last, nd >= r->last.num_classes ? names : NULL);
+    jsonl_write(r->jsonl, "{\"iter\":%lld,\"eval\":%s}\n", (long long)iter, js ? js : "null");
+    free(js);
+    double miou = r->last.mIoU;
+    progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s", (long long)iter, 100 * miou,
+                  100 * r->last.mAcc, 100 * r->last.aAcc, miou > r->st.best_metric ? " (best)" : "");
+    if (isfinite(miou) && miou > r->st.best_metric) {
+        r->st.best_metric = miou;
+        r->st.best_iter = iter;
+        if (!segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, miou, r->yaml, err, errlen)) return false;
+    }
+    return true;
+}
+
+static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, size_t errlen) {
+    const segc_config *c = r->c;
+    char e2[700];
+    snprintf(r->dir, sizeof r->dir, "%s", c->train.work_dir);
+    snprintf(r->ckdir, sizeof r->ckdir, "%s/checkpoints", r->dir);
+    snprintf(r->metrics_path, sizeof r->metrics_path, "%s/metrics.jsonl", r->dir);
+    if (!mkdir_p(r->ckdir, e2, sizeof e2)) return fail(err, errlen, "train: work_dir: %s", e2);
+    char wpath[SEGC_CFG_PATH + 160], spath[SEGC_CFG_PATH + 160];
+    bool have_ckpt = segc_checkpoint_latest(r->ckdir, wpath, sizeof wpath, spath, sizeof spath, e2, sizeof e2);
+    if (!have_ckpt && *e2) return fail(err, errlen, "train: %s", e2);
+    if (have_ckpt && !o->resume && !o->force)
+        return fail(err, errlen, "train: %s already holds checkpoints; continue it with --resume %s, or start over "
+                    "with --force (or another train.work_dir)", r->dir, r->dir);
+    if (o->force && !o->resume) {
+        char p[SEGC_CFG_PATH + 128];
+        snprintf(p, sizeof p, "%s/latest", r->ckdir);
+        unlink(p);
+        unlink(r->metrics_path);
+        have_ckpt = false;
+    }
+    *resumed = have_ckpt && o->resume;
+    remove_stale_temps(r->dir);
+    remove_stale_temps(r->ckdir);
+    r->yaml = segc_config_to_yaml(c);
+    char cpath[SEGC_CFG_PATH + 96];
+    snprintf(cpath, sizeof cpath, "%s/config.yaml", r->dir);
+    if (!r->yaml || !segc_config_save(c, cpath, e2, sizeof e2)) return fail(err, errlen, "train: %s", e2);
+
+    r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
+    if (!r->train_ds) return fail(err, errlen, "train: %s", e2);
+    if (*c->data.val_split) {
+        r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
+        if (!r->val_ds) return fail(err, errlen, "train: validation split: %s", e2);
+    }
+    r->model = segc_config_model(c, segc_dataset_num_classes(r->train_ds), e2, sizeof e2);
+    if (!r->model) return fail(err, errlen, "train: %s", e2);
+    uint64_t seed = (uint64_t)c->train.seed;
+    segc_segformer_init(r->model, seed);
+    if (*c->model.pretrained) {
+        segc_load_report rep;
+        if (!segc_params_load(&r->model->params, c->model.pretrained, false, &rep, e2, sizeof e2))
+            return fail(err, errlen, "train: model.pretrained: %s", e2);
+        if (!o->quiet) segc_load_report_print(&rep, c->model.pretrained);
+    }
+    segc_optim_cfg oc = segc_config_optim(c, r->keys);
+    r->opt = segc_optimizer_new(&r->model->params, &oc, e2, sizeof e2);
+    if (!r->opt) return fail(err, errlen, "train: optimizer: %s", e2);
+    if (!segc_config_schedule(c, &r->sched, e2, sizeof e2)) return fail(err, errlen, "train: schedule: %s", e2);
+
+    r->ctx = segc_ctx_new(seed ^ 0x9e3779b97f4a7c15ull);
+    r->eval_ctx = segc_ctx_new(0);
+    r->eval_work = segc_ctx_new(0);
+    if (!r->ctx || !r->eval_ctx || !r->eval_work) return fail(err, errlen, "train: out of memory");
+    if (c->train.threads > 0) segc_set_num_threads(r->ctx, c->train.threads);
+    r->ctx->training = true;
+
+    memset(&r->st, 0, sizeof r->st);
+    r->st.rng = r->ctx->rng;
+    r->st.best_metric = -1;
+    r->st.best_iter = -1;
+    r->st.sampler.seed = seed;
+    r->saved_iter = -1;
+    if (*resumed) {
+        char *saved_yaml = NULL;
+        if (!segc_checkpoint_load(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, e2, sizeof e2))
+            return fail(err, errlen, "train: resume: %s", e2);
+        segc_config saved;
+        segc_config_defaults(&saved);
+        char diff[1024];
+        if (saved_yaml && segc_config_load_string(&saved, saved_yaml, "checkpoint config", e2, sizeof e2) &&
+            segc_config_diff(&saved, c, diff, sizeof diff) > 0)
+            progress_note(&r->pg, "resume: configuration differs from the checkpoint's: %s", diff);
+        free(saved_yaml);
+        r->ctx->rng = r->st.rng;
+        r->saved_iter = r->st.iter;
+        if (!truncate_metrics(r->metrics_path, r->st.iter, e2, sizeof e2)) return fail(err, errlen, "train: %s", e2);
+        progress_note(&r->pg, "resumed %s at iteration %lld", wpath, (long long)r->st.iter);
+    }
+    else
+        unlink(r->metrics_path);   /* a fresh start: drop records of an earlier attempt */
+    r->jsonl = fopen(r->metrics_path, "a");
+    if (!r->jsonl) return fail(err, errlen, "train: cannot open %s: %s", r->metrics_path, strerror(errno));
+
+    segc_pipeline pipe;
+    segc_config_train_pipeline(c, &pipe);
+    if (!segc_pipeline_validate(&pipe, e2, sizeof e2)) return fail(err, errlen, "train: data pipeline: %s", e2);
+    segc_loader_opts lo;
+    segc_loader_opts_default(&lo);
+    lo.batch_size = c->data.batch_size;
+    lo.num_workers = c->data.num_workers;
+    lo.seed = seed;
+    lo.resume = *resumed ? &r->st.sampler : NULL;
+    lo.quiet = o->quiet;
+    r->loader = segc_loader_new(segc_dataset_source(r->train_ds), &pipe, &lo, e2, sizeof e2);
+    if (!r->loader) return fail(err, errlen, "train: %s", e2);
+    r->samples = calloc((size_t)c->train.report_samples + 1, sizeof *r->samples);
+    if (!r->samples) return fail(err, errlen, "train: out of memory");
+    return true;
+}
+
+static void teardown(run *r) {
+    free_samples(r);
+    free(r->samples);
+    if (r->have_last) segc_metrics_free(&r->last);
+    segc_loader_free(r->loader);
+    if (r->jsonl) fclose(r->jsonl);
+    segc_ctx_free(r->ctx);
+    segc_ctx_free(r->eval_ctx);
+    segc_ctx_free(r->eval_work);
+    segc_optimizer_free(r->opt);
+    segc_segformer_free(r->model);
+    segc_dataset_close(r->train_ds);
+    segc_dataset_close(r->val_ds);
+    free(r->yaml);
+}
+
+static bool save_checkpoint(run *r, char *err, size_t errlen) {
+    if (!params_finite(&r->model->params))
+        return fail(err, errlen, "train: weights hold NaN/Inf at iteration %lld; not saving them",
+                    (long long)r->st.iter);
+    if (!segc_checkpoint_save(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, err,
+                              errlen))
+        return false;
+    r->saved_iter = r->st.iter;
+    return true;
+}
+
+segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, char *err, size_t errlen) {
+    segc_train_opts dflt = {0};
+    if (!o) o = &dflt;
+    run R, *r = &R;
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    r->pg.f = o->progress ? o->progress : stderr;
+    r->pg.quiet = o->quiet;
+    r->pg.tty = isatty(fileno(r->pg.f));
+    bool resumed = false;
+    segc_train_status status = SEGC_TRAIN_FAILED;
+    if (!setup(r, o, &resumed, err, errlen)) goto out;
+
+    const int64_t max_iters = c->train.max_iters;
+    const double time_limit = c->train.max_time_min * 60.0;
+    const segc_dtype dt = segc_config_dtype(c);
+    char e2[700], status_line[160];
+    if (r->st.iter >= max_iters) {
+        progress_note(&r->pg, "run %s is complete (iteration %lld of %lld)", r->dir, (long long)r->st.iter,
+                      (long long)max_iters);
+        status = SEGC_TRAIN_DONE;
+        goto out;
+    }
+    progress_note(&r->pg, "training %s: SegFormer-%s, %lld parameters, %d classes, %s, batch %d, crop %dx%d, "
+                  "%d threads -> %s", c->name, c->model.variant, (long long)segc_params_count(&r->model->params, true),
+                  r->model->cfg.num_labels, c->train.dtype, c->data.batch_size, c->data.crop_size[0],
+                  c->data.crop_size[1], segc_get_num_threads(), r->dir);
+    double t_session = segc_now_s(), t_window = t_session, elapsed0 = r->st.elapsed_s;
+    double loss_sum = 0, img_s = 0, sec_per_iter = 0;
+    int64_t window_iters = 0, window_imgs = 0;
+    bool stop = false;
+    for (int64_t it = r->st.iter; it < max_iters && !stop; it++) {
+        const segc_batch *b = segc_loader_next(r->loader, e2, sizeof e2);
+        if (!b) { fail(err, errlen, "train: %s", e2); goto out; }
+        segc_ctx *ctx = r->ctx;
+        segc_ctx_step_begin(ctx);
+        segc_clear_error(ctx);
+        if (it + 1 == c->train.debug_nan_at) b->images[0] = NAN;   /* test hook (documented in config.h) */
+        segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){b->n, b->c, b->h, b->w}, b->images);
+        if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
+        segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
+        segc_tensor *logits = segc_segformer_forward(ctx, r->model, img);
+        segc_tensor *loss = segc_segformer_loss(ctx, logits, lab, 255);
+        if (!loss) { fail(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
+        double lv = scalar_value(loss);
+        if (!isfinite(lv)) {
+            fail(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
+                 "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
+                 r->saved_iter >= 0 ? "The last good checkpoint is kept (" : "No checkpoint was written yet",
+                 r->saved_iter >= 0 ? r->ckdir : "", r->saved_iter >= 0 ? "/latest, iteration " : " (", 
+                 (long long)(r->saved_iter >= 0 ? r->saved_iter : it + 1), r->saved_iter >= 0 ? ")" : " iterations ran)");
+            status = SEGC_TRAIN_NONFINITE;
+            goto out;
+        }
+        segc_params_zero_grad(&r->model->params);
+        if (!segc_backward(ctx, loss)) { fail(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
+        double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
+        if (isnan(gn) || (c->optimizer.max_grad_norm > 0 && !isfinite(gn))) {
+            fail(err, errlen, "train: gradient norm is not finite at iteration %lld; stopping (latest checkpoint: "
+                 "%s/latest, iteration %lld)%s%s", (long long)it + 1, r->ckdir, (long long)r->saved_iter,
+                 *r->opt->err ? ": " : "", r->opt->err);
+            status = SEGC_TRAIN_NONFINITE;
+            goto out;
+        }
+        r->st.iter = it + 1;
+        r->st.sampler = b->resume_state;
+        r->st.rng = ctx->rng;
+        r->st.loss_ema = it == 0 || r->st.loss_ema == 0 ? lv : 0.98 * r->st.loss_ema + 0.02 * lv;
+        double now = segc_now_s();
+        r->st.elapsed_s = elapsed0 + (now - t_session);
+        loss_sum += lv;
+        window_iters++;
+        window_imgs += b->n;
+        if (window_iters == 1 && it == 0) sec_per_iter = now - t_window;
+        double lr = segc_schedule_lr(&r->sched, c->optimizer.lr, it);
+        bool time_up = time_limit > 0 && r->st.elapsed_s >= time_limit;
+        bool final = r->st.iter == max_iters || time_up;
+        if (r->st.iter % c->train.log_interval == 0 || final) {
+            double span = now - t_window;
+            img_s = span > 0 ? (double)window_imgs / span : 0;
+            sec_per_iter = span / (double)window_iters;
+            jsonl_write(r->jsonl, "{\"iter\":%lld,\"loss\":%.6g,\"lr\":%.6g,\"img_s\":%.4g,\"time_s\":%.2f,\"rss_mb\":%.1f}\n",
+                        (long long)r->st.iter, loss_sum / (double)window_iters, lr, img_s, r->st.elapsed_s,
+                        segc_peak_rss_mb());
+            loss_sum = 0;
+            window_iters = window_imgs = 0;
+            t_window = now;
+        }
+        double eta = (double)(max_iters - r->st.iter) * sec_per_iter;
+        if (time_limit > 0 && time_limit - r->st.elapsed_s < eta) eta = time_limit - r->st.elapsed_s;
+        bool line = !r->pg.tty && (r->st.iter % c->train.log_interval == 0 || final);
+        if (r->pg.tty || line) progress_draw(&r->pg, r->st.iter, max_iters, r->st.loss_ema, lr, img_s, eta, line);
+        bool do_eval = (c->train.val_interval > 0 && r->st.iter % c->train.val_interval == 0) || final;
+        if (do_eval) {
+            if (!evaluate_now(r, r->st.iter, err, errlen)) goto out;
+            snprintf(status_line, sizeof status_line, "iteration %lld of %lld%s", (long long)r->st.iter,
+                     (long long)max_iters, final ? (time_up && r->st.iter < max_iters ? " (time limit)" : " (done)") : "");
+            write_report(r, status_line);
+            /* evaluation time counts towards the time limit, not towards the speed window */
+            double after = segc_now_s();
+            t_window += after - now;
+            r->st.elapsed_s = elapsed0 + (after - t_session);
+        }
+        if (r->st.iter % c->train.checkpoint_interval == 0 || final) {
+            double before = segc_now_s();
+            if (!save_checkpoint(r, err, errlen)) {
+                status = strstr(err, "NaN/Inf") ? SEGC_TRAIN_NONFINITE : SEGC_TRAIN_FAILED;
+                goto out;
+            }
+            t_window += segc_now_s() - before;
+        }
+        if (time_up && r->st.iter < max_iters) {
+            progress_note(&r->pg, "time limit of %.1f min reached at iteration %lld", c->train.max_time_min,
+                          (long long)r->st.iter);
+            stop = true;
+        }
+    }
+    if (!r->val_ds) {
+        snprintf(status_line, sizeof status_line, "iteration %lld of %lld", (long long)r->st.iter, (long long)max_iters);
+        write_report(r, status_line);
+    }
+    status = SEGC_TRAIN_DONE;
+out:
+    if (status == SEGC_TRAIN_DONE && r->have_last && !o->quiet) {
+        const char *names[256];
+        int nd = segc_dataset_num_classes(r->val_ds);
+        for (int k = 0; k < r->last.num_classes && k < 256; k++)
+            names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : "?";
+        segc_metrics_print(stdout, &r->last, names);
+        if (r->st.best_iter >= 0)
+            printf("best mIoU %.2f at iteration %lld: %s/best.safetensors\n", 100 * r->st.best_metric,
+                   (long long)r->st.best_iter, r->ckdir);
+        fflush(stdout);
+    }
+    teardown(r);
+    return status;
+}

@@ -1,0 +1,497 @@
+/* Training loop, checkpoints and exact resume on a tiny SegFormer over real
+ * CamVid images at small crops:
+ *  - same seed + thread count -> bitwise identical weights and optimizer state
+ *  - a run SIGKILLed at random moments and resumed ends with weights bitwise
+ *    equal to an uninterrupted run (the training runs in child processes: this
+ *    binary re-executed with --train-child DIR)
+ *  - run directory contents (metrics.jsonl, report.html, config.yaml,
+ *    keep-last-K + best), time limit, bf16 smoke run
+ *  - failures: NaN loss keeps the last good checkpoint, a full disk while
+ *    saving (RLIMIT_FSIZE) leaves no partial checkpoint as the latest, another
+ *    model's checkpoint is refused naming the first mismatching tensor,
+ *    unreadable checkpoints, a missing dataset root, a fresh run over an
+ *    existing one. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/harness.h"
+#include "segc/trainer.h"
+
+static char camvid[1024];
+static char tmp_root[256];
+
+static void tiny_config(segc_config *c, const char *work_dir, const char *const *extra, int n_extra) {
+    segc_config_defaults(c);
+    const char *ov[] = {"name=tiny", "model.hidden=[8,16,16,16]", "model.depths=[1,1,1,1]", "model.heads=[1,1,1,1]",
+                        "model.decoder_hidden=16", "data.batch_size=2", "data.num_workers=1", "data.scale=[120,90]",
+                        "data.crop_size=[32,48]", "data.test_scale=[120,90]", "train.max_iters=12",
+                        "train.checkpoint_interval=3", "train.val_interval=6", "train.log_interval=3",
+                        "train.val_max_samples=2", "train.report_samples=2", "train.keep_last=2",
+                        "schedule.warmup_iters=2", "optimizer.lr=1e-3", "train.threads=2"};
+    char err[512];
+    for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
+        if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s", err);
+    for (int i = 0; i < n_extra; i++)
+        if (!segc_config_override(c, extra[i], err, sizeof err)) fail_msg("%s", err);
+    snprintf(c->data.root, sizeof c->data.root, "%s", camvid);
+    snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", work_dir);
+    if (!segc_config_finish(c, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void run_dir(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", tmp_root, name); }
+
+static segc_train_status train_tiny(const char *dir, const char *const *extra, int n_extra, bool resume, char *err,
+                                    size_t errlen) {
+    segc_config c;
+    tiny_config(&c, dir, extra, n_extra);
+    segc_train_opts o = {.resume = resume, .quiet = true};
+    return segc_train(&c, &o, err, errlen);
+}
+
+static char *read_text(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t k = fread(s, 1, (size_t)n, f);
+    s[k] = 0;
+    fclose(f);
+    return s;
+}
+
+/* every tensor of a and b bitwise equal (names and shapes too) */
+static void assert_same_tensors(const char *a, const char *b) {
+    char err[512];
+    segc_st_file *fa = segc_st_open(a, err, sizeof err), *fb = fa ? segc_st_open(b, err, sizeof err) : NULL;
+    if (!fa || !fb) fail_msg("%s", err);
+    assert_int_equal(segc_st_count(fa), segc_st_count(fb));
+    for (int i = 0; i < segc_st_count(fa); i++) {
+        const segc_st_entry *ea = segc_st_at(fa, i), *eb = segc_st_get(fb, ea->name);
+        if (!eb) fail_msg("%s lacks %s", b, ea->name);
+        assert_int_equal(ea->nbytes, eb->nbytes);
+        if (memcmp(ea->data, eb->data, ea->nbytes) != 0) fail_msg("tensor %s differs between %s and %s", ea->name, a, b);
+    }
+    segc_st_close(fa);
+    segc_st_close(fb);
+}
+
+static bool exists(const char *p) { return access(p, F_OK) == 0; }
+
+static int count_files(const char *dir, const char *needle) {
+    DIR *d = opendir(dir);
+    int n = 0;
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, needle) != NULL;
+    closedir(d);
+    return n;
+}
+
+static int setup(void **state) {
+    segc_config c;
+    segc_config_defaults(&c);
+    char err[512];
+    if (!segc_config_data_root(&c, camvid, sizeof camvid, err, sizeof err)) {
+        fprintf(stderr, "CamVid not found (%s): training tests skipped\n", err);
+        camvid[0] = 0;
+    }
+    snprintf(tmp_root, sizeof tmp_root, "/tmp/segc_train_test_XXXXXX");
+    if (!mkdtemp(tmp_root)) return -1;
+    return 0;
+}
+
+static int teardown(void **state) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+#define NEED_DATA() do { if (!*camvid) skip(); } while (0)
+
+static void test_deterministic_and_outputs(void **state) {
+    NEED_DATA();
+    char a[512], b[512], err[1024], p[900], q[1024];
+    run_dir(a, sizeof a, "det_a");
+    run_dir(b, sizeof b, "det_b");
+    if (train_tiny(a, NULL, 0, false, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    if (train_tiny(b, NULL, 0, false, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.safetensors", a);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.safetensors", b);
+    assert_same_tensors(p, q);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.state.safetensors", a);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.state.safetensors", b);
+    assert_same_tensors(p, q);
+    /* run directory */
+    snprintf(p, sizeof p, "%s/checkpoints/latest", a);
+    char *latest = read_text(p);
+    assert_non_null(latest);
+    assert_string_equal(latest, "iter_0000012\n");
+    free(latest);
+    snprintf(p, sizeof p, "%s/checkpoints", a);
+    assert_int_equal(count_files(p, ".state.safetensors"), 2);   /* keep_last 2: iterations 9 and 12 */
+    snprintf(q, sizeof q, "%s/iter_0000009.state.safetensors", p);
+    assert_true(exists(q));
+    snprintf(q, sizeof q, "%s/best.safetensors", p);
+    assert_true(exists(q));
+    assert_int_equal(count_files(p, ".tmp."), 0);
+    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
+    char *m = read_text(p);
+    assert_non_null(m);
+    int evals = 0, losses = 0;
+    for (const char *s = m; (s = strstr(s, "\"eval\":")); s++) evals++;
+    for (const char *s = m; (s = strstr(s, "\"loss\":")); s++) losses++;
+    assert_int_equal(evals, 2);    /* iterations 6 and 12 */
+    assert_int_equal(losses, 4);   /* every 3 iterations */
+    assert_non_null(strstr(m, "\"mIoU\":"));
+    free(m);
+    snprintf(p, sizeof p, "%s/report.html", a);
+    char *html = read_text(p);
+    assert_non_null(html);
+    assert_non_null(strstr(html, "<svg"));
+    assert_non_null(strstr(html, "<polyline"));
+    assert_non_null(strstr(html, "data:image/png;base64,"));
+    assert_non_null(strstr(html, "Bicyclist"));
+    assert_null(strstr(html, "src=\"http"));   /* self-contained: nothing fetched */
+    assert_null(strstr(html, "href=\"http"));
+    free(html);
+    /* the resolved config reloads to the same values */
+    segc_config c, d;
+    tiny_config(&c, a, NULL, 0);
+    segc_config_defaults(&d);
+    snprintf(p, sizeof p, "%s/config.yaml", a);
+    if (!segc_config_load(&d, p, err, sizeof err)) fail_msg("%s", err);
+    char diff[512];
+    if (segc_config_diff(&c, &d, diff, sizeof diff)) fail_msg("saved config differs: %s", diff);
+    /* the weights carry their config: what `segc eval` without CONFIG relies on */
+    snprintf(p, sizeof p, "%s/checkpoints/best.safetensors", a);
+    char *y = segc_checkpoint_config(p, err, sizeof err);
+    assert_non_null(y);
+    free(y);
+    /* a finished run resumed again does nothing */
+    if (train_tiny(a, NULL, 0, true, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    /* a fresh run over it is refused without --force */
+    assert_int_equal(train_tiny(a, NULL, 0, false, err, sizeof err), SEGC_TRAIN_FAILED);
+    assert_non_null(strstr(err, "--resume"));
+}
+
+static int run_child(const char *dir, double kill_after_s) {
+    char exe[1024];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    assert_true(n > 0);
+    exe[n] = 0;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        execl(exe, exe, "--train-child", dir, camvid, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (kill_after_s > 0) {
+        struct timespec ts = {(time_t)kill_after_s, (long)((kill_after_s - (double)(time_t)kill_after_s) * 1e9)};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+    }
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) return -WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+static void test_sigkill_resume_exact(void **state) {
+    NEED_DATA();
+    char ref[512], dir[512], p[700], q[700];
+    run_dir(ref, sizeof ref, "kill_ref");
+    run_dir(dir, sizeof dir, "kill_run");
+    double t0 = segc_now_s();
+    assert_int_equal(run_child(ref, 0), 0);
+    double t_ref = segc_now_s() - t0;
+    unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+    srand(seed);
+    int killed = 0;
+    for (int round = 0; round < 3; round++) {
+        /* a random moment of what is left of the run (startup included) */
+        snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+        char *cur = read_text(p);
+        int done = cur ? atoi(cur + 5) : 0;
+        free(cur);
+        double left = 0.25 + 0.75 * (12 - done) / 12.0;
+        double at = t_ref * left * (0.05 + 0.9 * rand() / (double)RAND_MAX);
+        int rc = run_child(dir, at);
+        killed += rc == -SIGKILL;
+        snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+        char *l = read_text(p);
+        printf("  kill round %d after %.3f s (reference run %.3f s, seed %u): %s, latest %s", round, at, t_ref, seed,
+               rc == -SIGKILL ? "killed" : "had finished", l ? l : "none\n");
+        free(l);
+    }
+    assert_int_equal(run_child(dir, 0), 0);   /* resume to the end */
+    printf("  %d of 3 runs killed mid-way\n", killed);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.safetensors", dir);
+    assert_same_tensors(p, q);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.state.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.state.safetensors", dir);
+    assert_same_tensors(p, q);
+    snprintf(p, sizeof p, "%s/checkpoints", dir);
+    assert_int_equal(count_files(p, ".tmp."), 0);
+    /* metrics.jsonl of the resumed run: each record once, in order */
+    snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+    char *m = read_text(p);
+    assert_non_null(m);
+    long last = 0;
+    int n = 0;
+    for (const char *s = m; (s = strstr(s, "\"loss\":")); s++) {
+        const char *it = s;
+        while (it > m && strncmp(it, "\"iter\":", 7)) it--;
+        long v = atol(it + 7);
+        assert_true(v > last);
+        last = v;
+        n++;
+    }
+    assert_int_equal(n, 4);
+    free(m);
+}
+
+static void test_nan_loss_keeps_checkpoint(void **state) {
+    NEED_DATA();
+    char dir[512], err[1024], p[700];
+    run_dir(dir, sizeof dir, "nan");
+    const char *ov[] = {"train.debug_nan_at=5"};
+    assert_int_equal(train_tiny(dir, ov, 1, false, err, sizeof err), SEGC_TRAIN_NONFINITE);
+    if (!strstr(err, "NaN") || !strstr(err, "iteration 5") || !strstr(err, "iteration 3")) fail_msg("message: %s", err);
+    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+    char *l = read_text(p);
+    assert_non_null(l);
+    assert_string_equal(l, "iter_0000003\n");
+    free(l);
+    /* the kept checkpoint is intact and resumable */
+    char w[700], s[700], ck[700];
+    snprintf(ck, sizeof ck, "%s/checkpoints", dir);
+    assert_true(segc_checkpoint_latest(ck, w, sizeof w, s, sizeof s, err, sizeof err));
+    segc_config c;
+    tiny_config(&c, dir, NULL, 0);
+    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
+    segc_train_state st;
+    if (!segc_checkpoint_load(w, s, &m->params, NULL, &st, NULL, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(st.iter, 3);
+    segc_segformer_free(m);
+    /* resuming without the fault finishes */
+    if (train_tiny(dir, NULL, 0, true, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+}
+
+static void test_time_limit_and_bf16(void **state) {
+    NEED_DATA();
+    char dir[512], err[1024], p[700];
+    run_dir(dir, sizeof dir, "timed");
+    const char *ov[] = {"train.max_time_min=0.00001", "train.dtype=bf16"};
+    if (train_tiny(dir, ov, 2, false, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+    char *l = read_text(p);
+    assert_non_null(l);
+    assert_string_equal(l, "iter_0000001\n");   /* stopped after the first iteration, checkpointed */
+    free(l);
+    snprintf(p, sizeof p, "%s/report.html", dir);
+    assert_true(exists(p));
+}
+
+/* full disk: RLIMIT_FSIZE makes write() fail with EFBIG part-way through a file */
+static void test_full_disk_keeps_latest(void **state) {
+    NEED_DATA();
+    char dir[512], err[1024], p[700];
+    run_dir(dir, sizeof dir, "fulldisk");
+    mkdir(dir, 0755);
+    segc_config c;
+    tiny_config(&c, dir, NULL, 0);
+    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
+    assert_non_null(m);
+    segc_segformer_init(m, 1);
+    segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
+    segc_optim_cfg oc = segc_config_optim(&c, keys);
+    segc_optimizer *opt = segc_optimizer_new(&m->params, &oc, err, sizeof err);
+    assert_non_null(opt);
+    segc_train_state st = {.iter = 3, .best_metric = -1, .best_iter = -1};
+    if (!segc_checkpoint_save(dir, &m->params, opt, &st, "name: x\n", 3, err, sizeof err)) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/iter_0000003.safetensors", dir);
+    struct stat sb;
+    assert_int_equal(stat(p, &sb), 0);
+    size_t weights_size = (size_t)sb.st_size;
+
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    /* 1: nothing fits; 2: the weights fit, the state does not */
+    const rlim_t limits[2] = {4096, (rlim_t)weights_size + 1024};
+    for (int k = 0; k < 2; k++) {
+        lim = old;
+        lim.rlim_cur = limits[k];
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        segc_init_const(m->params.t[0], 0.5f);   /* different weights */
+        st.iter = 6 + k;
+        bool ok = segc_checkpoint_save(dir, &m->params, opt, &st, "name: x\n", 3, err, sizeof err);
+        setrlimit(RLIMIT_FSIZE, &old);
+        assert_false(ok);
+        if (!strstr(err, "previous checkpoint kept")) fail_msg("message: %s", err);
+        snprintf(p, sizeof p, "%s/latest", dir);
+        char *l = read_text(p);
+        assert_string_equal(l, "iter_0000003\n");
+        free(l);
+        snprintf(p, sizeof p, "%s/iter_%07d.safetensors", dir, 6 + k);
+        assert_false(exists(p));
+        snprintf(p, sizeof p, "%s/iter_%07d.state.safetensors", dir, 6 + k);
+        assert_false(exists(p));
+        assert_int_equal(count_files(dir, ".tmp."), 0);
+        lim.rlim_cur = 4096;
+        setrlimit(RLIMIT_FSIZE, &lim);
+        ok = segc_checkpoint_save_best(dir, &m->params, 6, 0.5, NULL, err, sizeof err);
+        setrlimit(RLIMIT_FSIZE, &old);
+        assert_false(ok);
+    }
+    signal(SIGXFSZ, prev);
+    /* the latest checkpoint still loads, with its own weights */
+    char w[700], s[700];
+    assert_true(segc_checkpoint_latest(dir, w, sizeof w, s, sizeof s, err, sizeof err));
+    segc_train_state back;
+    if (!segc_checkpoint_load(w, s, &m->params, opt, &back, NULL, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(back.iter, 3);
+    assert_true(segc_f32(m->params.t[0])[0] != 0.5f);
+    segc_optimizer_free(opt);
+    segc_segformer_free(m);
+}
+
+static void test_bad_checkpoints(void **state) {
+    NEED_DATA();
+    char dir[512], err[1024], p[700], w[700], s[700];
+    run_dir(dir, sizeof dir, "badckpt");
+    mkdir(dir, 0755);
+    segc_config c;
+    tiny_config(&c, dir, NULL, 0);
+    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
+    segc_segformer_init(m, 3);
+    segc_train_state st = {.iter = 5, .best_metric = -1, .best_iter = -1};
+    if (!segc_checkpoint_save(dir, &m->params, NULL, &st, NULL, 2, err, sizeof err)) fail_msg("%s", err);
+    assert_true(segc_checkpoint_latest(dir, w, sizeof w, s, sizeof s, err, sizeof err));
+    /* another model: refused, naming the first mismatching tensor; the model is unchanged */
+    const char *wider[] = {"model.hidden=[16,16,16,16]"};
+    segc_config c2;
+    tiny_config(&c2, dir, wider, 1);
+    segc_segformer *m2 = segc_config_model(&c2, 11, err, sizeof err);
+    float before = segc_f32(m2->params.t[1])[0];
+    assert_false(segc_checkpoint_load(w, NULL, &m2->params, NULL, NULL, NULL, err, sizeof err));
+    if (!strstr(err, "segformer.encoder.patch_embeddings.0.proj.weight") || !strstr(err, "[16, 3, 7, 7]"))
+        fail_msg("message: %s", err);
+    assert_true(segc_f32(m2->params.t[1])[0] == before);
+    segc_segformer_free(m2);
+    /* another number of classes */
+    segc_segformer *m3 = segc_config_model(&c, 5, err, sizeof err);
+    assert_false(segc_checkpoint_load(w, s, &m3->params, NULL, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "decode_head.classifier"));
+    segc_segformer_free(m3);
+    /* unreadable: missing, garbage, truncated */
+    snprintf(p, sizeof p, "%s/missing.safetensors", dir);
+    assert_false(segc_checkpoint_load(p, NULL, &m->params, NULL, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "missing.safetensors"));
+    snprintf(p, sizeof p, "%s/garbage.safetensors", dir);
+    FILE *f = fopen(p, "wb");
+    fputs("this is not a safetensors file at all", f);
+    fclose(f);
+    assert_false(segc_checkpoint_load(p, NULL, &m->params, NULL, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "garbage.safetensors"));
+    assert_false(segc_checkpoint_load(w, p, &m->params, NULL, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "garbage.safetensors"));
+    /* a state that belongs to other weights */
+    segc_segformer_init(m, 4);
+    st.iter = 6;
+    if (!segc_checkpoint_save(dir, &m->params, NULL, &st, NULL, 2, err, sizeof err)) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/iter_0000006.state.safetensors", dir);
+    assert_false(segc_checkpoint_load(w, p, &m->params, NULL, NULL, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "does not belong"));
+    /* `latest` naming missing files, or garbage */
+    snprintf(p, sizeof p, "%s/latest", dir);
+    f = fopen(p, "w");
+    fputs("iter_0000099\n", f);
+    fclose(f);
+    assert_false(segc_checkpoint_latest(dir, w, sizeof w, s, sizeof s, err, sizeof err));
+    assert_non_null(strstr(err, "iter_0000099"));
+    f = fopen(p, "w");
+    fputs("rubbish\n", f);
+    fclose(f);
+    assert_false(segc_checkpoint_latest(dir, w, sizeof w, s, sizeof s, err, sizeof err));
+    assert_non_null(strstr(err, "does not name a checkpoint"));
+    /* no checkpoint at all: false with an empty message */
+    snprintf(p, sizeof p, "%s/empty", dir);
+    mkdir(p, 0755);
+    assert_false(segc_checkpoint_latest(p, w, sizeof w, s, sizeof s, err, sizeof err));
+    assert_string_equal(err, "");
+    segc_segformer_free(m);
+}
+
+static void test_training_errors(void **state) {
+    NEED_DATA();
+    char dir[512], err[1024];
+    /* missing dataset root */
+    run_dir(dir, sizeof dir, "noroot");
+    segc_config c;
+    tiny_config(&c, dir, NULL, 0);
+    snprintf(c.data.root, sizeof c.data.root, "/nonexistent/camvid_root");
+    segc_train_opts o = {.quiet = true};
+    assert_int_equal(segc_train(&c, &o, err, sizeof err), SEGC_TRAIN_FAILED);
+    if (!strstr(err, "data.root") || !strstr(err, "/nonexistent/camvid_root")) fail_msg("message: %s", err);
+    /* resuming a run with a different model: the checkpoint is refused */
+    run_dir(dir, sizeof dir, "othermodel");
+    const char *short_run[] = {"train.max_iters=3", "schedule.warmup_iters=1"};
+    if (train_tiny(dir, short_run, 2, false, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    const char *other[] = {"train.max_iters=6", "schedule.warmup_iters=1", "model.decoder_hidden=8"};
+    assert_int_equal(train_tiny(dir, other, 3, true, err, sizeof err), SEGC_TRAIN_FAILED);
+    if (!strstr(err, "decode_head.linear_c.0.proj.weight")) fail_msg("message: %s", err);
+    /* a failing checkpoint write stops training with the previous one kept */
+    const char *more[] = {"train.max_iters=6", "schedule.warmup_iters=1"};
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 16384;
+    setrlimit(RLIMIT_FSIZE, &lim);
+    segc_train_status st = train_tiny(dir, more, 2, true, err, sizeof err);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    assert_int_equal(st, SEGC_TRAIN_FAILED);
+    if (!strstr(err, "kept")) fail_msg("message: %s", err);
+    char p[700];
+    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+    char *l = read_text(p);
+    assert_string_equal(l, "iter_0000003\n");
+    free(l);
+}
+
+/* child mode: train the tiny config in DIR, resuming when possible */
+static int train_child(const char *dir, const char *root) {
+    snprintf(camvid, sizeof camvid, "%s", root);
+    segc_config c;
+    tiny_config(&c, dir, NULL, 0);
+    segc_train_opts o = {.resume = true, .quiet = true};
+    char err[1024];
+    segc_train_status st = segc_train(&c, &o, err, sizeof err);
+    if (st != SEGC_TRAIN_DONE) fprintf(stderr, "child: %s\n", err);
+    return (int)st;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 4 && !strcmp(argv[1], "--train-child")) return train_child(argv[2], argv[3]);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deterministic_and_outputs), cmocka_unit_test(test_sigkill_resume_exact),
+        cmocka_unit_test(test_nan_loss_keeps_checkpoint), cmocka_unit_test(test_time_limit_and_bf16),
+        cmocka_unit_test(test_full_disk_keeps_latest),    cmocka_unit_test(test_bad_checkpoints),
+        cmocka_unit_test(test_training_errors),
+    };
+    return cmocka_run_group_tests_name("train", tests, setup, teardown);
+}
