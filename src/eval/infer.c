@@ -2,6 +2,7 @@
  * mmseg's semantics, for any model given as a forward callback. */
 #pragma GCC optimize("no-trapping-math")   /* lets GCC vectorise the exp/select loops */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -96,74 +97,189 @@ segc_tensor *segc_segformer_forward_fn(segc_ctx *ctx, void *segformer, segc_tens
 }
 
 /* ------------------------------------------------------------------------
- * Kernels on f32 NCHW buffers. P = pixels per plane.
+ * Kernels. A "block" is up to PIX_BLOCK pixels of K channels, channel c of
+ * pixel j at x[c * stride + j].
  * ---------------------------------------------------------------------- */
 #define PIX_BLOCK 64
 
-/* dst = softmax over K (sigmoid for K == 1) of x, or dst += it (accumulate). */
-static void softmax_channels(const float *x, float *dst, int64_t n, int64_t k, int64_t p, bool accumulate) {
-    int64_t nblk = (p + PIX_BLOCK - 1) / PIX_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < n * nblk; t++) {
-        int64_t img = t / nblk, p0 = (t % nblk) * PIX_BLOCK;
-        int len = (int)(p - p0 < PIX_BLOCK ? p - p0 : PIX_BLOCK);
-        const float *xb = x + img * k * p + p0;
-        float *db = dst + img * k * p + p0;
-        if (k == 1) {
-            for (int j = 0; j < len; j++) {
-                float s = 1.0f / (1.0f + segc_vexpf(-xb[j]));
-                db[j] = accumulate ? db[j] + s : s;
-            }
-            continue;
+/* d = softmax over K (sigmoid for K == 1) of x, or d += it (accumulate).
+ * x is scratch: it is overwritten with exp(x - max) on the way. */
+static void softmax_block(float *x, int64_t xs, float *d, int64_t ds, int64_t k, int len, bool accumulate) {
+    if (k == 1) {
+        for (int j = 0; j < len; j++) {
+            float s = 1.0f / (1.0f + segc_vexpf(-x[j]));
+            d[j] = accumulate ? d[j] + s : s;
         }
-        float mx[PIX_BLOCK], inv[PIX_BLOCK];
-        for (int j = 0; j < len; j++) mx[j] = xb[j];
-        for (int64_t c = 1; c < k; c++)
-            for (int j = 0; j < len; j++) mx[j] = xb[c * p + j] > mx[j] ? xb[c * p + j] : mx[j];
-        for (int j = 0; j < len; j++) inv[j] = 0.f;
-        for (int64_t c = 0; c < k; c++)
-            for (int j = 0; j < len; j++) inv[j] += segc_vexpf(xb[c * p + j] - mx[j]);
-        for (int j = 0; j < len; j++) inv[j] = 1.0f / inv[j];
-        for (int64_t c = 0; c < k; c++) {
-            if (accumulate)
-                for (int j = 0; j < len; j++) db[c * p + j] += segc_vexpf(xb[c * p + j] - mx[j]) * inv[j];
-            else
-                for (int j = 0; j < len; j++) db[c * p + j] = segc_vexpf(xb[c * p + j] - mx[j]) * inv[j];
+        return;
+    }
+    float mx[PIX_BLOCK], inv[PIX_BLOCK];
+    for (int j = 0; j < len; j++) mx[j] = x[j];
+    for (int64_t c = 1; c < k; c++)
+        for (int j = 0; j < len; j++) mx[j] = x[c * xs + j] > mx[j] ? x[c * xs + j] : mx[j];
+    for (int j = 0; j < len; j++) inv[j] = 0.f;
+    for (int64_t c = 0; c < k; c++) {
+        float *xc = x + c * xs;
+        for (int j = 0; j < len; j++) {
+            xc[j] = segc_vexpf(xc[j] - mx[j]);
+            inv[j] += xc[j];
         }
+    }
+    for (int j = 0; j < len; j++) inv[j] = 1.0f / inv[j];
+    for (int64_t c = 0; c < k; c++) {
+        const float *xc = x + c * xs;
+        float *dc = d + c * ds;
+        if (accumulate)
+            for (int j = 0; j < len; j++) dc[j] += xc[j] * inv[j];
+        else
+            for (int j = 0; j < len; j++) dc[j] = xc[j] * inv[j];
     }
 }
 
 /* Label per pixel: argmax over K (first maximum wins, NaN counts as the
  * maximum like torch.argmax); K == 1: score > threshold, with the score the
  * sigmoid of x when x holds logits. */
-static void argmax_channels(const float *x, uint8_t *lab, int64_t n, int64_t k, int64_t p, bool logits,
-                            float threshold) {
+static void argmax_block(const float *x, int64_t xs, uint8_t *lab, int64_t k, int len, bool logits,
+                         float threshold) {
+    if (k == 1) {
+        for (int j = 0; j < len; j++) {
+            float s = logits ? 1.0f / (1.0f + segc_vexpf(-x[j])) : x[j];
+            lab[j] = s > threshold;
+        }
+        return;
+    }
+    float best[PIX_BLOCK];
+    int32_t idx[PIX_BLOCK];   /* 32-bit lanes like best, so the select vectorises */
+    for (int j = 0; j < len; j++) best[j] = x[j], idx[j] = 0;
+    for (int32_t c = 1; c < (int32_t)k; c++) {
+        const float *xc = x + c * xs;
+        for (int j = 0; j < len; j++) {
+            float v = xc[j], b = best[j];
+            int take = (v > b) | ((v != v) & (b == b));
+            best[j] = take ? v : b;
+            idx[j] = take ? c : idx[j];
+        }
+    }
+    for (int j = 0; j < len; j++) lab[j] = (uint8_t)idx[j];
+}
+
+/* Labels from averaged probabilities acc [N, K, P]. */
+static void argmax_planes(const float *acc, uint8_t *lab, int64_t n, int64_t k, int64_t p, float threshold) {
     int64_t nblk = (p + PIX_BLOCK - 1) / PIX_BLOCK;
 #pragma omp parallel for schedule(static)
     for (int64_t t = 0; t < n * nblk; t++) {
         int64_t img = t / nblk, p0 = (t % nblk) * PIX_BLOCK;
         int len = (int)(p - p0 < PIX_BLOCK ? p - p0 : PIX_BLOCK);
-        const float *xb = x + img * k * p + p0;
-        uint8_t *lb = lab + img * p + p0;
-        if (k == 1) {
-            for (int j = 0; j < len; j++) {
-                float s = logits ? 1.0f / (1.0f + segc_vexpf(-xb[j])) : xb[j];
-                lb[j] = s > threshold;
-            }
-            continue;
+        argmax_block(acc + img * k * p + p0, p, lab + img * p + p0, k, len, false, threshold);
+    }
+}
+
+/* Bilinear source taps of one axis (F.interpolate, align_corners=False, the
+ * float arithmetic of segc_resize_bilinear). */
+typedef struct axis_taps {
+    int32_t *i0, *i1;
+    float *w0, *w1;
+} axis_taps;
+
+static axis_taps taps_new(segc_ctx *ctx, int64_t in, int64_t out) {
+    axis_taps t;
+    t.i0 = segc_arena_alloc(&ctx->arena, (size_t)out * sizeof(int32_t));
+    t.i1 = segc_arena_alloc(&ctx->arena, (size_t)out * sizeof(int32_t));
+    t.w0 = segc_arena_alloc(&ctx->arena, (size_t)out * sizeof(float));
+    t.w1 = segc_arena_alloc(&ctx->arena, (size_t)out * sizeof(float));
+    const float scale = (float)in / (float)out;
+    for (int64_t o = 0; o < out; o++) {
+        int64_t i = o;
+        float l = 0.f;
+        if (in != out) {
+            float src = scale * ((float)o + 0.5f) - 0.5f;
+            if (src < 0) src = 0;
+            i = (int64_t)floorf(src);
+            if (i > in - 1) i = in - 1;
+            l = src - (float)i;
+            l = l < 0 ? 0 : l > 1 ? 1 : l;
         }
-        float best[PIX_BLOCK];
-        uint8_t idx[PIX_BLOCK];
-        for (int j = 0; j < len; j++) best[j] = xb[j], idx[j] = 0;
-        for (int64_t c = 1; c < k; c++) {
-            for (int j = 0; j < len; j++) {
-                float v = xb[c * p + j];
-                bool take = v > best[j] || (v != v && best[j] == best[j]);
-                best[j] = take ? v : best[j];
-                idx[j] = take ? (uint8_t)c : idx[j];
+        t.i0[o] = (int32_t)i;
+        t.i1[o] = (int32_t)(in != out && i < in - 1 ? i + 1 : i);
+        t.w0[o] = 1.0f - l;
+        t.w1[o] = l;
+    }
+    return t;
+}
+
+/* Mirror the taps: of the source (flip before resizing) or of the output (after). */
+static void taps_flip(axis_taps *t, int64_t in, int64_t out, bool flip_src, bool flip_dst) {
+    if (flip_src)
+        for (int64_t o = 0; o < out; o++) t->i0[o] = (int32_t)(in - 1 - t->i0[o]), t->i1[o] = (int32_t)(in - 1 - t->i1[o]);
+    if (flip_dst) {
+        for (int64_t a = 0, b = out - 1; a < b; a++, b--) {
+            int32_t ti = t->i0[a]; t->i0[a] = t->i0[b]; t->i0[b] = ti;
+            ti = t->i1[a]; t->i1[a] = t->i1[b]; t->i1[b] = ti;
+            float tw = t->w0[a]; t->w0[a] = t->w0[b]; t->w0[b] = tw;
+            tw = t->w1[a]; t->w1[a] = t->w1[b]; t->w1[b] = tw;
+        }
+    }
+}
+
+/* What to make of logits once resized to the output size. */
+typedef struct finish_spec {
+    uint8_t *labels;   /* argmax of the logits (NULL: none) */
+    float *probs;      /* softmax of the logits, stored or accumulated (NULL: none) */
+    bool accumulate;
+    float threshold;
+} finish_spec;
+
+/* resize(src [N, K, sh, sw]) to oh x ow, bilinear align_corners=False,
+ * with src mirrored first (flip_src) or the result mirrored (flip_dst),
+ * consumed row by row so the full-size logits never exist in memory. Each
+ * thread takes a contiguous run of output rows and keeps the horizontally
+ * interpolated source rows of all channels while consecutive output rows
+ * read the same ones. */
+static void finish_resized(segc_ctx *scratch, const float *src, int64_t n, int64_t k, int64_t sh, int64_t sw,
+                           int64_t oh, int64_t ow, bool flip_src, bool flip_dst, const finish_spec *fs) {
+    axis_taps ty = taps_new(scratch, sh, oh), tx = taps_new(scratch, sw, ow);
+    taps_flip(&tx, sw, ow, flip_src, flip_dst);
+    const int nthr = omp_get_max_threads();
+    /* per thread: the output row and two interpolated source rows, K channels each */
+    const int64_t per = 3 * k * ow;
+    float *scratch_rows = segc_arena_alloc(&scratch->arena, (size_t)(nthr * per) * sizeof(float));
+    const int64_t plane_in = sh * sw, plane_out = oh * ow, total = n * oh;
+#pragma omp parallel num_threads(nthr)
+    {
+        const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        float *row = scratch_rows + t * per, *ha = row + k * ow, *hb = ha + k * ow;
+        int64_t id_a = -1, id_b = -1;   /* image * sh + source row held in ha / hb */
+        const int64_t r0 = total * t / nt, r1 = total * (t + 1) / nt;
+        for (int64_t r = r0; r < r1; r++) {
+            const int64_t img = r / oh, y = r % oh;
+            const int64_t want_a = img * sh + ty.i0[y], want_b = img * sh + ty.i1[y];
+            if (want_a == id_b && want_a != id_a) {   /* moving down: the lower row becomes the upper one */
+                float *tmp = ha; ha = hb; hb = tmp;
+                id_a = id_b, id_b = -1;
+            }
+            for (int pass = 0; pass < 2; pass++) {
+                const int64_t want = pass ? want_b : want_a;
+                float *dst = pass ? hb : ha;
+                if ((pass ? id_b : id_a) == want || (pass && want_b == want_a)) continue;
+                const int64_t sy = want - img * sh;
+                for (int64_t c = 0; c < k; c++) {
+                    const float *s = src + (img * k + c) * plane_in + sy * sw;
+                    float *o = dst + c * ow;
+                    for (int64_t j = 0; j < ow; j++) o[j] = s[tx.i0[j]] * tx.w0[j] + s[tx.i1[j]] * tx.w1[j];
+                }
+                if (pass) id_b = want;
+                else id_a = want;
+            }
+            const float wy0 = ty.w0[y], wy1 = ty.w1[y];
+            const float *lower = want_b == want_a ? ha : hb;
+            for (int64_t q = 0; q < k * ow; q++) row[q] = ha[q] * wy0 + lower[q] * wy1;
+            for (int64_t j0 = 0; j0 < ow; j0 += PIX_BLOCK) {
+                int len = (int)(ow - j0 < PIX_BLOCK ? ow - j0 : PIX_BLOCK);
+                if (fs->labels) argmax_block(row + j0, ow, fs->labels + img * plane_out + y * ow + j0, k, len, true,
+                                             fs->threshold);
+                if (fs->probs) softmax_block(row + j0, ow, fs->probs + img * k * plane_out + y * ow + j0, plane_out,
+                                             k, len, fs->accumulate);
             }
         }
-        memcpy(lb, idx, (size_t)len);
     }
 }
 
@@ -240,10 +356,11 @@ static segc_tensor *at_size(infer_run *r, segc_tensor *t, int64_t h, int64_t w) 
     return y;
 }
 
-static segc_tensor *whole_pass(infer_run *r, segc_tensor *x) {
+/* whole mode: the model's logits, resized to the input size when to_input */
+static segc_tensor *whole_pass(infer_run *r, segc_tensor *x, bool to_input) {
     begin_forward(r);
     segc_tensor *y = run_forward(r, x);
-    return y ? at_size(r, y, x->shape[2], x->shape[3]) : NULL;
+    return y && to_input ? at_size(r, y, x->shape[2], x->shape[3]) : y;
 }
 
 static segc_tensor *slide_pass(infer_run *r, segc_tensor *x) {
@@ -306,8 +423,10 @@ static segc_tensor *slide_pass(infer_run *r, segc_tensor *x) {
     return segc_tensor_wrap(r->ctx, SEGC_F32, 4, shape, sum);
 }
 
-static segc_tensor *mode_pass(infer_run *r, segc_tensor *x) {
-    return r->o->mode == SEGC_INFER_SLIDE ? slide_pass(r, x) : whole_pass(r, x);
+/* Logits of one pass of the mode: at the input size, except that whole mode
+ * leaves them at the model's resolution unless to_input. */
+static segc_tensor *mode_pass(infer_run *r, segc_tensor *x, bool to_input) {
+    return r->o->mode == SEGC_INFER_SLIDE ? slide_pass(r, x) : whole_pass(r, x, to_input);
 }
 
 static bool check_images(segc_ctx *ctx, const char *op, segc_tensor *images, const segc_infer_opts *o) {
@@ -357,7 +476,7 @@ segc_tensor *segc_infer_logits(segc_ctx *ctx, segc_ctx *work, segc_forward_fn fo
     saved_flags fl = enter_eval(ctx, work);
     infer_run r = {.ctx = ctx, .work = work, .forward = forward, .model = model, .o = o, .n = images->shape[0],
                    .max_pixels = images->shape[2] * images->shape[3]};
-    segc_tensor *y = mode_pass(&r, images);
+    segc_tensor *y = mode_pass(&r, images, true);
     if (y && o->mode == SEGC_INFER_WHOLE && work != ctx) {   /* the result must outlive work's next step */
         segc_tensor *c = segc_tensor_new(ctx, SEGC_F32, 4, y->shape);
         memcpy(c->data, y->data, segc_nbytes(y));
@@ -398,8 +517,7 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
                    .max_pixels = max_pixels};
     int64_t lshape[3] = {n, oh, ow};
     segc_tensor *labels = segc_tensor_new(ctx, SEGC_U8, 3, lshape);
-    segc_tensor *final_logits = NULL;   /* single augmentation */
-    float *acc = NULL;                  /* summed probabilities over augmentations */
+    float *acc = NULL;   /* summed probabilities over augmentations */
     for (int s = 0; s < n_scales && labels; s++) {
         segc_tensor *img = images;
         if (rh[s] != h || rw[s] != w) {
@@ -412,43 +530,51 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
                 in = segc_tensor_like(ctx, img);
                 flip_rows(img->data, in->data, n * img->shape[1] * rh[s], rw[s], segc_dtype_size(img->dtype));
             }
-            segc_tensor *y = mode_pass(&r, in);
+            segc_tensor *y = mode_pass(&r, in, false);
             if (y && r.k > 255) {
                 segc_set_error(ctx, "infer: %lld classes do not fit a u8 label map (at most 255)", (long long)r.k);
                 y = NULL;
             }
-            if (y && f) {   /* flip the logits back (into work: a slide result must stay intact in ctx) */
-                segc_tensor *b = segc_tensor_new(work, SEGC_F32, 4, y->shape);
-                flip_rows(y->data, b->data, n * r.k * rh[s], rw[s], sizeof(float));
-                y = b;
+            /* mmseg: logits resized to the pass's input (rh x rw), flipped back, resized to the output.
+             * When the pass input already has the output size that is one resize followed by the flip;
+             * otherwise the first resize (whole mode only) is done here and the flip goes before the
+             * second. Either way the last resize streams into the argmax / softmax. */
+            bool flip_src = false, flip_dst = false;
+            if (y && rh[s] == oh && rw[s] == ow) {
+                flip_dst = f;
+            } else if (y) {
+                y = at_size(&r, y, rh[s], rw[s]);
+                flip_src = f;
             }
-            if (y) y = at_size(&r, y, oh, ow);
             if (!y) { labels = NULL; break; }
+            finish_spec fs = {.threshold = o->threshold};
             if (n_aug == 1) {
-                final_logits = y;
+                fs.labels = labels->data;
+                if (probs) {
+                    int64_t pshape[4] = {n, r.k, oh, ow};
+                    *probs = segc_tensor_new(ctx, SEGC_F32, 4, pshape);
+                    fs.probs = segc_f32(*probs);
+                }
             } else {
                 if (!acc) acc = segc_arena_calloc(&ctx->arena, (size_t)(n * r.k * oh * ow) * sizeof(float));
-                softmax_channels(segc_f32(y), acc, n, r.k, oh * ow, true);
+                fs.probs = acc;
+                fs.accumulate = true;
             }
+            finish_resized(work, segc_f32(y), n, r.k, y->shape[2], y->shape[3], oh, ow, flip_src, flip_dst, &fs);
         }
     }
-    if (labels) {
-        int64_t pshape[4] = {n, r.k, oh, ow};
-        if (n_aug == 1) {
-            argmax_channels(segc_f32(final_logits), labels->data, n, r.k, oh * ow, true, o->threshold);
-            if (probs) {
-                *probs = segc_tensor_new(ctx, SEGC_F32, 4, pshape);
-                softmax_channels(segc_f32(final_logits), segc_f32(*probs), n, r.k, oh * ow, false);
-            }
-        } else {
-            const int64_t total = n * r.k * oh * ow;
-            const float div = (float)n_aug;
+    if (labels && n_aug > 1) {
+        const int64_t total = n * r.k * oh * ow;
+        const float div = (float)n_aug;
 #pragma omp parallel for schedule(static)
-            for (int64_t i = 0; i < total; i++) acc[i] /= div;
-            argmax_channels(acc, labels->data, n, r.k, oh * ow, false, o->threshold);
-            if (probs) *probs = segc_tensor_wrap(ctx, SEGC_F32, 4, pshape, acc);
+        for (int64_t i = 0; i < total; i++) acc[i] /= div;
+        argmax_planes(acc, labels->data, n, r.k, oh * ow, o->threshold);
+        if (probs) {
+            int64_t pshape[4] = {n, r.k, oh, ow};
+            *probs = segc_tensor_wrap(ctx, SEGC_F32, 4, pshape, acc);
         }
     }
+    if (!labels && probs) *probs = NULL;
     leave_eval(ctx, work, fl);
     return labels;
 }
