@@ -133,6 +133,8 @@ typedef struct segc_profile_entry {
     int64_t calls;
 } segc_profile_entry;
 
+typedef struct segc_grad_block { float *ptr; size_t cap; bool in_use; } segc_grad_block;
+
 /* ---- context: one per training process/thread of control ---- */
 struct segc_ctx {
     segc_arena arena;       /* step arena: activations, saved state, grads */
@@ -141,12 +143,18 @@ struct segc_ctx {
     bool grad_enabled;
     bool training;          /* dropout/drop-path/batch-norm behaviour */
     bool check_finite;      /* ops verify outputs are finite (slow; debugging) */
+    bool retain_grads;      /* keep non-leaf gradients after backward (tests, debugging); off:
+                             * their buffers are recycled as soon as they are consumed */
     segc_rng rng;
     int num_threads;
     char err[512];
     bool has_err;
     bool profile;
     double profile_mark;
+    /* gradient buffers of this step, recycled once the node that produced their tensor has run
+     * its backward (peak memory: a gradient lives only while it can still be read) */
+    segc_grad_block *grad_blocks;
+    int n_grad_blocks, cap_grad_blocks;
     segc_profile_entry prof[SEGC_PROFILE_SLOTS];
 };
 
@@ -191,6 +199,9 @@ segc_node *segc_record(segc_ctx *ctx, const char *op, segc_backward_fn bw, segc_
 /* Gradient buffer of t, allocated zeroed in the arena on first use
  * (parameters must have their persistent grad already bound). */
 float *segc_grad(segc_ctx *ctx, segc_tensor *t);
+/* A gradient buffer of numel floats (zeroed if asked), from the step's recycled gradient
+ * buffers when one fits, else from the arena. Kernels that fill every element use zero=false. */
+float *segc_grad_buffer(segc_ctx *ctx, int64_t numel, bool zero);
 /* Backward from a scalar (seed 1) or from an explicit upstream gradient. */
 bool segc_backward(segc_ctx *ctx, segc_tensor *scalar_loss);
 bool segc_backward_from(segc_ctx *ctx, segc_tensor *out, const float *grad_out);

@@ -126,7 +126,7 @@ static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n
 static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
     *fresh = !t->grad && !t->is_param;
     if (*fresh) {
-        t->grad = (float *)segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+        t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
         return t->grad;
     }
     return segc_grad(ctx, t);

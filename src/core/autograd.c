@@ -68,13 +68,46 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
     return nd;
 }
 
+float *segc_grad_buffer(segc_ctx *c, int64_t numel, bool zero) {
+    size_t need = (size_t)(numel > 0 ? numel : 1) * sizeof(float);
+    int best = -1;
+    for (int i = 0; i < c->n_grad_blocks; i++) {   /* smallest free block that fits: deterministic */
+        const segc_grad_block *b = &c->grad_blocks[i];
+        if (!b->in_use && b->cap >= need && (best < 0 || b->cap < c->grad_blocks[best].cap)) best = i;
+    }
+    float *p;
+    if (best >= 0) {
+        c->grad_blocks[best].in_use = true;
+        p = c->grad_blocks[best].ptr;
+    } else {
+        p = segc_arena_alloc(&c->arena, need);
+        if (c->n_grad_blocks < c->cap_grad_blocks)
+            c->grad_blocks[c->n_grad_blocks++] = (segc_grad_block){p, need, true};
+    }
+    if (zero) memset(p, 0, need);
+    return p;
+}
+
+/* the producer of nd->out has run: its gradient buffer can serve later gradients,
+ * unless an input's gradient aliases it (pass-through ops hand the buffer on) */
+static void release_out_grad(segc_ctx *c, const segc_node *nd) {
+    float *g = nd->out->grad;
+    if (!g || nd->out->is_param || c->retain_grads) return;
+    for (int k = 0; k < nd->n_in; k++)
+        if (nd->in[k] && nd->in[k]->grad == g) return;
+    /* like PyTorch, a non-leaf tensor does not keep its gradient after backward */
+    nd->out->grad = NULL;
+    for (int i = 0; i < c->n_grad_blocks; i++)
+        if (c->grad_blocks[i].ptr == g) { c->grad_blocks[i].in_use = false; return; }
+}
+
 float *segc_grad(segc_ctx *c, segc_tensor *t) {
     if (!t->grad) {
         if (t->is_param) {
             segc_set_error(c, "autograd: parameter '%s' has no gradient buffer bound", t->name ? t->name : "?");
             /* fall through with an arena buffer so callers never write to NULL */
         }
-        t->grad = segc_arena_calloc(&c->arena, (size_t)segc_numel(t) * sizeof(float));
+        t->grad = segc_grad_buffer(c, segc_numel(t), true);
     }
     return t->grad;
 }
@@ -101,7 +134,11 @@ static bool run_tape(segc_ctx *c) {
         if (c->profile) prof_slot(c, nd->op)->bwd_s += segc_now_s() - t0;
         if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
+        release_out_grad(c, nd);
     }
+    /* the graph is consumed (PyTorch's retain_graph=False): a later backward in the same step
+     * walks only what was recorded after this one */
+    c->tape = NULL;
     return true;
 }
 

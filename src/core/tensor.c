@@ -55,17 +55,21 @@ segc_ctx *segc_ctx_new(uint64_t seed) {
     c->training = true;
     segc_rng_init(&c->rng, seed);
     c->num_threads = omp_get_max_threads();
+    c->cap_grad_blocks = 4096;
+    c->grad_blocks = calloc((size_t)c->cap_grad_blocks, sizeof *c->grad_blocks);
     return c;
 }
 void segc_ctx_free(segc_ctx *c) {
     if (!c) return;
     segc_arena_free(&c->arena);
+    free(c->grad_blocks);
     free(c);
 }
 void segc_ctx_step_begin(segc_ctx *c) {
     segc_arena_reset(&c->arena);
     c->tape = NULL;
     c->n_nodes = 0;
+    c->n_grad_blocks = 0;
 }
 void segc_set_num_threads(segc_ctx *c, int n) {
     if (n < 1) n = 1;

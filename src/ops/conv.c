@@ -226,7 +226,7 @@ static bool out_layout(segc_ctx *ctx, const char *op, const conv_key *k, int slo
  * so the op may overwrite it instead of accumulating (and skip zeroing). */
 static float *grad_buffer(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
     *fresh = !t->grad && !t->is_param;
-    if (*fresh) t->grad = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+    if (*fresh) t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
     return segc_grad(ctx, t);
 }
 

@@ -227,7 +227,7 @@ void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd) {
         const float *wf = weights_f32(ctx, w);
         /* a fresh gradient is written, not accumulated (no zeroing pass) */
         bool fresh = !x->grad && !x->is_param;
-        if (fresh) x->grad = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(x) * sizeof(float));
+        if (fresh) x->grad = segc_grad_buffer(ctx, segc_numel(x), false);
         input_grad_s1(ctx, k, g, wf, segc_grad(ctx, x), fresh);
     }
 

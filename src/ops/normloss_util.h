@@ -72,7 +72,7 @@ static inline const float *nl_param_f32(segc_ctx *ctx, const segc_tensor *t) {
  * *overwrite tells the kernel whether to store (=) or accumulate (+=). */
 static inline float *nl_grad_buf(segc_ctx *ctx, segc_tensor *t, int *overwrite) {
     if (!t->grad && !t->is_param) {
-        t->grad = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(t) * sizeof(float));
+        t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
         *overwrite = 1;
     } else {
         segc_grad(ctx, t);
