@@ -12,6 +12,7 @@
 #include "segc/infer.h"
 #include "segc/ops.h"
 #include "segc/predict.h"
+#include "segc/segformer.h"
 
 static segc_st_file *fx;
 
@@ -417,6 +418,51 @@ static void test_errors(void **state) {
 }
 
 
+/* The real model through the adapter: logits [N, K, H/4, W/4] resized to the input, slide + TTA run. */
+static void test_segformer_adapter(void **state) {
+    segc_segformer_config cfg;
+    assert_true(segc_segformer_preset(&cfg, "b0", 5));
+    char err[256];
+    segc_segformer *net = segc_segformer_new(&cfg, err, sizeof err);
+    assert_non_null(net);
+    segc_segformer_init(net, 11);
+    segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(1, 3, 37, 45), 1.f, false);
+    segc_infer_opts o;
+    segc_infer_opts_default(&o);
+    segc_tensor *lg = segc_infer_logits(ctx, work, segc_segformer_forward_fn, net, x, &o);
+    if (!lg) fail_msg("%s", segc_last_error(ctx));
+    assert_true(lg->shape[0] == 1 && lg->shape[1] == 5 && lg->shape[2] == 37 && lg->shape[3] == 45);
+    /* the same as forward + bilinear resize by hand */
+    ctx->training = false;
+    bool prev = segc_set_grad_enabled(ctx, false);
+    segc_tensor *y = segc_segformer_forward(ctx, net, x);
+    assert_true(y->shape[2] == 10 && y->shape[3] == 12);
+    segc_tensor *want = segc_resize_bilinear(ctx, y, 37, 45, false);
+    segc_set_grad_enabled(ctx, prev);
+    ctx->training = true;
+    assert_memory_equal(lg->data, want->data, segc_nbytes(want));
+    o.mode = SEGC_INFER_SLIDE;
+    o.crop_h = o.crop_w = 48;   /* stage 1 reduces keys by 8 at H/4: crops of at least 32 */
+    o.stride_h = o.stride_w = 32;
+    o.flip = true;
+    o.n_ratios = 2;
+    o.ratios[0] = 0.75f, o.ratios[1] = 1.0f;
+    segc_tensor *probs, *x2 = t_randn(ctx, 4, SHAPE(1, 3, 64, 72), 1.f, false);
+    segc_tensor *lab = segc_infer(ctx, work, segc_segformer_forward_fn, net, x2, 50, 60, &o, &probs);
+    if (!lab) fail_msg("%s", segc_last_error(ctx));
+    assert_true(lab->shape[0] == 1 && lab->shape[1] == 50 && lab->shape[2] == 60);
+    for (int64_t q = 0; q < 50 * 60; q++) {
+        assert_true(((uint8_t *)lab->data)[q] < 5);
+        double s = 0;
+        for (int c = 0; c < 5; c++) s += segc_f32(probs)[c * 3000 + q];
+        assert_true(fabs(s - 1) < 1e-5);
+    }
+    segc_ctx_free(work);
+    segc_ctx_free(ctx);
+    segc_segformer_free(net);
+}
+
 /* ---- predict: label and overlay PNGs ---- */
 
 /* identity 1x1 conv: the class of a pixel is its largest normalised channel */
@@ -619,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_work_steady_state),
         cmocka_unit_test(test_image_tensor),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_segformer_adapter),
         cmocka_unit_test(test_predict_files),
         cmocka_unit_test(test_predict_write_and_palette),
     };

@@ -49,7 +49,7 @@ static void assert_same_double(double got, double want, double tol, const char *
 static void accumulate_case(segc_ctx *ctx, const char *cas, segc_confusion *c, int first, int step) {
     int nb = (int)fx_param_int(fx, cas, "n_batches", 0);
     for (int i = first; i < nb; i += step) {
-        char kp[16], kl[16];
+        char kp[32], kl[32];
         snprintf(kp, sizeof kp, "pred%d", i);
         snprintf(kl, sizeof kl, "label%d", i);
         segc_tensor *p = fx_tensor(ctx, fx, cas, kp), *l = fx_tensor(ctx, fx, cas, kl);
