@@ -15,6 +15,13 @@ segc_tensor *segc_cast(segc_ctx *ctx, segc_tensor *x, segc_dtype to);
 segc_tensor *segc_dwconv2d_tokens(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *b, int64_t H,
                                   int64_t W);
 
+/* Cross-entropy of bilinearly upsampled logits (align_corners=False) against a full-resolution
+ * target, mean over pixels whose target is not ignore_index (0 when none is): equals
+ * segc_cross_entropy(segc_resize_bilinear(logits, H, W, false), target) without materialising
+ * the upsampled logits or their gradient. logits [N, C, h, w] f32/bf16, target [N, H, W] u8/i32/i64;
+ * returns a 1-element f32 loss. */
+segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, int ignore_index);
+
 #include "segc/ops_elementwise.h"
 #include "segc/ops_shape.h"
 #include "segc/ops_conv.h"

@@ -242,10 +242,6 @@ segc_tensor *segc_segformer_loss(segc_ctx *ctx, segc_tensor *logits, segc_tensor
                        segc_shape_str(logits, b, sizeof b));
         return NULL;
     }
-    segc_tensor *up = logits;
-    if (logits->shape[2] != labels->shape[1] || logits->shape[3] != labels->shape[2])
-        up = segc_resize_bilinear(ctx, logits, (int)labels->shape[1], (int)labels->shape[2], false);
-    segc_ce_opts o = segc_ce_opts_default();
-    o.ignore_index = ignore_index;
-    return segc_cross_entropy(ctx, up, labels, &o);
+    /* fused: the full-resolution logits and their gradient are never materialised */
+    return segc_resize_cross_entropy(ctx, logits, labels, ignore_index);
 }
