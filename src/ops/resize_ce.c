@@ -16,6 +16,7 @@ typedef struct {
     int ignore_index;
     int64_t valid;          /* non-ignored pixels */
     const float *lf;        /* logits as f32 [N, C, h, w] */
+    float *hx;              /* logits upsampled along x only: [N, C, h, W] (1/H-th of the full size) */
     float *lse;             /* per output pixel log-sum-exp (NaN-free; 0 where ignored) */
     int32_t *y0, *y1, *x0, *x1;
     float *ly, *lx;         /* weights of the second tap along each axis */
@@ -44,19 +45,34 @@ static int64_t target_at(const segc_tensor *t, int64_t i) {
     }
 }
 
-/* Z[c][x] = interpolated logits of output row (n, yy) */
+/* along x: hx[n, c, iy, :] from lf[n, c, iy, :], for all rows (parallel, no conflicts) */
+static void upsample_x(const rce_saved *s) {
+    const int64_t rows = s->N * s->C * s->h, w = s->w, W = s->W;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *in = s->lf + r * w;
+        float *out = s->hx + r * W;
+#pragma omp simd
+        for (int64_t x = 0; x < W; x++) out[x] = in[s->x0[x]] + s->lx[x] * (in[s->x1[x]] - in[s->x0[x]]);
+    }
+}
+
+/* Z[c][x] = interpolated logits of output row (n, yy): a blend of two rows of hx */
 static void interp_row(const rce_saved *s, int64_t n, int64_t yy, float *Z) {
-    const int64_t C = s->C, h = s->h, w = s->w, W = s->W;
+    const int64_t C = s->C, h = s->h, W = s->W;
     const float a1 = s->ly[yy], a0 = 1.0f - a1;
     for (int64_t c = 0; c < C; c++) {
-        const float *r0 = s->lf + ((n * C + c) * h + s->y0[yy]) * w, *r1 = s->lf + ((n * C + c) * h + s->y1[yy]) * w;
+        const float *r0 = s->hx + ((n * C + c) * h + s->y0[yy]) * W, *r1 = s->hx + ((n * C + c) * h + s->y1[yy]) * W;
         float *z = Z + c * W;
 #pragma omp simd
-        for (int64_t x = 0; x < W; x++) {
-            float b1 = s->lx[x], b0 = 1.0f - b1;
-            z[x] = a0 * (b0 * r0[s->x0[x]] + b1 * r0[s->x1[x]]) + a1 * (b0 * r1[s->x0[x]] + b1 * r1[s->x1[x]]);
-        }
+        for (int64_t x = 0; x < W; x++) z[x] = a0 * r0[x] + a1 * r1[x];
     }
+}
+
+static void target_row(const segc_tensor *t, int64_t off, int64_t W, int32_t *dst) {
+    if (t->dtype == SEGC_U8) for (int64_t x = 0; x < W; x++) dst[x] = ((const uint8_t *)t->data)[off + x];
+    else if (t->dtype == SEGC_I32) memcpy(dst, (const int32_t *)t->data + off, (size_t)W * sizeof(int32_t));
+    else for (int64_t x = 0; x < W; x++) dst[x] = (int32_t)((const int64_t *)t->data)[off + x];
 }
 
 static void rce_backward(segc_ctx *ctx, segc_node *nd) {
@@ -66,19 +82,23 @@ static void rce_backward(segc_ctx *ctx, segc_node *nd) {
     const int64_t N = s->N, C = s->C, h = s->h, w = s->w, H = s->H, W = s->W;
     const float scale = nd->out->grad[0] / (float)s->valid;
     const int nt = omp_get_max_threads();
-    const int64_t plane = N * C * h * w;
-    /* per-thread low-resolution gradients, summed in thread order: deterministic for a thread count */
-    float *part = segc_arena_calloc(&ctx->arena, (size_t)nt * (size_t)plane * sizeof(float));
+    const int64_t hplane = N * C * h * W;
+    /* per-thread gradients of hx (output rows of two threads can share an input row), summed in
+     * thread order: deterministic for a thread count */
+    float *part = segc_arena_calloc(&ctx->arena, (size_t)nt * (size_t)hplane * sizeof(float));
     float *Zall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(C * W) * sizeof(float));
+    int32_t *tall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)W * sizeof(int32_t));
 #pragma omp parallel
     {
         int tid = omp_get_thread_num();
-        float *Z = Zall + (int64_t)tid * C * W, *dl = part + (int64_t)tid * plane;
+        float *Z = Zall + (int64_t)tid * C * W, *dh = part + (int64_t)tid * hplane;
+        int32_t *tr = tall + (int64_t)tid * W;
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < N * H; row++) {
             int64_t n = row / H, yy = row % H;
             interp_row(s, n, yy, Z);
-            const float *lse = s->lse + (n * H + yy) * W;
+            target_row(target, row * W, W, tr);
+            const float *lse = s->lse + row * W;
             /* G = (softmax - onehot) * scale, in place in Z; ignored pixels get 0 */
             for (int64_t c = 0; c < C; c++) {
                 float *z = Z + c * W;
@@ -86,33 +106,33 @@ static void rce_backward(segc_ctx *ctx, segc_node *nd) {
                 for (int64_t x = 0; x < W; x++) z[x] = segc_vexpf(z[x] - lse[x]) * scale;
             }
             for (int64_t x = 0; x < W; x++) {
-                int64_t t = target_at(target, (n * H + yy) * W + x);
-                if (t == s->ignore_index) {
-                    for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
-                } else {
-                    Z[t * W + x] -= scale;
-                }
+                if (tr[x] == s->ignore_index) for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
+                else Z[(int64_t)tr[x] * W + x] -= scale;
             }
             const float a1 = s->ly[yy], a0 = 1.0f - a1;
             for (int64_t c = 0; c < C; c++) {
                 const float *g = Z + c * W;
-                float *d0 = dl + ((n * C + c) * h + s->y0[yy]) * w, *d1 = dl + ((n * C + c) * h + s->y1[yy]) * w;
-                for (int64_t x = 0; x < W; x++) {
-                    float b1 = s->lx[x], b0 = 1.0f - b1, gv = g[x];
-                    d0[s->x0[x]] += a0 * b0 * gv;
-                    d0[s->x1[x]] += a0 * b1 * gv;
-                    d1[s->x0[x]] += a1 * b0 * gv;
-                    d1[s->x1[x]] += a1 * b1 * gv;
-                }
+                float *d0 = dh + ((n * C + c) * h + s->y0[yy]) * W, *d1 = dh + ((n * C + c) * h + s->y1[yy]) * W;
+#pragma omp simd
+                for (int64_t x = 0; x < W; x++) d0[x] += a0 * g[x];
+#pragma omp simd
+                for (int64_t x = 0; x < W; x++) d1[x] += a1 * g[x];
             }
         }
     }
+    /* sum the parts and scatter along x back to the logits' width, one input row per task */
     float *gl = segc_grad(ctx, logits);
+    const int64_t rows = N * C * h;
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < plane; i++) {
-        float acc = gl[i];
-        for (int t = 0; t < nt; t++) acc += part[(int64_t)t * plane + i];
-        gl[i] = acc;
+    for (int64_t r = 0; r < rows; r++) {
+        float *dst = gl + r * w;
+        for (int64_t x = 0; x < W; x++) {
+            float g = 0;
+            for (int t = 0; t < nt; t++) g += part[(int64_t)t * hplane + r * W + x];
+            float b1 = s->lx[x];
+            dst[s->x0[x]] += g - b1 * g;
+            dst[s->x1[x]] += b1 * g;
+        }
     }
 }
 
@@ -157,13 +177,16 @@ segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_
     s->lx = segc_arena_alloc(&ctx->arena, (size_t)W * sizeof(float));
     axis_table(h, H, s->y0, s->y1, s->ly);
     axis_table(w, W, s->x0, s->x1, s->lx);
+    s->hx = segc_arena_alloc(&ctx->arena, (size_t)(N * C * h * W) * sizeof(float));
+    upsample_x(s);
     const int nt = omp_get_max_threads();
-    float *Zall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(C * W + 2 * W) * sizeof(float));
+    float *Zall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(C * W + 3 * W) * sizeof(float));
     double *row_loss = segc_arena_alloc(&ctx->arena, (size_t)(N * H) * sizeof(double));
 #pragma omp parallel
     {
         int tid = omp_get_thread_num();
-        float *Z = Zall + (int64_t)tid * (C * W + 2 * W), *m = Z + C * W, *sum = m + W;
+        float *Z = Zall + (int64_t)tid * (C * W + 3 * W), *m = Z + C * W, *sum = m + W;
+        int32_t *tr = (int32_t *)(sum + W);
 #pragma omp for schedule(static)
         for (int64_t row = 0; row < N * H; row++) {
             int64_t n = row / H, yy = row % H;
@@ -180,11 +203,11 @@ segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_
                 for (int64_t x = 0; x < W; x++) sum[x] += segc_vexpf(z[x] - m[x]);
             }
             float *lse = s->lse + (n * H + yy) * W;
+            target_row(target, row * W, W, tr);
             double acc = 0;
             for (int64_t x = 0; x < W; x++) {
-                int64_t t = target_at(target, (n * H + yy) * W + x);
                 lse[x] = m[x] + logf(sum[x]);
-                if (t != ignore_index) acc += (double)lse[x] - (double)Z[t * W + x];
+                if (tr[x] != ignore_index) acc += (double)lse[x] - (double)Z[(int64_t)tr[x] * W + x];
             }
             row_loss[row] = acc;
         }
