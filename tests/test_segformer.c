@@ -185,12 +185,14 @@ static void test_b0_parity(void **state) {
         for (int64_t k = 0; k < segc_numel(t); k++) { s += t->grad[k]; a += fabs(t->grad[k]); }
         double scale = fmax(st[1], 1e-2 * max_norm);
         double e = fmax(fabs(a - st[1]), fabs(s - st[0])) / scale;
-        if (e > 1e-4) print_message("  b0 grad sums %s: sum %.6g want %.6g, abs sum %.6g want %.6g\n", t->name, s, st[0], a, st[1]);
+        if (e > 5e-4) print_message("  b0 grad sums %s: sum %.6g want %.6g, abs sum %.6g want %.6g\n", t->name, s, st[0], a, st[1]);
         worst_stat = fmax(worst_stat, e);
         checked++;
     }
+    /* whole-tensor signed sums over up to 369k gradients cancel heavily, so they get a looser bar than
+     * the element checks above (an -O1 sanitizer build sums in another order: ~1.5e-4) */
     print_message("  b0 gradient sums: worst relative error %.3g over %d tensors\n", worst_stat, checked);
-    ok &= worst_stat < 1e-4;
+    ok &= worst_stat < 5e-4;
     segc_ctx_free(ctx);
     segc_segformer_free(m);
     assert_true(ok);

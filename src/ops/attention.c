@@ -36,7 +36,7 @@ static inline float exp_le0(float x) {
     x = xv.f;
     t.f = x * 1.44269504088896341f + 12582912.0f; /* round-to-nearest via 1.5*2^23 */
     float n = t.f - 12582912.0f;
-    scale.i = (t.i - 0x4B400000 + 127) << 23;
+    scale.u = (uint32_t)(t.i - 0x4B400000 + 127) << 23;   /* unsigned: no signed-shift overflow */
     float r = fmaf(n, -0.693145751953125f, x);
     r = fmaf(n, -1.428606765330187e-06f, r);
     float p = 1.0f / 720.0f;
