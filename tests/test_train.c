@@ -185,19 +185,41 @@ static void test_deterministic_and_outputs(void **state) {
     assert_non_null(strstr(err, "--resume"));
 }
 
-static int run_child(const char *dir, double kill_after_s) {
+static char *latest_of(const char *dir) {
+    char p[700];
+    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
+    return read_text(p);
+}
+
+/* Runs the tiny training in a child process. kill_after_s > 0: SIGKILL it that
+ * long after it starts or, with after_progress, that long after its `latest`
+ * checkpoint first changes. Returns the exit status or -signal. */
+static int run_child(const char *dir, double kill_after_s, bool after_progress) {
     char exe[1024];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     assert_true(n > 0);
     exe[n] = 0;
+    char *before = after_progress ? latest_of(dir) : NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        execl(exe, exe, "--train-child", dir, camvid, (char *)NULL);
+        execl(exe, exe, "--train-child", dir, camvid, "train.max_iters=18", (char *)NULL);
         _exit(127);
     }
     int status = 0;
     if (kill_after_s > 0) {
+        bool exited = false;
+        while (after_progress && !exited) {   /* poll until a new checkpoint lands */
+            char *now = latest_of(dir);
+            bool moved = now && (!before || strcmp(now, before) != 0);
+            free(now);
+            if (moved) break;
+            exited = waitpid(pid, &status, WNOHANG) == pid;
+            struct timespec ts = {0, 5000000};
+            nanosleep(&ts, NULL);
+        }
+        free(before);
+        if (exited) return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
         struct timespec ts = {(time_t)kill_after_s, (long)((kill_after_s - (double)(time_t)kill_after_s) * 1e9)};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
@@ -209,38 +231,36 @@ static int run_child(const char *dir, double kill_after_s) {
 
 static void test_sigkill_resume_exact(void **state) {
     NEED_DATA();
-    char ref[512], dir[512], p[700], q[700];
+    char ref[512], dir[512], p[900], q[900];
     run_dir(ref, sizeof ref, "kill_ref");
     run_dir(dir, sizeof dir, "kill_run");
     double t0 = segc_now_s();
-    assert_int_equal(run_child(ref, 0), 0);
+    assert_int_equal(run_child(ref, 0, false), 0);
     double t_ref = segc_now_s() - t0;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     srand(seed);
     int killed = 0;
+    /* round 0 at a random moment of the whole run; later rounds at a random
+     * moment within the checkpoint interval after the resumed run's next checkpoint */
     for (int round = 0; round < 3; round++) {
-        /* a random moment of what is left of the run (startup included) */
-        snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
-        char *cur = read_text(p);
-        int done = cur ? atoi(cur + 5) : 0;
-        free(cur);
-        double left = 0.25 + 0.75 * (12 - done) / 12.0;
-        double at = t_ref * left * (0.05 + 0.9 * rand() / (double)RAND_MAX);
-        int rc = run_child(dir, at);
+        double u = rand() / (double)RAND_MAX;
+        double at = round == 0 ? t_ref * (0.05 + 0.9 * u) : t_ref / 6 * u + 1e-3;
+        int rc = run_child(dir, at, round > 0);
         killed += rc == -SIGKILL;
-        snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
-        char *l = read_text(p);
-        printf("  kill round %d after %.3f s (reference run %.3f s, seed %u): %s, latest %s", round, at, t_ref, seed,
-               rc == -SIGKILL ? "killed" : "had finished", l ? l : "none\n");
+        if (rc != -SIGKILL) assert_int_equal(rc, 0);
+        char *l = latest_of(dir);
+        printf("  kill round %d, %.3f s %s (reference run %.3f s, seed %u): %s, latest %s", round, at,
+               round ? "after a checkpoint" : "after start", t_ref, seed, rc == -SIGKILL ? "killed" : "had finished",
+               l ? l : "none\n");
         free(l);
     }
-    assert_int_equal(run_child(dir, 0), 0);   /* resume to the end */
+    assert_int_equal(run_child(dir, 0, false), 0);   /* resume to the end */
     printf("  %d of 3 runs killed mid-way\n", killed);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.safetensors", dir);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.safetensors", dir);
     assert_same_tensors(p, q);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.state.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.state.safetensors", dir);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.state.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.state.safetensors", dir);
     assert_same_tensors(p, q);
     snprintf(p, sizeof p, "%s/checkpoints", dir);
     assert_int_equal(count_files(p, ".tmp."), 0);
@@ -258,7 +278,7 @@ static void test_sigkill_resume_exact(void **state) {
         last = v;
         n++;
     }
-    assert_int_equal(n, 4);
+    assert_int_equal(n, 6);
     free(m);
 }
 
@@ -474,10 +494,10 @@ static void test_training_errors(void **state) {
 }
 
 /* child mode: train the tiny config in DIR, resuming when possible */
-static int train_child(const char *dir, const char *root) {
+static int train_child(const char *dir, const char *root, const char *const *extra, int n_extra) {
     snprintf(camvid, sizeof camvid, "%s", root);
     segc_config c;
-    tiny_config(&c, dir, NULL, 0);
+    tiny_config(&c, dir, extra, n_extra);
     segc_train_opts o = {.resume = true, .quiet = true};
     char err[1024];
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
@@ -486,7 +506,8 @@ static int train_child(const char *dir, const char *root) {
 }
 
 int main(int argc, char **argv) {
-    if (argc == 4 && !strcmp(argv[1], "--train-child")) return train_child(argv[2], argv[3]);
+    if (argc >= 4 && !strcmp(argv[1], "--train-child"))
+        return train_child(argv[2], argv[3], (const char *const *)argv + 4, argc - 4);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic_and_outputs), cmocka_unit_test(test_sigkill_resume_exact),
         cmocka_unit_test(test_nan_loss_keeps_checkpoint), cmocka_unit_test(test_time_limit_and_bf16),

@@ -102,7 +102,7 @@ typedef struct segc_config {
         char work_dir[SEGC_CFG_PATH];  /* "": runs/NAME */
         int64_t val_max_samples;       /* 0: the whole split */
         int report_samples;            /* validation predictions shown in report.html */
-        int64_t debug_nan_at;          /* test hook: NaN in the images of iteration N (from 1, as logged; -1: off) */
+        int64_t debug_nan_at;          /* test hook: iteration N's loss reads as NaN (from 1, as logged; -1: off) */
     } train;
 } segc_config;
 

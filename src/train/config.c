@@ -109,7 +109,7 @@ static const field schema[] = {
     FS("train.work_dir", train.work_dir, NULL, "run directory (empty: runs/NAME)"),
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),
-    FL("train.debug_nan_at", train.debug_nan_at, "test hook: NaN images at iteration N (-1: off)"),
+    FL("train.debug_nan_at", train.debug_nan_at, "test hook: the loss of iteration N reads as NaN (-1: off)"),
 };
 #define N_FIELDS ((int)(sizeof schema / sizeof schema[0]))
 

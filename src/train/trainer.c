@@ -392,14 +392,13 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_ctx *ctx = r->ctx;
         segc_ctx_step_begin(ctx);
         segc_clear_error(ctx);
-        if (it + 1 == c->train.debug_nan_at) b->images[0] = NAN;   /* test hook (documented in config.h) */
         segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){b->n, b->c, b->h, b->w}, b->images);
         if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
         segc_tensor *logits = segc_segformer_forward(ctx, r->model, img);
         segc_tensor *loss = segc_segformer_loss(ctx, logits, lab, 255);
         if (!loss) { fail(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
-        double lv = scalar_value(loss);
+        double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
         if (!isfinite(lv)) {
             fail(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
                  "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
