@@ -72,3 +72,4 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TCOM_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d)
 include mk/fuzz.mk
+include mk/demo.mk
