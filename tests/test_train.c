@@ -183,6 +183,17 @@ static void test_deterministic_and_outputs(void **state) {
     /* a fresh run over it is refused without --force */
     assert_int_equal(train_tiny(a, NULL, 0, false, err, sizeof err), SEGC_TRAIN_FAILED);
     assert_non_null(strstr(err, "--resume"));
+    /* --force starts over: nothing of the earlier run is left */
+    segc_config f;
+    tiny_config(&f, a, (const char *const[]){"train.max_iters=3", "schedule.warmup_iters=1"}, 2);
+    segc_train_opts fo = {.force = true, .quiet = true};
+    if (segc_train(&f, &fo, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/checkpoints", a);
+    assert_int_equal(count_files(p, "iter_"), 2);   /* iteration 3's pair only */
+    snprintf(p, sizeof p, "%s/metrics.jsonl", a);
+    m = read_text(p);
+    assert_null(strstr(m, "\"iter\":6"));
+    free(m);
 }
 
 static char *latest_of(const char *dir) {

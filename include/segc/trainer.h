@@ -73,10 +73,13 @@ typedef struct segc_train_opts {
     bool force;          /* a fresh run may discard the checkpoints already in work_dir */
     bool quiet;          /* no progress output (errors are still returned) */
     FILE *progress;      /* progress stream (NULL: stderr) */
+    /* when it becomes non-zero (e.g. set by a SIGINT handler), training stops
+     * after the current iteration with a checkpoint and a report */
+    const volatile int *stop;
 } segc_train_opts;
 
 typedef enum {
-    SEGC_TRAIN_DONE = 0,       /* reached train.max_iters or train.max_time_min */
+    SEGC_TRAIN_DONE = 0,       /* reached train.max_iters or train.max_time_min, or stopped on request */
     SEGC_TRAIN_FAILED = 1,     /* setup, data, checkpoint write, ...: message in err */
     SEGC_TRAIN_NONFINITE = 3,  /* loss or gradient became NaN/Inf; the last good checkpoint is kept */
 } segc_train_status;

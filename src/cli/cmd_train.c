@@ -2,6 +2,7 @@
  * resolve the configuration and run the training loop (src/train/trainer.c).
  * Exit 0 when done, 1 on errors, 2 on usage errors, 3 when the loss or the
  * gradients became NaN/Inf (the last good checkpoint is kept). */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ static void train_usage(FILE *f) {
             "  --force          start over in a work_dir that already holds checkpoints\n"
             "  --quiet          no progress output\n"
             "  --keys           list every config key\n"
+            "Ctrl-C (SIGINT/SIGTERM) stops after the current iteration with a checkpoint; a second one aborts.\n"
             "exit status: 0 done, 1 error, 2 usage, 3 loss/gradients became NaN or Inf\n");
 }
 
@@ -41,6 +43,13 @@ bool segc_cli_config(segc_config *c, const char *path, char **overrides, int n_o
         snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", work_dir);
     }
     return segc_config_finish(c, err, errlen);
+}
+
+/* First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. Second: default action. */
+static volatile int stop_requested;
+static void on_stop_signal(int sig) {
+    stop_requested = 1;
+    signal(sig, SIG_DFL);
 }
 
 int segc_cmd_train(int argc, char **argv) {
@@ -77,6 +86,9 @@ int segc_cmd_train(int argc, char **argv) {
         rc = 1;
         goto done;
     }
+    o.stop = &stop_requested;
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
     if (st != SEGC_TRAIN_DONE) fprintf(stderr, "segc %s\n", err);
     rc = (int)st;

@@ -241,10 +241,15 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     if (have_ckpt && !o->resume && !o->force)
         return fail(err, errlen, "train: %s already holds checkpoints; continue it with --resume %s, or start over "
                     "with --force (or another train.work_dir)", r->dir, r->dir);
-    if (o->force && !o->resume) {
-        char p[SEGC_CFG_PATH + 128];
-        snprintf(p, sizeof p, "%s/latest", r->ckdir);
-        unlink(p);
+    if (o->force && !o->resume) {   /* start over: drop every checkpoint of the earlier run */
+        DIR *d = opendir(r->ckdir);
+        char p[4096];
+        for (struct dirent *e; d && (e = readdir(d));)
+            if ((!strncmp(e->d_name, "iter_", 5) || !strcmp(e->d_name, "latest") ||
+                 !strcmp(e->d_name, "best.safetensors")) &&
+                snprintf(p, sizeof p, "%s/%s", r->ckdir, e->d_name) < (int)sizeof p)
+                unlink(p);
+        if (d) closedir(d);
         unlink(r->metrics_path);
         have_ckpt = false;
     }
@@ -430,7 +435,8 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         if (window_iters == 1 && it == 0) sec_per_iter = now - t_window;
         double lr = segc_schedule_lr(&r->sched, c->optimizer.lr, it);
         bool time_up = time_limit > 0 && r->st.elapsed_s >= time_limit;
-        bool final = r->st.iter == max_iters || time_up;
+        bool interrupted = o->stop && *o->stop;
+        bool final = r->st.iter == max_iters || time_up || interrupted;
         if (r->st.iter % c->train.log_interval == 0 || final) {
             double span = now - t_window;
             img_s = span > 0 ? (double)window_imgs / span : 0;
@@ -449,8 +455,9 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         bool do_eval = (c->train.val_interval > 0 && r->st.iter % c->train.val_interval == 0) || final;
         if (do_eval) {
             if (!evaluate_now(r, r->st.iter, err, errlen)) goto out;
+            const char *why = r->st.iter == max_iters ? " (done)" : interrupted ? " (stopped)" : " (time limit)";
             snprintf(status_line, sizeof status_line, "iteration %lld of %lld%s", (long long)r->st.iter,
-                     (long long)max_iters, final ? (time_up && r->st.iter < max_iters ? " (time limit)" : " (done)") : "");
+                     (long long)max_iters, final ? why : "");
             write_report(r, status_line);
             /* evaluation time counts towards the time limit, not towards the speed window */
             double after = segc_now_s();
@@ -465,7 +472,11 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             }
             t_window += segc_now_s() - before;
         }
-        if (time_up && r->st.iter < max_iters) {
+        if (interrupted && r->st.iter < max_iters) {
+            progress_note(&r->pg, "stopped at iteration %lld; continue with: segc train --resume %s",
+                          (long long)r->st.iter, r->dir);
+            stop = true;
+        } else if (time_up && r->st.iter < max_iters) {
             progress_note(&r->pg, "time limit of %.1f min reached at iteration %lld", c->train.max_time_min,
                           (long long)r->st.iter);
             stop = true;
