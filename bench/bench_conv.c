@@ -9,10 +9,7 @@
 
 #include "segc/ops.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+#include "bench_common.h"
 
 static segc_tensor *heap_tensor(segc_rng *rng, segc_dtype dt, int ndim, const int64_t *shape, float scale, bool param) {
     segc_tensor *t = segc_tensor_heap(dt, ndim, shape);
@@ -50,14 +47,15 @@ static double run_once(segc_ctx *ctx, conv_case *c, bool bwd, const float *gout)
     return (segc_now_s() - t0) * 1e3;
 }
 
+typedef struct { segc_ctx *ctx; conv_case *c; bool bwd; const float *gout; } timed_run;
+static double timed_once(void *u) {
+    timed_run *r = u;
+    return run_once(r->ctx, r->c, r->bwd, r->gout);
+}
+
 static double median_ms(segc_ctx *ctx, conv_case *c, bool bwd, const float *gout) {
-    static double t[1000];
-    for (int i = 0; i < 2; i++) run_once(ctx, c, bwd, gout);
-    int runs = 0;
-    double total = 0;
-    while ((total < 300 || runs < 3) && runs < 1000) total += t[runs++] = run_once(ctx, c, bwd, gout);
-    qsort(t, (size_t)runs, sizeof *t, cmp_double);
-    return t[runs / 2];
+    timed_run r = {ctx, c, bwd, gout};
+    return bench_median_ms(timed_once, &r);
 }
 
 int main(void) {

@@ -8,12 +8,9 @@
 
 #include "segc/ops.h"
 
-typedef segc_tensor *(*build_fn)(segc_ctx *ctx, segc_tensor **ins);
+#include "bench_common.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+typedef segc_tensor *(*build_fn)(segc_ctx *ctx, segc_tensor **ins);
 
 /* heap input: normal(0, scale) values in dtype dt, requiring grad */
 static segc_tensor *input(segc_rng *rng, segc_dtype dt, int ndim, const int64_t *shape, float scale) {
@@ -48,14 +45,15 @@ static double run_once(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, boo
     return (segc_now_s() - t0) * 1e3;
 }
 
+typedef struct { segc_ctx *ctx; build_fn fn; segc_tensor **ins; int n; bool bwd; const float *gout; } timed_run;
+static double timed_once(void *u) {
+    timed_run *r = u;
+    return run_once(r->ctx, r->fn, r->ins, r->n, r->bwd, r->gout);
+}
+
 static double median_ms(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, const float *gout) {
-    double t[1000];
-    for (int i = 0; i < 2; i++) run_once(ctx, fn, ins, n, bwd, gout);
-    int runs = 0;
-    double total = 0;
-    while ((total < 300 || runs < 3) && runs < 1000) total += t[runs++] = run_once(ctx, fn, ins, n, bwd, gout);
-    qsort(t, runs, sizeof *t, cmp_double);
-    return t[runs / 2];
+    timed_run r = {ctx, fn, ins, n, bwd, gout};
+    return bench_median_ms(timed_once, &r);
 }
 
 static segc_tensor *build_matmul(segc_ctx *ctx, segc_tensor **ins) { return segc_matmul(ctx, ins[0], ins[1], false, false); }

@@ -8,6 +8,8 @@
 
 #include "segc/ops.h"
 
+#include "bench_common.h"
+
 typedef struct {
     segc_tensor *x, *gamma, *beta, *target;
     segc_ce_opts ce;
@@ -19,11 +21,6 @@ static segc_tensor *build_layer_norm(segc_ctx *ctx, bench_in *in) {
 }
 static segc_tensor *build_cross_entropy(segc_ctx *ctx, bench_in *in) {
     return segc_cross_entropy(ctx, in->x, in->target, &in->ce);
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static segc_tensor *heap_randn(segc_rng *rng, segc_dtype dt, int ndim, const int64_t *shape, float mean, bool rg) {
@@ -57,14 +54,15 @@ static double step_ms(segc_ctx *ctx, build_fn fn, bench_in *in, bool bwd, const 
     return (segc_now_s() - t0) * 1e3;
 }
 
+typedef struct { segc_ctx *ctx; build_fn fn; bench_in *in; bool bwd; const float *gout; } timed_run;
+static double timed_once(void *u) {
+    timed_run *r = u;
+    return step_ms(r->ctx, r->fn, r->in, r->bwd, r->gout);
+}
+
 static double median_ms(segc_ctx *ctx, build_fn fn, bench_in *in, bool bwd, const float *gout) {
-    static double t[1000];
-    for (int i = 0; i < 2; i++) step_ms(ctx, fn, in, bwd, gout);
-    int runs = 0;
-    double total = 0;
-    while ((total < 300 || runs < 3) && runs < 1000) total += t[runs++] = step_ms(ctx, fn, in, bwd, gout);
-    qsort(t, (size_t)runs, sizeof *t, cmp_double);
-    return t[runs / 2];
+    timed_run r = {ctx, fn, in, bwd, gout};
+    return bench_median_ms(timed_once, &r);
 }
 
 int main(void) {

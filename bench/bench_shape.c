@@ -9,12 +9,9 @@
 
 #include "segc/ops.h"
 
-typedef segc_tensor *(*build_fn)(segc_ctx *ctx, segc_tensor *x);
+#include "bench_common.h"
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
+typedef segc_tensor *(*build_fn)(segc_ctx *ctx, segc_tensor *x);
 
 static segc_tensor *input(segc_dtype dt, int ndim, const int64_t *shape) {
     segc_tensor *t = segc_tensor_heap(dt, ndim, shape);
@@ -51,14 +48,15 @@ static double run_once(segc_ctx *ctx, build_fn fn, segc_tensor *x, bool bwd, flo
     return (t1 - t0) * 1e3;
 }
 
+typedef struct { segc_ctx *ctx; build_fn fn; segc_tensor *x; bool bwd; float *gout; } timed_run;
+static double timed_once(void *u) {
+    timed_run *r = u;
+    return run_once(r->ctx, r->fn, r->x, r->bwd, r->gout);
+}
+
 static double median_ms(segc_ctx *ctx, build_fn fn, segc_tensor *x, bool bwd, float *gout) {
-    double t[1000];
-    for (int i = 0; i < 2; i++) run_once(ctx, fn, x, bwd, gout);
-    int runs = 0;
-    double total = 0;
-    while ((total < 300 || runs < 3) && runs < 1000) total += t[runs++] = run_once(ctx, fn, x, bwd, gout);
-    qsort(t, (size_t)runs, sizeof *t, cmp_double);
-    return t[runs / 2];
+    timed_run r = {ctx, fn, x, bwd, gout};
+    return bench_median_ms(timed_once, &r);
 }
 
 static segc_tensor *build_bilinear_up4(segc_ctx *ctx, segc_tensor *x) {
