@@ -2,39 +2,12 @@
 per-channel broadcast add, fwd and bwd, f32 and bf16; one JSON line per case
 (keys match bench_elementwise for the join)."""
 import json
-import time
 
 import torch
 import torch.nn.functional as F
+from torch_benchlib import median_ms, timed
 
 torch.set_num_threads(2)
-
-
-def median_ms(run):
-    """2 warm-ups, then repeat until >= 0.3 s and >= 3 runs; median."""
-    run()
-    run()
-    ts = []
-    while sum(ts) < 0.3 or len(ts) < 3:
-        ts.append(run())
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
-
-
-def timed(ins, fwd, gout, bwd):
-    """One run of fwd (and backward when bwd); only the measured pass is timed."""
-    def run():
-        for t in ins:
-            t.grad = None
-        t0 = time.perf_counter()
-        y = fwd(*ins)
-        t1 = time.perf_counter()
-        if not bwd:
-            return t1 - t0
-        t0 = time.perf_counter()
-        y.backward(gout)
-        return time.perf_counter() - t0
-    return run
 
 
 CASES = [

@@ -1,42 +1,12 @@
 """PyTorch twin of bench/bench_matmul.c: the same matmul and attention cases,
 fwd and bwd, f32 and bf16, one JSON line each (keys match for the join)."""
 import json
-import time
 
 import torch
 import torch.nn.functional as F
+from torch_benchlib import median_ms, timed
 
 torch.set_num_threads(2)
-
-
-def median_ms(run):
-    """2 warm-ups, then repeat until >= 0.3 s and >= 3 runs (a case slower than
-    1 s per run, e.g. bf16 GEMMs on a CPU without bf16 units, stops after 3 s)."""
-    run()
-    t0 = time.perf_counter()
-    run()
-    slow = time.perf_counter() - t0 > 1.0
-    ts = []
-    while (sum(ts) < 0.3 or len(ts) < 3) and not (slow and sum(ts) > 3.0):
-        ts.append(run())
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
-
-
-def timed(ins, fwd, gout, bwd):
-    """One run of fwd (and backward when bwd); only the measured pass is timed."""
-    def run():
-        for t in ins:
-            t.grad = None
-        t0 = time.perf_counter()
-        y = fwd(*ins)
-        t1 = time.perf_counter()
-        if not bwd:
-            return t1 - t0
-        t0 = time.perf_counter()
-        y.backward(gout)
-        return time.perf_counter() - t0
-    return run
 
 
 def attention(q, k, v):

@@ -5,21 +5,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch_benchlib import median_ms
 
 torch.set_num_threads(2)
 DT = {"f32": torch.float32, "bf16": torch.bfloat16}
-
-
-def median_ms(step):
-    for _ in range(2):
-        step()
-    times, total = [], 0.0
-    while (total < 300 or len(times) < 3) and len(times) < 1000:
-        t = step()
-        times.append(t)
-        total += t
-    times.sort()
-    return times[len(times) // 2]
 
 
 def timed(fwd, bwd, inputs, gout):

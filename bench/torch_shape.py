@@ -5,19 +5,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from torch_benchlib import median_ms
 
 torch.set_num_threads(2)
-
-
-def median_ms(run):
-    """2 warm-ups, then repeat until >= 0.3 s and >= 3 runs."""
-    run()
-    run()
-    ts = []
-    while sum(ts) < 0.3 or len(ts) < 3:
-        ts.append(run())
-    ts.sort()
-    return ts[len(ts) // 2] * 1e3
 
 
 def timed(x, fwd, gout, bwd):
