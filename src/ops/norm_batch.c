@@ -129,20 +129,7 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
         if (batch_stats) {
             const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
             double s1 = 0, s2 = 0;
-            for (int64_t n = 0; n < N; n++)
-                for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
-                    int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK;
-                    const float *xp = nl_load(x, (n * C + c) * S + s0, len, sc);
-                    double p1 = 0, p2 = 0;
-#pragma omp simd reduction(+ : p1, p2)
-                    for (int64_t i = 0; i < len; i++) {
-                        double d = (double)xp[i] - shift;
-                        p1 += d;
-                        p2 += d * d;
-                    }
-                    s1 += p1;
-                    s2 += p2;
-                }
+            for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift, sc, BN_BLOCK, &s1, &s2);
             double dm = s1 / M, v = s2 / M - dm * dm;
             v = v > 0 ? v : 0;
             mean = shift + dm;

@@ -120,19 +120,7 @@ static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, in
         const int64_t base = row * Cg * S, n = row / G, c0 = (row % G) * Cg;
         const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[base]) : segc_f32(x)[base];
         double s1 = 0, s2 = 0;
-        for (int64_t s0 = 0; s0 < Cg * S; s0 += GN_BLOCK) {
-            int64_t len = Cg * S - s0 < GN_BLOCK ? Cg * S - s0 : GN_BLOCK;
-            const float *xp = nl_load(x, base + s0, len, sc);
-            double p1 = 0, p2 = 0;
-#pragma omp simd reduction(+ : p1, p2)
-            for (int64_t i = 0; i < len; i++) {
-                double d = (double)xp[i] - shift;
-                p1 += d;
-                p2 += d * d;
-            }
-            s1 += p1;
-            s2 += p2;
-        }
+        nl_shifted_sums(x, base, Cg * S, shift, sc, GN_BLOCK, &s1, &s2);
         double dm = s1 / L, v = s2 / L - dm * dm;
         const double rsd = 1.0 / sqrt((v > 0 ? v : 0) + eps);
         const float m = (float)(shift + dm), ml = (float)(shift + dm - (double)m);

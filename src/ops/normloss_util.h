@@ -70,6 +70,27 @@ static inline const float *nl_param_f32(segc_ctx *ctx, const segc_tensor *t) {
 /* Gradient buffer for an op that fully overwrites it when nobody has
  * accumulated into it yet: skips the zero fill and the read of a += .
  * *overwrite tells the kernel whether to store (=) or accumulate (+=). */
+/* Shifted first and second moments of a contiguous run x[off, off+count): adds sum(x - shift)
+ * and sum((x - shift)^2) into *s1, *s2, in double, block by block (block floats at a time through
+ * nl_load's scratch sc), so the order of the sums depends only on the shapes. Norm statistics
+ * take shift = the first value of the group, which avoids cancellation when |mean| >> std. */
+static inline void nl_shifted_sums(const segc_tensor *x, int64_t off, int64_t count, float shift, float *sc,
+                                   int64_t block, double *s1, double *s2) {
+    for (int64_t s0 = 0; s0 < count; s0 += block) {
+        int64_t len = count - s0 < block ? count - s0 : block;
+        const float *xp = nl_load(x, off + s0, len, sc);
+        double p1 = 0, p2 = 0;
+#pragma omp simd reduction(+ : p1, p2)
+        for (int64_t i = 0; i < len; i++) {
+            double d = (double)xp[i] - shift;
+            p1 += d;
+            p2 += d * d;
+        }
+        *s1 += p1;
+        *s2 += p2;
+    }
+}
+
 static inline float *nl_grad_buf(segc_ctx *ctx, segc_tensor *t, int *overwrite) {
     if (!t->grad && !t->is_param) {
         t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
