@@ -119,17 +119,10 @@ static void ce_backward(segc_ctx *ctx, segc_node *nd) {
 
 segc_tensor *segc_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, const segc_ce_opts *o) {
     static const char *op = "cross_entropy";
-    char a[96];
     if (!logits || !target) return NULL;
     const segc_ce_opts opts = o ? *o : segc_ce_opts_default();
-    if (!segc_check_float(ctx, op, "logits", logits)) return NULL;
-    if (logits->ndim < 2) {
-        segc_set_error(ctx, "%s: logits must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(logits, a, sizeof a));
-        return NULL;
-    }
-    if (!nl_check_target(ctx, op, logits, target)) return NULL;
-    const int64_t N = logits->shape[0], C = logits->shape[1], S = segc_numel(target) / nl_max1(N);
-    if (C < 1) { segc_set_error(ctx, "%s: logits %s have no class", op, segc_shape_str(logits, a, sizeof a)); return NULL; }
+    int64_t N, C, S;
+    if (!nl_check_class_logits(ctx, op, logits, target, &N, &C, &S)) return NULL;
     if (!nl_check_vec(ctx, op, "weight", opts.weight, C)) return NULL;
     if (!(opts.label_smoothing >= 0.f && opts.label_smoothing <= 1.f)) {
         segc_set_error(ctx, "%s: label_smoothing must be in [0, 1], found %g", op, (double)opts.label_smoothing);

@@ -109,17 +109,10 @@ static void dice_backward(segc_ctx *ctx, segc_node *nd) {
 
 segc_tensor *segc_dice_loss(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, const segc_dice_opts *o) {
     static const char *op = "dice_loss";
-    char a[96];
     if (!logits || !target) return NULL;
     const segc_dice_opts opts = o ? *o : segc_dice_opts_default();
-    if (!segc_check_float(ctx, op, "logits", logits)) return NULL;
-    if (logits->ndim < 2) {
-        segc_set_error(ctx, "%s: logits must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(logits, a, sizeof a));
-        return NULL;
-    }
-    if (!nl_check_target(ctx, op, logits, target)) return NULL;
-    const int64_t N = logits->shape[0], C = logits->shape[1], S = segc_numel(target) / nl_max1(N);
-    if (C < 1) { segc_set_error(ctx, "%s: logits %s have no class", op, segc_shape_str(logits, a, sizeof a)); return NULL; }
+    int64_t N, C, S;
+    if (!nl_check_class_logits(ctx, op, logits, target, &N, &C, &S)) return NULL;
     if (!nl_check_vec(ctx, op, "class_weight", opts.class_weight, C)) return NULL;
     if (opts.exponent < 1 || opts.exponent > 8 || !(opts.smooth >= 0.f) || (unsigned)opts.reduction > SEGC_LOSS_NONE) {
         segc_set_error(ctx, "%s: need exponent in [1, 8], smooth >= 0 and a known reduction, found %d, %g, %d", op,

@@ -261,6 +261,27 @@ static inline bool nl_check_target(segc_ctx *ctx, const char *op, const segc_ten
     return ok;
 }
 
+/* The shared prologue of the class losses: logits [N, C, ...] (f32/bf16, at least 2-D, C >= 1) and
+ * a target of the matching shape; gives N, C and S (positions per sample). Sets the error on failure. */
+static inline bool nl_check_class_logits(segc_ctx *ctx, const char *op, const segc_tensor *logits,
+                                         const segc_tensor *target, int64_t *N, int64_t *C, int64_t *S) {
+    char a[96];
+    if (!segc_check_float(ctx, op, "logits", logits)) return false;
+    if (logits->ndim < 2) {
+        segc_set_error(ctx, "%s: logits must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(logits, a, sizeof a));
+        return false;
+    }
+    if (!nl_check_target(ctx, op, logits, target)) return false;
+    *N = logits->shape[0];
+    *C = logits->shape[1];
+    *S = segc_numel(target) / nl_max1(*N);
+    if (*C < 1) {
+        segc_set_error(ctx, "%s: logits %s have no class", op, segc_shape_str(logits, a, sizeof a));
+        return false;
+    }
+    return true;
+}
+
 /* len labels from flat index off as int32 (i64 values saturated, so an
  * out-of-range value stays out of range) */
 static inline void nl_load_labels(const segc_tensor *t, int64_t off, int64_t len, int32_t *dst) {
