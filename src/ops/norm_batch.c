@@ -58,19 +58,7 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
         const float kd = gc * rs;
         const float k1 = sv->batch_stats ? (float)(-(double)gc * rs * rs * rs * sdyx / M) : 0.f;
         const float k0 = sv->batch_stats ? (float)(-(double)gc * rs * sdy / M) : 0.f;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
-                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
-                const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
-                float *d = dx + off;
-                if (ow) {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                } else {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                }
-            }
+        for (int64_t n = 0; n < N; n++) nl_apply_dx(x, dy, dx, (n * C + c) * S, S, BN_BLOCK, sc, m, ml, kd, k1, k0, ow);
     }
 }
 

@@ -62,18 +62,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
         const float k1 = (float)(-(double)rs * rs * rs * B / L), k0 = (float)(-(double)rs * A / L);
         for (int64_t c = c0; c < c0 + Cg; c++) {
             const float kd = (g ? g[c] : 1.f) * rs;
-            for (int64_t s0 = 0; s0 < S; s0 += GN_BLOCK) {
-                int64_t len = S - s0 < GN_BLOCK ? S - s0 : GN_BLOCK, off = (n * C + c) * S + s0;
-                const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
-                float *d = dx + off;
-                if (ow) {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                } else {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                }
-            }
+            nl_apply_dx(x, dy, dx, (n * C + c) * S, S, GN_BLOCK, sc, m, ml, kd, k1, k0, ow);
         }
     }
     if (need_g || need_b) {
