@@ -1,5 +1,6 @@
 /* segc_resize_cross_entropy: PyTorch parity (interpolate + cross_entropy in float64), equality with the
- * composition of segc_resize_bilinear and segc_cross_entropy at SegFormer-like sizes, gradcheck, errors. */
+ * composition of segc_resize_bilinear and segc_cross_entropy at SegFormer-like sizes, gradcheck,
+ * bitwise independence of the thread count (up- and down-sampling), errors. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,6 +55,36 @@ static void test_gradcheck(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* loss and gradient for 1, 2 and 3 threads must be the same bits */
+static void test_thread_independent(void **state) {
+    const int64_t shapes[2][4] = {{13, 11, 50, 37}, {17, 19, 6, 8}};   /* h, w, H, W: up, then down */
+    for (int k = 0; k < 2; k++) {
+        const int64_t h = shapes[k][0], w = shapes[k][1], H = shapes[k][2], W = shapes[k][3];
+        float loss[3], *grad[3];
+        for (int t = 0; t < 3; t++) {
+            segc_ctx *ctx = segc_ctx_new(9);
+            segc_set_num_threads(ctx, t + 1);
+            segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 5, h, w), 3, true);
+            segc_tensor *y = segc_tensor_new(ctx, SEGC_U8, 3, SHAPE(2, H, W));
+            for (int64_t i = 0; i < segc_numel(y); i++) ((uint8_t *)y->data)[i] = (uint8_t)(i % 11 == 0 ? 255 : (i * 7) % 5);
+            segc_tensor *l = segc_resize_cross_entropy(ctx, x, y, 255);
+            assert_true(segc_backward(ctx, l));
+            loss[t] = segc_f32(l)[0];
+            grad[t] = malloc((size_t)segc_numel(x) * 4);
+            memcpy(grad[t], x->grad, (size_t)segc_numel(x) * 4);
+            if (t == 2) {
+                for (int u = 1; u < 3; u++) {
+                    assert_memory_equal(&loss[0], &loss[u], sizeof(float));
+                    assert_memory_equal(grad[0], grad[u], (size_t)segc_numel(x) * 4);
+                }
+            }
+            segc_ctx_free(ctx);
+        }
+        for (int t = 0; t < 3; t++) free(grad[t]);
+    }
+    segc_set_num_threads(NULL, 2);
+}
+
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(6);
     segc_tensor *x = t_randn(ctx, 4, SHAPE(1, 3, 2, 2), 1, true);
@@ -74,6 +105,7 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_parity), cmocka_unit_test(test_equals_composition),
-                                       cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_errors)};
+                                       cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_thread_independent),
+                                       cmocka_unit_test(test_errors)};
     return cmocka_run_group_tests_name("resize_ce", tests, NULL, NULL);
 }

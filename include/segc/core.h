@@ -131,6 +131,7 @@ typedef struct segc_profile_entry {
     const char *op;
     double fwd_s, bwd_s;
     int64_t calls;
+    double fwd_mib, bwd_mib;   /* step-arena growth charged to this op (memory profile) */
 } segc_profile_entry;
 
 typedef struct segc_grad_block { float *ptr; size_t cap; bool in_use; } segc_grad_block;
@@ -151,6 +152,7 @@ struct segc_ctx {
     bool has_err;
     bool profile;
     double profile_mark;
+    size_t profile_arena_mark;   /* arena used_total at the previous recorded op */
     /* gradient buffers of this step, recycled once the node that produced their tensor has run
      * its backward (peak memory: a gradient lives only while it can still be read) */
     segc_grad_block *grad_blocks;

@@ -21,7 +21,10 @@ static segc_profile_entry *prof_slot(segc_ctx *c, const char *op) {
     return &c->prof[SEGC_PROFILE_SLOTS - 1];
 }
 
-void segc_profile_mark(segc_ctx *c) { c->profile_mark = segc_now_s(); }
+void segc_profile_mark(segc_ctx *c) {
+    c->profile_mark = segc_now_s();
+    c->profile_arena_mark = c->arena.used_total;
+}
 
 static int prof_cmp(const void *a, const void *b) {
     const segc_profile_entry *x = a, *y = b;
@@ -36,10 +39,12 @@ void segc_profile_print(const segc_ctx *c, void *file) {
     double total = 0;
     for (int i = 0; i < SEGC_PROFILE_SLOTS && c->prof[i].op; i++) { sorted[n++] = c->prof[i]; total += c->prof[i].fwd_s + c->prof[i].bwd_s; }
     qsort(sorted, (size_t)n, sizeof *sorted, prof_cmp);
-    fprintf(f, "%-24s %8s %10s %10s %7s\n", "op", "calls", "fwd ms", "bwd ms", "share");
+    fprintf(f, "%-24s %8s %10s %10s %7s %9s %9s\n", "op", "calls", "fwd ms", "bwd ms", "share", "fwd MiB", "bwd MiB");
     for (int i = 0; i < n; i++)
-        fprintf(f, "%-24s %8lld %10.1f %10.1f %6.1f%%\n", sorted[i].op, (long long)sorted[i].calls, 1e3 * sorted[i].fwd_s,
-                1e3 * sorted[i].bwd_s, total > 0 ? 100 * (sorted[i].fwd_s + sorted[i].bwd_s) / total : 0);
+        fprintf(f, "%-24s %8lld %10.1f %10.1f %6.1f%% %9.1f %9.1f\n", sorted[i].op, (long long)sorted[i].calls,
+                1e3 * sorted[i].fwd_s, 1e3 * sorted[i].bwd_s,
+                total > 0 ? 100 * (sorted[i].fwd_s + sorted[i].bwd_s) / total : 0, sorted[i].fwd_mib, sorted[i].bwd_mib);
+    fprintf(f, "step arena high water: %.1f MiB\n", (double)c->arena.high_water / (1 << 20));
 }
 
 segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_tensor *out,
@@ -57,8 +62,10 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
         double now = segc_now_s();
         segc_profile_entry *e = prof_slot(c, op);
         e->fwd_s += now - c->profile_mark;
+        e->fwd_mib += (double)(c->arena.used_total - c->profile_arena_mark) / (1 << 20);
         e->calls++;
         c->profile_mark = now;
+        c->profile_arena_mark = c->arena.used_total;
     }
     c->n_nodes++;
     out->requires_grad = true;
@@ -130,8 +137,13 @@ static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
         if (!nd->out->grad) continue;  /* no gradient reached this node */
         double t0 = c->profile ? segc_now_s() : 0;
+        size_t used0 = c->arena.used_total;
         nd->backward(c, nd);
-        if (c->profile) prof_slot(c, nd->op)->bwd_s += segc_now_s() - t0;
+        if (c->profile) {
+            segc_profile_entry *e = prof_slot(c, nd->op);
+            e->bwd_s += segc_now_s() - t0;
+            e->bwd_mib += (double)(c->arena.used_total - used0) / (1 << 20);
+        }
         if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
         release_out_grad(c, nd);

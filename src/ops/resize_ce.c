@@ -3,7 +3,8 @@
  * the loss of HF SegformerForSemanticSegmentation and mmseg's decode heads. The full-resolution
  * logits (and their gradient, e.g. 2x150x512x512 floats = 315 MB each) are never materialised:
  * each output row's logits are interpolated into a cache-sized [C, W] block, used and dropped;
- * backward recomputes them and scatters the gradient straight back to the low-resolution logits. */
+ * backward recomputes them and scatters the gradient straight back to the low-resolution logits.
+ * Memory beyond the logits' gradient: one float per output pixel and a few [C, W] rows per thread. */
 #pragma GCC optimize("no-trapping-math")
 #include <math.h>
 #include <omp.h>
@@ -16,10 +17,10 @@ typedef struct {
     int ignore_index;
     int64_t valid;          /* non-ignored pixels */
     const float *lf;        /* logits as f32 [N, C, h, w] */
-    float *hx;              /* logits upsampled along x only: [N, C, h, W] (1/H-th of the full size) */
     float *lse;             /* per output pixel log-sum-exp (NaN-free; 0 where ignored) */
     int32_t *y0, *y1, *x0, *x1;
     float *ly, *lx;         /* weights of the second tap along each axis */
+    int32_t *group;         /* output rows with y0 == r are [group[r], group[r + 1]) */
 } rce_saved;
 
 /* PyTorch's source index for align_corners=False: (dst + 0.5) * in/out - 0.5, clamped at 0 */
@@ -45,28 +46,23 @@ static int64_t target_at(const segc_tensor *t, int64_t i) {
     }
 }
 
-/* along x: hx[n, c, iy, :] from lf[n, c, iy, :], for all rows (parallel, no conflicts) */
-static void upsample_x(const rce_saved *s) {
-    const int64_t rows = s->N * s->C * s->h, w = s->w, W = s->W;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *in = s->lf + r * w;
-        float *out = s->hx + r * W;
+/* X[c][:] = input row (n, iy) of every class upsampled along x: [C, W] */
+static void upsample_row_x(const rce_saved *s, int64_t n, int64_t iy, float *X) {
+    const int64_t C = s->C, h = s->h, w = s->w, W = s->W;
+    for (int64_t c = 0; c < C; c++) {
+        const float *in = s->lf + ((n * C + c) * h + iy) * w;
+        float *out = X + c * W;
 #pragma omp simd
         for (int64_t x = 0; x < W; x++) out[x] = in[s->x0[x]] + s->lx[x] * (in[s->x1[x]] - in[s->x0[x]]);
     }
 }
 
-/* Z[c][x] = interpolated logits of output row (n, yy): a blend of two rows of hx */
-static void interp_row(const rce_saved *s, int64_t n, int64_t yy, float *Z) {
-    const int64_t C = s->C, h = s->h, W = s->W;
+/* Z = the interpolated logits [C, W] of output row yy, a blend of the x-upsampled rows X0, X1 */
+static void blend_rows(const rce_saved *s, int64_t yy, const float *X0, const float *X1, float *Z) {
     const float a1 = s->ly[yy], a0 = 1.0f - a1;
-    for (int64_t c = 0; c < C; c++) {
-        const float *r0 = s->hx + ((n * C + c) * h + s->y0[yy]) * W, *r1 = s->hx + ((n * C + c) * h + s->y1[yy]) * W;
-        float *z = Z + c * W;
+    const int64_t n = s->C * s->W;
 #pragma omp simd
-        for (int64_t x = 0; x < W; x++) z[x] = a0 * r0[x] + a1 * r1[x];
-    }
+    for (int64_t i = 0; i < n; i++) Z[i] = a0 * X0[i] + a1 * X1[i];
 }
 
 static void target_row(const segc_tensor *t, int64_t off, int64_t W, int32_t *dst) {
@@ -75,65 +71,96 @@ static void target_row(const segc_tensor *t, int64_t off, int64_t W, int32_t *ds
     else for (int64_t x = 0; x < W; x++) dst[x] = (int32_t)((const int64_t *)t->data)[off + x];
 }
 
+/* gl[n, c, iy, :] += D[c][:] scattered back along x */
+static void scatter_row_x(const rce_saved *s, int64_t n, int64_t iy, const float *D, float *gl) {
+    const int64_t C = s->C, h = s->h, w = s->w, W = s->W;
+    for (int64_t c = 0; c < C; c++) {
+        float *dst = gl + ((n * C + c) * h + iy) * w;
+        const float *g = D + c * W;
+        for (int64_t x = 0; x < W; x++) {
+            float b1 = s->lx[x];
+            dst[s->x0[x]] += g[x] - b1 * g[x];
+            dst[s->x1[x]] += b1 * g[x];
+        }
+    }
+}
+
+/* Output rows are processed in groups sharing their first input row r; a group writes only
+ * gradient rows r and r + 1, so groups of one parity never touch the same row. Running the even
+ * groups, then the odd ones, fixes the order of every sum whatever the thread count. */
 static void rce_backward(segc_ctx *ctx, segc_node *nd) {
     const rce_saved *s = nd->saved;
     segc_tensor *logits = nd->in[0], *target = nd->in[1];
     if (!logits->requires_grad || s->valid == 0) return;
-    const int64_t N = s->N, C = s->C, h = s->h, w = s->w, H = s->H, W = s->W;
+    const int64_t N = s->N, C = s->C, h = s->h, H = s->H, W = s->W, CW = C * W;
     const float scale = nd->out->grad[0] / (float)s->valid;
     const int nt = omp_get_max_threads();
-    const int64_t hplane = N * C * h * W;
-    /* per-thread gradients of hx (output rows of two threads can share an input row), summed in
-     * thread order: deterministic for a thread count */
-    float *part = segc_arena_calloc(&ctx->arena, (size_t)nt * (size_t)hplane * sizeof(float));
-    float *Zall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(C * W) * sizeof(float));
-    int32_t *tall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)W * sizeof(int32_t));
-#pragma omp parallel
-    {
-        int tid = omp_get_thread_num();
-        float *Z = Zall + (int64_t)tid * C * W, *dh = part + (int64_t)tid * hplane;
-        int32_t *tr = tall + (int64_t)tid * W;
-#pragma omp for schedule(static)
-        for (int64_t row = 0; row < N * H; row++) {
-            int64_t n = row / H, yy = row % H;
-            interp_row(s, n, yy, Z);
-            target_row(target, row * W, W, tr);
-            const float *lse = s->lse + row * W;
-            /* G = (softmax - onehot) * scale, in place in Z; ignored pixels get 0 */
-            for (int64_t c = 0; c < C; c++) {
-                float *z = Z + c * W;
-#pragma omp simd
-                for (int64_t x = 0; x < W; x++) z[x] = segc_vexpf(z[x] - lse[x]) * scale;
-            }
-            for (int64_t x = 0; x < W; x++) {
-                if (tr[x] == s->ignore_index) for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
-                else Z[(int64_t)tr[x] * W + x] -= scale;
-            }
-            const float a1 = s->ly[yy], a0 = 1.0f - a1;
-            for (int64_t c = 0; c < C; c++) {
-                const float *g = Z + c * W;
-                float *d0 = dh + ((n * C + c) * h + s->y0[yy]) * W, *d1 = dh + ((n * C + c) * h + s->y1[yy]) * W;
-#pragma omp simd
-                for (int64_t x = 0; x < W; x++) d0[x] += a0 * g[x];
-#pragma omp simd
-                for (int64_t x = 0; x < W; x++) d1[x] += a1 * g[x];
-            }
-        }
-    }
-    /* sum the parts and scatter along x back to the logits' width, one input row per task */
+    float *work = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(5 * CW + W) * sizeof(float));
     float *gl = segc_grad(ctx, logits);
-    const int64_t rows = N * C * h;
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        float *dst = gl + r * w;
-        for (int64_t x = 0; x < W; x++) {
-            float g = 0;
-            for (int t = 0; t < nt; t++) g += part[(int64_t)t * hplane + r * W + x];
-            float b1 = s->lx[x];
-            dst[s->x0[x]] += g - b1 * g;
-            dst[s->x1[x]] += b1 * g;
+    for (int parity = 0; parity < 2; parity++) {
+#pragma omp parallel
+        {
+            float *X0 = work + (int64_t)omp_get_thread_num() * (5 * CW + W), *X1 = X0 + CW, *Z = X1 + CW;
+            float *D0 = Z + CW, *D1 = D0 + CW;
+            int32_t *tr = (int32_t *)(D1 + CW);
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t task = 0; task < N * ((h + 1 - parity) / 2); task++) {
+                int64_t n = task / ((h + 1 - parity) / 2), r = 2 * (task % ((h + 1 - parity) / 2)) + parity;
+                if (s->group[r] == s->group[r + 1]) continue;
+                upsample_row_x(s, n, r, X0);
+                upsample_row_x(s, n, s->y1[s->group[r]], X1);
+                memset(D0, 0, (size_t)CW * sizeof(float));
+                memset(D1, 0, (size_t)CW * sizeof(float));
+                for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
+                    blend_rows(s, yy, X0, X1, Z);
+                    target_row(target, (n * H + yy) * W, W, tr);
+                    const float *lse = s->lse + (n * H + yy) * W;
+                    /* G = (softmax - onehot) * scale, in place in Z; ignored pixels get 0 */
+                    for (int64_t c = 0; c < C; c++) {
+                        float *z = Z + c * W;
+#pragma omp simd
+                        for (int64_t x = 0; x < W; x++) z[x] = segc_vexpf(z[x] - lse[x]) * scale;
+                    }
+                    for (int64_t x = 0; x < W; x++) {
+                        if (tr[x] == s->ignore_index) for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
+                        else Z[(int64_t)tr[x] * W + x] -= scale;
+                    }
+                    const float a1 = s->ly[yy], a0 = 1.0f - a1;
+#pragma omp simd
+                    for (int64_t i = 0; i < CW; i++) { D0[i] += a0 * Z[i]; D1[i] += a1 * Z[i]; }
+                }
+                scatter_row_x(s, n, r, D0, gl);
+                scatter_row_x(s, n, s->y1[s->group[r]], D1, gl);
+            }
         }
     }
+}
+
+/* log-sum-exp of each pixel of output row `row` (logits Z [C, W]) into s->lse; returns the
+ * row's summed loss over non-ignored pixels. m: 3*W floats of scratch. */
+static double row_forward(const rce_saved *s, const segc_tensor *target, int64_t row, const float *Z, float *m) {
+    const int64_t C = s->C, W = s->W;
+    float *sum = m + W;
+    int32_t *tr = (int32_t *)(sum + W);
+    for (int64_t x = 0; x < W; x++) { m[x] = -INFINITY; sum[x] = 0; }
+    for (int64_t c = 0; c < C; c++) {
+        const float *z = Z + c * W;
+#pragma omp simd
+        for (int64_t x = 0; x < W; x++) m[x] = z[x] > m[x] ? z[x] : m[x];
+    }
+    for (int64_t c = 0; c < C; c++) {
+        const float *z = Z + c * W;
+#pragma omp simd
+        for (int64_t x = 0; x < W; x++) sum[x] += segc_vexpf(z[x] - m[x]);
+    }
+    float *lse = s->lse + row * W;
+    target_row(target, row * W, W, tr);
+    double acc = 0;
+    for (int64_t x = 0; x < W; x++) {
+        lse[x] = m[x] + logf(sum[x]);
+        if (tr[x] != s->ignore_index) acc += (double)lse[x] - (double)Z[(int64_t)tr[x] * W + x];
+    }
+    return acc;
 }
 
 segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, int ignore_index) {
@@ -177,39 +204,29 @@ segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_
     s->lx = segc_arena_alloc(&ctx->arena, (size_t)W * sizeof(float));
     axis_table(h, H, s->y0, s->y1, s->ly);
     axis_table(w, W, s->x0, s->x1, s->lx);
-    s->hx = segc_arena_alloc(&ctx->arena, (size_t)(N * C * h * W) * sizeof(float));
-    upsample_x(s);
+    s->group = segc_arena_alloc(&ctx->arena, (size_t)(h + 1) * sizeof(int32_t));
+    for (int64_t r = 0, yy = 0; r <= h; r++) {   /* y0 never decreases along the output rows */
+        while (yy < H && s->y0[yy] < r) yy++;
+        s->group[r] = (int32_t)yy;
+    }
     const int nt = omp_get_max_threads();
-    float *Zall = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(C * W + 3 * W) * sizeof(float));
+    const int64_t CW = C * W;
+    float *work = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(3 * CW + 3 * W) * sizeof(float));
     double *row_loss = segc_arena_alloc(&ctx->arena, (size_t)(N * H) * sizeof(double));
 #pragma omp parallel
     {
-        int tid = omp_get_thread_num();
-        float *Z = Zall + (int64_t)tid * (C * W + 3 * W), *m = Z + C * W, *sum = m + W;
-        int32_t *tr = (int32_t *)(sum + W);
-#pragma omp for schedule(static)
-        for (int64_t row = 0; row < N * H; row++) {
-            int64_t n = row / H, yy = row % H;
-            interp_row(s, n, yy, Z);
-            for (int64_t x = 0; x < W; x++) { m[x] = -INFINITY; sum[x] = 0; }
-            for (int64_t c = 0; c < C; c++) {
-                const float *z = Z + c * W;
-#pragma omp simd
-                for (int64_t x = 0; x < W; x++) m[x] = z[x] > m[x] ? z[x] : m[x];
+        float *X0 = work + (int64_t)omp_get_thread_num() * (3 * CW + 3 * W), *X1 = X0 + CW, *Z = X1 + CW;
+        float *m = Z + CW;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < N * h; task++) {
+            int64_t n = task / h, r = task % h;
+            if (s->group[r] == s->group[r + 1]) continue;
+            upsample_row_x(s, n, r, X0);
+            upsample_row_x(s, n, s->y1[s->group[r]], X1);
+            for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
+                blend_rows(s, yy, X0, X1, Z);
+                row_loss[n * H + yy] = row_forward(s, target, n * H + yy, Z, m);
             }
-            for (int64_t c = 0; c < C; c++) {
-                const float *z = Z + c * W;
-#pragma omp simd
-                for (int64_t x = 0; x < W; x++) sum[x] += segc_vexpf(z[x] - m[x]);
-            }
-            float *lse = s->lse + (n * H + yy) * W;
-            target_row(target, row * W, W, tr);
-            double acc = 0;
-            for (int64_t x = 0; x < W; x++) {
-                lse[x] = m[x] + logf(sum[x]);
-                if (tr[x] != ignore_index) acc += (double)lse[x] - (double)Z[(int64_t)tr[x] * W + x];
-            }
-            row_loss[row] = acc;
         }
     }
     double total = 0;
