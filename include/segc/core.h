@@ -85,6 +85,12 @@ void *segc_arena_alloc(segc_arena *a, size_t bytes);   /* uninitialised */
 void *segc_arena_calloc(segc_arena *a, size_t bytes);  /* zeroed */
 void segc_arena_reset(segc_arena *a);
 void segc_arena_free(segc_arena *a);
+/* Scoped temporaries: everything allocated after a mark is dropped by rewinding to it.
+ * Only for buffers nobody reads after the rewind (layout copies, scratchpads); a kernel
+ * that keeps something for backward allocates it before taking the mark. */
+typedef struct segc_arena_mark { segc_arena_chunk *chunk; size_t used, used_total; } segc_arena_mark;
+segc_arena_mark segc_arena_get_mark(const segc_arena *a);
+void segc_arena_rewind(segc_arena *a, segc_arena_mark m);
 
 /* ---- RNG: Philox-4x32-10, counter based, so results do not depend on the
  * thread count: element i of a draw uses counter (offset + i/4). State is

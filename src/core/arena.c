@@ -60,8 +60,25 @@ static void free_chunks(segc_arena_chunk *c) {
     while (c) { segc_arena_chunk *n = c->next; free(c->mem); free(c); c = n; }
 }
 
+segc_arena_mark segc_arena_get_mark(const segc_arena *a) {
+    return (segc_arena_mark){a->head, a->head ? a->head->used : 0, a->used_total};
+}
+
+void segc_arena_rewind(segc_arena *a, segc_arena_mark m) {
+    while (a->head && a->head != m.chunk) {   /* chunks added since the mark (first steps only) */
+        segc_arena_chunk *c = a->head;
+        a->head = c->next;
+        free(c->mem);
+        free(c);
+        a->n_chunks--;
+    }
+    if (a->head) a->head->used = m.used;
+    a->used_total = m.used_total;
+}
+
 void segc_arena_reset(segc_arena *a) {
-    if (a->n_chunks > 1) {
+    /* consolidate after growth (a rewind may have dropped the chunks that grew) */
+    if (a->n_chunks > 1 || (a->head && a->high_water > a->head->cap)) {
         free_chunks(a->head);
         a->head = chunk_new(a->high_water);
         a->n_chunks = a->head ? 1 : 0;

@@ -377,12 +377,29 @@ static void bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t 
     }
 }
 
+/* Gradient buffers are taken first; everything after the mark (layout copies of g and of the
+ * results, the activation-masked g, scratchpads) is dropped when backward returns. */
+static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fresh_x, float *gwt, bool fresh_w,
+                                float *gb, bool bfresh);
+
 static void conv_backward(segc_ctx *ctx, segc_node *nd) {
+    segc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
+    bool fresh_x = false, fresh_w = false, bfresh = false;
+    float *gx = x->requires_grad ? grad_buffer(ctx, x, &fresh_x) : NULL;
+    float *gwt = w->requires_grad ? grad_buffer(ctx, w, &fresh_w) : NULL;
+    float *gb = NULL;
+    if (b && b->requires_grad) gb = gwt ? grad_buffer(ctx, b, &bfresh) : segc_grad(ctx, b);
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    conv_backward_temps(ctx, nd, gx, fresh_x, gwt, fresh_w, gb, bfresh);
+    segc_arena_rewind(&ctx->arena, mark);
+}
+
+static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fresh_x, float *gwt, bool fresh_w,
+                                float *gb, bool bfresh) {
     conv_saved *s = nd->saved;
     const conv_key *k = &s->k;
     const char *op = s->op;
     segc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
-    bool need_dx = x->requires_grad, need_dw = w->requires_grad, need_db = b && b->requires_grad;
     const float *g = segc_conv_act_backward(ctx, k, nd->out, nd->out->grad);
     segc_dnnl_prim *fwd = get_prim(ctx, op, *k, K_FWD);
     if (!fwd) return;
@@ -391,7 +408,7 @@ static void conv_backward(segc_ctx *ctx, segc_node *nd) {
     void *gd = NULL;   /* g in the backward-data layout, shared with backward-weights when they agree */
     const dnnl_memory_desc_t *gd_md = NULL;
 
-    if (need_dx) {
+    if (gx) {
         segc_dnnl_prim *bd = get_prim(ctx, op, *k, K_BWD_DATA);
         if (!bd) return;
         gd_md = pd_md(bd, dnnl_query_diff_dst_md, 0);
@@ -401,17 +418,15 @@ static void conv_backward(segc_ctx *ctx, segc_node *nd) {
         void *wb = dnnl_memory_desc_equal(wmd, pd_md(fwd, dnnl_query_weights_md, 0))
                        ? s->wb : in_layout(ctx, op, k, R_W_BWD_DATA, &w_plain, wmd, w->data);
         if (!gd || !wb) return;
-        bool fresh;
-        float *gx = grad_buffer(ctx, x, &fresh);
-        bool direct = fresh && dnnl_memory_desc_equal(dxmd, &x_plain);
+        bool direct = fresh_x && dnnl_memory_desc_equal(dxmd, &x_plain);
         void *dx = direct ? (void *)gx : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(dxmd));
         if (!segc_dnnl_run(ctx, op, bd, 3, (const int[]){DNNL_ARG_DIFF_DST, DNNL_ARG_WEIGHTS, DNNL_ARG_DIFF_SRC},
                            (void *const[]){gd, wb, dx}))
             return;
-        if (!direct && !reorder(ctx, op, *k, R_DX, !fresh, dxmd, &x_plain, dx, gx)) return;
+        if (!direct && !reorder(ctx, op, *k, R_DX, !fresh_x, dxmd, &x_plain, dx, gx)) return;
     }
 
-    if (need_dw) {
+    if (gwt) {
         segc_dnnl_prim *bw = get_prim(ctx, op, *k, K_BWD_WEIGHTS);
         if (!bw) return;
         const dnnl_memory_desc_t *xmd = pd_md(bw, dnnl_query_src_md, 0), *gmd = pd_md(bw, dnnl_query_diff_dst_md, 0);
@@ -421,23 +436,18 @@ static void conv_backward(segc_ctx *ctx, segc_node *nd) {
                        ? s->xb : in_layout(ctx, op, k, R_X_BWD_WEIGHTS, &x_plain, xmd, x->data);
         void *gw = gd && dnnl_memory_desc_equal(gmd, gd_md) ? gd : in_layout(ctx, op, k, R_G_BWD_WEIGHTS, &g_plain, gmd, g);
         if (!xb || !gw) return;
-        bool fresh, bfresh = false;
-        float *gwt = grad_buffer(ctx, w, &fresh);
-        bool direct = fresh && dnnl_memory_desc_equal(dwmd, &w_plain);
+        bool direct = fresh_w && dnnl_memory_desc_equal(dwmd, &w_plain);
         void *dw = direct ? (void *)gwt : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(dwmd));
-        float *db = NULL, *gb = NULL;
-        if (b) {
-            gb = need_db ? grad_buffer(ctx, b, &bfresh) : NULL;
-            db = bfresh ? gb : segc_arena_alloc(&ctx->arena, (size_t)k->oc * sizeof(float));
-        }
+        float *db = NULL;
+        if (b) db = bfresh ? gb : segc_arena_alloc(&ctx->arena, (size_t)k->oc * sizeof(float));
         int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_DIFF_DST, DNNL_ARG_DIFF_WEIGHTS, DNNL_ARG_DIFF_BIAS};
         void *ptrs[4] = {xb, gw, dw, db};
         if (!segc_dnnl_run(ctx, op, bw, b ? 4 : 3, ids, ptrs)) return;
-        if (!direct && !reorder(ctx, op, *k, R_DW, !fresh, dwmd, &w_plain, dw, gwt)) return;
-        if (need_db && !bfresh)
+        if (!direct && !reorder(ctx, op, *k, R_DW, !fresh_w, dwmd, &w_plain, dw, gwt)) return;
+        if (gb && !bfresh)
             for (int64_t o = 0; o < k->oc; o++) gb[o] += db[o];
-    } else if (need_db) {
-        bias_grad(g, segc_grad(ctx, b), k->n, k->oc, k->oh * k->ow);
+    } else if (gb) {
+        bias_grad(g, gb, k->n, k->oc, k->oh * k->ow);
     }
 }
 
@@ -475,6 +485,8 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     void *xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
     void *wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);
     if (!xb || !wb) return NULL;
+    conv_saved *s = grad ? segc_arena_alloc(&ctx->arena, sizeof *s) : NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* xb and wb stay for backward */
     bool direct = dnnl_memory_desc_equal(ymd, &y_plain);
     void *yb = direct ? y->data : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(ymd));
     void *bias = NULL;
@@ -484,10 +496,11 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     }
     int ids[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
     void *ptrs[4] = {xb, wb, yb, bias};
-    if (!segc_dnnl_run(ctx, op, fwd, b ? 4 : 3, ids, ptrs)) return NULL;
-    if (!direct && !out_layout(ctx, op, &k, R_Y_FWD, ymd, &y_plain, yb, y->data)) return NULL;
+    bool ok = segc_dnnl_run(ctx, op, fwd, b ? 4 : 3, ids, ptrs) &&
+              (direct || out_layout(ctx, op, &k, R_Y_FWD, ymd, &y_plain, yb, y->data));
+    segc_arena_rewind(&ctx->arena, mark);   /* the blocked output and an f32 bias copy */
+    if (!ok) return NULL;
     if (grad) {
-        conv_saved *s = segc_arena_alloc(&ctx->arena, sizeof *s);
         *s = (conv_saved){.k = k, .op = op, .xb = xb, .wb = wb};
         segc_record(ctx, op, conv_backward, y, ins, n_in, s);
     }

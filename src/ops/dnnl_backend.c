@@ -118,6 +118,7 @@ bool segc_dnnl_run(segc_ctx *ctx, const char *op, segc_dnnl_prim *p, int nargs, 
         dnnl_memory_set_data_handle(m, ptrs[i]);
         all[n++] = (dnnl_exec_arg_t){arg_ids[i], m};
     }
+    segc_arena_mark scratch_mark = segc_arena_get_mark(&ctx->arena);
     if (p->scratch_bytes) {
         dnnl_memory_t m = arg_mem(p, DNNL_ARG_SCRATCHPAD);
         dnnl_memory_set_data_handle(m, segc_arena_alloc(&ctx->arena, p->scratch_bytes));
@@ -125,6 +126,7 @@ bool segc_dnnl_run(segc_ctx *ctx, const char *op, segc_dnnl_prim *p, int nargs, 
     }
     dnnl_status_t st = dnnl_primitive_execute(p->prim, segc_dnnl_stream(), n, all);
     if (st == dnnl_success) st = dnnl_stream_wait(segc_dnnl_stream());
+    segc_arena_rewind(&ctx->arena, scratch_mark);   /* the scratchpad lives for this call only */
     if (st != dnnl_success) { segc_set_error(ctx, "%s: oneDNN execution failed (status %d)", op, (int)st); return false; }
     return true;
 }
