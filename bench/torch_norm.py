@@ -1,29 +1,13 @@
 """PyTorch twin of bench/bench_norm.c: the same cases, one JSON line each.
 bwd = loss/output backward alone, after an untimed forward."""
 import json
-import time
 
 import torch
 import torch.nn.functional as F
-from torch_benchlib import median_ms
+from torch_benchlib import median_ms, timed
 
 torch.set_num_threads(2)
 DT = {"f32": torch.float32, "bf16": torch.bfloat16}
-
-
-def timed(fwd, bwd, inputs, gout):
-    def step():
-        for t in inputs:
-            t.grad = None
-        t0 = time.perf_counter()
-        y = fwd()
-        t1 = time.perf_counter()
-        if not bwd:
-            return (t1 - t0) * 1e3
-        t0 = time.perf_counter()
-        y.backward(gout)
-        return (time.perf_counter() - t0) * 1e3
-    return step
 
 
 def report(op, shape, dn, pas, ms):
@@ -37,9 +21,9 @@ for dn, dt in DT.items():
     w = (torch.randn(64, generator=g) + 1).to(dt).requires_grad_()
     b = torch.randn(64, generator=g).to(dt).requires_grad_()
     for bwd in (False, True):
-        fwd = lambda: F.layer_norm(x, (64,), w, b, 1e-5)
+        fwd = lambda x, w, b: F.layer_norm(x, (64,), w, b, 1e-5)
         report("layer_norm", "16384x64", dn, "bwd" if bwd else "fwd",
-               median_ms(timed(fwd, bwd, [x, w, b], gout.to(dt))))
+               median_ms(timed([x, w, b], fwd, gout.to(dt), bwd)))
 
 target = torch.randint(0, 150, (2, 512, 512), generator=g)
 target[torch.rand(2, 512, 512, generator=g) < 0.05] = 255
@@ -48,7 +32,7 @@ with torch.no_grad():
 for dn, dt in DT.items():
     x = logits32.to(dt).requires_grad_()
     for bwd in (False, True):
-        fwd = lambda: F.cross_entropy(x, target, ignore_index=255)
+        fwd = lambda x: F.cross_entropy(x, target, ignore_index=255)
         report("cross_entropy", "2x150x512x512", dn, "bwd" if bwd else "fwd",
-               median_ms(timed(fwd, bwd, [x], None)))
+               median_ms(timed([x], fwd, None, bwd)))
     del x
