@@ -173,9 +173,12 @@ bool segc_backward(segc_ctx *c, segc_tensor *loss) {
 bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) {
     if (!out) return false;
     if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
-    float *dst = segc_grad(c, out);
     int64_t n = segc_numel(out);
-    for (int64_t i = 0; i < n; i++) dst[i] += g[i];
+    bool fresh = !out->grad && !out->is_param;
+    if (fresh) out->grad = segc_grad_buffer(c, n, false);   /* copied into: no zeroing pass */
+    float *dst = segc_grad(c, out);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = fresh ? g[i] : dst[i] + g[i];
     return run_tape(c);
 }
 

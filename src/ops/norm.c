@@ -145,6 +145,66 @@ static inline void ln_row_stats(const float *restrict x, int64_t C, float invC, 
     *rstd = 1.0f / __builtin_sqrtf((var > 0.f ? var : 0.f) + eps);   /* argument >= 0: no errno path */
 }
 
+/* ln_row_stats of two rows, interleaved */
+static inline void ln_row_stats2(const float *restrict x0, const float *restrict x1, int64_t C, float invC, float eps,
+                                 float *m0, float *ml0, float *rs0, float *m1, float *ml1, float *rs1) {
+    const float a0 = ln_sum(x0, C) * invC, a1 = ln_sum(x1, C) * invC;
+    float r0, v0, r1, v1;
+    ln_centered(x0, C, a0, &r0, &v0);
+    ln_centered(x1, C, a1, &r1, &v1);
+    const float l0 = r0 * invC, var0 = (v0 - r0 * l0) * invC, l1 = r1 * invC, var1 = (v1 - r1 * l1) * invC;
+    *m0 = a0, *ml0 = l0, *rs0 = 1.0f / __builtin_sqrtf((var0 > 0.f ? var0 : 0.f) + eps);
+    *m1 = a1, *ml1 = l1, *rs1 = 1.0f / __builtin_sqrtf((var1 > 0.f ? var1 : 0.f) + eps);
+}
+
+/* y row from x row and its statistics */
+static inline void ln_out_row(const float *restrict xr, int64_t C, float m, float ml, float rs, const float *g,
+                              const float *bt, float *restrict yr) {
+    if (g && bt) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) yr[j] = fmaf(((xr[j] - m) - ml) * rs, g[j], bt[j]);
+    } else if (g) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs * g[j];
+    } else if (bt) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) yr[j] = fmaf((xr[j] - m) - ml, rs, bt[j]);
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs;
+    }
+}
+
+/* f32 without residual, two rows at a time: a row's reductions are a chain of dependent adds
+ * and horizontal sums, so two independent rows side by side keep the core busy (short rows,
+ * C = 32..256 in SegFormer, are latency bound). Same operations per row as one at a time. */
+static void ln_forward_f32(ln_saved *sv, const float *x, float *y, const float *g, const float *bt, float invC) {
+    const int64_t rows = sv->rows, C = sv->C, pairs = (rows + 1) / 2;
+#pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
+    for (int64_t pr = 0; pr < pairs; pr++) {
+        const int64_t r0 = 2 * pr, r1 = r0 + 1 < rows ? r0 + 1 : r0;   /* odd tail: row twice */
+        const float *x0 = x + r0 * C, *x1 = x + r1 * C;
+        float m0, ml0, rs0, m1, ml1, rs1;
+        ln_row_stats2(x0, x1, C, invC, sv->eps, &m0, &ml0, &rs0, &m1, &ml1, &rs1);
+        sv->mean[r0] = m0, sv->mean_lo[r0] = ml0, sv->rstd[r0] = rs0;
+        sv->mean[r1] = m1, sv->mean_lo[r1] = ml1, sv->rstd[r1] = rs1;
+        ln_out_row(x0, C, m0, ml0, rs0, g, bt, y + r0 * C);
+        ln_out_row(x1, C, m1, ml1, rs1, g, bt, y + r1 * C);
+    }
+}
+
+/* dx row = rstd * (dy*g - mean(dy*g) - xhat * mean(dy*g*xhat)), c1 and c2 the two means times rstd */
+static inline void ln_dx_row(const float *restrict dyr, const float *restrict g, const float *restrict xr, int64_t C,
+                             float m, float ml, float rs, float c1, float c2, int overwrite, float *restrict dxr) {
+    if (overwrite) {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) dxr[j] = (rs * (dyr[j] * g[j]) - c1) - (((xr[j] - m) - ml) * rs) * c2;
+    } else {
+#pragma omp simd
+        for (int64_t j = 0; j < C; j++) dxr[j] += (rs * (dyr[j] * g[j]) - c1) - (((xr[j] - m) - ml) * rs) * c2;
+    }
+}
+
 static void ln_backward(segc_ctx *ctx, segc_node *nd) {
     const ln_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
@@ -169,7 +229,22 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
     for (int64_t k = 0; k < K; k++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * C : NULL;
         float *pgk = pg ? pg + k * C : NULL, *pbk = pb ? pb + k * C : NULL;
-        for (int64_t r = nl_chunk_begin(rows, K, k); r < nl_chunk_begin(rows, K, k + 1); r++) {
+        int64_t r = nl_chunk_begin(rows, K, k);
+        const int64_t r_end = nl_chunk_begin(rows, K, k + 1);
+        if (x->dtype == SEGC_F32 && pgk && pbk && dx) {
+            /* two rows side by side (latency, as in forward); the partials take row r, then r + 1 */
+            for (; r + 1 < r_end; r += 2) {
+                const float *x0 = segc_f32(x) + r * C, *x1 = x0 + C, *dy0 = dy + r * C, *dy1 = dy0 + C;
+                const float m0 = sv->mean[r], ml0 = sv->mean_lo[r], rs0 = sv->rstd[r];
+                const float m1 = sv->mean[r + 1], ml1 = sv->mean_lo[r + 1], rs1 = sv->rstd[r + 1];
+                float s10, s20, s11, s21;
+                ln_bwd_row(dy0, g, x0, C, m0, ml0, rs0, pgk, pbk, &s10, &s20);
+                ln_bwd_row(dy1, g, x1, C, m1, ml1, rs1, pgk, pbk, &s11, &s21);
+                ln_dx_row(dy0, g, x0, C, m0, ml0, rs0, rs0 * s10 * invC, rs0 * s20 * invC, ow, dx + r * C);
+                ln_dx_row(dy1, g, x1, C, m1, ml1, rs1, rs1 * s11 * invC, rs1 * s21 * invC, ow, dx + (r + 1) * C);
+            }
+        }
+        for (; r < r_end; r++) {
             const float *xr = nl_load(x, r * C, C, sc), *dyr = dy + r * C;
             const float m = sv->mean[r], ml = sv->mean_lo[r], rs = sv->rstd[r];
             /* one sweep for the row sums and the gamma/beta partials, one for dx */
@@ -196,15 +271,7 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
             }
             if (!dx) continue;
             /* dx = rstd * (dy*g - mean(dy*g) - xhat * mean(dy*g*xhat)) */
-            const float c1 = rs * s1 * invC, c2 = rs * s2 * invC;
-            float *dxr = dx + r * C;
-            if (ow) {
-#pragma omp simd
-                for (int64_t j = 0; j < C; j++) dxr[j] = (rs * (dyr[j] * g[j]) - c1) - (((xr[j] - m) - ml) * rs) * c2;
-            } else {
-#pragma omp simd
-                for (int64_t j = 0; j < C; j++) dxr[j] += (rs * (dyr[j] * g[j]) - c1) - (((xr[j] - m) - ml) * rs) * c2;
-            }
+            ln_dx_row(dyr, g, xr, C, m, ml, rs, rs * s1 * invC, rs * s2 * invC, ow, dx + r * C);
         }
     }
     /* chunk partials summed in chunk order: independent of the thread count */
@@ -264,6 +331,10 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 3 * C) * sizeof(float)) : NULL;
     const float invC = 1.0f / (float)C;
 
+    if (!bf && !res) {
+        ln_forward_f32(sv, segc_f32(x), segc_f32(y), g, bt, invC);
+        goto record;
+    }
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 3 * C : NULL;
@@ -303,6 +374,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
         nl_store(y, r * C, C, yr);
     }
 
+record:;
     segc_tensor *xin = x;
     if (res) {
         segc_tensor *pair[2] = {x, res};
