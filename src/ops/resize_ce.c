@@ -85,9 +85,34 @@ static void scatter_row_x(const rce_saved *s, int64_t n, int64_t iy, const float
     }
 }
 
-/* Output rows are processed in groups sharing their first input row r; a group writes only
- * gradient rows r and r + 1, so groups of one parity never touch the same row. Running the even
- * groups, then the odd ones, fixes the order of every sum whatever the thread count. */
+/* Output rows are processed in groups sharing their first input row r (y0 == r), and groups in
+ * fixed blocks of RCE_BLOCK input rows: inside a block each input row is upsampled along x once
+ * and its gradient row scattered back once. A block writes gradient rows [first, last + 1], so
+ * blocks of one parity never touch the same row; running the even blocks, then the odd ones,
+ * fixes the order of every sum whatever the thread count. */
+#define RCE_BLOCK 8
+
+/* the x-upsampled input rows r and y1 of group r into *X0 / *X1, reusing the previous group's
+ * second row (row *have) when it is row r; returns the second row (X0 itself where y1 == r, at
+ * the bottom edge) */
+static const float *group_rows(const rce_saved *s, int64_t n, int64_t r, float **X0, float **X1, int64_t *have) {
+    const int64_t r1 = s->y1[s->group[r]];
+    if (*have == r) {   /* swap it in */
+        float *t = *X0;
+        *X0 = *X1;
+        *X1 = t;
+    } else {
+        upsample_row_x(s, n, r, *X0);
+    }
+    if (r1 == r) {
+        *have = -1;
+        return *X0;
+    }
+    upsample_row_x(s, n, r1, *X1);
+    *have = r1;
+    return *X1;
+}
+
 static void rce_backward(segc_ctx *ctx, segc_node *nd) {
     const rce_saved *s = nd->saved;
     segc_tensor *logits = nd->in[0], *target = nd->in[1];
@@ -95,42 +120,57 @@ static void rce_backward(segc_ctx *ctx, segc_node *nd) {
     const int64_t N = s->N, C = s->C, h = s->h, H = s->H, W = s->W, CW = C * W;
     const float scale = nd->out->grad[0] / (float)s->valid;
     const int nt = omp_get_max_threads();
-    float *work = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(5 * CW + W) * sizeof(float));
+    const int64_t per = 5 * CW + W, nblk = (h + RCE_BLOCK - 1) / RCE_BLOCK;
+    float *work = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)per * sizeof(float));
     float *gl = segc_grad(ctx, logits);
     for (int parity = 0; parity < 2; parity++) {
+        const int64_t blocks = (nblk + 1 - parity) / 2;
 #pragma omp parallel
         {
-            float *X0 = work + (int64_t)omp_get_thread_num() * (5 * CW + W), *X1 = X0 + CW, *Z = X1 + CW;
-            float *D0 = Z + CW, *D1 = D0 + CW;
-            int32_t *tr = (int32_t *)(D1 + CW);
+            float *base = work + (int64_t)omp_get_thread_num() * per;
+            float *Z = base + 2 * CW, *Dc = Z + CW, *Dn = Dc + CW;
+            int32_t *tr = (int32_t *)(Dn + CW);
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t task = 0; task < N * ((h + 1 - parity) / 2); task++) {
-                int64_t n = task / ((h + 1 - parity) / 2), r = 2 * (task % ((h + 1 - parity) / 2)) + parity;
-                if (s->group[r] == s->group[r + 1]) continue;
-                upsample_row_x(s, n, r, X0);
-                upsample_row_x(s, n, s->y1[s->group[r]], X1);
-                memset(D0, 0, (size_t)CW * sizeof(float));
-                memset(D1, 0, (size_t)CW * sizeof(float));
-                for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
-                    blend_rows(s, yy, X0, X1, Z);
-                    target_row(target, (n * H + yy) * W, W, tr);
-                    const float *lse = s->lse + (n * H + yy) * W;
-                    /* G = (softmax - onehot) * scale, in place in Z; ignored pixels get 0 */
-                    for (int64_t c = 0; c < C; c++) {
-                        float *z = Z + c * W;
+            for (int64_t task = 0; task < N * blocks; task++) {
+                const int64_t n = task / blocks, b = 2 * (task % blocks) + parity;
+                const int64_t r_end = (b + 1) * RCE_BLOCK < h ? (b + 1) * RCE_BLOCK : h;
+                float *X0 = base, *X1 = base + CW;
+                int64_t have = -1;
+                /* Dc: gradient of input row r (x-upsampled); Dn: of row r + 1 */
+                memset(Dc, 0, (size_t)CW * sizeof(float));
+                memset(Dn, 0, (size_t)CW * sizeof(float));
+                for (int64_t r = b * RCE_BLOCK; r < r_end; r++) {
+                    if (s->group[r] < s->group[r + 1]) {
+                        const float *Xb = group_rows(s, n, r, &X0, &X1, &have);
+                        float *D1 = Xb == X0 ? Dc : Dn;
+                        for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
+                            blend_rows(s, yy, X0, Xb, Z);
+                            target_row(target, (n * H + yy) * W, W, tr);
+                            const float *lse = s->lse + (n * H + yy) * W;
+                            /* G = (softmax - onehot) * scale, in place in Z; ignored pixels get 0 */
+                            for (int64_t c = 0; c < C; c++) {
+                                float *z = Z + c * W;
 #pragma omp simd
-                        for (int64_t x = 0; x < W; x++) z[x] = segc_vexpf(z[x] - lse[x]) * scale;
-                    }
-                    for (int64_t x = 0; x < W; x++) {
-                        if (tr[x] == s->ignore_index) for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
-                        else Z[(int64_t)tr[x] * W + x] -= scale;
-                    }
-                    const float a1 = s->ly[yy], a0 = 1.0f - a1;
+                                for (int64_t x = 0; x < W; x++) z[x] = segc_vexpf(z[x] - lse[x]) * scale;
+                            }
+                            for (int64_t x = 0; x < W; x++) {
+                                if (tr[x] == s->ignore_index) for (int64_t c = 0; c < C; c++) Z[c * W + x] = 0;
+                                else Z[(int64_t)tr[x] * W + x] -= scale;
+                            }
+                            const float a1 = s->ly[yy], a0 = 1.0f - a1;
 #pragma omp simd
-                    for (int64_t i = 0; i < CW; i++) { D0[i] += a0 * Z[i]; D1[i] += a1 * Z[i]; }
+                            for (int64_t i = 0; i < CW; i++) Dc[i] += a0 * Z[i];
+#pragma omp simd
+                            for (int64_t i = 0; i < CW; i++) D1[i] += a1 * Z[i];
+                        }
+                    }
+                    scatter_row_x(s, n, r, Dc, gl);
+                    float *t = Dc;
+                    Dc = Dn;
+                    Dn = t;
+                    memset(Dn, 0, (size_t)CW * sizeof(float));
                 }
-                scatter_row_x(s, n, r, D0, gl);
-                scatter_row_x(s, n, s->y1[s->group[r]], D1, gl);
+                if (r_end < h) scatter_row_x(s, n, r_end, Dc, gl);   /* the last group's second row */
             }
         }
     }
@@ -211,21 +251,25 @@ segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_
     }
     const int nt = omp_get_max_threads();
     const int64_t CW = C * W;
+    const int64_t nblk = (h + RCE_BLOCK - 1) / RCE_BLOCK;
     float *work = segc_arena_alloc(&ctx->arena, (size_t)nt * (size_t)(3 * CW + 3 * W) * sizeof(float));
     double *row_loss = segc_arena_alloc(&ctx->arena, (size_t)(N * H) * sizeof(double));
 #pragma omp parallel
     {
-        float *X0 = work + (int64_t)omp_get_thread_num() * (3 * CW + 3 * W), *X1 = X0 + CW, *Z = X1 + CW;
-        float *m = Z + CW;
+        float *base = work + (int64_t)omp_get_thread_num() * (3 * CW + 3 * W), *Z = base + 2 * CW, *m = Z + CW;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < N * h; task++) {
-            int64_t n = task / h, r = task % h;
-            if (s->group[r] == s->group[r + 1]) continue;
-            upsample_row_x(s, n, r, X0);
-            upsample_row_x(s, n, s->y1[s->group[r]], X1);
-            for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
-                blend_rows(s, yy, X0, X1, Z);
-                row_loss[n * H + yy] = row_forward(s, target, n * H + yy, Z, m);
+        for (int64_t task = 0; task < N * nblk; task++) {
+            const int64_t n = task / nblk, b = task % nblk;
+            const int64_t r_end = (b + 1) * RCE_BLOCK < h ? (b + 1) * RCE_BLOCK : h;
+            float *X0 = base, *X1 = base + CW;
+            int64_t have = -1;
+            for (int64_t r = b * RCE_BLOCK; r < r_end; r++) {
+                if (s->group[r] == s->group[r + 1]) continue;
+                const float *Xb = group_rows(s, n, r, &X0, &X1, &have);
+                for (int64_t yy = s->group[r]; yy < s->group[r + 1]; yy++) {
+                    blend_rows(s, yy, X0, Xb, Z);
+                    row_loss[n * H + yy] = row_forward(s, target, n * H + yy, Z, m);
+                }
             }
         }
     }
