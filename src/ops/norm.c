@@ -331,10 +331,8 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 3 * C) * sizeof(float)) : NULL;
     const float invC = 1.0f / (float)C;
 
-    if (!bf && !res) {
-        ln_forward_f32(sv, segc_f32(x), segc_f32(y), g, bt, invC);
-        goto record;
-    }
+    if (!bf && !res) ln_forward_f32(sv, segc_f32(x), segc_f32(y), g, bt, invC);
+    else
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 3 * C : NULL;
@@ -358,23 +356,10 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
         sv->mean_lo[r] = ml;
         sv->rstd[r] = rs;
         float *yr = nl_dst(y, r * C, sc + C);   /* bf16: the residual row is no longer needed */
-        if (g && bt) {
-#pragma omp simd
-            for (int64_t j = 0; j < C; j++) yr[j] = fmaf(((xr[j] - m) - ml) * rs, g[j], bt[j]);
-        } else if (g) {
-#pragma omp simd
-            for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs * g[j];
-        } else if (bt) {
-#pragma omp simd
-            for (int64_t j = 0; j < C; j++) yr[j] = fmaf((xr[j] - m) - ml, rs, bt[j]);
-        } else {
-#pragma omp simd
-            for (int64_t j = 0; j < C; j++) yr[j] = ((xr[j] - m) - ml) * rs;
-        }
+        ln_out_row(xr, C, m, ml, rs, g, bt, yr);
         nl_store(y, r * C, C, yr);
     }
 
-record:;
     segc_tensor *xin = x;
     if (res) {
         segc_tensor *pair[2] = {x, res};
