@@ -27,6 +27,32 @@ static void test_arena_consolidates(void **state) {
     segc_arena_free(&a);
 }
 
+/* a rewind drops what came after the mark (chunks grown since included), the high-water mark
+ * keeps the peak, and the next step fits in one block of that size without growing */
+static void test_arena_rewind(void **state) {
+    segc_arena a;
+    segc_arena_init(&a, 4096);
+    void *kept = segc_arena_alloc(&a, 1000);
+    segc_arena_mark m = segc_arena_get_mark(&a);
+    for (int i = 0; i < 20; i++) memset(segc_arena_alloc(&a, 3000), i, 3000);   /* grows chunks */
+    assert_true(a.n_chunks > 1);
+    size_t peak = a.high_water;
+    segc_arena_rewind(&a, m);
+    assert_int_equal(a.n_chunks, 1);
+    assert_int_equal(a.used_total, 1024);   /* 1000 rounded up to the 64-byte alignment */
+    assert_int_equal(a.high_water, peak);
+    assert_ptr_equal(segc_arena_alloc(&a, 10), (unsigned char *)kept + 1024);   /* bumps on from the mark */
+    segc_arena_reset(&a);                   /* consolidates to the peak although one chunk is left */
+    assert_int_equal(a.n_chunks, 1);
+    segc_arena_alloc(&a, 1000);
+    m = segc_arena_get_mark(&a);
+    for (int i = 0; i < 20; i++) segc_arena_alloc(&a, 3000);
+    assert_int_equal(a.n_chunks, 1);        /* the same step no longer grows */
+    segc_arena_rewind(&a, m);
+    assert_int_equal(a.used_total, 1024);
+    segc_arena_free(&a);
+}
+
 static void test_rng_counter_based(void **state) {
     segc_rng r;
     segc_rng_init(&r, 42);
@@ -152,7 +178,7 @@ static void test_params_flat(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_arena_consolidates),   cmocka_unit_test(test_rng_counter_based),
+        cmocka_unit_test(test_arena_consolidates), cmocka_unit_test(test_arena_rewind),   cmocka_unit_test(test_rng_counter_based),
         cmocka_unit_test(test_bf16_rounding),        cmocka_unit_test(test_safetensors_roundtrip),
         cmocka_unit_test(test_cast_grad_and_errors), cmocka_unit_test(test_params_flat),
     };
