@@ -175,21 +175,27 @@ static inline void ln_out_row(const float *restrict xr, int64_t C, float m, floa
     }
 }
 
-/* f32 without residual, two rows at a time: a row's reductions are a chain of dependent adds
- * and horizontal sums, so two independent rows side by side keep the core busy (short rows,
- * C = 32..256 in SegFormer, are latency bound). Same operations per row as one at a time. */
-static void ln_forward_f32(ln_saved *sv, const float *x, float *y, const float *g, const float *bt, float invC) {
+/* Without residual, two rows at a time: a row's reductions are a chain of dependent adds and
+ * horizontal sums, so two independent rows side by side keep the core busy (short rows, C = 32..256
+ * in SegFormer, are latency bound). Same operations per row as one at a time. scratch: 4*C floats
+ * per thread for bf16, else unused. */
+static void ln_forward_pairs(ln_saved *sv, const segc_tensor *x, segc_tensor *y, const float *g, const float *bt,
+                             float invC, float *scratch) {
     const int64_t rows = sv->rows, C = sv->C, pairs = (rows + 1) / 2;
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t pr = 0; pr < pairs; pr++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 4 * C : NULL;
         const int64_t r0 = 2 * pr, r1 = r0 + 1 < rows ? r0 + 1 : r0;   /* odd tail: row twice */
-        const float *x0 = x + r0 * C, *x1 = x + r1 * C;
+        const float *x0 = nl_load(x, r0 * C, C, sc), *x1 = nl_load(x, r1 * C, C, sc ? sc + C : NULL);
         float m0, ml0, rs0, m1, ml1, rs1;
         ln_row_stats2(x0, x1, C, invC, sv->eps, &m0, &ml0, &rs0, &m1, &ml1, &rs1);
         sv->mean[r0] = m0, sv->mean_lo[r0] = ml0, sv->rstd[r0] = rs0;
         sv->mean[r1] = m1, sv->mean_lo[r1] = ml1, sv->rstd[r1] = rs1;
-        ln_out_row(x0, C, m0, ml0, rs0, g, bt, y + r0 * C);
-        ln_out_row(x1, C, m1, ml1, rs1, g, bt, y + r1 * C);
+        float *y0 = nl_dst(y, r0 * C, sc ? sc + 2 * C : NULL), *y1 = nl_dst(y, r1 * C, sc ? sc + 3 * C : NULL);
+        ln_out_row(x0, C, m0, ml0, rs0, g, bt, y0);
+        ln_out_row(x1, C, m1, ml1, rs1, g, bt, y1);
+        nl_store(y, r0 * C, C, y0);
+        nl_store(y, r1 * C, C, y1);
     }
 }
 
@@ -328,10 +334,10 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const bool bf = x->dtype == SEGC_BF16;
-    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 3 * C) * sizeof(float)) : NULL;
+    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 4 * C) * sizeof(float)) : NULL;
     const float invC = 1.0f / (float)C;
 
-    if (!bf && !res) ln_forward_f32(sv, segc_f32(x), segc_f32(y), g, bt, invC);
+    if (!res) ln_forward_pairs(sv, x, y, g, bt, invC, scratch);
     else
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
