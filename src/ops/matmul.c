@@ -217,7 +217,17 @@ static bool gemm_check(segc_ctx *ctx, const char *op, segc_gemm *g, bool *empty)
     return true;
 }
 
+static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin);
+
+/* widened operands and a widened C live only for the call */
 bool segc_gemm_run(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    bool ok = gemm_run_temps(ctx, op, gin);
+    segc_arena_rewind(&ctx->arena, mark);
+    return ok;
+}
+
+static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin) {
     segc_gemm g = *gin;
     bool empty;
     if (!gemm_check(ctx, op, &g, &empty)) return false;
@@ -437,23 +447,24 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *a = nd->in[0], *b = nd->in[1];
     int64_t n_out = s->batch * s->M * s->N;
     mview dc = {nd->out->grad, SEGC_F32, s->M * s->N, s->N, 1};
-    if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
     mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
-    if (a->requires_grad) {
-        float *ga = segc_grad(ctx, a);
+    float *ga = a->requires_grad ? segc_grad(ctx, a) : NULL, *gb = b->requires_grad ? segc_grad(ctx, b) : NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
+    if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
+    if (ga) {
         if (!s->trans_a) /* dA = dC op(B)^T */
             gemm_views(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), ga, s->M * s->K, s->K);
         else /* dA (K x M) = op(B) dC^T */
             gemm_views(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), ga, s->M * s->K, s->M);
     }
-    if (b->requires_grad) {
-        float *gb = segc_grad(ctx, b);
+    if (gb) {
         int64_t gbs = s->shared_b ? 0 : s->K * s->N;   /* 0: summed over the batch */
         if (!s->trans_b) /* dB = op(A)^T dC */
             gemm_views(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, gb, gbs, s->N);
         else /* dB (N x K) = dC^T op(A) */
             gemm_views(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, gb, gbs, s->K);
     }
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool trans_a, bool trans_b) {
@@ -548,15 +559,18 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
     const float *gy = nd->out->grad;
     bool bf16 = x->dtype == SEGC_BF16;
+    float *gx = x->requires_grad ? segc_grad(ctx, x) : NULL, *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
+    float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
     mview dy = {gy, SEGC_F32, 0, s->out, 1};
     if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
-    if (x->requires_grad) /* dX = dY W */
-        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1},
-                   segc_grad(ctx, x), 0, s->in);
-    if (w->requires_grad) /* dW = dY^T X */
-        gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1},
-                   segc_grad(ctx, w), 0, s->in);
-    if (bias && bias->requires_grad) colsum_acc(ctx, gy, s->rows, s->out, bf16, segc_grad(ctx, bias));
+    if (gx) /* dX = dY W */
+        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, gx, 0, s->in);
+    if (gw) /* dW = dY^T X */
+        gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1}, gw, 0,
+                   s->in);
+    if (gbias) colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
