@@ -2,29 +2,12 @@
 (pad 1, with bias), fwd and bwd (gradients for input, weight and bias), f32
 and bf16; one JSON line per case (keys match bench_conv for the join)."""
 import json
-import time
 
 import torch
 import torch.nn.functional as F
-from torch_benchlib import median_ms
+from torch_benchlib import median_ms, timed
 
 torch.set_num_threads(2)
-
-
-def timed(x, w, b, groups, gout, bwd):
-    """One run of the forward (and backward when bwd); only the measured pass is timed."""
-    def run():
-        for t in (x, w, b):
-            t.grad = None
-        t0 = time.perf_counter()
-        y = F.conv2d(x, w, b, padding=1, groups=groups)
-        t1 = time.perf_counter()
-        if not bwd:
-            return t1 - t0
-        t0 = time.perf_counter()
-        y.backward(gout)
-        return time.perf_counter() - t0
-    return run
 
 
 CASES = [
@@ -40,6 +23,7 @@ for op, shape, xs, oc, groups in CASES:
         gout = torch.randn(xs[0], oc, xs[2], xs[3]).to(dt)
         for pas in ("fwd", "bwd"):
             with torch.set_grad_enabled(pas == "bwd"):
-                ms = median_ms(timed(x, w, b, groups, gout, pas == "bwd"))
+                conv = lambda x, w, b: F.conv2d(x, w, b, padding=1, groups=groups)
+                ms = median_ms(timed([x, w, b], conv, gout, pas == "bwd"))
             print(json.dumps({"op": op, "shape": shape, "dtype": dname, "pass": pas, "torch_ms": round(ms, 3)}),
                   flush=True)

@@ -1,28 +1,12 @@
 """PyTorch twin of bench/bench_shape.c: x4 bilinear upsample and NCHW->NHWC
 permute, fwd and bwd, f32 and bf16, one JSON line each (keys match for the join)."""
 import json
-import time
 
 import torch
 import torch.nn.functional as F
-from torch_benchlib import median_ms
+from torch_benchlib import median_ms, timed
 
 torch.set_num_threads(2)
-
-
-def timed(x, fwd, gout, bwd):
-    """One run of fwd (and backward when bwd); only the measured pass is timed."""
-    def run():
-        x.grad = None
-        t0 = time.perf_counter()
-        y = fwd(x)
-        t1 = time.perf_counter()
-        if not bwd:
-            return t1 - t0
-        t0 = time.perf_counter()
-        y.backward(gout)
-        return time.perf_counter() - t0
-    return run
 
 
 CASES = [
@@ -38,7 +22,7 @@ for op, shape, fwd in CASES:
         with torch.no_grad():
             gout = torch.randn(fwd(x).shape, generator=g).to(dt)
         for bwd in (False, True):
-            ms = median_ms(timed(x, fwd, gout, bwd))
+            ms = median_ms(timed([x], fwd, gout, bwd))
             print(json.dumps({"op": op, "shape": "x".join(map(str, shape)), "dtype": dname,
                               "pass": "bwd" if bwd else "fwd", "torch_ms": round(ms, 3)}), flush=True)
         del x, gout
