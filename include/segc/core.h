@@ -176,6 +176,9 @@ int segc_get_num_threads(void);
 /* errors */
 void segc_set_error(segc_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 const char *segc_last_error(const segc_ctx *ctx);
+/* printf into a caller's error buffer err[n] (skipped when err is NULL or n is 0); always
+ * returns false, so functions reporting through (err, n) can `return segc_errorf(...)` */
+bool segc_errorf(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void segc_clear_error(segc_ctx *ctx);
 /* Validation helpers: return false and set an error naming op/what. */
 bool segc_check_dtype(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, segc_dtype want);

@@ -86,6 +86,15 @@ void segc_set_error(segc_ctx *c, const char *fmt, ...) {
     va_end(ap);
     c->has_err = true;
 }
+bool segc_errorf(char *err, size_t n, const char *fmt, ...) {
+    if (err && n) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, n, fmt, ap);
+        va_end(ap);
+    }
+    return false;
+}
 const char *segc_last_error(const segc_ctx *c) { return c && c->has_err ? c->err : ""; }
 void segc_clear_error(segc_ctx *c) { c->has_err = false; c->err[0] = 0; }
 

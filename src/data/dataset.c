@@ -11,16 +11,6 @@
 
 #include "ds_internal.h"
 
-bool ds_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 char *ds_strdup(const char *s) {
     if (!s) return NULL;
     size_t n = strlen(s) + 1;
@@ -70,7 +60,7 @@ bool ds_list_dir(const char *dir, bool want_dirs, ds_name_filter keep, const voi
                  char *err, size_t errlen) {
     *names = NULL, *n = 0;
     DIR *d = opendir(dir);
-    if (!d) return ds_err(err, errlen, "%s: cannot open directory: %s", dir, strerror(errno));
+    if (!d) return segc_errorf(err, errlen, "%s: cannot open directory: %s", dir, strerror(errno));
     int64_t cap = 64, cnt = 0;
     char **v = malloc(cap * sizeof *v);
     struct dirent *e;
@@ -93,7 +83,7 @@ bool ds_list_dir(const char *dir, bool want_dirs, ds_name_filter keep, const voi
     closedir(d);
     if (!ok) {
         ds_free_strv(v, cnt);
-        return ds_err(err, errlen, "%s: out of memory listing directory", dir);
+        return segc_errorf(err, errlen, "%s: out of memory listing directory", dir);
     }
     qsort(v, (size_t)cnt, sizeof *v, cmp_str);
     *names = v, *n = cnt;
@@ -181,17 +171,17 @@ void ds_lut_reduce_zero(segc_dataset *ds) {
 segc_dataset *segc_dataset_open(const char *name, const char *root, const char *split, const segc_dataset_opts *o,
                                 char *err, size_t errlen) {
     if (!name || !root) {
-        ds_err(err, errlen, "dataset open: name and root are required");
+        segc_errorf(err, errlen, "dataset open: name and root are required");
         return NULL;
     }
     if (!ds_is_dir(root) && !(!strcmp(name, "coco") && ds_is_file(root))) {
-        ds_err(err, errlen, "%s: dataset root is not a directory", root);
+        segc_errorf(err, errlen, "%s: dataset root is not a directory", root);
         return NULL;
     }
     segc_dataset_opts def;
     if (!o) segc_dataset_opts_default(&def), o = &def;
     if (o->image_channels != 0 && o->image_channels != 1 && o->image_channels != 3) {
-        ds_err(err, errlen, "dataset open: image_channels must be 0, 1 or 3, found %d", o->image_channels);
+        segc_errorf(err, errlen, "dataset open: image_channels must be 0, 1 or 3, found %d", o->image_channels);
         return NULL;
     }
     if (!strcmp(name, "camvid")) return ds_open_camvid(root, split, o, err, errlen);
@@ -201,8 +191,8 @@ segc_dataset *segc_dataset_open(const char *name, const char *root, const char *
     if (!strcmp(name, "folder")) return ds_open_folder(root, split, o, err, errlen);
     if (!strcmp(name, "coco")) return ds_open_coco(root, split, o, err, errlen);
     if (!strcmp(name, "brats") || !strcmp(name, "msd")) return ds_open_medical(name, root, split, o, err, errlen);
-    ds_err(err, errlen, "unknown dataset '%s' (expected camvid, ade20k, cityscapes, voc, folder, coco, brats or msd)",
-           name);
+    segc_errorf(err, errlen, "unknown dataset '%s' (expected camvid, ade20k, cityscapes, voc, folder, coco, brats or msd)",
+                name);
     return NULL;
 }
 
@@ -250,10 +240,10 @@ void segc_sample_free(segc_sample *s) {
 
 bool segc_dataset_load(const segc_dataset *ds, int64_t i, segc_sample *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (!ds) return ds_err(err, errlen, "dataset load: no dataset");
+    if (!ds) return segc_errorf(err, errlen, "dataset load: no dataset");
     if (i < 0 || i >= ds->n)
-        return ds_err(err, errlen, "%s: sample index %lld out of range 0..%lld", ds->name, (long long)i,
-                      (long long)ds->n - 1);
+        return segc_errorf(err, errlen, "%s: sample index %lld out of range 0..%lld", ds->name, (long long)i,
+                           (long long)ds->n - 1);
     bool ok = ds->vt->load(ds, i, out, err, errlen);
     if (!ok) segc_sample_free(out);
     out->index = i;
@@ -285,8 +275,8 @@ static bool map_color_label(const segc_dataset *ds, const segc_image *raw, const
             continue;
         }
         if (strict)
-            return ds_err(err, errlen, "%s: label colour (%d,%d,%d) at x=%zu y=%zu is not in the class palette", path,
-                          p[0], p[1], p[2], i % raw->w, i / raw->w);
+            return segc_errorf(err, errlen, "%s: label colour (%d,%d,%d) at x=%zu y=%zu is not in the class palette", path,
+                               p[0], p[1], p[2], i % raw->w, i / raw->w);
         if (*n_invalid == 0) *first_bad = rgb;
         (*n_invalid)++;
         dst[i] = 255;
@@ -300,9 +290,9 @@ bool ds_map_label(const segc_dataset *ds, const segc_image *raw, const char *pat
     if (raw->c >= 3 && raw->dtype == SEGC_U8 && ds->label_is_color)
         return map_color_label(ds, raw, path, dst, strict, n_invalid, first_bad, err, errlen);
     if (raw->c != 1)
-        return ds_err(err, errlen,
-                      "%s: label must be a single-channel (gray or palette) image, found %d channels%s", path, raw->c,
-                      raw->c >= 3 ? " (colour masks need a class file with a palette)" : "");
+        return segc_errorf(err, errlen,
+                           "%s: label must be a single-channel (gray or palette) image, found %d channels%s", path, raw->c,
+                           raw->c >= 3 ? " (colour masks need a class file with a palette)" : "");
     size_t n = (size_t)raw->h * raw->w;
     for (size_t i = 0; i < n; i++) {
         int64_t v = raw->dtype == SEGC_U8 ? ((const uint8_t *)raw->data)[i] : ((const int32_t *)raw->data)[i];
@@ -312,8 +302,8 @@ bool ds_map_label(const segc_dataset *ds, const segc_image *raw, const char *pat
             continue;
         }
         if (strict)
-            return ds_err(err, errlen, "%s: label value %lld at x=%zu y=%zu is not a %s class id (0..%d) or ignore",
-                          path, (long long)v, i % raw->w, i / raw->w, ds->name, ds->n_classes - 1);
+            return segc_errorf(err, errlen, "%s: label value %lld at x=%zu y=%zu is not a %s class id (0..%d) or ignore",
+                               path, (long long)v, i % raw->w, i / raw->w, ds->name, ds->n_classes - 1);
         if (*n_invalid == 0) *first_bad = v;
         (*n_invalid)++;
         dst[i] = 255;
@@ -327,17 +317,17 @@ static bool load_pair(const segc_dataset *ds, int64_t i, segc_sample *out, bool 
     segc_read_mode mode = ds->image_channels == 1 ? SEGC_READ_GRAY : SEGC_READ_RGB;
     if (!segc_image_read(ip, mode, &out->img, err, errlen)) return false;
     if (!lp) return true;
-    if (!ds_is_file(lp)) return ds_err(err, errlen, "%s: label file missing for image %s", lp, ip);
+    if (!ds_is_file(lp)) return segc_errorf(err, errlen, "%s: label file missing for image %s", lp, ip);
     segc_image raw;
     if (!segc_image_read(lp, SEGC_READ_LABEL, &raw, err, errlen)) return false;
     bool ok = false;
     if (raw.h != out->img.h || raw.w != out->img.w) {
-        ds_err(err, errlen, "%s: label size %dx%d does not match image %s size %dx%d (HxW)", lp, raw.h, raw.w, ip,
-               out->img.h, out->img.w);
+        segc_errorf(err, errlen, "%s: label size %dx%d does not match image %s size %dx%d (HxW)", lp, raw.h, raw.w, ip,
+                    out->img.h, out->img.w);
         goto done;
     }
     if (!segc_image_alloc(&out->label, raw.h, raw.w, 1, SEGC_U8)) {
-        ds_err(err, errlen, "%s: out of memory", lp);
+        segc_errorf(err, errlen, "%s: out of memory", lp);
         goto done;
     }
     int64_t n_bad = 0, first_bad = -1;
@@ -356,10 +346,10 @@ bool ds_load_pair(const segc_dataset *ds, int64_t i, segc_sample *out, char *err
 bool segc_dataset_check_sample(const segc_dataset *ds, int64_t i, segc_sample_check *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     out->first_invalid = -1;
-    if (!ds) return ds_err(err, errlen, "dataset check: no dataset");
+    if (!ds) return segc_errorf(err, errlen, "dataset check: no dataset");
     if (i < 0 || i >= ds->n)
-        return ds_err(err, errlen, "%s: sample index %lld out of range 0..%lld", ds->name, (long long)i,
-                      (long long)ds->n - 1);
+        return segc_errorf(err, errlen, "%s: sample index %lld out of range 0..%lld", ds->name, (long long)i,
+                           (long long)ds->n - 1);
     if (ds->vt->check) return ds->vt->check(ds, i, out, err, errlen);
     segc_sample s;
     memset(&s, 0, sizeof s);
@@ -404,7 +394,7 @@ bool ds_pairs_from_dir(segc_dataset *ds, const char *img_dir, ds_name_filter kee
     if (!ds_list_dir(img_dir, false, keep, user, &names, &n, err, errlen)) return false;
     if (n == 0) {
         ds_free_strv(names, n);
-        return ds_err(err, errlen, "%s: no image files found", img_dir);
+        return segc_errorf(err, errlen, "%s: no image files found", img_dir);
     }
     ds->img_paths = calloc((size_t)n, sizeof *ds->img_paths);
     ds->lbl_paths = lbl_dir ? calloc((size_t)n, sizeof *ds->lbl_paths) : NULL;
@@ -419,6 +409,6 @@ bool ds_pairs_from_dir(segc_dataset *ds, const char *img_dir, ds_name_filter kee
     }
     ds->n = n;   /* set even on failure so close frees what was filled */
     ds_free_strv(names, n);
-    if (!ok) return ds_err(err, errlen, "%s: out of memory", img_dir);
+    if (!ok) return segc_errorf(err, errlen, "%s: out of memory", img_dir);
     return true;
 }

@@ -73,9 +73,9 @@ segc_dataset *ds_open_ade20k(const char *root, const char *split, const segc_dat
     char *lbl_dir = base ? ds_join3(base, "annotations", split) : NULL;
     segc_dataset *ds = ds_new("ade20k", root, o);
     bool ok = img_dir && lbl_dir && ds;
-    if (!ok) ds_err(err, n, "ade20k: out of memory");
+    if (!ok) segc_errorf(err, n, "ade20k: out of memory");
     else if (!ds_is_dir(img_dir) || !ds_is_dir(lbl_dir))
-        ok = ds_err(err, n, "ade20k: split '%s' needs %s and %s", split, img_dir, lbl_dir);
+        ok = segc_errorf(err, n, "ade20k: split '%s' needs %s and %s", split, img_dir, lbl_dir);
     if (ok) {
         ds->vt = &ds_pair_vtable;
         ok = ds_set_classes(ds, 150, ade_names, ade_palette) &&

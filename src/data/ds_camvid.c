@@ -31,9 +31,9 @@ segc_dataset *ds_open_camvid(const char *root, const char *split, const segc_dat
     if (ok && (!ds_is_dir(img_dir) || !ds_is_dir(lbl_dir))) {
         char avail[256];
         ds_available_dirs(root, avail, sizeof avail);
-        ok = ds_err(err, n, "camvid: split '%s' needs %s and %s (found: %s)", split, img_dir, lbl_dir, avail);
+        ok = segc_errorf(err, n, "camvid: split '%s' needs %s and %s (found: %s)", split, img_dir, lbl_dir, avail);
     } else if (!ok) {
-        ds_err(err, n, "camvid: out of memory");
+        segc_errorf(err, n, "camvid: out of memory");
     }
     if (ok) {
         ds->vt = &ds_pair_vtable;

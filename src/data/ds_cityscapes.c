@@ -47,9 +47,9 @@ segc_dataset *ds_open_cityscapes(const char *root, const char *split, const segc
     int64_t n_cities = 0, n_files = 0, cap = 0;
     char **lbl_ids = NULL, **lbl_train = NULL;
     bool ok = img_split && gt_split && ds;
-    if (!ok) ds_err(err, n, "cityscapes: out of memory");
+    if (!ok) segc_errorf(err, n, "cityscapes: out of memory");
     else if (!ds_is_dir(img_split) || !ds_is_dir(gt_split))
-        ok = ds_err(err, n, "cityscapes: split '%s' needs %s and %s", split, img_split, gt_split);
+        ok = segc_errorf(err, n, "cityscapes: split '%s' needs %s and %s", split, img_split, gt_split);
     if (ok) ok = ds_list_dir(img_split, true, NULL, NULL, &cities, &n_cities, err, n);
     bool all_train = true;
     for (int64_t c = 0; ok && c < n_cities; c++) {
@@ -66,14 +66,14 @@ segc_dataset *ds_open_cityscapes(const char *root, const char *split, const segc
                 if (f2) files = f2;
                 if (l2) lbl_ids = l2;
                 if (t2) lbl_train = t2;
-                if (!f2 || !l2 || !t2) { ok = ds_err(err, n, "cityscapes: out of memory"); break; }
+                if (!f2 || !l2 || !t2) { ok = segc_errorf(err, n, "cityscapes: out of memory"); break; }
             }
             files[n_files] = ds_join(city_dir, names[j]);
             lbl_ids[n_files] = files[n_files] ? label_for(files[n_files], gt_split, cities[c], "labelIds") : NULL;
             lbl_train[n_files] = files[n_files] ? label_for(files[n_files], gt_split, cities[c], "labelTrainIds") : NULL;
             n_files++;
             if (!files[n_files - 1] || !lbl_ids[n_files - 1] || !lbl_train[n_files - 1]) {
-                ok = ds_err(err, n, "cityscapes: out of memory");
+                ok = segc_errorf(err, n, "cityscapes: out of memory");
                 break;
             }
             all_train = all_train && ds_is_file(lbl_train[n_files - 1]);
@@ -81,7 +81,7 @@ segc_dataset *ds_open_cityscapes(const char *root, const char *split, const segc
         if (listed) ds_free_strv(names, k);
         free(city_dir);
     }
-    if (ok && n_files == 0) ok = ds_err(err, n, "cityscapes: no *%s files under %s", IMG_SUFFIX, img_split);
+    if (ok && n_files == 0) ok = segc_errorf(err, n, "cityscapes: no *%s files under %s", IMG_SUFFIX, img_split);
     if (ok) {
         ds->vt = &ds_pair_vtable;
         ds->img_paths = files, ds->n = n_files;

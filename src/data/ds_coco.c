@@ -84,7 +84,7 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     if (!root) {
         int line, col;
         line_col(json, len, end, &line, &col);
-        return ds_err(err, errlen, "%s: malformed JSON at line %d column %d", what, line, col);
+        return segc_errorf(err, errlen, "%s: malformed JSON at line %d column %d", what, line, col);
     }
     bool ok = true;
     img_rec *imgs = NULL;
@@ -94,14 +94,14 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     const cJSON *anns = cJSON_GetObjectItemCaseSensitive(root, "annotations");
     const cJSON *cats = cJSON_GetObjectItemCaseSensitive(root, "categories");
     if (!cJSON_IsObject(root) || !cJSON_IsArray(images) || !cJSON_IsArray(cats) || (anns && !cJSON_IsArray(anns))) {
-        ok = ds_err(err, errlen, "%s: expected an object with \"images\" and \"categories\" arrays (and \"annotations\")",
-                    what);
+        ok = segc_errorf(err, errlen, "%s: expected an object with \"images\" and \"categories\" arrays (and \"annotations\")",
+                         what);
         goto done;
     }
     /* categories, sorted by id */
     int nc = cJSON_GetArraySize(cats);
     if (nc < 1 || nc > 255) {
-        ok = ds_err(err, errlen, "%s: expected 1..255 categories, found %d", what, nc);
+        ok = segc_errorf(err, errlen, "%s: expected 1..255 categories, found %d", what, nc);
         goto done;
     }
     cat_ids = malloc((size_t)nc * sizeof *cat_ids);
@@ -111,7 +111,7 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     cJSON_ArrayForEach(c, cats) {
         int64_t id;
         if (!json_int(c, "id", &id) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(c, "name"))) {
-            ok = ds_err(err, errlen, "%s: category %d lacks an integer \"id\" or a string \"name\"", what, k);
+            ok = segc_errorf(err, errlen, "%s: category %d lacks an integer \"id\" or a string \"name\"", what, k);
             goto done;
         }
         cat_ids[k] = (id_pos){id, k}, k++;
@@ -123,7 +123,7 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     if (!out->class_names || !out->cat_ids) goto oom;
     for (int j = 0; j < nc; j++) {
         if (j && cat_ids[j].id == cat_ids[j - 1].id) {
-            ok = ds_err(err, errlen, "%s: duplicate category id %lld", what, (long long)cat_ids[j].id);
+            ok = segc_errorf(err, errlen, "%s: duplicate category id %lld", what, (long long)cat_ids[j].id);
             goto done;
         }
         const cJSON *cj = cJSON_GetArrayItem(cats, (int)cat_ids[j].pos);
@@ -145,17 +145,17 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
         int64_t id, w, h;
         if (!json_int(im, "id", &id) || !json_int(im, "width", &w) || !json_int(im, "height", &h) ||
             !cJSON_IsString(fn)) {
-            ok = ds_err(err, errlen, "%s: image %lld lacks integer \"id\", \"width\", \"height\" or string \"file_name\"",
-                        what, (long long)i);
+            ok = segc_errorf(err, errlen, "%s: image %lld lacks integer \"id\", \"width\", \"height\" or string \"file_name\"",
+                             what, (long long)i);
             goto done;
         }
         const char *f = fn->valuestring;
         if (w < 1 || h < 1 || w > 1000000 || h > 1000000) {
-            ok = ds_err(err, errlen, "%s: image %s has size %lldx%lld", what, f, (long long)w, (long long)h);
+            ok = segc_errorf(err, errlen, "%s: image %s has size %lldx%lld", what, f, (long long)w, (long long)h);
             goto done;
         }
         if (!f[0] || f[0] == '/' || strstr(f, "..")) {
-            ok = ds_err(err, errlen, "%s: image file_name '%s' must be a relative path inside the image folder", what, f);
+            ok = segc_errorf(err, errlen, "%s: image file_name '%s' must be a relative path inside the image folder", what, f);
             goto done;
         }
         imgs[i] = (img_rec){f, id, (int)h, (int)w};
@@ -166,7 +166,7 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     qsort(img_ids, (size_t)ni, sizeof *img_ids, cmp_id_pos);
     for (i = 1; i < ni; i++)
         if (img_ids[i].id == img_ids[i - 1].id) {
-            ok = ds_err(err, errlen, "%s: duplicate image id %lld", what, (long long)img_ids[i].id);
+            ok = segc_errorf(err, errlen, "%s: duplicate image id %lld", what, (long long)img_ids[i].id);
             goto done;
         }
     /* annotations: two passes (count per image, then fill in JSON order) */
@@ -181,25 +181,25 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
             if (!json_int(an, "image_id", &img_id) || !json_int(an, "category_id", &cat_id) || !cJSON_IsArray(bb) ||
                 cJSON_GetArraySize(bb) != 4 || (cr && !json_int(an, "iscrowd", &crowd)) ||
                 (area && !cJSON_IsNumber(area))) {
-                ok = ds_err(err, errlen,
-                            "%s: annotation %lld needs integer image_id, category_id, iscrowd and a 4-number bbox",
-                            what, (long long)a);
+                ok = segc_errorf(err, errlen,
+                                 "%s: annotation %lld needs integer image_id, category_id, iscrowd and a 4-number bbox",
+                                 what, (long long)a);
                 goto done;
             }
             double v[4];
             for (int q = 0; q < 4; q++) {
                 const cJSON *x = cJSON_GetArrayItem(bb, q);
                 if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble)) {
-                    ok = ds_err(err, errlen, "%s: annotation %lld: bbox entries must be finite numbers", what,
-                                (long long)a);
+                    ok = segc_errorf(err, errlen, "%s: annotation %lld: bbox entries must be finite numbers", what,
+                                     (long long)a);
                     goto done;
                 }
                 v[q] = x->valuedouble;
             }
             const id_pos *ip = find_id(img_ids, ni, img_id), *cp = find_id(cat_ids, nc, cat_id);
             if (!ip || !cp) {
-                ok = ds_err(err, errlen, "%s: annotation %lld refers to unknown %s id %lld", what, (long long)a,
-                            ip ? "category" : "image", (long long)(ip ? cat_id : img_id));
+                ok = segc_errorf(err, errlen, "%s: annotation %lld refers to unknown %s id %lld", what, (long long)a,
+                                 ip ? "category" : "image", (long long)(ip ? cat_id : img_id));
                 goto done;
             }
             a++;
@@ -241,7 +241,7 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
     }
     goto done;
 oom:
-    ok = ds_err(err, errlen, "%s: out of memory", what);
+    ok = segc_errorf(err, errlen, "%s: out of memory", what);
 done:
     free(imgs);
     free(img_ids);
@@ -260,15 +260,15 @@ static bool coco_load(const segc_dataset *ds, int64_t i, segc_sample *out, char 
     segc_read_mode mode = ds->image_channels == 1 ? SEGC_READ_GRAY : SEGC_READ_RGB;
     if (!segc_image_read(path, mode, &out->img, err, errlen)) return false;
     if (out->img.h != c->heights[i] || out->img.w != c->widths[i])
-        return ds_err(err, errlen, "%s: image is %dx%d (HxW) but the annotations say %dx%d", path, out->img.h,
-                      out->img.w, c->heights[i], c->widths[i]);
+        return segc_errorf(err, errlen, "%s: image is %dx%d (HxW) but the annotations say %dx%d", path, out->img.h,
+                           out->img.w, c->heights[i], c->widths[i]);
     int64_t b0 = c->box_start[i], nb = c->box_start[i + 1] - b0;
     out->n_boxes = (int)nb;
     if (nb) {
         out->boxes = malloc((size_t)nb * 4 * sizeof *out->boxes);
         out->box_labels = malloc((size_t)nb * sizeof *out->box_labels);
         out->box_crowd = malloc((size_t)nb);
-        if (!out->boxes || !out->box_labels || !out->box_crowd) return ds_err(err, errlen, "%s: out of memory", path);
+        if (!out->boxes || !out->box_labels || !out->box_crowd) return segc_errorf(err, errlen, "%s: out of memory", path);
         memcpy(out->boxes, c->boxes + 4 * b0, (size_t)nb * 4 * sizeof *out->boxes);
         memcpy(out->box_labels, c->labels + b0, (size_t)nb * sizeof *out->box_labels);
         memcpy(out->box_crowd, c->crowd + b0, (size_t)nb);
@@ -290,7 +290,7 @@ segc_dataset *ds_open_coco(const char *root, const char *split, const segc_datas
         const char *base = strrchr(root, '/');
         base = base ? base + 1 : root;
         if (strncmp(base, "instances_", 10) || !ds_has_suffix(base, ".json")) {
-            ds_err(err, n, "coco: %s is not an instances_SPLIT.json file", root);
+            segc_errorf(err, n, "coco: %s is not an instances_SPLIT.json file", root);
             return NULL;
         }
         char name[512], dir[4096];
@@ -321,12 +321,12 @@ segc_dataset *ds_open_coco(const char *root, const char *split, const segc_datas
     void *buf = NULL;
     size_t len = 0;
     bool ok = json_path && img_dir && ds && c;
-    if (!ok) ds_err(err, n, "coco: out of memory");
+    if (!ok) segc_errorf(err, n, "coco: out of memory");
     if (ok && !ds_is_file(json_path))
-        ok = ds_err(err, n, "coco: annotation file %s not found", json_path);
+        ok = segc_errorf(err, n, "coco: annotation file %s not found", json_path);
     if (ok) ok = segc_read_file(json_path, &buf, &len, err, n) && ds_coco_parse(buf, len, json_path, c, err, n);
-    if (ok && !ds_is_dir(img_dir)) ok = ds_err(err, n, "coco: image folder %s not found", img_dir);
-    if (ok && c->n_images == 0) ok = ds_err(err, n, "%s: no images", json_path);
+    if (ok && !ds_is_dir(img_dir)) ok = segc_errorf(err, n, "coco: image folder %s not found", img_dir);
+    if (ok && c->n_images == 0) ok = segc_errorf(err, n, "%s: no images", json_path);
     if (ok) {
         ds->vt = &coco_vtable;
         ds->priv = c;
@@ -336,7 +336,7 @@ segc_dataset *ds_open_coco(const char *root, const char *split, const segc_datas
         ok = ds->img_paths && ds_set_classes(ds, ci->n_classes, (const char *const *)ci->class_names, NULL);
         if (ok) ds->n = ci->n_images;
         for (int64_t i = 0; ok && i < ci->n_images; i++) ok = (ds->img_paths[i] = ds_join(img_dir, ci->file_names[i])) != NULL;
-        if (!ok) ds_err(err, n, "coco: out of memory");
+        if (!ok) segc_errorf(err, n, "coco: out of memory");
     }
     if (c) {
         ds_coco_free(c);

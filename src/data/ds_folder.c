@@ -75,7 +75,7 @@ static bool read_class_file(segc_dataset *ds, const char *path, char *err, size_
         while (*s && isspace((unsigned char)*s)) s++;
         while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
         if (*s && *s != '#') {
-            if (k == 255) { ok = ds_err(err, n, "%s:%d: more than 255 classes", path, lineno); break; }
+            if (k == 255) { ok = segc_errorf(err, n, "%s:%d: more than 255 classes", path, lineno); break; }
             /* trailing "r g b" */
             int rgb[3], used = 0;
             char *p = e;
@@ -90,7 +90,7 @@ static bool read_class_file(segc_dataset *ds, const char *path, char *err, size_
             bool has_rgb = used == 3 && p > s;
             if (has_rgb) {
                 for (int c = 0; c < 3; c++)
-                    if (rgb[c] > 255) ok = ds_err(err, n, "%s:%d: colour component %d > 255", path, lineno, rgb[c]);
+                    if (rgb[c] > 255) ok = segc_errorf(err, n, "%s:%d: colour component %d > 255", path, lineno, rgb[c]);
                 while (p > s && isspace((unsigned char)p[-1])) p--;
                 *p = 0;
                 for (int c = 0; c < 3; c++) pal[k][c] = (uint8_t)rgb[c];
@@ -100,10 +100,10 @@ static bool read_class_file(segc_dataset *ds, const char *path, char *err, size_
         }
         line = end ? end + 1 : NULL;
     }
-    if (ok && k == 0) ok = ds_err(err, n, "%s: no class names", path);
+    if (ok && k == 0) ok = segc_errorf(err, n, "%s: no class names", path);
     if (ok && with_color && with_color != k)
-        ok = ds_err(err, n, "%s: %d of %d classes have an \"r g b\" colour; give one for all or none", path,
-                    with_color, k);
+        ok = segc_errorf(err, n, "%s: %d of %d classes have an \"r g b\" colour; give one for all or none", path,
+                         with_color, k);
     if (ok) ok = ds_set_classes(ds, k, (const char *const *)names, with_color ? (const uint8_t(*)[3])pal : NULL);
     if (ok) ds->label_is_color = with_color > 0;
     free(buf);
@@ -120,17 +120,17 @@ static bool parse_value_map(const char *map, int *raw, int *tgt, int *count, cha
         char *e1, *e2;
         errno = 0;
         long a = strtol(p, &e1, 10);
-        if (e1 == p || *e1 != ':') return ds_err(err, n, "value map '%s': expected RAW:TARGET at '%s'", map, p);
+        if (e1 == p || *e1 != ':') return segc_errorf(err, n, "value map '%s': expected RAW:TARGET at '%s'", map, p);
         long b = strtol(e1 + 1, &e2, 10);
         if (e2 == e1 + 1 || (*e2 && *e2 != ',' && *e2 != ' '))
-            return ds_err(err, n, "value map '%s': expected RAW:TARGET at '%s'", map, p);
+            return segc_errorf(err, n, "value map '%s': expected RAW:TARGET at '%s'", map, p);
         if (a < 0 || a > 65535 || b < 0 || b > 255)
-            return ds_err(err, n, "value map '%s': raw values must be 0..65535 and targets 0..255", map);
-        if (*count == 4096) return ds_err(err, n, "value map '%s': too many entries", map);
+            return segc_errorf(err, n, "value map '%s': raw values must be 0..65535 and targets 0..255", map);
+        if (*count == 4096) return segc_errorf(err, n, "value map '%s': too many entries", map);
         raw[*count] = (int)a, tgt[*count] = (int)b, (*count)++;
         p = e2;
     }
-    if (*count == 0) return ds_err(err, n, "value map '%s': no entries", map);
+    if (*count == 0) return segc_errorf(err, n, "value map '%s': no entries", map);
     return true;
 }
 
@@ -141,16 +141,16 @@ segc_dataset *ds_open_folder(const char *root, const char *split, const segc_dat
     stem_index si = {0};
     int *vraw = NULL, *vtgt = NULL, nmap = 0;
     bool ok = base && ds;
-    if (!ok) ds_err(err, n, "folder: out of memory");
-    else if (!ds_is_dir(base)) ok = ds_err(err, n, "folder: %s is not a directory", base);
+    if (!ok) segc_errorf(err, n, "folder: out of memory");
+    else if (!ds_is_dir(base)) ok = segc_errorf(err, n, "folder: %s is not a directory", base);
     if (ok && !(img_dir = first_dir(base, image_dirs, sizeof image_dirs / sizeof *image_dirs)))
-        ok = ds_err(err, n, "folder: %s has no images/ (or image/, img/, imgs/) directory", base);
+        ok = segc_errorf(err, n, "folder: %s has no images/ (or image/, img/, imgs/) directory", base);
     if (ok && !(lbl_dir = first_dir(base, mask_dirs, sizeof mask_dirs / sizeof *mask_dirs)))
-        ok = ds_err(err, n, "folder: %s has no masks/ (or mask/, labels/, label/, annotations/, gt/) directory", base);
+        ok = segc_errorf(err, n, "folder: %s has no masks/ (or mask/, labels/, label/, annotations/, gt/) directory", base);
     if (ok && o->value_map) {
         vraw = malloc(4096 * sizeof *vraw), vtgt = malloc(4096 * sizeof *vtgt);
         ok = vraw && vtgt ? parse_value_map(o->value_map, vraw, vtgt, &nmap, err, n)
-                          : ds_err(err, n, "folder: out of memory");
+                          : segc_errorf(err, n, "folder: out of memory");
     }
     if (ok) {
         if (o->class_file) class_path = ds_strdup(o->class_file);
@@ -167,14 +167,14 @@ segc_dataset *ds_open_folder(const char *root, const char *split, const segc_dat
                 if (vtgt[i] != 255 && vtgt[i] > mx) mx = vtgt[i];
             ok = ds_set_classes(ds, mx + 1, NULL, NULL);
         } else
-            ok = ds_err(err, n, "folder: no class list: pass a class file, put classes.txt in %s, or give a value map",
-                        base);
+            ok = segc_errorf(err, n, "folder: no class list: pass a class file, put classes.txt in %s, or give a value map",
+                             base);
     }
     if (ok) {
         for (int i = 0; ok && i < nmap; i++)
             if (vtgt[i] != 255 && vtgt[i] >= ds->n_classes)
-                ok = ds_err(err, n, "value map '%s': target %d is not a class id (0..%d) or 255", o->value_map, vtgt[i],
-                            ds->n_classes - 1);
+                ok = segc_errorf(err, n, "value map '%s': target %d is not a class id (0..%d) or 255", o->value_map, vtgt[i],
+                                 ds->n_classes - 1);
     }
     if (ok) {
         if (ds_want_reduce(o, false)) ds_lut_reduce_zero(ds);
@@ -191,7 +191,7 @@ segc_dataset *ds_open_folder(const char *root, const char *split, const segc_dat
             si.by_stem[i] = (stem_entry){si.stems ? si.stems[i] : NULL, si.names[i]};
         }
         if (ok) qsort(si.by_stem, (size_t)si.n, sizeof *si.by_stem, cmp_stem);
-        else ds_err(err, n, "folder: out of memory");
+        else segc_errorf(err, n, "folder: out of memory");
     }
     if (ok) {
         ds->vt = &ds_pair_vtable;

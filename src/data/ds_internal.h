@@ -35,8 +35,6 @@ struct segc_dataset {
     void *priv;
 };
 
-/* printf into err (if any); always returns false so callers can `return ds_err(...)` */
-bool ds_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 char *ds_strdup(const char *s);
 char *ds_join(const char *a, const char *b);                 /* a/b, malloc'd */
 char *ds_join3(const char *a, const char *b, const char *c); /* a/b/c */

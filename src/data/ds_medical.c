@@ -64,8 +64,8 @@ static bool convert_label(const segc_volume *v, const char *path, int n_classes,
         float x = v->data[i], r = nearbyintf(x);
         if (!(fabsf(x - r) < 1e-3f) || r < 0 || (r >= n_classes && r != 255)) {
             int64_t px = i % v->dim[0], py = i / v->dim[0] % v->dim[1], pz = i / (v->dim[0] * v->dim[1]);
-            return ds_err(err, n, "%s: label value %g at voxel (%lld,%lld,%lld) is not a class id 0..%d", path, x,
-                          (long long)px, (long long)py, (long long)pz, n_classes - 1);
+            return segc_errorf(err, n, "%s: label value %g at voxel (%lld,%lld,%lld) is not a class id 0..%d", path, x,
+                               (long long)px, (long long)py, (long long)pz, n_classes - 1);
         }
         dst[i] = (uint8_t)r;
     }
@@ -90,26 +90,26 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
             memcpy(out->dim, v.dim, sizeof out->dim);
             nvox = v.dim[0] * v.dim[1] * v.dim[2];
             out->img = malloc((size_t)nvox * C * sizeof(float));
-            if (!out->img) ok = ds_err(err, n, "%s: out of memory", f->chan[ch]);
+            if (!out->img) ok = segc_errorf(err, n, "%s: out of memory", f->chan[ch]);
         }
         if (ok && (!same_dims(&v, out->dim) || vc != (p->msd ? C : 1)))
-            ok = ds_err(err, n, "%s: volume is %lldx%lldx%lldx%lld, expected %lldx%lldx%lldx%d like the case's first", f->chan[ch],
-                        (long long)v.dim[0], (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3],
-                        (long long)out->dim[0], (long long)out->dim[1], (long long)out->dim[2], p->msd ? C : 1);
+            ok = segc_errorf(err, n, "%s: volume is %lldx%lldx%lldx%lld, expected %lldx%lldx%lldx%d like the case's first", f->chan[ch],
+                             (long long)v.dim[0], (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3],
+                             (long long)out->dim[0], (long long)out->dim[1], (long long)out->dim[2], p->msd ? C : 1);
         if (ok) memcpy(out->img + (size_t)ch * nvox, v.data, (size_t)nvox * vc * sizeof(float));
         segc_volume_free(&v);
     }
     /* brain region: mask > 0.5, else any channel nonzero */
     if (ok) {
         region = malloc((size_t)nvox);
-        if (!region) ok = ds_err(err, n, "%s: out of memory", f->name);
+        if (!region) ok = segc_errorf(err, n, "%s: out of memory", f->name);
     }
     if (ok && f->mask) {
         ok = segc_nifti_read(f->mask, &v, err, n);
         if (ok && (!same_dims(&v, out->dim) || v.dim[3] != 1))
-            ok = ds_err(err, n, "%s: mask is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->mask, (long long)v.dim[0],
-                        (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
-                        (long long)out->dim[1], (long long)out->dim[2]);
+            ok = segc_errorf(err, n, "%s: mask is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->mask, (long long)v.dim[0],
+                             (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
+                             (long long)out->dim[1], (long long)out->dim[2]);
         for (int64_t i = 0; ok && i < nvox; i++) region[i] = v.data[i] > 0.5f;
         segc_volume_free(&v);
     } else if (ok) {
@@ -134,13 +134,13 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
     if (ok && f->label) {
         ok = segc_nifti_read(f->label, &v, err, n);
         if (ok && (!same_dims(&v, out->dim) || v.dim[3] != 1))
-            ok = ds_err(err, n, "%s: label is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->label, (long long)v.dim[0],
-                        (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
-                        (long long)out->dim[1], (long long)out->dim[2]);
+            ok = segc_errorf(err, n, "%s: label is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->label, (long long)v.dim[0],
+                             (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
+                             (long long)out->dim[1], (long long)out->dim[2]);
         if (ok) {
             out->label = malloc((size_t)nvox);
             ok = out->label ? convert_label(&v, f->label, ds->n_classes, out->label, err, n)
-                            : ds_err(err, n, "%s: out of memory", f->label);
+                            : segc_errorf(err, n, "%s: out of memory", f->label);
         }
         segc_volume_free(&v);
     }
@@ -148,7 +148,7 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
     if (ok) {
         int64_t ns = out->dim[p->axis];
         out->has_brain = calloc((size_t)ns, 1);
-        if (!out->has_brain) ok = ds_err(err, n, "%s: out of memory", f->name);
+        if (!out->has_brain) ok = segc_errorf(err, n, "%s: out of memory", f->name);
         int64_t nx = out->dim[0], ny = out->dim[1];
         for (int64_t i = 0; ok && i < nvox; i++)
             if (region[i]) {
@@ -173,7 +173,7 @@ static bool extract_slice(const segc_dataset *ds, const med_case *mc, int s, seg
     int64_t nx = mc->dim[0], ny = mc->dim[1], nvox = nx * ny * mc->dim[2];
     if (!segc_image_alloc(&out->img, h, w, C, SEGC_F32) ||
         (mc->label && !segc_image_alloc(&out->label, h, w, 1, SEGC_U8)))
-        return ds_err(err, n, "%s: out of memory", ds->name);
+        return segc_errorf(err, n, "%s: out of memory", ds->name);
     float *img = out->img.data;
     uint8_t *lab = out->label.data;
     for (int r = 0; r < h; r++)
@@ -253,7 +253,7 @@ static bool discover_brats(segc_dataset *ds, med_priv *p, const char *dir, char 
     bool ok = true;
     char first_keys[16][128];
     p->files = calloc((size_t)(nc ? nc : 1), sizeof *p->files);
-    if (!p->files) ok = ds_err(err, n, "brats: out of memory");
+    if (!p->files) ok = segc_errorf(err, n, "brats: out of memory");
     for (int64_t c = 0; ok && c < nc; c++) {
         char *cdir = ds_join(dir, cases[c]);
         char **files = NULL;
@@ -276,9 +276,9 @@ static bool discover_brats(segc_dataset *ds, med_priv *p, const char *dir, char 
             char **slot = NULL;
             if (strstr(key, "mask")) slot = &f->mask;
             else if (key_is_label(key)) slot = &f->label;
-            if (slot && *slot) ok = ds_err(err, n, "%s: two %s files (%s and %s)", cdir, slot == &f->mask ? "mask" : "label", *slot, path);
+            if (slot && *slot) ok = segc_errorf(err, n, "%s: two %s files (%s and %s)", cdir, slot == &f->mask ? "mask" : "label", *slot, path);
             else if (slot) *slot = path, path = NULL;
-            else if (nch == 16) ok = ds_err(err, n, "%s: more than 16 modality files", cdir);
+            else if (nch == 16) ok = segc_errorf(err, n, "%s: more than 16 modality files", cdir);
             else {
                 snprintf(keys[nch], sizeof keys[nch], "%s", key);
                 f->chan[nch++] = path, path = NULL;
@@ -293,23 +293,23 @@ static bool discover_brats(segc_dataset *ds, med_priv *p, const char *dir, char 
                     memcpy(t, keys[a], 128), memcpy(keys[a], keys[b], 128), memcpy(keys[b], t, 128);
                     f->chan[a] = f->chan[b], f->chan[b] = tp;
                 }
-        if (ok && nch == 0) ok = ds_err(err, n, "%s: no modality files (only label/mask)", cdir);
+        if (ok && nch == 0) ok = segc_errorf(err, n, "%s: no modality files (only label/mask)", cdir);
         if (ok && p->n_cases == 0) {
             p->C = nch;
             memcpy(first_keys, keys, sizeof keys);
         } else if (ok) {
             bool same = nch == p->C;
             for (int k = 0; same && k < nch; k++) same = !strcmp(keys[k], first_keys[k]);
-            if (!same) ok = ds_err(err, n, "%s: modalities differ from the first case's (%d files, first '%s')", cdir, nch, keys[0]);
+            if (!same) ok = segc_errorf(err, n, "%s: modalities differ from the first case's (%d files, first '%s')", cdir, nch, keys[0]);
         }
-        if (!f->name || !f->chan) ok = ds_err(err, n, "brats: out of memory");
+        if (!f->name || !f->chan) ok = segc_errorf(err, n, "brats: out of memory");
         p->n_cases++;   /* counted even on failure so close frees it */
         if (!ok && p->C == 0) p->C = nch;
         ds_free_strv(files, nf);
         free(cdir);
     }
     ds_free_strv(cases, nc);
-    if (ok && p->n_cases == 0) ok = ds_err(err, n, "brats: no case folders with .nii/.nii.gz files in %s", dir);
+    if (ok && p->n_cases == 0) ok = segc_errorf(err, n, "brats: no case folders with .nii/.nii.gz files in %s", dir);
     (void)ds;
     return ok;
 }
@@ -319,9 +319,9 @@ static bool discover_msd(segc_dataset *ds, med_priv *p, const char *root, bool t
     char **files = NULL;
     int64_t nf = 0;
     bool ok = idir && (!train || ldir);
-    if (!ok) ds_err(err, n, "msd: out of memory");
+    if (!ok) segc_errorf(err, n, "msd: out of memory");
     if (ok) ok = ds_list_dir(idir, false, is_nifti, NULL, &files, &nf, err, n);
-    if (ok && nf == 0) ok = ds_err(err, n, "msd: no .nii/.nii.gz files in %s", idir);
+    if (ok && nf == 0) ok = segc_errorf(err, n, "msd: no .nii/.nii.gz files in %s", idir);
     if (ok) p->files = calloc((size_t)nf, sizeof *p->files), ok = p->files != NULL;
     for (int64_t i = 0; ok && i < nf; i++) {
         med_files *f = &p->files[i];
@@ -330,15 +330,15 @@ static bool discover_msd(segc_dataset *ds, med_priv *p, const char *root, bool t
         f->chan = calloc(1, sizeof *f->chan);
         ok = f->name && f->chan && (f->chan[0] = ds_join(idir, files[i]));
         if (ok && train) ok = (f->label = ds_join(ldir, files[i])) != NULL;
-        if (!ok) ds_err(err, n, "msd: out of memory");
+        if (!ok) segc_errorf(err, n, "msd: out of memory");
     }
     /* channel count from the first volume's 4th dimension */
     if (ok) {
         segc_nifti_info info;
         ok = segc_nifti_read_info(p->files[0].chan[0], &info, err, n);
         if (ok && info.dim[4] * info.dim[5] * info.dim[6] != 1)
-            ok = ds_err(err, n, "%s: expected a 3-D or 4-D volume, found %d dims", p->files[0].chan[0], info.ndim);
-        if (ok && info.dim[3] > 16) ok = ds_err(err, n, "%s: %lld channels (at most 16)", p->files[0].chan[0], (long long)info.dim[3]);
+            ok = segc_errorf(err, n, "%s: expected a 3-D or 4-D volume, found %d dims", p->files[0].chan[0], info.ndim);
+        if (ok && info.dim[3] > 16) ok = segc_errorf(err, n, "%s: %lld channels (at most 16)", p->files[0].chan[0], (long long)info.dim[3]);
         if (ok) p->C = (int)info.dim[3];
     }
     ds_free_strv(files, nf);
@@ -355,9 +355,9 @@ static bool msd_classes(segc_dataset *ds, const char *root, char *err, size_t n)
     size_t len;
     bool ok = path && segc_read_file(path, &buf, &len, err, n);
     cJSON *js = ok ? cJSON_ParseWithLength(buf, len) : NULL;
-    if (ok && !js) ok = ds_err(err, n, "%s: malformed JSON", path);
+    if (ok && !js) ok = segc_errorf(err, n, "%s: malformed JSON", path);
     const cJSON *labels = js ? cJSON_GetObjectItemCaseSensitive(js, "labels") : NULL;
-    if (ok && !cJSON_IsObject(labels)) ok = ds_err(err, n, "%s: no \"labels\" object", path);
+    if (ok && !cJSON_IsObject(labels)) ok = segc_errorf(err, n, "%s: no \"labels\" object", path);
     const char *names[255] = {0};
     int k = 0;
     const cJSON *it;
@@ -365,14 +365,14 @@ static bool msd_classes(segc_dataset *ds, const char *root, char *err, size_t n)
         char *end;
         long id = strtol(it->string, &end, 10);
         if (*end || id < 0 || id >= 255 || !cJSON_IsString(it) || names[id]) {
-            ok = ds_err(err, n, "%s: labels entry \"%s\" must map a unique id 0..254 to a name", path, it->string);
+            ok = segc_errorf(err, n, "%s: labels entry \"%s\" must map a unique id 0..254 to a name", path, it->string);
             break;
         }
         names[id] = it->valuestring;
         if (id + 1 > k) k = (int)id + 1;
     }
     for (int i = 0; ok && i < k; i++)
-        if (!names[i]) ok = ds_err(err, n, "%s: labels skip id %d", path, i);
+        if (!names[i]) ok = segc_errorf(err, n, "%s: labels skip id %d", path, i);
     if (ok) ok = ds_set_classes(ds, k, names, NULL);
     cJSON_Delete(js);
     free(buf);
@@ -392,7 +392,7 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     char *dir = NULL;
     bool ok = ds && p;
     if (!ok) {
-        ds_err(err, n, "%s: out of memory", kind);
+        segc_errorf(err, n, "%s: out of memory", kind);
         free(p);
         segc_dataset_close(ds);
         return NULL;
@@ -400,11 +400,11 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     ds->priv = p, ds->vt = &med_vtable;
     p->msd = msd;
     p->axis = o->slice_axis;
-    if (p->axis < 0 || p->axis > 2) ok = ds_err(err, n, "%s: slice_axis must be 0, 1 or 2, found %d", kind, p->axis);
+    if (p->axis < 0 || p->axis > 2) ok = segc_errorf(err, n, "%s: slice_axis must be 0, 1 or 2, found %d", kind, p->axis);
     if (ok && msd) {
         bool train = !split || !strcmp(split, "train") || !strcmp(split, "Tr");
         if (!train && strcmp(split, "test") && strcmp(split, "Ts"))
-            ok = ds_err(err, n, "msd: split must be train (imagesTr) or test (imagesTs), found '%s'", split);
+            ok = segc_errorf(err, n, "msd: split must be train (imagesTr) or test (imagesTs), found '%s'", split);
         if (ok) ok = msd_classes(ds, root, err, n) && discover_msd(ds, p, root, train, err, n);
     } else if (ok) {
         if (split) dir = ds_join(root, split);
@@ -412,11 +412,11 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
             dir = ds_join(root, "train");
             if (dir && !ds_is_dir(dir)) free(dir), dir = ds_strdup(root);
         }
-        if (!dir) ok = ds_err(err, n, "brats: out of memory");
+        if (!dir) ok = segc_errorf(err, n, "brats: out of memory");
         else if (!ds_is_dir(dir)) {
             char avail[256];
             ds_available_dirs(root, avail, sizeof avail);
-            ok = ds_err(err, n, "brats: split folder %s not found (found: %s)", dir, avail);
+            ok = segc_errorf(err, n, "brats: split folder %s not found (found: %s)", dir, avail);
         }
         if (ok) ok = ds_set_classes(ds, 5, brats_names, brats_palette) && discover_brats(ds, p, dir, err, n);
     }
@@ -433,7 +433,7 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     }
     if (ok && total <= budget * (1LL << 20)) {
         p->cache = calloc((size_t)p->n_cases, sizeof *p->cache);
-        if (!p->cache) ok = ds_err(err, n, "%s: out of memory", kind);
+        if (!p->cache) ok = segc_errorf(err, n, "%s: out of memory", kind);
     }
     /* sample index: (case, slice), optionally only slices with brain */
     int64_t cap = 0;
@@ -453,13 +453,13 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
                 if (a) p->s_case = a;
                 int32_t *b = realloc(p->s_slice, cap * sizeof *b);
                 if (b) p->s_slice = b;
-                if (!a || !b) { ok = ds_err(err, n, "%s: out of memory", kind); break; }
+                if (!a || !b) { ok = segc_errorf(err, n, "%s: out of memory", kind); break; }
             }
             p->s_case[ds->n] = c, p->s_slice[ds->n] = (int32_t)s, ds->n++;
         }
         if (ok && !p->cache) med_case_free(mc);
     }
-    if (ok && ds->n == 0) ok = ds_err(err, n, "%s: no slices (brain_slices_only with empty masks?)", kind);
+    if (ok && ds->n == 0) ok = segc_errorf(err, n, "%s: no slices (brain_slices_only with empty masks?)", kind);
     /* "FILE@z=S" names for messages */
     if (ok) {
         ds->img_paths = calloc((size_t)ds->n, sizeof *ds->img_paths);
@@ -475,7 +475,7 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
                 ok = (ds->lbl_paths[i] = ds_strdup(buf)) != NULL;
             }
         }
-        if (!ok) ds_err(err, n, "%s: out of memory", kind);
+        if (!ok) segc_errorf(err, n, "%s: out of memory", kind);
     }
     free(dir);
     if (!ok) {

@@ -31,8 +31,8 @@ segc_dataset *ds_open_voc(const char *root, const char *split, const segc_datase
     char *base = find_voc_base(root);
     segc_dataset *ds = ds_new("voc", root, o);
     if (!base || !ds) {
-        if (!base) ds_err(err, n, "voc: %s has no JPEGImages (looked in ROOT, ROOT/VOC2012, ROOT/VOCdevkit/VOC2012)", root);
-        else ds_err(err, n, "voc: out of memory");
+        if (!base) segc_errorf(err, n, "voc: %s has no JPEGImages (looked in ROOT, ROOT/VOC2012, ROOT/VOCdevkit/VOC2012)", root);
+        else segc_errorf(err, n, "voc: out of memory");
         free(base);
         segc_dataset_close(ds);
         return NULL;
@@ -55,7 +55,7 @@ segc_dataset *ds_open_voc(const char *root, const char *split, const segc_datase
         while (e > s && isspace((unsigned char)e[-1])) *--e = 0;
         if (*s) {
             if (strchr(s, '/') || strchr(s, ' ')) {
-                ok = ds_err(err, n, "%s:%d: malformed image id '%s'", list, lineno, s);
+                ok = segc_errorf(err, n, "%s:%d: malformed image id '%s'", list, lineno, s);
                 break;
             }
             if (ds->n == cap) {
@@ -64,7 +64,7 @@ segc_dataset *ds_open_voc(const char *root, const char *split, const segc_datase
                 if (a) ds->img_paths = a;
                 char **b = realloc(ds->lbl_paths, cap * sizeof *b);
                 if (b) ds->lbl_paths = b;
-                if (!a || !b) { ok = ds_err(err, n, "voc: out of memory"); break; }
+                if (!a || !b) { ok = segc_errorf(err, n, "voc: out of memory"); break; }
             }
             char jpg[512], png[512];
             snprintf(jpg, sizeof jpg, "JPEGImages/%s.jpg", s);
@@ -72,11 +72,11 @@ segc_dataset *ds_open_voc(const char *root, const char *split, const segc_datase
             ds->img_paths[ds->n] = ds_join(base, jpg);
             ds->lbl_paths[ds->n] = ds_join(base, png);
             ds->n++;
-            if (!ds->img_paths[ds->n - 1] || !ds->lbl_paths[ds->n - 1]) ok = ds_err(err, n, "voc: out of memory");
+            if (!ds->img_paths[ds->n - 1] || !ds->lbl_paths[ds->n - 1]) ok = segc_errorf(err, n, "voc: out of memory");
         }
         line = end ? end + 1 : NULL;
     }
-    if (ok && ds->n == 0) ok = ds_err(err, n, "%s: no image ids", list);
+    if (ok && ds->n == 0) ok = segc_errorf(err, n, "%s: no image ids", list);
     if (ok) {
         ds->vt = &ds_pair_vtable;
         ok = ds_set_classes(ds, 21, voc_names, NULL);

@@ -34,24 +34,24 @@ void segc_image_free(segc_image *im) {
 bool segc_read_file(const char *path, void **buf, size_t *len, char *err, size_t errlen) {
     *buf = NULL, *len = 0;
     FILE *f = fopen(path, "rb");
-    if (!f) return ds_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    if (!f) return segc_errorf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(f);
-        return ds_err(err, errlen, "%s: not a regular file", path);
+        return segc_errorf(err, errlen, "%s: not a regular file", path);
     }
     size_t n = (size_t)st.st_size;
     char *b = malloc(n + 1);
     if (!b) {
         fclose(f);
-        return ds_err(err, errlen, "%s: out of memory reading %zu bytes", path, n);
+        return segc_errorf(err, errlen, "%s: out of memory reading %zu bytes", path, n);
     }
     size_t got = fread(b, 1, n, f);
     bool io_err = ferror(f);
     fclose(f);
     if (io_err || got != n) {
         free(b);
-        return ds_err(err, errlen, "%s: read error (%zu of %zu bytes)", path, got, n);
+        return segc_errorf(err, errlen, "%s: read error (%zu of %zu bytes)", path, got, n);
     }
     b[n] = 0;
     *buf = b, *len = n;
@@ -71,7 +71,7 @@ segc_image_format segc_image_sniff(const void *buf, size_t len) {
 static spng_ctx *png_open(const void *buf, size_t len, struct spng_ihdr *ihdr, char *err, size_t errlen) {
     spng_ctx *ctx = spng_ctx_new(0);
     if (!ctx) {
-        ds_err(err, errlen, "png: out of memory");
+        segc_errorf(err, errlen, "png: out of memory");
         return NULL;
     }
     /* bound what a hostile header can make us allocate */
@@ -80,13 +80,13 @@ static spng_ctx *png_open(const void *buf, size_t len, struct spng_ihdr *ihdr, c
     int rc = spng_set_png_buffer(ctx, buf, len);
     if (!rc) rc = spng_get_ihdr(ctx, ihdr);
     if (rc) {
-        ds_err(err, errlen, "png: bad header: %s", spng_strerror(rc));
+        segc_errorf(err, errlen, "png: bad header: %s", spng_strerror(rc));
         spng_ctx_free(ctx);
         return NULL;
     }
     if ((int64_t)ihdr->width * ihdr->height > SEGC_IMAGE_MAX_PIXELS) {
-        ds_err(err, errlen, "png: image %ux%u exceeds the %lld pixel limit", ihdr->width, ihdr->height,
-               (long long)SEGC_IMAGE_MAX_PIXELS);
+        segc_errorf(err, errlen, "png: image %ux%u exceeds the %lld pixel limit", ihdr->width, ihdr->height,
+                    (long long)SEGC_IMAGE_MAX_PIXELS);
         spng_ctx_free(ctx);
         return NULL;
     }
@@ -107,13 +107,13 @@ static int png_stored_channels(int color_type) {
 static bool png_decode_fmt(spng_ctx *ctx, int fmt, int flags, void **raw, size_t *rawlen, char *err, size_t errlen) {
     size_t n = 0;
     int rc = spng_decoded_image_size(ctx, fmt, &n);
-    if (rc) return ds_err(err, errlen, "png: %s", spng_strerror(rc));
+    if (rc) return segc_errorf(err, errlen, "png: %s", spng_strerror(rc));
     void *b = malloc(n ? n : 1);
-    if (!b) return ds_err(err, errlen, "png: out of memory (%zu bytes)", n);
+    if (!b) return segc_errorf(err, errlen, "png: out of memory (%zu bytes)", n);
     rc = spng_decode_image(ctx, b, n, fmt, flags);
     if (rc) {
         free(b);
-        return ds_err(err, errlen, "png: corrupt or truncated data: %s", spng_strerror(rc));
+        return segc_errorf(err, errlen, "png: corrupt or truncated data: %s", spng_strerror(rc));
     }
     *raw = b, *rawlen = n;
     return true;
@@ -218,7 +218,7 @@ bool segc_png_decode(const void *buf, size_t len, segc_read_mode mode, segc_imag
         goto done;
     }
 oom:
-    ds_err(err, errlen, "png: out of memory for %dx%d image", h, w);
+    segc_errorf(err, errlen, "png: out of memory for %dx%d image", h, w);
 done:
     free(raw);
     spng_ctx_free(ctx);
@@ -275,11 +275,11 @@ static void jpeg_setup(struct jpeg_decompress_struct *ci, jpeg_guard *g) {
 static bool jpeg_header(const void *buf, size_t len, int *h, int *w, int *c, char *err, size_t errlen) {
     struct jpeg_decompress_struct ci;
     jpeg_guard g;
-    if (len == 0) return ds_err(err, errlen, "jpeg: empty input");
+    if (len == 0) return segc_errorf(err, errlen, "jpeg: empty input");
     jpeg_setup(&ci, &g);
     if (setjmp(g.jump)) {
         jpeg_destroy_decompress(&ci);
-        return ds_err(err, errlen, "jpeg: %s", g.msg);
+        return segc_errorf(err, errlen, "jpeg: %s", g.msg);
     }
     jpeg_create_decompress(&ci);
     jpeg_mem_src(&ci, (const unsigned char *)buf, (unsigned long)len);
@@ -291,7 +291,7 @@ static bool jpeg_header(const void *buf, size_t len, int *h, int *w, int *c, cha
 
 bool segc_jpeg_decode(const void *buf, size_t len, segc_read_mode mode, segc_image *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    if (len == 0) return ds_err(err, errlen, "jpeg: empty input");
+    if (len == 0) return segc_errorf(err, errlen, "jpeg: empty input");
     struct jpeg_decompress_struct ci;
     jpeg_guard g;
     /* volatile: modified between setjmp and a possible longjmp */
@@ -301,7 +301,7 @@ bool segc_jpeg_decode(const void *buf, size_t len, segc_read_mode mode, segc_ima
         jpeg_destroy_decompress(&ci);
         free(cmyk);
         segc_image_free(out);
-        return ds_err(err, errlen, "jpeg: %s", g.msg);
+        return segc_errorf(err, errlen, "jpeg: %s", g.msg);
     }
     jpeg_create_decompress(&ci);
     g.progress.progress_monitor = jpeg_progress;
@@ -373,7 +373,7 @@ bool segc_image_probe(const void *buf, size_t len, int *h, int *w, int *c, char 
         return true;
     }
     case SEGC_FMT_JPEG: return jpeg_header(buf, len, h, w, c, err, errlen);
-    default: return ds_err(err, errlen, "unknown image format (neither PNG nor JPEG signature)");
+    default: return segc_errorf(err, errlen, "unknown image format (neither PNG nor JPEG signature)");
     }
 }
 
@@ -383,8 +383,8 @@ bool segc_image_decode(const void *buf, size_t len, segc_read_mode mode, segc_im
     case SEGC_FMT_PNG: return segc_png_decode(buf, len, mode, out, err, errlen);
     case SEGC_FMT_JPEG: return segc_jpeg_decode(buf, len, mode, out, err, errlen);
     default:
-        if (len == 0) return ds_err(err, errlen, "empty file");
-        return ds_err(err, errlen, "unknown image format (neither PNG nor JPEG signature)");
+        if (len == 0) return segc_errorf(err, errlen, "empty file");
+        return segc_errorf(err, errlen, "unknown image format (neither PNG nor JPEG signature)");
     }
 }
 
@@ -396,7 +396,7 @@ bool segc_image_read(const char *path, segc_read_mode mode, segc_image *out, cha
     char msg[256] = "";
     bool ok = segc_image_decode(buf, len, mode, out, msg, sizeof msg);
     free(buf);
-    if (!ok) return ds_err(err, errlen, "%s: %s", path, msg);
+    if (!ok) return segc_errorf(err, errlen, "%s: %s", path, msg);
     return true;
 }
 
@@ -405,14 +405,14 @@ bool segc_image_read(const char *path, segc_read_mode mode, segc_image *out, cha
 bool segc_png_encode(const segc_image *im, const uint8_t *palette, int n_colors, void **png, size_t *len, char *err,
                      size_t errlen) {
     *png = NULL, *len = 0;
-    if (!im || !im->data || im->h <= 0 || im->w <= 0) return ds_err(err, errlen, "png encode: empty image");
+    if (!im || !im->data || im->h <= 0 || im->w <= 0) return segc_errorf(err, errlen, "png encode: empty image");
     bool u8 = im->dtype == SEGC_U8, i32 = im->dtype == SEGC_I32;
     if (!(u8 && im->c >= 1 && im->c <= 4) && !(i32 && im->c == 1))
-        return ds_err(err, errlen, "png encode: expected U8 with 1-4 channels or I32 with 1, found %s with %d",
-                      segc_dtype_name(im->dtype), im->c);
+        return segc_errorf(err, errlen, "png encode: expected U8 with 1-4 channels or I32 with 1, found %s with %d",
+                           segc_dtype_name(im->dtype), im->c);
     if (palette && (n_colors < 1 || n_colors > 256 || !u8 || im->c != 1))
-        return ds_err(err, errlen, "png encode: a palette needs U8 C=1 and 1..256 colours, found %s C=%d, %d colours",
-                      segc_dtype_name(im->dtype), im->c, n_colors);
+        return segc_errorf(err, errlen, "png encode: a palette needs U8 C=1 and 1..256 colours, found %s C=%d, %d colours",
+                           segc_dtype_name(im->dtype), im->c, n_colors);
     size_t npx = (size_t)im->h * im->w;
     struct spng_ihdr ih = {.width = (uint32_t)im->w, .height = (uint32_t)im->h, .bit_depth = 8};
     static const int ct_of_c[5] = {0, SPNG_COLOR_TYPE_GRAYSCALE, SPNG_COLOR_TYPE_GRAYSCALE_ALPHA,
@@ -425,18 +425,18 @@ bool segc_png_encode(const segc_image *im, const uint8_t *palette, int n_colors,
         const uint8_t *s = im->data;
         for (size_t i = 0; i < npx; i++)
             if (s[i] >= n_colors)
-                return ds_err(err, errlen, "png encode: value %d at pixel %zu is outside the %d-colour palette", s[i], i,
-                              n_colors);
+                return segc_errorf(err, errlen, "png encode: value %d at pixel %zu is outside the %d-colour palette", s[i], i,
+                                   n_colors);
     }
     if (i32) {   /* 16-bit gray, big-endian as the PNG stores it */
         ih.bit_depth = 16;
         tmp = malloc(npx * 2);
-        if (!tmp) return ds_err(err, errlen, "png encode: out of memory");
+        if (!tmp) return segc_errorf(err, errlen, "png encode: out of memory");
         const int32_t *s = im->data;
         for (size_t i = 0; i < npx; i++) {
             if (s[i] < 0 || s[i] > 65535) {
                 free(tmp);
-                return ds_err(err, errlen, "png encode: I32 value %d at pixel %zu outside 0..65535", s[i], i);
+                return segc_errorf(err, errlen, "png encode: I32 value %d at pixel %zu outside 0..65535", s[i], i);
             }
             tmp[2 * i] = (uint8_t)(s[i] >> 8), tmp[2 * i + 1] = (uint8_t)s[i];
         }
@@ -445,7 +445,7 @@ bool segc_png_encode(const segc_image *im, const uint8_t *palette, int n_colors,
     spng_ctx *ctx = spng_ctx_new(SPNG_CTX_ENCODER);
     if (!ctx) {
         free(tmp);
-        return ds_err(err, errlen, "png encode: out of memory");
+        return segc_errorf(err, errlen, "png encode: out of memory");
     }
     spng_set_option(ctx, SPNG_ENCODE_TO_BUFFER, 1);
     int rc = spng_set_ihdr(ctx, &ih);
@@ -463,7 +463,7 @@ bool segc_png_encode(const segc_image *im, const uint8_t *palette, int n_colors,
     if (rc || !*png) {
         free(*png);
         *png = NULL;
-        return ds_err(err, errlen, "png encode: %s", spng_strerror(rc));
+        return segc_errorf(err, errlen, "png encode: %s", spng_strerror(rc));
     }
     return true;
 }
@@ -474,16 +474,16 @@ bool segc_png_write(const char *path, const segc_image *im, const uint8_t *palet
     size_t len;
     char msg[256] = "";
     if (!segc_png_encode(im, palette, n_colors, &png, &len, msg, sizeof msg))
-        return ds_err(err, errlen, "%s: %s", path, msg);
+        return segc_errorf(err, errlen, "%s: %s", path, msg);
     FILE *f = fopen(path, "wb");
     if (!f) {
         free(png);
-        return ds_err(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+        return segc_errorf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
     }
     bool ok = fwrite(png, 1, len, f) == len;
     ok = (fclose(f) == 0) && ok;
     free(png);
-    if (!ok) return ds_err(err, errlen, "%s: write error", path);
+    if (!ok) return segc_errorf(err, errlen, "%s: write error", path);
     return true;
 }
 
@@ -491,11 +491,11 @@ bool segc_label_colorize(const segc_image *label, const uint8_t *palette, int n_
                          size_t errlen) {
     memset(out, 0, sizeof *out);
     if (!label || !label->data || label->dtype != SEGC_U8 || label->c != 1)
-        return ds_err(err, errlen, "label colorize: expected a U8 label map with 1 channel");
+        return segc_errorf(err, errlen, "label colorize: expected a U8 label map with 1 channel");
     if (!palette || n_colors < 0 || n_colors > 256)
-        return ds_err(err, errlen, "label colorize: expected a palette of 0..256 colours, found %d", n_colors);
+        return segc_errorf(err, errlen, "label colorize: expected a palette of 0..256 colours, found %d", n_colors);
     if (!segc_image_alloc(out, label->h, label->w, 3, SEGC_U8))
-        return ds_err(err, errlen, "label colorize: out of memory");
+        return segc_errorf(err, errlen, "label colorize: out of memory");
     uint8_t lut[256][3] = {{0}};
     memcpy(lut, palette, (size_t)n_colors * 3);
     const uint8_t *s = label->data;
@@ -509,14 +509,14 @@ bool segc_label_overlay(const segc_image *img, const segc_image *label, const ui
                         float alpha, segc_image *out, char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
     if (!img || !img->data || img->dtype != SEGC_U8 || (img->c != 1 && img->c != 3))
-        return ds_err(err, errlen, "label overlay: expected a U8 image with 1 or 3 channels");
+        return segc_errorf(err, errlen, "label overlay: expected a U8 image with 1 or 3 channels");
     if (!label || !label->data || label->dtype != SEGC_U8 || label->c != 1 || label->h != img->h ||
         label->w != img->w)
-        return ds_err(err, errlen, "label overlay: label must be U8 C=1 of the image's size %dx%d", img->h, img->w);
+        return segc_errorf(err, errlen, "label overlay: label must be U8 C=1 of the image's size %dx%d", img->h, img->w);
     if (!palette || n_colors < 0 || n_colors > 256 || !(alpha >= 0.f && alpha <= 1.f))
-        return ds_err(err, errlen, "label overlay: expected 0..256 colours and alpha in [0,1], found %d, %g",
-                      n_colors, alpha);
-    if (!segc_image_alloc(out, img->h, img->w, 3, SEGC_U8)) return ds_err(err, errlen, "label overlay: out of memory");
+        return segc_errorf(err, errlen, "label overlay: expected 0..256 colours and alpha in [0,1], found %d, %g",
+                           n_colors, alpha);
+    if (!segc_image_alloc(out, img->h, img->w, 3, SEGC_U8)) return segc_errorf(err, errlen, "label overlay: out of memory");
     const uint8_t *s = img->data, *l = label->data;
     uint8_t *d = out->data;
     size_t n = (size_t)img->h * img->w;

@@ -46,43 +46,43 @@ bool segc_nifti_parse_header(const void *buf, size_t len, segc_nifti_info *info,
     memset(info, 0, sizeof *info);
     const uint8_t *h = buf;
     if (len < NIFTI_HDR_SIZE)
-        return ds_err(err, errlen, "nifti: header truncated (%zu of %d bytes)", len, NIFTI_HDR_SIZE);
+        return segc_errorf(err, errlen, "nifti: header truncated (%zu of %d bytes)", len, NIFTI_HDR_SIZE);
     uint32_t sz;
     memcpy(&sz, h, 4);
     bool sw;
     if (sz == NIFTI_HDR_SIZE) sw = false;
     else if (bswap32(sz) == NIFTI_HDR_SIZE) sw = true;
-    else return ds_err(err, errlen, "nifti: bad header: sizeof_hdr is %u, expected 348 (not a NIfTI-1 file?)", sz);
+    else return segc_errorf(err, errlen, "nifti: bad header: sizeof_hdr is %u, expected 348 (not a NIfTI-1 file?)", sz);
     const char *magic = (const char *)h + 344;
     bool n1 = !memcmp(magic, "n+1\0", 4), ni1 = !memcmp(magic, "ni1\0", 4);
-    if (!n1 && !ni1) return ds_err(err, errlen, "nifti: bad header: magic is not \"n+1\" or \"ni1\"");
+    if (!n1 && !ni1) return segc_errorf(err, errlen, "nifti: bad header: magic is not \"n+1\" or \"ni1\"");
     info->swapped = sw, info->single_file = n1;
     int ndim = rd16(h + 40, sw);
-    if (ndim < 1 || ndim > 7) return ds_err(err, errlen, "nifti: bad header: dim[0] = %d, expected 1..7", ndim);
+    if (ndim < 1 || ndim > 7) return segc_errorf(err, errlen, "nifti: bad header: dim[0] = %d, expected 1..7", ndim);
     info->ndim = ndim;
     int64_t nvox = 1;
     for (int i = 0; i < 7; i++) {
         int d = i < ndim ? rd16(h + 42 + 2 * i, sw) : 1;
-        if (d < 1) return ds_err(err, errlen, "nifti: bad header: dim[%d] = %d, expected >= 1", i + 1, d);
+        if (d < 1) return segc_errorf(err, errlen, "nifti: bad header: dim[%d] = %d, expected >= 1", i + 1, d);
         info->dim[i] = d;
         nvox *= d;
         if (nvox > NIFTI_MAX_VOXELS)
-            return ds_err(err, errlen, "nifti: bad header: more than %lld voxels", (long long)NIFTI_MAX_VOXELS);
+            return segc_errorf(err, errlen, "nifti: bad header: more than %lld voxels", (long long)NIFTI_MAX_VOXELS);
     }
     info->datatype = rd16(h + 70, sw);
     info->bytes_per_voxel = nifti_type_size(info->datatype);
     if (!info->bytes_per_voxel)
-        return ds_err(err, errlen, "nifti: unsupported datatype %d (%s)", info->datatype,
-                      nifti_datatype_string(info->datatype));
+        return segc_errorf(err, errlen, "nifti: unsupported datatype %d (%s)", info->datatype,
+                           nifti_datatype_string(info->datatype));
     int bitpix = rd16(h + 72, sw);
     if (bitpix != 8 * info->bytes_per_voxel)
-        return ds_err(err, errlen, "nifti: bad header: bitpix %d does not match datatype %s (%d bits)", bitpix,
-                      nifti_datatype_string(info->datatype), 8 * info->bytes_per_voxel);
+        return segc_errorf(err, errlen, "nifti: bad header: bitpix %d does not match datatype %s (%d bits)", bitpix,
+                           nifti_datatype_string(info->datatype), 8 * info->bytes_per_voxel);
     float off = rdf32(h + 108, sw);
-    if (!(off >= 0.f && off < 1e9f)) return ds_err(err, errlen, "nifti: bad header: vox_offset %g", off);
+    if (!(off >= 0.f && off < 1e9f)) return segc_errorf(err, errlen, "nifti: bad header: vox_offset %g", off);
     info->vox_offset = (int64_t)off;
     if (n1 && info->vox_offset < NIFTI_HDR_SIZE)
-        return ds_err(err, errlen, "nifti: bad header: vox_offset %lld inside the header", (long long)info->vox_offset);
+        return segc_errorf(err, errlen, "nifti: bad header: vox_offset %lld inside the header", (long long)info->vox_offset);
     info->scl_slope = rdf32(h + 112, sw);
     info->scl_inter = rdf32(h + 116, sw);
     return true;
@@ -124,7 +124,7 @@ static bool volume_from(const segc_nifti_info *info, const void *data, bool swap
     int64_t nvox = 1;
     for (int i = 0; i < 7; i++) nvox *= info->dim[i];
     out->data = malloc((size_t)nvox * sizeof(float));
-    if (!out->data) return ds_err(err, errlen, "nifti: out of memory for %lld voxels", (long long)nvox);
+    if (!out->data) return segc_errorf(err, errlen, "nifti: out of memory for %lld voxels", (long long)nvox);
     out->dim[0] = info->dim[0], out->dim[1] = info->dim[1], out->dim[2] = info->dim[2];
     out->dim[3] = nvox / (info->dim[0] * info->dim[1] * info->dim[2]);   /* dims 4..7 flattened */
     convert_to_f32(data, info->datatype, swapped, nvox, info->scl_slope, info->scl_inter, out->data);
@@ -135,12 +135,12 @@ bool segc_nifti_decode(const void *buf, size_t len, segc_volume *out, char *err,
     memset(out, 0, sizeof *out);
     segc_nifti_info info;
     if (!segc_nifti_parse_header(buf, len, &info, err, errlen)) return false;
-    if (!info.single_file) return ds_err(err, errlen, "nifti: magic \"ni1\" (separate .img file) cannot be read from memory");
+    if (!info.single_file) return segc_errorf(err, errlen, "nifti: magic \"ni1\" (separate .img file) cannot be read from memory");
     int64_t nvox = 1;
     for (int i = 0; i < 7; i++) nvox *= info.dim[i];
     int64_t need = info.vox_offset + nvox * info.bytes_per_voxel;
     if ((int64_t)len < need)
-        return ds_err(err, errlen, "nifti: data truncated (%zu of %lld bytes)", len, (long long)need);
+        return segc_errorf(err, errlen, "nifti: data truncated (%zu of %lld bytes)", len, (long long)need);
     return volume_from(&info, (const uint8_t *)buf + info.vox_offset, info.swapped, out, err, errlen);
 }
 
@@ -157,13 +157,13 @@ bool segc_nifti_read_info(const char *path, segc_nifti_info *info, char *err, si
     memset(info, 0, sizeof *info);
     /* gzread reads plain files too */
     gzFile gz = gzopen(path, "rb");
-    if (!gz) return ds_err(err, errlen, "%s: cannot open", path);
+    if (!gz) return segc_errorf(err, errlen, "%s: cannot open", path);
     uint8_t hdr[NIFTI_HDR_SIZE];
     int got = gzread(gz, hdr, sizeof hdr);
     gzclose(gz);
     char msg[256];
-    if (got < 0) return ds_err(err, errlen, "%s: corrupt compressed stream", path);
-    if (!segc_nifti_parse_header(hdr, (size_t)got, info, msg, sizeof msg)) return ds_err(err, errlen, "%s: %s", path, msg);
+    if (got < 0) return segc_errorf(err, errlen, "%s: corrupt compressed stream", path);
+    if (!segc_nifti_parse_header(hdr, (size_t)got, info, msg, sizeof msg)) return segc_errorf(err, errlen, "%s: %s", path, msg);
     return true;
 }
 
@@ -172,11 +172,11 @@ bool segc_nifti_read_info(const char *path, segc_nifti_info *info, char *err, si
  * nifticlib's own reader zero-fills a truncated file silently. */
 static bool read_voxels(const char *path, int64_t offset, size_t nbytes, void *dst, char *err, size_t errlen) {
     gzFile gz = gzopen(path, "rb");
-    if (!gz) return ds_err(err, errlen, "%s: cannot open", path);
+    if (!gz) return segc_errorf(err, errlen, "%s: cannot open", path);
     gzbuffer(gz, 1 << 18);
     bool ok = true;
     if (offset && gzseek(gz, (z_off_t)offset, SEEK_SET) != (z_off_t)offset)
-        ok = ds_err(err, errlen, "%s: nifti: file ends before the voxel data offset %lld", path, (long long)offset);
+        ok = segc_errorf(err, errlen, "%s: nifti: file ends before the voxel data offset %lld", path, (long long)offset);
     size_t got = 0;
     while (ok && got < nbytes) {
         unsigned chunk = nbytes - got > (1u << 30) ? (1u << 30) : (unsigned)(nbytes - got);
@@ -191,10 +191,10 @@ static bool read_voxels(const char *path, int64_t offset, size_t nbytes, void *d
     }
     const char *zmsg = gzerror(gz, &zerr);
     if (ok && got < nbytes)
-        ok = ds_err(err, errlen, "%s: nifti: voxel data truncated (%zu of %zu bytes)%s%s", path, got, nbytes,
-                    zerr != Z_OK ? ": " : "", zerr != Z_OK ? zmsg : "");
+        ok = segc_errorf(err, errlen, "%s: nifti: voxel data truncated (%zu of %zu bytes)%s%s", path, got, nbytes,
+                         zerr != Z_OK ? ": " : "", zerr != Z_OK ? zmsg : "");
     else if (ok && zerr != Z_OK && zerr != Z_BUF_ERROR)
-        ok = ds_err(err, errlen, "%s: nifti: corrupt compressed data: %s", path, zmsg);
+        ok = segc_errorf(err, errlen, "%s: nifti: corrupt compressed data: %s", path, zmsg);
     gzclose_r(gz);
     return ok;
 }
@@ -207,22 +207,22 @@ bool segc_nifti_read(const char *path, segc_volume *out, char *err, size_t errle
     if (!segc_nifti_read_info(path, &info, err, errlen)) return false;
     /* nifticlib interprets the header (scaling, image file of a .hdr/.img pair) */
     nifti_image *nim = nifti_image_read(path, 0);
-    if (!nim) return ds_err(err, errlen, "%s: nifti: header rejected by nifticlib", path);
+    if (!nim) return segc_errorf(err, errlen, "%s: nifti: header rejected by nifticlib", path);
     int64_t nvox = 1;
     for (int i = 0; i < 7; i++) nvox *= info.dim[i];
     if ((int64_t)nim->nvox != nvox || nim->nbyper != info.bytes_per_voxel || nim->datatype != info.datatype ||
         !nim->iname) {
         nifti_image_free(nim);
-        return ds_err(err, errlen, "%s: nifti: inconsistent header", path);
+        return segc_errorf(err, errlen, "%s: nifti: inconsistent header", path);
     }
     info.scl_slope = nim->scl_slope, info.scl_inter = nim->scl_inter;
     size_t nbytes = (size_t)nvox * info.bytes_per_voxel;
     void *raw = malloc(nbytes);
     bool ok = raw ? read_voxels(nim->iname, nim->iname_offset, nbytes, raw, err, errlen)
-                  : ds_err(err, errlen, "%s: out of memory for %zu bytes", path, nbytes);
+                  : segc_errorf(err, errlen, "%s: out of memory for %zu bytes", path, nbytes);
     char msg[256];
     if (ok && !(ok = volume_from(&info, raw, info.swapped, out, msg, sizeof msg)))
-        ds_err(err, errlen, "%s: %s", path, msg);
+        segc_errorf(err, errlen, "%s: %s", path, msg);
     free(raw);
     nifti_image_free(nim);
     return ok;

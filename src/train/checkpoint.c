@@ -16,17 +16,6 @@
 
 #include "segc/nn.h"
 
-static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 uint64_t segc_params_hash(const segc_params *p) {
     uint64_t h = 0xcbf29ce484222325ull;
     const uint32_t *w = (const uint32_t *)p->data;
@@ -118,7 +107,7 @@ static char *state_json(const segc_train_state *st, uint64_t weights_hash) {
 bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_optimizer *opt, const segc_train_state *st,
                           const char *config_yaml, int keep_last, char *err, size_t errlen) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return fail(err, errlen, "checkpoint: cannot create %s: %s", dir, strerror(errno));
+        return segc_errorf(err, errlen, "checkpoint: cannot create %s: %s", dir, strerror(errno));
     char stem[32], w[4096], s[4096], iter[32];
     stem_of(st->iter, stem, sizeof stem);
     pair_paths(dir, stem, w, sizeof w, s, sizeof s);
@@ -126,7 +115,7 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
     const char *meta[] = {"segc_iter", iter, "segc_config", config_yaml ? config_yaml : ""};
     char e2[512];
     if (!segc_params_save(p, w, meta, 2, e2, sizeof e2))
-        return fail(err, errlen, "checkpoint: saving weights failed, previous checkpoint kept: %s", e2);
+        return segc_errorf(err, errlen, "checkpoint: saving weights failed, previous checkpoint kept: %s", e2);
     segc_st_writer *sw = segc_st_writer_new();
     if (opt) segc_optimizer_save(opt, sw, "optimizer.");
     char *js = state_json(st, segc_params_hash(p));
@@ -138,7 +127,7 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
     segc_st_writer_free(sw);
     if (!ok) {
         unlink(w);   /* never referenced by `latest`: drop the half pair */
-        return fail(err, errlen, "checkpoint: saving training state failed, previous checkpoint kept: %s", e2);
+        return segc_errorf(err, errlen, "checkpoint: saving training state failed, previous checkpoint kept: %s", e2);
     }
     char latest[4096], line[48];
     snprintf(latest, sizeof latest, "%s/latest", dir);
@@ -146,7 +135,7 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
     const void *parts[1] = {line};
     size_t sizes[1] = {strlen(line)};
     if (!segc_write_file_atomic(latest, parts, sizes, 1, e2, sizeof e2))
-        return fail(err, errlen, "checkpoint: updating %s failed, previous checkpoint kept: %s", latest, e2);
+        return segc_errorf(err, errlen, "checkpoint: updating %s failed, previous checkpoint kept: %s", latest, e2);
     prune(dir, st->iter, keep_last);
     return true;
 }
@@ -159,7 +148,7 @@ bool segc_checkpoint_latest(const char *dir, char *weights, size_t wn, char *sta
     FILE *f = fopen(latest, "r");
     if (!f) {
         if (errno == ENOENT) return false;
-        return fail(err, errlen, "checkpoint: cannot read %s: %s", latest, strerror(errno));
+        return segc_errorf(err, errlen, "checkpoint: cannot read %s: %s", latest, strerror(errno));
     }
     char line[128] = "";
     bool got = fgets(line, sizeof line, f) != NULL;
@@ -168,11 +157,11 @@ bool segc_checkpoint_latest(const char *dir, char *weights, size_t wn, char *sta
     int64_t it;
     int used = 0;
     if (!got || sscanf(line, "iter_%" SCNd64 "%n", &it, &used) != 1 || line[used] != 0)
-        return fail(err, errlen, "checkpoint: %s does not name a checkpoint (found '%.40s')", latest, line);
+        return segc_errorf(err, errlen, "checkpoint: %s does not name a checkpoint (found '%.40s')", latest, line);
     pair_paths(dir, line, weights, wn, state, sn);
     if (!file_exists(weights) || !file_exists(state))
-        return fail(err, errlen, "checkpoint: %s names %s, but %s is missing", latest, line,
-                    file_exists(weights) ? state : weights);
+        return segc_errorf(err, errlen, "checkpoint: %s names %s, but %s is missing", latest, line,
+                           file_exists(weights) ? state : weights);
     return true;
 }
 
@@ -211,7 +200,7 @@ static bool parse_state(const char *path, const char *js, segc_train_state *st, 
               json_dbl(j, "elapsed_s", &t.elapsed_s) && json_dbl(j, "loss_ema", &t.loss_ema) &&
               json_u64str(j, "weights_hash", hash, 16) && t.iter >= 0;
     cJSON_Delete(j);
-    if (!ok) return fail(err, errlen, "checkpoint: %s: missing or malformed 'segc_train_state' metadata", path);
+    if (!ok) return segc_errorf(err, errlen, "checkpoint: %s: missing or malformed 'segc_train_state' metadata", path);
     *st = t;
     return true;
 }
@@ -226,21 +215,21 @@ bool segc_checkpoint_load(const char *weights, const char *state, segc_params *p
     uint64_t want_hash = 0;
     if (state) {
         sf = segc_st_open(state, e2, sizeof e2);
-        if (!sf) return fail(err, errlen, "checkpoint: %s", e2);
+        if (!sf) return segc_errorf(err, errlen, "checkpoint: %s", e2);
         if (!parse_state(state, segc_st_meta(sf, "segc_train_state"), &t, &want_hash, err, errlen)) {
             segc_st_close(sf);
             return false;
         }
     }
     float *backup = malloc((size_t)(p->total ? p->total : 1) * sizeof(float));
-    if (!backup) { segc_st_close(sf); return fail(err, errlen, "checkpoint: out of memory"); }
+    if (!backup) { segc_st_close(sf); return segc_errorf(err, errlen, "checkpoint: out of memory"); }
     memcpy(backup, p->data, (size_t)p->total * sizeof(float));
     bool ok = segc_params_load(p, weights, true, NULL, e2, sizeof e2);
-    if (!ok) fail(err, errlen, "checkpoint: %s", e2);
+    if (!ok) segc_errorf(err, errlen, "checkpoint: %s", e2);
     if (ok && state && segc_params_hash(p) != want_hash)
-        ok = fail(err, errlen, "checkpoint: %s does not belong to %s (weights hash differs)", state, weights);
+        ok = segc_errorf(err, errlen, "checkpoint: %s does not belong to %s (weights hash differs)", state, weights);
     if (ok && state && opt && !segc_optimizer_load(opt, sf, "optimizer.", e2, sizeof e2))
-        ok = fail(err, errlen, "checkpoint: %s", e2);
+        ok = segc_errorf(err, errlen, "checkpoint: %s", e2);
     if (!ok) memcpy(p->data, backup, (size_t)p->total * sizeof(float));
     free(backup);
     if (ok && state) {
@@ -255,7 +244,7 @@ bool segc_checkpoint_load(const char *weights, const char *state, segc_params *p
 bool segc_checkpoint_save_best(const char *dir, const segc_params *p, int64_t iter, double metric,
                                const char *config_yaml, char *err, size_t errlen) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return fail(err, errlen, "checkpoint: cannot create %s: %s", dir, strerror(errno));
+        return segc_errorf(err, errlen, "checkpoint: cannot create %s: %s", dir, strerror(errno));
     char path[4096], it[32], m[48];
     snprintf(path, sizeof path, "%s/best.safetensors", dir);
     snprintf(it, sizeof it, "%" PRId64, iter);
@@ -263,7 +252,7 @@ bool segc_checkpoint_save_best(const char *dir, const segc_params *p, int64_t it
     const char *meta[] = {"segc_iter", it, "segc_best_metric", m, "segc_config", config_yaml ? config_yaml : ""};
     char e2[512];
     if (!segc_params_save(p, path, meta, 3, e2, sizeof e2))
-        return fail(err, errlen, "checkpoint: saving best weights failed, previous best kept: %s", e2);
+        return segc_errorf(err, errlen, "checkpoint: saving best weights failed, previous best kept: %s", e2);
     return true;
 }
 
@@ -272,7 +261,7 @@ char *segc_checkpoint_config(const char *path, char *err, size_t errlen) {
     if (!f) return NULL;
     const char *c = segc_st_meta(f, "segc_config");
     char *out = c && *c ? strdup(c) : NULL;
-    if (!out) fail(err, errlen, "%s: no 'segc_config' metadata (not a segc training checkpoint; pass --config)", path);
+    if (!out) segc_errorf(err, errlen, "%s: no 'segc_config' metadata (not a segc training checkpoint; pass --config)", path);
     segc_st_close(f);
     return out;
 }

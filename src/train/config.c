@@ -172,18 +172,6 @@ void segc_config_defaults(segc_config *c) {
     c->train.debug_nan_at = -1;
 }
 
-/* ---- messages ---- */
-static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 static int levenshtein(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
     if (la > 127 || lb > 127) return 1000;
@@ -281,7 +269,7 @@ static const char *node_desc(const yaml_node_t *node, char *buf, size_t n) {
 static bool type_error(apply_ctx *a, const yaml_node_t *node, const char *key, const char *expected) {
     char w[300], d[96];
     where(a, node, w, sizeof w);
-    return fail(a->err, a->errlen, "%s%s: expected %s, found %s", w, key, expected, node_desc(node, d, sizeof d));
+    return segc_errorf(a->err, a->errlen, "%s%s: expected %s, found %s", w, key, expected, node_desc(node, d, sizeof d));
 }
 
 static bool plain_scalar(const yaml_node_t *node) {
@@ -373,7 +361,7 @@ static bool apply_list(apply_ctx *a, const field *f, const yaml_node_t *node, se
     if (variable ? (n < 1 || n > f->n) : n != f->n) {
         char w[300];
         where(a, node, w, sizeof w);
-        return fail(a->err, a->errlen, "%s%s: expected %s, found a list of %d", w, f->key, expect, n);
+        return segc_errorf(a->err, a->errlen, "%s%s: expected %s, found a list of %d", w, f->key, expect, n);
     }
     for (int i = 0; i < n; i++) {
         const yaml_node_t *it = yaml_document_get_node(a->doc, node->data.sequence.items.start[i]);
@@ -381,8 +369,8 @@ static bool apply_list(apply_ctx *a, const field *f, const yaml_node_t *node, se
             char w[300], d[96], e2[64];
             where(a, it ? it : node, w, sizeof w);
             snprintf(e2, sizeof e2, "an %s", f->kind == K_INTS ? "integer" : "number");
-            return fail(a->err, a->errlen, "%s%s[%d]: expected %s, found %s", w, f->key, i,
-                        f->kind == K_INTS ? "an integer" : "a number", it ? node_desc(it, d, sizeof d) : "nothing");
+            return segc_errorf(a->err, a->errlen, "%s%s[%d]: expected %s, found %s", w, f->key, i,
+                               f->kind == K_INTS ? "an integer" : "a number", it ? node_desc(it, d, sizeof d) : "nothing");
         }
     }
     if (variable) *(int *)((char *)c + f->count_off) = n;
@@ -421,12 +409,12 @@ static bool apply_leaf(apply_ctx *a, const field *f, const yaml_node_t *node, se
         char w[300];
         if (f->choices && !choice_ok(f->choices, v)) {
             where(a, node, w, sizeof w);
-            return fail(a->err, a->errlen, "%s%s: expected one of %s, found '%.60s'", w, f->key, f->choices, v);
+            return segc_errorf(a->err, a->errlen, "%s%s: expected one of %s, found '%.60s'", w, f->key, f->choices, v);
         }
         if (strlen(v) >= f->size) {
             where(a, node, w, sizeof w);
-            return fail(a->err, a->errlen, "%s%s: expected at most %zu characters, found %zu", w, f->key,
-                        f->size - 1, strlen(v));
+            return segc_errorf(a->err, a->errlen, "%s%s: expected at most %zu characters, found %zu", w, f->key,
+                               f->size - 1, strlen(v));
         }
         strcpy((char *)p, v);
         if (!strcmp(f->key, "name")) a->set_name = true;
@@ -447,13 +435,13 @@ static segc_cfg_custom_key *custom_key(apply_ctx *a, segc_config *c, const char 
         if (!strcmp(c->optimizer.custom_keys[i].key, name)) return &c->optimizer.custom_keys[i];
     char w[300];
     where(a, node, w, sizeof w);
-    if (!*name) return fail(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: empty key", w), NULL;
+    if (!*name) return segc_errorf(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: empty key", w), NULL;
     if (strlen(name) >= SEGC_CFG_NAME)
-        return fail(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: key '%.60s...' longer than %d characters",
-                    w, name, SEGC_CFG_NAME - 1), NULL;
+        return segc_errorf(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: key '%.60s...' longer than %d characters",
+                           w, name, SEGC_CFG_NAME - 1), NULL;
     if (c->optimizer.n_custom_keys == SEGC_CFG_MAX_CUSTOM_KEYS)
-        return fail(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: more than %d keys", w,
-                    SEGC_CFG_MAX_CUSTOM_KEYS), NULL;
+        return segc_errorf(a->err, a->errlen, "%soptimizer.paramwise.custom_keys: more than %d keys", w,
+                           SEGC_CFG_MAX_CUSTOM_KEYS), NULL;
     segc_cfg_custom_key *k = &c->optimizer.custom_keys[c->optimizer.n_custom_keys++];
     memset(k, 0, sizeof *k);
     strcpy(k->key, name);
@@ -470,8 +458,8 @@ static bool apply_custom_field(apply_ctx *a, segc_config *c, const char *name, c
         char w[300];
         where(a, node, w, sizeof w);
         const char *hint = levenshtein(fld, "lr_mult") < 3 ? "lr_mult" : levenshtein(fld, "decay_mult") < 4 ? "decay_mult" : NULL;
-        return fail(a->err, a->errlen, "%sunknown config key '%s'%s%s%s", w, full, hint ? "; did you mean '" : "",
-                    hint ? hint : "", hint ? "'?" : " (custom keys take lr_mult and decay_mult)");
+        return segc_errorf(a->err, a->errlen, "%sunknown config key '%s'%s%s%s", w, full, hint ? "; did you mean '" : "",
+                           hint ? hint : "", hint ? "'?" : " (custom keys take lr_mult and decay_mult)");
     }
     segc_cfg_custom_key *k = custom_key(a, c, name, node);
     if (!k) return false;
@@ -531,8 +519,8 @@ static bool unknown_key(apply_ctx *a, const char *path, const yaml_node_t *node)
     char w[300], s[160];
     where(a, node, w, sizeof w);
     const char *hint = suggest(path, s, sizeof s);
-    if (hint) return fail(a->err, a->errlen, "%sunknown config key '%s'; did you mean '%s'?", w, path, hint);
-    return fail(a->err, a->errlen, "%sunknown config key '%s' (see `segc train --keys`)", w, path);
+    if (hint) return segc_errorf(a->err, a->errlen, "%sunknown config key '%s'; did you mean '%s'?", w, path, hint);
+    return segc_errorf(a->err, a->errlen, "%sunknown config key '%s' (see `segc train --keys`)", w, path);
 }
 
 static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yaml_node_t *node) {
@@ -548,11 +536,11 @@ static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yam
         }
         for (yaml_node_pair_t *pr = node->data.mapping.pairs.start; pr < node->data.mapping.pairs.top; pr++) {
             yaml_node_t *kn = yaml_document_get_node(a->doc, pr->key), *vn = yaml_document_get_node(a->doc, pr->value);
-            if (!kn || !vn) return fail(a->err, a->errlen, "%s: malformed YAML document", a->origin);
+            if (!kn || !vn) return segc_errorf(a->err, a->errlen, "%s: malformed YAML document", a->origin);
             if (kn->type != YAML_SCALAR_NODE) return type_error(a, kn, *path ? path : "(top level)", "scalar keys");
             char sub[512];
             int len = snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", (const char *)kn->data.scalar.value);
-            if (len < 0 || (size_t)len >= sizeof sub) return fail(a->err, a->errlen, "%s: key too long", a->origin);
+            if (len < 0 || (size_t)len >= sizeof sub) return segc_errorf(a->err, a->errlen, "%s: key too long", a->origin);
             if (!is_custom(sub) && !find_field(sub) && !is_section(sub)) return unknown_key(a, sub, kn);
             if (!apply_node(a, c, sub, vn)) return false;
         }
@@ -566,12 +554,12 @@ static bool apply_text(segc_config *c, const char *text, size_t len, const char 
                        bool *set_name, char *err, size_t errlen) {
     yaml_parser_t parser;
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) return fail(err, errlen, "%s: cannot initialise the YAML parser", origin);
+    if (!yaml_parser_initialize(&parser)) return segc_errorf(err, errlen, "%s: cannot initialise the YAML parser", origin);
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
     if (!yaml_parser_load(&parser, &doc)) {
-        fail(err, errlen, "%s:%zu:%zu: YAML error: %s%s%s", origin, parser.problem_mark.line + 1,
-             parser.problem_mark.column + 1, parser.problem ? parser.problem : "malformed",
-             parser.context ? " " : "", parser.context ? parser.context : "");
+        segc_errorf(err, errlen, "%s:%zu:%zu: YAML error: %s%s%s", origin, parser.problem_mark.line + 1,
+                    parser.problem_mark.column + 1, parser.problem ? parser.problem : "malformed",
+                    parser.context ? " " : "", parser.context ? parser.context : "");
         yaml_parser_delete(&parser);
         return false;
     }
@@ -603,14 +591,14 @@ bool segc_config_load_string(segc_config *c, const char *yaml, const char *origi
 
 bool segc_config_load(segc_config *c, const char *path, char *err, size_t errlen) {
     FILE *fp = fopen(path, "rb");
-    if (!fp) return fail(err, errlen, "%s: cannot open config: %s", path, strerror(errno));
+    if (!fp) return segc_errorf(err, errlen, "%s: cannot open config: %s", path, strerror(errno));
     char *buf = NULL;
     size_t len = 0, cap = 0;
     for (;;) {
         if (len + 4096 + 1 > cap) {
             cap = cap ? cap * 2 : 8192;
             char *nb = realloc(buf, cap);
-            if (!nb) { free(buf); fclose(fp); return fail(err, errlen, "%s: out of memory", path); }
+            if (!nb) { free(buf); fclose(fp); return segc_errorf(err, errlen, "%s: out of memory", path); }
             buf = nb;
         }
         size_t k = fread(buf + len, 1, 4096, fp);
@@ -619,7 +607,7 @@ bool segc_config_load(segc_config *c, const char *path, char *err, size_t errlen
     }
     bool rd_err = ferror(fp);
     fclose(fp);
-    if (rd_err) { free(buf); return fail(err, errlen, "%s: read error", path); }
+    if (rd_err) { free(buf); return segc_errorf(err, errlen, "%s: read error", path); }
     buf[len] = 0;
     segc_config tmp = *c;
     bool set_name = false;
@@ -640,9 +628,9 @@ bool segc_config_load(segc_config *c, const char *path, char *err, size_t errlen
 bool segc_config_override(segc_config *c, const char *assignment, char *err, size_t errlen) {
     const char *eq = strchr(assignment, '=');
     if (!eq || eq == assignment)
-        return fail(err, errlen, "override '%s': expected key=value (e.g. optimizer.lr=1e-4)", assignment);
+        return segc_errorf(err, errlen, "override '%s': expected key=value (e.g. optimizer.lr=1e-4)", assignment);
     char key[512];
-    if ((size_t)(eq - assignment) >= sizeof key) return fail(err, errlen, "override: key too long");
+    if ((size_t)(eq - assignment) >= sizeof key) return segc_errorf(err, errlen, "override: key too long");
     snprintf(key, sizeof key, "%.*s", (int)(eq - assignment), assignment);
     segc_config tmp = *c;
     if (!apply_text(&tmp, eq + 1, strlen(eq + 1), "override", key, NULL, err, errlen)) return false;
@@ -761,7 +749,7 @@ char *segc_config_to_yaml(const segc_config *c) {
 
 bool segc_config_save(const segc_config *c, const char *path, char *err, size_t errlen) {
     char *y = segc_config_to_yaml(c);
-    if (!y) return fail(err, errlen, "%s: out of memory", path);
+    if (!y) return segc_errorf(err, errlen, "%s: out of memory", path);
     const void *parts[1] = {y};
     size_t sizes[1] = {strlen(y)};
     bool ok = segc_write_file_atomic(path, parts, sizes, 1, err, errlen);

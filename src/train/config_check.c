@@ -10,17 +10,6 @@
 #include "segc/config.h"
 #include "segc/segformer.h"
 
-static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* ---- validation ---- */
 static bool all_zero(const int *v, int n) {
     for (int i = 0; i < n; i++)
@@ -31,60 +20,60 @@ static bool all_zero(const int *v, int n) {
 bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     segc_segformer_config sc;
     if (!segc_segformer_preset(&sc, c->model.variant, 1))
-        return fail(err, errlen, "model.variant: expected b0..b5, found '%s'", c->model.variant);
+        return segc_errorf(err, errlen, "model.variant: expected b0..b5, found '%s'", c->model.variant);
     if (c->model.num_classes < 0 || c->model.num_classes > 255)
-        return fail(err, errlen, "model.num_classes: expected 0 (dataset's) .. 255, found %d", c->model.num_classes);
+        return segc_errorf(err, errlen, "model.num_classes: expected 0 (dataset's) .. 255, found %d", c->model.num_classes);
     const struct { const char *k; const int *v; int lo; } arrays[] = {
         {"model.hidden", c->model.hidden, 1}, {"model.depths", c->model.depths, 0}, {"model.heads", c->model.heads, 1}};
     for (int i = 0; i < 3; i++) {
         if (all_zero(arrays[i].v, 4)) continue;
         for (int s = 0; s < 4; s++)
             if (arrays[i].v[s] < arrays[i].lo)
-                return fail(err, errlen, "%s: expected all 0 (the variant's) or every entry >= %d, found %d at stage %d",
-                            arrays[i].k, arrays[i].lo, arrays[i].v[s], s);
+                return segc_errorf(err, errlen, "%s: expected all 0 (the variant's) or every entry >= %d, found %d at stage %d",
+                                   arrays[i].k, arrays[i].lo, arrays[i].v[s], s);
     }
-    if (c->model.decoder_hidden < 0) return fail(err, errlen, "model.decoder_hidden: expected >= 0, found %d", c->model.decoder_hidden);
+    if (c->model.decoder_hidden < 0) return segc_errorf(err, errlen, "model.decoder_hidden: expected >= 0, found %d", c->model.decoder_hidden);
     if (!(c->model.drop_path_rate >= 0 && c->model.drop_path_rate < 1) ||
         !(c->model.classifier_dropout >= 0 && c->model.classifier_dropout < 1))
-        return fail(err, errlen, "model.drop_path_rate / classifier_dropout: expected [0, 1), found %g / %g",
+        return segc_errorf(err, errlen, "model.drop_path_rate / classifier_dropout: expected [0, 1), found %g / %g",
                     c->model.drop_path_rate, c->model.classifier_dropout);
-    if (!*c->data.root) return fail(err, errlen, "data.root: expected a dataset directory, found an empty string");
+    if (!*c->data.root) return segc_errorf(err, errlen, "data.root: expected a dataset directory, found an empty string");
     if (c->data.batch_size < 1 || c->data.num_workers < 0)
-        return fail(err, errlen, "data.batch_size >= 1 and data.num_workers >= 0 expected, found %d and %d",
-                    c->data.batch_size, c->data.num_workers);
+        return segc_errorf(err, errlen, "data.batch_size >= 1 and data.num_workers >= 0 expected, found %d and %d",
+                           c->data.batch_size, c->data.num_workers);
     if (c->data.scale[0] < 1 || c->data.scale[1] < 1 || c->data.crop_size[0] < 1 || c->data.crop_size[1] < 1)
-        return fail(err, errlen, "data.scale and data.crop_size: expected positive sizes, found [%d, %d] and [%d, %d]",
-                    c->data.scale[0], c->data.scale[1], c->data.crop_size[0], c->data.crop_size[1]);
+        return segc_errorf(err, errlen, "data.scale and data.crop_size: expected positive sizes, found [%d, %d] and [%d, %d]",
+                           c->data.scale[0], c->data.scale[1], c->data.crop_size[0], c->data.crop_size[1]);
     if (!(c->data.ratio_range[0] > 0 && c->data.ratio_range[0] <= c->data.ratio_range[1]))
-        return fail(err, errlen, "data.ratio_range: expected 0 < lo <= hi, found [%g, %g]", c->data.ratio_range[0],
-                    c->data.ratio_range[1]);
+        return segc_errorf(err, errlen, "data.ratio_range: expected 0 < lo <= hi, found [%g, %g]", c->data.ratio_range[0],
+                           c->data.ratio_range[1]);
     if (!(c->data.cat_max_ratio > 0 && c->data.cat_max_ratio <= 1))
-        return fail(err, errlen, "data.cat_max_ratio: expected (0, 1], found %g", c->data.cat_max_ratio);
+        return segc_errorf(err, errlen, "data.cat_max_ratio: expected (0, 1], found %g", c->data.cat_max_ratio);
     if (!(c->data.flip_prob >= 0 && c->data.flip_prob <= 1))
-        return fail(err, errlen, "data.flip_prob: expected [0, 1], found %g", c->data.flip_prob);
+        return segc_errorf(err, errlen, "data.flip_prob: expected [0, 1], found %g", c->data.flip_prob);
     for (int k = 0; k < 3; k++)
-        if (!(c->data.std[k] > 0)) return fail(err, errlen, "data.std: expected positive values, found %g", c->data.std[k]);
+        if (!(c->data.std[k] > 0)) return segc_errorf(err, errlen, "data.std: expected positive values, found %g", c->data.std[k]);
     if (c->data.test_scale[0] < 0 || c->data.test_scale[1] < 0 || (!c->data.test_scale[0] != !c->data.test_scale[1]))
-        return fail(err, errlen, "data.test_scale: expected [0, 0] or two positive sizes, found [%d, %d]",
-                    c->data.test_scale[0], c->data.test_scale[1]);
+        return segc_errorf(err, errlen, "data.test_scale: expected [0, 0] or two positive sizes, found [%d, %d]",
+                           c->data.test_scale[0], c->data.test_scale[1]);
     if (!strcmp(c->test.mode, "slide") && (c->test.crop_size[0] < 1 || c->test.crop_size[1] < 1 ||
                                             c->test.stride[0] < 1 || c->test.stride[1] < 1))
-        return fail(err, errlen, "test.mode slide: expected positive test.crop_size and test.stride, found [%d, %d] and [%d, %d]",
-                    c->test.crop_size[0], c->test.crop_size[1], c->test.stride[0], c->test.stride[1]);
+        return segc_errorf(err, errlen, "test.mode slide: expected positive test.crop_size and test.stride, found [%d, %d] and [%d, %d]",
+                           c->test.crop_size[0], c->test.crop_size[1], c->test.stride[0], c->test.stride[1]);
     for (int k = 0; k < c->test.n_scales; k++)
-        if (!(c->test.scales[k] > 0)) return fail(err, errlen, "test.scales: expected positive ratios, found %g", c->test.scales[k]);
+        if (!(c->test.scales[k] > 0)) return segc_errorf(err, errlen, "test.scales: expected positive ratios, found %g", c->test.scales[k]);
     if (c->schedule.warmup_iters < 0 || c->schedule.warmup_iters >= c->train.max_iters)
-        return fail(err, errlen, "schedule.warmup_iters: expected 0 <= warmup < train.max_iters (%lld), found %lld",
-                    (long long)c->train.max_iters, (long long)c->schedule.warmup_iters);
-    if (c->train.max_iters < 1) return fail(err, errlen, "train.max_iters: expected >= 1, found %lld", (long long)c->train.max_iters);
+        return segc_errorf(err, errlen, "schedule.warmup_iters: expected 0 <= warmup < train.max_iters (%lld), found %lld",
+                           (long long)c->train.max_iters, (long long)c->schedule.warmup_iters);
+    if (c->train.max_iters < 1) return segc_errorf(err, errlen, "train.max_iters: expected >= 1, found %lld", (long long)c->train.max_iters);
     if (c->train.val_interval < 0 || c->train.checkpoint_interval < 1 || c->train.log_interval < 1 || c->train.keep_last < 1)
-        return fail(err, errlen, "train: expected val_interval >= 0, checkpoint_interval >= 1, log_interval >= 1, "
-                    "keep_last >= 1, found %lld, %lld, %lld, %d", (long long)c->train.val_interval,
-                    (long long)c->train.checkpoint_interval, (long long)c->train.log_interval, c->train.keep_last);
-    if (!(c->train.max_time_min >= 0)) return fail(err, errlen, "train.max_time_min: expected >= 0, found %g", c->train.max_time_min);
+        return segc_errorf(err, errlen, "train: expected val_interval >= 0, checkpoint_interval >= 1, log_interval >= 1, "
+                           "keep_last >= 1, found %lld, %lld, %lld, %d", (long long)c->train.val_interval,
+                           (long long)c->train.checkpoint_interval, (long long)c->train.log_interval, c->train.keep_last);
+    if (!(c->train.max_time_min >= 0)) return segc_errorf(err, errlen, "train.max_time_min: expected >= 0, found %g", c->train.max_time_min);
     if (c->train.threads < 0 || c->train.val_max_samples < 0 || c->train.report_samples < 0 || c->train.seed < 0)
-        return fail(err, errlen, "train.threads, seed, val_max_samples, report_samples: expected >= 0, found %d, %lld, %lld, %d",
-                    c->train.threads, (long long)c->train.seed, (long long)c->train.val_max_samples, c->train.report_samples);
+        return segc_errorf(err, errlen, "train.threads, seed, val_max_samples, report_samples: expected >= 0, found %d, %lld, %lld, %d",
+                           c->train.threads, (long long)c->train.seed, (long long)c->train.val_max_samples, c->train.report_samples);
     char e2[256];
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
     segc_optim_cfg oc = segc_config_optim(c, keys);
@@ -93,10 +82,10 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     segc_params_finalize(&none);
     segc_optimizer *probe = segc_optimizer_new(&none, &oc, e2, sizeof e2);
     segc_params_free(&none);
-    if (!probe) return fail(err, errlen, "optimizer: %s", e2);
+    if (!probe) return segc_errorf(err, errlen, "optimizer: %s", e2);
     segc_optimizer_free(probe);
     segc_schedule s;
-    if (!segc_config_schedule(c, &s, e2, sizeof e2)) return fail(err, errlen, "schedule: %s", e2);
+    if (!segc_config_schedule(c, &s, e2, sizeof e2)) return segc_errorf(err, errlen, "schedule: %s", e2);
     if (!*c->train.work_dir) snprintf(c->train.work_dir, sizeof c->train.work_dir, "runs/%s", c->name);
     return true;
 }
@@ -156,7 +145,7 @@ bool segc_config_data_root(const segc_config *c, char *out, size_t n, char *err,
     snprintf(tried[nt], sizeof tried[nt], "%s", root);
     if (is_dir(root)) return snprintf(out, n, "%s", root) < (int)n;
     nt++;
-    return fail(err, errlen, "data.root: dataset directory not found: %s%s%s (set data.root=DIR or $SEGC_DATA)",
+    return segc_errorf(err, errlen, "data.root: dataset directory not found: %s%s%s (set data.root=DIR or $SEGC_DATA)",
                 tried[0], nt > 1 ? ", " : "", nt > 1 ? tried[1] : "");
 }
 

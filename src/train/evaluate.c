@@ -10,17 +10,6 @@
 #include "segc/image_io.h"
 #include "segc/trainer.h"
 
-static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 double segc_peak_rss_mb(void) {
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
@@ -103,7 +92,7 @@ segc_segformer *segc_config_model(const segc_config *c, int num_classes, char *e
     segc_segformer_config mc;
     int k = c->model.num_classes ? c->model.num_classes : num_classes;
     if (!segc_segformer_preset(&mc, c->model.variant, k)) {
-        fail(err, errlen, "model.variant: unknown SegFormer variant '%s' (b0..b5)", c->model.variant);
+        segc_errorf(err, errlen, "model.variant: unknown SegFormer variant '%s' (b0..b5)", c->model.variant);
         return NULL;
     }
     for (int s = 0; s < 4; s++) {
@@ -162,7 +151,7 @@ bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *
     memset(metrics, 0, sizeof *metrics);
     o->n_kept = 0;
     int K = m->cfg.num_labels;
-    if (K > 255) return fail(err, errlen, "eval: %d classes, at most 255 supported", K);
+    if (K > 255) return segc_errorf(err, errlen, "eval: %d classes, at most 255 supported", K);
     segc_infer_opts io;
     segc_config_infer_opts(c, &io);
     if (!segc_infer_opts_validate(&io, err, errlen)) return false;
@@ -192,13 +181,13 @@ bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *
         segc_clear_error(ctx);
         int h = b->img_h[0], w = b->img_w[0], lh = b->label_hs[0], lw = b->label_ws[0];
         segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){1, b->c, b->h, b->w}, b->images);
-        if (h != b->h || w != b->w) { ok = fail(err, errlen, "eval: unexpected padded batch"); break; }
+        if (h != b->h || w != b->w) { ok = segc_errorf(err, errlen, "eval: unexpected padded batch"); break; }
         if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
         segc_tensor *pred = segc_infer(ctx, work, segc_segformer_forward_fn, m, img, lh, lw, &io, NULL);
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){1, lh, lw}, b->labels);
         if (!pred || !segc_confusion_add(ctx, &conf, pred, lab)) {
             const char *nm = segc_dataset_image_path(ds, b->index[0]);
-            ok = fail(err, errlen, "eval: %s (%s)", segc_last_error(ctx), nm ? nm : "?");
+            ok = segc_errorf(err, errlen, "eval: %s (%s)", segc_last_error(ctx), nm ? nm : "?");
             break;
         }
         if (o->n_kept < o->keep && o->samples) {
@@ -220,7 +209,7 @@ bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *
     segc_loader_free(ld);
     if (!o->ctx) segc_ctx_free(ctx);
     if (!o->work) segc_ctx_free(work);
-    if (ok && done == 0) ok = fail(err, errlen, "eval: the split has no samples");
+    if (ok && done == 0) ok = segc_errorf(err, errlen, "eval: the split has no samples");
     if (ok) ok = segc_metrics_compute(&conf, metrics, err, errlen);
     segc_confusion_free(&conf);
     if (!ok)

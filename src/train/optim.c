@@ -24,17 +24,6 @@ struct segc_opt_block {
     int64_t begin, len;   /* flat offset into data/grad/state, element count */
 };
 
-static bool fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 /* ---------------------------------------------------------------------------
  * Parameter groups
  * --------------------------------------------------------------------------- */
@@ -81,23 +70,23 @@ bool segc_param_groups(const segc_params *p, const segc_paramwise_cfg *cfg, doub
     if (!cfg) cfg = &none;
     int nk = cfg->n_custom_keys;
     if (nk < 0 || (nk > 0 && !cfg->custom_keys))
-        return fail(err, errlen, "param_groups: %d custom keys with %s array", nk, cfg->custom_keys ? "an" : "a NULL");
+        return segc_errorf(err, errlen, "param_groups: %d custom keys with %s array", nk, cfg->custom_keys ? "an" : "a NULL");
     for (int k = 0; k < nk; k++) {
         const segc_custom_key *ck = &cfg->custom_keys[k];
-        if (!ck->key || !ck->key[0]) return fail(err, errlen, "param_groups: custom key %d is empty", k);
+        if (!ck->key || !ck->key[0]) return segc_errorf(err, errlen, "param_groups: custom key %d is empty", k);
         if (!mult_ok(ck->lr_mult) || !mult_ok(ck->decay_mult))
-            return fail(err, errlen, "param_groups: custom key '%s': multipliers expected finite >= 0, found "
-                        "lr_mult %g decay_mult %g", ck->key, ck->lr_mult.value, ck->decay_mult.value);
+            return segc_errorf(err, errlen, "param_groups: custom key '%s': multipliers expected finite >= 0, found "
+                               "lr_mult %g decay_mult %g", ck->key, ck->lr_mult.value, ck->decay_mult.value);
         for (int j = 0; j < k; j++)
             if (strcmp(cfg->custom_keys[j].key, ck->key) == 0)
-                return fail(err, errlen, "param_groups: custom key '%s' given twice", ck->key);
+                return segc_errorf(err, errlen, "param_groups: custom key '%s' given twice", ck->key);
     }
     const struct { const char *name; segc_mult m; } rules[] = {
         {"bias_lr_mult", cfg->bias_lr_mult}, {"bias_decay_mult", cfg->bias_decay_mult},
         {"norm_decay_mult", cfg->norm_decay_mult}, {"flat_decay_mult", cfg->flat_decay_mult}};
     for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++)
         if (!mult_ok(rules[r].m))
-            return fail(err, errlen, "param_groups: %s expected finite >= 0, found %g", rules[r].name, rules[r].m.value);
+            return segc_errorf(err, errlen, "param_groups: %s expected finite >= 0, found %g", rules[r].name, rules[r].m.value);
 
     int *order = malloc((size_t)(nk ? nk : 1) * sizeof *order);
     for (int k = 0; k < nk; k++) {
@@ -153,25 +142,25 @@ static bool nonneg(double x) { return isfinite(x) && x >= 0; }
 
 static bool check_cfg(const segc_optim_cfg *c, const char *op, char *err, size_t errlen) {
     if (c->kind != SEGC_OPT_SGD && c->kind != SEGC_OPT_ADAMW)
-        return fail(err, errlen, "%s: unknown optimizer kind %d", op, (int)c->kind);
+        return segc_errorf(err, errlen, "%s: unknown optimizer kind %d", op, (int)c->kind);
     const char *k = opt_kind_name(c->kind);
-    if (!nonneg(c->lr)) return fail(err, errlen, "%s (%s): lr expected finite >= 0, found %g", op, k, c->lr);
+    if (!nonneg(c->lr)) return segc_errorf(err, errlen, "%s (%s): lr expected finite >= 0, found %g", op, k, c->lr);
     if (!nonneg(c->weight_decay))
-        return fail(err, errlen, "%s (%s): weight_decay expected finite >= 0, found %g", op, k, c->weight_decay);
+        return segc_errorf(err, errlen, "%s (%s): weight_decay expected finite >= 0, found %g", op, k, c->weight_decay);
     if (!nonneg(c->max_grad_norm))
-        return fail(err, errlen, "%s (%s): max_grad_norm expected finite >= 0 (0: no clipping), found %g", op, k,
-                    c->max_grad_norm);
+        return segc_errorf(err, errlen, "%s (%s): max_grad_norm expected finite >= 0 (0: no clipping), found %g", op, k,
+                           c->max_grad_norm);
     if (c->kind == SEGC_OPT_SGD) {
-        if (!nonneg(c->momentum)) return fail(err, errlen, "%s (sgd): momentum expected finite >= 0, found %g", op, c->momentum);
+        if (!nonneg(c->momentum)) return segc_errorf(err, errlen, "%s (sgd): momentum expected finite >= 0, found %g", op, c->momentum);
         if (!(c->dampening >= 0 && c->dampening <= 1))
-            return fail(err, errlen, "%s (sgd): dampening expected in [0, 1], found %g", op, c->dampening);
+            return segc_errorf(err, errlen, "%s (sgd): dampening expected in [0, 1], found %g", op, c->dampening);
         if (c->nesterov && (c->momentum <= 0 || c->dampening != 0))
-            return fail(err, errlen, "%s (sgd): nesterov expects momentum > 0 and dampening 0, found momentum %g "
-                        "dampening %g", op, c->momentum, c->dampening);
+            return segc_errorf(err, errlen, "%s (sgd): nesterov expects momentum > 0 and dampening 0, found momentum %g "
+                               "dampening %g", op, c->momentum, c->dampening);
     } else {
-        if (!(c->beta1 >= 0 && c->beta1 < 1)) return fail(err, errlen, "%s (adamw): beta1 expected in [0, 1), found %g", op, c->beta1);
-        if (!(c->beta2 >= 0 && c->beta2 < 1)) return fail(err, errlen, "%s (adamw): beta2 expected in [0, 1), found %g", op, c->beta2);
-        if (!nonneg(c->eps)) return fail(err, errlen, "%s (adamw): eps expected finite >= 0, found %g", op, c->eps);
+        if (!(c->beta1 >= 0 && c->beta1 < 1)) return segc_errorf(err, errlen, "%s (adamw): beta1 expected in [0, 1), found %g", op, c->beta1);
+        if (!(c->beta2 >= 0 && c->beta2 < 1)) return segc_errorf(err, errlen, "%s (adamw): beta2 expected in [0, 1), found %g", op, c->beta2);
+        if (!nonneg(c->eps)) return segc_errorf(err, errlen, "%s (adamw): eps expected finite >= 0, found %g", op, c->eps);
     }
     return true;
 }
@@ -201,8 +190,8 @@ static segc_opt_block *build_blocks(const segc_params *p, int *n_out) {
 }
 
 segc_optimizer *segc_optimizer_new(segc_params *p, const segc_optim_cfg *cfg, char *err, size_t errlen) {
-    if (!p || !cfg) { fail(err, errlen, "optimizer: NULL %s", p ? "config" : "params"); return NULL; }
-    if (!p->finalized) { fail(err, errlen, "optimizer: params must be finalized first"); return NULL; }
+    if (!p || !cfg) { segc_errorf(err, errlen, "optimizer: NULL %s", p ? "config" : "params"); return NULL; }
+    if (!p->finalized) { segc_errorf(err, errlen, "optimizer: params must be finalized first"); return NULL; }
     if (!check_cfg(cfg, "optimizer", err, errlen)) return NULL;
     segc_optimizer *o = calloc(1, sizeof *o);
     o->hp = *cfg;
@@ -221,7 +210,7 @@ segc_optimizer *segc_optimizer_new(segc_params *p, const segc_optim_cfg *cfg, ch
     if (cfg->kind == SEGC_OPT_ADAMW) o->exp_avg_sq = alloc_state(p);
     if (!o->lr_mult || !o->decay_mult || !o->tensor_coef || !o->tensor_lr || !o->blocks || !o->block_sums || (need_m && !o->exp_avg) ||
         (cfg->kind == SEGC_OPT_ADAMW && !o->exp_avg_sq)) {
-        fail(err, errlen, "optimizer: out of memory for %lld parameters", (long long)p->total);
+        segc_errorf(err, errlen, "optimizer: out of memory for %lld parameters", (long long)p->total);
         segc_optimizer_free(o);
         return NULL;
     }
@@ -373,7 +362,7 @@ static double step_impl(segc_optimizer *o, const segc_schedule *s, int64_t iter,
     o->err[0] = 0;
     if (s && !segc_schedule_validate(s, o->err, sizeof o->err)) return NAN;
     if (s && iter < 0) {
-        fail(o->err, sizeof o->err, "optimizer_step: iteration expected >= 0, found %lld", (long long)iter);
+        segc_errorf(o->err, sizeof o->err, "optimizer_step: iteration expected >= 0, found %lld", (long long)iter);
         return NAN;
     }
     /* per-tensor learning rates first, so a bad one leaves everything untouched */
@@ -381,7 +370,7 @@ static double step_impl(segc_optimizer *o, const segc_schedule *s, int64_t iter,
         if (!p->trainable[i]) continue;
         double lri = s ? segc_schedule_lr(s, o->hp.lr * o->lr_mult[i], iter) : lr * o->lr_mult[i];
         if (!nonneg(lri)) {
-            fail(o->err, sizeof o->err, "optimizer_step: lr of '%s' expected finite >= 0, found %g", p->t[i]->name, lri);
+            segc_errorf(o->err, sizeof o->err, "optimizer_step: lr of '%s' expected finite >= 0, found %g", p->t[i]->name, lri);
             return NAN;
         }
         o->tensor_lr[i] = lri;
@@ -443,7 +432,7 @@ static double step_impl(segc_optimizer *o, const segc_schedule *s, int64_t iter,
 double segc_optimizer_step(segc_optimizer *o, double lr) {
     if (!o) return NAN;
     if (!nonneg(lr)) {
-        fail(o->err, sizeof o->err, "optimizer_step: lr expected finite >= 0, found %g", lr);
+        segc_errorf(o->err, sizeof o->err, "optimizer_step: lr expected finite >= 0, found %g", lr);
         return NAN;
     }
     return step_impl(o, NULL, 0, lr);
@@ -452,7 +441,7 @@ double segc_optimizer_step(segc_optimizer *o, double lr) {
 double segc_optimizer_step_scheduled(segc_optimizer *o, const segc_schedule *s, int64_t iter) {
     if (!o) return NAN;
     if (!s) {
-        fail(o->err, sizeof o->err, "optimizer_step: NULL schedule");
+        segc_errorf(o->err, sizeof o->err, "optimizer_step: NULL schedule");
         return NAN;
     }
     return step_impl(o, s, iter, 0);
@@ -547,11 +536,11 @@ static bool check_state_tensors(const segc_optimizer *o, const segc_st_file *f, 
             bool ok = e != NULL, shape_ok = e && e->dtype_known && e->dtype == SEGC_F32 && e->ndim == t->ndim;
             for (int d = 0; shape_ok && d < t->ndim; d++) shape_ok = e->shape[d] == t->shape[d];
             char a[96], b[96];
-            if (!ok) fail(err, errlen, "optimizer_load: %s: no state tensor '%s' for parameter '%s'", path, name ? name : "?", t->name);
+            if (!ok) segc_errorf(err, errlen, "optimizer_load: %s: no state tensor '%s' for parameter '%s'", path, name ? name : "?", t->name);
             else if (!shape_ok)
-                fail(err, errlen, "optimizer_load: %s: state tensor '%s' is %s %s, parameter '%s' is f32 %s", path, name,
-                     e->dtype_str ? e->dtype_str : "?", shape_of(e->ndim, e->shape, a, sizeof a), t->name,
-                     shape_of(t->ndim, t->shape, b, sizeof b));
+                segc_errorf(err, errlen, "optimizer_load: %s: state tensor '%s' is %s %s, parameter '%s' is f32 %s", path, name,
+                            e->dtype_str ? e->dtype_str : "?", shape_of(e->ndim, e->shape, a, sizeof a), t->name,
+                            shape_of(t->ndim, t->shape, b, sizeof b));
             free(stem);
             free(name);
             if (!ok || !shape_ok) return false;
@@ -571,15 +560,15 @@ static bool check_state_tensors(const segc_optimizer *o, const segc_st_file *f, 
             bool listed = false;
             for (int q = 0; q < ns; q++) listed |= strcmp(names[q], all_states[s]) == 0;
             if (idx < 0 || !p->trainable[idx] || !listed)
-                return fail(err, errlen, "optimizer_load: %s: state tensor '%s' matches no trainable parameter of this %s "
-                            "optimizer", path, name, opt_kind_name(o->hp.kind));
+                return segc_errorf(err, errlen, "optimizer_load: %s: state tensor '%s' matches no trainable parameter of this %s "
+                                   "optimizer", path, name, opt_kind_name(o->hp.kind));
         }
     }
     return true;
 }
 
 bool segc_optimizer_load(segc_optimizer *o, const segc_st_file *f, const char *prefix, char *err, size_t errlen) {
-    if (!o || !f) return fail(err, errlen, "optimizer_load: NULL %s", o ? "file" : "optimizer");
+    if (!o || !f) return segc_errorf(err, errlen, "optimizer_load: NULL %s", o ? "file" : "optimizer");
     if (!prefix) prefix = "";
     const char *path = segc_st_path(f);
     char *key = join3(prefix, "optimizer", "");
@@ -590,12 +579,12 @@ bool segc_optimizer_load(segc_optimizer *o, const segc_st_file *f, const char *p
     const segc_params *p = o->p;
     int n_train = 0;
     for (int i = 0; i < p->n; i++) n_train += p->trainable[i];
-    if (!js) { fail(err, errlen, "optimizer_load: %s: no '%s' metadata", path, key ? key : "optimizer"); goto done; }
-    if (!cJSON_IsObject(j)) { fail(err, errlen, "optimizer_load: %s: '%s' metadata is not a JSON object", path, key); goto done; }
+    if (!js) { segc_errorf(err, errlen, "optimizer_load: %s: no '%s' metadata", path, key ? key : "optimizer"); goto done; }
+    if (!cJSON_IsObject(j)) { segc_errorf(err, errlen, "optimizer_load: %s: '%s' metadata is not a JSON object", path, key); goto done; }
     const cJSON *kind = cJSON_GetObjectItemCaseSensitive(j, "kind");
     if (!cJSON_IsString(kind) || strcmp(kind->valuestring, opt_kind_name(o->hp.kind)) != 0) {
-        fail(err, errlen, "optimizer_load: %s: state is for optimizer '%s', this optimizer is '%s'", path,
-             cJSON_IsString(kind) ? kind->valuestring : "?", opt_kind_name(o->hp.kind));
+        segc_errorf(err, errlen, "optimizer_load: %s: state is for optimizer '%s', this optimizer is '%s'", path,
+                    cJSON_IsString(kind) ? kind->valuestring : "?", opt_kind_name(o->hp.kind));
         goto done;
     }
     double step, nesterov;
@@ -605,29 +594,29 @@ bool segc_optimizer_load(segc_optimizer *o, const segc_st_file *f, const char *p
         {"eps", &hp.eps}, {"max_grad_norm", &hp.max_grad_norm}};
     for (size_t k = 0; k < sizeof fields / sizeof fields[0]; k++)
         if (!json_number(j, fields[k].k, fields[k].v)) {
-            fail(err, errlen, "optimizer_load: %s: metadata '%s' lacks number '%s'", path, key, fields[k].k);
+            segc_errorf(err, errlen, "optimizer_load: %s: metadata '%s' lacks number '%s'", path, key, fields[k].k);
             goto done;
         }
     hp.nesterov = nesterov != 0;
-    if (!(step >= 0 && step < 9e15)) { fail(err, errlen, "optimizer_load: %s: bad step count %g", path, step); goto done; }
+    if (!(step >= 0 && step < 9e15)) { segc_errorf(err, errlen, "optimizer_load: %s: bad step count %g", path, step); goto done; }
     if (!check_cfg(&hp, "optimizer_load", err, errlen)) goto done;
     const char *names[2];
     int ns = state_names(hp.kind, hp.momentum, names);
     if (!check_state_tensors(o, f, prefix, names, ns, err, errlen)) goto done;
     const cJSON *lr = cJSON_GetObjectItemCaseSensitive(j, "lr_mult"), *dec = cJSON_GetObjectItemCaseSensitive(j, "decay_mult");
     if (!cJSON_IsArray(lr) || !cJSON_IsArray(dec) || cJSON_GetArraySize(lr) != n_train || cJSON_GetArraySize(dec) != n_train) {
-        fail(err, errlen, "optimizer_load: %s: expected lr_mult and decay_mult for %d trainable tensors, found %d and %d",
-             path, n_train, cJSON_GetArraySize(lr), cJSON_GetArraySize(dec));
+        segc_errorf(err, errlen, "optimizer_load: %s: expected lr_mult and decay_mult for %d trainable tensors, found %d and %d",
+                    path, n_train, cJSON_GetArraySize(lr), cJSON_GetArraySize(dec));
         goto done;
     }
     for (const cJSON *a = lr->child, *b = dec->child; a && b; a = a->next, b = b->next)
         if (!cJSON_IsNumber(a) || !cJSON_IsNumber(b) || !nonneg(a->valuedouble) || !nonneg(b->valuedouble)) {
-            fail(err, errlen, "optimizer_load: %s: multipliers expected finite numbers >= 0", path);
+            segc_errorf(err, errlen, "optimizer_load: %s: multipliers expected finite numbers >= 0", path);
             goto done;
         }
     /* SGD saved with momentum but created without: the buffer is needed now */
     if (ns > 0 && !o->exp_avg && !(o->exp_avg = alloc_state(p))) {
-        fail(err, errlen, "optimizer_load: out of memory");
+        segc_errorf(err, errlen, "optimizer_load: out of memory");
         goto done;
     }
     /* everything checked: commit */

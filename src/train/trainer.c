@@ -13,31 +13,20 @@
 
 #include "segc/trainer.h"
 
-static bool fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static bool fail(char *err, size_t n, const char *fmt, ...) {
-    if (err && n) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, n, fmt, ap);
-        va_end(ap);
-    }
-    return false;
-}
-
 static bool mkdir_p(const char *path, char *err, size_t errlen) {
     char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return fail(err, errlen, "path too long: %.80s...", path);
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return segc_errorf(err, errlen, "path too long: %.80s...", path);
     for (char *p = buf + 1;; p++) {
         if (*p == '/' || !*p) {
             char save = *p;
             *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return fail(err, errlen, "cannot create %s: %s", buf, strerror(errno));
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST) return segc_errorf(err, errlen, "cannot create %s: %s", buf, strerror(errno));
             *p = save;
             if (!save) break;
         }
     }
     struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return fail(err, errlen, "%s is not a directory", path);
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return segc_errorf(err, errlen, "%s is not a directory", path);
     return true;
 }
 
@@ -131,7 +120,7 @@ static bool truncate_metrics(const char *path, int64_t iter, char *err, size_t e
         size_t sizes[1] = {len};
         ok = segc_write_file_atomic(path, parts, sizes, 1, err, errlen);
     } else {
-        fail(err, errlen, "%s: out of memory", path);
+        segc_errorf(err, errlen, "%s: out of memory", path);
     }
     free(out);
     return ok;
@@ -234,13 +223,13 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     snprintf(r->dir, sizeof r->dir, "%s", c->train.work_dir);
     snprintf(r->ckdir, sizeof r->ckdir, "%s/checkpoints", r->dir);
     snprintf(r->metrics_path, sizeof r->metrics_path, "%s/metrics.jsonl", r->dir);
-    if (!mkdir_p(r->ckdir, e2, sizeof e2)) return fail(err, errlen, "train: work_dir: %s", e2);
+    if (!mkdir_p(r->ckdir, e2, sizeof e2)) return segc_errorf(err, errlen, "train: work_dir: %s", e2);
     char wpath[SEGC_CFG_PATH + 160], spath[SEGC_CFG_PATH + 160];
     bool have_ckpt = segc_checkpoint_latest(r->ckdir, wpath, sizeof wpath, spath, sizeof spath, e2, sizeof e2);
-    if (!have_ckpt && *e2) return fail(err, errlen, "train: %s", e2);
+    if (!have_ckpt && *e2) return segc_errorf(err, errlen, "train: %s", e2);
     if (have_ckpt && !o->resume && !o->force)
-        return fail(err, errlen, "train: %s already holds checkpoints; continue it with --resume %s, or start over "
-                    "with --force (or another train.work_dir)", r->dir, r->dir);
+        return segc_errorf(err, errlen, "train: %s already holds checkpoints; continue it with --resume %s, or start over "
+                           "with --force (or another train.work_dir)", r->dir, r->dir);
     if (o->force && !o->resume) {   /* start over: drop every checkpoint of the earlier run */
         DIR *d = opendir(r->ckdir);
         char p[4096];
@@ -259,33 +248,33 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->yaml = segc_config_to_yaml(c);
     char cpath[SEGC_CFG_PATH + 96];
     snprintf(cpath, sizeof cpath, "%s/config.yaml", r->dir);
-    if (!r->yaml || !segc_config_save(c, cpath, e2, sizeof e2)) return fail(err, errlen, "train: %s", e2);
+    if (!r->yaml || !segc_config_save(c, cpath, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
 
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
-    if (!r->train_ds) return fail(err, errlen, "train: %s", e2);
+    if (!r->train_ds) return segc_errorf(err, errlen, "train: %s", e2);
     if (*c->data.val_split) {
         r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
-        if (!r->val_ds) return fail(err, errlen, "train: validation split: %s", e2);
+        if (!r->val_ds) return segc_errorf(err, errlen, "train: validation split: %s", e2);
     }
     r->model = segc_config_model(c, segc_dataset_num_classes(r->train_ds), e2, sizeof e2);
-    if (!r->model) return fail(err, errlen, "train: %s", e2);
+    if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
     uint64_t seed = (uint64_t)c->train.seed;
     segc_segformer_init(r->model, seed);
     if (*c->model.pretrained) {
         segc_load_report rep;
         if (!segc_params_load(&r->model->params, c->model.pretrained, false, &rep, e2, sizeof e2))
-            return fail(err, errlen, "train: model.pretrained: %s", e2);
+            return segc_errorf(err, errlen, "train: model.pretrained: %s", e2);
         if (!o->quiet) segc_load_report_print(&rep, c->model.pretrained);
     }
     segc_optim_cfg oc = segc_config_optim(c, r->keys);
     r->opt = segc_optimizer_new(&r->model->params, &oc, e2, sizeof e2);
-    if (!r->opt) return fail(err, errlen, "train: optimizer: %s", e2);
-    if (!segc_config_schedule(c, &r->sched, e2, sizeof e2)) return fail(err, errlen, "train: schedule: %s", e2);
+    if (!r->opt) return segc_errorf(err, errlen, "train: optimizer: %s", e2);
+    if (!segc_config_schedule(c, &r->sched, e2, sizeof e2)) return segc_errorf(err, errlen, "train: schedule: %s", e2);
 
     r->ctx = segc_ctx_new(seed ^ 0x9e3779b97f4a7c15ull);
     r->eval_ctx = segc_ctx_new(0);
     r->eval_work = segc_ctx_new(0);
-    if (!r->ctx || !r->eval_ctx || !r->eval_work) return fail(err, errlen, "train: out of memory");
+    if (!r->ctx || !r->eval_ctx || !r->eval_work) return segc_errorf(err, errlen, "train: out of memory");
     if (c->train.threads > 0) segc_set_num_threads(r->ctx, c->train.threads);
     r->ctx->training = true;
 
@@ -298,7 +287,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     if (*resumed) {
         char *saved_yaml = NULL;
         if (!segc_checkpoint_load(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, e2, sizeof e2))
-            return fail(err, errlen, "train: resume: %s", e2);
+            return segc_errorf(err, errlen, "train: resume: %s", e2);
         segc_config saved;
         segc_config_defaults(&saved);
         char diff[1024];
@@ -308,17 +297,17 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         free(saved_yaml);
         r->ctx->rng = r->st.rng;
         r->saved_iter = r->st.iter;
-        if (!truncate_metrics(r->metrics_path, r->st.iter, e2, sizeof e2)) return fail(err, errlen, "train: %s", e2);
+        if (!truncate_metrics(r->metrics_path, r->st.iter, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
         progress_note(&r->pg, "resumed %s at iteration %lld", wpath, (long long)r->st.iter);
     }
     else
         unlink(r->metrics_path);   /* a fresh start: drop records of an earlier attempt */
     r->jsonl = fopen(r->metrics_path, "a");
-    if (!r->jsonl) return fail(err, errlen, "train: cannot open %s: %s", r->metrics_path, strerror(errno));
+    if (!r->jsonl) return segc_errorf(err, errlen, "train: cannot open %s: %s", r->metrics_path, strerror(errno));
 
     segc_pipeline pipe;
     segc_config_train_pipeline(c, &pipe);
-    if (!segc_pipeline_validate(&pipe, e2, sizeof e2)) return fail(err, errlen, "train: data pipeline: %s", e2);
+    if (!segc_pipeline_validate(&pipe, e2, sizeof e2)) return segc_errorf(err, errlen, "train: data pipeline: %s", e2);
     segc_loader_opts lo;
     segc_loader_opts_default(&lo);
     lo.batch_size = c->data.batch_size;
@@ -327,9 +316,9 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     lo.resume = *resumed ? &r->st.sampler : NULL;
     lo.quiet = o->quiet;
     r->loader = segc_loader_new(segc_dataset_source(r->train_ds), &pipe, &lo, e2, sizeof e2);
-    if (!r->loader) return fail(err, errlen, "train: %s", e2);
+    if (!r->loader) return segc_errorf(err, errlen, "train: %s", e2);
     r->samples = calloc((size_t)c->train.report_samples + 1, sizeof *r->samples);
-    if (!r->samples) return fail(err, errlen, "train: out of memory");
+    if (!r->samples) return segc_errorf(err, errlen, "train: out of memory");
     return true;
 }
 
@@ -351,8 +340,8 @@ static void teardown(run *r) {
 
 static bool save_checkpoint(run *r, char *err, size_t errlen) {
     if (!params_finite(&r->model->params))
-        return fail(err, errlen, "train: weights hold NaN/Inf at iteration %lld; not saving them",
-                    (long long)r->st.iter);
+        return segc_errorf(err, errlen, "train: weights hold NaN/Inf at iteration %lld; not saving them",
+                           (long long)r->st.iter);
     if (!segc_checkpoint_save(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, err,
                               errlen))
         return false;
@@ -393,7 +382,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     bool stop = false;
     for (int64_t it = r->st.iter; it < max_iters && !stop; it++) {
         const segc_batch *b = segc_loader_next(r->loader, e2, sizeof e2);
-        if (!b) { fail(err, errlen, "train: %s", e2); goto out; }
+        if (!b) { segc_errorf(err, errlen, "train: %s", e2); goto out; }
         segc_ctx *ctx = r->ctx;
         segc_ctx_step_begin(ctx);
         segc_clear_error(ctx);
@@ -402,24 +391,24 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
         segc_tensor *logits = segc_segformer_forward(ctx, r->model, img);
         segc_tensor *loss = segc_segformer_loss(ctx, logits, lab, 255);
-        if (!loss) { fail(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
+        if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
         double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
         if (!isfinite(lv)) {
-            fail(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
-                 "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
-                 r->saved_iter >= 0 ? "The last good checkpoint is kept (" : "No checkpoint was written yet",
-                 r->saved_iter >= 0 ? r->ckdir : "", r->saved_iter >= 0 ? "/latest, iteration " : " (", 
-                 (long long)(r->saved_iter >= 0 ? r->saved_iter : it + 1), r->saved_iter >= 0 ? ")" : " iterations ran)");
+            segc_errorf(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
+                        "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
+                        r->saved_iter >= 0 ? "The last good checkpoint is kept (" : "No checkpoint was written yet",
+                        r->saved_iter >= 0 ? r->ckdir : "", r->saved_iter >= 0 ? "/latest, iteration " : " (", 
+                        (long long)(r->saved_iter >= 0 ? r->saved_iter : it + 1), r->saved_iter >= 0 ? ")" : " iterations ran)");
             status = SEGC_TRAIN_NONFINITE;
             goto out;
         }
         segc_params_zero_grad(&r->model->params);
-        if (!segc_backward(ctx, loss)) { fail(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
+        if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
         if (isnan(gn) || (c->optimizer.max_grad_norm > 0 && !isfinite(gn))) {
-            fail(err, errlen, "train: gradient norm is not finite at iteration %lld; stopping (latest checkpoint: "
-                 "%s/latest, iteration %lld)%s%s", (long long)it + 1, r->ckdir, (long long)r->saved_iter,
-                 *r->opt->err ? ": " : "", r->opt->err);
+            segc_errorf(err, errlen, "train: gradient norm is not finite at iteration %lld; stopping (latest checkpoint: "
+                        "%s/latest, iteration %lld)%s%s", (long long)it + 1, r->ckdir, (long long)r->saved_iter,
+                        *r->opt->err ? ": " : "", r->opt->err);
             status = SEGC_TRAIN_NONFINITE;
             goto out;
         }
