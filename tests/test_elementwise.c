@@ -545,6 +545,32 @@ static void test_errors(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* segc_backward_from reads the caller's seed gradient in place: pass-through
+ * backward (same-shape add, add_scalar, copy) must not alias it to an input
+ * whose gradient later ops add into, so the caller's buffer stays unchanged */
+static void test_backward_from_keeps_seed(void **state) {
+    segc_ctx *ctx = segc_ctx_new(4);
+    segc_tensor *x = t_randn(ctx, 2, SHAPE(3, 5), 1, true);
+    float g[15];
+    for (int i = 0; i < 15; i++) g[i] = (float)i - 7.0f;
+    segc_tensor *y = segc_add(ctx, segc_add_scalar(ctx, segc_copy(ctx, x), 1.0f), x);
+    assert_true(segc_backward_from(ctx, y, g));
+    for (int i = 0; i < 15; i++) {
+        assert_float_equal(g[i], (float)i - 7.0f, 0);
+        assert_float_equal(x->grad[i], 2.0f * ((float)i - 7.0f), 0);
+    }
+    assert_null(y->grad);   /* the borrowed buffer is not left behind */
+    segc_ctx_step_begin(ctx);
+    x = t_randn(ctx, 2, SHAPE(3, 5), 1, true);
+    y = segc_add(ctx, x, x);
+    assert_true(segc_backward_from(ctx, y, g));
+    for (int i = 0; i < 15; i++) {
+        assert_float_equal(g[i], (float)i - 7.0f, 0);
+        assert_float_equal(x->grad[i], 2.0f * ((float)i - 7.0f), 0);
+    }
+    segc_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fx_binary),        cmocka_unit_test(test_fx_scalar),
@@ -556,7 +582,7 @@ int main(void) {
         cmocka_unit_test(test_thread_determinism), cmocka_unit_test(test_large_softmax),
         cmocka_unit_test(test_math_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_path),        cmocka_unit_test(test_copy_fill),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),           cmocka_unit_test(test_backward_from_keeps_seed),
     };
     return cmocka_run_group_tests_name("elementwise", tests, NULL, NULL);
 }

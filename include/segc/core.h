@@ -163,6 +163,9 @@ struct segc_ctx {
      * its backward (peak memory: a gradient lives only while it can still be read) */
     segc_grad_block *grad_blocks;
     int n_grad_blocks, cap_grad_blocks;
+    /* segc_backward_from's caller-owned seed gradient, read in place during that backward:
+     * never aliased to an input's gradient (which later ops may add into) */
+    const float *borrowed_grad;
     segc_profile_entry prof[SEGC_PROFILE_SLOTS];
 };
 

@@ -175,6 +175,17 @@ bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) {
     if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
     int64_t n = segc_numel(out);
     bool fresh = !out->grad && !out->is_param;
+    if (fresh && !c->retain_grads) {
+        /* backward reads the caller's buffer in place (no copy): backward functions never
+         * write their output's gradient, none aliases it to an input (borrowed_grad), and
+         * the tape drops it once consumed */
+        out->grad = (float *)g;
+        c->borrowed_grad = g;
+        bool ok = run_tape(c);
+        c->borrowed_grad = NULL;
+        if (out->grad == g) out->grad = NULL;
+        return ok;
+    }
     if (fresh) out->grad = segc_grad_buffer(c, n, false);   /* copied into: no zeroing pass */
     float *dst = segc_grad(c, out);
 #pragma omp parallel for simd schedule(static) if (n >= 65536)

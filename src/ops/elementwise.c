@@ -212,7 +212,7 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
         if (!t->requires_grad) continue;
         /* a same-shape addend passes the output gradient through untouched */
         if (k == 0 && (sv->op == BIN_ADD || sv->op == BIN_SUB) && sv->plan.numel == segc_numel(t) &&
-            segc_ew_grad_alias(t, go))
+            segc_ew_grad_alias(ctx, t, go))
             continue;
         segc_bcast_reduce_args r = {.src = go, .src_slot = 0, .dst_slot = 1 + k, .scale = 1.0f,
                                     .w_slot = 2 - k, .w_mode = SEGC_W_NONE};
@@ -296,7 +296,7 @@ static void scalar_f32(bool is_mul, float s, const float *x, float *y, int64_t n
 static void scalar_backward(segc_ctx *ctx, segc_node *nd) {
     const scalar_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0];
-    if (!sv->is_mul && segc_ew_grad_alias(x, nd->out->grad)) return;
+    if (!sv->is_mul && segc_ew_grad_alias(ctx, x, nd->out->grad)) return;
     bool fresh;
     float *gx = segc_ew_grad_dst(ctx, x, &fresh);
     const float *go = nd->out->grad;
@@ -348,7 +348,7 @@ segc_tensor *segc_mul_scalar(segc_ctx *ctx, segc_tensor *x, float s) { return sc
 static void copy_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0];
     const float *go = nd->out->grad;
-    if (segc_ew_grad_alias(x, go)) return;
+    if (segc_ew_grad_alias(ctx, x, go)) return;
     float *gx = segc_grad(ctx, x);
     int64_t n = segc_numel(x);
 #pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
