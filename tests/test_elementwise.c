@@ -571,6 +571,43 @@ static void test_backward_from_keeps_seed(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* bf16 gelu/sigmoid/tanh look results up in tables over every bf16 input:
+ * they must give what the f32 op gives on the same values, rounded (forward),
+ * and go * f'(x) exactly as the f32 backward (all 65536 bit patterns) */
+static void test_bf16_activation_tables(void **state) {
+    segc_ctx *ctx = segc_ctx_new(5);
+    segc_tensor *(*const fns[3])(segc_ctx *, segc_tensor *) = {segc_gelu, segc_sigmoid, segc_tanh};
+    const char *names[3] = {"gelu", "sigmoid", "tanh"};
+    const int64_t n = 65536;
+    float *go = malloc((size_t)n * sizeof *go);
+    for (int64_t i = 0; i < n; i++) go[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f;
+    for (int f = 0; f < 3; f++) {
+        segc_ctx_step_begin(ctx);
+        segc_tensor *xb = segc_tensor_new(ctx, SEGC_BF16, 1, SHAPE(n)), *xf = segc_tensor_new(ctx, SEGC_F32, 1, SHAPE(n));
+        for (int64_t i = 0; i < n; i++) {
+            segc_bf16p(xb)[i] = (uint16_t)i;
+            segc_f32(xf)[i] = segc_bf16_to_f32((uint16_t)i);
+        }
+        xb->requires_grad = xf->requires_grad = true;
+        segc_tensor *yb = fns[f](ctx, xb);
+        assert_true(segc_backward_from(ctx, yb, go));
+        segc_tensor *yf = fns[f](ctx, xf);
+        assert_true(segc_backward_from(ctx, yf, go));
+        int64_t bad = 0;
+        for (int64_t i = 0; i < n; i++) {
+            float want = segc_f32(yf)[i], got = segc_bf16_to_f32(segc_bf16p(yb)[i]);
+            bool nan = isnan(want);
+            if (nan ? !isnan(got) : segc_bf16p(yb)[i] != segc_f32_to_bf16(want)) bad++;
+            float gw = xf->grad[i], gg = xb->grad[i];
+            if (isnan(gw) ? !isnan(gg) : gw != gg) bad++;
+        }
+        if (bad) fprintf(stderr, "%s: %lld bf16 table mismatches\n", names[f], (long long)bad);
+        assert_int_equal(bad, 0);
+    }
+    free(go);
+    segc_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fx_binary),        cmocka_unit_test(test_fx_scalar),
@@ -583,6 +620,7 @@ int main(void) {
         cmocka_unit_test(test_math_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_path),        cmocka_unit_test(test_copy_fill),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_backward_from_keeps_seed),
+        cmocka_unit_test(test_bf16_activation_tables),
     };
     return cmocka_run_group_tests_name("elementwise", tests, NULL, NULL);
 }

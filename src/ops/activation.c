@@ -3,7 +3,10 @@
  * All math is plain C written for the auto-vectoriser (no libm calls in the
  * loops): exp from segc_vexpf, and own polynomial fits for erfc and tanh,
  * each accurate to about 1e-7 relative in f32. bf16 tensors are converted in
- * stack blocks and computed in f32. */
+ * stack blocks and computed in f32; the smooth kinds (gelu, sigmoid, tanh)
+ * instead look the result up in tables over all 65536 bf16 inputs, filled
+ * once by those same f32 loops, so the numbers are the same at a fraction
+ * of the cost (the polynomials are compute-bound, the lookups are not). */
 /* FP exception flags are never read: let GCC if-convert selects next to
  * float arithmetic (the clamps in segc_vexpf, activation selects), which
  * -ftrapping-math would keep as branches and so unvectorised. */
@@ -12,6 +15,8 @@
 #endif
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
 
 #include "segc/ops.h"
 
@@ -120,6 +125,56 @@ static void act_fwd_bf16(act_kind k, float slope, const uint16_t *x, uint16_t *y
     }
 }
 
+/* ---- bf16 lookup tables for the smooth kinds ----
+ * fwd[h] = bf16(f(x)) and dfdx[h] = f'(x) in f32 for x = bf16 bits h: what the
+ * f32 loops give for that input (backward multiplies go by f'(x) either way). */
+#define N_BF16 65536
+typedef struct {
+    pthread_once_t once;
+    uint16_t *fwd;
+    float *dfdx;
+} act_table;
+static act_table act_tables[3] = {{PTHREAD_ONCE_INIT, NULL, NULL}, {PTHREAD_ONCE_INIT, NULL, NULL},
+                                  {PTHREAD_ONCE_INIT, NULL, NULL}};
+static bool has_table(act_kind k) { return k == ACT_GELU || k == ACT_SIGMOID || k == ACT_TANH; }
+static act_table *table_slot(act_kind k) { return &act_tables[k == ACT_GELU ? 0 : k == ACT_SIGMOID ? 1 : 2]; }
+
+static void act_bwd_f32(act_kind k, float slope, const float *x, const float *go, float *gx, bool acc, int64_t n);
+#define TABLE_INIT(K)                                                                          \
+    static void table_init_##K(void) { table_fill(ACT_##K, table_slot(ACT_##K)); }
+static void table_fill(act_kind k, act_table *t) {
+    float *x = malloc(N_BF16 * sizeof *x), *y = malloc(N_BF16 * sizeof *y), *ones = malloc(N_BF16 * sizeof *ones);
+    uint16_t *fwd = malloc(N_BF16 * sizeof *fwd);
+    float *dfdx = malloc(N_BF16 * sizeof *dfdx);
+    if (x && y && ones && fwd && dfdx) {
+        for (int h = 0; h < N_BF16; h++) {
+            x[h] = segc_ew_bf2f((uint16_t)h);
+            ones[h] = 1.0f;
+        }
+        act_fwd_f32(k, 0.0f, x, y, N_BF16);
+        segc_ew_store_bf16(y, fwd, N_BF16);
+        act_bwd_f32(k, 0.0f, x, ones, dfdx, false, N_BF16);
+        t->fwd = fwd;
+        t->dfdx = dfdx;
+    } else {   /* no table: the converting loops serve */
+        free(fwd);
+        free(dfdx);
+    }
+    free(x);
+    free(y);
+    free(ones);
+}
+TABLE_INIT(GELU)
+TABLE_INIT(SIGMOID)
+TABLE_INIT(TANH)
+/* the kind's table, built on first use (NULL for kinds without one, or without memory) */
+static const act_table *bf16_table(act_kind k) {
+    if (!has_table(k)) return NULL;
+    act_table *t = table_slot(k);
+    pthread_once(&t->once, k == ACT_GELU ? table_init_GELU : k == ACT_SIGMOID ? table_init_SIGMOID : table_init_TANH);
+    return t->fwd ? t : NULL;
+}
+
 /* gx (+)= go * f'(x), from x alone: the sigmoid/tanh derivatives written
  * as s(1-s) or 1-y^2 from the output would cancel badly where the output
  * nears +-1 (and bf16 outputs are rounded). OUT(i, v) stores or adds. */
@@ -180,10 +235,17 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
     const float *go = nd->out->grad;
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
     bool bf16 = x->dtype == SEGC_BF16;
+    const act_table *tab = bf16 ? bf16_table(sv->kind) : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        if (bf16) act_bwd_bf16(sv->kind, sv->slope, segc_bf16p(x) + off, go + off, gx + off, !fresh, m);
+        if (tab) {
+            const uint16_t *xb = segc_bf16p(x) + off;
+            const float *gb = go + off;
+            float *o = gx + off;
+            if (fresh) for (int64_t i = 0; i < m; i++) o[i] = gb[i] * tab->dfdx[xb[i]];
+            else for (int64_t i = 0; i < m; i++) o[i] += gb[i] * tab->dfdx[xb[i]];
+        } else if (bf16) act_bwd_bf16(sv->kind, sv->slope, segc_bf16p(x) + off, go + off, gx + off, !fresh, m);
         else act_bwd_f32(sv->kind, sv->slope, segc_f32(x) + off, go + off, gx + off, !fresh, m);
     }
 }
@@ -199,11 +261,19 @@ static segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float 
     segc_tensor *y = segc_tensor_like(ctx, x);
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
     bool bf16 = x->dtype == SEGC_BF16;
+    const act_table *tab = bf16 ? bf16_table(k) : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        if (bf16) act_fwd_bf16(k, slope, segc_bf16p(x) + off, segc_bf16p(y) + off, m);
-        else act_fwd_f32(k, slope, segc_f32(x) + off, segc_f32(y) + off, m);
+        if (tab) {
+            const uint16_t *xb = segc_bf16p(x) + off;
+            uint16_t *yb = segc_bf16p(y) + off;
+            for (int64_t i = 0; i < m; i++) yb[i] = tab->fwd[xb[i]];
+        } else if (bf16) {
+            act_fwd_bf16(k, slope, segc_bf16p(x) + off, segc_bf16p(y) + off, m);
+        } else {
+            act_fwd_f32(k, slope, segc_f32(x) + off, segc_f32(y) + off, m);
+        }
     }
     if (!segc_check_finite_out(ctx, name, y)) return NULL;
     if (segc_needs_grad(ctx, &x, 1)) {
