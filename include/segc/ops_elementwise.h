@@ -8,6 +8,9 @@
 #ifndef SEGC_OPS_ELEMENTWISE_H
 #define SEGC_OPS_ELEMENTWISE_H
 #include <string.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include "segc/core.h"
 
@@ -111,13 +114,42 @@ static inline uint16_t segc_ew_f2bf(float f) {
     uint32_t quiet = (u >> 16) | 0x40u;
     return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
+#ifdef __AVX2__
+/* 8 lanes at a time, the same bits as the scalar pair: widening is a shift;
+ * narrowing rounds in 32-bit lanes, then packs (packus works within 128-bit
+ * halves, so a 64-bit permute restores the order) */
+static inline __m256 segc_ew_bf16x8_load(const uint16_t *src) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)src)), 16));
+}
+static inline __m256i segc_ew_f2bf_lanes(__m256 v) {   /* bf16 bits in the low half of each 32-bit lane */
+    const __m256i u = _mm256_castps_si256(v);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb), 16);
+    const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                           _mm256_set1_epi32(0x7f800000));
+    return _mm256_blendv_epi8(rounded, quiet, nan);
+}
+static inline void segc_ew_bf16x16_store(uint16_t *dst, __m256 v0, __m256 v1) {
+    const __m256i p = _mm256_packus_epi32(segc_ew_f2bf_lanes(v0), segc_ew_f2bf_lanes(v1));
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permute4x64_epi64(p, 0xD8));
+}
+#endif
 static inline void segc_ew_load_bf16(const uint16_t *src, float *dst, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) dst[i] = segc_ew_bf2f(src[i]);
+    int64_t i = 0;
+#ifdef __AVX2__
+    const int64_t nv = n - n % 8;
+    for (; i < nv; i += 8) _mm256_storeu_ps(dst + i, segc_ew_bf16x8_load(src + i));
+#endif
+    for (; i < n; i++) dst[i] = segc_ew_bf2f(src[i]);
 }
 static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) dst[i] = segc_ew_f2bf(src[i]);
+    int64_t i = 0;
+#ifdef __AVX2__
+    const int64_t nv = n - n % 16;
+    for (; i < nv; i += 16) segc_ew_bf16x16_store(dst + i, _mm256_loadu_ps(src + i), _mm256_loadu_ps(src + i + 8));
+#endif
+    for (; i < n; i++) dst[i] = segc_ew_f2bf(src[i]);
 }
 
 /* Gradient buffer a backward kernel will write every element of. When the

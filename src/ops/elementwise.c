@@ -142,8 +142,40 @@ static void bin_run_f32(binop op, const float *a, int64_t sa, const float *b, in
         }                                                                                      \
     } while (0)
 
+#ifdef __AVX2__
+/* the contiguous part, 16 lanes at a time with the same IEEE operation; returns how far it got */
+#define BIN_VEC_BF16(VOP)                                                                      \
+    do {                                                                                       \
+        const __m256 xs = _mm256_set1_ps(segc_ew_bf2f(a[0])), ys = _mm256_set1_ps(segc_ew_bf2f(b[0])); \
+        for (; i + 16 <= n; i += 16) {                                                         \
+            __m256 x0 = sa ? segc_ew_bf16x8_load(a + i) : xs, x1 = sa ? segc_ew_bf16x8_load(a + i + 8) : xs; \
+            __m256 y0 = sb ? segc_ew_bf16x8_load(b + i) : ys, y1 = sb ? segc_ew_bf16x8_load(b + i + 8) : ys; \
+            segc_ew_bf16x16_store(o + i, VOP(x0, y0), VOP(x1, y1));                            \
+        }                                                                                      \
+    } while (0)
+static int64_t bin_vec_bf16(binop op, const uint16_t *a, int64_t sa, const uint16_t *b, int64_t sb, uint16_t *o,
+                            int64_t n) {
+    int64_t i = 0;
+    if (!sa && !sb) return 0;
+    switch (op) {
+    case BIN_ADD: BIN_VEC_BF16(_mm256_add_ps); break;
+    case BIN_SUB: BIN_VEC_BF16(_mm256_sub_ps); break;
+    case BIN_MUL: BIN_VEC_BF16(_mm256_mul_ps); break;
+    case BIN_DIV: BIN_VEC_BF16(_mm256_div_ps); break;
+    }
+    return i;
+}
+#endif
+
 static void bin_run_bf16(binop op, const uint16_t *a, int64_t sa, const uint16_t *b, int64_t sb, uint16_t *o,
                          int64_t n) {
+#ifdef __AVX2__
+    int64_t done = bin_vec_bf16(op, a, sa, b, sb, o, n);
+    a += sa ? done : 0;
+    b += sb ? done : 0;
+    o += done;
+    n -= done;
+#endif
     switch (op) {
     case BIN_ADD: BIN_LOOPS_BF16(x + y); break;
     case BIN_SUB: BIN_LOOPS_BF16(x - y); break;

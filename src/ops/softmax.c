@@ -62,16 +62,38 @@ static double lane_sum(const float *v, int64_t n) {
 /* Last dim, one row. scratch: 2*D floats. */
 static void row_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor *y, float *scratch, int64_t r) {
     int64_t D = sv->D, off = r * D;
-    const float *xr = row_f32(x, off, D, scratch);
-    float m[LANES];
-    for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
-    int64_t i = 0;
-    for (; i + LANES <= D; i += LANES)
+    float mx;
+    const float *xr;
+#ifdef __AVX2__
+    if (x->dtype == SEGC_BF16 && D % 16 == 0) {   /* widen and take the max in one sweep */
+        const uint16_t *xb = segc_bf16p(x) + off;
+        __m256 m0 = _mm256_set1_ps(-INFINITY), m1 = m0;
+        for (int64_t j = 0; j < D; j += 16) {
+            const __m256 v0 = segc_ew_bf16x8_load(xb + j), v1 = segc_ew_bf16x8_load(xb + j + 8);
+            _mm256_storeu_ps(scratch + j, v0);
+            _mm256_storeu_ps(scratch + j + 8, v1);
+            m0 = _mm256_max_ps(v0, m0);   /* NaN in x propagates through exp either way */
+            m1 = _mm256_max_ps(v1, m1);
+        }
+        float m[8];
+        _mm256_storeu_ps(m, _mm256_max_ps(m0, m1));
+        mx = m[0];
+        for (int l = 1; l < 8; l++) mx = m[l] > mx ? m[l] : mx;
+        xr = scratch;
+    } else
+#endif
+    {
+        xr = row_f32(x, off, D, scratch);
+        float m[LANES];
+        for (int l = 0; l < LANES; l++) m[l] = -INFINITY;
+        int64_t i = 0;
+        for (; i + LANES <= D; i += LANES)
 #pragma omp simd
-        for (int l = 0; l < LANES; l++) m[l] = xr[i + l] > m[l] ? xr[i + l] : m[l];
-    for (int l = 0; i < D; i++, l++) m[l] = xr[i] > m[l] ? xr[i] : m[l];
-    float mx = m[0];
-    for (int l = 1; l < LANES; l++) mx = m[l] > mx ? m[l] : mx;
+            for (int l = 0; l < LANES; l++) m[l] = xr[i + l] > m[l] ? xr[i + l] : m[l];
+        for (int l = 0; i < D; i++, l++) m[l] = xr[i] > m[l] ? xr[i] : m[l];
+        mx = m[0];
+        for (int l = 1; l < LANES; l++) mx = m[l] > mx ? m[l] : mx;
+    }
     if (mx == -INFINITY) mx = 0.0f; /* all -inf: exp(-inf) = 0, sum 0, outputs NaN/-inf as PyTorch */
     /* f32 works in the output row itself (it holds the exponentials, then the result) */
     float *e = y->dtype == SEGC_F32 ? segc_f32(y) + off : scratch + D;
@@ -86,6 +108,16 @@ static void row_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor *y
         for (int64_t j = 0; j < D; j++) e[j] = (xr[j] - mx) - ls;
     } else {
         float inv = (float)(1.0 / s);
+#ifdef __AVX2__
+        if (y->dtype == SEGC_BF16 && D % 16 == 0) {   /* scale and narrow in one sweep */
+            const __m256 vi = _mm256_set1_ps(inv);
+            uint16_t *yb = segc_bf16p(y) + off;
+            for (int64_t j = 0; j < D; j += 16)
+                segc_ew_bf16x16_store(yb + j, _mm256_mul_ps(_mm256_loadu_ps(e + j), vi),
+                                      _mm256_mul_ps(_mm256_loadu_ps(e + j + 8), vi));
+            return;
+        }
+#endif
 #pragma omp simd
         for (int64_t j = 0; j < D; j++) e[j] *= inv;
     }
