@@ -216,7 +216,9 @@ float *segc_grad(segc_ctx *ctx, segc_tensor *t);
 /* A gradient buffer of numel floats (zeroed if asked), from the step's recycled gradient
  * buffers when one fits, else from the arena. Kernels that fill every element use zero=false. */
 float *segc_grad_buffer(segc_ctx *ctx, int64_t numel, bool zero);
-/* Backward from a scalar (seed 1) or from an explicit upstream gradient. */
+/* Backward from a scalar (seed 1) or from an explicit upstream gradient. grad_out
+ * (numel(out) floats) is read in place during the call, not copied: it must stay
+ * valid and unchanged until segc_backward_from returns; segc never writes it. */
 bool segc_backward(segc_ctx *ctx, segc_tensor *scalar_loss);
 bool segc_backward_from(segc_ctx *ctx, segc_tensor *out, const float *grad_out);
 /* Scoped no-grad */
