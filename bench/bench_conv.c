@@ -28,34 +28,9 @@ static segc_tensor *heap_tensor(segc_rng *rng, segc_dtype dt, int ndim, const in
 
 typedef struct { segc_tensor *x, *w, *b; segc_conv_params p; } conv_case;
 
-static double run_once(segc_ctx *ctx, conv_case *c, bool bwd, const float *gout) {
-    segc_ctx_step_begin(ctx);
-    c->x->grad = NULL; /* the previous step's input gradient lived in the arena */
-    double t0 = segc_now_s();
-    segc_tensor *y = segc_conv2d(ctx, c->x, c->w, c->b, &c->p);
-    double t1 = segc_now_s();
-    if (!y) {
-        fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
-        exit(1);
-    }
-    if (!bwd) return (t1 - t0) * 1e3;
-    t0 = segc_now_s();
-    if (!segc_backward_from(ctx, y, gout)) {
-        fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
-        exit(1);
-    }
-    return (segc_now_s() - t0) * 1e3;
-}
-
-typedef struct { segc_ctx *ctx; conv_case *c; bool bwd; const float *gout; } timed_run;
-static double timed_once(void *u) {
-    timed_run *r = u;
-    return run_once(r->ctx, r->c, r->bwd, r->gout);
-}
-
-static double median_ms(segc_ctx *ctx, conv_case *c, bool bwd, const float *gout) {
-    timed_run r = {ctx, c, bwd, gout};
-    return bench_median_ms(timed_once, &r);
+static segc_tensor *build_conv(segc_ctx *ctx, void *u) {
+    conv_case *c = u;
+    return segc_conv2d(ctx, c->x, c->w, c->b, &c->p);
 }
 
 int main(void) {
@@ -87,7 +62,7 @@ int main(void) {
             for (int bwd = 0; bwd < 2; bwd++)
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[i].op, cases[i].shape, segc_dtype_name(dts[d]), bwd ? "bwd" : "fwd",
-                       median_ms(ctx, &c, bwd, gout));
+                       bench_op_ms((bench_op){ctx, build_conv, &c, {c.x}, bwd, gout}));
             fflush(stdout);
             free(gout);
             segc_tensor_free(c.x);

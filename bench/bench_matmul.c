@@ -24,40 +24,12 @@ static segc_tensor *input(segc_rng *rng, segc_dtype dt, int ndim, const int64_t 
     return t;
 }
 
-/* One timed run: a fresh step, the forward, and for bwd the backward (only
- * the pass being measured is timed). Returns milliseconds. */
-static double run_once(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, const float *gout) {
-    segc_ctx_step_begin(ctx);
-    for (int i = 0; i < n; i++) ins[i]->grad = NULL;   /* grads lived in the previous step's arena */
-    double t0 = segc_now_s();
-    segc_tensor *y = fn(ctx, ins);
-    double t1 = segc_now_s();
-    if (!y) {
-        fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
-        exit(1);
-    }
-    if (!bwd) return (t1 - t0) * 1e3;
-    t0 = segc_now_s();
-    if (!segc_backward_from(ctx, y, gout)) {
-        fprintf(stderr, "bench: %s\n", segc_last_error(ctx));
-        exit(1);
-    }
-    return (segc_now_s() - t0) * 1e3;
+static segc_tensor *build_matmul(segc_ctx *ctx, void *u) {
+    segc_tensor **ins = u;
+    return segc_matmul(ctx, ins[0], ins[1], false, false);
 }
-
-typedef struct { segc_ctx *ctx; build_fn fn; segc_tensor **ins; int n; bool bwd; const float *gout; } timed_run;
-static double timed_once(void *u) {
-    timed_run *r = u;
-    return run_once(r->ctx, r->fn, r->ins, r->n, r->bwd, r->gout);
-}
-
-static double median_ms(segc_ctx *ctx, build_fn fn, segc_tensor **ins, int n, bool bwd, const float *gout) {
-    timed_run r = {ctx, fn, ins, n, bwd, gout};
-    return bench_median_ms(timed_once, &r);
-}
-
-static segc_tensor *build_matmul(segc_ctx *ctx, segc_tensor **ins) { return segc_matmul(ctx, ins[0], ins[1], false, false); }
-static segc_tensor *build_attention(segc_ctx *ctx, segc_tensor **ins) {
+static segc_tensor *build_attention(segc_ctx *ctx, void *u) {
+    segc_tensor **ins = u;
     return segc_attention(ctx, ins[0], ins[1], ins[2], 1, 1.0f / sqrtf((float)ins[0]->shape[2]));
 }
 
@@ -106,7 +78,7 @@ int main(void) {
             float *gout = malloc((size_t)(M * N) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, M * N, 0, 1);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = median_ms(ctx, build_matmul, ins, 2, bwd, gout);
+                double ms = bench_op_ms((bench_op){ctx, build_matmul, ins, {ins[0], ins[1]}, bwd, gout});
                 double gf = 2.0 * M * N * K * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"matmul\", \"shape\": \"%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f, \"peak_frac\": %.3f}\n", (long long)M, (long long)K,
@@ -123,7 +95,7 @@ int main(void) {
             float *gout = malloc((size_t)(B * Nq * C) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, B * Nq * C, 0, 1);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = median_ms(ctx, build_attention, ins, 3, bwd, gout);
+                double ms = bench_op_ms((bench_op){ctx, build_attention, ins, {ins[0], ins[1], ins[2]}, bwd, gout});
                 double gf = 4.0 * B * Nq * Nk * C * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"attention\", \"shape\": \"%lldx%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f}\n", (long long)B, (long long)Nq, (long long)Nk,

@@ -14,12 +14,13 @@ typedef struct {
     segc_tensor *x, *gamma, *beta, *target;
     segc_ce_opts ce;
 } bench_in;
-typedef segc_tensor *(*build_fn)(segc_ctx *ctx, bench_in *in);
 
-static segc_tensor *build_layer_norm(segc_ctx *ctx, bench_in *in) {
+static segc_tensor *build_layer_norm(segc_ctx *ctx, void *u) {
+    bench_in *in = u;
     return segc_layer_norm(ctx, in->x, in->gamma, in->beta, 1e-5f);
 }
-static segc_tensor *build_cross_entropy(segc_ctx *ctx, bench_in *in) {
+static segc_tensor *build_cross_entropy(segc_ctx *ctx, void *u) {
+    bench_in *in = u;
     return segc_cross_entropy(ctx, in->x, in->target, &in->ce);
 }
 
@@ -32,37 +33,6 @@ static segc_tensor *heap_randn(segc_rng *rng, segc_dtype dt, int ndim, const int
     free(f);
     t->requires_grad = rg;
     return t;
-}
-
-static void fail(segc_ctx *ctx) {
-    fprintf(stderr, "bench_norm: %s\n", segc_last_error(ctx));
-    exit(1);
-}
-
-/* one step: forward (timed for fwd), then backward (timed for bwd) */
-static double step_ms(segc_ctx *ctx, build_fn fn, bench_in *in, bool bwd, const float *gout) {
-    segc_ctx_step_begin(ctx);
-    in->x->grad = NULL;   /* gradients lived in the previous step's arena */
-    if (in->gamma) in->gamma->grad = in->beta->grad = NULL;
-    double t0 = segc_now_s();
-    segc_tensor *y = fn(ctx, in);
-    double t1 = segc_now_s();
-    if (!y) fail(ctx);
-    if (!bwd) return (t1 - t0) * 1e3;
-    t0 = segc_now_s();
-    if (!segc_backward_from(ctx, y, gout)) fail(ctx);
-    return (segc_now_s() - t0) * 1e3;
-}
-
-typedef struct { segc_ctx *ctx; build_fn fn; bench_in *in; bool bwd; const float *gout; } timed_run;
-static double timed_once(void *u) {
-    timed_run *r = u;
-    return step_ms(r->ctx, r->fn, r->in, r->bwd, r->gout);
-}
-
-static double median_ms(segc_ctx *ctx, build_fn fn, bench_in *in, bool bwd, const float *gout) {
-    timed_run r = {ctx, fn, in, bwd, gout};
-    return bench_median_ms(timed_once, &r);
 }
 
 int main(void) {
@@ -81,7 +51,7 @@ int main(void) {
                        .beta = heap_randn(&rng, dts[d], 1, (int64_t[]){64}, 0, true)};
         for (int b = 0; b < 2; b++)
             printf("{\"op\": \"layer_norm\", \"shape\": \"16384x64\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.4f}\n",
-                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", median_ms(ctx, build_layer_norm, &in, b, gout_ln));
+                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_layer_norm, &in, {in.x, in.gamma, in.beta}, b, gout_ln}));
         fflush(stdout);
         segc_tensor_free(in.x);
         segc_tensor_free(in.gamma);
@@ -100,7 +70,7 @@ int main(void) {
         in.ce.ignore_index = 255;
         for (int b = 0; b < 2; b++)
             printf("{\"op\": \"cross_entropy\", \"shape\": \"2x150x512x512\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.4f}\n",
-                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", median_ms(ctx, build_cross_entropy, &in, b, &one));
+                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_cross_entropy, &in, {in.x}, b, &one}));
         fflush(stdout);
         segc_tensor_free(in.x);
     }
