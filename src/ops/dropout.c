@@ -114,11 +114,12 @@ segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
         uint8_t *k = keep + off;
         keep_mask(seed, base, off, m, thr, k);
-        if (bf16) {
-            const uint16_t *xv = segc_bf16p(x) + off;
-            uint16_t *yv = segc_bf16p(y) + off;
+        if (bf16) {   /* through an f32 block: a loop mixing u8, u16 and f32 lanes vectorises poorly */
+            float buf[BLOCK];
+            segc_ew_load_bf16(segc_bf16p(x) + off, buf, m);
 #pragma omp simd
-            for (int64_t i = 0; i < m; i++) yv[i] = k[i] ? segc_ew_f2bf(segc_ew_bf2f(xv[i]) * scale) : 0;
+            for (int64_t i = 0; i < m; i++) buf[i] = k[i] ? buf[i] * scale : 0.0f;
+            segc_ew_store_bf16(buf, segc_bf16p(y) + off, m);
         } else {
             const float *xv = segc_f32(x) + off;
             float *yv = segc_f32(y) + off;
