@@ -608,6 +608,33 @@ static void test_bf16_activation_tables(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* the vector bf16 block conversions give the scalar conversions' bits: ties,
+ * NaN payloads, infinities, denormals, and lengths with a scalar tail */
+static void test_bf16_block_conversions(void **state) {
+    enum { N = 4099 };
+    static float f[N], back[N];
+    static uint16_t h[N];
+    const uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x7f800001u,
+                                0xffffffffu, 0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x00008000u, 0x007fffffu,
+                                0x7f7fffffu, 0x7f7f8000u, 0x80018000u, 0x3f7fffffu};
+    uint32_t x = 12345u;
+    for (int i = 0; i < N; i++) {
+        x = x * 1664525u + 1013904223u;
+        uint32_t u = i < (int)(sizeof special / sizeof *special) ? special[i] : x;
+        memcpy(&f[i], &u, 4);
+    }
+    for (int n = N; n >= N - 17; n -= 17) {   /* several tail lengths */
+        segc_ew_store_bf16(f, h, n);
+        for (int i = 0; i < n; i++) assert_int_equal(h[i], segc_f32_to_bf16(f[i]));
+        segc_ew_load_bf16(h, back, n);
+        for (int i = 0; i < n; i++) {
+            uint32_t a, b = (uint32_t)h[i] << 16;
+            memcpy(&a, &back[i], 4);
+            assert_int_equal(a, b);
+        }
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fx_binary),        cmocka_unit_test(test_fx_scalar),
@@ -620,7 +647,7 @@ int main(void) {
         cmocka_unit_test(test_math_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_path),        cmocka_unit_test(test_copy_fill),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_backward_from_keeps_seed),
-        cmocka_unit_test(test_bf16_activation_tables),
+        cmocka_unit_test(test_bf16_activation_tables), cmocka_unit_test(test_bf16_block_conversions),
     };
     return cmocka_run_group_tests_name("elementwise", tests, NULL, NULL);
 }

@@ -57,13 +57,12 @@ static inline float segc_bf16_to_f32(uint16_t h) {
     v.u = (uint32_t)h << 16;
     return v.f;
 }
+/* branch-free, so loops calling it vectorise */
 static inline uint16_t segc_f32_to_bf16(float f) {
     union { uint32_t u; float f; } v;
     v.f = f;
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40);
-    uint32_t lsb = (v.u >> 16) & 1u;
-    v.u += 0x7fffu + lsb;
-    return (uint16_t)(v.u >> 16);
+    uint32_t rounded = (v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16, quiet = (v.u >> 16) | 0x40u;
+    return (uint16_t)((v.u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
 }
 void segc_bf16_to_f32_n(const uint16_t *src, float *dst, int64_t n);
 void segc_f32_to_bf16_n(const float *src, uint16_t *dst, int64_t n);

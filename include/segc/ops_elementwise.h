@@ -99,21 +99,7 @@ static inline float segc_vexpf(float x) {
     return p * s1 * s2;
 }
 
-/* bf16 <-> f32 like segc_bf16_to_f32 / segc_f32_to_bf16 (same rounding, NaN
- * kept quiet) but branch-free, for vectorised loops */
-static inline float segc_ew_bf2f(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static inline uint16_t segc_ew_f2bf(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-    uint32_t quiet = (u >> 16) | 0x40u;
-    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
-}
+/* bf16 <-> f32 blocks, with the rounding of segc_f32_to_bf16 */
 #ifdef __AVX2__
 /* 8 lanes at a time, the same bits as the scalar pair: widening is a shift;
  * narrowing rounds in 32-bit lanes, then packs (packus works within 128-bit
@@ -130,6 +116,10 @@ static inline __m256i segc_ew_f2bf_lanes(__m256 v) {   /* bf16 bits in the low h
                                            _mm256_set1_epi32(0x7f800000));
     return _mm256_blendv_epi8(rounded, quiet, nan);
 }
+static inline __m128i segc_ew_bf16x8_pack(__m256 v) {   /* 8 bf16 values, in order */
+    const __m256i l = segc_ew_f2bf_lanes(v);
+    return _mm_packus_epi32(_mm256_castsi256_si128(l), _mm256_extracti128_si256(l, 1));
+}
 static inline void segc_ew_bf16x16_store(uint16_t *dst, __m256 v0, __m256 v1) {
     const __m256i p = _mm256_packus_epi32(segc_ew_f2bf_lanes(v0), segc_ew_f2bf_lanes(v1));
     _mm256_storeu_si256((__m256i *)dst, _mm256_permute4x64_epi64(p, 0xD8));
@@ -141,7 +131,7 @@ static inline void segc_ew_load_bf16(const uint16_t *src, float *dst, int64_t n)
     const int64_t nv = n - n % 8;
     for (; i < nv; i += 8) _mm256_storeu_ps(dst + i, segc_ew_bf16x8_load(src + i));
 #endif
-    for (; i < n; i++) dst[i] = segc_ew_bf2f(src[i]);
+    for (; i < n; i++) dst[i] = segc_bf16_to_f32(src[i]);
 }
 static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n) {
     int64_t i = 0;
@@ -149,7 +139,7 @@ static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n
     const int64_t nv = n - n % 16;
     for (; i < nv; i += 16) segc_ew_bf16x16_store(dst + i, _mm256_loadu_ps(src + i), _mm256_loadu_ps(src + i + 8));
 #endif
-    for (; i < n; i++) dst[i] = segc_ew_f2bf(src[i]);
+    for (; i < n; i++) dst[i] = segc_f32_to_bf16(src[i]);
 }
 
 /* Gradient buffer a backward kernel will write every element of. When the

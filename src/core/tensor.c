@@ -42,7 +42,7 @@ void segc_bf16_to_f32_n(const uint16_t *src, float *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] = segc_bf16_to_f32(src[i]);
 }
 void segc_f32_to_bf16_n(const float *src, uint16_t *dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) if (n > 65536)
     for (int64_t i = 0; i < n; i++) dst[i] = segc_f32_to_bf16(src[i]);
 }
 

@@ -109,7 +109,7 @@ static inline float sigmoid_f(float x) { return 1.0f / (1.0f + segc_vexpf(-x)); 
     }
 
 #define LD_F32(i) x[i]
-#define LD_BF16(i) segc_ew_bf2f(x[i])
+#define LD_BF16(i) segc_bf16_to_f32(x[i])
 #define ST_F32(i, v) (y[i] = (v))
 
 static void act_fwd_f32(act_kind k, float slope, const float *x, float *y, int64_t n) { ACT_FWD_CASES(LD_F32, ST_F32) }
@@ -148,7 +148,7 @@ static void table_fill(act_kind k, act_table *t) {
     float *dfdx = malloc(N_BF16 * sizeof *dfdx);
     if (x && y && ones && fwd && dfdx) {
         for (int h = 0; h < N_BF16; h++) {
-            x[h] = segc_ew_bf2f((uint16_t)h);
+            x[h] = segc_bf16_to_f32((uint16_t)h);
             ones[h] = 1.0f;
         }
         act_fwd_f32(k, 0.0f, x, y, N_BF16);

@@ -49,7 +49,7 @@ static inline float exp_le0(float x) {
     return p * scale.f;
 }
 
-static inline float round_bf16(float x) { return segc_ew_bf2f(segc_ew_f2bf(x)); }   /* branch-free: vectorises */
+static inline float round_bf16(float x) { return segc_bf16_to_f32(segc_f32_to_bf16(x)); }
 
 /* softmax of one row in place; with to_bf16 the probabilities are also
  * rounded to bf16 (and stored there as bf16 when pb is not NULL) */
@@ -67,7 +67,7 @@ static void softmax_row(float *s, int64_t n, bool to_bf16, uint16_t *pb) {
     float inv = 1.0f / sum;
     if (pb) {
 #pragma omp simd
-        for (int64_t j = 0; j < n; j++) pb[j] = segc_ew_f2bf(s[j] * inv);
+        for (int64_t j = 0; j < n; j++) pb[j] = segc_f32_to_bf16(s[j] * inv);
     } else if (to_bf16) {
 #pragma omp simd
         for (int64_t j = 0; j < n; j++) s[j] = round_bf16(s[j] * inv);
@@ -178,9 +178,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
                     const uint16_t *p = (const uint16_t *)pch + r * Nk;
                     uint16_t *o = dso + r * Nk;
 #pragma omp simd reduction(+ : delta)
-                    for (int64_t j = 0; j < Nk; j++) delta += segc_ew_bf2f(p[j]) * d[j];
+                    for (int64_t j = 0; j < Nk; j++) delta += segc_bf16_to_f32(p[j]) * d[j];
 #pragma omp simd
-                    for (int64_t j = 0; j < Nk; j++) o[j] = segc_ew_f2bf(segc_ew_bf2f(p[j]) * (d[j] - delta));
+                    for (int64_t j = 0; j < Nk; j++) o[j] = segc_f32_to_bf16(segc_bf16_to_f32(p[j]) * (d[j] - delta));
                 } else {
                     const float *p = (const float *)pch + r * Nk;
 #pragma omp simd reduction(+ : delta)

@@ -143,7 +143,7 @@ void segc_conv_dw_forward(segc_ctx *ctx, const conv_key *k, const segc_tensor *x
                 for (int64_t ow = 0; ow < OW; ow++) row[ow] = row[ow] > 0 ? row[ow] : row[ow] * slope;
             int64_t o = (pl * OH + oh) * OW;
             if (y->dtype == SEGC_F32) memcpy(segc_f32(y) + o, row, (size_t)OW * sizeof(float));
-            else for (int64_t ow = 0; ow < OW; ow++) segc_bf16p(y)[o + ow] = segc_f32_to_bf16(row[ow]);
+            else segc_ew_store_bf16(row, segc_bf16p(y) + o, OW);
         }
     }
 }

@@ -193,7 +193,7 @@ segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
             const uint16_t *xv = segc_bf16p(x) + s * per;
             uint16_t *yv = segc_bf16p(y) + s * per;
 #pragma omp simd
-            for (int64_t i = 0; i < per; i++) yv[i] = segc_ew_f2bf(segc_ew_bf2f(xv[i]) * f);
+            for (int64_t i = 0; i < per; i++) yv[i] = segc_f32_to_bf16(segc_bf16_to_f32(xv[i]) * f);
         } else {
             const float *xv = segc_f32(x) + s * per;
             float *yv = segc_f32(y) + s * per;

@@ -120,24 +120,24 @@ static void bin_run_f32(binop op, const float *a, int64_t sa, const float *b, in
     do {                                                                                       \
         if (sa && sb) {                                                                        \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float x = segc_ew_bf2f(a[i]), y = segc_ew_bf2f(b[i]);                          \
-                o[i] = segc_ew_f2bf(EXPR);                                                     \
+                float x = segc_bf16_to_f32(a[i]), y = segc_bf16_to_f32(b[i]);                          \
+                o[i] = segc_f32_to_bf16(EXPR);                                                     \
             }                                                                                  \
         } else if (sa) {                                                                       \
-            float y = segc_ew_bf2f(b[0]);                                                      \
+            float y = segc_bf16_to_f32(b[0]);                                                      \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float x = segc_ew_bf2f(a[i]);                                                  \
-                o[i] = segc_ew_f2bf(EXPR);                                                     \
+                float x = segc_bf16_to_f32(a[i]);                                                  \
+                o[i] = segc_f32_to_bf16(EXPR);                                                     \
             }                                                                                  \
         } else if (sb) {                                                                       \
-            float x = segc_ew_bf2f(a[0]);                                                      \
+            float x = segc_bf16_to_f32(a[0]);                                                      \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float y = segc_ew_bf2f(b[i]);                                                  \
-                o[i] = segc_ew_f2bf(EXPR);                                                     \
+                float y = segc_bf16_to_f32(b[i]);                                                  \
+                o[i] = segc_f32_to_bf16(EXPR);                                                     \
             }                                                                                  \
         } else {                                                                               \
-            float x = segc_ew_bf2f(a[0]), y = segc_ew_bf2f(b[0]);                              \
-            uint16_t v = segc_ew_f2bf(EXPR);                                                   \
+            float x = segc_bf16_to_f32(a[0]), y = segc_bf16_to_f32(b[0]);                              \
+            uint16_t v = segc_f32_to_bf16(EXPR);                                                   \
             for (int64_t i = 0; i < n; i++) o[i] = v;                                          \
         }                                                                                      \
     } while (0)
@@ -146,7 +146,7 @@ static void bin_run_f32(binop op, const float *a, int64_t sa, const float *b, in
 /* the contiguous part, 16 lanes at a time with the same IEEE operation; returns how far it got */
 #define BIN_VEC_BF16(VOP)                                                                      \
     do {                                                                                       \
-        const __m256 xs = _mm256_set1_ps(segc_ew_bf2f(a[0])), ys = _mm256_set1_ps(segc_ew_bf2f(b[0])); \
+        const __m256 xs = _mm256_set1_ps(segc_bf16_to_f32(a[0])), ys = _mm256_set1_ps(segc_bf16_to_f32(b[0])); \
         for (; i + 16 <= n; i += 16) {                                                         \
             __m256 x0 = sa ? segc_ew_bf16x8_load(a + i) : xs, x1 = sa ? segc_ew_bf16x8_load(a + i + 8) : xs; \
             __m256 y0 = sb ? segc_ew_bf16x8_load(b + i) : ys, y1 = sb ? segc_ew_bf16x8_load(b + i + 8) : ys; \

@@ -40,7 +40,7 @@ static const float *ce_block_rows(const segc_tensor *x, int64_t base, int64_t C,
         *stride = S;
         return segc_f32(x) + base;
     }
-    for (int64_t c = 0; c < C; c++) nl_bf16_to_f32(segc_bf16p(x) + base + c * S, scratch + c * CE_BW, len);
+    for (int64_t c = 0; c < C; c++) segc_ew_load_bf16(segc_bf16p(x) + base + c * S, scratch + c * CE_BW, len);
     *stride = CE_BW;
     return scratch;
 }

@@ -294,7 +294,7 @@ static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin) 
     for (int64_t r = 0; r < rows; r++) {
         uint16_t *dst = cb + (r / M) * cbs + (r % M) * crs;
         const float *src = cf + r * N;
-        for (int64_t n = 0; n < N; n++) dst[n] = segc_f32_to_bf16(src[n]);
+        segc_ew_store_bf16(src, dst, N);
     }
     return true;
 }

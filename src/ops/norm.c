@@ -352,7 +352,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
             for (int64_t j = 0; j < C; j++) sr[j] = xr[j] + rr[j];
             if (bf) {
                 nl_store(sum, r * C, C, sr);
-                nl_bf16_to_f32(segc_bf16p(sum) + r * C, sr, C);
+                segc_ew_load_bf16(segc_bf16p(sum) + r * C, sr, C);
             }
             xr = sr;
         }

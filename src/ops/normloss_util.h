@@ -1,5 +1,5 @@
 /* Private helpers shared by the normalisation and loss kernels (src/ops/norm*.c,
- * src/ops/loss*.c): vectorisable bf16 row conversion, a polynomial exp/log that
+ * src/ops/loss*.c): bf16 row loads and stores, a polynomial exp/log that
  * the compiler turns into vector code (libm's expf is never vectorised without
  * -ffast-math), gradient buffers that can be written instead of accumulated,
  * and fixed work chunking so reductions do not depend on the thread count. */
@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "segc/core.h"
+#include "segc/ops.h"
 
 /* count clamped to >= 1, for allocation sizes and divisors of empty shapes */
 static inline int64_t nl_max1(int64_t v) { return v > 0 ? v : 1; }
@@ -19,27 +19,11 @@ static inline int64_t nl_max1(int64_t v) { return v > 0 ? v : 1; }
 static inline float nl_bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static inline uint32_t nl_f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 
-static inline void nl_bf16_to_f32(const uint16_t *restrict s, float *restrict d, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) d[i] = nl_bits_f32((uint32_t)s[i] << 16);
-}
-
-/* round to nearest even, NaN kept quiet: segc_f32_to_bf16, written without a
- * branch so the loop vectorises */
-static inline void nl_f32_to_bf16(const float *restrict s, uint16_t *restrict d, int64_t n) {
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        const uint32_t u = nl_f32_bits(s[i]);
-        const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        d[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40u : rounded);
-    }
-}
-
 /* n values of a float tensor from element off as f32: the tensor's own memory
  * for f32, else converted into scratch */
 static inline const float *nl_load(const segc_tensor *t, int64_t off, int64_t n, float *scratch) {
     if (t->dtype == SEGC_F32) return segc_f32(t) + off;
-    nl_bf16_to_f32(segc_bf16p(t) + off, scratch, n);
+    segc_ew_load_bf16(segc_bf16p(t) + off, scratch, n);
     return scratch;
 }
 /* f32 destination for n values at off: the tensor's memory for f32, else
@@ -48,7 +32,7 @@ static inline float *nl_dst(segc_tensor *t, int64_t off, float *scratch) {
     return t->dtype == SEGC_F32 ? segc_f32(t) + off : scratch;
 }
 static inline void nl_store(segc_tensor *t, int64_t off, int64_t n, const float *src) {
-    if (t->dtype == SEGC_BF16) nl_f32_to_bf16(src, segc_bf16p(t) + off, n);
+    if (t->dtype == SEGC_BF16) segc_ew_store_bf16(src, segc_bf16p(t) + off, n);
 }
 
 /* gamma/beta-like parameter: NULL, or a float vector of length C */

@@ -248,17 +248,6 @@ static void hinterp(const axis_tab *t, const float *src, float *dst) {
 #endif
 }
 
-#ifdef __AVX2__
-/* 8 floats -> bf16, round to nearest even, NaN kept quiet (as segc_f32_to_bf16) */
-static inline __m128i bf16_round8(__m256 v) {
-    __m256i u = _mm256_castps_si256(v);
-    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
-    return _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-}
-#endif
 
 /* out row = wa * A + wb * B, stored as dt. stream: non-temporal stores, for
  * outputs far larger than the caches (the x4 logits upsample), where they
@@ -286,8 +275,8 @@ static void vblend(const float *A, const float *B, float wa, float wb, int64_t n
         for (; i < n && ((uintptr_t)(d + i) & 15); i++) d[i] = segc_f32_to_bf16(A[i] * wa + B[i] * wb);
     for (; i + VW <= n; i += VW) {
         __m256 r = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(A + i), va), _mm256_mul_ps(_mm256_loadu_ps(B + i), vb));
-        if (stream) _mm_stream_si128((__m128i *)(d + i), bf16_round8(r));
-        else _mm_storeu_si128((__m128i *)(d + i), bf16_round8(r));
+        if (stream) _mm_stream_si128((__m128i *)(d + i), segc_ew_bf16x8_pack(r));
+        else _mm_storeu_si128((__m128i *)(d + i), segc_ew_bf16x8_pack(r));
     }
 #endif
     for (; i < n; i++) d[i] = segc_f32_to_bf16(A[i] * wa + B[i] * wb);

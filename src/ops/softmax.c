@@ -193,11 +193,11 @@ static void probs(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y
         const uint16_t *xv = segc_bf16p(x) + off;
         if (per_pos) {
 #pragma omp simd
-            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_ew_bf2f(xv[i]) - mx[i]) - ls[i]);
+            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_bf16_to_f32(xv[i]) - mx[i]) - ls[i]);
         } else {
             float m = mx[0], l = ls[0];
 #pragma omp simd
-            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_ew_bf2f(xv[i]) - m) - l);
+            for (int64_t i = 0; i < n; i++) p[i] = segc_vexpf((segc_bf16_to_f32(xv[i]) - m) - l);
         }
     } else if (sv->log) {
         const float *yv = segc_f32(y) + off;
