@@ -175,6 +175,24 @@ static inline void ln_out_row(const float *restrict xr, int64_t C, float m, floa
     }
 }
 
+/* ln_out_row narrowed straight to bf16 (no f32 row in between); whole 16-lane blocks only */
+static inline bool ln_out_row_bf16(const float *restrict xr, int64_t C, float m, float ml, float rs, const float *g,
+                                   const float *bt, uint16_t *restrict yb) {
+#ifdef __AVX2__
+    if (C % 16 || !g || !bt) return false;
+    const __m256 vm = _mm256_set1_ps(m), vl = _mm256_set1_ps(ml), vr = _mm256_set1_ps(rs);
+    for (int64_t j = 0; j < C; j += 16) {
+        const __m256 h0 = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + j), vm), vl), vr);
+        const __m256 h1 = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(xr + j + 8), vm), vl), vr);
+        segc_ew_bf16x16_store(yb + j, _mm256_fmadd_ps(h0, _mm256_loadu_ps(g + j), _mm256_loadu_ps(bt + j)),
+                              _mm256_fmadd_ps(h1, _mm256_loadu_ps(g + j + 8), _mm256_loadu_ps(bt + j + 8)));
+    }
+    return true;
+#else
+    return false;
+#endif
+}
+
 /* Without residual, two rows at a time: a row's reductions are a chain of dependent adds and
  * horizontal sums, so two independent rows side by side keep the core busy (short rows, C = 32..256
  * in SegFormer, are latency bound). Same operations per row as one at a time. scratch: 4*C floats
@@ -191,6 +209,10 @@ static void ln_forward_pairs(ln_saved *sv, const segc_tensor *x, segc_tensor *y,
         ln_row_stats2(x0, x1, C, invC, sv->eps, &m0, &ml0, &rs0, &m1, &ml1, &rs1);
         sv->mean[r0] = m0, sv->mean_lo[r0] = ml0, sv->rstd[r0] = rs0;
         sv->mean[r1] = m1, sv->mean_lo[r1] = ml1, sv->rstd[r1] = rs1;
+        if (y->dtype == SEGC_BF16 && ln_out_row_bf16(x0, C, m0, ml0, rs0, g, bt, segc_bf16p(y) + r0 * C)) {
+            ln_out_row_bf16(x1, C, m1, ml1, rs1, g, bt, segc_bf16p(y) + r1 * C);
+            continue;
+        }
         float *y0 = nl_dst(y, r0 * C, sc ? sc + 2 * C : NULL), *y1 = nl_dst(y, r1 * C, sc ? sc + 3 * C : NULL);
         ln_out_row(x0, C, m0, ml0, rs0, g, bt, y0);
         ln_out_row(x1, C, m1, ml1, rs1, g, bt, y1);
