@@ -193,17 +193,87 @@ static inline bool ln_out_row_bf16(const float *restrict xr, int64_t C, float m,
 #endif
 }
 
+#ifdef __AVX2__
+/* [sum(a[0]), ..., sum(a[7])]: eight horizontal sums at once (an 8x8 transpose-add) */
+static inline __m256 ln_hsum8(const __m256 a[8]) {
+    const __m256 t0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    const __m256 t1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t1, 0x20), _mm256_permute2f128_ps(t0, t1, 0x31));
+}
+/* ln_row_stats of eight rows (C % 8 == 0), the per-row tails of the reductions
+ * (horizontal sums, sqrt, divide) done once for all eight in vector lanes;
+ * the same formulas as ln_row_stats */
+static inline void ln_row_stats8(const float *const xr[8], int64_t C, float invC, float eps, float *mean,
+                                 float *mean_lo, float *rstd) {
+    __m256 a[8], b[8];
+    for (int r = 0; r < 8; r++) {
+        __m256 s0 = _mm256_loadu_ps(xr[r]), s1 = _mm256_setzero_ps();
+        for (int64_t j = 8; j < C; j += 8) {
+            if (j & 8) s1 = _mm256_add_ps(s1, _mm256_loadu_ps(xr[r] + j));
+            else s0 = _mm256_add_ps(s0, _mm256_loadu_ps(xr[r] + j));
+        }
+        a[r] = _mm256_add_ps(s0, s1);
+    }
+    const __m256 vinv = _mm256_set1_ps(invC), m8 = _mm256_mul_ps(ln_hsum8(a), vinv);
+    float m[8];
+    _mm256_storeu_ps(m, m8);
+    for (int r = 0; r < 8; r++) {
+        const __m256 vm = _mm256_set1_ps(m[r]);
+        __m256 ra = _mm256_setzero_ps(), vb = ra;
+        for (int64_t j = 0; j < C; j += 8) {
+            const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(xr[r] + j), vm);
+            ra = _mm256_add_ps(ra, d);
+            vb = _mm256_fmadd_ps(d, d, vb);
+        }
+        a[r] = ra;
+        b[r] = vb;
+    }
+    const __m256 r8 = ln_hsum8(a), v8 = ln_hsum8(b), ml8 = _mm256_mul_ps(r8, vinv);
+    __m256 var = _mm256_mul_ps(_mm256_sub_ps(v8, _mm256_mul_ps(r8, ml8)), vinv);
+    var = _mm256_max_ps(var, _mm256_setzero_ps());   /* also maps NaN to 0, as the scalar (var > 0 ? var : 0) */
+    const __m256 rs8 = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(_mm256_add_ps(var, _mm256_set1_ps(eps))));
+    _mm256_storeu_ps(mean, m8);
+    _mm256_storeu_ps(mean_lo, ml8);
+    _mm256_storeu_ps(rstd, rs8);
+}
+#endif
+
 /* Without residual, two rows at a time: a row's reductions are a chain of dependent adds and
  * horizontal sums, so two independent rows side by side keep the core busy (short rows, C = 32..256
- * in SegFormer, are latency bound). Same operations per row as one at a time. scratch: 4*C floats
- * per thread for bf16, else unused. */
+ * in SegFormer, are latency bound). Same operations per row as one at a time. Where C % 8 == 0,
+ * blocks of eight rows go first (ln_row_stats8); the pairs take the rest. scratch: 8*C floats per
+ * thread for bf16, else unused. */
 static void ln_forward_pairs(ln_saved *sv, const segc_tensor *x, segc_tensor *y, const float *g, const float *bt,
                              float invC, float *scratch) {
-    const int64_t rows = sv->rows, C = sv->C, pairs = (rows + 1) / 2;
+    const int64_t rows = sv->rows, C = sv->C;
+    int64_t first = 0;   /* rows before it go in blocks of eight */
+#ifdef __AVX2__
+    if (C % 8 == 0) {
+        const int64_t blocks = rows / 8;
+        first = blocks * 8;
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
+        for (int64_t bk = 0; bk < blocks; bk++) {
+            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 8 * C : NULL;
+            const int64_t r0 = 8 * bk;
+            const float *xr[8];
+            for (int r = 0; r < 8; r++) xr[r] = nl_load(x, (r0 + r) * C, C, sc ? sc + r * C : NULL);
+            ln_row_stats8(xr, C, invC, sv->eps, sv->mean + r0, sv->mean_lo + r0, sv->rstd + r0);
+            for (int r = 0; r < 8; r++) {
+                const int64_t row = r0 + r;
+                const float m = sv->mean[row], ml = sv->mean_lo[row], rs = sv->rstd[row];
+                if (y->dtype == SEGC_BF16 && ln_out_row_bf16(xr[r], C, m, ml, rs, g, bt, segc_bf16p(y) + row * C)) continue;
+                float *yr = nl_dst(y, row * C, sc ? sc + r * C : NULL);   /* bf16: row r's input is no longer needed */
+                ln_out_row(xr[r], C, m, ml, rs, g, bt, yr);
+                nl_store(y, row * C, C, yr);
+            }
+        }
+    }
+#endif
+    const int64_t pairs = (rows - first + 1) / 2;
+#pragma omp parallel for schedule(static) if ((rows - first) * C >= LN_PAR_MIN)
     for (int64_t pr = 0; pr < pairs; pr++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 4 * C : NULL;
-        const int64_t r0 = 2 * pr, r1 = r0 + 1 < rows ? r0 + 1 : r0;   /* odd tail: row twice */
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 8 * C : NULL;
+        const int64_t r0 = first + 2 * pr, r1 = r0 + 1 < rows ? r0 + 1 : r0;   /* odd tail: row twice */
         const float *x0 = nl_load(x, r0 * C, C, sc), *x1 = nl_load(x, r1 * C, C, sc ? sc + C : NULL);
         float m0, ml0, rs0, m1, ml1, rs1;
         ln_row_stats2(x0, x1, C, invC, sv->eps, &m0, &ml0, &rs0, &m1, &ml1, &rs1);
@@ -356,7 +426,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const bool bf = x->dtype == SEGC_BF16;
-    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 4 * C) * sizeof(float)) : NULL;
+    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 8 * C) * sizeof(float)) : NULL;
     const float invC = 1.0f / (float)C;
 
     if (!res) ln_forward_pairs(sv, x, y, g, bt, invC, scratch);
