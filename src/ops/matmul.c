@@ -420,11 +420,11 @@ typedef struct {
 static mview mv_t(mview v) { return (mview){v.p, v.dt, v.bs, v.cs, v.rs}; }
 
 static bool gemm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
-                       mview b, float *c, int64_t c_bs, int64_t c_rs) {
+                       mview b, float *c, int64_t c_bs, int64_t c_rs, bool acc) {
     segc_gemm g = {.batch = batch, .M = M, .N = N, .K = K,
                    .a = a.p, .a_dtype = a.dt, .a_bs = a.bs, .a_rs = a.rs, .a_cs = a.cs,
                    .b = b.p, .b_dtype = b.dt, .b_bs = b.bs, .b_rs = b.rs, .b_cs = b.cs,
-                   .c = c, .c_dtype = SEGC_F32, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = true};
+                   .c = c, .c_dtype = SEGC_F32, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = acc};
     return segc_gemm_run(ctx, op, &g);
 }
 
@@ -448,21 +448,28 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     int64_t n_out = s->batch * s->M * s->N;
     mview dc = {nd->out->grad, SEGC_F32, s->M * s->N, s->N, 1};
     mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
+    /* a gradient buffer the GEMM fills alone is taken unzeroed and written, not added to
+     * (a dB summed over a broadcast batch always accumulates) */
+    bool gb_summed = s->shared_b && s->batch > 1;
+    bool fresh_a = a->requires_grad && !a->grad && !a->is_param;
+    bool fresh_b = b->requires_grad && !b->grad && !b->is_param && !gb_summed && b != a;
+    if (fresh_a) a->grad = segc_grad_buffer(ctx, segc_numel(a), false);
+    if (fresh_b) b->grad = segc_grad_buffer(ctx, segc_numel(b), false);
     float *ga = a->requires_grad ? segc_grad(ctx, a) : NULL, *gb = b->requires_grad ? segc_grad(ctx, b) : NULL;
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
     if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
     if (ga) {
         if (!s->trans_a) /* dA = dC op(B)^T */
-            gemm_views(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), ga, s->M * s->K, s->K);
+            gemm_views(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), ga, s->M * s->K, s->K, !fresh_a);
         else /* dA (K x M) = op(B) dC^T */
-            gemm_views(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), ga, s->M * s->K, s->M);
+            gemm_views(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), ga, s->M * s->K, s->M, !fresh_a);
     }
     if (gb) {
         int64_t gbs = s->shared_b ? 0 : s->K * s->N;   /* 0: summed over the batch */
         if (!s->trans_b) /* dB = op(A)^T dC */
-            gemm_views(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, gb, gbs, s->N);
+            gemm_views(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, gb, gbs, s->N, !fresh_b);
         else /* dB (N x K) = dC^T op(A) */
-            gemm_views(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, gb, gbs, s->K);
+            gemm_views(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, gb, gbs, s->K, !fresh_b);
     }
     segc_arena_rewind(&ctx->arena, mark);
 }
@@ -559,16 +566,19 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
     const float *gy = nd->out->grad;
     bool bf16 = x->dtype == SEGC_BF16;
+    bool fresh_x = x->requires_grad && !x->grad && !x->is_param;   /* dX written, not added: no zeroing */
+    if (fresh_x) x->grad = segc_grad_buffer(ctx, segc_numel(x), false);
     float *gx = x->requires_grad ? segc_grad(ctx, x) : NULL, *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
     float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
     mview dy = {gy, SEGC_F32, 0, s->out, 1};
     if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
     if (gx) /* dX = dY W */
-        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, gx, 0, s->in);
+        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, gx, 0, s->in,
+                   !fresh_x);
     if (gw) /* dW = dY^T X */
         gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1}, gw, 0,
-                   s->in);
+                   s->in, true);
     if (gbias) colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
     segc_arena_rewind(&ctx->arena, mark);
 }
