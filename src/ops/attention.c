@@ -135,6 +135,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *tq = nd->in[0], *tk = nd->in[1], *tv = nd->in[2];
     int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv, qc = s->qc;
     segc_dtype gdt = s->gdt, pdt = s->gdt, dsdt = s->native ? SEGC_BF16 : SEGC_F32;
+    /* each item writes its own rows of dQ once: a fresh buffer is written, not zeroed and added to */
+    bool fresh_q = tq->requires_grad && !tq->grad && !tq->is_param;
+    if (fresh_q) tq->grad = segc_grad_buffer(ctx, segc_numel(tq), false);
     float *gq = tq->requires_grad ? segc_grad(ctx, tq) : NULL;
     float *gk = tk->requires_grad ? segc_grad(ctx, tk) : NULL;
     float *gv = tv->requires_grad ? segc_grad(ctx, tv) : NULL;
@@ -154,7 +157,7 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     bool ok = true;
     if (gv) ok &= plan2_new(ctx, &pdv, gshape(Nk, Dv, 0, pdt, 1, Nk, godt, Cv, 1, SEGC_F32, Cv, 1.0f, true), true, qc, tail, nthr);
     if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, Nk, 1.0f, false), false, qc, tail, nthr);
-    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, Nk, 1, gdt, C, 1, SEGC_F32, C, s->scale, true), false, qc, tail, nthr);
+    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, Nk, 1, gdt, C, 1, SEGC_F32, C, s->scale, !fresh_q), false, qc, tail, nthr);
     if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, Nk, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
     if (!ok) return;
     bool fail = false, bf16 = s->bf16;
