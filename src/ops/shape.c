@@ -51,7 +51,8 @@ static void add_f32(float *restrict dst, const float *restrict src, int64_t n) {
 
 static void view_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0];
-    if (x->requires_grad) add_f32(segc_grad(ctx, x), nd->out->grad, segc_numel(x));
+    if (!x->requires_grad || segc_ew_grad_alias(ctx, x, nd->out->grad)) return;   /* same layout: hand the buffer on */
+    add_f32(segc_grad(ctx, x), nd->out->grad, segc_numel(x));
 }
 
 static segc_tensor *make_view(segc_ctx *ctx, const char *op, segc_tensor *x, int ndim, const int64_t *shape) {
