@@ -159,10 +159,11 @@ static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh
  * rather than a copy. Safe because the tape never reads an output's gradient
  * again once the node that produced it has run; later accumulation into t's
  * gradient may then change that buffer. Returns false when the caller must
- * add g into the gradient itself (also when g is the caller's read-only
- * seed of segc_backward_from). */
+ * add g into the gradient itself: also when g is the caller's read-only
+ * seed of segc_backward_from, and under retain_grads (each kept non-leaf
+ * gradient must stay its own). */
 static inline bool segc_ew_grad_alias(const segc_ctx *ctx, segc_tensor *t, const float *g) {
-    if (t->grad || t->is_param || g == ctx->borrowed_grad) return false;
+    if (t->grad || t->is_param || g == ctx->borrowed_grad || ctx->retain_grads) return false;
     t->grad = (float *)g;
     return true;
 }
