@@ -127,52 +127,49 @@ static void act_fwd_bf16(act_kind k, float slope, const uint16_t *x, uint16_t *y
 
 /* ---- bf16 lookup tables for the smooth kinds ----
  * fwd[h] = bf16(f(x)) and dfdx[h] = f'(x) in f32 for x = bf16 bits h: what the
- * f32 loops give for that input (backward multiplies go by f'(x) either way). */
+ * f32 loops give for that input (backward multiplies go by f'(x) either way).
+ * All three are built together on the first bf16 use (1.2 MB). */
 #define N_BF16 65536
 typedef struct {
-    pthread_once_t once;
     uint16_t *fwd;
     float *dfdx;
 } act_table;
-static act_table act_tables[3] = {{PTHREAD_ONCE_INIT, NULL, NULL}, {PTHREAD_ONCE_INIT, NULL, NULL},
-                                  {PTHREAD_ONCE_INIT, NULL, NULL}};
-static bool has_table(act_kind k) { return k == ACT_GELU || k == ACT_SIGMOID || k == ACT_TANH; }
-static act_table *table_slot(act_kind k) { return &act_tables[k == ACT_GELU ? 0 : k == ACT_SIGMOID ? 1 : 2]; }
+static const act_kind table_kinds[3] = {ACT_GELU, ACT_SIGMOID, ACT_TANH};
+static act_table act_tables[3];
+static pthread_once_t act_tables_once = PTHREAD_ONCE_INIT;
 
 static void act_bwd_f32(act_kind k, float slope, const float *x, const float *go, float *gx, bool acc, int64_t n);
-#define TABLE_INIT(K)                                                                          \
-    static void table_init_##K(void) { table_fill(ACT_##K, table_slot(ACT_##K)); }
-static void table_fill(act_kind k, act_table *t) {
+static void tables_init(void) {
     float *x = malloc(N_BF16 * sizeof *x), *y = malloc(N_BF16 * sizeof *y), *ones = malloc(N_BF16 * sizeof *ones);
-    uint16_t *fwd = malloc(N_BF16 * sizeof *fwd);
-    float *dfdx = malloc(N_BF16 * sizeof *dfdx);
-    if (x && y && ones && fwd && dfdx) {
+    for (int t = 0; t < 3 && x && y && ones; t++) {
+        uint16_t *fwd = malloc(N_BF16 * sizeof *fwd);
+        float *dfdx = malloc(N_BF16 * sizeof *dfdx);
+        if (!fwd || !dfdx) {   /* no table: the converting loops serve */
+            free(fwd);
+            free(dfdx);
+            continue;
+        }
         for (int h = 0; h < N_BF16; h++) {
             x[h] = segc_bf16_to_f32((uint16_t)h);
             ones[h] = 1.0f;
         }
-        act_fwd_f32(k, 0.0f, x, y, N_BF16);
+        act_fwd_f32(table_kinds[t], 0.0f, x, y, N_BF16);
         segc_ew_store_bf16(y, fwd, N_BF16);
-        act_bwd_f32(k, 0.0f, x, ones, dfdx, false, N_BF16);
-        t->fwd = fwd;
-        t->dfdx = dfdx;
-    } else {   /* no table: the converting loops serve */
-        free(fwd);
-        free(dfdx);
+        act_bwd_f32(table_kinds[t], 0.0f, x, ones, dfdx, false, N_BF16);
+        act_tables[t] = (act_table){fwd, dfdx};
     }
     free(x);
     free(y);
     free(ones);
 }
-TABLE_INIT(GELU)
-TABLE_INIT(SIGMOID)
-TABLE_INIT(TANH)
-/* the kind's table, built on first use (NULL for kinds without one, or without memory) */
+/* the kind's table (NULL for kinds without one, or without memory) */
 static const act_table *bf16_table(act_kind k) {
-    if (!has_table(k)) return NULL;
-    act_table *t = table_slot(k);
-    pthread_once(&t->once, k == ACT_GELU ? table_init_GELU : k == ACT_SIGMOID ? table_init_SIGMOID : table_init_TANH);
-    return t->fwd ? t : NULL;
+    for (int t = 0; t < 3; t++) {
+        if (table_kinds[t] != k) continue;
+        pthread_once(&act_tables_once, tables_init);
+        return act_tables[t].fwd ? &act_tables[t] : NULL;
+    }
+    return NULL;
 }
 
 /* gx (+)= go * f'(x), from x alone: the sigmoid/tanh derivatives written
