@@ -120,24 +120,24 @@ static void bin_run_f32(binop op, const float *a, int64_t sa, const float *b, in
     do {                                                                                       \
         if (sa && sb) {                                                                        \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float x = segc_bf16_to_f32(a[i]), y = segc_bf16_to_f32(b[i]);                          \
-                o[i] = segc_f32_to_bf16(EXPR);                                                     \
+                float x = segc_bf16_to_f32(a[i]), y = segc_bf16_to_f32(b[i]);                  \
+                o[i] = segc_f32_to_bf16(EXPR);                                                 \
             }                                                                                  \
         } else if (sa) {                                                                       \
-            float y = segc_bf16_to_f32(b[0]);                                                      \
+            float y = segc_bf16_to_f32(b[0]);                                                  \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float x = segc_bf16_to_f32(a[i]);                                                  \
-                o[i] = segc_f32_to_bf16(EXPR);                                                     \
+                float x = segc_bf16_to_f32(a[i]);                                              \
+                o[i] = segc_f32_to_bf16(EXPR);                                                 \
             }                                                                                  \
         } else if (sb) {                                                                       \
-            float x = segc_bf16_to_f32(a[0]);                                                      \
+            float x = segc_bf16_to_f32(a[0]);                                                  \
             _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                              \
-                float y = segc_bf16_to_f32(b[i]);                                                  \
-                o[i] = segc_f32_to_bf16(EXPR);                                                     \
+                float y = segc_bf16_to_f32(b[i]);                                              \
+                o[i] = segc_f32_to_bf16(EXPR);                                                 \
             }                                                                                  \
         } else {                                                                               \
-            float x = segc_bf16_to_f32(a[0]), y = segc_bf16_to_f32(b[0]);                              \
-            uint16_t v = segc_f32_to_bf16(EXPR);                                                   \
+            float x = segc_bf16_to_f32(a[0]), y = segc_bf16_to_f32(b[0]);                      \
+            uint16_t v = segc_f32_to_bf16(EXPR);                                               \
             for (int64_t i = 0; i < n; i++) o[i] = v;                                          \
         }                                                                                      \
     } while (0)

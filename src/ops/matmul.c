@@ -452,7 +452,7 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
      * (a dB summed over a broadcast batch always accumulates) */
     bool gb_summed = s->shared_b && s->batch > 1;
     bool fresh_a = a->requires_grad && !a->grad && !a->is_param;
-    bool fresh_b = b->requires_grad && !b->grad && !b->is_param && !gb_summed && b != a;
+    bool fresh_b = b->requires_grad && !b->grad && !b->is_param && !gb_summed && b != a;   /* b == a: dB adds to dA */
     if (fresh_a) a->grad = segc_grad_buffer(ctx, segc_numel(a), false);
     if (fresh_b) b->grad = segc_grad_buffer(ctx, segc_numel(b), false);
     float *ga = a->requires_grad ? segc_grad(ctx, a) : NULL, *gb = b->requires_grad ? segc_grad(ctx, b) : NULL;
