@@ -193,6 +193,16 @@ static inline bool ln_out_row_bf16(const float *restrict xr, int64_t C, float m,
 #endif
 }
 
+/* y's row `row` from x row xr and its statistics: bf16 narrowed straight from registers where
+ * ln_out_row_bf16 can, else through tmp (C floats, not xr) as ln_out_row + nl_store */
+static inline void ln_emit_row(segc_tensor *y, int64_t row, const float *xr, int64_t C, float m, float ml, float rs,
+                               const float *g, const float *bt, float *tmp) {
+    if (y->dtype == SEGC_BF16 && ln_out_row_bf16(xr, C, m, ml, rs, g, bt, segc_bf16p(y) + row * C)) return;
+    float *yr = nl_dst(y, row * C, tmp);
+    ln_out_row(xr, C, m, ml, rs, g, bt, yr);
+    nl_store(y, row * C, C, yr);
+}
+
 #ifdef __AVX2__
 /* [sum(a[0]), ..., sum(a[7])]: eight horizontal sums at once (an 8x8 transpose-add) */
 static inline __m256 ln_hsum8(const __m256 a[8]) {
@@ -241,8 +251,8 @@ static inline void ln_row_stats8(const float *const xr[8], int64_t C, float invC
 /* Without residual, two rows at a time: a row's reductions are a chain of dependent adds and
  * horizontal sums, so two independent rows side by side keep the core busy (short rows, C = 32..256
  * in SegFormer, are latency bound). Same operations per row as one at a time. Where C % 8 == 0,
- * blocks of eight rows go first (ln_row_stats8); the pairs take the rest. scratch: 8*C floats per
- * thread for bf16, else unused. */
+ * blocks of eight rows go first (ln_row_stats8); the pairs take the rest. scratch: 9*C floats per
+ * thread for bf16 (eight input rows and an output row), else unused. */
 static void ln_forward_pairs(ln_saved *sv, const segc_tensor *x, segc_tensor *y, const float *g, const float *bt,
                              float invC, float *scratch) {
     const int64_t rows = sv->rows, C = sv->C;
@@ -253,41 +263,29 @@ static void ln_forward_pairs(ln_saved *sv, const segc_tensor *x, segc_tensor *y,
         first = blocks * 8;
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
         for (int64_t bk = 0; bk < blocks; bk++) {
-            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 8 * C : NULL;
+            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 9 * C : NULL;
             const int64_t r0 = 8 * bk;
             const float *xr[8];
             for (int r = 0; r < 8; r++) xr[r] = nl_load(x, (r0 + r) * C, C, sc ? sc + r * C : NULL);
             ln_row_stats8(xr, C, invC, sv->eps, sv->mean + r0, sv->mean_lo + r0, sv->rstd + r0);
-            for (int r = 0; r < 8; r++) {
-                const int64_t row = r0 + r;
-                const float m = sv->mean[row], ml = sv->mean_lo[row], rs = sv->rstd[row];
-                if (y->dtype == SEGC_BF16 && ln_out_row_bf16(xr[r], C, m, ml, rs, g, bt, segc_bf16p(y) + row * C)) continue;
-                float *yr = nl_dst(y, row * C, sc ? sc + r * C : NULL);   /* bf16: row r's input is no longer needed */
-                ln_out_row(xr[r], C, m, ml, rs, g, bt, yr);
-                nl_store(y, row * C, C, yr);
-            }
+            for (int r = 0; r < 8; r++)
+                ln_emit_row(y, r0 + r, xr[r], C, sv->mean[r0 + r], sv->mean_lo[r0 + r], sv->rstd[r0 + r], g, bt,
+                            sc ? sc + 8 * C : NULL);
         }
     }
 #endif
     const int64_t pairs = (rows - first + 1) / 2;
 #pragma omp parallel for schedule(static) if ((rows - first) * C >= LN_PAR_MIN)
     for (int64_t pr = 0; pr < pairs; pr++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 8 * C : NULL;
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 9 * C : NULL;
         const int64_t r0 = first + 2 * pr, r1 = r0 + 1 < rows ? r0 + 1 : r0;   /* odd tail: row twice */
         const float *x0 = nl_load(x, r0 * C, C, sc), *x1 = nl_load(x, r1 * C, C, sc ? sc + C : NULL);
         float m0, ml0, rs0, m1, ml1, rs1;
         ln_row_stats2(x0, x1, C, invC, sv->eps, &m0, &ml0, &rs0, &m1, &ml1, &rs1);
         sv->mean[r0] = m0, sv->mean_lo[r0] = ml0, sv->rstd[r0] = rs0;
         sv->mean[r1] = m1, sv->mean_lo[r1] = ml1, sv->rstd[r1] = rs1;
-        if (y->dtype == SEGC_BF16 && ln_out_row_bf16(x0, C, m0, ml0, rs0, g, bt, segc_bf16p(y) + r0 * C)) {
-            ln_out_row_bf16(x1, C, m1, ml1, rs1, g, bt, segc_bf16p(y) + r1 * C);
-            continue;
-        }
-        float *y0 = nl_dst(y, r0 * C, sc ? sc + 2 * C : NULL), *y1 = nl_dst(y, r1 * C, sc ? sc + 3 * C : NULL);
-        ln_out_row(x0, C, m0, ml0, rs0, g, bt, y0);
-        ln_out_row(x1, C, m1, ml1, rs1, g, bt, y1);
-        nl_store(y, r0 * C, C, y0);
-        nl_store(y, r1 * C, C, y1);
+        ln_emit_row(y, r0, x0, C, m0, ml0, rs0, g, bt, sc ? sc + 2 * C : NULL);
+        ln_emit_row(y, r1, x1, C, m1, ml1, rs1, g, bt, sc ? sc + 2 * C : NULL);
     }
 }
 
@@ -426,7 +424,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(rows) * sizeof(float));
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const bool bf = x->dtype == SEGC_BF16;
-    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 8 * C) * sizeof(float)) : NULL;
+    float *scratch = bf || res ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 9 * C) * sizeof(float)) : NULL;
     const float invC = 1.0f / (float)C;
 
     if (!res) ln_forward_pairs(sv, x, y, g, bt, invC, scratch);
@@ -453,9 +451,7 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
         sv->mean[r] = m;
         sv->mean_lo[r] = ml;
         sv->rstd[r] = rs;
-        float *yr = nl_dst(y, r * C, sc + C);   /* bf16: the residual row is no longer needed */
-        ln_out_row(xr, C, m, ml, rs, g, bt, yr);
-        nl_store(y, r * C, C, yr);
+        ln_emit_row(y, r, xr, C, m, ml, rs, g, bt, sc + C);   /* bf16: the residual row is no longer needed */
     }
 
     segc_tensor *xin = x;
