@@ -136,9 +136,8 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv, qc = s->qc;
     segc_dtype gdt = s->gdt, pdt = s->gdt, dsdt = s->native ? SEGC_BF16 : SEGC_F32;
     /* each item writes its own rows of dQ once: a fresh buffer is written, not zeroed and added to */
-    bool fresh_q = tq->requires_grad && !tq->grad && !tq->is_param;
-    if (fresh_q) tq->grad = segc_grad_buffer(ctx, segc_numel(tq), false);
-    float *gq = tq->requires_grad ? segc_grad(ctx, tq) : NULL;
+    bool fresh_q = false;
+    float *gq = tq->requires_grad ? segc_ew_grad_dst(ctx, tq, &fresh_q) : NULL;
     float *gk = tk->requires_grad ? segc_grad(ctx, tk) : NULL;
     float *gv = tv->requires_grad ? segc_grad(ctx, tv) : NULL;
     const void *go = nd->out->grad;

@@ -448,14 +448,12 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     int64_t n_out = s->batch * s->M * s->N;
     mview dc = {nd->out->grad, SEGC_F32, s->M * s->N, s->N, 1};
     mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
-    /* a gradient buffer the GEMM fills alone is taken unzeroed and written, not added to
-     * (a dB summed over a broadcast batch always accumulates) */
-    bool gb_summed = s->shared_b && s->batch > 1;
-    bool fresh_a = a->requires_grad && !a->grad && !a->is_param;
-    bool fresh_b = b->requires_grad && !b->grad && !b->is_param && !gb_summed && b != a;   /* b == a: dB adds to dA */
-    if (fresh_a) a->grad = segc_grad_buffer(ctx, segc_numel(a), false);
-    if (fresh_b) b->grad = segc_grad_buffer(ctx, segc_numel(b), false);
-    float *ga = a->requires_grad ? segc_grad(ctx, a) : NULL, *gb = b->requires_grad ? segc_grad(ctx, b) : NULL;
+    /* a gradient buffer the GEMM fills alone is taken unzeroed and written, not added to (a dB
+     * summed over a broadcast batch always accumulates; b == a finds dA's buffer and adds) */
+    bool fresh_a = false, fresh_b = false;
+    float *ga = a->requires_grad ? segc_ew_grad_dst(ctx, a, &fresh_a) : NULL;
+    float *gb = !b->requires_grad ? NULL
+                : s->shared_b && s->batch > 1 ? segc_grad(ctx, b) : segc_ew_grad_dst(ctx, b, &fresh_b);
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
     if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
     if (ga) {
@@ -566,9 +564,9 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
     const float *gy = nd->out->grad;
     bool bf16 = x->dtype == SEGC_BF16;
-    bool fresh_x = x->requires_grad && !x->grad && !x->is_param;   /* dX written, not added: no zeroing */
-    if (fresh_x) x->grad = segc_grad_buffer(ctx, segc_numel(x), false);
-    float *gx = x->requires_grad ? segc_grad(ctx, x) : NULL, *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
+    bool fresh_x = false;   /* dX written, not added: no zeroing */
+    float *gx = x->requires_grad ? segc_ew_grad_dst(ctx, x, &fresh_x) : NULL;
+    float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
     float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
     mview dy = {gy, SEGC_F32, 0, s->out, 1};
