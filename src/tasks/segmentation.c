@@ -585,14 +585,15 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
         /* per-volume: regions, then foreground labels, then their mean */
         int rows = 1;
         snprintf(cells[0], 48, "Region"), snprintf(cells[1], 48, "Dice");
-        for (int i = 0; i < r->n && rows < k + SEGC_TASK_MAX_REGIONS + 1; i++) {
-            const char *nm = r->names[i];
-            if (!strncmp(nm, "Dice_", 5)) snprintf(cells[rows * 2], 48, "%s", nm + 5);
-            else if (!strncmp(nm, "Dice.", 5)) snprintf(cells[rows * 2], 48, "label %s", nm + 5);
-            else continue;
-            fmt_percent(cells[rows * 2 + 1], 48, r->values[i]);
-            rows++;
-        }
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < r->n && rows < k + SEGC_TASK_MAX_REGIONS + 1; i++) {
+                const char *nm = r->names[i];
+                if (pass == 0 && !strncmp(nm, "Dice_", 5)) snprintf(cells[rows * 2], 48, "%s", nm + 5);
+                else if (pass == 1 && !strncmp(nm, "Dice.", 5)) snprintf(cells[rows * 2], 48, "label %.40s", nm + 5);
+                else continue;
+                fmt_percent(cells[rows * 2 + 1], 48, r->values[i]);
+                rows++;
+            }
         fprintf(out, "per volume results (%lld volumes):\n", (long long)r->n_volumes);
         put_table(out, cells, rows, 2);
         fmt_percent(d, sizeof d, segc_eval_result_get(r, "mDice"));
