@@ -309,7 +309,8 @@ static void test_brats_per_volume(void **state) {
     fclose(f);
     assert_non_null(strstr(buf, "| Class |  IoU  |  Acc  |  Dice |\n"));
     assert_non_null(strstr(buf, "|  Region |  Dice |\n"));
-    assert_non_null(strstr(buf, "  mDice: "));
+    assert_non_null(strstr(buf, "  pixel_mDice: "));
+    assert_non_null(strstr(buf, "\nmDice: "));
     assert_non_null(strstr(buf, "per volume results (2 volumes):\n"));
     assert_true(strstr(buf, "|    WT   |") < strstr(buf, "| label 1 |"));   /* regions first */
     char line[64];

@@ -7,7 +7,7 @@
  *     2*I / (P + L) over the whole split and mDice (NaN-skipping mean over
  *     classes, ignoring class 0 when `dice_skip_background`);
  *   - per-volume Dice (medical data): pixels added with the same volume id
- *     (add_volume) are one volume; for every region (a set of label values:
+ *     (segc_evaluator_add's volume_ids) are one volume; for every region (a set of label values:
  *     BraTS whole tumour {1,2,3,4}, tumour core {1,3,4}, enhancing {4}) and
  *     every foreground label the Dice of that volume is computed, a volume
  *     where prediction and ground truth are both empty scoring 1, and the
@@ -110,8 +110,9 @@ bool segc_metric_lower_is_better(const char *name);
 bool segc_eval_spec_knows(const segc_eval_spec *s, const char *metric);
 
 /* The per-class table (mmseg layout: Class | IoU | Acc | Dice, the Dice
- * split-wide), "aAcc: .. mIoU: .. mAcc: .. mDice: .." (split-wide), then
- * with per_volume a Region | Dice table and "mDice: ..". */
+ * split-wide), "aAcc: .. mIoU: .. mAcc: .. mDice: .." (split-wide; the
+ * last key reads pixel_mDice with per_volume), then with per_volume a
+ * Region | Dice table (regions, then labels) and "mDice: ..". */
 void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *const *class_names);
 /* One JSON object: {"mIoU":..,"mAcc":..,"aAcc":..,"mDice":..,"IoU":{..},"Acc":{..},"Dice":{..},
  * "Dice_WT":..,..., ["pixel_mDice":..,"pixel_Dice":{..},"n_volumes":N,] "primary":"mIoU"},

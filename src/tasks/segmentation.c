@@ -580,7 +580,8 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
     fmt_percent(b, sizeof b, r->pixel.mIoU);
     fmt_percent(c, sizeof c, r->pixel.mAcc);
     fmt_percent(d, sizeof d, segc_eval_result_get(r, pv ? "pixel_mDice" : "mDice"));
-    fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  mDice: %s\n", a, b, c, d);
+    /* with per-volume results "mDice" is theirs: the split-wide one says so */
+    fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  %s: %s\n", a, b, c, pv ? "pixel_mDice" : "mDice", d);
     if (pv) {
         /* per-volume: regions, then foreground labels, then their mean */
         int rows = 1;
