@@ -133,6 +133,11 @@ static bool check_spec(const segc_eval_spec *s, char *err, size_t errlen) {
         snprintf(err, errlen, "evaluator_new: num_classes must be in 1..255, found %d", s->num_classes);
         return false;
     }
+    if (!memchr(s->primary, 0, sizeof s->primary)) {
+        snprintf(err, errlen, "evaluator_new: primary metric name longer than %d characters",
+                 (int)sizeof s->primary - 1);
+        return false;
+    }
     if (s->n_regions < 0 || s->n_regions > SEGC_TASK_MAX_REGIONS) {
         snprintf(err, errlen, "evaluator_new: n_regions must be in 0..%d, found %d", SEGC_TASK_MAX_REGIONS,
                  s->n_regions);
