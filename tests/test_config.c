@@ -228,7 +228,7 @@ static void test_validation(void **state) {
         {"data.fold=2", "data.fold"},
         {"data.num_folds=1", "data.num_folds"},
         {"train.best_metric=mIOU", "train.best_metric"},
-        {"train.best_metric=Dice_WT", "test.regions=brats"},
+        {"train.best_metric=Dice_WT", "test.regions"},
         {"data.std=[1, 0, 1]", "data.std"},
         {"data.root=", "data.root"},
     };

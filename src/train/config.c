@@ -78,7 +78,7 @@ static const field schema[] = {
     FDV("test.scales", test.scales, SEGC_CFG_MAX_SCALES, test.n_scales, "multi-scale ratios"),
     FB("test.gaussian", test.gaussian, "slide: Gaussian-weighted window overlap (nnU-Net)"),
     FB("test.per_volume", test.per_volume, "medical: Dice per volume (slices reassembled)"),
-    FS("test.regions", test.regions, "none|brats", "region Dice (brats: whole tumour, tumour core, enhancing)"),
+    FS("test.regions", test.regions, "none|brats|msd_brats", "region Dice: brats (BraTS-2015 labels, 4 = enhancing) or msd_brats (MSD Task01, 3 = enhancing)"),
     FS("optimizer.type", optimizer.type, "adamw|sgd", "optimizer"),
     FD("optimizer.lr", optimizer.lr, "base learning rate"),
     FD("optimizer.weight_decay", optimizer.weight_decay, "weight decay (decoupled for AdamW)"),

@@ -34,7 +34,7 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     if (*c->train.best_metric && !known_metric(c->train.best_metric))
         return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class> or "
                            "Dice.<class>, found '%s'", c->train.best_metric);
-    if (!strncmp(c->train.best_metric, "Dice_", 5) && strcmp(c->test.regions, "brats") != 0)
+    if (!strncmp(c->train.best_metric, "Dice_", 5) && !strcmp(c->test.regions, "none"))
         return segc_errorf(err, errlen, "train.best_metric: %s needs test.regions=brats (found '%s')", c->train.best_metric,
                            c->test.regions);
     if (c->data.num_folds < 0 || c->data.num_folds == 1 || c->data.num_folds > 100)

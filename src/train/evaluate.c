@@ -129,6 +129,17 @@ void segc_config_eval_spec(const segc_config *c, const segc_model *m, const segc
     snprintf(s->primary, sizeof s->primary, "%.31s", c->train.best_metric);
     s->per_volume = c->test.per_volume;
     if (!strcmp(c->test.regions, "brats")) segc_eval_spec_brats_regions(s);
+    if (!strcmp(c->test.regions, "msd_brats")) {   /* MSD Task01: 1 edema, 2 non-enhancing, 3 enhancing */
+        static const struct { const char *name; uint8_t labels[3]; int n; } r[3] = {
+            {"WT", {1, 2, 3}, 3}, {"TC", {2, 3}, 2}, {"ET", {3}, 1}};
+        s->per_volume = true;
+        s->n_regions = 3;
+        for (int i = 0; i < 3; i++) {
+            snprintf(s->regions[i].name, sizeof s->regions[i].name, "%s", r[i].name);
+            memcpy(s->regions[i].labels, r[i].labels, (size_t)r[i].n);
+            s->regions[i].n_labels = r[i].n;
+        }
+    }
 }
 
 bool segc_checkpoint_model_type(const char *path, char *type, size_t n, char *err, size_t errlen) {
