@@ -10,12 +10,6 @@
 #include "segc/config.h"
 
 /* ---- validation ---- */
-static bool all_zero(const int *v, int n) {
-    for (int i = 0; i < n; i++)
-        if (v[i]) return false;
-    return true;
-}
-
 static bool known_metric(const char *m) {
     static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
