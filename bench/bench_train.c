@@ -8,7 +8,7 @@
 #include <sys/resource.h>
 
 #include "segc/optim.h"
-#include "segc/segformer.h"
+#include "segc/model.h"
 
 static double peak_rss_mib(void) {
     struct rusage ru;
@@ -26,11 +26,12 @@ int main(int argc, char **argv) {
     const char *dts = argv[train ? 5 : 4];
     int reps = argc > (train ? 6 : 5) ? atoi(argv[train ? 6 : 5]) : (train ? 3 : 5);
     segc_dtype dt = !strcmp(dts, "bf16") ? SEGC_BF16 : SEGC_F32;
-    segc_segformer_config c;
-    segc_segformer_preset(&c, "b0", 150);
+    /* through the model registry, as `segc train` builds it */
+    segc_model_spec spec = {"segformer", "b0", 150, 3, NULL, 0};
     char err[256];
-    segc_segformer *m = segc_segformer_new(&c, err, sizeof err);
-    segc_segformer_init(m, 1);
+    segc_model *m = segc_model_new(&spec, err, sizeof err);
+    if (!m) { fprintf(stderr, "bench_train: %s\n", err); return 1; }
+    segc_model_init(m, 1);
     segc_optim_cfg oc = segc_optim_defaults(SEGC_OPT_ADAMW, 6e-5);
     oc.weight_decay = 0.01;
     segc_optimizer *opt = segc_optimizer_new(&m->params, &oc, err, sizeof err);
@@ -53,10 +54,12 @@ int main(int argc, char **argv) {
         segc_profile_mark(ctx);
         segc_tensor *x = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){B, 3, H, W}, img);
         if (dt == SEGC_BF16) x = segc_cast(ctx, x, SEGC_BF16);
-        segc_tensor *logits = segc_segformer_forward(ctx, m, x);
+        segc_model_out out;
+        segc_tensor *logits = segc_model_forward(ctx, m, x, &out) ? out.maps[0] : NULL;
         if (train) {
             segc_tensor *y = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){B, H, W}, lab);
-            segc_tensor *loss = segc_segformer_loss(ctx, logits, y, 255);
+            segc_targets tg = {y, 255};
+            segc_tensor *loss = logits ? segc_model_loss(ctx, m, &out, &tg) : NULL;
             if (!loss || !segc_backward(ctx, loss)) { fprintf(stderr, "bench_train: %s\n", segc_last_error(ctx)); return 1; }
             segc_optimizer_step(opt, 6e-5);
             segc_params_zero_grad(&m->params);
@@ -82,6 +85,6 @@ int main(int argc, char **argv) {
     free(lab);
     segc_optimizer_free(opt);
     segc_ctx_free(ctx);
-    segc_segformer_free(m);
+    segc_model_free(m);
     return 0;
 }
