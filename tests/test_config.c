@@ -136,7 +136,11 @@ static void test_overrides(void **state) {
     assert_false(c.optimizer.norm_decay_mult.set);
     must(segc_config_override(&c, "optimizer.paramwise.custom_keys={}", err, sizeof err), err);
     assert_int_equal(c.optimizer.n_custom_keys, 0);
-    assert_int_equal(c.model.hidden[3], 16);
+    segc_model_spec spec = segc_config_model_spec(&c, 11, 3);
+    int hidden[4] = {0};
+    assert_int_equal(segc_spec_ints(&spec, "hidden", hidden, 4), 4);
+    assert_int_equal(hidden[3], 16);
+    assert_int_equal(segc_spec_int(&spec, "decoder_hidden"), 0);   /* the family's default */
     assert_int_equal(c.data.test_scale[0], 0);
     /* a file's custom_keys map replaces the set; a section may be given as a flow mapping */
     segc_config_defaults(&c);
@@ -189,8 +193,6 @@ static void test_wrong_types(void **state) {
                  "data.crop_size[1]: expected an integer, found 'x'", NULL);
     expect_error(segc_config_override(&c, "data.photometric=maybe", err, sizeof err), err,
                  "data.photometric: expected true or false, found 'maybe'", NULL);
-    expect_error(segc_config_override(&c, "model.variant=b9", err, sizeof err), err,
-                 "model.variant: expected one of b0|b1|b2|b3|b4|b5, found 'b9'", NULL);
     expect_error(segc_config_override(&c, "optimizer=3", err, sizeof err), err, "optimizer: expected a mapping", NULL);
     expect_error(segc_config_override(&c, "data.root=[a, b]", err, sizeof err), err,
                  "data.root: expected a string, found a list", NULL);
@@ -216,12 +218,24 @@ static void test_validation(void **state) {
         {"optimizer.lr=-1", "optimizer"},
         {"train.keep_last=0", "keep_last"},
         {"model.hidden=[8, 0, 16, 16]", "model.hidden"},
+        {"model.hidden=[8, 16]", "model.hidden: expected 4 entries"},
+        {"model.variant=b9", "model.variant: expected one of b0|b1|b2|b3|b4|b5 for segformer, found 'b9'"},
+        {"model.type=segfromer", "model.type: unknown model family 'segfromer'; did you mean 'segformer'?"},
+        {"model.hiden=[8, 16, 16, 16]", "unknown config key 'model.hiden' for model.type segformer; did you mean 'model.hidden'?"},
+        {"model.decoder_hidden=wide", "model.decoder_hidden: expected an integer, found 'wide'"},
+        {"model.drop_path_rate=[0.1]", "model.drop_path_rate: expected a number"},
+        {"model.in_channels=-1", "model.in_channels"},
+        {"data.fold=2", "data.fold"},
+        {"data.num_folds=1", "data.num_folds"},
+        {"train.best_metric=mIOU", "train.best_metric"},
+        {"train.best_metric=Dice_WT", "test.regions"},
         {"data.std=[1, 0, 1]", "data.std"},
         {"data.root=", "data.root"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         segc_config_defaults(&c);
         must(segc_config_override(&c, cases[i].ov, err, sizeof err), err);
+        if (!strcmp(cases[i].ov, "data.fold=2")) must(segc_config_override(&c, "data.num_folds=2", err, sizeof err), err);
         expect_error(segc_config_finish(&c, err, sizeof err), err, cases[i].msg, NULL);
     }
 }
@@ -236,6 +250,15 @@ static void test_diff_and_save(void **state) {
     assert_int_equal(segc_config_diff(&a, &b, diff, sizeof diff), 2);
     assert_non_null(strstr(diff, "optimizer.lr: 6e-05 -> 0.001"));
     assert_non_null(strstr(diff, "data.batch_size: 8 -> 3"));
+    /* family keys take part in diffs and round-trip through the resolved YAML */
+    must(segc_config_override(&b, "model.hidden=[8,16,16,16]", err, sizeof err), err);
+    assert_int_equal(segc_config_diff(&a, &b, diff, sizeof diff), 3);
+    assert_non_null(strstr(diff, "model.hidden: [0, 0, 0, 0] -> [8, 16, 16, 16]"));
+    char *yaml = segc_config_to_yaml(&b);
+    assert_non_null(strstr(yaml, "\nmodel:\n  type: \"segformer\"\n"));
+    assert_non_null(strstr(yaml, "  hidden: [8, 16, 16, 16]\n"));
+    assert_non_null(strstr(yaml, "  classifier_dropout: 0.1\n"));
+    free(yaml);
     char path[] = "/tmp/segc_cfg_XXXXXX";
     int fd = mkstemp(path);
     assert_true(fd >= 0);

@@ -12,7 +12,7 @@
 #include "segc/infer.h"
 #include "segc/ops.h"
 #include "segc/predict.h"
-#include "segc/segformer.h"
+#include "segc/model.h"
 
 static segc_st_file *fx;
 
@@ -418,25 +418,26 @@ static void test_errors(void **state) {
 }
 
 
-/* The real model through the adapter: logits [N, K, H/4, W/4] resized to the input, slide + TTA run. */
+/* The real model through the registry: logits [N, K, H/4, W/4] resized to the input, slide + TTA run. */
 static void test_segformer_adapter(void **state) {
-    segc_segformer_config cfg;
-    assert_true(segc_segformer_preset(&cfg, "b0", 5));
     char err[256];
-    segc_segformer *net = segc_segformer_new(&cfg, err, sizeof err);
-    assert_non_null(net);
-    segc_segformer_init(net, 11);
+    segc_model_spec spec = {"segformer", "b0", 5, 3, NULL, 0};
+    segc_model *net = segc_model_new(&spec, err, sizeof err);
+    if (!net) fail_msg("%s", err);
+    segc_model_init(net, 11);
     segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
     segc_tensor *x = t_randn(ctx, 4, SHAPE(1, 3, 37, 45), 1.f, false);
     segc_infer_opts o;
     segc_infer_opts_default(&o);
-    segc_tensor *lg = segc_infer_logits(ctx, work, segc_segformer_forward_fn, net, x, &o);
+    segc_tensor *lg = segc_infer_logits(ctx, work, segc_model_logits_fn, net, x, &o);
     if (!lg) fail_msg("%s", segc_last_error(ctx));
     assert_true(lg->shape[0] == 1 && lg->shape[1] == 5 && lg->shape[2] == 37 && lg->shape[3] == 45);
     /* the same as forward + bilinear resize by hand */
     ctx->training = false;
     bool prev = segc_set_grad_enabled(ctx, false);
-    segc_tensor *y = segc_segformer_forward(ctx, net, x);
+    segc_model_out out;
+    assert_true(segc_model_forward(ctx, net, x, &out));
+    segc_tensor *y = out.maps[0];
     assert_true(y->shape[2] == 10 && y->shape[3] == 12);
     segc_tensor *want = segc_resize_bilinear(ctx, y, 37, 45, false);
     segc_set_grad_enabled(ctx, prev);
@@ -449,7 +450,7 @@ static void test_segformer_adapter(void **state) {
     o.n_ratios = 2;
     o.ratios[0] = 0.75f, o.ratios[1] = 1.0f;
     segc_tensor *probs, *x2 = t_randn(ctx, 4, SHAPE(1, 3, 64, 72), 1.f, false);
-    segc_tensor *lab = segc_infer(ctx, work, segc_segformer_forward_fn, net, x2, 50, 60, &o, &probs);
+    segc_tensor *lab = segc_infer(ctx, work, segc_model_logits_fn, net, x2, 50, 60, &o, &probs);
     if (!lab) fail_msg("%s", segc_last_error(ctx));
     assert_true(lab->shape[0] == 1 && lab->shape[1] == 50 && lab->shape[2] == 60);
     for (int64_t q = 0; q < 50 * 60; q++) {
@@ -460,7 +461,7 @@ static void test_segformer_adapter(void **state) {
     }
     segc_ctx_free(work);
     segc_ctx_free(ctx);
-    segc_segformer_free(net);
+    segc_model_free(net);
 }
 
 /* ---- predict: label and overlay PNGs ---- */

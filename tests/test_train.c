@@ -311,11 +311,11 @@ static void test_nan_loss_keeps_checkpoint(void **state) {
     assert_true(segc_checkpoint_latest(ck, w, sizeof w, s, sizeof s, err, sizeof err));
     segc_config c;
     tiny_config(&c, dir, NULL, 0);
-    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
+    segc_model *m = segc_config_model(&c, 11, err, sizeof err);
     segc_train_state st;
     if (!segc_checkpoint_load(w, s, &m->params, NULL, &st, NULL, err, sizeof err)) fail_msg("%s", err);
     assert_int_equal(st.iter, 3);
-    segc_segformer_free(m);
+    segc_model_free(m);
     /* resuming without the fault finishes */
     if (train_tiny(dir, NULL, 0, true, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
 }
@@ -343,9 +343,9 @@ static void test_full_disk_keeps_latest(void **state) {
     mkdir(dir, 0755);
     segc_config c;
     tiny_config(&c, dir, NULL, 0);
-    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
+    segc_model *m = segc_config_model(&c, 11, err, sizeof err);
     assert_non_null(m);
-    segc_segformer_init(m, 1);
+    segc_model_init(m, 1);
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
     segc_optim_cfg oc = segc_config_optim(&c, keys);
     segc_optimizer *opt = segc_optimizer_new(&m->params, &oc, err, sizeof err);
@@ -396,7 +396,7 @@ static void test_full_disk_keeps_latest(void **state) {
     assert_int_equal(back.iter, 3);
     assert_true(segc_f32(m->params.t[0])[0] != 0.5f);
     segc_optimizer_free(opt);
-    segc_segformer_free(m);
+    segc_model_free(m);
 }
 
 static void test_bad_checkpoints(void **state) {
@@ -406,8 +406,8 @@ static void test_bad_checkpoints(void **state) {
     mkdir(dir, 0755);
     segc_config c;
     tiny_config(&c, dir, NULL, 0);
-    segc_segformer *m = segc_config_model(&c, 11, err, sizeof err);
-    segc_segformer_init(m, 3);
+    segc_model *m = segc_config_model(&c, 11, err, sizeof err);
+    segc_model_init(m, 3);
     segc_train_state st = {.iter = 5, .best_metric = -1, .best_iter = -1};
     if (!segc_checkpoint_save(dir, &m->params, NULL, &st, NULL, 2, err, sizeof err)) fail_msg("%s", err);
     assert_true(segc_checkpoint_latest(dir, w, sizeof w, s, sizeof s, err, sizeof err));
@@ -415,18 +415,18 @@ static void test_bad_checkpoints(void **state) {
     const char *wider[] = {"model.hidden=[16,16,16,16]"};
     segc_config c2;
     tiny_config(&c2, dir, wider, 1);
-    segc_segformer *m2 = segc_config_model(&c2, 11, err, sizeof err);
+    segc_model *m2 = segc_config_model(&c2, 11, err, sizeof err);
     float before = segc_f32(m2->params.t[1])[0];
     assert_false(segc_checkpoint_load(w, NULL, &m2->params, NULL, NULL, NULL, err, sizeof err));
     if (!strstr(err, "segformer.encoder.patch_embeddings.0.proj.weight") || !strstr(err, "[16, 3, 7, 7]"))
         fail_msg("message: %s", err);
     assert_true(segc_f32(m2->params.t[1])[0] == before);
-    segc_segformer_free(m2);
+    segc_model_free(m2);
     /* another number of classes */
-    segc_segformer *m3 = segc_config_model(&c, 5, err, sizeof err);
+    segc_model *m3 = segc_config_model(&c, 5, err, sizeof err);
     assert_false(segc_checkpoint_load(w, s, &m3->params, NULL, NULL, NULL, err, sizeof err));
     assert_non_null(strstr(err, "decode_head.classifier"));
-    segc_segformer_free(m3);
+    segc_model_free(m3);
     /* unreadable: missing, garbage, truncated */
     snprintf(p, sizeof p, "%s/missing.safetensors", dir);
     assert_false(segc_checkpoint_load(p, NULL, &m->params, NULL, NULL, NULL, err, sizeof err));
@@ -440,7 +440,7 @@ static void test_bad_checkpoints(void **state) {
     assert_false(segc_checkpoint_load(w, p, &m->params, NULL, NULL, NULL, err, sizeof err));
     assert_non_null(strstr(err, "garbage.safetensors"));
     /* a state that belongs to other weights */
-    segc_segformer_init(m, 4);
+    segc_model_init(m, 4);
     st.iter = 6;
     if (!segc_checkpoint_save(dir, &m->params, NULL, &st, NULL, 2, err, sizeof err)) fail_msg("%s", err);
     snprintf(p, sizeof p, "%s/iter_0000006.state.safetensors", dir);
@@ -463,7 +463,7 @@ static void test_bad_checkpoints(void **state) {
     mkdir(p, 0755);
     assert_false(segc_checkpoint_latest(p, w, sizeof w, s, sizeof s, err, sizeof err));
     assert_string_equal(err, "");
-    segc_segformer_free(m);
+    segc_model_free(m);
 }
 
 static void test_training_errors(void **state) {

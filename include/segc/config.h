@@ -24,6 +24,7 @@
  * and overridden as optimizer.paramwise.custom_keys.decode_head.lr_mult=5. */
 #ifndef SEGC_CONFIG_H
 #define SEGC_CONFIG_H
+#include "segc/model.h"
 #include "segc/optim.h"
 
 #ifdef __cplusplus
@@ -43,13 +44,15 @@ typedef struct segc_cfg_custom_key {
 typedef struct segc_config {
     char name[SEGC_CFG_NAME];          /* run name (default: the config file's stem) */
     struct {
-        char type[SEGC_CFG_NAME];      /* segformer */
-        char variant[SEGC_CFG_NAME];   /* b0..b5 */
+        char type[SEGC_CFG_NAME];      /* a registered family (segc models): segformer | unet2d | ... */
+        char variant[SEGC_CFG_NAME];   /* the family's variant ("": its default) */
         int num_classes;               /* 0: the dataset's */
-        int hidden[4], depths[4], heads[4];   /* all 0: the variant's */
-        int decoder_hidden;            /* 0: the variant's */
-        double drop_path_rate, classifier_dropout;
+        int in_channels;               /* 0: the dataset's image channels */
         char pretrained[SEGC_CFG_PATH];   /* weights loaded non-strictly before training ("": none) */
+        /* the family's own keys (model.KEY: value), as YAML text; validated
+         * by the family at segc_config_finish (segc_model_spec_validate) */
+        segc_model_opt opts[SEGC_MODEL_MAX_OPTS];
+        int n_opts;
     } model;
     struct {
         char dataset[SEGC_CFG_NAME];   /* camvid | ade20k | cityscapes | voc | folder | ... */
@@ -66,6 +69,9 @@ typedef struct segc_config {
         bool photometric;
         double mean[3], std[3];        /* RGB, 0..255 scale */
         int test_scale[2];             /* keep-ratio resize for evaluation (w, h); 0 0: none */
+        char pipeline[SEGC_CFG_NAME];  /* training augmentation: mmseg (photos) | nnunet (medical 2-D) */
+        double fg_prob;                /* nnunet: probability of a foreground-centred crop */
+        int fold, num_folds;           /* k-fold split of the training cases (num_folds 0: off) */
     } data;
     struct {
         char mode[SEGC_CFG_NAME];      /* whole | slide */
@@ -73,6 +79,9 @@ typedef struct segc_config {
         bool flip;
         double scales[SEGC_CFG_MAX_SCALES];   /* multi-scale ratios; {1.0} by default */
         int n_scales;
+        bool gaussian;                 /* slide: nnU-Net's Gaussian weighting of window logits */
+        bool per_volume;               /* medical: Dice per volume (slices reassembled) */
+        char regions[SEGC_CFG_NAME];   /* none | brats (WT/TC/ET Dice) */
     } test;
     struct {
         char type[SEGC_CFG_NAME];      /* adamw | sgd */
@@ -99,6 +108,7 @@ typedef struct segc_config {
         int64_t seed;
         int threads;                   /* 0: OpenMP's default */
         char dtype[8];                 /* f32 | bf16 */
+        char best_metric[SEGC_CFG_NAME];   /* metric that selects best.safetensors ("": the task's primary) */
         char work_dir[SEGC_CFG_PATH];  /* "": runs/NAME */
         int64_t val_max_samples;       /* 0: the whole split */
         int report_samples;            /* validation predictions shown in report.html */
@@ -125,6 +135,10 @@ bool segc_config_save(const segc_config *c, const char *path, char *err, size_t 
 /* Keys whose values differ, as "key: old -> new" lines joined by "; " into buf
  * (empty when equal). Returns the number of differing keys. */
 int segc_config_diff(const segc_config *a, const segc_config *b, char *buf, size_t n);
+
+/* The model spec the configuration describes (num_classes / in_channels
+ * resolved by the caller; points into c). */
+segc_model_spec segc_config_model_spec(const segc_config *c, int num_classes, int in_channels);
 
 /* Every key of the schema, in file order, for help texts and suggestions. */
 int segc_config_n_keys(void);

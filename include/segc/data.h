@@ -57,6 +57,8 @@ const uint8_t *segc_dataset_palette(const segc_dataset *ds, int k);   /* rgb */
 const char *segc_dataset_image_path(const segc_dataset *ds, int64_t i);
 const char *segc_dataset_label_path(const segc_dataset *ds, int64_t i);
 void segc_dataset_close(segc_dataset *ds);
+/* TEMP until the data branch lands */
+bool segc_dataset_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice);
 
 /* `segc data check` support: decode sample i like segc_dataset_load, but
  * count label values outside the class set instead of failing on them.

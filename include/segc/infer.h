@@ -47,8 +47,6 @@ extern "C" {
  * logits [N,K,h',w'] (f32 or bf16), NULL with ctx's error set on failure. */
 typedef segc_tensor *(*segc_forward_fn)(segc_ctx *ctx, void *model, segc_tensor *images);
 
-/* segc_segformer_forward as a segc_forward_fn (model: segc_segformer *). */
-segc_tensor *segc_segformer_forward_fn(segc_ctx *ctx, void *segformer, segc_tensor *images);
 
 typedef enum { SEGC_INFER_WHOLE = 0, SEGC_INFER_SLIDE } segc_infer_mode;
 
@@ -62,6 +60,7 @@ typedef struct segc_infer_opts {
     int n_ratios;              /* multi-scale TTA ratios; 0 = the input scale only */
     float ratios[SEGC_INFER_MAX_RATIOS];
     float threshold;           /* one-channel models: label = sigmoid(logit) > threshold (mmseg default 0.3) */
+    int probs;                 /* segc_probs_kind (model.h): 0 softmax over classes, 1 sigmoid per channel */
 } segc_infer_opts;
 
 /* whole mode, no TTA, threshold 0.3 */

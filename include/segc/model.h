@@ -37,12 +37,12 @@ extern "C" {
 typedef enum { SEGC_TASK_SEGMENTATION = 0, SEGC_TASK_DETECTION = 1 } segc_task_kind;
 const char *segc_task_name(segc_task_kind t);
 
-typedef enum { SEGC_OPT_INT, SEGC_OPT_DOUBLE, SEGC_OPT_BOOL, SEGC_OPT_STRING, SEGC_OPT_INTS, SEGC_OPT_DOUBLES } segc_opt_kind;
+typedef enum { SEGC_KEY_INT, SEGC_KEY_DOUBLE, SEGC_KEY_BOOL, SEGC_KEY_STRING, SEGC_KEY_INTS, SEGC_KEY_DOUBLES } segc_key_kind;
 
 /* One family config key, `model.NAME`. */
 typedef struct segc_model_key {
     const char *name;      /* relative to "model.", e.g. "filters" */
-    segc_opt_kind kind;
+    segc_key_kind kind;
     const char *dflt;      /* YAML text of the default: "0", "0.1", "true", "dice_ce", "[32, 64, 128]", "[]" */
     const char *choices;   /* strings: "a|b|c"; NULL: any */
     const char *help;

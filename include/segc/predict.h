@@ -14,6 +14,8 @@
 #include "segc/infer.h"
 #include "segc/loader.h"
 #include "segc/metrics.h"
+#include "segc/model.h"
+#include "segc/task.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -71,38 +73,52 @@ bool segc_predict_paths(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
                         const char *const *inputs, int n_inputs, const char *out_dir, const segc_predict_opts *o,
                         int *n_written, char *err, size_t errlen);
 
-/* ---- evaluation ---- */
+/* ---- evaluation (the one evaluation loop: training, `segc eval`, bench) ---- */
 
-/* Predicts every sample of a loader batch at its label's size (label_hs[i] x
- * label_ws[i]: the original size in mmseg's test pipelines, where Resize
- * leaves the label alone) from its unpadded image (img_h[i] x img_w[i]) and
- * adds prediction vs label to conf. Samples of one size are run as one batch.
- * dtype: F32 or BF16 images for the model. Allocates in ctx's step arena
- * (not reset here). false + ctx error on failure. */
-bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
-                     const segc_infer_opts *o, segc_dtype dtype, segc_confusion *conf);
+/* A validation prediction kept for reports: U8 RGB image, ground truth and
+ * prediction at the label's size (heap buffers; segc_eval_sample_free). */
+typedef struct segc_eval_sample {
+    segc_image img, gt, pred;
+    char name[128];
+} segc_eval_sample;
+void segc_eval_sample_free(segc_eval_sample *s);
 
 typedef struct segc_eval_opts {
     segc_infer_opts infer;
     segc_dtype dtype;                 /* F32 (default) or BF16 */
+    const segc_model *model;          /* NULL: labels are the argmax of the forward's logits; else the
+                                       * model's probabilities (softmax / sigmoid) and postprocess */
     const segc_pipeline *pipeline;    /* test pipeline; NULL: Normalize (ImageNet, RGB) only */
     int channels;                     /* image channels the pipeline produces (default 3) */
     int batch_size;                   /* default 1 (mmseg's val_dataloader) */
     int num_workers;                  /* decoding threads of the loader (default 1) */
     int rank, world_size;             /* this process's share of the split (default 0 of 1) */
     int64_t max_samples;              /* stop after this many samples of this rank (0 = all) */
-    bool quiet;                       /* default false: progress on stderr */
+    bool quiet;                       /* default false: progress on `progress` (NULL: stderr) */
+    FILE *progress;
+    int keep;                         /* predictions to keep for reports in samples[] (0: none) */
+    segc_eval_sample *samples;        /* keep entries, filled in order (out) */
+    int *n_kept;                      /* (out, may be NULL) */
 } segc_eval_opts;
 
 void segc_eval_opts_default(segc_eval_opts *o);
 
+/* Predicts every sample of a loader batch at its label's size (label_hs[i] x
+ * label_ws[i]: the original size in mmseg's test pipelines, where Resize
+ * leaves the label alone) from its unpadded image (img_h[i] x img_w[i]) and
+ * adds prediction vs label to the evaluator; ds (may be NULL) maps samples to
+ * their volumes for per-volume metrics. Samples of one size are run as one
+ * batch. Allocates in ctx's step arena (not reset here). false + ctx error.
+ * preds (may be NULL) receives one U8 label map per sample (ctx's arena). */
+bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
+                     const segc_eval_opts *o, const segc_dataset *ds, segc_evaluator *ev, uint8_t **preds);
+
 /* Evaluates the split: a sequential loader over ds (this rank's share), one
- * segc_eval_batch per batch, ctx's step arena reset per batch. conf must be
- * initialised by the caller (segc_dataset_num_classes, ignore index 255) and
- * is added to, so ranks can merge their accumulators afterwards. false +
+ * segc_eval_batch per batch, ctx's step arena reset per batch. ev is added
+ * to, so ranks and trials can merge their evaluators afterwards. false +
  * message (naming the failing sample) on error. */
 bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
-                       const segc_eval_opts *o, segc_confusion *conf, char *err, size_t errlen);
+                       const segc_eval_opts *o, segc_evaluator *ev, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

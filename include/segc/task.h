@@ -7,7 +7,7 @@
  *     2*I / (P + L) over the whole split and mDice (NaN-skipping mean over
  *     classes, ignoring class 0 when `dice_skip_background`);
  *   - per-volume Dice (medical data): pixels added with the same volume id
- *     (add_volume) are one volume; for every region (a set of label values:
+ *     (segc_evaluator_add's volume_ids) are one volume; for every region (a set of label values:
  *     BraTS whole tumour {1,2,3,4}, tumour core {1,3,4}, enhancing {4}) and
  *     every foreground label the Dice of that volume is computed, a volume
  *     where prediction and ground truth are both empty scoring 1, and the
@@ -15,7 +15,19 @@
  *     regions (over foreground labels when no region is defined).
  * merge adds another evaluator's state (ranks, trials); result names every
  * metric and the primary metric (spec.primary, e.g. "mIoU", "mDice",
- * "Dice_WT"). */
+ * "Dice_WT").
+ *
+ * Metric names (<class> is the class name, or its index without names):
+ *   always:           mIoU, mAcc, aAcc, mDice, IoU.<class>, Acc.<class>
+ *   without per_volume: Dice.<class> (split-wide, every class), mDice = their
+ *                     NaN-skipping mean (mmseg's mDice); primary default mIoU
+ *   with per_volume:  Dice_<region> and Dice.<class> for labels 1..K-1 (means
+ *                     over volumes), mDice = mean over regions (over labels
+ *                     1..K-1 without regions), and the split-wide Dice as
+ *                     pixel_Dice.<class> / pixel_mDice; primary default mDice
+ * Per-volume counts skip ignore_index pixels; predictions outside 0..K-1
+ * are in no region and no label. Volumes sum in id order, so any order of
+ * adds and merges gives bitwise the same result. */
 #ifndef SEGC_TASK_H
 #define SEGC_TASK_H
 #include <stdio.h>
@@ -41,27 +53,37 @@ typedef struct segc_eval_spec {
     int num_classes;
     int ignore_index;                   /* 255 */
     const char *const *class_names;     /* may be NULL */
-    char primary[32];                   /* primary metric, "" = the task's default (mIoU) */
-    bool per_volume;                    /* Dice per volume (add_volume ids) */
-    segc_region regions[SEGC_TASK_MAX_REGIONS];
+    char primary[32];                   /* primary metric, "" = mIoU (mDice with per_volume) */
+    bool per_volume;                    /* Dice per volume (volume ids of segc_evaluator_add) */
+    segc_region regions[SEGC_TASK_MAX_REGIONS];   /* labels < num_classes; need per_volume */
     int n_regions;
+    bool dice_skip_background;          /* split-wide mDice without class 0 (false: mmseg, every class) */
 } segc_eval_spec;
 
-/* BraTS (2015 labels, 4 = enhancing tumour): WT {1,2,3,4}, TC {1,3,4}, ET {4}. */
+/* BraTS (2015 labels, 4 = enhancing tumour): WT {1,2,3,4}, TC {1,3,4}, ET {4};
+ * also sets per_volume (regions are per-volume metrics). */
 void segc_eval_spec_brats_regions(segc_eval_spec *s);
 
 typedef struct segc_evaluator segc_evaluator;
 
+/* NULL + message on a bad spec (task other than segmentation, num_classes
+ * outside 1..255, a region label >= num_classes, regions without per_volume,
+ * unknown primary). The class names are copied. */
 segc_evaluator *segc_evaluator_new(const segc_eval_spec *s, char *err, size_t errlen);
 void segc_evaluator_free(segc_evaluator *e);
 void segc_evaluator_reset(segc_evaluator *e);
 /* One batch: pred and label [N, H, W] (U8/I32/I64), same shape. Pixels go to
  * the split-wide confusion; with per_volume, sample i's pixels go to volume
- * volume_ids[i] (volume_ids NULL: each sample is its own volume). false with
- * ctx's error on a shape/dtype mismatch. */
+ * volume_ids[i] (volume_ids NULL: each sample is its own volume, never
+ * combined with another, even by merge). Ids may come in any order and over
+ * many calls (a volume's slices one batch at a time). false with ctx's error
+ * ("evaluator_add: ...", naming both shapes) on a shape/dtype mismatch.
+ * Scratch comes from ctx's step arena. */
 bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pred, const segc_tensor *label,
                         const int64_t *volume_ids);
-/* dst += src (same spec); false + message otherwise. */
+/* dst += src (same spec); volumes with the same id are combined, so two
+ * ranks each adding part of a volume's slices give the one-evaluator result.
+ * false + message otherwise. */
 bool segc_evaluator_merge(segc_evaluator *dst, const segc_evaluator *src, char *err, size_t errlen);
 
 typedef struct segc_eval_result {
@@ -74,19 +96,28 @@ typedef struct segc_eval_result {
     int64_t n_volumes, n_images;
 } segc_eval_result;
 
+/* false + message when the names exceed SEGC_TASK_MAX_METRICS (per_volume
+ * with more than ~115 classes) or on OOM. A per-volume value is NaN only
+ * when no volume was added. */
 bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *err, size_t errlen);
 void segc_eval_result_free(segc_eval_result *r);
 /* NaN when the result has no metric of that name */
 double segc_eval_result_get(const segc_eval_result *r, const char *name);
 /* Whether the named metric is minimised (loss-like) rather than maximised. */
 bool segc_metric_lower_is_better(const char *name);
-/* Names the task's evaluator can report (for checking train.best_metric): "mIoU|mAcc|aAcc|mDice|Dice_<region>" */
+/* Whether the spec's evaluator reports that name (for checking
+ * train.best_metric): any name listed above, e.g. mIoU, Dice_WT, IoU.Road. */
 bool segc_eval_spec_knows(const segc_eval_spec *s, const char *metric);
 
-/* The per-class table (mmseg layout, with Dice) and summary lines. */
+/* The per-class table (mmseg layout: Class | IoU | Acc | Dice, the Dice
+ * split-wide), "aAcc: .. mIoU: .. mAcc: .. mDice: .." (split-wide; the
+ * last key reads pixel_mDice with per_volume), then with per_volume a
+ * Region | Dice table (regions, then labels) and "mDice: ..". */
 void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *const *class_names);
 /* One JSON object: {"mIoU":..,"mAcc":..,"aAcc":..,"mDice":..,"IoU":{..},"Acc":{..},"Dice":{..},
- * "Dice_WT":..,...}, percent with two decimals as mmseg, NaN as null. malloc'd. */
+ * "Dice_WT":..,..., ["pixel_mDice":..,"pixel_Dice":{..},"n_volumes":N,] "primary":"mIoU"},
+ * the mIoU/mAcc/aAcc/IoU/Acc of segc_metrics_json, Dice as the names above,
+ * percent with two decimals as mmseg, NaN as null. malloc'd. */
 char *segc_eval_result_json(const segc_eval_result *r, const char *const *class_names);
 
 #ifdef __cplusplus

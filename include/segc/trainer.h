@@ -5,7 +5,8 @@
  *   config.yaml      the resolved configuration
  *   metrics.jsonl    one JSON object per line: {"iter", "loss", "lr", "img_s",
  *                    "time_s", "rss_mb"} every train.log_interval iterations and
- *                    {"iter", "eval": {mIoU, mAcc, aAcc, IoU, Acc}} per evaluation
+ *                    {"iter", "eval": {mIoU, mAcc, aAcc, mDice, IoU, Acc, Dice, ...}}
+ *                    per evaluation (the task evaluator's JSON, task.h)
  *   report.html      self-contained report (curves, metrics, predictions)
  *   checkpoints/     see checkpoint.h (iter_N pairs, latest, best.safetensors)
  *
@@ -24,7 +25,9 @@
 #include "segc/config.h"
 #include "segc/infer.h"
 #include "segc/metrics.h"
-#include "segc/segformer.h"
+#include "segc/model.h"
+#include "segc/predict.h"
+#include "segc/task.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,26 +36,37 @@ extern "C" {
 /* ---- building blocks from a configuration ---- */
 /* Opens data.dataset at the resolved data.root (split NULL: train_split). */
 segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, char *err, size_t errlen);
-/* RandomResize, RandomCrop (cat_max_ratio), RandomFlip, PhotoMetricDistortion,
- * Normalize, Pad to the crop: mmseg's SegFormer training pipeline. */
+/* The training augmentation of data.pipeline: mmseg (RandomResize,
+ * RandomCrop (cat_max_ratio), RandomFlip, PhotoMetricDistortion, Normalize,
+ * Pad: mmseg's SegFormer pipeline) or nnunet (nnU-Net's 2-D pipeline on
+ * z-scored medical slices, patch = data.crop_size). */
 void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p);
-/* [Resize keep_ratio to data.test_scale (labels untouched)], Normalize. */
+/* [Resize keep_ratio to data.test_scale (labels untouched)], Normalize (mmseg);
+ * nothing for nnunet (slices are z-scored by the dataset). */
 void segc_config_eval_pipeline(const segc_config *c, segc_pipeline *p);
 void segc_config_infer_opts(const segc_config *c, segc_infer_opts *o);
 /* The model a configuration describes (num_classes: the dataset's when the
- * config leaves model.num_classes at 0). Zero-initialised parameters. */
-segc_segformer *segc_config_model(const segc_config *c, int num_classes, char *err, size_t errlen);
+ * config leaves model.num_classes at 0; input channels model.in_channels,
+ * else 3). Zero-initialised parameters; built through the model registry. */
+segc_model *segc_config_model(const segc_config *c, int num_classes, char *err, size_t errlen);
+/* The same with classes and input channels taken from the dataset. */
+segc_model *segc_config_model_for(const segc_config *c, const segc_dataset *ds, char *err, size_t errlen);
+/* Image channels of the dataset's samples (sample 0), 0 + message on failure. */
+int segc_dataset_channels(const segc_dataset *ds, char *err, size_t errlen);
 segc_dtype segc_config_dtype(const segc_config *c);
+/* The evaluator specification of a configuration for a model on a dataset
+ * (classes, ignore 255, primary metric = train.best_metric, per-volume and
+ * region Dice from test.*). class_names must hold 256 entries. */
+void segc_config_eval_spec(const segc_config *c, const segc_model *m, const segc_dataset *ds, const char **class_names,
+                           segc_eval_spec *s);
+/* The model type a checkpoint's stored configuration names ("" when it has
+ * none); false + message when the file cannot be read. */
+bool segc_checkpoint_model_type(const char *path, char *type, size_t n, char *err, size_t errlen);
+/* Loads checkpoint weights into m strictly, first refusing a checkpoint of
+ * another model family with a message naming both. */
+bool segc_model_load_checkpoint(segc_model *m, const char *path, char *err, size_t errlen);
 
 /* ---- evaluation ---- */
-/* A validation prediction kept for reports: U8 RGB image, ground truth and
- * prediction at the label's size (heap buffers; segc_eval_sample_free). */
-typedef struct segc_eval_sample {
-    segc_image img, gt, pred;
-    char name[128];
-} segc_eval_sample;
-void segc_eval_sample_free(segc_eval_sample *s);
-
 typedef struct segc_evaluate_opts {
     int64_t max_samples;          /* 0: the whole split */
     int keep;                     /* predictions to keep in samples[] */
@@ -63,9 +77,11 @@ typedef struct segc_evaluate_opts {
 } segc_evaluate_opts;
 
 /* Runs the model over ds with the configuration's test settings (mode,
- * flip, scales) and fills metrics (segc_metrics_free). */
-bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *ds, segc_evaluate_opts *o,
-                   segc_metrics *metrics, char *err, size_t errlen);
+ * flip, scales, Gaussian windows) through the one evaluation loop
+ * (segc_eval_dataset) and the task evaluator; fills result
+ * (segc_eval_result_free). */
+bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, segc_evaluate_opts *o,
+                   segc_eval_result *result, char *err, size_t errlen);
 
 /* ---- training ---- */
 typedef struct segc_train_opts {
@@ -92,6 +108,10 @@ typedef struct segc_report {
     const char *status;                /* one line, e.g. "iteration 400 / 4000" */
     const char *config_yaml;
     const segc_metrics *metrics;       /* latest evaluation (NULL: none yet) */
+    const char *primary;               /* metric plotted from metrics.jsonl (NULL: mIoU) */
+    int n_extra;                       /* further metrics shown beside mIoU (e.g. mDice, Dice_WT) */
+    const char *extra_names[8];
+    double extra_values[8];
     const char *const *class_names;
     const uint8_t *palette;            /* n_classes rgb triplets */
     int n_classes;
@@ -100,7 +120,7 @@ typedef struct segc_report {
 } segc_report;
 
 /* RUN_DIR/report.html from r and RUN_DIR/metrics.jsonl: inline SVG curves of
- * loss, lr and mIoU, the per-class table, and image | ground truth |
+ * loss, lr and the primary metric, the per-class table, and image | ground truth |
  * prediction rows as inline base64 PNGs. Self-contained, written atomically. */
 bool segc_report_write(const char *run_dir, const segc_report *r, char *err, size_t errlen);
 

@@ -54,42 +54,37 @@ int segc_cmd_eval(int argc, char **argv) {
     rc = 1;
     segc_config c;
     char err[1024];
-    segc_segformer *m = NULL;
+    segc_model *m = NULL;
     segc_dataset *ds = NULL;
     if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
     if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
     const char *split = *c.data.split ? c.data.split : c.data.val_split;
     ds = segc_config_open_dataset(&c, split, err, sizeof err);
     if (!ds) goto fail;
-    m = segc_config_model(&c, segc_dataset_num_classes(ds), err, sizeof err);
-    if (!m) goto fail;
-    char e2[900];
-    if (!segc_params_load(&m->params, ckpt, true, NULL, e2, sizeof e2)) {
-        snprintf(err, sizeof err, "checkpoint %s", e2);
-        goto fail;
-    }
+    m = segc_config_model_for(&c, ds, err, sizeof err);
+    if (!m || !segc_model_load_checkpoint(m, ckpt, err, sizeof err)) goto fail;
     if (!quiet)
         fprintf(stderr, "evaluating %s on %s/%s (%lld images, mode %s%s)\n", ckpt, c.data.dataset, split,
                 (long long)segc_dataset_len(ds), c.test.mode, c.test.flip ? ", flip" : "");
     segc_evaluate_opts eo = {0};
     eo.progress = quiet ? NULL : stderr;
-    segc_metrics met;
+    segc_eval_result met;
     if (!segc_evaluate(m, &c, ds, &eo, &met, err, sizeof err)) goto fail;
     const char *names[256];
-    int K = met.num_classes, nd = segc_dataset_num_classes(ds);
+    int K = m->num_classes, nd = segc_dataset_num_classes(ds);
     for (int k = 0; k < K && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(ds, k) : NULL;
     bool named = nd >= K;
-    segc_metrics_print(stdout, &met, named ? names : NULL);
-    char *js = segc_metrics_json(&met, named ? names : NULL);
+    segc_eval_result_print(stdout, &met, named ? names : NULL);
+    char *js = segc_eval_result_json(&met, named ? names : NULL);
     printf("%s\n", js ? js : "{}");
     free(js);
-    segc_metrics_free(&met);
+    segc_eval_result_free(&met);
     rc = 0;
     goto out;
 fail:
     fprintf(stderr, "segc eval: %s\n", err);
 out:
-    segc_segformer_free(m);
+    segc_model_free(m);
     segc_dataset_close(ds);
 done:
     free(ov);

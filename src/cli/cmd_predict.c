@@ -52,7 +52,7 @@ int segc_cmd_predict(int argc, char **argv) {
     rc = 1;
     segc_config c;
     char err[1024];
-    segc_segformer *m = NULL;
+    segc_model *m = NULL;
     segc_dataset *ds = NULL;
     segc_ctx *ctx = NULL, *work = NULL;
     if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
@@ -63,12 +63,10 @@ int segc_cmd_predict(int argc, char **argv) {
     ds = segc_config_open_dataset(&c, *c.data.val_split ? c.data.val_split : NULL, e2, sizeof e2);
     if (!K && ds) K = segc_dataset_num_classes(ds);
     if (K < 1) { snprintf(err, sizeof err, "%s: cannot tell the number of classes (set model.num_classes)", ckpt); goto fail; }
-    m = segc_config_model(&c, K, err, sizeof err);
-    if (!m) goto fail;
-    if (!segc_params_load(&m->params, ckpt, true, NULL, e2, sizeof e2)) {
-        snprintf(err, sizeof err, "checkpoint %s", e2);
-        goto fail;
-    }
+    int ch = c.model.in_channels ? c.model.in_channels : ds ? segc_dataset_channels(ds, e2, sizeof e2) : 3;
+    segc_model_spec spec = segc_config_model_spec(&c, K, ch ? ch : 3);
+    m = segc_model_new(&spec, err, sizeof err);
+    if (!m || !segc_model_load_checkpoint(m, ckpt, err, sizeof err)) goto fail;
     uint8_t palette[256 * 3];
     segc_predict_default_palette(palette, K);
     if (ds)
@@ -86,7 +84,8 @@ int segc_cmd_predict(int argc, char **argv) {
     ctx = segc_ctx_new(0);
     work = segc_ctx_new(0);
     int written = 0;
-    if (!segc_predict_paths(ctx, work, segc_segformer_forward_fn, m, (const char *const *)inputs, n_in, out, &po,
+    po.channels = m->in_channels == 1 ? 1 : 3;
+    if (!segc_predict_paths(ctx, work, segc_model_logits_fn, m, (const char *const *)inputs, n_in, out, &po,
                             &written, err, sizeof err))
         goto fail;
     fprintf(stderr, "wrote %d prediction%s to %s\n", written, written == 1 ? "" : "s", out);
@@ -97,7 +96,7 @@ fail:
 cleanup:
     segc_ctx_free(ctx);
     segc_ctx_free(work);
-    segc_segformer_free(m);
+    segc_model_free(m);
     segc_dataset_close(ds);
 done:
     free(ov);

@@ -26,6 +26,17 @@ static void train_usage(FILE *f) {
 
 static void list_keys(void) {
     for (int i = 0; i < segc_config_n_keys(); i++) printf("  %-38s %s\n", segc_config_key(i), segc_config_key_help(i));
+    /* each family's own keys, valid when model.type names it */
+    for (int f = 0; f < segc_model_n_families(); f++) {
+        const segc_model_family *fam = segc_model_family_at(f);
+        printf("model.type: %s\n", fam->type);
+        if (fam->variants) printf("  %-38s %s (default %s)\n", "model.variant", fam->variants, fam->default_variant);
+        for (int k = 0; k < fam->n_keys; k++) {
+            char key[96];
+            snprintf(key, sizeof key, "model.%s", fam->keys[k].name);
+            printf("  %-38s %s (default %s)\n", key, fam->keys[k].help, fam->keys[k].dflt);
+        }
+    }
 }
 
 /* Shared by train/eval/predict: defaults, file, overrides, finish. */

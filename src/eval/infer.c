@@ -9,7 +9,6 @@
 #include "segc/augment.h"
 #include "segc/infer.h"
 #include "segc/ops.h"
-#include "segc/segformer.h"
 
 void segc_infer_opts_default(segc_infer_opts *o) {
     memset(o, 0, sizeof *o);
@@ -92,9 +91,6 @@ segc_tensor *segc_infer_image_tensor(segc_ctx *ctx, const segc_image *img, const
     return t;
 }
 
-segc_tensor *segc_segformer_forward_fn(segc_ctx *ctx, void *segformer, segc_tensor *images) {
-    return segc_segformer_forward(ctx, (segc_segformer *)segformer, images);
-}
 
 /* ------------------------------------------------------------------------
  * Kernels. A "block" is up to PIX_BLOCK pixels of K channels, channel c of

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "segc/image_io.h"
 #include "segc/ops.h"
@@ -311,6 +312,55 @@ bool segc_predict_paths(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
 
 /* ---- evaluation ---- */
 
+void segc_eval_sample_free(segc_eval_sample *s) {
+    segc_image_free(&s->img);
+    segc_image_free(&s->gt);
+    segc_image_free(&s->pred);
+}
+
+/* keeps image, ground truth and prediction of one evaluated sample (a
+ * sample that cannot be shown is simply left out) */
+static void keep_sample(const segc_dataset *ds, int64_t index, const uint8_t *gt, const uint8_t *pred, int h, int w,
+                        segc_eval_sample *s) {
+    memset(s, 0, sizeof *s);
+    segc_sample smp;
+    memset(&smp, 0, sizeof smp);
+    char e[256];
+    if (!segc_dataset_load(ds, index, &smp, e, sizeof e)) return;
+    bool ok = smp.img.h == h && smp.img.w == w && (smp.img.dtype == SEGC_U8 || smp.img.dtype == SEGC_F32);
+    if (ok) ok = segc_image_alloc(&s->img, h, w, 3, SEGC_U8);
+    if (ok) {   /* channel 0 (gray) or RGB; float images (medical) are min-max scaled for display */
+        uint8_t *d = s->img.data;
+        int64_t n = (int64_t)h * w;
+        int C = smp.img.c;
+        if (smp.img.dtype == SEGC_U8) {
+            const uint8_t *src = smp.img.data;
+            for (int64_t i = 0; i < n; i++)
+                for (int k = 0; k < 3; k++) d[3 * i + k] = src[i * C + (C == 3 ? k : 0)];
+        } else {
+            const float *src = smp.img.data;
+            float lo = 0, hi = 0;
+            for (int64_t i = 0; i < n; i++) {
+                float v = src[i * C];
+                if (i == 0 || v < lo) lo = v;
+                if (i == 0 || v > hi) hi = v;
+            }
+            float sc = hi > lo ? 255.f / (hi - lo) : 0.f;
+            for (int64_t i = 0; i < n; i++)
+                for (int k = 0; k < 3; k++) d[3 * i + k] = (uint8_t)((src[i * C] - lo) * sc + 0.5f);
+        }
+    }
+    ok = ok && segc_image_alloc(&s->gt, h, w, 1, SEGC_U8) && segc_image_alloc(&s->pred, h, w, 1, SEGC_U8);
+    if (ok) {
+        memcpy(s->gt.data, gt, (size_t)h * w);
+        memcpy(s->pred.data, pred, (size_t)h * w);
+    }
+    const char *path = segc_dataset_image_path(ds, index), *base = path ? strrchr(path, '/') : NULL;
+    snprintf(s->name, sizeof s->name, "%s", base ? base + 1 : path ? path : "?");
+    segc_sample_free(&smp);
+    if (!ok) segc_eval_sample_free(s);
+}
+
 /* [h, w] top-left region of a (full_h x full_w) map of element size es, into ctx */
 static void *crop_map(segc_ctx *ctx, const void *src, int full_h, int full_w, int h, int w, size_t es) {
     if (h == full_h && w == full_w) return (void *)src;
@@ -320,8 +370,22 @@ static void *crop_map(segc_ctx *ctx, const void *src, int full_h, int full_w, in
     return d;
 }
 
+/* labels of x: the model's probabilities and postprocess when it has one, else argmax / threshold */
+static segc_tensor *predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                                   segc_tensor *x, int lh, int lw, const segc_eval_opts *o) {
+    const segc_model *m = o->model;
+    if (!m || (!m->family->postprocess && m->probs == SEGC_PROBS_SOFTMAX))
+        return segc_infer(ctx, work, forward, model, x, lh, lw, &o->infer, NULL);
+    segc_infer_opts io = o->infer;
+    io.probs = m->probs;
+    segc_tensor *probs = NULL;
+    if (!segc_infer(ctx, work, forward, model, x, lh, lw, &io, &probs) || !probs) return NULL;
+    return segc_model_postprocess(ctx, m, probs);
+}
+
 static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
-                       int first, int count, const segc_infer_opts *o, segc_dtype dtype, segc_confusion *conf) {
+                       int first, int count, const segc_eval_opts *o, const segc_dataset *ds, segc_evaluator *ev,
+                       uint8_t **preds) {
     const int ih = b->img_h[first], iw = b->img_w[first], lh = b->label_hs[first], lw = b->label_ws[first];
     const size_t plane = (size_t)b->h * b->w, les = segc_dtype_size(b->label_dtype);
     float *f = b->images + (size_t)first * b->c * plane;
@@ -332,8 +396,8 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
                 memcpy(g + ((size_t)p * ih + y) * iw, f + (size_t)p * plane + (size_t)y * b->w, (size_t)iw * 4);
         f = g;
     }
-    segc_tensor *x = image_from_f32(ctx, f, count, b->c, ih, iw, dtype);
-    segc_tensor *pred = segc_infer(ctx, work, forward, model, x, lh, lw, o, NULL);
+    segc_tensor *x = image_from_f32(ctx, f, count, b->c, ih, iw, o->dtype);
+    segc_tensor *pred = predict_labels(ctx, work, forward, model, x, lh, lw, o);
     if (!pred) return false;
     int64_t lshape[3] = {count, lh, lw};
     void *lab = (unsigned char *)b->labels + (size_t)first * b->label_h * b->label_w * les;
@@ -347,18 +411,25 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         lab = d;
     }
     segc_tensor *lt = segc_tensor_wrap(ctx, b->label_dtype, 3, lshape, lab);
-    return segc_confusion_add(ctx, conf, pred, lt);
+    int64_t *vol = segc_arena_alloc(&ctx->arena, (size_t)count * sizeof *vol);
+    for (int i = 0; i < count; i++) {
+        int slice = 0;
+        vol[i] = b->index[first + i];
+        if (ds) segc_dataset_sample_volume(ds, b->index[first + i], &vol[i], &slice);
+        if (preds) preds[first + i] = (uint8_t *)pred->data + (size_t)i * lh * lw;
+    }
+    return segc_evaluator_add(ev, ctx, pred, lt, vol);
 }
 
 bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
-                     const segc_infer_opts *o, segc_dtype dtype, segc_confusion *conf) {
-    if (!b || !forward || !conf) return false;
+                     const segc_eval_opts *o, const segc_dataset *ds, segc_evaluator *ev, uint8_t **preds) {
+    if (!b || !forward || !ev) return false;
     if (!b->labels || b->label_h < 1 || b->label_w < 1) {
         segc_set_error(ctx, "eval: batch of %d samples has no label maps", b->n);
         return false;
     }
-    if (dtype != SEGC_F32 && dtype != SEGC_BF16) {
-        segc_set_error(ctx, "eval: dtype must be f32 or bf16, found %s", segc_dtype_name(dtype));
+    if (o->dtype != SEGC_F32 && o->dtype != SEGC_BF16) {
+        segc_set_error(ctx, "eval: dtype must be f32 or bf16, found %s", segc_dtype_name(o->dtype));
         return false;
     }
     for (int i = 0; i < b->n;) {   /* runs of samples sharing image and label sizes go through together */
@@ -366,7 +437,7 @@ bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, voi
         while (j < b->n && b->img_h[j] == b->img_h[i] && b->img_w[j] == b->img_w[i] &&
                b->label_hs[j] == b->label_hs[i] && b->label_ws[j] == b->label_ws[i])
             j++;
-        if (!eval_group(ctx, work, forward, model, b, i, j - i, o, dtype, conf)) return false;
+        if (!eval_group(ctx, work, forward, model, b, i, j - i, o, ds, ev, preds)) return false;
         i = j;
     }
     return true;
@@ -383,7 +454,8 @@ void segc_eval_opts_default(segc_eval_opts *o) {
 }
 
 bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
-                       const segc_eval_opts *o, segc_confusion *conf, char *err, size_t errlen) {
+                       const segc_eval_opts *o, segc_evaluator *ev, char *err, size_t errlen) {
+    if (o->n_kept) *o->n_kept = 0;
     if (!segc_infer_opts_validate(&o->infer, err, errlen)) return false;
     segc_pipeline normalize_only = {.n = 1, .t = {segc_aug_default(SEGC_AUG_NORMALIZE)}};
     const segc_pipeline *p = o->pipeline ? o->pipeline : &normalize_only;
@@ -400,28 +472,49 @@ bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
     lo.quiet = o->quiet;
     segc_loader *l = segc_loader_new(segc_dataset_source(ds), p, &lo, err, errlen);
     if (!l) return false;
-    const int64_t total = segc_loader_samples_per_epoch(l);
+    int64_t total = segc_loader_samples_per_epoch(l);
+    if (o->max_samples > 0 && o->max_samples < total) total = o->max_samples;
     int64_t done = 0, next_report = 0;
+    FILE *pf = o->quiet ? NULL : o->progress ? o->progress : stderr;
+    bool tty = pf && isatty(fileno(pf));
+    int kept = 0;
     double t0 = segc_now_s();
     bool ok = true;
-    while (ok && (o->max_samples <= 0 || done < o->max_samples)) {
+    uint8_t *preds[1024];
+    while (ok && done < total) {
         const segc_batch *b = segc_loader_next(l, err, errlen);
         if (!b) {
             ok = err[0] == 0;   /* "" marks the end of the pass */
             break;
         }
         segc_ctx_step_begin(ctx);
-        if (!segc_eval_batch(ctx, work, forward, model, b, &o->infer, o->dtype, conf)) {
+        segc_clear_error(ctx);
+        bool keep = o->samples && kept < o->keep && b->n <= 1024;
+        if (!segc_eval_batch(ctx, work, forward, model, b, o, ds, ev, keep ? preds : NULL)) {
             const char *name = segc_dataset_image_path(ds, b->index[0]);
             ok = take_ctx_error(ctx, name ? name : "eval", err, errlen);
             break;
         }
+        for (int i = 0; keep && i < b->n && kept < o->keep; i++) {
+            const size_t les = segc_dtype_size(b->label_dtype);
+            if (les != 1 || b->label_hs[i] != b->label_h || b->label_ws[i] != b->label_w) continue;
+            keep_sample(ds, b->index[i], (const uint8_t *)b->labels + (size_t)i * b->label_h * b->label_w, preds[i],
+                        b->label_hs[i], b->label_ws[i], &o->samples[kept]);
+            if (o->samples[kept].img.data) kept++;
+        }
         done += b->n;
-        if (!o->quiet && (done >= next_report || done == total)) {
-            fprintf(stderr, "eval: [%lld/%lld] %.1f s\n", (long long)done, (long long)total, segc_now_s() - t0);
+        if (pf && (tty || done >= next_report || done == total)) {
+            double el = segc_now_s() - t0;
+            fprintf(pf, "%seval %lld/%lld  %.1f img/s%s", tty ? "\r" : "", (long long)done, (long long)total,
+                    (double)done / (el > 0 ? el : 1), tty && done < total ? "" : "\n");
+            fflush(pf);
             next_report = done + (total > 20 ? total / 10 : 1);
         }
     }
     segc_loader_free(l);
+    if (ok && done == 0) ok = segc_errorf(err, errlen, "eval: the split has no samples");
+    if (!ok)
+        for (int i = 0; i < kept; i++) segc_eval_sample_free(&o->samples[i]);
+    if (o->n_kept) *o->n_kept = ok ? kept : 0;
     return ok;
 }

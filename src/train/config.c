@@ -15,7 +15,6 @@
 #include <yaml.h>
 
 #include "segc/safetensors.h"
-#include "segc/segformer.h"
 
 /* ---- schema ---- */
 typedef enum { K_INT, K_I64, K_DBL, K_BOOL, K_STR, K_INTS, K_DBLS, K_MULT, K_CUSTOM } kind_t;
@@ -46,17 +45,12 @@ typedef struct field {
 
 static const field schema[] = {
     FS("name", name, NULL, "run name (default: the config file's stem)"),
-    FS("model.type", model.type, "segformer", "model family"),
-    FS("model.variant", model.variant, "b0|b1|b2|b3|b4|b5", "SegFormer size (MiT-B0..B5)"),
+    FS("model.type", model.type, NULL, "model family (segc models); its own keys follow under model.*"),
+    FS("model.variant", model.variant, NULL, "the family's variant (e.g. SegFormer b0..b5; empty: its default)"),
     FI("model.num_classes", model.num_classes, "classes (0: the dataset's)"),
-    FIS("model.hidden", model.hidden, 4, "stage widths (all 0: the variant's)"),
-    FIS("model.depths", model.depths, 4, "blocks per stage (all 0: the variant's)"),
-    FIS("model.heads", model.heads, 4, "attention heads per stage (all 0: the variant's)"),
-    FI("model.decoder_hidden", model.decoder_hidden, "decode head width (0: the variant's)"),
-    FD("model.drop_path_rate", model.drop_path_rate, "stochastic depth, rising linearly over blocks"),
-    FD("model.classifier_dropout", model.classifier_dropout, "dropout before the classifier"),
+    FI("model.in_channels", model.in_channels, "input channels (0: the dataset's)"),
     FS("model.pretrained", model.pretrained, NULL, "safetensors loaded non-strictly before training"),
-    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder", "dataset layout"),
+    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder|brats|msd", "dataset layout"),
     FS("data.root", data.root, NULL, "dataset root (relative: $SEGC_DATA/<last component> is tried first)"),
     FS("data.train_split", data.train_split, NULL, "training split"),
     FS("data.val_split", data.val_split, NULL, "validation split (periodic evaluation)"),
@@ -73,11 +67,18 @@ static const field schema[] = {
     FDS("data.mean", data.mean, 3, "normalisation mean (RGB, 0..255)"),
     FDS("data.std", data.std, 3, "normalisation std (RGB, 0..255)"),
     FIS("data.test_scale", data.test_scale, 2, "evaluation keep-ratio resize (w, h); 0 0: none"),
+    FS("data.pipeline", data.pipeline, "mmseg|nnunet", "training augmentation (nnunet: medical 2-D, crop_size = patch)"),
+    FD("data.fg_prob", data.fg_prob, "nnunet: probability of a foreground-centred crop"),
+    FI("data.fold", data.fold, "k-fold: the validation fold (0..num_folds-1)"),
+    FI("data.num_folds", data.num_folds, "k-fold splits of the training cases (0: off)"),
     FS("test.mode", test.mode, "whole|slide", "inference mode"),
     FIS("test.crop_size", test.crop_size, 2, "slide window (h, w)"),
     FIS("test.stride", test.stride, 2, "slide stride (h, w)"),
     FB("test.flip", test.flip, "horizontal-flip test-time augmentation"),
     FDV("test.scales", test.scales, SEGC_CFG_MAX_SCALES, test.n_scales, "multi-scale ratios"),
+    FB("test.gaussian", test.gaussian, "slide: Gaussian-weighted window overlap (nnU-Net)"),
+    FB("test.per_volume", test.per_volume, "medical: Dice per volume (slices reassembled)"),
+    FS("test.regions", test.regions, "none|brats|msd_brats", "region Dice: brats (BraTS-2015 labels, 4 = enhancing) or msd_brats (MSD Task01, 3 = enhancing)"),
     FS("optimizer.type", optimizer.type, "adamw|sgd", "optimizer"),
     FD("optimizer.lr", optimizer.lr, "base learning rate"),
     FD("optimizer.weight_decay", optimizer.weight_decay, "weight decay (decoupled for AdamW)"),
@@ -106,6 +107,7 @@ static const field schema[] = {
     FL("train.seed", train.seed, "seed of init, sampling, augmentation and dropout"),
     FI("train.threads", train.threads, "compute threads (0: OpenMP's default)"),
     FS("train.dtype", train.dtype, "f32|bf16", "compute dtype (bf16: f32 master weights)"),
+    FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ...; empty: the task's)"),
     FS("train.work_dir", train.work_dir, NULL, "run directory (empty: runs/NAME)"),
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),
@@ -122,8 +124,6 @@ void segc_config_defaults(segc_config *c) {
     strcpy(c->name, "run");
     strcpy(c->model.type, "segformer");
     strcpy(c->model.variant, "b0");
-    c->model.drop_path_rate = 0.1;
-    c->model.classifier_dropout = 0.1;
     strcpy(c->data.dataset, "camvid");
     strcpy(c->data.root, "../shared/data/camvid");
     strcpy(c->data.train_split, "train");
@@ -137,6 +137,9 @@ void segc_config_defaults(segc_config *c) {
     c->data.cat_max_ratio = 0.75;
     c->data.flip_prob = 0.5;
     c->data.photometric = true;
+    strcpy(c->data.pipeline, "mmseg");
+    c->data.fg_prob = 0.4;
+    strcpy(c->test.regions, "none");
     const double mean[3] = {123.675, 116.28, 103.53}, std[3] = {58.395, 57.12, 57.375};
     memcpy(c->data.mean, mean, sizeof mean);
     memcpy(c->data.std, std, sizeof std);
@@ -523,8 +526,55 @@ static bool unknown_key(apply_ctx *a, const char *path, const yaml_node_t *node)
     return segc_errorf(a->err, a->errlen, "%sunknown config key '%s' (see `segc train --keys`)", w, path);
 }
 
+/* model.KEY that is not a generic model key: the family's own (checked at finish) */
+static bool is_model_opt(const char *path) {
+    return !strncmp(path, "model.", 6) && path[6] && !strchr(path + 6, '.') && !find_field(path);
+}
+
+/* stores the value's YAML text: a scalar as given, a list of scalars as "[a, b]" */
+static bool apply_model_opt(apply_ctx *a, segc_config *c, const char *key, const yaml_node_t *node) {
+    char text[SEGC_MODEL_OPT_VALUE], w[300];
+    size_t used = 0;
+    if (node->type == YAML_SCALAR_NODE) {
+        used = (size_t)snprintf(text, sizeof text, "%s", (const char *)node->data.scalar.value);
+    } else if (node->type == YAML_SEQUENCE_NODE) {
+        used = (size_t)snprintf(text, sizeof text, "[");
+        for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
+            yaml_node_t *item = yaml_document_get_node(a->doc, *it);
+            if (!item || item->type != YAML_SCALAR_NODE) return type_error(a, node, key - 6, "a list of scalars");
+            if (used < sizeof text)
+                used += (size_t)snprintf(text + used, sizeof text - used, "%s%s",
+                                         it > node->data.sequence.items.start ? ", " : "", (const char *)item->data.scalar.value);
+        }
+        if (used < sizeof text) used += (size_t)snprintf(text + used, sizeof text - used, "]");
+    } else {
+        return type_error(a, node, key - 6, "a value or a list");
+    }
+    if (used >= sizeof text) {
+        where(a, node, w, sizeof w);
+        return segc_errorf(a->err, a->errlen, "%smodel.%s: value longer than %d characters", w, key, SEGC_MODEL_OPT_VALUE - 1);
+    }
+    if (strlen(key) >= SEGC_MODEL_OPT_KEY) {
+        where(a, node, w, sizeof w);
+        return segc_errorf(a->err, a->errlen, "%sunknown config key 'model.%.60s'", w, key);
+    }
+    int i = 0;
+    while (i < c->model.n_opts && strcmp(c->model.opts[i].key, key) != 0) i++;
+    if (i == c->model.n_opts) {
+        if (i == SEGC_MODEL_MAX_OPTS) {
+            where(a, node, w, sizeof w);
+            return segc_errorf(a->err, a->errlen, "%smodel: more than %d family keys", w, SEGC_MODEL_MAX_OPTS);
+        }
+        c->model.n_opts++;
+        snprintf(c->model.opts[i].key, sizeof c->model.opts[i].key, "%s", key);
+    }
+    snprintf(c->model.opts[i].value, sizeof c->model.opts[i].value, "%s", text);
+    return true;
+}
+
 static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yaml_node_t *node) {
     size_t cl = sizeof custom_path - 1;
+    if (is_model_opt(path)) return apply_model_opt(a, c, path + 6, node);
     if (is_custom(path))
         return apply_custom(a, c, path[cl] ? path + cl + 1 : "", node);
     const field *f = *path ? find_field(path) : NULL;
@@ -541,7 +591,7 @@ static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yam
             char sub[512];
             int len = snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", (const char *)kn->data.scalar.value);
             if (len < 0 || (size_t)len >= sizeof sub) return segc_errorf(a->err, a->errlen, "%s: key too long", a->origin);
-            if (!is_custom(sub) && !find_field(sub) && !is_section(sub)) return unknown_key(a, sub, kn);
+            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub)) return unknown_key(a, sub, kn);
             if (!apply_node(a, c, sub, vn)) return false;
         }
         return true;
@@ -723,6 +773,44 @@ static void emit_value(sbuf *b, const field *f, const segc_config *c) {
     }
 }
 
+/* The family's keys, each with its given value or default (unknown family: the given ones). */
+static int model_opt_names(const segc_config *c, const char **names, int max) {
+    const segc_model_family *f = segc_model_family_find(c->model.type);
+    int n = 0;
+    for (int i = 0; f && i < f->n_keys && n < max; i++) names[n++] = f->keys[i].name;
+    for (int i = 0; i < c->model.n_opts && n < max; i++) {
+        bool seen = false;
+        for (int j = 0; j < n && !seen; j++) seen = !strcmp(names[j], c->model.opts[i].key);
+        if (!seen) names[n++] = c->model.opts[i].key;
+    }
+    return n;
+}
+
+static const char *model_opt_text(const segc_config *c, const char *name) {
+    segc_model_spec s = segc_config_model_spec(c, 1, 1);
+    const char *t = segc_spec_text(&s, name);
+    return t ? t : "";
+}
+
+static void emit_model_opts(sbuf *b, const segc_config *c) {
+    const char *names[2 * SEGC_MODEL_MAX_OPTS + 64];
+    int n = model_opt_names(c, names, (int)(sizeof names / sizeof *names));
+    for (int i = 0; i < n; i++) {
+        const char *t = model_opt_text(c, names[i]);
+        sb_printf(b, "  %s: ", names[i]);
+        if (t[0] == '[') sb_printf(b, "%s", t);
+        else if (!*t) sb_printf(b, "\"\"");
+        else sb_printf(b, "%s", t);
+        sb_printf(b, "\n");
+    }
+}
+
+segc_model_spec segc_config_model_spec(const segc_config *c, int num_classes, int in_channels) {
+    segc_model_spec s = {c->model.type, c->model.variant, c->model.num_classes ? c->model.num_classes : num_classes,
+                         c->model.in_channels ? c->model.in_channels : in_channels, c->model.opts, c->model.n_opts};
+    return s;
+}
+
 char *segc_config_to_yaml(const segc_config *c) {
     sbuf b = {0};
     sb_printf(&b, "# segc resolved configuration\n");
@@ -743,6 +831,8 @@ char *segc_config_to_yaml(const segc_config *c) {
         emit_value(&b, &schema[i], c);
         sb_printf(&b, "\n");
         prev = k;
+        if (!strncmp(k, "model.", 6) && (i + 1 == N_FIELDS || strncmp(schema[i + 1].key, "model.", 6) != 0))
+            emit_model_opts(&b, c);
     }
     return b.p;
 }
@@ -774,6 +864,20 @@ int segc_config_diff(const segc_config *a, const segc_config *b, char *buf, size
         }
         free(va.p);
         free(vb.p);
+    }
+    const char *names[2 * SEGC_MODEL_MAX_OPTS + 64];
+    int nn = model_opt_names(a, names, (int)(sizeof names / sizeof *names));
+    nn += model_opt_names(b, names + nn, (int)(sizeof names / sizeof *names) - nn);
+    for (int i = 0; i < nn; i++) {
+        bool dup = false;
+        for (int j = 0; j < i && !dup; j++) dup = !strcmp(names[i], names[j]);
+        const char *ta = model_opt_text(a, names[i]), *tb = model_opt_text(b, names[i]);
+        if (dup || !strcmp(ta, tb)) continue;
+        if (used < n) {
+            int k = snprintf(buf + used, n - used, "%smodel.%s: %s -> %s", nd ? "; " : "", names[i], ta, tb);
+            if (k > 0) used += (size_t)k;
+        }
+        nd++;
     }
     return nd;
 }

@@ -8,7 +8,6 @@
 #include <sys/stat.h>
 
 #include "segc/config.h"
-#include "segc/segformer.h"
 
 /* ---- validation ---- */
 static bool all_zero(const int *v, int n) {
@@ -17,26 +16,34 @@ static bool all_zero(const int *v, int n) {
     return true;
 }
 
+static bool known_metric(const char *m) {
+    static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(m, names[i])) return true;
+    return !strncmp(m, "IoU.", 4) || !strncmp(m, "Dice.", 5) || !strncmp(m, "Acc.", 4);
+}
+
 bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
-    segc_segformer_config sc;
-    if (!segc_segformer_preset(&sc, c->model.variant, 1))
-        return segc_errorf(err, errlen, "model.variant: expected b0..b5, found '%s'", c->model.variant);
     if (c->model.num_classes < 0 || c->model.num_classes > 255)
         return segc_errorf(err, errlen, "model.num_classes: expected 0 (dataset's) .. 255, found %d", c->model.num_classes);
-    const struct { const char *k; const int *v; int lo; } arrays[] = {
-        {"model.hidden", c->model.hidden, 1}, {"model.depths", c->model.depths, 0}, {"model.heads", c->model.heads, 1}};
-    for (int i = 0; i < 3; i++) {
-        if (all_zero(arrays[i].v, 4)) continue;
-        for (int s = 0; s < 4; s++)
-            if (arrays[i].v[s] < arrays[i].lo)
-                return segc_errorf(err, errlen, "%s: expected all 0 (the variant's) or every entry >= %d, found %d at stage %d",
-                                   arrays[i].k, arrays[i].lo, arrays[i].v[s], s);
-    }
-    if (c->model.decoder_hidden < 0) return segc_errorf(err, errlen, "model.decoder_hidden: expected >= 0, found %d", c->model.decoder_hidden);
-    if (!(c->model.drop_path_rate >= 0 && c->model.drop_path_rate < 1) ||
-        !(c->model.classifier_dropout >= 0 && c->model.classifier_dropout < 1))
-        return segc_errorf(err, errlen, "model.drop_path_rate / classifier_dropout: expected [0, 1), found %g / %g",
-                    c->model.drop_path_rate, c->model.classifier_dropout);
+    if (c->model.in_channels < 0 || c->model.in_channels > 64)
+        return segc_errorf(err, errlen, "model.in_channels: expected 0 (dataset's) .. 64, found %d", c->model.in_channels);
+    /* the family checks its own keys (placeholders for what the dataset decides later) */
+    segc_model_spec spec = segc_config_model_spec(c, 1, 1);
+    if (!segc_model_spec_validate(&spec, err, errlen)) return false;
+    if (*c->train.best_metric && !known_metric(c->train.best_metric))
+        return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class> or "
+                           "Dice.<class>, found '%s'", c->train.best_metric);
+    if (!strncmp(c->train.best_metric, "Dice_", 5) && !strcmp(c->test.regions, "none"))
+        return segc_errorf(err, errlen, "train.best_metric: %s needs test.regions=brats (found '%s')", c->train.best_metric,
+                           c->test.regions);
+    if (c->data.num_folds < 0 || c->data.num_folds == 1 || c->data.num_folds > 100)
+        return segc_errorf(err, errlen, "data.num_folds: expected 0 (off) or 2..100, found %d", c->data.num_folds);
+    if (c->data.num_folds && (c->data.fold < 0 || c->data.fold >= c->data.num_folds))
+        return segc_errorf(err, errlen, "data.fold: expected 0..%d (data.num_folds = %d), found %d", c->data.num_folds - 1,
+                           c->data.num_folds, c->data.fold);
+    if (!(c->data.fg_prob >= 0 && c->data.fg_prob <= 1))
+        return segc_errorf(err, errlen, "data.fg_prob: expected [0, 1], found %g", c->data.fg_prob);
     if (!*c->data.root) return segc_errorf(err, errlen, "data.root: expected a dataset directory, found an empty string");
     if (c->data.batch_size < 1 || c->data.num_workers < 0)
         return segc_errorf(err, errlen, "data.batch_size >= 1 and data.num_workers >= 0 expected, found %d and %d",

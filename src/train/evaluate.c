@@ -88,132 +88,126 @@ void segc_config_infer_opts(const segc_config *c, segc_infer_opts *o) {
 
 segc_dtype segc_config_dtype(const segc_config *c) { return strcmp(c->train.dtype, "bf16") ? SEGC_F32 : SEGC_BF16; }
 
-segc_segformer *segc_config_model(const segc_config *c, int num_classes, char *err, size_t errlen) {
-    segc_segformer_config mc;
-    int k = c->model.num_classes ? c->model.num_classes : num_classes;
-    if (!segc_segformer_preset(&mc, c->model.variant, k)) {
-        segc_errorf(err, errlen, "model.variant: unknown SegFormer variant '%s' (b0..b5)", c->model.variant);
-        return NULL;
-    }
-    for (int s = 0; s < 4; s++) {
-        if (c->model.hidden[0]) mc.hidden[s] = c->model.hidden[s];
-        if (c->model.depths[0] || c->model.depths[1] || c->model.depths[2] || c->model.depths[3])
-            mc.depths[s] = c->model.depths[s];
-        if (c->model.heads[0]) mc.heads[s] = c->model.heads[s];
-    }
-    if (c->model.decoder_hidden) mc.decoder_hidden = c->model.decoder_hidden;
-    mc.drop_path_rate = (float)c->model.drop_path_rate;
-    mc.classifier_dropout = (float)c->model.classifier_dropout;
-    return segc_segformer_new(&mc, err, errlen);
+static segc_model *model_of(const segc_config *c, int num_classes, int in_channels, char *err, size_t errlen) {
+    segc_model_spec s = segc_config_model_spec(c, num_classes, in_channels);
+    return segc_model_new(&s, err, errlen);
 }
 
-void segc_eval_sample_free(segc_eval_sample *s) {
-    segc_image_free(&s->img);
-    segc_image_free(&s->gt);
-    segc_image_free(&s->pred);
+segc_model *segc_config_model(const segc_config *c, int num_classes, char *err, size_t errlen) {
+    return model_of(c, num_classes, 3, err, errlen);
 }
 
-/* keeps image, ground truth and prediction of one evaluated sample */
-static bool keep_sample(const segc_dataset *ds, int64_t index, const uint8_t *gt, const uint8_t *pred, int h, int w,
-                        segc_eval_sample *s, char *err, size_t errlen) {
-    memset(s, 0, sizeof *s);
+int segc_dataset_channels(const segc_dataset *ds, char *err, size_t errlen) {
+    if (segc_dataset_len(ds) < 1) return segc_errorf(err, errlen, "the dataset has no samples"), 0;
     segc_sample smp;
     memset(&smp, 0, sizeof smp);
-    if (!segc_dataset_load(ds, index, &smp, err, errlen)) return false;
-    bool ok = smp.img.dtype == SEGC_U8 && smp.img.h == h && smp.img.w == w;
-    if (ok) {
-        s->img = smp.img;
-        smp.img.data = NULL;
-        if (s->img.c != 3) {   /* gray -> RGB for display */
-            segc_image rgb;
-            ok = segc_image_alloc(&rgb, h, w, 3, SEGC_U8);
-            for (int64_t i = 0; ok && i < (int64_t)h * w; i++)
-                for (int k = 0; k < 3; k++)
-                    ((uint8_t *)rgb.data)[3 * i + k] = ((uint8_t *)s->img.data)[i * s->img.c];
-            segc_image_free(&s->img);
-            s->img = rgb;
-        }
-        ok = ok && segc_image_alloc(&s->gt, h, w, 1, SEGC_U8) && segc_image_alloc(&s->pred, h, w, 1, SEGC_U8);
-        if (ok) {
-            memcpy(s->gt.data, gt, (size_t)h * w);
-            memcpy(s->pred.data, pred, (size_t)h * w);
-        }
-    }
-    const char *path = segc_dataset_image_path(ds, index), *base = path ? strrchr(path, '/') : NULL;
-    snprintf(s->name, sizeof s->name, "%s", base ? base + 1 : path ? path : "?");
+    if (!segc_dataset_load(ds, 0, &smp, err, errlen)) return 0;
+    int ch = smp.img.c;
     segc_sample_free(&smp);
-    if (!ok) segc_eval_sample_free(s);
-    return true;   /* a sample that cannot be shown is simply left out */
+    return ch;
 }
 
-bool segc_evaluate(segc_segformer *m, const segc_config *c, const segc_dataset *ds, segc_evaluate_opts *o,
-                   segc_metrics *metrics, char *err, size_t errlen) {
-    memset(metrics, 0, sizeof *metrics);
-    o->n_kept = 0;
-    int K = m->cfg.num_labels;
-    if (K > 255) return segc_errorf(err, errlen, "eval: %d classes, at most 255 supported", K);
-    segc_infer_opts io;
-    segc_config_infer_opts(c, &io);
-    if (!segc_infer_opts_validate(&io, err, errlen)) return false;
-    segc_confusion conf;
-    if (!segc_confusion_init(&conf, K, 255, err, errlen)) return false;
-    segc_pipeline pipe;
-    segc_config_eval_pipeline(c, &pipe);
-    segc_loader_opts lo;
-    segc_loader_opts_default(&lo);
-    lo.batch_size = 1;
-    lo.num_workers = c->data.num_workers;
-    lo.sampler = SEGC_SAMPLER_SEQUENTIAL;
-    lo.shuffle = false;
-    lo.seed = (uint64_t)c->train.seed;
-    segc_loader *ld = segc_loader_new(segc_dataset_source(ds), &pipe, &lo, err, errlen);
-    if (!ld) { segc_confusion_free(&conf); return false; }
-    segc_ctx *ctx = o->ctx ? o->ctx : segc_ctx_new(0), *work = o->work ? o->work : segc_ctx_new(0);
-    segc_dtype dt = segc_config_dtype(c);
-    int64_t total = segc_dataset_len(ds), done = 0;
-    if (o->max_samples > 0 && o->max_samples < total) total = o->max_samples;
-    bool ok = true;
-    double t0 = segc_now_s();
-    while (done < total) {
-        const segc_batch *b = segc_loader_next(ld, err, errlen);
-        if (!b) { ok = !*err; break; }
-        segc_ctx_step_begin(ctx);
-        segc_clear_error(ctx);
-        int h = b->img_h[0], w = b->img_w[0], lh = b->label_hs[0], lw = b->label_ws[0];
-        segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){1, b->c, b->h, b->w}, b->images);
-        if (h != b->h || w != b->w) { ok = segc_errorf(err, errlen, "eval: unexpected padded batch"); break; }
-        if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
-        segc_tensor *pred = segc_infer(ctx, work, segc_segformer_forward_fn, m, img, lh, lw, &io, NULL);
-        segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){1, lh, lw}, b->labels);
-        if (!pred || !segc_confusion_add(ctx, &conf, pred, lab)) {
-            const char *nm = segc_dataset_image_path(ds, b->index[0]);
-            ok = segc_errorf(err, errlen, "eval: %s (%s)", segc_last_error(ctx), nm ? nm : "?");
-            break;
-        }
-        if (o->n_kept < o->keep && o->samples) {
-            char e2[256];
-            keep_sample(ds, b->index[0], b->labels, pred->data, lh, lw, &o->samples[o->n_kept], e2, sizeof e2);
-            if (o->samples[o->n_kept].img.data) o->n_kept++;
-        }
-        done++;
-        if (o->progress) {
-            bool tty = isatty(fileno(o->progress));
-            if (tty || done == total) {
-                double el = segc_now_s() - t0;
-                fprintf(o->progress, "%seval %lld/%lld  %.1f img/s%s", tty ? "\r" : "", (long long)done,
-                        (long long)total, (double)done / (el > 0 ? el : 1), done == total ? "\n" : "");
-                fflush(o->progress);
-            }
+segc_model *segc_config_model_for(const segc_config *c, const segc_dataset *ds, char *err, size_t errlen) {
+    int ch = c->model.in_channels;
+    if (!ch) {
+        char e2[512];
+        ch = segc_dataset_channels(ds, e2, sizeof e2);
+        if (!ch) return segc_errorf(err, errlen, "model.in_channels: cannot read the dataset's channels: %s", e2), NULL;
+    }
+    return model_of(c, segc_dataset_num_classes(ds), ch, err, errlen);
+}
+
+void segc_config_eval_spec(const segc_config *c, const segc_model *m, const segc_dataset *ds, const char **class_names,
+                           segc_eval_spec *s) {
+    memset(s, 0, sizeof *s);
+    s->task = m->family->task;
+    s->num_classes = m->num_classes;
+    s->ignore_index = 255;
+    int nd = ds ? segc_dataset_num_classes(ds) : 0;
+    for (int k = 0; k < 256; k++) class_names[k] = k < nd && k < m->num_classes ? segc_dataset_class_name(ds, k) : NULL;
+    s->class_names = nd >= m->num_classes ? class_names : NULL;
+    snprintf(s->primary, sizeof s->primary, "%.31s", c->train.best_metric);
+    s->per_volume = c->test.per_volume;
+    if (!strcmp(c->test.regions, "brats")) segc_eval_spec_brats_regions(s);
+    if (!strcmp(c->test.regions, "msd_brats")) {   /* MSD Task01: 1 edema, 2 non-enhancing, 3 enhancing */
+        static const struct { const char *name; uint8_t labels[3]; int n; } r[3] = {
+            {"WT", {1, 2, 3}, 3}, {"TC", {2, 3}, 2}, {"ET", {3}, 1}};
+        s->per_volume = true;
+        s->n_regions = 3;
+        for (int i = 0; i < 3; i++) {
+            snprintf(s->regions[i].name, sizeof s->regions[i].name, "%s", r[i].name);
+            memcpy(s->regions[i].labels, r[i].labels, (size_t)r[i].n);
+            s->regions[i].n_labels = r[i].n;
         }
     }
-    segc_loader_free(ld);
+}
+
+bool segc_checkpoint_model_type(const char *path, char *type, size_t n, char *err, size_t errlen) {
+    if (n) type[0] = 0;
+    char e2[512];
+    char *yaml = segc_checkpoint_config(path, e2, sizeof e2);
+    if (!yaml) {
+        if (access(path, R_OK) != 0) return segc_errorf(err, errlen, "%s: %s", path, e2);
+        return true;   /* weights without a stored configuration (e.g. a hub file) */
+    }
+    /* the model section's type: line of the resolved YAML segc wrote */
+    const char *sec = strstr(yaml, "\nmodel:\n");
+    const char *t = sec ? strstr(sec, "\n  type: ") : NULL;
+    if (t) {
+        t += 9;
+        if (*t == '"') t++;
+        size_t len = strcspn(t, "\"\n");
+        snprintf(type, n, "%.*s", (int)len, t);
+    }
+    free(yaml);
+    return true;
+}
+
+bool segc_model_load_checkpoint(segc_model *m, const char *path, char *err, size_t errlen) {
+    char type[64], e2[900];
+    if (!segc_checkpoint_model_type(path, type, sizeof type, err, errlen)) return false;
+    if (*type && strcmp(type, m->family->type) != 0)
+        return segc_errorf(err, errlen, "checkpoint %s holds a %s model, but model.type is %s", path, type, m->family->type);
+    if (!segc_params_load(&m->params, path, true, NULL, e2, sizeof e2))
+        return segc_errorf(err, errlen, "checkpoint %s", e2);
+    return true;
+}
+
+bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, segc_evaluate_opts *o,
+                   segc_eval_result *result, char *err, size_t errlen) {
+    memset(result, 0, sizeof *result);
+    o->n_kept = 0;
+    if (m->num_classes > 255) return segc_errorf(err, errlen, "eval: %d classes, at most 255 supported", m->num_classes);
+    const char *names[256];
+    segc_eval_spec spec;
+    segc_config_eval_spec(c, m, ds, names, &spec);
+    segc_evaluator *ev = segc_evaluator_new(&spec, err, errlen);
+    if (!ev) return false;
+    segc_pipeline pipe;
+    segc_config_eval_pipeline(c, &pipe);
+    segc_eval_opts eo;
+    segc_eval_opts_default(&eo);
+    segc_config_infer_opts(c, &eo.infer);
+    eo.dtype = segc_config_dtype(c);
+    eo.model = m;
+    eo.pipeline = &pipe;
+    eo.channels = m->in_channels;
+    eo.num_workers = c->data.num_workers > 0 ? c->data.num_workers : 1;
+    eo.max_samples = o->max_samples;
+    eo.quiet = !o->progress;
+    eo.progress = o->progress;
+    eo.keep = o->keep;
+    eo.samples = o->samples;
+    eo.n_kept = &o->n_kept;
+    segc_ctx *ctx = o->ctx ? o->ctx : segc_ctx_new(0), *work = o->work ? o->work : segc_ctx_new(0);
+    bool ok = ctx && work && segc_eval_dataset(ctx, work, segc_model_logits_fn, m, ds, &eo, ev, err, errlen);
+    if (ok) ok = segc_evaluator_result(ev, result, err, errlen);
     if (!o->ctx) segc_ctx_free(ctx);
     if (!o->work) segc_ctx_free(work);
-    if (ok && done == 0) ok = segc_errorf(err, errlen, "eval: the split has no samples");
-    if (ok) ok = segc_metrics_compute(&conf, metrics, err, errlen);
-    segc_confusion_free(&conf);
-    if (!ok)
+    segc_evaluator_free(ev);
+    if (!ok) {
         for (int i = 0; i < o->n_kept; i++) segc_eval_sample_free(&o->samples[i]);
-    if (!ok) o->n_kept = 0;
+        o->n_kept = 0;
+    }
     return ok;
 }

@@ -135,7 +135,7 @@ static void svg_chart(sbuf *b, const char *title, const series *s, const char *c
     sb_printf(b, "</svg>");
 }
 
-static void read_curves(const char *path, series *loss, series *lr, series *miou) {
+static void read_curves(const char *path, series *loss, series *lr, series *miou, const char *primary) {
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[1 << 16];
@@ -148,7 +148,7 @@ static void read_curves(const char *path, series *loss, series *lr, series *miou
         if (cJSON_IsNumber(it)) {
             if (cJSON_IsNumber(l)) series_add(loss, it->valuedouble, l->valuedouble);
             if (cJSON_IsNumber(r)) series_add(lr, it->valuedouble, r->valuedouble);
-            const cJSON *m = ev ? cJSON_GetObjectItemCaseSensitive(ev, "mIoU") : NULL;
+            const cJSON *m = ev ? cJSON_GetObjectItemCaseSensitive(ev, primary) : NULL;
             if (cJSON_IsNumber(m)) series_add(miou, it->valuedouble, m->valuedouble);
         }
         cJSON_Delete(j);
@@ -213,7 +213,8 @@ bool segc_report_write(const char *run_dir, const segc_report *r, char *err, siz
     snprintf(path, sizeof path, "%s/report.html", run_dir);
     snprintf(mpath, sizeof mpath, "%s/metrics.jsonl", run_dir);
     series loss = {0}, lr = {0}, miou = {0};
-    read_curves(mpath, &loss, &lr, &miou);
+    const char *primary = r->primary && *r->primary ? r->primary : "mIoU";
+    read_curves(mpath, &loss, &lr, &miou, primary);
     sbuf b = {0};
     sb_printf(&b, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>segc: ");
     sb_html(&b, r->title);
@@ -224,12 +225,20 @@ bool segc_report_write(const char *run_dir, const segc_report *r, char *err, siz
     sb_printf(&b, "</p><h2>Curves</h2><div class=\"charts\">");
     svg_chart(&b, "training loss", &loss, "#c0392b", false);
     svg_chart(&b, "learning rate", &lr, "#2471a3", true);
-    svg_chart(&b, "validation mIoU (%)", &miou, "#1e8449", false);
+    char ctitle[96];
+    snprintf(ctitle, sizeof ctitle, "validation %s (%%)", primary);
+    svg_chart(&b, ctitle, &miou, "#1e8449", false);
     sb_printf(&b, "</div>");
     if (r->metrics) {
         const segc_metrics *m = r->metrics;
-        sb_printf(&b, "<h2>Latest evaluation</h2><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f</p>",
+        sb_printf(&b, "<h2>Latest evaluation</h2><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f",
                   segc_metric_percent(m->mIoU), segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
+        for (int i = 0; i < r->n_extra; i++) {
+            sb_printf(&b, " &middot; ");
+            sb_html(&b, r->extra_names[i]);
+            sb_printf(&b, " %.2f", segc_metric_percent(r->extra_values[i]));
+        }
+        sb_printf(&b, "</p>");
         sb_printf(&b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
         for (int k = 0; k < m->num_classes; k++) {
             sb_printf(&b, "<tr><td>");

@@ -152,7 +152,7 @@ typedef struct run {
     char dir[SEGC_CFG_PATH + 64], ckdir[SEGC_CFG_PATH + 96], metrics_path[SEGC_CFG_PATH + 96];
     char *yaml;
     segc_dataset *train_ds, *val_ds;
-    segc_segformer *model;
+    segc_model *model;
     segc_optimizer *opt;
     segc_schedule sched;
     segc_ctx *ctx, *eval_ctx, *eval_work;
@@ -161,7 +161,7 @@ typedef struct run {
     progress pg;
     segc_train_state st;
     int64_t saved_iter;           /* iteration of the latest checkpoint on disk (-1: none) */
-    segc_metrics last;            /* latest evaluation */
+    segc_eval_result last;        /* latest evaluation */
     bool have_last;
     segc_eval_sample *samples;
     int n_samples;
@@ -175,7 +175,7 @@ static void free_samples(run *r) {
 
 static void write_report(run *r, const char *status) {
     const segc_dataset *ds = r->val_ds ? r->val_ds : r->train_ds;
-    int K = r->model->cfg.num_labels, nd = segc_dataset_num_classes(ds);
+    int K = r->model->num_classes, nd = segc_dataset_num_classes(ds);
     const char *names[256];
     uint8_t palette[256 * 3];
     for (int k = 0; k < K && k < 256; k++) {
@@ -183,8 +183,26 @@ static void write_report(run *r, const char *status) {
         const uint8_t *pc = k < nd ? segc_dataset_palette(ds, k) : NULL;
         for (int j = 0; j < 3; j++) palette[3 * k + j] = pc ? pc[j] : (uint8_t)((k * 97 + j * 57) & 255);
     }
-    segc_report rep = {r->c->name, status, r->yaml, r->have_last ? &r->last : NULL, names, palette, K, r->samples,
-                       r->n_samples};
+    segc_report rep = {0};
+    rep.title = r->c->name;
+    rep.status = status;
+    rep.config_yaml = r->yaml;
+    rep.metrics = r->have_last ? &r->last.pixel : NULL;
+    rep.primary = r->have_last ? r->last.primary : NULL;
+    for (int i = 0; r->have_last && i < r->last.n && rep.n_extra < 8; i++)
+        if (!strcmp(r->last.names[i], "mDice") || !strncmp(r->last.names[i], "Dice_", 5) ||
+            (!strcmp(r->last.names[i], r->last.primary) && strcmp(r->last.primary, "mIoU") != 0)) {
+            bool dup = false;
+            for (int j = 0; j < rep.n_extra && !dup; j++) dup = !strcmp(rep.extra_names[j], r->last.names[i]);
+            if (dup) continue;
+            rep.extra_names[rep.n_extra] = r->last.names[i];
+            rep.extra_values[rep.n_extra++] = r->last.values[i];
+        }
+    rep.class_names = names;
+    rep.palette = palette;
+    rep.n_classes = K;
+    rep.samples = r->samples;
+    rep.n_samples = r->n_samples;
     char e[512];
     if (!segc_report_write(r->dir, &rep, e, sizeof e)) progress_note(&r->pg, "warning: report not written: %s", e);
 }
@@ -192,7 +210,7 @@ static void write_report(run *r, const char *status) {
 static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (!r->val_ds) return true;
     free_samples(r);
-    if (r->have_last) segc_metrics_free(&r->last);
+    if (r->have_last) segc_eval_result_free(&r->last);
     r->have_last = false;
     segc_evaluate_opts eo = {r->c->train.val_max_samples, r->c->train.report_samples, r->samples, 0,
                          r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work};
@@ -202,17 +220,24 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     r->have_last = true;
     const char *names[256];
     int nd = segc_dataset_num_classes(r->val_ds);
-    for (int k = 0; k < r->last.num_classes && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : NULL;
-    char *js = segc_metrics_json(&r->last, nd >= r->last.num_classes ? names : NULL);
+    for (int k = 0; k < r->model->num_classes && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : NULL;
+    char *js = segc_eval_result_json(&r->last, nd >= r->model->num_classes ? names : NULL);
     jsonl_write(r->jsonl, "{\"iter\":%lld,\"eval\":%s}\n", (long long)iter, js ? js : "null");
     free(js);
-    double miou = r->last.mIoU;
-    progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s", (long long)iter, 100 * miou,
-                  100 * r->last.mAcc, 100 * r->last.aAcc, miou > r->st.best_metric ? " (best)" : "");
-    if (isfinite(miou) && miou > r->st.best_metric) {
-        r->st.best_metric = miou;
+    /* best_metric is stored as "higher is better" (a loss-like metric is negated) */
+    double v = r->last.primary_value, score = segc_metric_lower_is_better(r->last.primary) ? -v : v;
+    bool best = isfinite(score) && (r->st.best_iter < 0 || score > r->st.best_metric);
+    char extra[160] = "";
+    double md = segc_eval_result_get(&r->last, "mDice");
+    if (!isnan(md)) snprintf(extra, sizeof extra, " mDice %.2f", 100 * md);
+    if (strcmp(r->last.primary, "mIoU") && strcmp(r->last.primary, "mDice"))
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " %s %.4g", r->last.primary, v);
+    progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s%s", (long long)iter, 100 * r->last.pixel.mIoU,
+                  100 * r->last.pixel.mAcc, 100 * r->last.pixel.aAcc, extra, best ? " (best)" : "");
+    if (best) {
+        r->st.best_metric = score;
         r->st.best_iter = iter;
-        if (!segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, miou, r->yaml, err, errlen)) return false;
+        if (!segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen)) return false;
     }
     return true;
 }
@@ -256,10 +281,10 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
         if (!r->val_ds) return segc_errorf(err, errlen, "train: validation split: %s", e2);
     }
-    r->model = segc_config_model(c, segc_dataset_num_classes(r->train_ds), e2, sizeof e2);
+    r->model = segc_config_model_for(c, r->train_ds, e2, sizeof e2);
     if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
     uint64_t seed = (uint64_t)c->train.seed;
-    segc_segformer_init(r->model, seed);
+    segc_model_init(r->model, seed);
     if (*c->model.pretrained) {
         segc_load_report rep;
         if (!segc_params_load(&r->model->params, c->model.pretrained, false, &rep, e2, sizeof e2))
@@ -285,7 +310,12 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->st.sampler.seed = seed;
     r->saved_iter = -1;
     if (*resumed) {
-        char *saved_yaml = NULL;
+        char *saved_yaml = NULL, type[64];
+        if (!segc_checkpoint_model_type(wpath, type, sizeof type, e2, sizeof e2))
+            return segc_errorf(err, errlen, "train: resume: %s", e2);
+        if (*type && strcmp(type, r->model->family->type) != 0)
+            return segc_errorf(err, errlen, "train: resume: checkpoint %s holds a %s model, but model.type is %s", wpath,
+                               type, r->model->family->type);
         if (!segc_checkpoint_load(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, e2, sizeof e2))
             return segc_errorf(err, errlen, "train: resume: %s", e2);
         segc_config saved;
@@ -325,14 +355,14 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
 static void teardown(run *r) {
     free_samples(r);
     free(r->samples);
-    if (r->have_last) segc_metrics_free(&r->last);
+    if (r->have_last) segc_eval_result_free(&r->last);
     segc_loader_free(r->loader);
     if (r->jsonl) fclose(r->jsonl);
     segc_ctx_free(r->ctx);
     segc_ctx_free(r->eval_ctx);
     segc_ctx_free(r->eval_work);
     segc_optimizer_free(r->opt);
-    segc_segformer_free(r->model);
+    segc_model_free(r->model);
     segc_dataset_close(r->train_ds);
     segc_dataset_close(r->val_ds);
     free(r->yaml);
@@ -372,9 +402,10 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         status = SEGC_TRAIN_DONE;
         goto out;
     }
-    progress_note(&r->pg, "training %s: SegFormer-%s, %lld parameters, %d classes, %s, batch %d, crop %dx%d, "
-                  "%d threads -> %s", c->name, c->model.variant, (long long)segc_params_count(&r->model->params, true),
-                  r->model->cfg.num_labels, c->train.dtype, c->data.batch_size, c->data.crop_size[0],
+    progress_note(&r->pg, "training %s: %s%s%s, %lld parameters, %d classes, %d input channels, %s, batch %d, crop %dx%d, "
+                  "%d threads -> %s", c->name, r->model->family->type, *r->model->variant ? " " : "", r->model->variant,
+                  (long long)segc_params_count(&r->model->params, true), r->model->num_classes, r->model->in_channels,
+                  c->train.dtype, c->data.batch_size, c->data.crop_size[0],
                   c->data.crop_size[1], segc_get_num_threads(), r->dir);
     double t_session = segc_now_s(), t_window = t_session, elapsed0 = r->st.elapsed_s;
     double loss_sum = 0, img_s = 0, sec_per_iter = 0;
@@ -389,8 +420,9 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){b->n, b->c, b->h, b->w}, b->images);
         if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
-        segc_tensor *logits = segc_segformer_forward(ctx, r->model, img);
-        segc_tensor *loss = segc_segformer_loss(ctx, logits, lab, 255);
+        segc_model_out out;
+        segc_targets tg = {lab, 255};
+        segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
         if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
         double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
         if (!isfinite(lv)) {
@@ -480,12 +512,15 @@ out:
     if (status == SEGC_TRAIN_DONE && r->have_last && !o->quiet) {
         const char *names[256];
         int nd = segc_dataset_num_classes(r->val_ds);
-        for (int k = 0; k < r->last.num_classes && k < 256; k++)
+        for (int k = 0; k < r->model->num_classes && k < 256; k++)
             names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : "?";
-        segc_metrics_print(stdout, &r->last, names);
-        if (r->st.best_iter >= 0)
-            printf("best mIoU %.2f at iteration %lld: %s/best.safetensors\n", 100 * r->st.best_metric,
+        segc_eval_result_print(stdout, &r->last, names);
+        if (r->st.best_iter >= 0) {
+            bool neg = segc_metric_lower_is_better(r->last.primary);
+            double b = neg ? -r->st.best_metric : r->st.best_metric;
+            printf("best %s %.4g at iteration %lld: %s/best.safetensors\n", r->last.primary, neg ? b : 100 * b,
                    (long long)r->st.best_iter, r->ckdir);
+        }
         fflush(stdout);
     }
     teardown(r);
