@@ -6,7 +6,9 @@
  *  - an iteration window records only its iterations;
  *  - with the profiler off (never started, or stopped) nothing is recorded;
  *  - FLOPs of conv2d / linear forward and backward match the formulas;
- *  - window parsing. */
+ *  - window parsing;
+ *  - segc_bench_run on a tiny SegFormer (1 warm-up + 1 step, synthetic):
+ *    positive throughput and FLOPs, and a profiled bench step in its trace. */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/harness.h"
+#include "segc/bench.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
 
@@ -263,11 +266,74 @@ static void test_parse_window(void **state) {
     assert_false(segc_profiler_parse_window("", &a, &b));
 }
 
+static void tiny_config(segc_config *c) {
+    segc_config_defaults(c);
+    const char *ov[] = {"model.type=segformer", "model.hidden=[8,16,16,16]", "model.depths=[1,1,1,1]",
+                        "model.heads=[1,1,1,1]", "model.decoder_hidden=16", "model.num_classes=5",
+                        "model.in_channels=3", "data.batch_size=2", "data.crop_size=[32,32]"};
+    char err[512];
+    for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
+        if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s", err);
+    if (!segc_config_finish(c, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void test_bench_tiny(void **state) {
+    (void)state;
+    segc_config c;
+    tiny_config(&c);
+    char path[256], err[512];
+    trace_path(path, sizeof path, "bench");
+    segc_bench_opts o;
+    segc_bench_opts_default(&o);
+    o.warmup = 1;
+    o.steps = 1;
+    o.peak_n = 64;
+    o.trace_path = path;   /* default window: the one timed training step (bench step 2) */
+    segc_bench_result r;
+    if (!segc_bench_run(&c, &o, &r, err, sizeof err)) fail_msg("%s", err);
+    assert_true(r.train_img_s > 0 && r.train_step_ms > 0);
+    assert_true(r.infer_img_s_b1 > 0 && r.infer_img_s_batch > 0);
+    assert_true(r.train_flops_per_img > 0);
+    assert_true(r.infer_flops_per_img > 0);
+    /* forward + backward cost about three forwards (the first conv has no input gradient) */
+    assert_true(r.train_flops_per_img > 2 * r.infer_flops_per_img && r.train_flops_per_img < 3.01 * r.infer_flops_per_img);
+    assert_true(r.peak_gflops_f32 > 0 && r.peak_gflops_bf16 > 0 && r.train_peak_frac > 0);
+    assert_true(r.peak_rss_mib > 0);
+    assert_int_equal(r.batch, 2);
+    assert_int_equal(r.num_classes, 5);
+    assert_non_null(strstr(r.model, "segformer"));
+    assert_true(strlen(r.cpu) > 0);
+    assert_false(segc_profiler_active());
+    cJSON *root = load_trace(path);
+    assert_true(count_events(root, "conv2d", SEGC_PROF_FORWARD) > 0);
+    assert_true(count_events(root, "conv2d", SEGC_PROF_BACKWARD) > 0);
+    assert_int_equal(count_events(root, "optimizer_step", SEGC_PROF_OPTIMIZER), 1);
+    assert_int_equal(count_events(root, "step", SEGC_PROF_STEP), 1);
+    cJSON_Delete(root);
+    remove(path);
+    /* the table and the JSON line; the JSON parses */
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&buf, &len);
+    segc_bench_print(&r, NULL, mem);
+    fclose(mem);
+    cJSON *j = cJSON_Parse(buf);
+    assert_non_null(j);
+    assert_true(cJSON_GetObjectItemCaseSensitive(j, "train_img_s")->valuedouble > 0);
+    cJSON_Delete(j);
+    free(buf);
+    /* bad options */
+    o.trace_path = NULL;
+    o.train = o.infer = false;
+    assert_false(segc_bench_run(&c, &o, &r, err, sizeof err));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_trace_forward_backward), cmocka_unit_test(test_no_grad_and_nesting),
         cmocka_unit_test(test_window),                 cmocka_unit_test(test_off_records_nothing),
         cmocka_unit_test(test_unwritable_trace),       cmocka_unit_test(test_parse_window),
+        cmocka_unit_test(test_bench_tiny),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

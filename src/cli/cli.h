@@ -5,6 +5,7 @@ int segc_cmd_data(int argc, char **argv);
 int segc_cmd_train(int argc, char **argv);
 int segc_cmd_eval(int argc, char **argv);
 int segc_cmd_predict(int argc, char **argv);
+int segc_cmd_bench(int argc, char **argv);
 int segc_cmd_models(int argc, char **argv);
 
 /* config assembly shared by train/eval/predict (cmd_train.c, cmd_eval.c):

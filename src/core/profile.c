@@ -105,8 +105,9 @@ void segc_prof_begin_(segc_prof_span *s, const char *name, const char *cat, cons
     s->t0_ns = segc_prof_now_ns();   /* last, so the slice does not include its own bookkeeping */
 }
 
-/* appends a finished slice at depth d and charges it to its parent */
-static void finish(thread_buf *b, const segc_prof_span *s, int64_t t1, int64_t bytes, int64_t flops) {
+/* appends a finished slice at depth d and charges it to its parent. Arena growth nests (a
+ * parent's includes its children's); bytes a caller gives are the slice's own and do not. */
+static void finish(thread_buf *b, const segc_prof_span *s, int64_t t1, int64_t bytes, int64_t flops, bool arena) {
     int d = s->depth;
     int64_t dur = t1 - s->t0_ns;
     b->depth = d;   /* a slice left open inside this one is dropped from the nesting here */
@@ -115,11 +116,11 @@ static void finish(thread_buf *b, const segc_prof_span *s, int64_t t1, int64_t b
     if (e)
         *e = (prof_event){.name = s->name, .cat = s->cat, .t0_ns = s->t0_ns, .dur_ns = dur,
                           .self_ns = dur - (tracked ? b->child_ns[d] : 0), .bytes = bytes,
-                          .self_bytes = bytes - (tracked ? b->child_bytes[d] : 0), .flops = flops,
+                          .self_bytes = arena ? bytes - (tracked ? b->child_bytes[d] : 0) : bytes, .flops = flops,
                           .self_flops = flops - (tracked ? b->child_flops[d] : 0), .iter = s->iter};
     if (d > 0 && d - 1 < MAX_DEPTH) {
         b->child_ns[d - 1] += dur;
-        b->child_bytes[d - 1] += bytes;
+        if (arena) b->child_bytes[d - 1] += bytes;
         b->child_flops[d - 1] += flops;
     }
 }
@@ -133,7 +134,7 @@ void segc_prof_end_(segc_prof_span *s, int64_t bytes) {
         size_t now = s->ctx->arena.used_total;
         bytes = now > s->arena0 ? (int64_t)(now - s->arena0) : 0;
     }
-    finish(b, s, t1, bytes, segc_flops_read() - s->flops0);
+    finish(b, s, t1, bytes, segc_flops_read() - s->flops0, s->ctx != NULL);
     s->t0_ns = 0;
 }
 
@@ -143,7 +144,7 @@ void segc_prof_event(const char *name, const char *cat, int64_t t0_ns, int64_t t
     if (!b) return;
     segc_prof_span s = {.name = name, .cat = cat, .t0_ns = t0_ns, .depth = b->depth};
     if (b->depth < MAX_DEPTH) b->child_ns[b->depth] = b->child_bytes[b->depth] = b->child_flops[b->depth] = 0;
-    finish(b, &s, t1_ns, bytes, 0);
+    finish(b, &s, t1_ns, bytes, 0, false);
 }
 
 /* ---- control ---- */
