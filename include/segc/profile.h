@@ -62,6 +62,11 @@ extern "C" {
 #define SEGC_PROF_EVAL "eval"
 #define SEGC_PROF_STEP "step"
 
+/* `--profile` without a window: training iterations 2..4 (the first one builds
+ * primitive caches and grows the arena, so it is not representative) */
+#define SEGC_PROFILE_DEFAULT_FIRST 2
+#define SEGC_PROFILE_DEFAULT_LAST 4
+
 /* ---- control (call from the thread that runs the training loop) ---- */
 /* Starts a profiling run; the trace goes to trace_path at stop (NULL: no
  * trace file, summary only). Records at once unless a window is set. false

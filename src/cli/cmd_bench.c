@@ -28,6 +28,19 @@ static void bench_usage(FILE *f) {
             "The last line is one JSON object.\n");
 }
 
+int segc_cli_profile_opt(int argc, char **argv, int *i, const char *cmd, bool *on, int64_t *first, int64_t *last) {
+    const char *s = argv[*i];
+    if (strcmp(s, "--profile") && strncmp(s, "--profile=", 10)) return 0;
+    *on = true;
+    /* the window is optional: a following argument that starts with a digit is taken as one */
+    const char *w = s[9] == '=' ? s + 10 : *i + 1 < argc && argv[*i + 1][0] >= '0' && argv[*i + 1][0] <= '9' ? argv[++*i] : NULL;
+    if (w && !segc_profiler_parse_window(w, first, last)) {
+        fprintf(stderr, "segc %s: --profile expects A:B with 0 <= A <= B, found '%s'\n", cmd, w);
+        return -1;
+    }
+    return 1;
+}
+
 static bool int_arg(int argc, char **argv, int *i, int lo, int *out) {
     if (*i + 1 >= argc) { fprintf(stderr, "segc bench: %s needs a number\n", argv[*i]); return false; }
     char *end;
@@ -44,7 +57,7 @@ static bool int_arg(int argc, char **argv, int *i, int lo, int *out) {
 int segc_cmd_bench(int argc, char **argv) {
     const char *config = NULL, *out_dir = NULL;
     char **ov = calloc((size_t)argc + 1, sizeof *ov);
-    int n_ov = 0, rc = 2;
+    int n_ov = 0, rc = 2, p;
     bool profile = false;
     segc_bench_opts o;
     segc_bench_opts_default(&o);
@@ -61,13 +74,8 @@ int segc_cmd_bench(int argc, char **argv) {
         else if (!strcmp(s, "--out")) {
             if (i + 1 >= argc) { fprintf(stderr, "segc bench: --out needs a directory\n"); goto done; }
             out_dir = argv[++i];
-        } else if (!strcmp(s, "--profile") || !strncmp(s, "--profile=", 10)) {
-            profile = true;
-            const char *w = s[9] == '=' ? s + 10 : i + 1 < argc && argv[i + 1][0] >= '0' && argv[i + 1][0] <= '9' ? argv[++i] : NULL;
-            if (w && !segc_profiler_parse_window(w, &o.profile_first, &o.profile_last)) {
-                fprintf(stderr, "segc bench: --profile expects A:B with 0 <= A <= B (bench step numbers), found '%s'\n", w);
-                goto done;
-            }
+        } else if ((p = segc_cli_profile_opt(argc, argv, &i, "bench", &profile, &o.profile_first, &o.profile_last))) {
+            if (p < 0) goto done;
         } else if (s[0] == '-') { fprintf(stderr, "segc bench: unknown option %s\n", s); bench_usage(stderr); goto done; }
         else if (strchr(s, '=')) ov[n_ov++] = argv[i];
         else if (!config) config = s;

@@ -363,6 +363,12 @@ bool segc_bench_run(const segc_config *c, const segc_bench_opts *o, segc_bench_r
     return true;
 }
 
+/* "28.1%", or "-" when the peak was not measured */
+static void peak_pct(char *buf, size_t n, const segc_bench_result *r, double frac) {
+    if (r->peak_gflops_f32 > 0) snprintf(buf, n, "%.1f%%", 100 * frac);
+    else snprintf(buf, n, "-");
+}
+
 void segc_bench_print(const segc_bench_result *r, FILE *t, FILE *j) {
     if (t) {
         fprintf(t, "model      %s, %lld parameters, %d classes, %d input channels\n", r->model, (long long)r->params,
@@ -371,12 +377,16 @@ void segc_bench_print(const segc_bench_result *r, FILE *t, FILE *j) {
                 r->batch, r->crop_h, r->crop_w, r->synthetic ? "synthetic" : "real", r->threads, r->steps);
         fprintf(t, "cpu        %s\n", r->cpu);
         fprintf(t, "%-22s %12s %10s %14s %10s %9s\n", "", "ms/step", "img/s", "GFLOP/img", "GFLOP/s", "of peak");
-        if (r->train_step_ms > 0)
-            fprintf(t, "%-22s %12.2f %10.2f %14.3f %10.2f %8.1f%%\n", "train (fwd+bwd+opt)", r->train_step_ms, r->train_img_s,
-                    r->train_flops_per_img / 1e9, r->train_gflops, 100 * r->train_peak_frac);
+        char frac[16];
+        if (r->train_step_ms > 0) {
+            peak_pct(frac, sizeof frac, r, r->train_peak_frac);
+            fprintf(t, "%-22s %12.2f %10.2f %14.3f %10.2f %9s\n", "train (fwd+bwd+opt)", r->train_step_ms, r->train_img_s,
+                    r->train_flops_per_img / 1e9, r->train_gflops, frac);
+        }
         if (r->infer_ms_b1 > 0) {
-            fprintf(t, "%-22s %12.2f %10.2f %14.3f %10.2f %8.1f%%\n", "infer batch 1", r->infer_ms_b1, r->infer_img_s_b1,
-                    r->infer_flops_per_img / 1e9, r->infer_gflops, 100 * r->infer_peak_frac);
+            peak_pct(frac, sizeof frac, r, r->infer_peak_frac);
+            fprintf(t, "%-22s %12.2f %10.2f %14.3f %10.2f %9s\n", "infer batch 1", r->infer_ms_b1, r->infer_img_s_b1,
+                    r->infer_flops_per_img / 1e9, r->infer_gflops, frac);
             if (r->batch > 1)
                 fprintf(t, "%-22s %12.2f %10.2f\n", "infer batch", r->infer_ms_batch, r->infer_img_s_batch);
         }
