@@ -29,7 +29,8 @@
  *    rewinds are not counted). flops: the FLOP counter's growth across it.
  *
  * Cost when off: each op front end does one relaxed load of a global flag and
- * one predictable branch; nothing else. When on, events go into per-thread
+ * one predictable branch on entry, and one more branch (on the zeroed span)
+ * on exit; autograd the same per node; nothing else. When on, events go into per-thread
  * buffers without locks (a mutex is taken once per thread per profiling run,
  * at its first event). Events are kept in memory until
  * segc_profiler_stop_and_write, which must run when no other thread is inside
