@@ -9,6 +9,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"train", segc_cmd_train, "train a model from a YAML config (segc train CONFIG.yaml [key=value ...])"},
     {"eval", segc_cmd_eval, "evaluate weights on a split (segc eval CONFIG --checkpoint FILE)"},
     {"predict", segc_cmd_predict, "label maps + overlays for images (segc predict --checkpoint F IN... --out DIR)"},
+    {"bench", segc_cmd_bench, "training/inference throughput, FLOPs, profile (segc bench CONFIG [--profile A:B])"},
     {"models", segc_cmd_models, "list the model families (model.type), their variants and config keys"},
 };
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "segc/core.h"
+#include "segc/profile.h"
 
 bool segc_needs_grad(const segc_ctx *c, segc_tensor *const *ins, int n) {
     if (!c->grad_enabled) return false;
@@ -138,7 +139,9 @@ static bool run_tape(segc_ctx *c) {
         if (!nd->out->grad) continue;  /* no gradient reached this node */
         double t0 = c->profile ? segc_now_s() : 0;
         size_t used0 = c->arena.used_total;
+        segc_prof_span ps = segc_prof_op_enter_(c, nd->op, SEGC_PROF_BACKWARD);
         nd->backward(c, nd);
+        segc_prof_op_leave_(&ps);
         if (c->profile) {
             segc_profile_entry *e = prof_slot(c, nd->op);
             e->bwd_s += segc_now_s() - t0;

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 16384
 #define BLOCK 2048     /* elements per work block */
@@ -250,6 +251,7 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
 static segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float slope) {
     if (!x) return NULL;
     const char *name = act_names[k];
+    SEGC_PROF_OP(ctx, name);
     if (!segc_check_float(ctx, name, "x", x)) return NULL;
     if (k == ACT_LEAKY && !isfinite(slope)) {
         segc_set_error(ctx, "leaky_relu: slope must be finite, found %g", (double)slope);

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 /* exp(x) for x <= ~0 (softmax arguments after the max is subtracted):
  * Cody-Waite reduction to r in [-ln2/2, ln2/2] and a degree-6 Taylor
@@ -144,6 +145,8 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     segc_dtype godt = SEGC_F32;
     if (s->bf16) go = segc_gemm_round_grad(ctx, nd->out->grad, B * Nq * Cv, &godt);
     bool need_ds = gq || gk;
+    /* dV = P^T dO, dP = dO V^T (for dS), dQ = dS K, dK = dS^T Q */
+    segc_flops_add(2 * B * H * Nq * Nk * (Dv * ((gv != NULL) + need_ds) + D * ((gq != NULL) + (gk != NULL))));
     int nthr = omp_get_max_threads();
     int64_t nch = (Nq + qc - 1) / qc, tail = Nq % qc, items = B * H * nch;
     /* per-thread dK/dV sums (a single thread accumulates in place) */
@@ -223,6 +226,7 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_tensor *v, int heads, float scale) {
+    SEGC_PROF_OP(ctx, "attention");
     if (!q || !k || !v) return NULL;
     if (!segc_check_float(ctx, "attention", "q", q) || !segc_check_float(ctx, "attention", "k", k) ||
         !segc_check_float(ctx, "attention", "v", v))
@@ -282,6 +286,7 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
         !plan2_new(ctx, &po, gshape(0, Dv, Nk, pdt, Nk, 1, gdt, Cv, 1, o_direct ? y->dtype : SEGC_F32, o_direct ? Cv : Dv,
                                     1.0f, false), false, qc, tail, nthr))
         return NULL;
+    segc_flops_add(2 * B * H * Nq * Nk * (D + Dv));   /* S = Q K^T, O = P V */
     bool fail = false, bf16 = s.bf16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {

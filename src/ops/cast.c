@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 static void cast_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0];
@@ -14,6 +15,7 @@ static void cast_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_cast(segc_ctx *ctx, segc_tensor *x, segc_dtype to) {
+    SEGC_PROF_OP(ctx, "cast");
     if (!x) return NULL;
     if (!segc_check_float(ctx, "cast", "input", x)) return NULL;
     if (to != SEGC_F32 && to != SEGC_BF16) {

@@ -17,6 +17,7 @@
 #include "conv_internal.h"
 #include "dnnl_backend.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 enum {
     K_FWD = 1, K_BWD_DATA, K_BWD_WEIGHTS,
@@ -389,6 +390,7 @@ static void conv_backward(segc_ctx *ctx, segc_node *nd) {
     float *gwt = w->requires_grad ? grad_buffer(ctx, w, &fresh_w) : NULL;
     float *gb = NULL;
     if (b && b->requires_grad) gb = gwt ? grad_buffer(ctx, b, &bfresh) : segc_grad(ctx, b);
+    segc_flops_add(segc_conv_flops(&((conv_saved *)nd->saved)->k) * ((gx != NULL) + (gwt != NULL)));
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
     conv_backward_temps(ctx, nd, gx, fresh_x, gwt, fresh_w, gb, bfresh);
     segc_arena_rewind(&ctx->arena, mark);
@@ -455,11 +457,13 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
 
 static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed, segc_tensor *x, segc_tensor *w,
                                  segc_tensor *b, const segc_conv_params *pp) {
+    SEGC_PROF_OP(ctx, op);
     if (!x || !w) return NULL;
     segc_conv_params dflt = segc_conv_params_default();
     const segc_conv_params *p = pp ? pp : &dflt;
     conv_key k;
     if (!fill_key(ctx, op, transposed, x, w, b, p, &k)) return NULL;
+    segc_flops_add(segc_conv_flops(&k));
     segc_tensor *ins[3] = {x, w, b};
     int n_in = b ? 3 : 2;
     bool grad = segc_needs_grad(ctx, ins, n_in);

@@ -17,6 +17,7 @@
 
 #include "conv_internal.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 typedef float v8f __attribute__((vector_size(32)));
 
@@ -222,6 +223,7 @@ void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
     const int64_t OH = k->oh, OW = k->ow, KH = k->kh, KW = k->kw, C = k->ic, N = k->n;
     const float *g = segc_conv_act_backward(ctx, k, nd->out, nd->out->grad);
+    segc_flops_add(segc_conv_flops(k) * (x->requires_grad + w->requires_grad));
 
     if (x->requires_grad) {
         const float *wf = weights_f32(ctx, w);

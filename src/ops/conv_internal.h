@@ -18,6 +18,14 @@ typedef struct {
     int64_t stride[2], dil[2], pad_l[2], pad_r[2];
 } conv_key;
 
+/* multiply-adds x2 of one forward pass (a transposed convolution scatters each
+ * input pixel through the kernel, so it is counted from the input side); the
+ * input and the weight gradient each cost the same again */
+static inline int64_t segc_conv_flops(const conv_key *k) {
+    if (k->transposed) return 2 * k->n * k->ic * k->ih * k->iw * (k->oc / k->groups) * k->kh * k->kw;
+    return 2 * k->n * k->oc * k->oh * k->ow * (k->ic / k->groups) * k->kh * k->kw;
+}
+
 /* what conv.c saves for backward */
 typedef struct {
     conv_key k;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 16384
 #define BLOCK 1024 /* elements per work block: 256 Philox blocks */
@@ -99,6 +100,7 @@ static void dropout_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p) {
+    SEGC_PROF_OP(ctx, "dropout");
     if (!x) return NULL;
     if (!segc_check_float(ctx, "dropout", "x", x) || !check_p(ctx, "dropout", p)) return NULL;
     if (!ctx->training || p == 0.0f) return x;
@@ -165,6 +167,7 @@ static void drop_path_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
+    SEGC_PROF_OP(ctx, "drop_path");
     if (!x) return NULL;
     if (!segc_check_float(ctx, "drop_path", "x", x) || !check_p(ctx, "drop_path", p)) return NULL;
     if (x->ndim < 1) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 typedef struct { int64_t B, H, W, C; int K; } dw_saved;
 
@@ -46,6 +47,7 @@ static void dwconv_tokens_backward(segc_ctx *ctx, segc_node *nd) {
     const int64_t B = s->B, H = s->H, W = s->W, C = s->C, HW = H * W;
     const int K = s->K, r = K / 2;
     const float *dy = nd->out->grad;
+    segc_flops_add(2 * B * HW * C * K * K * (x->requires_grad + w->requires_grad));
     if (x->requires_grad) {
         /* dx = correlation of dy with the flipped kernel: the same row kernel */
         float *dx = segc_grad(ctx, x);
@@ -102,6 +104,7 @@ static void dwconv_tokens_backward(segc_ctx *ctx, segc_node *nd) {
 segc_tensor *segc_dwconv2d_tokens(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *b, int64_t H,
                                   int64_t W) {
     static const char *op = "dwconv2d_tokens";
+    SEGC_PROF_OP(ctx, op);
     if (!x || !w) return NULL;
     char a[96], c2[96];
     if (!segc_check_float(ctx, op, "input", x) || !segc_check_ndim(ctx, op, "input", x, 3) ||
@@ -128,6 +131,7 @@ segc_tensor *segc_dwconv2d_tokens(segc_ctx *ctx, segc_tensor *x, segc_tensor *w,
                        segc_dtype_name(x->dtype), segc_dtype_name(w->dtype), b ? segc_dtype_name(b->dtype) : "-");
         return NULL;
     }
+    segc_flops_add(2 * B * H * W * C * K * K);
     dw_saved *s = segc_arena_alloc(&ctx->arena, sizeof *s);
     *s = (dw_saved){B, H, W, C, K};
     const float *xf = segc_as_f32(ctx, x);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 32768  /* elements below which threads cost more than they save */
 #define BF16_CHUNK 512 /* bf16 values converted to f32 per stack block */
@@ -277,6 +278,7 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
 static segc_tensor *binary(segc_ctx *ctx, binop op, segc_tensor *a, segc_tensor *b) {
     if (!a || !b) return NULL;
     const char *name = binop_names[op];
+    SEGC_PROF_OP(ctx, name);
     if (!segc_check_float(ctx, name, "a", a) || !segc_check_float(ctx, name, "b", b)) return NULL;
     char sa[96], sb[96];
     if (a->dtype != b->dtype) {
@@ -344,6 +346,7 @@ static void scalar_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 static segc_tensor *scalar_op(segc_ctx *ctx, const char *name, segc_tensor *x, bool is_mul, float s) {
+    SEGC_PROF_OP(ctx, name);
     if (!x) return NULL;
     if (!segc_check_float(ctx, name, "x", x)) return NULL;
     segc_tensor *y = segc_tensor_like(ctx, x);
@@ -388,6 +391,7 @@ static void copy_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_copy(segc_ctx *ctx, segc_tensor *x) {
+    SEGC_PROF_OP(ctx, "copy");
     if (!x) return NULL;
     if ((unsigned)x->dtype >= SEGC_NDTYPES) {
         segc_set_error(ctx, "copy: unknown dtype %d", (int)x->dtype);
@@ -401,6 +405,7 @@ segc_tensor *segc_copy(segc_ctx *ctx, segc_tensor *x) {
 }
 
 segc_tensor *segc_fill(segc_ctx *ctx, segc_dtype dtype, int ndim, const int64_t *shape, float value) {
+    SEGC_PROF_OP(ctx, "fill");
     if ((unsigned)dtype >= SEGC_NDTYPES) {
         segc_set_error(ctx, "fill: unknown dtype %d", (int)dtype);
         return NULL;

@@ -13,6 +13,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define CE_BW NL_BW     /* pixels per block */
 #define CE_PAR_MIN 16384
@@ -119,6 +120,7 @@ static void ce_backward(segc_ctx *ctx, segc_node *nd) {
 
 segc_tensor *segc_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, const segc_ce_opts *o) {
     static const char *op = "cross_entropy";
+    SEGC_PROF_OP(ctx, op);
     if (!logits || !target) return NULL;
     const segc_ce_opts opts = o ? *o : segc_ce_opts_default();
     int64_t N, C, S;

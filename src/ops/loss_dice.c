@@ -9,6 +9,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define DICE_BW NL_BW
 #define DICE_PAR_MIN 16384
@@ -109,6 +110,7 @@ static void dice_backward(segc_ctx *ctx, segc_node *nd) {
 
 segc_tensor *segc_dice_loss(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, const segc_dice_opts *o) {
     static const char *op = "dice_loss";
+    SEGC_PROF_OP(ctx, op);
     if (!logits || !target) return NULL;
     const segc_dice_opts opts = o ? *o : segc_dice_opts_default();
     int64_t N, C, S;

@@ -5,6 +5,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PW_PAR_MIN 32768
 
@@ -78,6 +79,7 @@ static void bce_backward(segc_ctx *ctx, segc_node *nd) {
 segc_tensor *segc_bce_with_logits(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, segc_tensor *weight,
                                   segc_tensor *pos_weight, segc_loss_reduction reduction) {
     static const char *op = "bce_with_logits";
+    SEGC_PROF_OP(ctx, op);
     if (!logits || !target) return NULL;
     if (!pw_check(ctx, op, "logits", logits, "target", target, reduction)) return NULL;
     if ((weight && !segc_check_float(ctx, op, "weight", weight)) ||
@@ -124,6 +126,7 @@ static void smooth_l1_backward(segc_ctx *ctx, segc_node *nd) {
 segc_tensor *segc_smooth_l1(segc_ctx *ctx, segc_tensor *pred, segc_tensor *target, float beta,
                             segc_loss_reduction reduction) {
     static const char *op = "smooth_l1";
+    SEGC_PROF_OP(ctx, op);
     if (!pred || !target) return NULL;
     if (!pw_check(ctx, op, "pred", pred, "target", target, reduction)) return NULL;
     if (!(beta >= 0.f)) { segc_set_error(ctx, "%s: beta must be >= 0, found %g", op, (double)beta); return NULL; }

@@ -12,6 +12,7 @@
 
 #include "dnnl_backend.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 /* ------------------------------------------------------------------------- */
 /* native bf16 detection: one probe primitive descriptor, once */
@@ -454,6 +455,7 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     float *ga = a->requires_grad ? segc_ew_grad_dst(ctx, a, &fresh_a) : NULL;
     float *gb = !b->requires_grad ? NULL
                 : s->shared_b && s->batch > 1 ? segc_grad(ctx, b) : segc_ew_grad_dst(ctx, b, &fresh_b);
+    segc_flops_add(2 * s->batch * s->M * s->N * s->K * ((ga != NULL) + (gb != NULL)));
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
     if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
     if (ga) {
@@ -473,6 +475,7 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool trans_a, bool trans_b) {
+    SEGC_PROF_OP(ctx, "matmul");
     if (!a || !b) return NULL;
     if (!segc_check_float(ctx, "matmul", "a", a) || !segc_check_float(ctx, "matmul", "b", b)) return NULL;
     char sa[96], sb[96];
@@ -519,6 +522,7 @@ segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool tra
                    .b = opb.p, .b_dtype = opb.dt, .b_bs = opb.bs, .b_rs = opb.rs, .b_cs = opb.cs,
                    .c = y->data, .c_dtype = y->dtype, .c_bs = s.M * s.N, .c_rs = s.N, .alpha = 1.0f};
     if (!segc_gemm_run(ctx, "matmul", &g)) return NULL;
+    segc_flops_add(2 * s.batch * s.M * s.N * s.K);
     segc_tensor *ins[2] = {a, b};
     if (segc_needs_grad(ctx, ins, 2)) {
         matmul_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
@@ -568,6 +572,7 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     float *gx = x->requires_grad ? segc_ew_grad_dst(ctx, x, &fresh_x) : NULL;
     float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
     float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
+    segc_flops_add(2 * s->rows * s->out * s->in * ((gx != NULL) + (gw != NULL)));
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
     mview dy = {gy, SEGC_F32, 0, s->out, 1};
     if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
@@ -582,6 +587,7 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
+    SEGC_PROF_OP(ctx, "linear");
     if (!x || !w) return NULL;
     if (!segc_check_float(ctx, "linear", "x", x) || !segc_check_float(ctx, "linear", "weight", w)) return NULL;
     if (bias && !segc_check_float(ctx, "linear", "bias", bias)) return NULL;
@@ -615,6 +621,7 @@ segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_ten
                    .c = y->data, .c_dtype = y->dtype, .c_rs = s.out,
                    .bias = bias ? bias->data : NULL, .bias_dtype = x->dtype, .alpha = 1.0f};
     if (!segc_gemm_run(ctx, "linear", &g)) return NULL;
+    segc_flops_add(2 * s.rows * s.out * s.in);
     segc_tensor *ins[3] = {x, w, bias};
     int n_in = bias ? 3 : 2;
     if (segc_needs_grad(ctx, ins, n_in)) {

@@ -6,6 +6,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 typedef struct {
     float eps;
@@ -402,6 +403,7 @@ static void add_backward(segc_ctx *ctx, segc_node *nd) {
 
 static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, segc_tensor *res, segc_tensor *gamma,
                                segc_tensor *beta, float eps, segc_tensor **sum_out) {
+    SEGC_PROF_OP(ctx, op);
     char a[96], b[96];
     if (!segc_check_float(ctx, op, "x", x)) return NULL;
     if (x->ndim < 1) { segc_set_error(ctx, "%s: x must have at least 1 dim, found a scalar", op); return NULL; }

@@ -10,6 +10,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define BN_BLOCK 2048      /* values per sweep block (8 KiB of f32) */
 #define BN_PAR_MIN 32768
@@ -65,6 +66,7 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
 segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
                              segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
     static const char *op = "batch_norm";
+    SEGC_PROF_OP(ctx, op);
     char a[96];
     if (!x) return NULL;
     if (!segc_check_float(ctx, op, "x", x)) return NULL;

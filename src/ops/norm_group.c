@@ -8,6 +8,7 @@
 
 #include "normloss_util.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define GN_BLOCK 2048
 #define GN_PAR_MIN 32768
@@ -81,6 +82,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
 
 static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t G, segc_tensor *gamma,
                                segc_tensor *beta, float eps) {
+    SEGC_PROF_OP(ctx, op);
     char a[96];
     const int64_t N = x->shape[0], C = x->shape[1], S = segc_numel(x) / nl_max1(N * C);
     if (!nl_check_vec(ctx, op, "gamma", gamma, C) || !nl_check_vec(ctx, op, "beta", beta, C)) return NULL;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 /* One output index along an axis: input range [lo, hi) (inside the input)
  * and its factor of the averaging divisor. */
@@ -145,6 +146,7 @@ static void max_pool_backward(segc_ctx *ctx, segc_node *nd) {
 
 segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw,
                              bool ceil_mode) {
+    SEGC_PROF_OP(ctx, "max_pool2d");
     if (!x) return NULL;
     int64_t OH, OW;
     if (!pool_check(ctx, "max_pool2d", x, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
@@ -237,6 +239,7 @@ static void avg_backward(segc_ctx *ctx, segc_node *nd) {
 
 static segc_tensor *avg_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t OH, int64_t OW, const win *wh,
                                 const win *ww, const col_taps *ct) {
+    SEGC_PROF_OP(ctx, op);
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){N, C, OH, OW});
     const bool bf16 = x->dtype == SEGC_BF16;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 32768 /* elements below which threads cost more than they save */
 #define COLS 256      /* destination columns per unit when the innermost dim is kept */
@@ -313,6 +314,7 @@ static void reduce_backward(segc_ctx *ctx, segc_node *nd) {
 
 static segc_tensor *reduce_op(segc_ctx *ctx, const char *name, bool mean, segc_tensor *x, const int *dims,
                               int n_dims, bool keepdim) {
+    SEGC_PROF_OP(ctx, name);
     if (!x) return NULL;
     if (!segc_check_float(ctx, name, "x", x)) return NULL;
     char sb[96];

@@ -17,6 +17,7 @@
 #endif
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define VW 8 /* floats per AVX2 vector; tables are padded to a multiple */
 #define STREAM_MIN_BYTES ((size_t)16 << 20) /* outputs this large bypass the caches */
@@ -426,6 +427,7 @@ static void resize_record(segc_ctx *ctx, const char *op, segc_tensor *x, segc_te
 }
 
 segc_tensor *segc_resize_bilinear(segc_ctx *ctx, segc_tensor *x, int out_h, int out_w, bool align_corners) {
+    SEGC_PROF_OP(ctx, "resize_bilinear");
     if (!x) return NULL;
     if (!resize_check(ctx, "resize_bilinear", x, out_h, out_w, true)) return NULL;
     segc_tensor *y = resize_out(ctx, x, out_h, out_w);
@@ -438,6 +440,7 @@ segc_tensor *segc_resize_bilinear(segc_ctx *ctx, segc_tensor *x, int out_h, int 
 }
 
 static segc_tensor *nearest_impl(segc_ctx *ctx, const char *op, segc_tensor *x, int out_h, int out_w, bool exact) {
+    SEGC_PROF_OP(ctx, op);
     if (!x) return NULL;
     if (!resize_check(ctx, op, x, out_h, out_w, false)) return NULL;
     segc_tensor *y = resize_out(ctx, x, out_h, out_w);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 typedef struct {
     int64_t N, C, h, w, H, W;
@@ -205,6 +206,7 @@ static double row_forward(const rce_saved *s, const segc_tensor *target, int64_t
 
 segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, int ignore_index) {
     static const char *op = "resize_cross_entropy";
+    SEGC_PROF_OP(ctx, op);
     if (!logits || !target) return NULL;
     char a[96], b[96];
     if (!segc_check_float(ctx, op, "logits", logits) || !segc_check_ndim(ctx, op, "logits", logits, 4) ||

@@ -11,6 +11,7 @@
 #endif
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 32768 /* elements below which threading costs more than it saves */
 
@@ -56,6 +57,7 @@ static void view_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 static segc_tensor *make_view(segc_ctx *ctx, const char *op, segc_tensor *x, int ndim, const int64_t *shape) {
+    SEGC_PROF_OP(ctx, op);
     segc_tensor *y = segc_tensor_wrap(ctx, x->dtype, ndim, shape, x->data);
     if (y && is_float(x) && segc_needs_grad(ctx, &x, 1)) segc_record(ctx, op, view_backward, y, &x, 1, NULL);
     return y;
@@ -337,6 +339,7 @@ static void permute_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_permute(segc_ctx *ctx, segc_tensor *x, const int *perm) {
+    SEGC_PROF_OP(ctx, "permute");
     if (!x) return NULL;
     char b[96];
     bool seen[SEGC_MAX_DIMS] = {false}, ok = perm != NULL || x->ndim == 0;
@@ -405,6 +408,7 @@ static void concat_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_concat(segc_ctx *ctx, segc_tensor *const *xs, int n, int dim) {
+    SEGC_PROF_OP(ctx, "concat");
     if (!xs || n < 1) {
         segc_set_error(ctx, "concat: expected at least one input, found %d%s", n, xs ? "" : " (NULL list)");
         return NULL;
@@ -490,6 +494,7 @@ static void slice_backward(segc_ctx *ctx, segc_node *nd) {
 
 /* x[.., start : start+len*step : step, ..] along a wrapped, validated dim */
 static segc_tensor *narrow(segc_ctx *ctx, const char *op, segc_tensor *x, int dim, int64_t start, int64_t len, int64_t step) {
+    SEGC_PROF_OP(ctx, op);
     int64_t os[SEGC_MAX_DIMS];
     memcpy(os, x->shape, sizeof os);
     os[dim] = len;
@@ -658,6 +663,7 @@ static void pad_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_pad(segc_ctx *ctx, segc_tensor *x, const int *pads, int n_pads, segc_pad_mode mode, float value) {
+    SEGC_PROF_OP(ctx, "pad");
     if (!x) return NULL;
     char b[96];
     if (n_pads < 0 || n_pads % 2 || n_pads / 2 > x->ndim || (n_pads > 0 && !pads)) {

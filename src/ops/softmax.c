@@ -19,6 +19,7 @@
 #include <stdio.h>
 
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 #define PAR_MIN 16384
 #define IB 64    /* inner positions per block for a middle dim */
@@ -313,6 +314,7 @@ static void softmax_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 static segc_tensor *softmax_op(segc_ctx *ctx, const char *name, bool log, segc_tensor *x, int dim) {
+    SEGC_PROF_OP(ctx, name);
     if (!x) return NULL;
     if (!segc_check_float(ctx, name, "x", x)) return NULL;
     char sb[96];
