@@ -74,6 +74,7 @@ typedef struct segc_evaluate_opts {
     int n_kept;                   /* (out) */
     FILE *progress;               /* NULL: silent */
     segc_ctx *ctx, *work;         /* contexts to reuse (NULL: made for this call) */
+    bool profile_images;          /* announce each batch to the profiler as an iteration (segc eval --profile) */
 } segc_evaluate_opts;
 
 /* Runs the model over ds with the configuration's test settings (mode,
@@ -92,6 +93,11 @@ typedef struct segc_train_opts {
     /* when it becomes non-zero (e.g. set by a SIGINT handler), training stops
      * after the current iteration with a checkpoint and a report */
     const volatile int *stop;
+    /* --profile: a Chrome/Perfetto trace of iterations profile_first..profile_last
+     * (as logged, from 1) written to profile_path, and a per-op summary on the
+     * progress stream at the end (NULL: off) */
+    const char *profile_path;
+    int64_t profile_first, profile_last;
 } segc_train_opts;
 
 typedef enum {

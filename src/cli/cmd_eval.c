@@ -2,12 +2,14 @@
  * split (data.split, else data.val_split) with the configuration's test
  * settings; prints mmseg's per-class table and, as the last line, one JSON
  * object with mIoU, mAcc, aAcc and the per-class values. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "segc/profile.h"
 #include "segc/trainer.h"
 
 static void eval_usage(FILE *f) {
@@ -16,6 +18,8 @@ static void eval_usage(FILE *f) {
             "  CONFIG           training config (default: the one stored in the checkpoint)\n"
             "  --checkpoint F   weights (safetensors, HF names), e.g. RUN/checkpoints/best.safetensors\n"
             "  key=value        overrides, e.g. data.split=test test.mode=slide test.crop_size=[512,512]\n"
+            "  --profile [A:B]  trace of the evaluation (images A..B, default all) in ./trace.json + per-op table\n"
+            "  --trace FILE     where --profile writes the trace\n"
             "                   test.stride=[341,341] test.flip=true test.scales=[0.5,1.0,1.5]\n"
             "output: per-class table, then one JSON line {\"mIoU\",\"mAcc\",\"aAcc\",\"IoU\",\"Acc\"}\n");
 }
@@ -37,7 +41,10 @@ int segc_cmd_eval(int argc, char **argv) {
     const char *config = NULL, *ckpt = NULL;
     char **ov = calloc((size_t)argc + 1, sizeof *ov);
     int n_ov = 0, rc = 2;
-    bool quiet = false;
+    bool quiet = false, profile = false;
+    int64_t pf = 0, pl = INT64_MAX;
+    const char *trace = "trace.json";
+    int p;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) { eval_usage(stdout); rc = 0; goto done; }
@@ -45,6 +52,10 @@ int segc_cmd_eval(int argc, char **argv) {
             if (i + 1 >= argc) { fprintf(stderr, "segc eval: --checkpoint needs a file\n"); goto done; }
             ckpt = argv[++i];
         } else if (!strcmp(s, "--quiet")) quiet = true;
+        else if (!strcmp(s, "--trace") && i + 1 < argc) trace = argv[++i];
+        else if ((p = segc_cli_profile_opt(argc, argv, &i, "eval", &profile, &pf, &pl))) {
+            if (p < 0) goto done;
+        }
         else if (s[0] == '-') { fprintf(stderr, "segc eval: unknown option %s\n", s); eval_usage(stderr); goto done; }
         else if (strchr(s, '=')) ov[n_ov++] = argv[i];
         else if (!config) config = s;
@@ -69,7 +80,18 @@ int segc_cmd_eval(int argc, char **argv) {
     segc_evaluate_opts eo = {0};
     eo.progress = quiet ? NULL : stderr;
     segc_eval_result met;
-    if (!segc_evaluate(m, &c, ds, &eo, &met, err, sizeof err)) goto fail;
+    if (profile && segc_profiler_start(trace)) {
+        if (pl != INT64_MAX) segc_profiler_set_window(pf, pl);
+        eo.profile_images = true;
+    }
+    bool eval_ok = segc_evaluate(m, &c, ds, &eo, &met, err, sizeof err);
+    if (profile) {
+        char pe[512];
+        segc_profiler_pause();
+        if (!segc_profiler_stop_and_write(quiet ? NULL : stderr, pe, sizeof pe)) fprintf(stderr, "segc eval: --profile: %s\n", pe);
+        else if (!quiet) fprintf(stderr, "profile: %s (open in ui.perfetto.dev or chrome://tracing)\n", trace);
+    }
+    if (!eval_ok) goto fail;
     const char *names[256];
     int K = m->num_classes, nd = segc_dataset_num_classes(ds);
     for (int k = 0; k < K && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(ds, k) : NULL;

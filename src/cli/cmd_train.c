@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "segc/profile.h"
 #include "segc/trainer.h"
 
 static void train_usage(FILE *f) {
@@ -19,7 +20,9 @@ static void train_usage(FILE *f) {
             "                   an uninterrupted run); without CONFIG, RUN_DIR/config.yaml is used\n"
             "  --force          start over in a work_dir that already holds checkpoints\n"
             "  --quiet          no progress output\n"
-            "  --keys           list every config key\n"
+            "  --keys           list every config key (and each model family's own)\n"
+            "  --profile [A:B]  Chrome/Perfetto trace of iterations A..B (default 2:4) in WORK_DIR/trace.json\n"
+            "                   (one slice per op forward/backward, data waits, optimizer, eval) + per-op table\n"
             "Ctrl-C (SIGINT/SIGTERM) stops after the current iteration with a checkpoint; a second one aborts.\n"
             "exit status: 0 done, 1 error, 2 usage, 3 loss/gradients became NaN or Inf\n");
 }
@@ -68,7 +71,10 @@ int segc_cmd_train(int argc, char **argv) {
     char **ov = calloc((size_t)argc + 1, sizeof *ov);
     int n_ov = 0;
     segc_train_opts o = {0};
-    int rc = 2;
+    int rc = 2, p;
+    bool profile = false;
+    int64_t pf = SEGC_PROFILE_DEFAULT_FIRST, pl = SEGC_PROFILE_DEFAULT_LAST;
+    char trace[4200];
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) { train_usage(stdout); rc = 0; goto done; }
@@ -78,6 +84,9 @@ int segc_cmd_train(int argc, char **argv) {
             resume = argv[++i];
         } else if (!strcmp(s, "--force")) o.force = true;
         else if (!strcmp(s, "--quiet")) o.quiet = true;
+        else if ((p = segc_cli_profile_opt(argc, argv, &i, "train", &profile, &pf, &pl))) {
+            if (p < 0) goto done;
+        }
         else if (s[0] == '-') { fprintf(stderr, "segc train: unknown option %s\n", s); train_usage(stderr); goto done; }
         else if (strchr(s, '=')) ov[n_ov++] = argv[i];
         else if (!config) config = s;
@@ -96,6 +105,12 @@ int segc_cmd_train(int argc, char **argv) {
         fprintf(stderr, "segc train: %s\n", err);
         rc = 1;
         goto done;
+    }
+    if (profile) {
+        snprintf(trace, sizeof trace, "%s/trace.json", c.train.work_dir);
+        o.profile_path = trace;
+        o.profile_first = pf;
+        o.profile_last = pl;
     }
     o.stop = &stop_requested;
     signal(SIGINT, on_stop_signal);

@@ -12,6 +12,7 @@
 #include "segc/image_io.h"
 #include "segc/ops.h"
 #include "segc/predict.h"
+#include "segc/profile.h"
 
 void segc_predict_default_palette(uint8_t *rgb, int n_colors) {
     for (int i = 0; i < n_colors; i++) {
@@ -481,8 +482,12 @@ bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
     double t0 = segc_now_s();
     bool ok = true;
     uint8_t *preds[1024];
+    int64_t n_batches = 0;
     while (ok && done < total) {
+        if (o->profile_batches) segc_profiler_iter(++n_batches);
+        segc_prof_span pd = segc_prof_begin("loader_next", SEGC_PROF_DATA);
         const segc_batch *b = segc_loader_next(l, err, errlen);
+        segc_prof_end(&pd, 0);
         if (!b) {
             ok = err[0] == 0;   /* "" marks the end of the pass */
             break;

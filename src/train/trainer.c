@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "segc/profile.h"
 #include "segc/trainer.h"
 
 static bool mkdir_p(const char *path, char *err, size_t errlen) {
@@ -213,7 +214,7 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (r->have_last) segc_eval_result_free(&r->last);
     r->have_last = false;
     segc_evaluate_opts eo = {r->c->train.val_max_samples, r->c->train.report_samples, r->samples, 0,
-                         r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work};
+                         r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work, false};
     if (!r->pg.quiet && r->pg.tty && r->pg.last_len) { fputc('\n', r->pg.f); r->pg.last_len = 0; }
     if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
     r->n_samples = eo.n_kept;
@@ -407,12 +408,22 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
                   (long long)segc_params_count(&r->model->params, true), r->model->num_classes, r->model->in_channels,
                   c->train.dtype, c->data.batch_size, c->data.crop_size[0],
                   c->data.crop_size[1], segc_get_num_threads(), r->dir);
+    if (o->profile_path) {
+        if (!segc_profiler_start(o->profile_path)) {
+            segc_errorf(err, errlen, "train: --profile: a profiler is already running");
+            goto out;
+        }
+        segc_profiler_set_window(o->profile_first, o->profile_last);
+    }
     double t_session = segc_now_s(), t_window = t_session, elapsed0 = r->st.elapsed_s;
     double loss_sum = 0, img_s = 0, sec_per_iter = 0;
     int64_t window_iters = 0, window_imgs = 0;
     bool stop = false;
     for (int64_t it = r->st.iter; it < max_iters && !stop; it++) {
+        if (o->profile_path) segc_profiler_iter(it + 1);
+        segc_prof_span pd = segc_prof_begin("loader_next", SEGC_PROF_DATA);
         const segc_batch *b = segc_loader_next(r->loader, e2, sizeof e2);
+        segc_prof_end(&pd, 0);
         if (!b) { segc_errorf(err, errlen, "train: %s", e2); goto out; }
         segc_ctx *ctx = r->ctx;
         segc_ctx_step_begin(ctx);
@@ -436,7 +447,9 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         }
         segc_params_zero_grad(&r->model->params);
         if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
+        segc_prof_span po = segc_prof_begin("optimizer_step", SEGC_PROF_OPTIMIZER);
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
+        segc_prof_end(&po, 0);
         if (isnan(gn) || (c->optimizer.max_grad_norm > 0 && !isfinite(gn))) {
             segc_errorf(err, errlen, "train: gradient norm is not finite at iteration %lld; stopping (latest checkpoint: "
                         "%s/latest, iteration %lld)%s%s", (long long)it + 1, r->ckdir, (long long)r->saved_iter,
@@ -475,7 +488,10 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         if (r->pg.tty || line) progress_draw(&r->pg, r->st.iter, max_iters, r->st.loss_ema, lr, img_s, eta, line);
         bool do_eval = (c->train.val_interval > 0 && r->st.iter % c->train.val_interval == 0) || final;
         if (do_eval) {
-            if (!evaluate_now(r, r->st.iter, err, errlen)) goto out;
+            segc_prof_span pe = segc_prof_begin("evaluate", SEGC_PROF_EVAL);
+            bool eval_ok = evaluate_now(r, r->st.iter, err, errlen);
+            segc_prof_end(&pe, 0);
+            if (!eval_ok) goto out;
             const char *why = r->st.iter == max_iters ? " (done)" : interrupted ? " (stopped)" : " (time limit)";
             snprintf(status_line, sizeof status_line, "iteration %lld of %lld%s", (long long)r->st.iter,
                      (long long)max_iters, final ? why : "");
@@ -509,6 +525,14 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     }
     status = SEGC_TRAIN_DONE;
 out:
+    if (o->profile_path && segc_profiler_active()) {
+        char pe[512];
+        segc_profiler_pause();
+        if (!segc_profiler_stop_and_write(o->quiet ? NULL : r->pg.f, pe, sizeof pe))
+            progress_note(&r->pg, "warning: --profile: %s", pe);
+        else
+            progress_note(&r->pg, "profile: %s (open in ui.perfetto.dev or chrome://tracing)", o->profile_path);
+    }
     if (status == SEGC_TRAIN_DONE && r->have_last && !o->quiet) {
         const char *names[256];
         int nd = segc_dataset_num_classes(r->val_ds);
