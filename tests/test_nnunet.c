@@ -7,9 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <nifti1.h>
+#include <zlib.h>
+
 #include "common/harness.h"
 #include "segc/augment.h"
+#include "segc/data.h"
+#include "segc/image_io.h"
 #include "segc/loader.h"
+
+#pragma GCC diagnostic ignored "-Wformat-truncation"   /* buffers sized for the short paths used */
+
+static char g_data[1024];   /* shared data root (../shared/data or $SEGC_DATA) */
 
 /* F32 HWC sample with c channels of smooth values and a label with a small
  * square of class cls at (oy, ox) (size sz; sz 0: all background). */
@@ -383,12 +392,245 @@ static void test_loader(void **state) {
     free(first);
 }
 
+/* ------------------------------------------------------------ volumes, folds */
+
+static bool have_brats(char *root, size_t n) {
+    snprintf(root, n, "%s/brats-mini", g_data);
+    char p[1100];
+    snprintf(p, sizeof p, "%s/train", root);
+    FILE *f = fopen(p, "r");
+    if (!f) {
+        print_message("  (skipped: %s not found; set SEGC_DATA)\n", p);
+        return false;
+    }
+    fclose(f);
+    return true;
+}
+
+static segc_dataset *open_brats(const char *root, const char *split, int fold, int num_folds) {
+    segc_dataset_opts o;
+    segc_dataset_opts_default(&o);
+    o.fold = fold, o.num_folds = num_folds;
+    char err[512];
+    segc_dataset *ds = segc_dataset_open("brats", root, split, &o, err, sizeof err);
+    if (!ds) fail_msg("%s", err);
+    return ds;
+}
+
+static void test_folds_and_volumes(void **state) {
+    char root[1024], err[512];
+    if (!have_brats(root, sizeof root)) skip();
+    setenv("SEGC_MEDICAL_CACHE_MB", "0", 1);   /* headers only: the folds need no voxels */
+    const char *names[2][2];
+    segc_dataset *keep[4];
+    for (int fold = 0; fold < 2; fold++) {
+        segc_dataset *tr = open_brats(root, "train", fold, 2), *va = open_brats(root, "val", fold, 2);
+        keep[2 * fold] = tr, keep[2 * fold + 1] = va;
+        assert_int_equal(segc_dataset_n_volumes(tr), 1);
+        assert_int_equal(segc_dataset_n_volumes(va), 1);
+        assert_int_equal(segc_dataset_len(tr), 155);
+        segc_volume_info a, b;
+        assert_true(segc_dataset_volume_info(tr, 0, &a, err, sizeof err));
+        assert_true(segc_dataset_volume_info(va, 0, &b, err, sizeof err));
+        assert_true(strcmp(a.name, b.name) != 0);   /* disjoint */
+        names[fold][0] = a.name, names[fold][1] = b.name;
+    }
+    /* fold 0's validation case is fold 1's training case and vice versa */
+    assert_string_equal(names[0][1], names[1][0]);
+    assert_string_equal(names[1][1], names[0][0]);
+    for (int k = 0; k < 4; k++) segc_dataset_close(keep[k]);
+    /* out-of-range fold: one line naming data.fold and both numbers */
+    segc_dataset_opts o;
+    segc_dataset_opts_default(&o);
+    o.fold = 2, o.num_folds = 2;
+    assert_null(segc_dataset_open("brats", root, "train", &o, err, sizeof err));
+    assert_non_null(strstr(err, "data.fold 2 out of range for data.num_folds 2"));
+    o.fold = -1;
+    assert_null(segc_dataset_open("brats", root, "val", &o, err, sizeof err));
+    assert_non_null(strstr(err, "data.fold -1"));
+    o.fold = 0, o.num_folds = 3;   /* more folds than cases */
+    assert_null(segc_dataset_open("brats", root, "train", &o, err, sizeof err));
+    assert_non_null(strstr(err, "data.num_folds 3 exceeds the 2 training cases"));
+    /* volumes of the whole split: all slices, in order, case-major */
+    segc_dataset *ds = open_brats(root, "train", 0, 0);
+    assert_int_equal(segc_dataset_n_volumes(ds), 2);
+    assert_int_equal(segc_dataset_len(ds), 310);
+    int64_t v;
+    int sl;
+    assert_true(segc_dataset_sample_volume(ds, 154, &v, &sl) && v == 0 && sl == 154);
+    assert_true(segc_dataset_sample_volume(ds, 155, &v, &sl) && v == 1 && sl == 0);
+    assert_false(segc_dataset_sample_volume(ds, 310, &v, &sl));
+    segc_volume_info vi;
+    assert_true(segc_dataset_volume_info(ds, 1, &vi, err, sizeof err));
+    assert_string_equal(vi.name, "brats_2013_pat0006_1");
+    assert_true(vi.dim[0] == 240 && vi.dim[1] == 240 && vi.dim[2] == 155);
+    assert_int_equal(vi.first_sample, 155);
+    assert_int_equal(vi.n_samples, 155);
+    assert_non_null(strstr(vi.label_path, "OTMultiClass.nii.gz"));
+    assert_non_null(strstr(vi.image_path, "Flair"));
+    assert_true(vi.affine[3][3] == 1.0);
+    assert_false(segc_dataset_volume_info(ds, 2, &vi, err, sizeof err));
+    assert_non_null(strstr(err, "volume 2 out of range (2 volumes)"));
+    segc_dataset_close(ds);
+    unsetenv("SEGC_MEDICAL_CACHE_MB");
+}
+
+/* f32 NIfTI-1 with an sform translated by (tx, 0, 0) and voxel size 1.5 */
+static void write_nii(const char *path, int nx, int ny, int nz, int nt, const float *data, float tx) {
+    nifti_1_header h;
+    memset(&h, 0, sizeof h);
+    h.sizeof_hdr = 348;
+    h.dim[0] = (short)(nt > 1 ? 4 : 3), h.dim[1] = (short)nx, h.dim[2] = (short)ny, h.dim[3] = (short)nz;
+    h.dim[4] = (short)nt, h.dim[5] = h.dim[6] = h.dim[7] = 1;
+    h.pixdim[0] = 1, h.pixdim[1] = h.pixdim[2] = h.pixdim[3] = 1.5f, h.pixdim[4] = 1;
+    h.datatype = DT_FLOAT32, h.bitpix = 32, h.vox_offset = 352, h.scl_slope = 1.f;
+    h.sform_code = 1;
+    h.srow_x[0] = 1.5f, h.srow_x[3] = tx;
+    h.srow_y[1] = 1.5f, h.srow_y[3] = -20.f;
+    h.srow_z[2] = 1.5f, h.srow_z[3] = 7.f;
+    memcpy(h.magic, "n+1", 4);
+    uint8_t pad[4] = {0};
+    size_t nb = (size_t)nx * ny * nz * nt * sizeof(float);
+    gzFile f = gzopen(path, "wb");
+    assert_non_null(f);
+    assert_true(gzwrite(f, &h, sizeof h) == (int)sizeof h && gzwrite(f, pad, 4) == 4 &&
+                gzwrite(f, data, (unsigned)nb) == (int)nb);
+    assert_int_equal(gzclose(f), Z_OK);
+}
+
+static void sh(const char *fmt, const char *dir) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, fmt, dir, dir, dir, dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* one brats case in tmp/train/c1 from the given pieces; open must fail with want */
+static void brats_bad(const char *tmp, int t1_nz, float t1_tx, int lab_nz, float lab_tx, float lab_val,
+                      const char *want) {
+    char p[1100], err[512];
+    float img[4 * 3 * 3], lab[4 * 3 * 3];
+    for (int i = 0; i < 36; i++) img[i] = 1.f + (float)i, lab[i] = (float)(i % 5);
+    lab[7] = lab_val;
+    sh("rm -rf %s/train && mkdir -p %s/train/c1", tmp);
+    snprintf(p, sizeof p, "%s/train/c1/c1_flair.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 1, img, 0);
+    snprintf(p, sizeof p, "%s/train/c1/c1_t1.nii.gz", tmp);
+    write_nii(p, 4, 3, t1_nz, 1, img, t1_tx);
+    snprintf(p, sizeof p, "%s/train/c1/c1_seg.nii.gz", tmp);
+    write_nii(p, 4, 3, lab_nz, 1, lab, lab_tx);
+    segc_dataset *ds = segc_dataset_open("brats", tmp, "train", NULL, err, sizeof err);
+    if (!want) {
+        if (!ds) fail_msg("%s", err);
+        segc_dataset_close(ds);
+        return;
+    }
+    if (ds) {
+        segc_dataset_close(ds);
+        fail_msg("open succeeded, expected '%s'", want);
+    }
+    print_message("  %s\n", err);
+    if (!strstr(err, want)) fail_msg("'%s' lacks '%s'", err, want);
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_bad_volumes(void **state) {
+    char tmp[] = "/tmp/segc_nnunet_XXXXXX";
+    assert_non_null(mkdtemp(tmp));
+    brats_bad(tmp, 2, 0, 2, 0, 1, NULL);   /* consistent: opens */
+    brats_bad(tmp, 2, 0, 2, 3.f, 1, "c1_seg.nii.gz: affine row 0 is [1.5 0 0 3], expected [1.5 0 0 0] as in");
+    brats_bad(tmp, 2, 4.5f, 2, 0, 1, "c1_t1.nii.gz: affine row 0 is [1.5 0 0 4.5], expected [1.5 0 0 0]");
+    brats_bad(tmp, 3, 0, 2, 0, 1, "c1_t1.nii.gz: shape 4x3x3x1, expected 4x3x2x1");
+    brats_bad(tmp, 2, 0, 3, 0, 1, "c1_seg.nii.gz: label shape 4x3x3x1, expected 4x3x2");
+    brats_bad(tmp, 2, 0, 2, 0, 9, "c1_seg.nii.gz: label value 9 at voxel (3,1,0) is not a class id 0..4");
+    /* msd: a case whose modality count (4th dim) differs from the first case's */
+    char p[1100], err[512];
+    float img[4 * 3 * 2 * 3] = {1}, lab[24] = {0};
+    for (int i = 0; i < 72; i++) img[i] = (float)(i + 1);
+    sh("mkdir -p %s/msd/imagesTr %s/msd/labelsTr && printf '{\"labels\": {\"0\": \"bg\", \"1\": \"fg\"}}' > "
+       "%s/msd/dataset.json", tmp);
+    snprintf(p, sizeof p, "%s/msd/imagesTr/a.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 2, img, 0);
+    snprintf(p, sizeof p, "%s/msd/labelsTr/a.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 1, lab, 0);
+    snprintf(p, sizeof p, "%s/msd/imagesTr/b.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 3, img, 0);
+    snprintf(p, sizeof p, "%s/msd/labelsTr/b.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 1, lab, 0);
+    snprintf(p, sizeof p, "%s/msd", tmp);
+    assert_null(segc_dataset_open("msd", p, NULL, NULL, err, sizeof err));
+    print_message("  %s\n", err);
+    assert_non_null(strstr(err, "imagesTr/b.nii.gz: shape 4x3x2x3, expected 4x3x2x2 (modalities along t"));
+    /* msd folds: 2 cases, 2 folds */
+    snprintf(p, sizeof p, "%s/msd/imagesTr/b.nii.gz", tmp);
+    write_nii(p, 4, 3, 2, 2, img, 0);
+    segc_dataset_opts o;
+    segc_dataset_opts_default(&o);
+    o.num_folds = 2;
+    snprintf(p, sizeof p, "%s/msd", tmp);
+    segc_dataset *va = segc_dataset_open("msd", p, "val", &o, err, sizeof err);
+    if (!va) fail_msg("%s", err);
+    assert_int_equal(segc_dataset_n_volumes(va), 1);
+    assert_int_equal(segc_dataset_len(va), 2);
+    segc_dataset_close(va);
+    snprintf(p, sizeof p, "rm -rf '%s'", tmp);
+    assert_int_equal(system(p), 0);
+}
+
+static void test_label_writer(void **state) {
+    char tmp[] = "/tmp/segc_nnunet_XXXXXX", ref[1100], out[1100], err[512];
+    assert_non_null(mkdtemp(tmp));
+    float img[5 * 4 * 3];
+    uint8_t lab[60];
+    for (int i = 0; i < 60; i++) img[i] = (float)i, lab[i] = (uint8_t)(i * 7 % 5);
+    snprintf(ref, sizeof ref, "%s/ref.nii.gz", tmp);
+    write_nii(ref, 5, 4, 3, 1, img, 12.5f);
+    snprintf(out, sizeof out, "%s/pred.nii.gz", tmp);
+    const int64_t dim[3] = {5, 4, 3};
+    assert_true(segc_nifti_write_labels(out, lab, dim, ref, NULL, err, sizeof err));
+    segc_volume v;
+    if (!segc_nifti_read(out, &v, err, sizeof err)) fail_msg("%s", err);
+    assert_true(v.dim[0] == 5 && v.dim[1] == 4 && v.dim[2] == 3 && v.dim[3] == 1);
+    for (int i = 0; i < 60; i++) assert_true(v.data[i] == lab[i]);
+    segc_volume_free(&v);
+    int64_t d0[3], d1[3];
+    double a0[4][4], a1[4][4];
+    int sc, qc;
+    assert_true(segc_nifti_read_geometry(ref, d0, a0, NULL, NULL, err, sizeof err));
+    assert_true(segc_nifti_read_geometry(out, d1, a1, &sc, &qc, err, sizeof err));
+    assert_int_equal(sc, 1);
+    assert_memory_equal(a0, a1, sizeof a0);
+    assert_true(a1[0][3] == 12.5 && a1[1][1] == 1.5);
+    /* uint8 on disk */
+    segc_nifti_info info;
+    assert_true(segc_nifti_read_info(out, &info, err, sizeof err));
+    assert_int_equal(info.datatype, DT_UINT8);
+    /* from an affine: sform and qform both carry it */
+    double aff[4][4] = {{-2, 0, 0, 10}, {0, 3, 0, -4}, {0, 0, 4, 1}, {0, 0, 0, 1}};
+    snprintf(out, sizeof out, "%s/pred2.nii", tmp);
+    assert_true(segc_nifti_write_labels(out, lab, dim, NULL, aff, err, sizeof err));
+    assert_true(segc_nifti_read_geometry(out, d1, a1, &sc, &qc, err, sizeof err));
+    assert_true(sc == 1 && qc == 1);
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) assert_true(fabs(a1[r][c] - aff[r][c]) < 1e-5);
+    /* mismatching reference dims: refused, nothing written */
+    const int64_t bad[3] = {5, 4, 2};
+    snprintf(out, sizeof out, "%s/pred3.nii.gz", tmp);
+    assert_false(segc_nifti_write_labels(out, lab, bad, ref, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "labels are 5x4x2 but the reference"));
+    assert_null(fopen(out, "rb"));
+    snprintf(out, sizeof out, "rm -rf '%s'", tmp);
+    assert_int_equal(system(out), 0);
+}
+
 int main(void) {
+    const char *env = getenv("SEGC_DATA");
+    snprintf(g_data, sizeof g_data, "%s", env && *env ? env : "../shared/data");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fg_crop),   cmocka_unit_test(test_mirror_and_determinism),
         cmocka_unit_test(test_noise_variance), cmocka_unit_test(test_intensity),
         cmocka_unit_test(test_spatial),   cmocka_unit_test(test_validation_and_loader),
-        cmocka_unit_test(test_loader),
+        cmocka_unit_test(test_loader),    cmocka_unit_test(test_folds_and_volumes),
+        cmocka_unit_test(test_bad_volumes), cmocka_unit_test(test_label_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -201,6 +201,38 @@ int segc_dataset_num_classes(const segc_dataset *ds) { return ds ? ds->n_classes
 const char *segc_dataset_name(const segc_dataset *ds) { return ds ? ds->name : NULL; }
 bool segc_dataset_is_detection(const segc_dataset *ds) { return ds && !strcmp(ds->name, "coco"); }
 
+static bool is_medical(const segc_dataset *ds) { return !strcmp(ds->name, "brats") || !strcmp(ds->name, "msd"); }
+
+bool segc_dataset_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice) {
+    if (!ds || i < 0 || i >= ds->n) return false;
+    if (is_medical(ds)) return ds_medical_sample_volume(ds, i, volume, slice);
+    if (volume) *volume = i;
+    if (slice) *slice = 0;
+    return true;
+}
+
+int64_t segc_dataset_n_volumes(const segc_dataset *ds) {
+    if (!ds) return 0;
+    return is_medical(ds) ? ds_medical_n_volumes(ds) : ds->n;
+}
+
+bool segc_dataset_volume_info(const segc_dataset *ds, int64_t v, segc_volume_info *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < 4; k++) out->affine[k][k] = 1;
+    if (!ds || v < 0 || v >= segc_dataset_n_volumes(ds))
+        return segc_errorf(err, errlen, "%s: volume %lld out of range (%lld volumes)", ds ? ds->name : "dataset",
+                           (long long)v, (long long)segc_dataset_n_volumes(ds));
+    if (is_medical(ds)) return ds_medical_volume_info(ds, v, out, err, errlen);
+    /* a 2-D image is its own one-slice volume; its size is known once decoded */
+    out->dim[2] = 1;
+    out->slice_axis = 2;
+    out->first_sample = v;
+    out->n_samples = 1;
+    out->name = out->image_path = ds->img_paths ? ds->img_paths[v] : ds->name;
+    out->label_path = ds->lbl_paths ? ds->lbl_paths[v] : NULL;
+    return true;
+}
+
 const char *segc_dataset_class_name(const segc_dataset *ds, int k) {
     return ds && k >= 0 && k < ds->n_classes ? ds->class_names[k] : NULL;
 }
