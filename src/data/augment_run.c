@@ -264,6 +264,11 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
              segc_dtype_name(lb->dtype), lb->h, lb->w, lb->c);
     if (in->n_boxes < 0 || (in->n_boxes > 0 && !in->boxes))
         FAIL("augment: sample has %d boxes but no box data", in->n_boxes);
+    /* an F32 image must meet a float transform before any U8-only one */
+    for (int i = 0; f32 && i < p->n && !segc_nn_is_kind(p->t[i].kind); i++)
+        if (p->t[i].kind != SEGC_AUG_NORMALIZE && p->t[i].kind != SEGC_AUG_PAD)
+            FAIL("augment: image expected U8 for %s (pipeline[%d]), found F32 %dx%dx%d", segc_aug_kind_name(p->t[i].kind),
+                 i, im->h, im->w, im->c);
     run_t r = {.ar = scratch, .img = f32 ? NULL : im->data, .h = im->h, .w = im->w, .c = im->c};
     if (f32) {   /* a writable copy: the float transforms work in place */
         r.f = arena_bytes(&r, sizeof(float) * (size_t)im->h * im->w * im->c);
