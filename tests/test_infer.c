@@ -1,8 +1,9 @@
 /* infer: whole / sliding-window inference and TTA against mmseg's algorithms run in PyTorch
  * (tests/fixtures/gen_metrics.py, model = conv1x1(avg_pool2d(x, 2))), exactness of sliding vs whole
  * for a translation-equivariant model, window geometry and count maps, flip TTA, the work context,
- * errors; predict writing label / overlay PNGs; nnU-Net Gaussian window weighting (reference values from
- * tests/fixtures/gen_nnunet.py), sigmoid probabilities and probabilities without labels. (Evaluation over a dataset is in test_metrics.c.) */
+ * errors; predict writing label / overlay PNGs; nnU-Net Gaussian window weighting (reference values
+ * from tests/fixtures/gen_nnunet.py), sigmoid probabilities and probabilities without labels.
+ * (Evaluation over a dataset is in test_metrics.c.) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
