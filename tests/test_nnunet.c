@@ -622,6 +622,45 @@ static void test_label_writer(void **state) {
     assert_int_equal(system(out), 0);
 }
 
+/* the chain on real BraTS slices (2 modalities) through a threaded loader */
+static void test_brats_loader(void **state) {
+    char root[1024], err[512];
+    if (!have_brats(root, sizeof root)) skip();
+    segc_dataset_opts o;
+    segc_dataset_opts_default(&o);
+    o.brain_slices_only = true;
+    segc_dataset *ds = segc_dataset_open("brats", root, "train", &o, err, sizeof err);
+    if (!ds) fail_msg("%s", err);
+    segc_pipeline p;
+    segc_pipeline_nnunet_2d(&p, 128, 112, 1.0);   /* always foreground: every patch shows tumour */
+    segc_loader_opts lo;
+    segc_loader_opts_default(&lo);
+    lo.channels = 2, lo.batch_size = 4, lo.num_workers = 2, lo.seed = 3;
+    segc_loader *l = segc_loader_new(segc_dataset_source(ds), &p, &lo, err, sizeof err);
+    if (!l) fail_msg("%s", err);
+    int with_fg = 0, n = 0;
+    for (int it = 0; it < 5; it++) {
+        const segc_batch *b = segc_loader_next(l, err, sizeof err);
+        if (!b) fail_msg("%s", err);
+        assert_true(b->c == 2 && b->h == 128 && b->w == 112 && b->label_h == 128);
+        for (int i = 0; i < b->n; i++, n++) {
+            const uint8_t *lab = (const uint8_t *)b->labels + (size_t)i * 128 * 112;
+            bool fg = false;
+            for (int q = 0; q < 128 * 112; q++) {
+                assert_true(lab[q] <= 4);
+                fg |= lab[q] > 0;
+            }
+            with_fg += fg;
+        }
+        for (int64_t q = 0; q < (int64_t)b->n * 2 * 128 * 112; q++) assert_true(isfinite(b->images[q]));
+    }
+    /* slices without tumour exist among the brain slices: those fall back to uniform crops */
+    print_message("  brats: %d of %d patches with tumour\n", with_fg, n);
+    assert_true(with_fg >= n / 2);
+    segc_loader_free(l);
+    segc_dataset_close(ds);
+}
+
 int main(void) {
     const char *env = getenv("SEGC_DATA");
     snprintf(g_data, sizeof g_data, "%s", env && *env ? env : "../shared/data");
@@ -631,6 +670,7 @@ int main(void) {
         cmocka_unit_test(test_spatial),   cmocka_unit_test(test_validation_and_loader),
         cmocka_unit_test(test_loader),    cmocka_unit_test(test_folds_and_volumes),
         cmocka_unit_test(test_bad_volumes), cmocka_unit_test(test_label_writer),
+        cmocka_unit_test(test_brats_loader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
