@@ -159,6 +159,7 @@ static void test_mirror_and_determinism(void **state) {
         if (t->kind == SEGC_AUG_BRIGHTNESS) t->p.brightness.prob = 1;
         if (t->kind == SEGC_AUG_CONTRAST) t->p.contrast.prob = 1;
         if (t->kind == SEGC_AUG_GAMMA) t->p.gamma.prob = 1;
+        if (t->kind == SEGC_AUG_LOW_RES) t->p.low_res.prob = 1;
     }
     segc_arena ar2;
     segc_arena_init(&ar2, 1 << 20);
@@ -226,7 +227,8 @@ static void test_intensity(void **state) {
     segc_sample s = make_f32(24, 20, 2, 5, 5, 6, 1);
     const float *x0 = s.img.data;
     int n = 24 * 20;
-    segc_aug_kind kinds[] = {SEGC_AUG_NOISE, SEGC_AUG_BLUR, SEGC_AUG_BRIGHTNESS, SEGC_AUG_CONTRAST, SEGC_AUG_GAMMA};
+    segc_aug_kind kinds[] = {SEGC_AUG_NOISE, SEGC_AUG_BLUR,  SEGC_AUG_BRIGHTNESS,
+                             SEGC_AUG_CONTRAST, SEGC_AUG_GAMMA, SEGC_AUG_LOW_RES};
     for (size_t q = 0; q < sizeof kinds / sizeof *kinds; q++) {
         segc_pipeline p = one(kinds[q]);
         segc_aug_transform *t = &p.t[0];
@@ -235,6 +237,7 @@ static void test_intensity(void **state) {
         if (kinds[q] == SEGC_AUG_BRIGHTNESS) t->p.brightness.prob = 1;
         if (kinds[q] == SEGC_AUG_CONTRAST) t->p.contrast.prob = 1;
         if (kinds[q] == SEGC_AUG_GAMMA) t->p.gamma.prob = 1;
+        if (kinds[q] == SEGC_AUG_LOW_RES) t->p.low_res = (segc_aug_low_res){1, 1, 0.5, 0.5};
         for (int i = 0; i < 20; i++) {
             segc_aug_state st;
             assert_true(run(&p, &s, segc_aug_seed(9, 0, i, 0), &ar, &st));
@@ -262,6 +265,12 @@ static void test_intensity(void **state) {
                     assert_true(fabs(sqrt(v1 / n) - sqrt(v0 / n)) < 1e-3);
                 }
                 if (kinds[q] == SEGC_AUG_BLUR) assert_true(v1 < v0);   /* smoothing lowers the variance */
+                if (kinds[q] == SEGC_AUG_LOW_RES) {   /* smooth input: close to it, but changed, within range */
+                    assert_true(mn1 >= mn0 - 1e-5 && mx1 <= mx0 + 1e-5);
+                    double d = 0;
+                    for (int k = 0; k < n; k++) d = fmax(d, fabs(st.img_f32[k * 2 + ch] - x0[k * 2 + ch]));
+                    assert_true(d > 1e-3 && d < 0.3);
+                }
             }
         }
     }
@@ -343,6 +352,10 @@ static void test_validation_and_loader(void **state) {
     p.t[0].p.mirror.prob_x = 2;
     assert_false(segc_pipeline_validate(&p, err, sizeof err));
     assert_non_null(strstr(err, "mirror: prob_y and prob_x"));
+    p = one(SEGC_AUG_LOW_RES);
+    p.t[0].p.low_res.zoom_hi = 1.5;
+    assert_false(segc_pipeline_validate(&p, err, sizeof err));
+    assert_non_null(strstr(err, "low_res: zoom range expected 0 < lo <= hi <= 1, found (0.5, 1.5)"));
     /* a U8-only transform after the float ones fails with a clear message */
     segc_arena ar;
     segc_arena_init(&ar, 1 << 16);

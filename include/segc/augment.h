@@ -45,6 +45,7 @@ typedef enum {
     SEGC_AUG_CONTRAST,         /* contrast about the channel mean, range preserved */
     SEGC_AUG_GAMMA,            /* gamma on the [min, max]-normalised channel, stats retained */
     SEGC_AUG_MIRROR,           /* flip rows and/or columns */
+    SEGC_AUG_LOW_RES,          /* simulate low resolution: down (nearest) and back up (bilinear) per channel */
     SEGC_AUG_NKINDS
 } segc_aug_kind;
 
@@ -169,6 +170,18 @@ typedef struct segc_aug_mirror {
     double prob_y, prob_x;     /* default 0.5, 0.5 */
 } segc_aug_mirror;
 
+/* SimulateLowResolutionTransform(zoom_range, per_channel=True,
+ * p_per_channel, order_downsample=0, order_upsample=3, p_per_sample): per
+ * channel with p_per_channel, zoom z = U(zoom_lo, zoom_hi), the channel is
+ * resized to round(size * z) with nearest neighbour and back with bilinear
+ * interpolation (half-pixel centres, edge clamped; nnU-Net's upsampling is
+ * cubic). Labels untouched. */
+typedef struct segc_aug_low_res {
+    double prob;               /* per sample, default 0.25 */
+    double p_per_channel;      /* default 0.5 */
+    double zoom_lo, zoom_hi;   /* default 0.5, 1.0 */
+} segc_aug_low_res;
+
 typedef struct segc_aug_transform {
     segc_aug_kind kind;
     union {
@@ -189,6 +202,7 @@ typedef struct segc_aug_transform {
         segc_aug_range contrast;
         segc_aug_gamma gamma;
         segc_aug_mirror mirror;
+        segc_aug_low_res low_res;
     } p;
 } segc_aug_transform;
 
@@ -215,10 +229,11 @@ void segc_pipeline_ssd_eval(segc_pipeline *p, int size);
 /* nnU-Net's 2-D training chain on a patch_h x patch_w patch: fg_crop
  * (fg_prob), spatial (rot p 0.2 +-180 deg, scale p 0.2 0.7..1.4), noise (p 0.1,
  * 0..0.1), blur (p 0.2, per channel 0.5, sigma 0.5..1), brightness (p 0.15,
- * 0.75..1.25), contrast (p 0.15, 0.75..1.25), gamma inverted (p 0.1, 0.7..1.5),
- * gamma (p 0.3, 0.7..1.5), mirror (0.5 per axis). No Normalize/Pad: medical
- * slices are already z-scored and the crop fixes the size. Adjust p->t[k]
- * afterwards to change a parameter; simulate-low-resolution is not included. */
+ * 0.75..1.25), contrast (p 0.15, 0.75..1.25), low_res (p 0.25, per channel 0.5,
+ * zoom 0.5..1), gamma inverted (p 0.1, 0.7..1.5), gamma (p 0.3, 0.7..1.5),
+ * mirror (0.5 per axis): nnU-Net's order. No Normalize/Pad: medical slices are
+ * already z-scored and the crop fixes the size. Adjust p->t[k] afterwards to
+ * change a parameter. */
 void segc_pipeline_nnunet_2d(segc_pipeline *p, int patch_h, int patch_w, double fg_prob);
 
 /* When every output of the pipeline has the same size (it ends with Pad, or

@@ -23,7 +23,7 @@ const char *segc_aug_kind_name(segc_aug_kind kind) {
                                                  "min_iou_crop", "normalize",     "pad",
                                                  "fg_crop",      "spatial",       "noise",
                                                  "blur",         "brightness",    "contrast",
-                                                 "gamma",        "mirror"};
+                                                 "gamma",        "mirror",        "low_res"};
     return (unsigned)kind < SEGC_AUG_NKINDS ? names[kind] : "unknown";
 }
 

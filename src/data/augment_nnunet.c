@@ -15,7 +15,7 @@
 static double unif(segc_rng *r, double lo, double hi) { return segc_aug_uniform(r, lo, hi); }
 static bool coin(segc_rng *r, double p) { return segc_aug_uniform(r, 0, 1) < p; }
 
-bool segc_nn_is_kind(segc_aug_kind k) { return k >= SEGC_AUG_FG_CROP && k <= SEGC_AUG_MIRROR; }
+bool segc_nn_is_kind(segc_aug_kind k) { return k >= SEGC_AUG_FG_CROP && k <= SEGC_AUG_LOW_RES; }
 
 void segc_nn_default(segc_aug_transform *t) {
     switch (t->kind) {
@@ -27,6 +27,7 @@ void segc_nn_default(segc_aug_transform *t) {
     case SEGC_AUG_CONTRAST: t->p.contrast = (segc_aug_range){0.15, 0.75, 1.25}; break;
     case SEGC_AUG_GAMMA: t->p.gamma = (segc_aug_gamma){0.3, 0.7, 1.5, false}; break;
     case SEGC_AUG_MIRROR: t->p.mirror = (segc_aug_mirror){0.5, 0.5}; break;
+    case SEGC_AUG_LOW_RES: t->p.low_res = (segc_aug_low_res){0.25, 0.5, 0.5, 1.0}; break;
     default: break;
     }
 }
@@ -97,6 +98,16 @@ bool segc_nn_validate(const segc_aug_transform *t, int i, const char *nm, char *
             BAD("pipeline[%d] %s: prob_y and prob_x expected in [0, 1], found %g and %g", i, nm, t->p.mirror.prob_y,
                 t->p.mirror.prob_x);
         break;
+    case SEGC_AUG_LOW_RES: {
+        const segc_aug_low_res *q = &t->p.low_res;
+        if (!prob_ok(q->prob) || !prob_ok(q->p_per_channel))
+            BAD("pipeline[%d] %s: prob and p_per_channel expected in [0, 1], found %g and %g", i, nm, q->prob,
+                q->p_per_channel);
+        if (!(q->zoom_lo > 0 && q->zoom_lo <= q->zoom_hi && q->zoom_hi <= 1))
+            BAD("pipeline[%d] %s: zoom range expected 0 < lo <= hi <= 1, found (%g, %g)", i, nm, q->zoom_lo,
+                q->zoom_hi);
+        break;
+    }
     default: BAD("pipeline[%d]: unknown transform kind %d", i, (int)t->kind);
     }
     return true;
@@ -309,6 +320,35 @@ static void flip_cols(void *p, int h, int w, size_t px_bytes) {
     }
 }
 
+/* channel ch of an h x w HWC image down to dh x dw (nearest, half-pixel
+ * centres) and back up (bilinear, half-pixel centres, edges clamped) */
+static void low_res_channel(float *x, int h, int w, int c, int ch, int dh, int dw, float *small) {
+    for (int y = 0; y < dh; y++) {
+        int sy = (int)((y + 0.5) * h / dh);
+        if (sy > h - 1) sy = h - 1;
+        for (int xx = 0; xx < dw; xx++) {
+            int sx = (int)((xx + 0.5) * w / dw);
+            if (sx > w - 1) sx = w - 1;
+            small[y * dw + xx] = x[((size_t)sy * w + sx) * c + ch];
+        }
+    }
+    for (int y = 0; y < h; y++) {
+        double fy = (y + 0.5) * dh / h - 0.5;
+        fy = fy < 0 ? 0 : fy > dh - 1 ? dh - 1 : fy;
+        int y0 = (int)fy, y1 = y0 + 1 < dh ? y0 + 1 : y0;
+        double ay = fy - y0;
+        for (int xx = 0; xx < w; xx++) {
+            double fx = (xx + 0.5) * dw / w - 0.5;
+            fx = fx < 0 ? 0 : fx > dw - 1 ? dw - 1 : fx;
+            int x0 = (int)fx, x1 = x0 + 1 < dw ? x0 + 1 : x0;
+            double ax = fx - x0;
+            double v = (1 - ay) * ((1 - ax) * small[y0 * dw + x0] + ax * small[y0 * dw + x1]) +
+                       ay * ((1 - ax) * small[y1 * dw + x0] + ax * small[y1 * dw + x1]);
+            x[((size_t)y * w + xx) * c + ch] = (float)v;
+        }
+    }
+}
+
 bool segc_nn_apply(const segc_aug_transform *t, segc_rng *r, segc_arena *ar, segc_fimg *im, char *err,
                    size_t errlen) {
     int64_t n = (int64_t)im->h * im->w;
@@ -375,15 +415,31 @@ bool segc_nn_apply(const segc_aug_transform *t, segc_rng *r, segc_arena *ar, seg
         }
         break;
     }
+    case SEGC_AUG_LOW_RES: {
+        const segc_aug_low_res *q = &t->p.low_res;
+        if (!coin(r, q->prob)) break;
+        float *small = NULL;
+        for (int ch = 0; ch < c; ch++) {
+            if (!coin(r, q->p_per_channel)) continue;
+            double z = unif(r, q->zoom_lo, q->zoom_hi);
+            int dh = (int)nearbyint(im->h * z), dw = (int)nearbyint(im->w * z);
+            dh = dh < 1 ? 1 : dh, dw = dw < 1 ? 1 : dw;
+            if (!small) small = segc_arena_alloc(ar, sizeof(float) * (size_t)n);   /* dh*dw <= h*w */
+            low_res_channel(x, im->h, im->w, c, ch, dh, dw, small);
+        }
+        break;
+    }
     default: BAD("augment: transform kind %d is not an nnU-Net transform", (int)t->kind);
     }
     return true;
 }
 
 void segc_pipeline_nnunet_2d(segc_pipeline *p, int patch_h, int patch_w, double fg_prob) {
-    static const segc_aug_kind chain[] = {SEGC_AUG_FG_CROP,   SEGC_AUG_SPATIAL,  SEGC_AUG_NOISE,
-                                          SEGC_AUG_BLUR,      SEGC_AUG_BRIGHTNESS, SEGC_AUG_CONTRAST,
-                                          SEGC_AUG_GAMMA,     SEGC_AUG_GAMMA,    SEGC_AUG_MIRROR};
+    static const segc_aug_kind chain[] = {SEGC_AUG_FG_CROP, SEGC_AUG_SPATIAL,    SEGC_AUG_NOISE,
+                                          SEGC_AUG_BLUR,    SEGC_AUG_BRIGHTNESS, SEGC_AUG_CONTRAST,
+                                          SEGC_AUG_LOW_RES, SEGC_AUG_GAMMA,      SEGC_AUG_GAMMA,
+                                          SEGC_AUG_MIRROR};
+    bool first_gamma = true;
     p->n = 0;
     for (size_t k = 0; k < sizeof chain / sizeof *chain; k++) {
         segc_aug_transform t = segc_aug_default(chain[k]);
@@ -392,9 +448,10 @@ void segc_pipeline_nnunet_2d(segc_pipeline *p, int patch_h, int patch_w, double 
             t.p.fg_crop.w = patch_w;
             t.p.fg_crop.fg_prob = fg_prob;
         }
-        if (chain[k] == SEGC_AUG_GAMMA && k == 6) {   /* nnU-Net: inverted gamma p 0.1, then plain p 0.3 */
+        if (chain[k] == SEGC_AUG_GAMMA && first_gamma) {   /* nnU-Net: inverted gamma p 0.1, then plain p 0.3 */
             t.p.gamma.invert = true;
             t.p.gamma.prob = 0.1;
+            first_gamma = false;
         }
         p->t[p->n++] = t;
     }
