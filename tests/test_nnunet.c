@@ -464,6 +464,8 @@ static void test_folds_and_volumes(void **state) {
     o.fold = 0, o.num_folds = 3;   /* more folds than cases */
     assert_null(segc_dataset_open("brats", root, "train", &o, err, sizeof err));
     assert_non_null(strstr(err, "data.num_folds 3 exceeds the 2 training cases"));
+    assert_null(segc_dataset_open("folder", root, "train", &o, err, sizeof err));
+    assert_non_null(strstr(err, "k-fold splits are supported for brats and msd only"));
     /* volumes of the whole split: all slices, in order, case-major */
     segc_dataset *ds = open_brats(root, "train", 0, 0);
     assert_int_equal(segc_dataset_n_volumes(ds), 2);

@@ -184,6 +184,12 @@ segc_dataset *segc_dataset_open(const char *name, const char *root, const char *
         segc_errorf(err, errlen, "dataset open: image_channels must be 0, 1 or 3, found %d", o->image_channels);
         return NULL;
     }
+    bool medical = !strcmp(name, "brats") || !strcmp(name, "msd");
+    if (o->num_folds != 0 && !medical) {   /* silently ignoring it would evaluate on training data */
+        segc_errorf(err, errlen, "%s: data.num_folds %d: k-fold splits are supported for brats and msd only", name,
+                    o->num_folds);
+        return NULL;
+    }
     if (!strcmp(name, "camvid")) return ds_open_camvid(root, split, o, err, errlen);
     if (!strcmp(name, "ade20k") || !strcmp(name, "ade")) return ds_open_ade20k(root, split, o, err, errlen);
     if (!strcmp(name, "cityscapes")) return ds_open_cityscapes(root, split, o, err, errlen);
