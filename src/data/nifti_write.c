@@ -88,6 +88,24 @@ bool segc_nifti_write_labels(const char *path, const uint8_t *labels, const int6
     nim->nifti_type = NIFTI_FTYPE_NIFTI1_1;
     nifti_1_header h = nifti_convert_nim2nhdr(nim);
     nifti_image_free(nim);
+    if (ref_path) {
+        /* nifticlib drops the quaternion of a qform_code 0 header; copy the
+         * geometry fields from the reference's raw header so readers that
+         * look at them (nibabel's get_qform) see the source's values */
+        int swapped = 0;
+        nifti_1_header *rh = nifti_read_header(ref_path, &swapped, 1);
+        if (!rh) return segc_errorf(err, errlen, "%s: nifti: header rejected by nifticlib", ref_path);
+        if (swapped) swap_nifti_header(rh, 1);
+        h.qform_code = rh->qform_code, h.sform_code = rh->sform_code;
+        h.quatern_b = rh->quatern_b, h.quatern_c = rh->quatern_c, h.quatern_d = rh->quatern_d;
+        h.qoffset_x = rh->qoffset_x, h.qoffset_y = rh->qoffset_y, h.qoffset_z = rh->qoffset_z;
+        for (int k = 0; k < 4; k++) h.pixdim[k] = rh->pixdim[k];   /* pixdim[0] is qfac */
+        memcpy(h.srow_x, rh->srow_x, sizeof h.srow_x);
+        memcpy(h.srow_y, rh->srow_y, sizeof h.srow_y);
+        memcpy(h.srow_z, rh->srow_z, sizeof h.srow_z);
+        h.xyzt_units = rh->xyzt_units;
+        free(rh);
+    }
     h.vox_offset = 352.f;
     memcpy(h.magic, "n+1", 4);
     size_t plen = strlen(path);
