@@ -1,6 +1,7 @@
 /* segc augmentation: mmsegmentation-1.x / mmdetection style transforms on
- * segc_sample (U8 HWC RGB image + U8 label or boxes), producing normalised
- * float CHW images for the loader's batch buffers.
+ * segc_sample (U8 HWC RGB image + U8 label or boxes), and nnU-Net's 2-D
+ * training transforms on float images (F32 medical slices, any channel
+ * count), producing normalised float CHW images for the loader's batches.
  *
  * Every random transform is split in two: a *draw* that takes the random
  * parameters from a Philox stream (segc_rng) and a deterministic *apply* that
