@@ -1,7 +1,9 @@
 /* infer: whole / sliding-window inference and TTA against mmseg's algorithms run in PyTorch
  * (tests/fixtures/gen_metrics.py, model = conv1x1(avg_pool2d(x, 2))), exactness of sliding vs whole
  * for a translation-equivariant model, window geometry and count maps, flip TTA, the work context,
- * errors; predict writing label / overlay PNGs. (Evaluation over a dataset is in test_metrics.c.) */
+ * errors; predict writing label / overlay PNGs; nnU-Net Gaussian window weighting (reference values
+ * from tests/fixtures/gen_nnunet.py), sigmoid probabilities and probabilities without labels.
+ * (Evaluation over a dataset is in test_metrics.c.) */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 #include "common/harness.h"
 #include "segc/image_io.h"
 #include "segc/infer.h"
+#include "segc/model.h"
 #include "segc/ops.h"
 #include "segc/predict.h"
 #include "segc/model.h"
@@ -650,6 +653,98 @@ static void test_predict_write_and_palette(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- nnU-Net Gaussian slide weighting, sigmoid probabilities, probs only ---- */
+
+/* per-class constant logits 0.5 * (c + 1) at the input size */
+static segc_tensor *constant_forward(segc_ctx *ctx, void *model, segc_tensor *x) {
+    segc_tensor *y = segc_tensor_new(ctx, SEGC_F32, 4, SHAPE(x->shape[0], 3, x->shape[2], x->shape[3]));
+    int64_t plane = x->shape[2] * x->shape[3];
+    for (int64_t i = 0; i < segc_numel(y); i++) segc_f32(y)[i] = 0.5f * (float)((i / plane) % 3 + 1);
+    return y;
+}
+
+static void test_gaussian_map(void **state) {
+    /* tests/fixtures/gen_nnunet.py: nnU-Net compute_gaussian(tile, 1/8) */
+    static const float want65[30] = {
+        2.00473232e-06f, 9.32711264e-05f, 0.000335462624f, 9.32711264e-05f, 2.00473232e-06f, 0.000170708081f,
+        0.00794227514f,  0.0285654999f,   0.00794227514f,  0.000170708081f, 0.00245681638f,  0.11430455f,
+        0.411112279f,    0.11430455f,     0.00245681638f,  0.00597602269f,  0.27803731f,     1.f,
+        0.27803731f,     0.00597602269f,  0.00245681638f,  0.11430455f,     0.411112279f,    0.11430455f,
+        0.00245681638f,  0.000170708081f, 0.00794227514f,  0.0285654999f,   0.00794227514f,  0.000170708081f};
+    static const float want49[36] = {
+        6.032177e-07f,  9.58265809e-06f, 6.90798915e-05f, 0.000225980533f, 0.000335462624f, 0.000225980533f,
+        6.90798915e-05f, 9.58265809e-06f, 6.032177e-07f,  0.000243355389f, 0.00386592024f,  0.0278688166f,
+        0.0911670476f,  0.135335281f,    0.0911670476f,   0.0278688166f,   0.00386592024f,  0.000243355389f,
+        0.00179816666f, 0.0285654999f,   0.205924243f,    0.673638463f,    1.f,             0.673638463f,
+        0.205924243f,   0.0285654999f,   0.00179816666f,  0.000243355389f, 0.00386592024f,  0.0278688166f,
+        0.0911670476f,  0.135335281f,    0.0911670476f,   0.0278688166f,   0.00386592024f,  0.000243355389f};
+    float got[36];
+    segc_infer_gaussian_map(6, 5, got);
+    for (int i = 0; i < 30; i++) assert_true(fabsf(got[i] - want65[i]) <= 1e-6f * want65[i] + 1e-12f);
+    segc_infer_gaussian_map(4, 9, got);
+    for (int i = 0; i < 36; i++) assert_true(fabsf(got[i] - want49[i]) <= 1e-6f * want49[i] + 1e-12f);
+}
+
+static void test_gaussian_slide(void **state) {
+    segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
+    segc_infer_opts o;
+    segc_infer_opts_default(&o);
+    o.mode = SEGC_INFER_SLIDE;
+    o.gaussian = true;
+    o.crop_h = o.crop_w = 8;
+    o.stride_h = o.stride_w = 4;   /* nnU-Net's overlap 0.5 */
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 3, 19, 13), 1.f, false);
+    /* constant logits: any weighted average of them is the constant */
+    segc_tensor *y = segc_infer_logits(ctx, work, constant_forward, NULL, x, &o);
+    assert_non_null(y);
+    for (int64_t i = 0; i < segc_numel(y); i++)
+        assert_true(fabsf(segc_f32(y)[i] - 0.5f * (float)((i / (19 * 13)) % 3 + 1)) < 1e-6f);
+    /* a pointwise model: every window agrees, so weighting changes nothing */
+    test_model m = {.w = t_randn(ctx, 4, SHAPE(4, 3, 1, 1), 1.f, false), .b = t_randn(ctx, 1, SHAPE(4), 1.f, false)};
+    segc_infer_opts whole;
+    segc_infer_opts_default(&whole);
+    segc_tensor *a = segc_infer_logits(ctx, work, test_model_forward, &m, x, &whole);
+    segc_tensor *b = segc_infer_logits(ctx, work, test_model_forward, &m, x, &o);
+    assert_true(fx_close("gaussian slide vs whole", b, a, 1e-5));
+    segc_ctx_free(work);
+    segc_ctx_free(ctx);
+}
+
+static void test_sigmoid_and_probs_only(void **state) {
+    segc_ctx *ctx = segc_ctx_new(0);
+    test_model m = {.w = t_randn(ctx, 4, SHAPE(4, 3, 1, 1), 1.f, false), .b = t_randn(ctx, 1, SHAPE(4), 1.f, false)};
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(1, 3, 6, 7), 1.f, false);
+    segc_infer_opts o;
+    segc_infer_opts_default(&o);
+    o.probs = SEGC_PROBS_SIGMOID;
+    segc_tensor *lg = segc_infer_logits(ctx, NULL, test_model_forward, &m, x, &o);
+    segc_tensor *p0;
+    segc_tensor *l0 = segc_infer(ctx, NULL, test_model_forward, &m, x, 0, 0, &o, &p0);
+    assert_non_null(l0);
+    for (int64_t i = 0; i < segc_numel(lg); i++)
+        assert_true(fabsf(segc_f32(p0)[i] - 1.f / (1.f + expf(-segc_f32(lg)[i]))) < 1e-6f);
+    /* probabilities only: the same values, no label map */
+    segc_tensor *q = segc_infer_probs(ctx, NULL, test_model_forward, &m, x, 0, 0, &o);
+    assert_non_null(q);
+    assert_memory_equal(q->data, p0->data, segc_nbytes(p0));
+    /* flip TTA averages sigmoids: a pointwise model gives the same */
+    o.flip = true;
+    segc_tensor *q1 = segc_infer_probs(ctx, NULL, test_model_forward, &m, x, 0, 0, &o);
+    assert_true(fx_close("sigmoid flip", q1, p0, 1e-6));
+    /* softmax default unchanged, and more classes than a u8 label holds are fine without labels */
+    o.probs = SEGC_PROBS_SOFTMAX;
+    o.flip = false;
+    segc_tensor *big = segc_infer_probs(ctx, NULL, many_classes_forward, NULL, x, 4, 4, &o);
+    assert_non_null(big);
+    assert_int_equal(big->shape[1], 300);
+    assert_true(fabsf(segc_f32(big)[0] - 1.f / 300.f) < 1e-6f);
+    o.probs = 2;
+    assert_null(segc_infer_probs(ctx, NULL, test_model_forward, &m, x, 0, 0, &o));
+    assert_non_null(strstr(segc_last_error(ctx), "probs must be softmax (0) or sigmoid (1), found 2"));
+    segc_clear_error(ctx);
+    segc_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole),
@@ -669,6 +764,9 @@ int main(void) {
         cmocka_unit_test(test_segformer_adapter),
         cmocka_unit_test(test_predict_files),
         cmocka_unit_test(test_predict_write_and_palette),
+        cmocka_unit_test(test_gaussian_map),
+        cmocka_unit_test(test_gaussian_slide),
+        cmocka_unit_test(test_sigmoid_and_probs_only),
     };
     return cmocka_run_group_tests_name("infer", tests, setup, teardown);
 }

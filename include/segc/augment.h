@@ -1,6 +1,7 @@
 /* segc augmentation: mmsegmentation-1.x / mmdetection style transforms on
- * segc_sample (U8 HWC RGB image + U8 label or boxes), producing normalised
- * float CHW images for the loader's batch buffers.
+ * segc_sample (U8 HWC RGB image + U8 label or boxes), and nnU-Net's 2-D
+ * training transforms on float images (F32 medical slices, any channel
+ * count), producing normalised float CHW images for the loader's batches.
  *
  * Every random transform is split in two: a *draw* that takes the random
  * parameters from a Philox stream (segc_rng) and a deterministic *apply* that
@@ -33,6 +34,19 @@ typedef enum {
     SEGC_AUG_MIN_IOU_CROP,     /* mmdet MinIoURandomCrop */
     SEGC_AUG_NORMALIZE,        /* (x - mean) / std, channel order per to_rgb */
     SEGC_AUG_PAD,              /* pad bottom/right to a fixed size */
+    /* nnU-Net 2-D training transforms (batchgenerators semantics, see
+     * segc_pipeline_nnunet_2d). They work on float images with any channel
+     * count (medical F32 slices; a U8 image is converted to float 0..255 by
+     * the first of them, after which the U8-only transforms above fail). */
+    SEGC_AUG_FG_CROP,          /* patch crop, centred on foreground with probability fg_prob */
+    SEGC_AUG_SPATIAL,          /* rotation + scaling about the patch centre (bilinear image, nearest label) */
+    SEGC_AUG_NOISE,            /* additive Gaussian noise */
+    SEGC_AUG_BLUR,             /* Gaussian blur per channel */
+    SEGC_AUG_BRIGHTNESS,       /* multiplicative brightness per channel */
+    SEGC_AUG_CONTRAST,         /* contrast about the channel mean, range preserved */
+    SEGC_AUG_GAMMA,            /* gamma on the [min, max]-normalised channel, stats retained */
+    SEGC_AUG_MIRROR,           /* flip rows and/or columns */
+    SEGC_AUG_LOW_RES,          /* simulate low resolution: down (nearest) and back up (bilinear) per channel */
     SEGC_AUG_NKINDS
 } segc_aug_kind;
 
@@ -89,6 +103,86 @@ typedef struct segc_aug_pad {
     int seg_pad_val;
 } segc_aug_pad;
 
+/* nnU-Net DataLoader2D crop: with probability fg_prob (per sample; nnU-Net
+ * forces foreground in oversample_foreground_percent = 0.33 of each batch)
+ * a foreground class present in the slice (label 1..254, not ignore_index) is
+ * drawn uniformly, then one of its pixels, and the h x w window is centred on
+ * it (clamped so it stays over the image); otherwise the window is uniform.
+ * A slice smaller than the patch is placed at a random offset inside it; the
+ * rest is pad_val (image) / seg_pad_val (label: 0 = background, what nnU-Net's
+ * -1 padding becomes after RemoveLabelTransform(-1, 0)). */
+typedef struct segc_aug_fg_crop {
+    int h, w;
+    double fg_prob;            /* default 0.4 */
+    float pad_val;             /* default 0 */
+    int seg_pad_val;           /* default 0 */
+    int ignore_index;          /* never chosen as foreground (default 255) */
+} segc_aug_fg_crop;
+
+/* batchgenerators SpatialTransform without elastic deformation: output pixel
+ * p samples the input at c + R(angle) * s * (p - c), c the centre ((n-1)/2).
+ * s < 1 therefore magnifies. Rotation with p_rot, angle U(rot_lo, rot_hi)
+ * degrees; scaling with p_scale, s U(scale_lo, scale_hi). Image bilinear
+ * (nnU-Net: cubic), label nearest, outside: pad_val / seg_pad_val. */
+typedef struct segc_aug_spatial {
+    double p_rot, rot_lo, rot_hi;       /* default 0.2, -180, 180 (nnU-Net 2-D, square patches) */
+    double p_scale, scale_lo, scale_hi; /* default 0.2, 0.7, 1.4 */
+    float pad_val;
+    int seg_pad_val;
+} segc_aug_spatial;
+
+/* GaussianNoiseTransform(noise_variance=(lo, hi), p): v = U(lo, hi), then
+ * every pixel of every channel gets N(0, v) noise where v is the standard
+ * deviation: batchgenerators passes the drawn "variance" to np.random.normal
+ * as its scale, and nnU-Net's augmentation strength is defined by that. */
+typedef struct segc_aug_noise {
+    double prob;               /* default 0.1 */
+    double var_lo, var_hi;     /* default 0, 0.1 */
+} segc_aug_noise;
+
+/* GaussianBlurTransform((lo, hi), different_sigma_per_channel, p_per_sample,
+ * p_per_channel): scipy gaussian_filter (truncate 4, mode reflect). */
+typedef struct segc_aug_blur {
+    double prob;               /* per sample, default 0.2 */
+    double p_per_channel;      /* default 0.5 */
+    double sigma_lo, sigma_hi; /* default 0.5, 1.0 */
+} segc_aug_blur;
+
+/* BrightnessMultiplicativeTransform (x *= U(lo, hi), per channel) and
+ * ContrastAugmentationTransform (per channel: f = U(lo, 1) or U(max(lo, 1), hi)
+ * with even odds, x = (x - mean) * f + mean clipped to the old [min, max]). */
+typedef struct segc_aug_range {
+    double prob;               /* default 0.15 */
+    double lo, hi;             /* default 0.75, 1.25 */
+} segc_aug_range;
+
+/* GammaTransform(retain_stats=True, per_channel=True): per channel, gamma as
+ * the contrast factor above from (lo, hi); x = ((x - min) / (max - min +
+ * 1e-7))^gamma * (max - min) + min, then mean/std restored. invert: applied to
+ * -x (nnU-Net uses an inverted one with p 0.1 and a plain one with p 0.3). */
+typedef struct segc_aug_gamma {
+    double prob;
+    double lo, hi;             /* default 0.7, 1.5 */
+    bool invert;
+} segc_aug_gamma;
+
+/* MirrorTransform(axes=(0, 1)): rows reversed with prob_y, columns with prob_x. */
+typedef struct segc_aug_mirror {
+    double prob_y, prob_x;     /* default 0.5, 0.5 */
+} segc_aug_mirror;
+
+/* SimulateLowResolutionTransform(zoom_range, per_channel=True,
+ * p_per_channel, order_downsample=0, order_upsample=3, p_per_sample): per
+ * channel with p_per_channel, zoom z = U(zoom_lo, zoom_hi), the channel is
+ * resized to round(size * z) with nearest neighbour and back with bilinear
+ * interpolation (half-pixel centres, edge clamped; nnU-Net's upsampling is
+ * cubic). Labels untouched. */
+typedef struct segc_aug_low_res {
+    double prob;               /* per sample, default 0.25 */
+    double p_per_channel;      /* default 0.5 */
+    double zoom_lo, zoom_hi;   /* default 0.5, 1.0 */
+} segc_aug_low_res;
+
 typedef struct segc_aug_transform {
     segc_aug_kind kind;
     union {
@@ -101,6 +195,15 @@ typedef struct segc_aug_transform {
         segc_aug_min_iou_crop min_iou_crop;
         segc_aug_normalize normalize;
         segc_aug_pad pad;
+        segc_aug_fg_crop fg_crop;
+        segc_aug_spatial spatial;
+        segc_aug_noise noise;
+        segc_aug_blur blur;
+        segc_aug_range brightness;
+        segc_aug_range contrast;
+        segc_aug_gamma gamma;
+        segc_aug_mirror mirror;
+        segc_aug_low_res low_res;
     } p;
 } segc_aug_transform;
 
@@ -124,6 +227,15 @@ void segc_pipeline_seg_train(segc_pipeline *p, int scale_w, int scale_h, double 
 void segc_pipeline_seg_eval(segc_pipeline *p, int scale_w, int scale_h);
 void segc_pipeline_ssd_train(segc_pipeline *p, int size);
 void segc_pipeline_ssd_eval(segc_pipeline *p, int size);
+/* nnU-Net's 2-D training chain on a patch_h x patch_w patch: fg_crop
+ * (fg_prob), spatial (rot p 0.2 +-180 deg, scale p 0.2 0.7..1.4), noise (p 0.1,
+ * 0..0.1), blur (p 0.2, per channel 0.5, sigma 0.5..1), brightness (p 0.15,
+ * 0.75..1.25), contrast (p 0.15, 0.75..1.25), low_res (p 0.25, per channel 0.5,
+ * zoom 0.5..1), gamma inverted (p 0.1, 0.7..1.5), gamma (p 0.3, 0.7..1.5),
+ * mirror (0.5 per axis): nnU-Net's order. No Normalize/Pad: medical slices are
+ * already z-scored and the crop fixes the size. Adjust p->t[k] afterwards to
+ * change a parameter. */
+void segc_pipeline_nnunet_2d(segc_pipeline *p, int patch_h, int patch_w, double fg_prob);
 
 /* When every output of the pipeline has the same size (it ends with Pad, or
  * with a fixed-size Resize), that size; false when it depends on the input. */
@@ -139,7 +251,8 @@ uint64_t segc_aug_seed(uint64_t seed, int64_t epoch, int64_t index, int attempt)
  * borrowed from the input sample), boxes, and what the output stage needs. */
 typedef struct segc_aug_state {
     int h, w, c;
-    const uint8_t *img;
+    const uint8_t *img;        /* NULL when the result is float (img_f32) */
+    const float *img_f32;      /* HWC float result of F32 inputs / nnU-Net transforms */
     int label_h, label_w;
     const uint8_t *label;      /* NULL when the sample has none */
     int n_boxes;
@@ -165,7 +278,9 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
 void segc_aug_out_size(const segc_aug_state *st, int *h, int *w);
 void segc_aug_label_out_size(const segc_aug_state *st, int *h, int *w);
 /* Normalised float CHW into dst (c x dst_h x dst_w, dst_h/dst_w >= out size);
- * the area right of / below the image gets pad_val (0 without a Pad). */
+ * the area right of / below the image gets pad_val (0 without a Pad). Float
+ * results are written as (x - mean) / std when the pipeline has a Normalize
+ * (channels beyond the 4th unnormalised), as they are otherwise. */
 void segc_aug_write_image(const segc_aug_state *st, float *dst, int dst_h, int dst_w);
 /* Label as U8 or I64 into dst (dst_h x dst_w), padded with seg_pad_val (255). */
 void segc_aug_write_label(const segc_aug_state *st, void *dst, segc_dtype dt, int dst_h, int dst_w);
@@ -224,6 +339,16 @@ void segc_hsv_to_rgb_u8(const uint8_t *hsv, uint8_t *rgb, int h, int w);
  * mean/std NULL: plain conversion. swap_rb: emit channels 2,1,0. */
 void segc_normalize_chw(const uint8_t *img, int h, int w, int c, const float *mean, const float *std, bool swap_rb,
                         float *dst, int dst_h, int dst_w, float pad_val);
+
+/* nnU-Net float steps, exposed for tests. Gaussian blur of channel ch of an
+ * HWC float image in place: scipy.ndimage.gaussian_filter(sigma, truncate=4,
+ * mode='reflect'), separable; tmp holds max(h, w) floats. */
+void segc_gaussian_blur_f32(float *img, int h, int w, int c, int ch, double sigma, float *tmp);
+/* The nnU-Net crop window's top-left corner for an h x w label (may be NULL:
+ * uniform) and a ph x pw patch (see segc_aug_fg_crop); *fg says whether a
+ * foreground pixel was targeted. */
+void segc_fg_crop_draw(const segc_aug_fg_crop *t, segc_rng *r, const uint8_t *label, int h, int w, int *y0, int *x0,
+                       bool *fg);
 
 /* Detection geometry (mmdet semantics). Boxes are x1 y1 x2 y2 float32. */
 /* Place img on an (int(h*ratio) x int(w*ratio)) canvas filled with fill at (top, left). */

@@ -38,7 +38,19 @@ typedef struct segc_dataset_opts {
     const char *value_map;      /* generic folder: "255:1,0:0" label value remapping */
     int slice_axis;             /* medical: axis for 2-D slices (default 2 = axial) */
     int image_channels;         /* 0: dataset default (3 for photos, mmseg's colour loading); 1: gray; 3: RGB */
-    bool brain_slices_only;     /* medical: index only slices with brain (mask > 0.5, else nonzero voxels) */
+    bool brain_slices_only;     /* medical: index only slices with brain (mask > 0.5, else nonzero voxels).
+                                 * Default false = every slice of every case, case-major, slices in order:
+                                 * what per-volume evaluation needs (training may set it true). */
+    /* brats/msd k-fold cross-validation (num_folds 0 = off, the split names a
+     * folder as before). With num_folds >= 2 the training cases (brats:
+     * ROOT/train, msd: imagesTr) are sorted by name, permuted with a fixed
+     * seed (segc_permutation(12345, 0, n): the same split on every run and
+     * machine, not sklearn's KFold(shuffle=True, random_state=12345) order)
+     * and cut into num_folds contiguous parts, the first n % num_folds one
+     * case larger (KFold's sizes). split "train" = every part but `fold`,
+     * split "val" = part `fold`. */
+    int fold;
+    int num_folds;
 } segc_dataset_opts;
 
 void segc_dataset_opts_default(segc_dataset_opts *o);
@@ -79,5 +91,43 @@ int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i);
 int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k);
 /* dataset family name as given to segc_dataset_open */
 const char *segc_dataset_name(const segc_dataset *ds);
+
+/* ---- volumes (per-case evaluation and prediction writing) ----
+ * Medical datasets: a volume is a case; sample i is slice *slice (index
+ * along slice_axis) of volume *volume, and a volume's samples are contiguous
+ * and in slice order. 2-D image datasets: volume = i, slice = 0.
+ * false for i out of range. */
+bool segc_dataset_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice);
+int64_t segc_dataset_n_volumes(const segc_dataset *ds);
+
+typedef struct segc_volume_info {
+    int64_t dim[3];           /* voxels along x, y, z (2-D datasets: 0 0 1, size unknown until decoded) */
+    double affine[4][4];      /* voxel -> world (NIfTI sform when sform_code > 0, else qform; identity for 2-D) */
+    int sform_code, qform_code;
+    int slice_axis;           /* medical: the dataset's slice axis (2-D datasets: 2) */
+    int64_t first_sample;     /* this volume's samples are first_sample .. first_sample + n_samples - 1 */
+    int64_t n_samples;
+    const char *name;         /* case name (2-D: the image path); owned by the dataset */
+    const char *image_path;   /* first modality file (reference geometry for predictions) */
+    const char *label_path;   /* NULL when the case has no label */
+} segc_volume_info;
+/* Reads the reference file's header for dims and affine; false with a
+ * message naming the file (or the volume index when out of range). */
+bool segc_dataset_volume_info(const segc_dataset *ds, int64_t v, segc_volume_info *out, char *err, size_t errlen);
+
+/* ---- NIfTI geometry and label writing (nifti.c, nifti_write.c) ---- */
+/* dims (x, y, z) and the voxel->world affine of a .nii/.nii.gz (sform when
+ * sform_code > 0, else qform: nifticlib's qto_xyz, pixdim scaling when
+ * qform_code is 0); codes may be NULL. */
+bool segc_nifti_read_geometry(const char *path, int64_t dim[3], double affine[4][4], int *sform_code,
+                              int *qform_code, char *err, size_t errlen);
+/* Writes labels (x fastest, dim[0] x dim[1] x dim[2]) as a uint8 NIfTI-1
+ * (.nii.gz compressed by the name's suffix), atomically: a temp file in the
+ * same folder renamed over path. Geometry: with ref_path (the source image),
+ * its qform and sform (codes, quaternion, srow, pixdim, units) are copied and
+ * its dims must equal dim; otherwise affine (required then) becomes the sform
+ * and, via nifticlib's decomposition, the qform (both code 1, scanner). */
+bool segc_nifti_write_labels(const char *path, const uint8_t *labels, const int64_t dim[3], const char *ref_path,
+                             const double affine[4][4], char *err, size_t errlen);
 
 #endif

@@ -14,7 +14,12 @@
  *    end at the border and every window is clamped to the image (a crop
  *    larger than the image gives one window, the whole image). The logits of
  *    each window are added into a full-size buffer and divided by the count
- *    of windows covering each pixel.
+ *    of windows covering each pixel. With opts.gaussian (nnU-Net), each
+ *    window's logits are weighted by segc_infer_gaussian_map of the window
+ *    and divided by the summed weights instead. nnU-Net's tile_step_size 0.5
+ *    corresponds to stride = crop / 2 (its window positions are spread
+ *    evenly where mmseg's are stride apart with the last one shifted back;
+ *    both cover the image).
  * Test-time augmentation (mmseg SegTTAModel with TestTimeAug over
  * Resize(scale_factor=r, keep_ratio=True) x RandomFlip(prob 0 / 1)): for
  * each ratio r (outer loop) and flip off/on (inner), the images are resized
@@ -25,6 +30,11 @@
  * probabilities (sigmoid for one-channel models) of all augmentations are
  * averaged and the label is their argmax. Without TTA the label is the argmax
  * of the logits, as in mmseg's postprocess_result.
+ * opts.probs = SEGC_PROBS_SIGMOID (region / multi-label models): a sigmoid per
+ * channel instead of the softmax, so TTA averages sigmoids and the returned
+ * probabilities are sigmoids; the label is still their argmax (K == 1: >
+ * threshold), which such models usually replace by their own postprocess
+ * through segc_infer_probs.
  *
  * Memory: results and buffers that must survive several forwards live in
  * ctx's step arena; each forward runs in `work`, a second context whose step
@@ -60,7 +70,8 @@ typedef struct segc_infer_opts {
     int n_ratios;              /* multi-scale TTA ratios; 0 = the input scale only */
     float ratios[SEGC_INFER_MAX_RATIOS];
     float threshold;           /* one-channel models: label = sigmoid(logit) > threshold (mmseg default 0.3) */
-    int probs;                 /* segc_probs_kind (model.h): 0 softmax over classes, 1 sigmoid per channel */
+    bool gaussian;             /* slide: nnU-Net Gaussian importance weighting of each window (default false) */
+    int probs;                 /* segc_probs_kind (model.h): SEGC_PROBS_SOFTMAX (0, default) or SEGC_PROBS_SIGMOID (1) */
 } segc_infer_opts;
 
 /* whole mode, no TTA, threshold 0.3 */
@@ -87,6 +98,13 @@ int segc_infer_slide_windows(int h, int w, int crop_h, int crop_w, int stride_h,
  * scale (int(w*r+0.5), int(h*r+0.5)), then rescale_size for that scale. */
 void segc_infer_ratio_size(int h, int w, double ratio, int *nh, int *nw);
 
+/* nnU-Net's Gaussian importance map of an h x w window into out (row-major):
+ * a centred delta (at h/2, w/2) filtered with scipy's gaussian_filter
+ * (sigma = size / 8 per axis, truncate 4, constant 0 outside), scaled to max
+ * 1, and zeros (beyond the kernel's radius) replaced by the smallest nonzero
+ * value so every pixel keeps some weight. */
+void segc_infer_gaussian_map(int h, int w, float *out);
+
 /* One pass of the mode, no TTA: f32 logits [N, K, H, W] at the images' size
  * (mmseg's `inference` result before the softmax), in ctx's arena. */
 segc_tensor *segc_infer_logits(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
@@ -100,6 +118,12 @@ segc_tensor *segc_infer_logits(segc_ctx *ctx, segc_ctx *work, segc_forward_fn fo
  * otherwise. */
 segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *images,
                         int out_h, int out_w, const segc_infer_opts *o, segc_tensor **probs);
+/* The probabilities alone, for callers that decide the label themselves
+ * (a model's postprocess): f32 [N, K, out_h, out_w] in ctx's arena, the same
+ * values segc_infer returns in *probs (TTA average; softmax or sigmoid per
+ * opts.probs), without computing a label map (no K <= 255 limit). */
+segc_tensor *segc_infer_probs(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                              segc_tensor *images, int out_h, int out_w, const segc_infer_opts *o);
 
 #ifdef __cplusplus
 }

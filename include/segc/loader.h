@@ -78,7 +78,7 @@ typedef struct segc_loader_opts {
     bool skip_bad;              /* replace an unreadable sample by the next index (warned, counted) */
     bool drop_last;             /* sequential: drop a short final batch */
     segc_dtype label_dtype;     /* SEGC_U8 (default) or SEGC_I64 */
-    int channels;               /* image channels the pipeline must produce (default 3) */
+    int channels;               /* image channels the pipeline must produce (default 3; 1..4 for U8 images, up to 16 for F32 medical slices) */
     const segc_sampler_state *resume;   /* start from a saved position (NULL: from the start) */
     bool quiet;                 /* no warnings on stderr for skipped samples */
 } segc_loader_opts;

@@ -20,7 +20,10 @@ static const float IMAGENET_STD[3] = {58.395f, 57.12f, 57.375f};
 const char *segc_aug_kind_name(segc_aug_kind kind) {
     static const char *names[SEGC_AUG_NKINDS] = {"resize",       "random_resize", "random_crop",
                                                  "random_flip",  "photometric",   "expand",
-                                                 "min_iou_crop", "normalize",     "pad"};
+                                                 "min_iou_crop", "normalize",     "pad",
+                                                 "fg_crop",      "spatial",       "noise",
+                                                 "blur",         "brightness",    "contrast",
+                                                 "gamma",        "mirror",        "low_res"};
     return (unsigned)kind < SEGC_AUG_NKINDS ? names[kind] : "unknown";
 }
 
@@ -55,7 +58,7 @@ segc_aug_transform segc_aug_default(segc_aug_kind kind) {
         t.p.normalize.to_rgb = true;
         break;
     case SEGC_AUG_PAD: t.p.pad = (segc_aug_pad){512, 512, 0.f, 255}; break;
-    default: break;
+    default: segc_nn_default(&t); break;
     }
     return t;
 }
@@ -138,7 +141,9 @@ static bool validate_one(const segc_aug_transform *t, int i, char *err, size_t e
             BAD("pipeline[%d] %s: size > 0 and seg_pad_val in 0..255 expected, found %dx%d and %d", i, nm, t->p.pad.h,
                 t->p.pad.w, t->p.pad.seg_pad_val);
         break;
-    default: BAD("pipeline[%d]: unknown transform kind %d", i, (int)t->kind);
+    default:
+        if (segc_nn_is_kind(t->kind)) return segc_nn_validate(t, i, nm, err, errlen);
+        BAD("pipeline[%d]: unknown transform kind %d", i, (int)t->kind);
     }
     return true;
 }
@@ -225,6 +230,11 @@ bool segc_pipeline_fixed_size(const segc_pipeline *p, int *h, int *w, bool *labe
             fixed = lfixed = true;
             fh = t->p.pad.h;
             fw = t->p.pad.w;
+            break;
+        case SEGC_AUG_FG_CROP:   /* pads a smaller slice: always exactly the patch */
+            fixed = lfixed = true;
+            fh = t->p.fg_crop.h;
+            fw = t->p.fg_crop.w;
             break;
         default: break;
         }

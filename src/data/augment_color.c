@@ -267,6 +267,18 @@ void segc_aug_label_out_size(const segc_aug_state *st, int *h, int *w) {
 }
 
 void segc_aug_write_image(const segc_aug_state *st, float *dst, int dst_h, int dst_w) {
+    if (st->img_f32) {   /* float HWC -> CHW; Normalize's statistics cover the first 4 channels */
+        size_t plane = (size_t)dst_h * dst_w;
+        for (int k = 0; k < st->c; k++) {
+            float m = st->normalize && k < 4 ? st->mean[k] : 0.f, s = st->normalize && k < 4 ? st->std[k] : 1.f;
+            float *o = dst + (size_t)k * plane;
+            for (int i = 0; i < dst_h; i++)
+                for (int j = 0; j < dst_w; j++)
+                    o[(size_t)i * dst_w + j] =
+                        i < st->h && j < st->w ? (st->img_f32[((size_t)i * st->w + j) * st->c + k] - m) / s : st->pad_val;
+        }
+        return;
+    }
     segc_normalize_chw(st->img, st->h, st->w, st->c, st->normalize ? st->mean : NULL,
                        st->normalize ? st->std : NULL, st->swap_rb, dst, dst_h, dst_w, st->pad_val);
 }

@@ -26,6 +26,7 @@ typedef struct {
     float *boxes;
     int32_t *box_labels;
     uint8_t *box_crowd;
+    float *f;               /* float image (F32 input or after an nnU-Net transform); img unused then */
 } run_t;
 
 static int img_h(const run_t *r) { return r->img_pending ? r->ph : r->h; }
@@ -114,6 +115,38 @@ static void window_lab(run_t *r, int y0, int x0, int oh, int ow) {
 }
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); return false; } while (0)
+
+/* nnU-Net transforms: the image as floats (U8 converted once, values kept),
+ * the label materialised and writable, then the transform itself */
+static bool do_nnunet(run_t *r, const segc_aug_transform *t, segc_rng *rng, bool *flipped, char *err, size_t errlen) {
+    const char *nm = segc_aug_kind_name(t->kind);
+    if (r->n > 0) FAIL("augment: %s: detection samples (boxes) are not supported", nm);
+    if (!r->f) {
+        materialize_img(r);
+        size_t n = (size_t)r->h * r->w * r->c;
+        r->f = arena_bytes(r, n * sizeof(float));
+        for (size_t i = 0; i < n; i++) r->f[i] = r->img[i];
+        r->img = NULL;
+    }
+    if (r->lab) {
+        own_lab(r);
+        if (r->lh != r->h || r->lw != r->w)
+            FAIL("augment: %s: label %dx%d differs from image %dx%d", nm, r->lh, r->lw, r->h, r->w);
+    }
+    segc_fimg im = {r->f, r->h, r->w, r->c, (uint8_t *)r->lab, *flipped};
+    if (!segc_nn_apply(t, rng, r->ar, &im, err, errlen)) return false;
+    r->f = im.x;
+    r->h = im.h;
+    r->w = im.w;
+    if (r->lab) {
+        r->lab = im.lab;
+        r->lh = im.h;
+        r->lw = im.w;
+        r->lab_owned = true;
+    }
+    *flipped = im.flipped;
+    return true;
+}
 
 static bool do_resize(run_t *r, int scale_w, int scale_h, bool keep_ratio, bool resize_label, const char *nm,
                       char *err, size_t errlen) {
@@ -220,16 +253,27 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
                        segc_aug_state *st, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     const segc_image *im = &in->img;
-    if (!im->data || im->dtype != SEGC_U8 || im->c < 1 || im->c > 4 || im->h < 1 || im->w < 1)
-        FAIL("augment: image expected U8 with 1..4 channels, found %s %dx%dx%d%s", segc_dtype_name(im->dtype), im->h,
-             im->w, im->c, im->data ? "" : " (no data)");
+    bool f32 = im->dtype == SEGC_F32;
+    if (!im->data || !(im->dtype == SEGC_U8 || f32) || im->c < 1 || im->c > (f32 ? SEGC_AUG_MAX_F32_CHANNELS : 4) ||
+        im->h < 1 || im->w < 1)
+        FAIL("augment: image expected U8 with 1..4 channels or F32 with 1..%d, found %s %dx%dx%d%s",
+             SEGC_AUG_MAX_F32_CHANNELS, segc_dtype_name(im->dtype), im->h, im->w, im->c, im->data ? "" : " (no data)");
     const segc_image *lb = &in->label;
     if (lb->data && (lb->dtype != SEGC_U8 || lb->c != 1 || lb->h != im->h || lb->w != im->w))
         FAIL("augment: label expected U8 %dx%dx1 like the image, found %s %dx%dx%d", im->h, im->w,
              segc_dtype_name(lb->dtype), lb->h, lb->w, lb->c);
     if (in->n_boxes < 0 || (in->n_boxes > 0 && !in->boxes))
         FAIL("augment: sample has %d boxes but no box data", in->n_boxes);
-    run_t r = {.ar = scratch, .img = im->data, .h = im->h, .w = im->w, .c = im->c};
+    /* an F32 image must meet a float transform before any U8-only one */
+    for (int i = 0; f32 && i < p->n && !segc_nn_is_kind(p->t[i].kind); i++)
+        if (p->t[i].kind != SEGC_AUG_NORMALIZE && p->t[i].kind != SEGC_AUG_PAD)
+            FAIL("augment: image expected U8 for %s (pipeline[%d]), found F32 %dx%dx%d", segc_aug_kind_name(p->t[i].kind),
+                 i, im->h, im->w, im->c);
+    run_t r = {.ar = scratch, .img = f32 ? NULL : im->data, .h = im->h, .w = im->w, .c = im->c};
+    if (f32) {   /* a writable copy: the float transforms work in place */
+        r.f = arena_bytes(&r, sizeof(float) * (size_t)im->h * im->w * im->c);
+        memcpy(r.f, im->data, sizeof(float) * (size_t)im->h * im->w * im->c);
+    }
     if (lb->data) {
         r.lab = lb->data;
         r.lh = lb->h;
@@ -253,6 +297,13 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
     segc_rng_init(&rng, seed);
     for (int i = 0; i < p->n; i++) {
         const segc_aug_transform *t = &p->t[i];
+        if (segc_nn_is_kind(t->kind)) {
+            if (!do_nnunet(&r, t, &rng, &st->flipped, err, errlen)) return false;
+            continue;
+        }
+        if (r.f && t->kind != SEGC_AUG_NORMALIZE && t->kind != SEGC_AUG_PAD)
+            FAIL("augment: %s: needs a U8 image, found float (F32 slices and the nnU-Net transforms work on floats)",
+                 segc_aug_kind_name(t->kind));
         switch (t->kind) {
         case SEGC_AUG_RESIZE:
             if (!do_resize(&r, t->p.resize.scale_w, t->p.resize.scale_h, t->p.resize.keep_ratio,
@@ -310,7 +361,8 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
     st->h = r.h;
     st->w = r.w;
     st->c = r.c;
-    st->img = r.img;
+    st->img = r.f ? NULL : r.img;
+    st->img_f32 = r.f;
     st->label = r.lab;
     st->label_h = r.lab ? r.lh : 0;
     st->label_w = r.lab ? r.lw : 0;

@@ -184,6 +184,12 @@ segc_dataset *segc_dataset_open(const char *name, const char *root, const char *
         segc_errorf(err, errlen, "dataset open: image_channels must be 0, 1 or 3, found %d", o->image_channels);
         return NULL;
     }
+    bool medical = !strcmp(name, "brats") || !strcmp(name, "msd");
+    if (o->num_folds != 0 && !medical) {   /* silently ignoring it would evaluate on training data */
+        segc_errorf(err, errlen, "%s: data.num_folds %d: k-fold splits are supported for brats and msd only", name,
+                    o->num_folds);
+        return NULL;
+    }
     if (!strcmp(name, "camvid")) return ds_open_camvid(root, split, o, err, errlen);
     if (!strcmp(name, "ade20k") || !strcmp(name, "ade")) return ds_open_ade20k(root, split, o, err, errlen);
     if (!strcmp(name, "cityscapes")) return ds_open_cityscapes(root, split, o, err, errlen);
@@ -200,6 +206,38 @@ int64_t segc_dataset_len(const segc_dataset *ds) { return ds ? ds->n : 0; }
 int segc_dataset_num_classes(const segc_dataset *ds) { return ds ? ds->n_classes : 0; }
 const char *segc_dataset_name(const segc_dataset *ds) { return ds ? ds->name : NULL; }
 bool segc_dataset_is_detection(const segc_dataset *ds) { return ds && !strcmp(ds->name, "coco"); }
+
+static bool is_medical(const segc_dataset *ds) { return !strcmp(ds->name, "brats") || !strcmp(ds->name, "msd"); }
+
+bool segc_dataset_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice) {
+    if (!ds || i < 0 || i >= ds->n) return false;
+    if (is_medical(ds)) return ds_medical_sample_volume(ds, i, volume, slice);
+    if (volume) *volume = i;
+    if (slice) *slice = 0;
+    return true;
+}
+
+int64_t segc_dataset_n_volumes(const segc_dataset *ds) {
+    if (!ds) return 0;
+    return is_medical(ds) ? ds_medical_n_volumes(ds) : ds->n;
+}
+
+bool segc_dataset_volume_info(const segc_dataset *ds, int64_t v, segc_volume_info *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    for (int k = 0; k < 4; k++) out->affine[k][k] = 1;
+    if (!ds || v < 0 || v >= segc_dataset_n_volumes(ds))
+        return segc_errorf(err, errlen, "%s: volume %lld out of range (%lld volumes)", ds ? ds->name : "dataset",
+                           (long long)v, (long long)segc_dataset_n_volumes(ds));
+    if (is_medical(ds)) return ds_medical_volume_info(ds, v, out, err, errlen);
+    /* a 2-D image is its own one-slice volume; its size is known once decoded */
+    out->dim[2] = 1;
+    out->slice_axis = 2;
+    out->first_sample = v;
+    out->n_samples = 1;
+    out->name = out->image_path = ds->img_paths ? ds->img_paths[v] : ds->name;
+    out->label_path = ds->lbl_paths ? ds->lbl_paths[v] : NULL;
+    return true;
+}
 
 const char *segc_dataset_class_name(const segc_dataset *ds, int k) {
     return ds && k >= 0 && k < ds->n_classes ? ds->class_names[k] : NULL;

@@ -7,6 +7,7 @@
 
 #include "segc/data.h"
 #include "segc/image_io.h"
+#include "segc/loader.h"   /* segc_permutation for k-fold splits */
 
 #define SEGC_LUT_INVALID 0xFFFFu   /* raw label value outside the class set */
 
@@ -108,6 +109,10 @@ segc_dataset *ds_open_cityscapes(const char *root, const char *split, const segc
 segc_dataset *ds_open_voc(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
 segc_dataset *ds_open_folder(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
 segc_dataset *ds_open_coco(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
+/* medical volumes (ds_medical.c): i / v already range-checked */
+bool ds_medical_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice);
+int64_t ds_medical_n_volumes(const segc_dataset *ds);
+bool ds_medical_volume_info(const segc_dataset *ds, int64_t v, segc_volume_info *out, char *err, size_t n);
 segc_dataset *ds_open_medical(const char *kind, const char *root, const char *split, const segc_dataset_opts *o,
                               char *err, size_t n);
 #endif

@@ -44,6 +44,7 @@ typedef struct med_priv {
     med_case *cache;    /* n_cases entries when preloaded, else NULL */
     int64_t *s_case;    /* per sample */
     int32_t *s_slice;
+    int64_t *c_first, *c_count;   /* per case: its first sample and sample count */
 } med_priv;
 
 static void med_case_free(med_case *c) {
@@ -55,6 +56,22 @@ static void med_case_free(med_case *c) {
 
 static bool same_dims(const segc_volume *v, const int64_t d[3]) {
     return v->dim[0] == d[0] && v->dim[1] == d[1] && v->dim[2] == d[2];
+}
+
+/* The file's voxel->world affine must equal the case's reference (first
+ * modality) up to float rounding: a label or modality in another space
+ * would silently train on misaligned voxels. One line: file, field,
+ * expected vs found (the first differing row). */
+static bool same_affine(const char *path, const char *ref, const double a[4][4], char *err, size_t n) {
+    int64_t d[3];
+    double b[4][4];
+    if (!segc_nifti_read_geometry(path, d, b, NULL, NULL, err, n)) return false;
+    for (int r = 0; r < 3; r++)
+        for (int c = 0; c < 4; c++)
+            if (fabs(a[r][c] - b[r][c]) > 1e-3 * (1 + fabs(a[r][c])))
+                return segc_errorf(err, n, "%s: affine row %d is [%g %g %g %g], expected [%g %g %g %g] as in %s", path, r,
+                                   b[r][0], b[r][1], b[r][2], b[r][3], a[r][0], a[r][1], a[r][2], a[r][3], ref);
+    return true;
 }
 
 /* float label volume -> u8 class ids, validated */
@@ -80,9 +97,12 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
     uint8_t *region = NULL;
     bool ok = true;
     int C = p->C;
-    int64_t nvox = 0;
+    int64_t nvox = 0, gdim[3];
+    double aff[4][4];
+    ok = segc_nifti_read_geometry(f->chan[0], gdim, aff, NULL, NULL, err, n);
     /* channels */
     for (int ch = 0; ok && ch < (p->msd ? 1 : C); ch++) {
+        if (ch > 0 && !same_affine(f->chan[ch], f->chan[0], aff, err, n)) { ok = false; break; }
         ok = segc_nifti_read(f->chan[ch], &v, err, n);
         if (!ok) break;
         int64_t vc = p->msd ? v.dim[3] : 1;
@@ -93,9 +113,10 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
             if (!out->img) ok = segc_errorf(err, n, "%s: out of memory", f->chan[ch]);
         }
         if (ok && (!same_dims(&v, out->dim) || vc != (p->msd ? C : 1)))
-            ok = segc_errorf(err, n, "%s: volume is %lldx%lldx%lldx%lld, expected %lldx%lldx%lldx%d like the case's first", f->chan[ch],
+            ok = segc_errorf(err, n, "%s: shape %lldx%lldx%lldx%lld, expected %lldx%lldx%lldx%d (%s)", f->chan[ch],
                              (long long)v.dim[0], (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3],
-                             (long long)out->dim[0], (long long)out->dim[1], (long long)out->dim[2], p->msd ? C : 1);
+                             (long long)out->dim[0], (long long)out->dim[1], (long long)out->dim[2], p->msd ? C : 1,
+                             p->msd ? "modalities along t as in the first case" : "as the case's first modality");
         if (ok) memcpy(out->img + (size_t)ch * nvox, v.data, (size_t)nvox * vc * sizeof(float));
         segc_volume_free(&v);
     }
@@ -105,9 +126,9 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
         if (!region) ok = segc_errorf(err, n, "%s: out of memory", f->name);
     }
     if (ok && f->mask) {
-        ok = segc_nifti_read(f->mask, &v, err, n);
+        ok = same_affine(f->mask, f->chan[0], aff, err, n) && segc_nifti_read(f->mask, &v, err, n);
         if (ok && (!same_dims(&v, out->dim) || v.dim[3] != 1))
-            ok = segc_errorf(err, n, "%s: mask is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->mask, (long long)v.dim[0],
+            ok = segc_errorf(err, n, "%s: mask shape %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->mask, (long long)v.dim[0],
                              (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
                              (long long)out->dim[1], (long long)out->dim[2]);
         for (int64_t i = 0; ok && i < nvox; i++) region[i] = v.data[i] > 0.5f;
@@ -132,9 +153,9 @@ static bool load_case(const segc_dataset *ds, int64_t c, med_case *out, char *er
     }
     /* label */
     if (ok && f->label) {
-        ok = segc_nifti_read(f->label, &v, err, n);
+        ok = same_affine(f->label, f->chan[0], aff, err, n) && segc_nifti_read(f->label, &v, err, n);
         if (ok && (!same_dims(&v, out->dim) || v.dim[3] != 1))
-            ok = segc_errorf(err, n, "%s: label is %lldx%lldx%lldx%lld, expected %lldx%lldx%lld", f->label, (long long)v.dim[0],
+            ok = segc_errorf(err, n, "%s: label shape %lldx%lldx%lldx%lld, expected %lldx%lldx%lld as the image", f->label, (long long)v.dim[0],
                              (long long)v.dim[1], (long long)v.dim[2], (long long)v.dim[3], (long long)out->dim[0],
                              (long long)out->dim[1], (long long)out->dim[2]);
         if (ok) {
@@ -197,21 +218,27 @@ static bool med_load(const segc_dataset *ds, int64_t i, segc_sample *out, char *
     return ok;
 }
 
+static void med_files_free(med_files *f, bool msd) {
+    ds_free_strv(f->chan, f->chan ? (msd ? 1 : 16) : 0);
+    free(f->name);
+    free(f->label);
+    free(f->mask);
+    memset(f, 0, sizeof *f);
+}
+
 static void med_close(segc_dataset *ds) {
     med_priv *p = ds->priv;
     if (!p) return;
     for (int64_t c = 0; c < p->n_cases; c++) {
-        med_files *f = &p->files[c];
-        ds_free_strv(f->chan, f->chan ? (p->msd ? 1 : 16) : 0);
-        free(f->name);
-        free(f->label);
-        free(f->mask);
+        med_files_free(&p->files[c], p->msd);
         if (p->cache) med_case_free(&p->cache[c]);
     }
     free(p->files);
     free(p->cache);
     free(p->s_case);
     free(p->s_slice);
+    free(p->c_first);
+    free(p->c_count);
     free(p);
     ds->priv = NULL;
 }
@@ -384,6 +411,37 @@ static const char *const brats_names[5] = {"background", "necrosis", "edema", "n
                                            "enhancing tumour"};
 static const uint8_t brats_palette[5][3] = {{0, 0, 0}, {255, 0, 0}, {0, 255, 0}, {0, 0, 255}, {255, 255, 0}};
 
+/* k-fold: keep the training cases of fold part `fold` (val) or of every
+ * other part (train); see segc_dataset_opts. Cases arrive sorted by name. */
+static bool select_fold(med_priv *p, int fold, int num_folds, bool val, const char *kind, char *err, size_t n) {
+    int64_t nc = p->n_cases;
+    if (nc < num_folds)
+        return segc_errorf(err, n, "%s: data.num_folds %d exceeds the %lld training cases", kind, num_folds, (long long)nc);
+    int64_t *perm = malloc(sizeof *perm * (size_t)nc);
+    bool *keep = calloc((size_t)nc, sizeof *keep);
+    if (!perm || !keep) {
+        free(perm), free(keep);
+        return segc_errorf(err, n, "%s: out of memory", kind);
+    }
+    segc_permutation(12345, 0, nc, perm);
+    /* KFold sizes: the first nc % k parts get one extra case */
+    int64_t start = 0;
+    for (int k = 0; k < num_folds; k++) {
+        int64_t size = nc / num_folds + (k < nc % num_folds);
+        for (int64_t j = start; j < start + size; j++) keep[perm[j]] = (k == fold) == val;
+        start += size;
+    }
+    int64_t m = 0;
+    for (int64_t c = 0; c < nc; c++) {
+        if (keep[c]) p->files[m++] = p->files[c];
+        else med_files_free(&p->files[c], p->msd);
+    }
+    p->n_cases = m;
+    free(perm);
+    free(keep);
+    return true;
+}
+
 segc_dataset *ds_open_medical(const char *kind, const char *root, const char *split, const segc_dataset_opts *o,
                               char *err, size_t n) {
     bool msd = !strcmp(kind, "msd");
@@ -401,6 +459,18 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     p->msd = msd;
     p->axis = o->slice_axis;
     if (p->axis < 0 || p->axis > 2) ok = segc_errorf(err, n, "%s: slice_axis must be 0, 1 or 2, found %d", kind, p->axis);
+    bool folds = o->num_folds != 0, fold_val = false;
+    if (ok && folds) {
+        if (o->num_folds < 2)
+            ok = segc_errorf(err, n, "%s: data.num_folds must be 0 (off) or >= 2, found %d", kind, o->num_folds);
+        else if (o->fold < 0 || o->fold >= o->num_folds)
+            ok = segc_errorf(err, n, "%s: data.fold %d out of range for data.num_folds %d (expected 0..%d)", kind,
+                             o->fold, o->num_folds, o->num_folds - 1);
+        else if (split && strcmp(split, "train") && strcmp(split, "val"))
+            ok = segc_errorf(err, n, "%s: with data.num_folds the split must be train or val, found '%s'", kind, split);
+        fold_val = split && !strcmp(split, "val");
+        split = "train";   /* both fold sides come from the training cases */
+    }
     if (ok && msd) {
         bool train = !split || !strcmp(split, "train") || !strcmp(split, "Tr");
         if (!train && strcmp(split, "test") && strcmp(split, "Ts"))
@@ -420,6 +490,7 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
         }
         if (ok) ok = ds_set_classes(ds, 5, brats_names, brats_palette) && discover_brats(ds, p, dir, err, n);
     }
+    if (ok && folds) ok = select_fold(p, o->fold, o->num_folds, fold_val, kind, err, n);
     if (ok) ds_lut_identity(ds);
     /* preload when it fits the budget */
     int64_t budget = 4096;
@@ -437,7 +508,13 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
     }
     /* sample index: (case, slice), optionally only slices with brain */
     int64_t cap = 0;
+    if (ok) {
+        p->c_first = calloc((size_t)p->n_cases, sizeof *p->c_first);
+        p->c_count = calloc((size_t)p->n_cases, sizeof *p->c_count);
+        if (!p->c_first || !p->c_count) ok = segc_errorf(err, n, "%s: out of memory", kind);
+    }
     for (int64_t c = 0; ok && c < p->n_cases; c++) {
+        p->c_first[c] = ds->n;
         med_case tmp = {0}, *mc = p->cache ? &p->cache[c] : &tmp;
         if (p->cache || o->brain_slices_only) ok = load_case(ds, c, mc, err, n);
         else {   /* slice count from the header; volumes decoded per load */
@@ -457,6 +534,7 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
             }
             p->s_case[ds->n] = c, p->s_slice[ds->n] = (int32_t)s, ds->n++;
         }
+        if (ok) p->c_count[c] = ds->n - p->c_first[c];
         if (ok && !p->cache) med_case_free(mc);
     }
     if (ok && ds->n == 0) ok = segc_errorf(err, n, "%s: no slices (brain_slices_only with empty masks?)", kind);
@@ -483,4 +561,27 @@ segc_dataset *ds_open_medical(const char *kind, const char *root, const char *sp
         return NULL;
     }
     return ds;
+}
+
+/* ---------------------------------------------------------------- volumes */
+
+bool ds_medical_sample_volume(const segc_dataset *ds, int64_t i, int64_t *volume, int *slice) {
+    const med_priv *p = ds->priv;
+    if (volume) *volume = p->s_case[i];
+    if (slice) *slice = p->s_slice[i];
+    return true;
+}
+
+int64_t ds_medical_n_volumes(const segc_dataset *ds) { return ((const med_priv *)ds->priv)->n_cases; }
+
+bool ds_medical_volume_info(const segc_dataset *ds, int64_t v, segc_volume_info *out, char *err, size_t n) {
+    const med_priv *p = ds->priv;
+    const med_files *f = &p->files[v];
+    out->slice_axis = p->axis;
+    out->first_sample = p->c_first[v];
+    out->n_samples = p->c_count[v];
+    out->name = f->name;
+    out->image_path = f->chan[0];
+    out->label_path = f->label;
+    return segc_nifti_read_geometry(f->chan[0], out->dim, out->affine, &out->sform_code, &out->qform_code, err, n);
 }

@@ -459,10 +459,10 @@ segc_loader *segc_loader_new(segc_sample_source src, const segc_pipeline *p, con
         return NULL;
     }
     if (o->batch_size < 1 || o->num_workers < 0 || o->num_workers > 256 || o->prefetch < 0 || o->prefetch > 64 ||
-        o->channels < 1 || o->channels > 4 || (o->label_dtype != SEGC_U8 && o->label_dtype != SEGC_I64)) {
+        o->channels < 1 || o->channels > 16 || (o->label_dtype != SEGC_U8 && o->label_dtype != SEGC_I64)) {
         snprintf(err, errlen,
                  "loader: options batch_size %d (>= 1), num_workers %d (0..256), prefetch %d (0..64), channels %d "
-                 "(1..4), label dtype %s (u8 or i64) out of range",
+                 "(1..16), label dtype %s (u8 or i64) out of range",
                  o->batch_size, o->num_workers, o->prefetch, o->channels, segc_dtype_name(o->label_dtype));
         return NULL;
     }

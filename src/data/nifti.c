@@ -227,3 +227,23 @@ bool segc_nifti_read(const char *path, segc_volume *out, char *err, size_t errle
     nifti_image_free(nim);
     return ok;
 }
+
+/* nifticlib has already chosen between the forms; we only report its pick:
+ * sform when sform_code > 0 (what nibabel's get_best_affine prefers), else
+ * qto_xyz (the quaternion form, or pixdim scaling when qform_code is 0). */
+bool segc_nifti_read_geometry(const char *path, int64_t dim[3], double affine[4][4], int *sform_code,
+                              int *qform_code, char *err, size_t errlen) {
+    pthread_once(&quiet_once, nifti_quiet);
+    segc_nifti_info info;
+    if (!segc_nifti_read_info(path, &info, err, errlen)) return false;
+    nifti_image *nim = nifti_image_read(path, 0);
+    if (!nim) return segc_errorf(err, errlen, "%s: nifti: header rejected by nifticlib", path);
+    const mat44 *m = nim->sform_code > 0 ? &nim->sto_xyz : &nim->qto_xyz;
+    for (int r = 0; r < 4; r++)
+        for (int c = 0; c < 4; c++) affine[r][c] = m->m[r][c];
+    for (int k = 0; k < 3; k++) dim[k] = info.dim[k];
+    if (sform_code) *sform_code = nim->sform_code;
+    if (qform_code) *qform_code = nim->qform_code;
+    nifti_image_free(nim);
+    return true;
+}

@@ -26,6 +26,10 @@ bool segc_infer_opts_validate(const segc_infer_opts *o, char *err, size_t errlen
                  o->crop_h, o->crop_w, o->stride_h, o->stride_w);
         return false;
     }
+    if (o->probs != 0 && o->probs != 1) {
+        snprintf(err, errlen, "infer: probs must be softmax (0) or sigmoid (1), found %d", o->probs);
+        return false;
+    }
     if (o->n_ratios < 0 || o->n_ratios > SEGC_INFER_MAX_RATIOS) {
         snprintf(err, errlen, "infer: n_ratios must be in [0, %d], found %d", SEGC_INFER_MAX_RATIOS, o->n_ratios);
         return false;
@@ -100,11 +104,16 @@ segc_tensor *segc_infer_image_tensor(segc_ctx *ctx, const segc_image *img, const
 
 /* d = softmax over K (sigmoid for K == 1) of x, or d += it (accumulate).
  * x is scratch: it is overwritten with exp(x - max) on the way. */
-static void softmax_block(float *x, int64_t xs, float *d, int64_t ds, int64_t k, int len, bool accumulate) {
-    if (k == 1) {
-        for (int j = 0; j < len; j++) {
-            float s = 1.0f / (1.0f + segc_vexpf(-x[j]));
-            d[j] = accumulate ? d[j] + s : s;
+static void softmax_block(float *x, int64_t xs, float *d, int64_t ds, int64_t k, int len, bool accumulate,
+                          bool sigmoid) {
+    if (k == 1 || sigmoid) {   /* independent channels: a sigmoid each */
+        for (int64_t c = 0; c < k; c++) {
+            const float *xc = x + c * xs;
+            float *dc = d + c * ds;
+            for (int j = 0; j < len; j++) {
+                float s = 1.0f / (1.0f + segc_vexpf(-xc[j]));
+                dc[j] = accumulate ? dc[j] + s : s;
+            }
         }
         return;
     }
@@ -221,6 +230,7 @@ typedef struct finish_spec {
     uint8_t *labels;   /* argmax of the logits (NULL: none) */
     float *probs;      /* softmax of the logits, stored or accumulated (NULL: none) */
     bool accumulate;
+    bool sigmoid;      /* per-channel sigmoid instead of the softmax */
     float threshold;
 } finish_spec;
 
@@ -273,7 +283,7 @@ static void finish_resized(segc_ctx *scratch, const float *src, int64_t n, int64
                 if (fs->labels) argmax_block(row + j0, ow, fs->labels + img * plane_out + y * ow + j0, k, len, true,
                                              fs->threshold);
                 if (fs->probs) softmax_block(row + j0, ow, fs->probs + img * k * plane_out + y * ow + j0, plane_out,
-                                             k, len, fs->accumulate);
+                                             k, len, fs->accumulate, fs->sigmoid);
             }
         }
     }
@@ -293,6 +303,33 @@ static void flip_rows(const void *src, void *dst, int64_t rows, int64_t w, size_
             for (int64_t j = 0; j < w; j++) d[j] = s[w - 1 - j];
         }
     }
+}
+
+/* One axis of the map: scipy's kernel for sigma = n / 8 (radius
+ * int(4 sigma + 0.5)) around n / 2, unnormalised (the max scaling divides
+ * the kernel's normalisation out), 0 beyond the radius. */
+static void gauss_axis(int n, double *g) {
+    double sigma = n / 8.0;
+    int c = n / 2, rad = (int)(4.0 * sigma + 0.5);
+    for (int i = 0; i < n; i++) {
+        int d = i - c;
+        g[i] = abs(d) <= rad ? exp(-0.5 * d * d / (sigma * sigma)) : 0.0;
+    }
+}
+
+void segc_infer_gaussian_map(int h, int w, float *out) {
+    double gy[h > 0 ? h : 1], gx[w > 0 ? w : 1];
+    gauss_axis(h, gy);
+    gauss_axis(w, gx);
+    float mn = INFINITY;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float v = (float)(gy[y] * gx[x]);
+            out[(int64_t)y * w + x] = v;
+            if (v > 0 && v < mn) mn = v;
+        }
+    for (int64_t q = 0; q < (int64_t)h * w; q++)
+        if (out[q] == 0.f) out[q] = mn;
 }
 
 /* ------------------------------------------------------------------------
@@ -370,6 +407,8 @@ static segc_tensor *slide_pass(infer_run *r, segc_tensor *x) {
                              win + 3 * nwin, nwin);
     const size_t es = segc_dtype_size(x->dtype);
     float *sum = NULL, *count = r->slide_count;
+    float *gmap = NULL;   /* Gaussian weights of the current window size */
+    int gh = 0, gw = 0;
     for (int i = 0; i < nwin; i++) {
         const int y1 = win[i], y2 = win[nwin + i], x1 = win[2 * nwin + i], x2 = win[3 * nwin + i];
         const int ch = y2 - y1, cw = x2 - x1;
@@ -398,16 +437,25 @@ static segc_tensor *slide_pass(infer_run *r, segc_tensor *x) {
         }
         const float *yl = segc_f32(y);
         const int64_t planes = r->n * r->k;
+        if (o->gaussian && (gh != ch || gw != cw)) {   /* windows clamped to a small image are smaller */
+            gmap = segc_arena_alloc(&r->ctx->arena, (size_t)ch * cw * sizeof(float));
+            segc_infer_gaussian_map(ch, cw, gmap);
+            gh = ch, gw = cw;
+        }
+        const float *gm = o->gaussian ? gmap : NULL;
 #pragma omp parallel for schedule(static)
         for (int64_t pl = 0; pl < planes; pl++) {
             for (int yy = 0; yy < ch; yy++) {
                 float *d = sum + pl * hw + (int64_t)(y1 + yy) * w + x1;
                 const float *s = yl + (pl * ch + yy) * cw;
-                for (int xx = 0; xx < cw; xx++) d[xx] += s[xx];
+                if (gm)
+                    for (int xx = 0; xx < cw; xx++) d[xx] += s[xx] * gm[(int64_t)yy * cw + xx];
+                else
+                    for (int xx = 0; xx < cw; xx++) d[xx] += s[xx];
             }
         }
         for (int yy = y1; yy < y2; yy++)
-            for (int xx = x1; xx < x2; xx++) count[(int64_t)yy * w + xx] += 1.0f;
+            for (int xx = x1; xx < x2; xx++) count[(int64_t)yy * w + xx] += gm ? gm[(int64_t)(yy - y1) * cw + xx - x1] : 1.0f;
     }
     const int64_t planes = r->n * r->k;
 #pragma omp parallel for schedule(static)
@@ -482,8 +530,11 @@ segc_tensor *segc_infer_logits(segc_ctx *ctx, segc_ctx *work, segc_forward_fn fo
     return y;
 }
 
-segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *images,
-                        int out_h, int out_w, const segc_infer_opts *o, segc_tensor **probs) {
+/* segc_infer and segc_infer_probs: labels (want_labels) and/or probs. On
+ * success returns the labels, or (labels not wanted) *probs. */
+static segc_tensor *infer_impl(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                               segc_tensor *images, int out_h, int out_w, const segc_infer_opts *o, bool want_labels,
+                               segc_tensor **probs) {
     if (probs) *probs = NULL;
     if (!images || !forward) return NULL;
     if (!check_images(ctx, "infer", images, o)) return NULL;
@@ -512,13 +563,14 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
     infer_run r = {.ctx = ctx, .work = work, .forward = forward, .model = model, .o = o, .n = n,
                    .max_pixels = max_pixels};
     int64_t lshape[3] = {n, oh, ow};
-    segc_tensor *labels = segc_tensor_new(ctx, SEGC_U8, 3, lshape);
+    segc_tensor *labels = want_labels ? segc_tensor_new(ctx, SEGC_U8, 3, lshape) : NULL;
+    bool ok = want_labels ? labels != NULL : true;
     float *acc = NULL;   /* summed probabilities over augmentations */
-    for (int s = 0; s < n_scales && labels; s++) {
+    for (int s = 0; s < n_scales && ok; s++) {
         segc_tensor *img = images;
         if (rh[s] != h || rw[s] != w) {
             img = segc_resize_bilinear(ctx, images, (int)rh[s], (int)rw[s], false);
-            if (!img) { labels = NULL; break; }
+            if (!img) { ok = false; break; }
         }
         for (int f = 0; f < (o->flip ? 2 : 1); f++) {
             segc_tensor *in = img;
@@ -527,7 +579,7 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
                 flip_rows(img->data, in->data, n * img->shape[1] * rh[s], rw[s], segc_dtype_size(img->dtype));
             }
             segc_tensor *y = mode_pass(&r, in, false);
-            if (y && r.k > 255) {
+            if (y && want_labels && r.k > 255) {
                 segc_set_error(ctx, "infer: %lld classes do not fit a u8 label map (at most 255)", (long long)r.k);
                 y = NULL;
             }
@@ -542,10 +594,10 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
                 y = at_size(&r, y, rh[s], rw[s]);
                 flip_src = f;
             }
-            if (!y) { labels = NULL; break; }
-            finish_spec fs = {.threshold = o->threshold};
+            if (!y) { ok = false; break; }
+            finish_spec fs = {.threshold = o->threshold, .sigmoid = o->probs == 1};
             if (n_aug == 1) {
-                fs.labels = labels->data;
+                fs.labels = labels ? labels->data : NULL;
                 if (probs) {
                     int64_t pshape[4] = {n, r.k, oh, ow};
                     *probs = segc_tensor_new(ctx, SEGC_F32, 4, pshape);
@@ -559,18 +611,30 @@ segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
             finish_resized(work, segc_f32(y), n, r.k, y->shape[2], y->shape[3], oh, ow, flip_src, flip_dst, &fs);
         }
     }
-    if (labels && n_aug > 1) {
+    if (ok && n_aug > 1) {
         const int64_t total = n * r.k * oh * ow;
         const float div = (float)n_aug;
 #pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < total; i++) acc[i] /= div;
-        argmax_planes(acc, labels->data, n, r.k, oh * ow, o->threshold);
+        if (labels) argmax_planes(acc, labels->data, n, r.k, oh * ow, o->threshold);
         if (probs) {
             int64_t pshape[4] = {n, r.k, oh, ow};
             *probs = segc_tensor_wrap(ctx, SEGC_F32, 4, pshape, acc);
         }
     }
-    if (!labels && probs) *probs = NULL;
+    if (!ok && probs) *probs = NULL;
     leave_eval(ctx, work, fl);
-    return labels;
+    if (!ok) return NULL;
+    return want_labels ? labels : *probs;
+}
+
+segc_tensor *segc_infer(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *images,
+                        int out_h, int out_w, const segc_infer_opts *o, segc_tensor **probs) {
+    return infer_impl(ctx, work, forward, model, images, out_h, out_w, o, true, probs);
+}
+
+segc_tensor *segc_infer_probs(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
+                              segc_tensor *images, int out_h, int out_w, const segc_infer_opts *o) {
+    segc_tensor *probs = NULL;
+    return infer_impl(ctx, work, forward, model, images, out_h, out_w, o, false, &probs);
 }

@@ -379,9 +379,8 @@ static segc_tensor *predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_f
         return segc_infer(ctx, work, forward, model, x, lh, lw, &o->infer, NULL);
     segc_infer_opts io = o->infer;
     io.probs = m->probs;
-    segc_tensor *probs = NULL;
-    if (!segc_infer(ctx, work, forward, model, x, lh, lw, &io, &probs) || !probs) return NULL;
-    return segc_model_postprocess(ctx, m, probs);
+    segc_tensor *probs = segc_infer_probs(ctx, work, forward, model, x, lh, lw, &io);
+    return probs ? segc_model_postprocess(ctx, m, probs) : NULL;
 }
 
 static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,

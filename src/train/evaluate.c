@@ -25,6 +25,8 @@ segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, 
         o.use_default_reduce = false;
         o.reduce_zero_label = !strcmp(c->data.reduce_zero_label, "true");
     }
+    o.fold = c->data.fold;
+    o.num_folds = c->data.num_folds;
     return segc_dataset_open(c->data.dataset, root, split ? split : c->data.train_split, &o, err, errlen);
 }
 
@@ -41,6 +43,10 @@ static segc_aug_transform normalize_of(const segc_config *c) {
 void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
     char e[160];
     p->n = 0;
+    if (!strcmp(c->data.pipeline, "nnunet")) {
+        segc_pipeline_nnunet_2d(p, c->data.crop_size[0], c->data.crop_size[1], c->data.fg_prob);
+        return;
+    }
     segc_aug_transform t = segc_aug_default(SEGC_AUG_RANDOM_RESIZE);
     t.p.random_resize = (segc_aug_random_resize){c->data.scale[0], c->data.scale[1], c->data.ratio_range[0],
                                                  c->data.ratio_range[1], true};
@@ -63,6 +69,7 @@ void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
 void segc_config_eval_pipeline(const segc_config *c, segc_pipeline *p) {
     char e[160];
     p->n = 0;
+    if (!strcmp(c->data.pipeline, "nnunet")) return;   /* medical slices come z-scored from the dataset */
     if (c->data.test_scale[0] > 0) {
         segc_aug_transform t = segc_aug_default(SEGC_AUG_RESIZE);
         t.p.resize = (segc_aug_resize){c->data.test_scale[0], c->data.test_scale[1], true, false};
@@ -79,6 +86,7 @@ void segc_config_infer_opts(const segc_config *c, segc_infer_opts *o) {
         o->stride_h = c->test.stride[0], o->stride_w = c->test.stride[1];
     }
     o->flip = c->test.flip;
+    o->gaussian = c->test.gaussian;
     o->n_ratios = 0;
     if (!(c->test.n_scales == 1 && c->test.scales[0] == 1.0)) {
         o->n_ratios = c->test.n_scales < SEGC_INFER_MAX_RATIOS ? c->test.n_scales : SEGC_INFER_MAX_RATIOS;
