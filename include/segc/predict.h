@@ -121,6 +121,25 @@ bool segc_eval_batch(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, voi
 bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
                        const segc_eval_opts *o, segc_evaluator *ev, char *err, size_t errlen);
 
+/* The labels of images [N, C, H, W] at out_h x out_w (0: the images' size):
+ * segc_infer with o's mode and TTA, then o->model's probabilities and
+ * postprocess (argmax without a model). U8 [N, out_h, out_w] in ctx's arena. */
+segc_tensor *segc_predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *images,
+                                 int out_h, int out_w, const segc_eval_opts *o);
+
+/* mkdir -p; false + message naming the folder. */
+bool segc_predict_make_dirs(const char *dir, char *err, size_t errlen);
+
+/* Medical volumes: predicts every slice of every volume of ds (a sequential
+ * pass with o's pipeline, mode, TTA and model), reassembles the slices along
+ * the dataset's slice axis and writes OUT_DIR/<case>.nii.gz, a uint8 label
+ * volume with the case's image geometry (qform/sform copied from its first
+ * modality), atomically. The volume's slices must all be in the split
+ * (brain_slices_only off). *n_written (may be NULL) counts volumes. false +
+ * message naming the case on failure. */
+bool segc_predict_volumes(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
+                          const segc_eval_opts *o, const char *out_dir, int *n_written, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -12,43 +12,36 @@
 static void predict_usage(FILE *f) {
     fprintf(f,
             "usage: segc predict --checkpoint FILE [--config CONFIG] INPUT... --out DIR [key=value ...]\n"
+            "       segc predict --checkpoint FILE [--config CONFIG] --split SPLIT --out DIR [key=value ...]\n"
             "  INPUT            image files (.png/.jpg) or folders of them\n"
+            "  --split SPLIT    medical datasets (brats, msd): every volume of the config's dataset split, written as\n"
+            "                   DIR/<case>.nii.gz (uint8 labels, the case's own affine)\n"
             "  --checkpoint F   weights; a segc checkpoint carries its config, others need --config\n"
             "  --out DIR        writes DIR/<stem>.png (class ids) and DIR/<stem>_overlay.png\n"
             "  --no-overlay     label maps only\n"
             "  key=value        config overrides, e.g. test.mode=slide test.flip=true\n");
 }
 
-/* classes of a checkpoint = rows of its classifier */
-static int checkpoint_classes(const char *path) {
-    char e[512];
-    segc_st_file *f = segc_st_open(path, e, sizeof e);
-    if (!f) return 0;
-    const segc_st_entry *w = segc_st_get(f, "decode_head.classifier.weight");
-    int k = w && w->ndim >= 1 ? (int)w->shape[0] : 0;
-    segc_st_close(f);
-    return k;
-}
-
 int segc_cmd_predict(int argc, char **argv) {
-    const char *config = NULL, *ckpt = NULL, *out = NULL;
+    const char *config = NULL, *ckpt = NULL, *out = NULL, *split = NULL;
     char **ov = calloc((size_t)argc + 1, sizeof *ov), **inputs = calloc((size_t)argc + 1, sizeof *inputs);
     int n_ov = 0, n_in = 0, rc = 2;
     bool overlay = true;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        bool needs = !strcmp(s, "--checkpoint") || !strcmp(s, "--config") || !strcmp(s, "--out");
+        bool needs = !strcmp(s, "--checkpoint") || !strcmp(s, "--config") || !strcmp(s, "--out") || !strcmp(s, "--split");
         if (needs && i + 1 >= argc) { fprintf(stderr, "segc predict: %s needs a value\n", s); goto done; }
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) { predict_usage(stdout); rc = 0; goto done; }
         else if (!strcmp(s, "--checkpoint")) ckpt = argv[++i];
         else if (!strcmp(s, "--config")) config = argv[++i];
         else if (!strcmp(s, "--out")) out = argv[++i];
+        else if (!strcmp(s, "--split")) split = argv[++i];
         else if (!strcmp(s, "--no-overlay")) overlay = false;
         else if (s[0] == '-') { fprintf(stderr, "segc predict: unknown option %s\n", s); predict_usage(stderr); goto done; }
         else if (strchr(s, '=')) ov[n_ov++] = argv[i];
         else inputs[n_in++] = argv[i];
     }
-    if (!ckpt || !out || !n_in) { predict_usage(stderr); goto done; }
+    if (!ckpt || !out || (!n_in && !split) || (n_in && split)) { predict_usage(stderr); goto done; }
     rc = 1;
     segc_config c;
     char err[1024];
@@ -57,10 +50,11 @@ int segc_cmd_predict(int argc, char **argv) {
     segc_ctx *ctx = NULL, *work = NULL;
     if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
     if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
-    int K = c.model.num_classes ? c.model.num_classes : checkpoint_classes(ckpt);
+    int K = c.model.num_classes;   /* segc checkpoints store the resolved count */
     /* the dataset, when at hand, supplies the palette */
     char e2[900];
-    ds = segc_config_open_dataset(&c, *c.data.val_split ? c.data.val_split : NULL, e2, sizeof e2);
+    ds = segc_config_open_dataset(&c, split ? split : *c.data.val_split ? c.data.val_split : NULL, e2, sizeof e2);
+    if (split && !ds) { snprintf(err, sizeof err, "--split %s: %s", split, e2); goto fail; }
     if (!K && ds) K = segc_dataset_num_classes(ds);
     if (K < 1) { snprintf(err, sizeof err, "%s: cannot tell the number of classes (set model.num_classes)", ckpt); goto fail; }
     int ch = c.model.in_channels ? c.model.in_channels : ds ? segc_dataset_channels(ds, e2, sizeof e2) : 3;
@@ -73,6 +67,23 @@ int segc_cmd_predict(int argc, char **argv) {
         for (int k = 0; k < K && k < segc_dataset_num_classes(ds); k++) memcpy(palette + 3 * k, segc_dataset_palette(ds, k), 3);
     segc_pipeline pipe;
     segc_config_eval_pipeline(&c, &pipe);
+    if (split) {   /* whole volumes of a medical split */
+        segc_eval_opts eo;
+        segc_eval_opts_default(&eo);
+        segc_config_infer_opts(&c, &eo.infer);
+        eo.dtype = segc_config_dtype(&c);
+        eo.model = m;
+        eo.pipeline = &pipe;
+        eo.channels = m->in_channels;
+        ctx = segc_ctx_new(0);
+        work = segc_ctx_new(0);
+        int nv = 0;
+        if (segc_dataset_n_volumes(ds) < 1 || !ctx || !work) { snprintf(err, sizeof err, "--split %s: no volumes", split); goto fail; }
+        if (!segc_predict_volumes(ctx, work, segc_model_logits_fn, m, ds, &eo, out, &nv, err, sizeof err)) goto fail;
+        fprintf(stderr, "wrote %d volume%s to %s\n", nv, nv == 1 ? "" : "s", out);
+        rc = 0;
+        goto cleanup;
+    }
     segc_predict_opts po;
     segc_predict_opts_default(&po);
     segc_config_infer_opts(&c, &po.infer);

@@ -27,7 +27,7 @@ void segc_predict_default_palette(uint8_t *rgb, int n_colors) {
 }
 
 /* mkdir -p */
-static bool make_dirs(const char *dir, char *err, size_t errlen) {
+bool segc_predict_make_dirs(const char *dir, char *err, size_t errlen) {
     char buf[4096];
     if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
         snprintf(err, errlen, "predict: output path too long: %.64s...", dir);
@@ -283,7 +283,7 @@ bool segc_predict_paths(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, 
     char **paths;
     int n;
     if (!segc_predict_list_inputs(inputs, n_inputs, &paths, &n, err, errlen)) return false;
-    if (!make_dirs(out_dir, err, errlen)) {
+    if (!segc_predict_make_dirs(out_dir, err, errlen)) {
         segc_predict_free_list(paths, n);
         return false;
     }
@@ -372,8 +372,8 @@ static void *crop_map(segc_ctx *ctx, const void *src, int full_h, int full_w, in
 }
 
 /* labels of x: the model's probabilities and postprocess when it has one, else argmax / threshold */
-static segc_tensor *predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model,
-                                   segc_tensor *x, int lh, int lw, const segc_eval_opts *o) {
+segc_tensor *segc_predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *x,
+                                 int lh, int lw, const segc_eval_opts *o) {
     const segc_model *m = o->model;
     if (!m || (!m->family->postprocess && m->probs == SEGC_PROBS_SOFTMAX))
         return segc_infer(ctx, work, forward, model, x, lh, lw, &o->infer, NULL);
@@ -397,7 +397,7 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         f = g;
     }
     segc_tensor *x = image_from_f32(ctx, f, count, b->c, ih, iw, o->dtype);
-    segc_tensor *pred = predict_labels(ctx, work, forward, model, x, lh, lw, o);
+    segc_tensor *pred = segc_predict_labels(ctx, work, forward, model, x, lh, lw, o);
     if (!pred) return false;
     int64_t lshape[3] = {count, lh, lw};
     void *lab = (unsigned char *)b->labels + (size_t)first * b->label_h * b->label_w * les;

@@ -150,6 +150,7 @@ static bool params_finite(const segc_params *p) {
 /* ---- the run ---- */
 typedef struct run {
     const segc_config *c;
+    segc_config resolved;         /* c with the model's classes and input channels filled in */
     char dir[SEGC_CFG_PATH + 64], ckdir[SEGC_CFG_PATH + 96], metrics_path[SEGC_CFG_PATH + 96];
     char *yaml;
     segc_dataset *train_ds, *val_ds;
@@ -271,11 +272,6 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     *resumed = have_ckpt && o->resume;
     remove_stale_temps(r->dir);
     remove_stale_temps(r->ckdir);
-    r->yaml = segc_config_to_yaml(c);
-    char cpath[SEGC_CFG_PATH + 96];
-    snprintf(cpath, sizeof cpath, "%s/config.yaml", r->dir);
-    if (!r->yaml || !segc_config_save(c, cpath, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
-
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
     if (!r->train_ds) return segc_errorf(err, errlen, "train: %s", e2);
     if (*c->data.val_split) {
@@ -284,6 +280,15 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     }
     r->model = segc_config_model_for(c, r->train_ds, e2, sizeof e2);
     if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
+    /* the saved configuration is resolved: classes and channels as built, so a
+     * checkpoint alone rebuilds its model (segc eval / predict without a dataset) */
+    r->resolved = *c;
+    r->resolved.model.num_classes = r->model->num_classes;
+    r->resolved.model.in_channels = r->model->in_channels;
+    r->yaml = segc_config_to_yaml(&r->resolved);
+    char cpath[SEGC_CFG_PATH + 96];
+    snprintf(cpath, sizeof cpath, "%s/config.yaml", r->dir);
+    if (!r->yaml || !segc_config_save(&r->resolved, cpath, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
     uint64_t seed = (uint64_t)c->train.seed;
     segc_model_init(r->model, seed);
     if (*c->model.pretrained) {
@@ -323,7 +328,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         segc_config_defaults(&saved);
         char diff[1024];
         if (saved_yaml && segc_config_load_string(&saved, saved_yaml, "checkpoint config", e2, sizeof e2) &&
-            segc_config_diff(&saved, c, diff, sizeof diff) > 0)
+            segc_config_diff(&saved, &r->resolved, diff, sizeof diff) > 0)
             progress_note(&r->pg, "resume: configuration differs from the checkpoint's: %s", diff);
         free(saved_yaml);
         r->ctx->rng = r->st.rng;
