@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/harness.h"
 /* model.h and optim.h both declare a type named segc_opt_kind (config key kinds vs optimizer
@@ -398,6 +399,29 @@ static void test_postprocess(void **state) {
     model_free(m);
 }
 
+/* segc safetensors round trip under the MONAI names; a different depth is refused naming the tensor */
+static void test_weights_roundtrip(void **state) {
+    segc_model *m = fixture_model("dice_ce");
+    load_params(m, "dice/param/");
+    char path[] = "/tmp/segc_unet2d_XXXXXX", err[512];
+    close(mkstemp(path));
+    assert_true(segc_params_save(&m->params, path, NULL, 0, err, sizeof err));
+    segc_model *m2 = fixture_model("dice_ce");
+    segc_load_report rep;
+    if (!segc_params_load(&m2->params, path, true, &rep, err, sizeof err)) fail_msg("load: %s", err);
+    assert_int_equal(rep.loaded, m->params.n);
+    assert_memory_equal(m->params.data, m2->params.data, (size_t)m->params.total * sizeof(float));
+    segc_model *m3 = family_model(5, 4, err, sizeof err, "filters", "[8, 16, 16]", "deep_supr_num", "1", NULL);
+    assert_non_null(m3);
+    assert_false(segc_params_load(&m3->params, path, true, &rep, err, sizeof err));
+    print_message("  strict load of a deeper net: %s\n", err);
+    assert_non_null(strstr(err, "upsamples.1.transp_conv.conv.weight"));
+    unlink(path);
+    model_free(m);
+    model_free(m2);
+    model_free(m3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_match_monai),
@@ -409,6 +433,7 @@ int main(void) {
         cmocka_unit_test(test_gradcheck_regions),
         cmocka_unit_test(test_init),
         cmocka_unit_test(test_postprocess),
+        cmocka_unit_test(test_weights_roundtrip),
     };
     return cmocka_run_group_tests_name("unet2d", tests, setup, teardown);
 }
