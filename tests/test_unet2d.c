@@ -283,6 +283,7 @@ static void test_config_errors(void **state) {
     /* the default network: nnU-Net 2-D filters, MONAI's parameter count for these shapes */
     m = family_model(4, 4, err, sizeof err, NULL);
     assert_non_null(m);
+    assert_int_equal(segc_params_count(&m->params, true), 20612876);   /* MONAI DynUNet, 4 in, 4 out */
     assert_int_equal(segc_params_find(&m->params, "bottleneck.conv1.conv.weight")->shape[0], 512);
     assert_non_null(segc_params_find(&m->params, "deep_supervision_heads.1.conv.conv.bias"));
     assert_null(segc_params_find(&m->params, "deep_supervision_heads.2.conv.conv.bias"));
