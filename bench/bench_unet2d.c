@@ -1,0 +1,98 @@
+/* UNet2D (nnU-Net 2-D defaults: filters 32..512, 6 levels, deep supervision 2) training-step and
+ * inference benchmark; segc side of bench/torch_unet2d.py. Same output keys as bench_train.c.
+ * usage: bench_unet2d train H W BATCH f32|bf16 [steps]   -> one JSON line
+ *        bench_unet2d infer H W f32|bf16 [reps]          -> one JSON line
+ * Training step: forward (main + 2 deep-supervision maps), nnU-Net Dice+CE on each, backward,
+ * SGD (lr 0.01, momentum 0.99, nesterov, weight decay 3e-5). 4 input channels, 4 classes
+ * (BraTS-like). H and W must be multiples of 32. One case per process so peak RSS is per case. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "segc/optim.h"
+#include "segc/unet2d.h"
+
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) {
+        fprintf(stderr, "usage: %s train H W BATCH f32|bf16 [steps] | infer H W f32|bf16 [reps]\n", argv[0]);
+        return 2;
+    }
+    bool train = !strcmp(argv[1], "train");
+    int H = atoi(argv[2]), W = atoi(argv[3]), B = train ? atoi(argv[4]) : 1;
+    const char *dts = argv[train ? 5 : 4];
+    int reps = argc > (train ? 6 : 5) ? atoi(argv[train ? 6 : 5]) : (train ? 3 : 5);
+    segc_dtype dt = !strcmp(dts, "bf16") ? SEGC_BF16 : SEGC_F32;
+    const int C_IN = 4, K = 4;
+    segc_unet2d_config c;
+    segc_unet2d_config_default(&c, C_IN, K);
+    char err[256];
+    segc_params params;
+    segc_params_init(&params);
+    segc_unet2d *m = segc_unet2d_new(&c, &params, err, sizeof err);
+    if (!m) { fprintf(stderr, "bench_unet2d: %s\n", err); return 1; }
+    segc_unet2d_init(m, 1);
+    segc_optim_cfg oc = segc_optim_defaults(SEGC_OPT_SGD, 0.01);
+    oc.momentum = 0.99;
+    oc.nesterov = true;
+    oc.weight_decay = 3e-5;
+    segc_optimizer *opt = segc_optimizer_new(&params, &oc, err, sizeof err);
+    segc_ctx *ctx = segc_ctx_new(0);
+    ctx->training = train;
+    ctx->grad_enabled = train;
+    int nthreads = segc_get_num_threads();
+    int64_t npix = (int64_t)B * H * W;
+    float *img = malloc((size_t)npix * C_IN * sizeof(float));
+    uint8_t *lab = malloc((size_t)npix);
+    segc_rng r;
+    segc_rng_init(&r, 5);
+    segc_rng_fill_normal(&r, img, npix * C_IN, 0, 1);
+    for (int64_t i = 0; i < npix; i++) lab[i] = (uint8_t)(segc_rng_u32(&r) % 101 == 100 ? 255 : (i / 97) % K);
+    double best = 1e30, total = 0;
+    for (int it = 0; it < reps + 2; it++) {
+        double t0 = segc_now_s();
+        segc_ctx_step_begin(ctx);
+        ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
+        segc_profile_mark(ctx);
+        segc_tensor *x = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){B, C_IN, H, W}, img);
+        if (dt == SEGC_BF16) x = segc_cast(ctx, x, SEGC_BF16);
+        segc_tensor *maps[SEGC_UNET2D_MAX_LEVELS];
+        int n_maps = segc_unet2d_forward(ctx, m, x, maps);
+        if (train) {
+            segc_tensor *y = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){B, H, W}, lab);
+            segc_tensor *loss = n_maps ? segc_unet2d_loss(ctx, SEGC_UNET2D_LOSS_DICE_CE, maps, n_maps, y, 255) : NULL;
+            if (!loss || !segc_backward(ctx, loss)) { fprintf(stderr, "bench_unet2d: %s\n", segc_last_error(ctx)); return 1; }
+            segc_optimizer_step(opt, 0.01);
+            segc_params_zero_grad(&params);
+        } else if (!n_maps) {
+            fprintf(stderr, "bench_unet2d: %s\n", segc_last_error(ctx));
+            return 1;
+        }
+        double dtm = segc_now_s() - t0;
+        /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
+        if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
+    }
+    double mean = total / reps;
+    if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
+    if (train)
+        printf("{\"model\": \"unet2d\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
+               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",
+               H, W, B, dts, nthreads, mean, B / mean, peak_rss_mib());
+    else
+        printf("{\"model\": \"unet2d\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
+               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f}\n",
+               H, W, dts, nthreads, 1e3 * mean, 1e3 * best, peak_rss_mib());
+    free(img);
+    free(lab);
+    segc_optimizer_free(opt);
+    segc_ctx_free(ctx);
+    segc_unet2d_free(m);
+    segc_params_free(&params);
+    return 0;
+}
