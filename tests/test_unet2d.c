@@ -10,11 +10,7 @@
 #include <unistd.h>
 
 #include "common/harness.h"
-/* model.h and optim.h both declare a type named segc_opt_kind (config key kinds vs optimizer
- * kinds); renamed here for model.h so this test can use both until the headers are reconciled */
-#define segc_opt_kind segc_model_opt_kind
 #include "segc/model.h"
-#undef segc_opt_kind
 #include "segc/optim.h"
 #include "segc/unet2d.h"
 

@@ -58,8 +58,8 @@ typedef struct segc_model_opt {
 typedef struct segc_model_spec {
     const char *type;          /* model.type */
     const char *variant;       /* model.variant ("": the family's default) */
-    int num_classes;           /* >= 1 (resolved from the dataset by the caller) */
-    int in_channels;           /* >= 1 */
+    int num_classes;           /* >= 1 (resolved from the dataset by the caller); 0 = not known yet: */
+    int in_channels;           /* validation then skips what depends on it; segc_model_new needs >= 1 */
     const segc_model_opt *opts;
     int n_opts;
 } segc_model_spec;

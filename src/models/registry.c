@@ -11,11 +11,12 @@
 #include "segc/ops.h"
 
 extern const segc_model_family segc_family_segformer;
+extern const segc_model_family segc_family_unet2d;
 
 
 static const segc_model_family *const families[] = {
     &segc_family_segformer,
-    /* unet2d: added with its family file */
+    &segc_family_unet2d,
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
@@ -186,9 +187,10 @@ bool segc_model_spec_validate(const segc_model_spec *s, char *err, size_t errlen
         if (!in_choices(f->variants, s->variant))
             return segc_errorf(err, errlen, "model.variant: expected one of %s for %s, found '%s'", f->variants, f->type, s->variant);
     }
-    if (s->num_classes < 1 || s->num_classes > 255)
+    /* 0: not known yet (a configuration checked before its dataset is opened) */
+    if (s->num_classes < 0 || s->num_classes > 255)
         return segc_errorf(err, errlen, "model.num_classes: expected 1..255, found %d", s->num_classes);
-    if (s->in_channels < 1 || s->in_channels > 64)
+    if (s->in_channels < 0 || s->in_channels > 64)
         return segc_errorf(err, errlen, "model.in_channels: expected 1..64, found %d", s->in_channels);
     for (int i = 0; i < s->n_opts; i++) {
         const segc_model_opt *o = &s->opts[i];
@@ -261,6 +263,8 @@ int segc_spec_doubles(const segc_model_spec *s, const char *key, double *out, in
 
 /* ---- models ---- */
 segc_model *segc_model_new(const segc_model_spec *s, char *err, size_t errlen) {
+    if (s->num_classes < 1) return segc_errorf(err, errlen, "model.num_classes: expected 1..255, found %d", s->num_classes), NULL;
+    if (s->in_channels < 1) return segc_errorf(err, errlen, "model.in_channels: expected 1..64, found %d", s->in_channels), NULL;
     if (!segc_model_spec_validate(s, err, errlen)) return NULL;
     const segc_model_family *f = segc_model_family_find(s->type);
     segc_model *m = calloc(1, sizeof *m);

@@ -10,73 +10,44 @@
 #include "segc/unet2d.h"
 
 static const segc_model_key unet2d_keys[] = {
-    {"filters", SEGC_OPT_INTS, "[32, 64, 128, 256, 512, 512]", NULL,
+    {"filters", SEGC_KEY_INTS, "[32, 64, 128, 256, 512, 512]", NULL,
      "channels per level, finest first; depth = number of entries (nnU-Net 2-D: 6 levels)"},
-    {"deep_supervision", SEGC_OPT_BOOL, "true", NULL, "deep-supervision heads on the next-coarser decoder levels"},
-    {"deep_supr_num", SEGC_OPT_INT, "2", NULL, "number of deep-supervision heads (< number of levels - 1)"},
-    {"loss", SEGC_OPT_STRING, "dice_ce", "dice_ce|regions",
+    {"deep_supervision", SEGC_KEY_BOOL, "true", NULL, "deep-supervision heads on the next-coarser decoder levels"},
+    {"deep_supr_num", SEGC_KEY_INT, "2", NULL, "number of deep-supervision heads (< number of levels - 1)"},
+    {"loss", SEGC_KEY_STRING, "dice_ce", "dice_ce|regions",
      "dice_ce: softmax Dice (foreground, batch) + CE; regions: BraTS WT/TC/ET sigmoid Dice + BCE"},
-    {"negative_slope", SEGC_OPT_DOUBLE, "0.01", NULL, "LeakyReLU negative slope"},
-    {"norm_eps", SEGC_OPT_DOUBLE, "1e-5", NULL, "InstanceNorm epsilon"},
+    {"negative_slope", SEGC_KEY_DOUBLE, "0.01", NULL, "LeakyReLU negative slope"},
+    {"norm_eps", SEGC_KEY_DOUBLE, "1e-5", NULL, "InstanceNorm epsilon"},
 };
 #define N_KEYS ((int)(sizeof unet2d_keys / sizeof *unet2d_keys))
-
-/* The family reads its keys here rather than through segc_spec_*: the same
- * rule (the given value, else the key's default), kept local so the family
- * does not depend on the registry being linked in. Values reaching these
- * readers were checked by segc_model_spec_validate or validate() below. */
-static const char *key_text(const segc_model_spec *s, const char *key) {
-    for (int i = 0; i < s->n_opts; i++)
-        if (!strcmp(s->opts[i].key, key)) return s->opts[i].value;
-    for (int i = 0; i < N_KEYS; i++)
-        if (!strcmp(unet2d_keys[i].name, key)) return unet2d_keys[i].dflt;
-    return "";
-}
-
-/* "[32, 64]" or "32, 64" -> ints; returns the count, -1 on a malformed list */
-static int parse_ints(const char *v, int *out, int max) {
-    int n = 0;
-    while (*v && (isspace((unsigned char)*v) || *v == '[')) v++;
-    while (*v && *v != ']') {
-        char *end;
-        long x = strtol(v, &end, 10);
-        if (end == v) return -1;
-        if (n < max) out[n] = (int)x;
-        n++;
-        v = end;
-        while (*v && (isspace((unsigned char)*v) || *v == ',')) v++;
-    }
-    return n;
-}
-
-static bool parse_bool(const char *v) { return !strcmp(v, "true") || !strcmp(v, "True") || !strcmp(v, "1") || !strcmp(v, "yes"); }
 
 /* spec -> network config and loss kind; false + message naming the key */
 static bool read_spec(const segc_model_spec *s, segc_unet2d_config *c, segc_unet2d_loss_kind *loss, char *err,
                       size_t n) {
-    const char *lv = key_text(s, "loss");
+    char lv[32];
+    segc_spec_str(s, "loss", lv, sizeof lv);
     bool regions = !strcmp(lv, "regions");
     if (!regions && strcmp(lv, "dice_ce") != 0)
         return segc_errorf(err, n, "model.loss: unknown value '%s' (choices: dice_ce|regions)", lv);
-    if (regions && s->num_classes != 5)
+    if (regions && s->num_classes && s->num_classes != 5)
         return segc_errorf(err, n, "model.loss: regions expects BraTS labels 0..4 (5 classes), found %d classes",
                            s->num_classes);
-    if (!regions && s->num_classes < 2)
+    if (!regions && s->num_classes == 1)
         return segc_errorf(err, n, "model.loss: dice_ce needs >= 2 classes (Dice over the foreground), found %d",
                            s->num_classes);
-    segc_unet2d_config_default(c, s->in_channels, regions ? 3 : s->num_classes);
+    /* classes / channels not known yet (config check): stand-ins that pass */
+    segc_unet2d_config_default(c, s->in_channels ? s->in_channels : 1, regions ? 3 : s->num_classes ? s->num_classes : 2);
     int f[SEGC_UNET2D_MAX_LEVELS + 1];
-    int depth = parse_ints(key_text(s, "filters"), f, SEGC_UNET2D_MAX_LEVELS + 1);
-    if (depth < 0) return segc_errorf(err, n, "model.filters: expected a list of integers, found '%s'", key_text(s, "filters"));
+    int depth = segc_spec_ints(s, "filters", f, SEGC_UNET2D_MAX_LEVELS + 1);
     if (depth < 2 || depth > SEGC_UNET2D_MAX_LEVELS)
         return segc_errorf(err, n, "model.filters: unet2d needs 2..%d levels (one filter count each), found %d",
                            SEGC_UNET2D_MAX_LEVELS, depth);
     c->depth = depth;
     for (int l = 0; l < depth; l++) c->filters[l] = f[l];
-    c->deep_supervision = parse_bool(key_text(s, "deep_supervision"));
-    c->deep_supr_num = atoi(key_text(s, "deep_supr_num"));
-    c->negative_slope = (float)strtod(key_text(s, "negative_slope"), NULL);
-    c->norm_eps = (float)strtod(key_text(s, "norm_eps"), NULL);
+    c->deep_supervision = segc_spec_bool(s, "deep_supervision");
+    c->deep_supr_num = segc_spec_int(s, "deep_supr_num");
+    c->negative_slope = (float)segc_spec_double(s, "negative_slope");
+    c->norm_eps = (float)segc_spec_double(s, "norm_eps");
     *loss = regions ? SEGC_UNET2D_LOSS_REGIONS : SEGC_UNET2D_LOSS_DICE_CE;
     return segc_unet2d_check_config(c, err, n);
 }

@@ -23,7 +23,7 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     if (c->model.in_channels < 0 || c->model.in_channels > 64)
         return segc_errorf(err, errlen, "model.in_channels: expected 0 (dataset's) .. 64, found %d", c->model.in_channels);
     /* the family checks its own keys (placeholders for what the dataset decides later) */
-    segc_model_spec spec = segc_config_model_spec(c, 1, 1);
+    segc_model_spec spec = segc_config_model_spec(c, 0, 0);
     if (!segc_model_spec_validate(&spec, err, errlen)) return false;
     if (*c->train.best_metric && !known_metric(c->train.best_metric))
         return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class> or "
