@@ -233,7 +233,7 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     double md = segc_eval_result_get(&r->last, "mDice");
     if (!isnan(md)) snprintf(extra, sizeof extra, " mDice %.2f", 100 * md);
     if (strcmp(r->last.primary, "mIoU") && strcmp(r->last.primary, "mDice"))
-        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " %s %.4g", r->last.primary, v);
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), segc_metric_lower_is_better(r->last.primary) ? " %s %.4g" : " %s %.2f", r->last.primary, segc_metric_lower_is_better(r->last.primary) ? v : 100 * v);
     progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s%s", (long long)iter, 100 * r->last.pixel.mIoU,
                   100 * r->last.pixel.mAcc, 100 * r->last.pixel.aAcc, extra, best ? " (best)" : "");
     if (best) {
@@ -348,6 +348,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     segc_loader_opts_default(&lo);
     lo.batch_size = c->data.batch_size;
     lo.num_workers = c->data.num_workers;
+    lo.channels = r->model->in_channels;
     lo.seed = seed;
     lo.resume = *resumed ? &r->st.sampler : NULL;
     lo.quiet = o->quiet;
