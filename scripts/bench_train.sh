@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# `make bench-train`: SegFormer-B0 training step and batch-1 inference, segc (bench/bench_train.c)
-# beside the PyTorch twin (bench/torch_train.py) and, for f32 inference, ONNX Runtime, in the same run,
-# same threads. One process per case so peak RSS is per case. Not a test.
+# `make bench-train`: SegFormer-B0 (bench/bench_train.c beside bench/torch_train.py and, for f32
+# inference, ONNX Runtime) and the nnU-Net 2-D U-Net (bench/bench_unet2d.c beside MONAI's DynUNet,
+# bench/torch_unet2d.py): training steps and batch-1 inference in the same run, same threads.
+# One process per case so peak RSS is per case. Not a test.
 set -u
 cd "$(dirname "$0")/.."
 BIN=${1:-${BUILD:-build}/bench/bench_train}
+UBIN=${2:-$(dirname "$BIN")/bench_unet2d}
 THREADS=${SEGC_BENCH_THREADS:-2}
 STEPS=${SEGC_BENCH_STEPS:-3}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1
-bash scripts/deps.sh --bench || echo "bench-train: could not install PyTorch; segc figures only" >&2
-python3 -c "import onnxruntime" 2>/dev/null || python3 -m pip install -q onnxruntime onnx >/dev/null 2>&1 || true
-have_torch=0; python3 -c "import torch" 2>/dev/null && have_torch=1
+grep -m1 "model name" /proc/cpuinfo >&2
+PY=$(bash scripts/bench_env.sh torch monai onnxruntime transformers) || PY=""
+have_torch=0; [ -n "$PY" ] && have_torch=1
+[ $have_torch = 1 ] || echo "bench-train: no PyTorch reference (see scripts/bench_env.sh); segc figures only" >&2
 join() {  # merge two JSON objects and add ratios
   python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -31,12 +34,23 @@ PY
 for shape in "512 512" "360 480"; do
   for dt in f32 bf16; do
     s=$("$BIN" train $shape 2 $dt "$STEPS" 2>/dev/null | tail -1)
-    t=""; [ $have_torch = 1 ] && t=$(python3 bench/torch_train.py train $shape 2 $dt "$STEPS" 2>/dev/null | tail -1)
+    t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_train.py train $shape 2 $dt "$STEPS" 2>/dev/null | tail -1)
     join "$s" "$t"
   done
 done
 for dt in f32 bf16; do
   s=$("$BIN" infer 512 512 $dt 5 2>/dev/null | tail -1)
-  t=""; [ $have_torch = 1 ] && t=$(python3 bench/torch_train.py infer 512 512 $dt 5 --ort 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_train.py infer 512 512 $dt 5 --ort 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# nnU-Net 2-D U-Net (filters 32..512, 4 input channels, deep supervision): 192x160, batch 16
+for dt in f32 bf16; do
+  s=$("$UBIN" train 192 160 16 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_unet2d.py train 192 160 16 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+for dt in f32 bf16; do
+  s=$("$UBIN" infer 192 160 $dt 5 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_unet2d.py infer 192 160 $dt 5 2>/dev/null | tail -1)
   join "$s" "$t"
 done
