@@ -295,6 +295,61 @@ static void test_sigkill_resume_exact(void **state) {
     free(m);
 }
 
+/* UNet2D on brats-mini: stopped after 1, 2 and 3 iterations (a time limit that
+ * has run out stops after each iteration, with a checkpoint), each time resumed,
+ * then run to the end: bitwise the weights and optimizer state of an
+ * uninterrupted run. The nnU-Net pipeline's crops and augmentations and the
+ * SGD momentum all pass through the checkpoints. */
+static void unet_config(segc_config *c, const char *dir, bool time_limited) {
+    segc_config_defaults(c);
+    char err[512];
+    const char *ov[] = {"model.type=unet2d", "model.variant=", "model.filters=[4, 8, 16]", "model.deep_supr_num=1",
+                        "data.dataset=brats", "data.root=brats-mini", "data.train_split=train", "data.val_split=",
+                        "data.pipeline=nnunet", "data.crop_size=[32, 32]", "data.batch_size=2", "data.num_workers=1",
+                        "optimizer.type=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.99", "optimizer.nesterov=true",
+                        "optimizer.paramwise.custom_keys={}", "schedule.warmup_iters=0", "schedule.power=0.9",
+                        "train.max_iters=6", "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2",
+                        time_limited ? "train.max_time_min=1e-9" : "train.max_time_min=0"};
+    for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
+        if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s", err);
+    char root[1000];
+    const char *env = getenv("SEGC_DATA");
+    snprintf(root, sizeof root, "%.900s/brats-mini", env && *env ? env : "../shared/data");
+    if (access(root, F_OK) != 0) fail_msg("%s not found: the UNet2D resume test needs brats-mini (set SEGC_DATA)", root);
+    snprintf(c->data.root, sizeof c->data.root, "%s", root);
+    snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", dir);
+    if (!segc_config_finish(c, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void test_unet2d_resume_exact(void **state) {
+    char ref[512], dir[512], err[1024], p[900], q[900];
+    run_dir(ref, sizeof ref, "unet_ref");
+    run_dir(dir, sizeof dir, "unet_run");
+    segc_config c;
+    unet_config(&c, ref, false);
+    segc_train_opts o = {.quiet = true};
+    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    for (int round = 0; round < 3; round++) {
+        unet_config(&c, dir, true);
+        o.resume = round > 0;
+        if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+        char *l = latest_of(dir);
+        char want[32];
+        snprintf(want, sizeof want, "iter_%07d", round + 1);
+        if (!l || strncmp(l, want, strlen(want)) != 0) fail_msg("round %d stopped at %s, expected %s", round, l ? l : "none", want);
+        free(l);
+    }
+    unet_config(&c, dir, false);
+    o.resume = true;
+    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.safetensors", dir);
+    assert_same_tensors(p, q);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.state.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.state.safetensors", dir);
+    assert_same_tensors(p, q);
+}
+
 static void test_nan_loss_keeps_checkpoint(void **state) {
     NEED_DATA();
     char dir[512], err[1024], p[700];
@@ -525,7 +580,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_deterministic_and_outputs), cmocka_unit_test(test_sigkill_resume_exact),
         cmocka_unit_test(test_nan_loss_keeps_checkpoint), cmocka_unit_test(test_time_limit_and_bf16),
         cmocka_unit_test(test_full_disk_keeps_latest),    cmocka_unit_test(test_bad_checkpoints),
-        cmocka_unit_test(test_training_errors),
+        cmocka_unit_test(test_training_errors),           cmocka_unit_test(test_unet2d_resume_exact),
     };
     return cmocka_run_group_tests_name("train", tests, setup, teardown);
 }
