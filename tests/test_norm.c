@@ -76,7 +76,7 @@ static void test_parity(void **state) {
 
 /* ---------------- finite differences ---------------- */
 typedef struct { int kind; int groups; bool training, stats; float eps; } gc_cfg;
-enum { K_LN, K_ADDLN_Y, K_ADDLN_SUM, K_BN, K_GN, K_IN };
+enum { K_LN, K_ADDLN_Y, K_ADDLN_SUM, K_BN, K_GN, K_IN, K_IN_LRELU };
 
 static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user) {
     const gc_cfg *c = user;
@@ -101,6 +101,7 @@ static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user)
         return segc_batch_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), rm, rv, 0.1f, c->eps);
     }
     case K_GN: return segc_group_norm(ctx, ins[0], c->groups, opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
+    case K_IN_LRELU: return segc_instance_norm_lrelu(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps, 0.01f);
     default: return segc_instance_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
     }
 }
@@ -141,7 +142,40 @@ static void test_gradcheck(void **state) {
                  false);
     ok &= run_gc("instance_norm [2,3,5]", (gc_cfg){K_IN, .eps = 1e-5f}, 3, SHAPE(2, 3, 5), 3, true, false);
     ok &= run_gc("instance_norm [1,2,2,2] no affine", (gc_cfg){K_IN, .eps = 1e-5f}, 4, SHAPE(1, 2, 2, 2), 2, false, false);
+    ok &= run_gc("instance_norm_lrelu [2,3,5]", (gc_cfg){K_IN_LRELU, .eps = 1e-5f}, 3, SHAPE(2, 3, 5), 3, true, false);
     assert_true(ok);
+}
+
+/* instance_norm_lrelu is instance_norm then leaky_relu, bit for bit in f32
+ * (values and every gradient), above the threading threshold */
+static void test_instance_norm_lrelu_fused(void **state) {
+    segc_ctx *ctx = segc_ctx_new(5);
+    const int64_t C = 16;
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 16, 40, 40), 1.5f, true), *g = t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                *b = t_randn(ctx, 1, &C, 0.5f, true);
+    segc_tensor *dy = t_randn(ctx, 4, SHAPE(2, 16, 40, 40), 1.f, false);
+    float *grads[2][3];
+    segc_tensor *outs[2];
+    for (int fused = 0; fused < 2; fused++) {
+        segc_tensor *y = fused ? segc_instance_norm_lrelu(ctx, x, g, b, 1e-5f, 0.01f)
+                               : segc_leaky_relu(ctx, segc_instance_norm(ctx, x, g, b, 1e-5f), 0.01f);
+        assert_non_null(y);
+        outs[fused] = y;
+        segc_tensor *ps[3] = {x, g, b};
+        for (int i = 0; i < 3; i++) ps[i]->grad = NULL;
+        assert_true(segc_backward_from(ctx, y, segc_f32(dy)));
+        for (int i = 0; i < 3; i++) {
+            grads[fused][i] = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(ps[i]) * sizeof(float));
+            memcpy(grads[fused][i], ps[i]->grad, (size_t)segc_numel(ps[i]) * sizeof(float));
+        }
+    }
+    assert_memory_equal(outs[0]->data, outs[1]->data, segc_nbytes(outs[0]));
+    assert_memory_equal(grads[0][0], grads[1][0], (size_t)segc_numel(x) * sizeof(float));
+    assert_memory_equal(grads[0][1], grads[1][1], C * sizeof(float));
+    assert_memory_equal(grads[0][2], grads[1][2], C * sizeof(float));
+    assert_null(segc_instance_norm_lrelu(ctx, x, g, b, 1e-5f, -0.1f));
+    assert_non_null(strstr(segc_last_error(ctx), "instance_norm_lrelu: negative_slope must be finite and >= 0"));
+    segc_ctx_free(ctx);
 }
 
 /* ---------------- bitwise identical for 1 and 2 threads ---------------- */
@@ -288,7 +322,8 @@ static void test_errors(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_thread_independent),
+        cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck),
+        cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_thread_independent),
         cmocka_unit_test(test_semantics),  cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("norm", tests, NULL, NULL);

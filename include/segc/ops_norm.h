@@ -38,5 +38,11 @@ segc_tensor *segc_group_norm(segc_ctx *ctx, segc_tensor *x, int groups, segc_ten
  * (at least one spatial dim), per-(sample, channel) statistics; gamma/beta [C]
  * or NULL (affine=False). */
 segc_tensor *segc_instance_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta, float eps);
+/* segc_instance_norm then LeakyReLU(negative_slope >= 0) as one op, without
+ * the normalised tensor between them (backward masks the gradient by the
+ * output's sign). f32: the same values and gradients bit for bit as the two
+ * ops; bf16 rounds once instead of twice. */
+segc_tensor *segc_instance_norm_lrelu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta, float eps,
+                                      float negative_slope);
 
 #endif

@@ -135,9 +135,9 @@ static segc_tensor *conv_norm_act(segc_ctx *ctx, const segc_unet2d *m, const seg
                                   segc_tensor *nb, segc_tensor *x) {
     segc_tensor *y = segc_conv_layer_fwd(ctx, c, x);
     if (!y) return NULL;
-    y = segc_instance_norm(ctx, y, segc_param_as(ctx, nw, y->dtype), segc_param_as(ctx, nb, y->dtype),
-                           m->cfg.norm_eps);
-    return segc_leaky_relu(ctx, y, m->cfg.negative_slope);
+    /* fused: the normalised tensor before the activation is never stored */
+    return segc_instance_norm_lrelu(ctx, y, segc_param_as(ctx, nw, y->dtype), segc_param_as(ctx, nb, y->dtype),
+                                    m->cfg.norm_eps, m->cfg.negative_slope);
 }
 
 static segc_tensor *block_fwd(segc_ctx *ctx, const segc_unet2d *m, const segc_unet2d_block *b, segc_tensor *x) {

@@ -434,7 +434,7 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
         const dnnl_memory_desc_t *xmd = pd_md(bw, dnnl_query_src_md, 0), *gmd = pd_md(bw, dnnl_query_diff_dst_md, 0);
         const dnnl_memory_desc_t *dwmd = pd_md(bw, dnnl_query_diff_weights_md, 0);
         dnnl_memory_desc_t x_plain = src_md(k, sdt, false), w_plain = wei_md(k, dnnl_f32, false);
-        void *xb = dnnl_memory_desc_equal(xmd, pd_md(fwd, dnnl_query_src_md, 0))
+        void *xb = s->xb && dnnl_memory_desc_equal(xmd, pd_md(fwd, dnnl_query_src_md, 0))
                        ? s->xb : in_layout(ctx, op, k, R_X_BWD_WEIGHTS, &x_plain, xmd, x->data);
         void *gw = gd && dnnl_memory_desc_equal(gmd, gd_md) ? gd : in_layout(ctx, op, k, R_G_BWD_WEIGHTS, &g_plain, gmd, g);
         if (!xb || !gw) return;
@@ -486,11 +486,15 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     dnnl_memory_desc_t x_plain = src_md(&k, sdt, false), w_plain = wei_md(&k, sdt, false), y_plain = dst_md(&k, sdt, false);
     const dnnl_memory_desc_t *xmd = pd_md(fwd, dnnl_query_src_md, 0), *wmd = pd_md(fwd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *ymd = pd_md(fwd, dnnl_query_dst_md, 0);
-    void *xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
-    void *wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);
-    if (!xb || !wb) return NULL;
     conv_saved *s = grad ? segc_arena_alloc(&ctx->arena, sizeof *s) : NULL;
-    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* xb and wb stay for backward */
+    void *wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);   /* small: stays for backward */
+    if (!wb) return NULL;
+    /* x in oneDNN's layout is a copy as large as x: dropped after the call and
+     * made again by backward-weights, so a conv keeps no second copy of its
+     * input for the whole step (one reorder more, far cheaper than the GEMM) */
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    void *xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
+    if (!xb) return NULL;
     bool direct = dnnl_memory_desc_equal(ymd, &y_plain);
     void *yb = direct ? y->data : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(ymd));
     void *bias = NULL;
@@ -502,10 +506,10 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     void *ptrs[4] = {xb, wb, yb, bias};
     bool ok = segc_dnnl_run(ctx, op, fwd, b ? 4 : 3, ids, ptrs) &&
               (direct || out_layout(ctx, op, &k, R_Y_FWD, ymd, &y_plain, yb, y->data));
-    segc_arena_rewind(&ctx->arena, mark);   /* the blocked output and an f32 bias copy */
+    segc_arena_rewind(&ctx->arena, mark);   /* the blocked input and output, an f32 bias copy */
     if (!ok) return NULL;
     if (grad) {
-        *s = (conv_saved){.k = k, .op = op, .xb = xb, .wb = wb};
+        *s = (conv_saved){.k = k, .op = op, .xb = xb == x->data ? xb : NULL, .wb = wb};
         segc_record(ctx, op, conv_backward, y, ins, n_in, s);
     }
     return y;

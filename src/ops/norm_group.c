@@ -16,13 +16,32 @@
 typedef struct {
     int64_t N, C, S, G;
     float *mean, *mean_lo, *rstd;   /* per (sample, group) row; mean + mean_lo: ~48 bits */
+    bool act;                       /* a LeakyReLU(slope) follows (fused: its input is never stored) */
+    float slope;
 } gn_saved;
+
+/* dy through the fused LeakyReLU: the output's sign is the normalised value's
+ * (slope >= 0), so no pre-activation copy is kept */
+static float *lrelu_masked_grad(segc_ctx *ctx, const segc_tensor *y, const float *dy, float slope) {
+    const int64_t n = segc_numel(y);
+    float *m = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(n) * sizeof(float));
+    if (y->dtype == SEGC_BF16) {
+        const uint16_t *yb = segc_bf16p(y);
+#pragma omp parallel for simd schedule(static) if (n >= GN_PAR_MIN)
+        for (int64_t i = 0; i < n; i++) m[i] = (yb[i] & 0x8000) || !(yb[i] & 0x7fff) ? dy[i] * slope : dy[i];
+    } else {
+        const float *yf = segc_f32(y);
+#pragma omp parallel for simd schedule(static) if (n >= GN_PAR_MIN)
+        for (int64_t i = 0; i < n; i++) m[i] = yf[i] > 0.f ? dy[i] : dy[i] * slope;
+    }
+    return m;
+}
 
 static void gn_backward(segc_ctx *ctx, segc_node *nd) {
     const gn_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
     const int64_t N = sv->N, C = sv->C, S = sv->S, G = sv->G, Cg = C / G;
-    const float *dy = nd->out->grad;
+    const float *dy = sv->act ? lrelu_masked_grad(ctx, nd->out, nd->out->grad, sv->slope) : nd->out->grad;
     const float *g = nl_param_f32(ctx, gamma);
     int ow = 0;
     float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
@@ -81,7 +100,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t G, segc_tensor *gamma,
-                               segc_tensor *beta, float eps) {
+                               segc_tensor *beta, float eps, bool act, float slope) {
     SEGC_PROF_OP(ctx, op);
     char a[96];
     const int64_t N = x->shape[0], C = x->shape[1], S = segc_numel(x) / nl_max1(N * C);
@@ -95,7 +114,7 @@ static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, in
     const int64_t Cg = C / G;
     segc_tensor *y = segc_tensor_like(ctx, x);
     gn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-    *sv = (gn_saved){.N = N, .C = C, .S = S, .G = G};
+    *sv = (gn_saved){.N = N, .C = C, .S = S, .G = G, .act = act, .slope = slope};
     sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(N * G) * sizeof(float));
     sv->mean_lo = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(N * G) * sizeof(float));
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(N * G) * sizeof(float));
@@ -126,6 +145,10 @@ static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, in
                 float *yp = nl_dst(y, off, sc ? sc + GN_BLOCK : NULL);
 #pragma omp simd
                 for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
+                if (act) {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) yp[i] = yp[i] > 0.f ? yp[i] : yp[i] * slope;
+                }
                 nl_store(y, off, len, yp);
             }
         }
@@ -145,7 +168,7 @@ segc_tensor *segc_group_norm(segc_ctx *ctx, segc_tensor *x, int groups, segc_ten
         segc_set_error(ctx, "group_norm: x must be [N, C, ...] (at least 2-D), found %s", segc_shape_str(x, a, sizeof a));
         return NULL;
     }
-    return gn_forward(ctx, "group_norm", x, groups, gamma, beta, eps);
+    return gn_forward(ctx, "group_norm", x, groups, gamma, beta, eps, false, 0.f);
 }
 
 segc_tensor *segc_instance_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta, float eps) {
@@ -157,5 +180,23 @@ segc_tensor *segc_instance_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamm
                        segc_shape_str(x, a, sizeof a));
         return NULL;
     }
-    return gn_forward(ctx, "instance_norm", x, x->shape[1] > 0 ? x->shape[1] : 1, gamma, beta, eps);
+    return gn_forward(ctx, "instance_norm", x, x->shape[1] > 0 ? x->shape[1] : 1, gamma, beta, eps, false, 0.f);
+}
+
+segc_tensor *segc_instance_norm_lrelu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta, float eps,
+                                      float negative_slope) {
+    char a[96];
+    if (!x) return NULL;
+    if (!segc_check_float(ctx, "instance_norm_lrelu", "x", x)) return NULL;
+    if (x->ndim < 3) {
+        segc_set_error(ctx, "instance_norm_lrelu: x must be [N, C, spatial...] (at least 3-D), found %s",
+                       segc_shape_str(x, a, sizeof a));
+        return NULL;
+    }
+    if (!(negative_slope >= 0.f) || !isfinite(negative_slope)) {
+        segc_set_error(ctx, "instance_norm_lrelu: negative_slope must be finite and >= 0, found %g", (double)negative_slope);
+        return NULL;
+    }
+    return gn_forward(ctx, "instance_norm_lrelu", x, x->shape[1] > 0 ? x->shape[1] : 1, gamma, beta, eps, true,
+                      negative_slope);
 }
