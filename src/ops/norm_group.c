@@ -41,11 +41,14 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
     const gn_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
     const int64_t N = sv->N, C = sv->C, S = sv->S, G = sv->G, Cg = C / G;
-    const float *dy = sv->act ? lrelu_masked_grad(ctx, nd->out, nd->out->grad, sv->slope) : nd->out->grad;
-    const float *g = nl_param_f32(ctx, gamma);
     int ow = 0;
     float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
     bool need_g = gamma && gamma->requires_grad, need_b = beta && beta->requires_grad;
+    /* gradient buffers first (a bf16 gamma's is made in the arena here), then this call's scratch */
+    float *dg = need_g ? segc_grad(ctx, gamma) : NULL, *db = need_b ? segc_grad(ctx, beta) : NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    const float *dy = sv->act ? lrelu_masked_grad(ctx, nd->out, nd->out->grad, sv->slope) : nd->out->grad;
+    const float *g = nl_param_f32(ctx, gamma);
     /* per (sample, channel): sum dy*(x - mean) and sum dy */
     double *sdyx = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(N * C) * sizeof(double));
     double *sdy = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(N * C) * sizeof(double));
@@ -86,7 +89,6 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
         }
     }
     if (need_g || need_b) {
-        float *dg = need_g ? segc_grad(ctx, gamma) : NULL, *db = need_b ? segc_grad(ctx, beta) : NULL;
         for (int64_t c = 0; c < C; c++) {
             double a = 0, b = 0;
             for (int64_t n = 0; n < N; n++) {
@@ -97,6 +99,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
             if (db) db[c] += (float)a;
         }
     }
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 static segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t G, segc_tensor *gamma,
