@@ -455,6 +455,9 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
 
 /* ---- forward ---- */
 
+/* inputs whose oneDNN-layout copy is at most this large keep it for backward */
+#define CONV_KEEP_INPUT_BYTES (8u << 20)
+
 static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed, segc_tensor *x, segc_tensor *w,
                                  segc_tensor *b, const segc_conv_params *pp) {
     SEGC_PROF_OP(ctx, op);
@@ -489,11 +492,14 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     conv_saved *s = grad ? segc_arena_alloc(&ctx->arena, sizeof *s) : NULL;
     void *wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);   /* small: stays for backward */
     if (!wb) return NULL;
-    /* x in oneDNN's layout is a copy as large as x: dropped after the call and
-     * made again by backward-weights, so a conv keeps no second copy of its
-     * input for the whole step (one reorder more, far cheaper than the GEMM) */
+    /* x in oneDNN's layout is a copy as large as x. A large one is dropped after
+     * the call and made again by backward-weights, so the conv keeps no second
+     * copy of a big activation for the whole step (one reorder more, far cheaper
+     * than the GEMM); a small one stays (its reorder costs more than it holds). */
+    bool keep_xb = grad && dnnl_memory_desc_get_size(xmd) <= CONV_KEEP_INPUT_BYTES;
+    void *xb = keep_xb ? in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data) : NULL;
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
-    void *xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
+    if (!keep_xb) xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
     if (!xb) return NULL;
     bool direct = dnnl_memory_desc_equal(ymd, &y_plain);
     void *yb = direct ? y->data : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(ymd));
@@ -509,7 +515,7 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     segc_arena_rewind(&ctx->arena, mark);   /* the blocked input and output, an f32 bias copy */
     if (!ok) return NULL;
     if (grad) {
-        *s = (conv_saved){.k = k, .op = op, .xb = xb == x->data ? xb : NULL, .wb = wb};
+        *s = (conv_saved){.k = k, .op = op, .xb = keep_xb || xb == x->data ? xb : NULL, .wb = wb};
         segc_record(ctx, op, conv_backward, y, ins, n_in, s);
     }
     return y;
