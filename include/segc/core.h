@@ -182,6 +182,8 @@ const char *segc_last_error(const segc_ctx *ctx);
  * returns false, so functions reporting through (err, n) can `return segc_errorf(...)` */
 bool segc_errorf(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void segc_clear_error(segc_ctx *ctx);
+/* Levenshtein distance, case-insensitive, for did-you-mean suggestions (1000 for names over 127 characters). */
+int segc_edit_distance(const char *a, const char *b);
 /* Validation helpers: return false and set an error naming op/what. */
 bool segc_check_dtype(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, segc_dtype want);
 bool segc_check_ndim(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, int ndim);

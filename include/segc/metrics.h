@@ -66,6 +66,15 @@ void segc_metrics_free(segc_metrics *m);
  * decimals, numpy.round(x * 100, 2) (NaN stays NaN). */
 double segc_metric_percent(double fraction);
 
+/* A fraction as mmseg prints it: percent with two decimals, "nan" when undefined. */
+void segc_metric_percent_str(char *buf, size_t n, double fraction);
+
+/* prettytable's layout (as mmseg's logs): rows x ncol cells, row-major, the
+ * header row first; columns sized to their widest cell, text centred. */
+#define SEGC_TABLE_CELL 48
+#define SEGC_TABLE_MAX_COLS 8
+void segc_print_table(FILE *out, char (*cells)[SEGC_TABLE_CELL], int rows, int ncol);
+
 /* mmseg's "per class results" table (prettytable layout: Class | IoU | Acc,
  * percent with two decimals, "nan" for undefined) followed by the summary
  * line "aAcc: .. mIoU: .. mAcc: ..". class_names may be NULL (classes are

@@ -195,7 +195,7 @@ double segc_metric_percent(double fraction) {
 
 /* ---- printing ---- */
 
-static void fmt_percent(char *buf, size_t n, double fraction) {
+void segc_metric_percent_str(char *buf, size_t n, double fraction) {
     double p = segc_metric_percent(fraction);
     if (isnan(p)) snprintf(buf, n, "nan");
     else snprintf(buf, n, "%.2f", p);
@@ -227,39 +227,40 @@ static void put_rule(FILE *out, const int *w, int ncol) {
     fputc('\n', out);
 }
 
+void segc_print_table(FILE *out, char (*cells)[SEGC_TABLE_CELL], int rows, int ncol) {
+    int w[SEGC_TABLE_MAX_COLS] = {0};
+    if (ncol < 1 || ncol > SEGC_TABLE_MAX_COLS) return;
+    for (int i = 0; i < rows * ncol; i++)
+        if ((int)strlen(cells[i]) > w[i % ncol]) w[i % ncol] = (int)strlen(cells[i]);
+    put_rule(out, w, ncol);
+    for (int rw = 0; rw < rows; rw++) {
+        fputc('|', out);
+        for (int c = 0; c < ncol; c++) put_centered(out, cells[rw * ncol + c], w[c]);
+        fputc('\n', out);
+        if (rw == 0) put_rule(out, w, ncol);
+    }
+    put_rule(out, w, ncol);
+}
+
 void segc_metrics_print(FILE *out, const segc_metrics *m, const char *const *class_names) {
-    char nb[32], v1[32], v2[32];
-    int w[3] = {5, 3, 3};   /* header widths: "Class", "IoU", "Acc" */
+    char nb[32];
+    char (*cells)[SEGC_TABLE_CELL] = calloc((size_t)(m->num_classes + 1) * 3, sizeof *cells);
+    if (!cells) return;
+    snprintf(cells[0], SEGC_TABLE_CELL, "Class"), snprintf(cells[1], SEGC_TABLE_CELL, "IoU");
+    snprintf(cells[2], SEGC_TABLE_CELL, "Acc");
     for (int j = 0; j < m->num_classes; j++) {
-        int l = (int)strlen(class_label(class_names, j, nb, sizeof nb));
-        if (l > w[0]) w[0] = l;
-        fmt_percent(v1, sizeof v1, m->iou[j]);
-        fmt_percent(v2, sizeof v2, m->acc[j]);
-        if ((int)strlen(v1) > w[1]) w[1] = (int)strlen(v1);
-        if ((int)strlen(v2) > w[2]) w[2] = (int)strlen(v2);
+        char(*row)[SEGC_TABLE_CELL] = cells + (j + 1) * 3;
+        snprintf(row[0], SEGC_TABLE_CELL, "%s", class_label(class_names, j, nb, sizeof nb));
+        segc_metric_percent_str(row[1], SEGC_TABLE_CELL, m->iou[j]);
+        segc_metric_percent_str(row[2], SEGC_TABLE_CELL, m->acc[j]);
     }
     fprintf(out, "per class results:\n");
-    put_rule(out, w, 3);
-    fputc('|', out);
-    put_centered(out, "Class", w[0]);
-    put_centered(out, "IoU", w[1]);
-    put_centered(out, "Acc", w[2]);
-    fputc('\n', out);
-    put_rule(out, w, 3);
-    for (int j = 0; j < m->num_classes; j++) {
-        fmt_percent(v1, sizeof v1, m->iou[j]);
-        fmt_percent(v2, sizeof v2, m->acc[j]);
-        fputc('|', out);
-        put_centered(out, class_label(class_names, j, nb, sizeof nb), w[0]);
-        put_centered(out, v1, w[1]);
-        put_centered(out, v2, w[2]);
-        fputc('\n', out);
-    }
-    put_rule(out, w, 3);
+    segc_print_table(out, cells, m->num_classes + 1, 3);
+    free(cells);
     char a[32], b[32], c[32];
-    fmt_percent(a, sizeof a, m->aAcc);
-    fmt_percent(b, sizeof b, m->mIoU);
-    fmt_percent(c, sizeof c, m->mAcc);
+    segc_metric_percent_str(a, sizeof a, m->aAcc);
+    segc_metric_percent_str(b, sizeof b, m->mIoU);
+    segc_metric_percent_str(c, sizeof c, m->mAcc);
     fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s\n", a, b, c);
 }
 

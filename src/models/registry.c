@@ -40,25 +40,6 @@ void segc_model_type_list(char *buf, size_t n) {
     }
 }
 
-/* edit distance, case-insensitive (short names only) */
-static int edit_distance(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 63 || lb > 63) return 1000;
-    int row[64];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j], sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            int best = sub < up + 1 ? sub : up + 1;
-            row[j] = best < row[j - 1] + 1 ? best : row[j - 1] + 1;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 static bool in_choices(const char *choices, const char *v) {
     size_t n = strlen(v);
     for (const char *p = choices; *p;) {
@@ -176,7 +157,7 @@ bool segc_model_spec_validate(const segc_model_spec *s, char *err, size_t errlen
         const char *best = NULL;
         int bd = 3;
         for (int i = 0; i < N_FAMILIES; i++) {
-            int d = edit_distance(s->type ? s->type : "", families[i]->type);
+            int d = segc_edit_distance(s->type ? s->type : "", families[i]->type);
             if (d < bd) bd = d, best = families[i]->type;
         }
         if (best) return segc_errorf(err, errlen, "model.type: unknown model family '%s'; did you mean '%s'? (%s)", s->type ? s->type : "", best, list);
@@ -199,7 +180,7 @@ bool segc_model_spec_validate(const segc_model_spec *s, char *err, size_t errlen
             const char *best = NULL;
             int bd = 4;
             for (int j = 0; j < f->n_keys; j++) {
-                int d = edit_distance(o->key, f->keys[j].name);
+                int d = segc_edit_distance(o->key, f->keys[j].name);
                 if (d < bd) bd = d, best = f->keys[j].name;
             }
             if (best) return segc_errorf(err, errlen, "unknown config key 'model.%s' for model.type %s; did you mean 'model.%s'?", o->key, f->type, best);

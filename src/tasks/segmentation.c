@@ -518,54 +518,12 @@ double segc_eval_result_get(const segc_eval_result *r, const char *name) {
 
 /* ---- printing (prettytable layout, as segc_metrics_print) ---- */
 
-static void fmt_percent(char *buf, size_t n, double fraction) {
-    double p = segc_metric_percent(fraction);
-    if (isnan(p)) snprintf(buf, n, "nan");
-    else snprintf(buf, n, "%.2f", p);
-}
-
-/* prettytable's centring: odd leftover space goes right for odd-length text, left otherwise */
-static void put_centered(FILE *out, const char *text, int width) {
-    int len = (int)strlen(text), excess = width - len;
-    int left = excess / 2, right = excess / 2;
-    if (excess % 2) {
-        if (len % 2) right++;
-        else left++;
-    }
-    fprintf(out, " %*s%s%*s |", left, "", text, right, "");
-}
-
-static void put_rule(FILE *out, const int *w, int ncol) {
-    fputc('+', out);
-    for (int c = 0; c < ncol; c++) {
-        for (int i = 0; i < w[c] + 2; i++) fputc('-', out);
-        fputc('+', out);
-    }
-    fputc('\n', out);
-}
-
-#define TABLE_MAX_COLS 4
-
-/* A table of rows x ncol cells (row-major strings), header first. */
-static void put_table(FILE *out, char (*cells)[48], int rows, int ncol) {
-    int w[TABLE_MAX_COLS] = {0};
-    for (int i = 0; i < rows * ncol; i++)
-        if ((int)strlen(cells[i]) > w[i % ncol]) w[i % ncol] = (int)strlen(cells[i]);
-    put_rule(out, w, ncol);
-    for (int rw = 0; rw < rows; rw++) {
-        fputc('|', out);
-        for (int c = 0; c < ncol; c++) put_centered(out, cells[rw * ncol + c], w[c]);
-        fputc('\n', out);
-        if (rw == 0) put_rule(out, w, ncol);
-    }
-    put_rule(out, w, ncol);
-}
 
 void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *const *class_names) {
     const int k = r->pixel.num_classes;
     const bool pv = is_per_volume(r);
     char nb[32];
-    char (*cells)[48] = calloc((size_t)(k + SEGC_TASK_MAX_REGIONS + 1) * TABLE_MAX_COLS, sizeof *cells);
+    char (*cells)[48] = calloc((size_t)(k + SEGC_TASK_MAX_REGIONS + 1) * SEGC_TABLE_MAX_COLS, sizeof *cells);
     if (!cells) return;
     /* mmseg's per-class table (IoUMetric with mIoU + mDice: IoU, Acc, Dice) */
     snprintf(cells[0], 48, "Class"), snprintf(cells[1], 48, "IoU"), snprintf(cells[2], 48, "Acc");
@@ -574,17 +532,17 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
         char(*row)[48] = cells + (j + 1) * 4;
         const char *cn = class_label(class_names, j, nb, sizeof nb);
         snprintf(row[0], 48, "%s", cn);
-        fmt_percent(row[1], 48, r->pixel.iou[j]);
-        fmt_percent(row[2], 48, r->pixel.acc[j]);
-        fmt_percent(row[3], 48, dice_at(r, j, true));   /* split-wide Dice */
+        segc_metric_percent_str(row[1], 48, r->pixel.iou[j]);
+        segc_metric_percent_str(row[2], 48, r->pixel.acc[j]);
+        segc_metric_percent_str(row[3], 48, dice_at(r, j, true));   /* split-wide Dice */
     }
     fprintf(out, "per class results:\n");
-    put_table(out, cells, k + 1, 4);
+    segc_print_table(out, cells, k + 1, 4);
     char a[32], b[32], c[32], d[32];
-    fmt_percent(a, sizeof a, r->pixel.aAcc);
-    fmt_percent(b, sizeof b, r->pixel.mIoU);
-    fmt_percent(c, sizeof c, r->pixel.mAcc);
-    fmt_percent(d, sizeof d, segc_eval_result_get(r, pv ? "pixel_mDice" : "mDice"));
+    segc_metric_percent_str(a, sizeof a, r->pixel.aAcc);
+    segc_metric_percent_str(b, sizeof b, r->pixel.mIoU);
+    segc_metric_percent_str(c, sizeof c, r->pixel.mAcc);
+    segc_metric_percent_str(d, sizeof d, segc_eval_result_get(r, pv ? "pixel_mDice" : "mDice"));
     /* with per-volume results "mDice" is theirs: the split-wide one says so */
     fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  %s: %s\n", a, b, c, pv ? "pixel_mDice" : "mDice", d);
     if (pv) {
@@ -597,12 +555,12 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
                 if (pass == 0 && !strncmp(nm, "Dice_", 5)) snprintf(cells[rows * 2], 48, "%s", nm + 5);
                 else if (pass == 1 && !strncmp(nm, "Dice.", 5)) snprintf(cells[rows * 2], 48, "label %.40s", nm + 5);
                 else continue;
-                fmt_percent(cells[rows * 2 + 1], 48, r->values[i]);
+                segc_metric_percent_str(cells[rows * 2 + 1], 48, r->values[i]);
                 rows++;
             }
         fprintf(out, "per volume results (%lld volumes):\n", (long long)r->n_volumes);
-        put_table(out, cells, rows, 2);
-        fmt_percent(d, sizeof d, segc_eval_result_get(r, "mDice"));
+        segc_print_table(out, cells, rows, 2);
+        segc_metric_percent_str(d, sizeof d, segc_eval_result_get(r, "mDice"));
         fprintf(out, "mDice: %s\n", d);
     }
     free(cells);

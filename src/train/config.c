@@ -175,25 +175,6 @@ void segc_config_defaults(segc_config *c) {
     c->train.debug_nan_at = -1;
 }
 
-static int levenshtein(const char *a, const char *b) {
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 127 || lb > 127) return 1000;
-    int row[128];
-    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
-    for (size_t i = 1; i <= la; i++) {
-        int diag = row[0];
-        row[0] = (int)i;
-        for (size_t j = 1; j <= lb; j++) {
-            int up = row[j];
-            int sub = diag + (tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]));
-            int best = sub < up + 1 ? sub : up + 1;
-            row[j] = best < row[j - 1] + 1 ? best : row[j - 1] + 1;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
 static const char *last_part(const char *k) {
     const char *d = strrchr(k, '.');
     return d ? d + 1 : k;
@@ -212,9 +193,9 @@ static const char *suggest(const char *path, char *buf, size_t n) {
                 size_t len = (size_t)(e - k);
                 char pre[160];
                 snprintf(pre, sizeof pre, "%.*s", (int)len, k);
-                int d = levenshtein(path, pre);
+                int d = segc_edit_distance(path, pre);
                 const char *lp = last_part(path);
-                int d2 = levenshtein(lp, last_part(pre)) + 1;   /* right name, wrong section */
+                int d2 = segc_edit_distance(lp, last_part(pre)) + 1;   /* right name, wrong section */
                 if (d2 < d && strchr(pre, '.') && !strchr(path, '.')) d = d2;
                 else if (d2 < d) d = d2 + 1;
                 if (d < best) best = d, best_key = k, best_len = len;
@@ -460,7 +441,7 @@ static bool apply_custom_field(apply_ctx *a, segc_config *c, const char *name, c
     if (!lr && strcmp(fld, "decay_mult") != 0) {
         char w[300];
         where(a, node, w, sizeof w);
-        const char *hint = levenshtein(fld, "lr_mult") < 3 ? "lr_mult" : levenshtein(fld, "decay_mult") < 4 ? "decay_mult" : NULL;
+        const char *hint = segc_edit_distance(fld, "lr_mult") < 3 ? "lr_mult" : segc_edit_distance(fld, "decay_mult") < 4 ? "decay_mult" : NULL;
         return segc_errorf(a->err, a->errlen, "%sunknown config key '%s'%s%s%s", w, full, hint ? "; did you mean '" : "",
                            hint ? hint : "", hint ? "'?" : " (custom keys take lr_mult and decay_mult)");
     }
