@@ -280,7 +280,7 @@ bool segc_vit_load(segc_params *p, const segc_vit *v, const char *path, bool str
     if (!f) return false;
     bool *seen = calloc((size_t)p->n + 1, 1);
     for (int i = 0; i < segc_st_count(f); i++) {
-        const segc_st_entry *e = segc_st_get(f, segc_st_at(f, i)->name);
+        const segc_st_entry *e = segc_st_at(f, i);
         int idx = native_index(p, e->name);
         if (idx < 0 || seen[idx]) {
             if (!rep->unexpected++) snprintf(rep->first_unexpected, sizeof rep->first_unexpected, "%s", e->name);
