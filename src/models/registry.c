@@ -323,3 +323,9 @@ segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *image
     if (!segc_model_forward(ctx, model, images, &out)) return NULL;
     return out.maps[0];
 }
+
+bool segc_model_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
+                                size_t errlen) {
+    if (m->family->load_pretrained) return m->family->load_pretrained(m, path, strict, rep, err, errlen);
+    return segc_params_load(&m->params, path, strict, rep, err, errlen);
+}

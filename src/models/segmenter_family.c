@@ -98,6 +98,13 @@ static bool segmenter_create(segc_model *m, const segc_model_spec *s, char *err,
 
 static void segmenter_init(segc_model *m, uint64_t seed) { segc_segmenter_init(m->impl, seed); }
 
+/* timm or mmseg ViT names, position embeddings of another grid resized */
+static bool segmenter_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
+                                      size_t errlen) {
+    segc_segmenter *sm = m->impl;
+    return segc_vit_load(&m->params, &sm->vit, path, strict, rep, err, errlen);
+}
+
 static void segmenter_destroy(segc_model *m) { segc_segmenter_free(m->impl); }
 
 static bool segmenter_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images, segc_model_out *out) {
@@ -125,4 +132,5 @@ const segc_model_family segc_family_segmenter = {
     .forward = segmenter_forward,
     .loss = segmenter_loss,
     .postprocess = NULL,
+    .load_pretrained = segmenter_load_pretrained,
 };
