@@ -80,9 +80,8 @@ bool segc_vit_name_timm_to_mmseg(const char *timm, char *out, size_t n);
 /* Loads a safetensors file into a store whose encoder uses timm names (decoder and other names
  * are matched as they are): timm names, mmseg names with or without "backbone.", and a
  * "backbone."-prefixed timm name are all accepted. A pos_embed stored for another square grid
- * (or for grid_h x grid_w of the file when (file_h, file_w) is given by metadata) is resized
- * bicubically to the model's grid. Report and strictness as segc_params_load; a mismatch names
- * the tensor and both shapes. */
+ * (same width) is resized bicubically to the model's grid; a non-square one counts as mismatched.
+ * Report and strictness as segc_params_load; a mismatch names the tensor and both shapes. */
 bool segc_vit_load(segc_params *p, const segc_vit *v, const char *path, bool strict, segc_load_report *rep, char *err,
                    size_t errlen);
 #endif
