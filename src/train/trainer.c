@@ -293,7 +293,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     segc_model_init(r->model, seed);
     if (*c->model.pretrained) {
         segc_load_report rep;
-        if (!segc_params_load(&r->model->params, c->model.pretrained, false, &rep, e2, sizeof e2))
+        if (!segc_model_load_pretrained(r->model, c->model.pretrained, false, &rep, e2, sizeof e2))
             return segc_errorf(err, errlen, "train: model.pretrained: %s", e2);
         if (!o->quiet) segc_load_report_print(&rep, c->model.pretrained);
     }
