@@ -13,7 +13,7 @@ if python3 -c "import $imports" 2>/dev/null; then command -v python3; exit 0; fi
 if ! .venv/bin/python -c "import $imports" 2>/dev/null; then
   echo "bench: installing the PyTorch reference stack into .venv (PyPI; a few minutes, once)" >&2
   { [ -x .venv/bin/python ] || python3 -m venv .venv; } >&2 || exit 1
-  .venv/bin/python -m pip install -q torch numpy safetensors monai nibabel transformers onnx onnxruntime >&2 || exit 1
+  .venv/bin/python -m pip install -q torch numpy safetensors monai nibabel transformers timm onnx onnxruntime >&2 || exit 1
 fi
 .venv/bin/python -c "import $imports" 2>/dev/null || exit 1
 echo "$PWD/.venv/bin/python"

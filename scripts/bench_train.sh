@@ -7,11 +7,12 @@ set -u
 cd "$(dirname "$0")/.."
 BIN=${1:-${BUILD:-build}/bench/bench_train}
 UBIN=${2:-$(dirname "$BIN")/bench_unet2d}
+SBIN=${3:-$(dirname "$BIN")/bench_segmenter}
 THREADS=${SEGC_BENCH_THREADS:-2}
 STEPS=${SEGC_BENCH_STEPS:-3}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1
 grep -m1 "model name" /proc/cpuinfo >&2
-PY=$(bash scripts/bench_env.sh torch monai onnxruntime transformers) || PY=""
+PY=$(bash scripts/bench_env.sh torch monai onnxruntime transformers timm) || PY=""
 have_torch=0; [ -n "$PY" ] && have_torch=1
 [ $have_torch = 1 ] || echo "bench-train: no PyTorch reference (see scripts/bench_env.sh); segc figures only" >&2
 join() {  # merge two JSON objects and add ratios
@@ -52,5 +53,19 @@ done
 for dt in f32 bf16; do
   s=$("$UBIN" infer 192 160 $dt 5 2>/dev/null | tail -1)
   t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_unet2d.py infer 192 160 $dt 5 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# Segmenter: ViT-S/16 mask decoder at 512x512 batch 2, ViT-B/16 linear batch 1; batch-1 inference
+for dt in f32 bf16; do
+  s=$("$SBIN" train vit-s mask 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py train vit-s mask 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+  s=$("$SBIN" train vit-b linear 512 512 1 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py train vit-b linear 512 512 1 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+for dt in f32 bf16; do
+  s=$("$SBIN" infer vit-s mask 512 512 $dt 5 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py infer vit-s mask 512 512 $dt 5 --ort 2>/dev/null | tail -1)
   join "$s" "$t"
 done
