@@ -273,6 +273,11 @@ bool segc_resnet_name_to_torchvision(const char *name, const char *prefix, char 
     return snprintf(out, n, "%s", name + lp) < (int)n;
 }
 
+/* names a ResNet backbone has (relative to its prefix) */
+static bool is_backbone_name(const char *nm) {
+    return !strncmp(nm, "stem.", 5) || !strncmp(nm, "conv1.", 6) || !strncmp(nm, "bn1.", 4) || !strncmp(nm, "layer", 5);
+}
+
 static bool is_counter(const char *name) {
     size_t n = strlen(name), k = strlen("num_batches_tracked");
     return n >= k && !strcmp(name + n - k, "num_batches_tracked");
@@ -298,6 +303,8 @@ bool segc_resnet_load(segc_params *p, const char *prefix, const char *path, bool
         segc_st_close(f);
         return segc_errorf(err, errlen, "%s: out of memory", path);
     }
+    int n_foreign = 0;
+    char first_foreign[160] = "";
     for (int i = 0; i < segc_st_count(f); i++) {
         const segc_st_entry *e = segc_st_at(f, i);
         char name[320];
@@ -308,6 +315,9 @@ bool segc_resnet_load(segc_params *p, const char *prefix, const char *path, bool
         if (name[0] && !strncmp(name, px, lp)) idx = segc_params_index(p, name);
         if (idx < 0) {
             if (!rep->unexpected++) snprintf(rep->first_unexpected, sizeof rep->first_unexpected, "%s", e->name);
+            /* a backbone-shaped name the model lacks (another depth or stem) is a mismatch, unlike fc.* or heads */
+            if (name[0] && !strncmp(name, px, lp) && is_backbone_name(name + lp) && !n_foreign++)
+                snprintf(first_foreign, sizeof first_foreign, "%s", e->name);
             continue;
         }
         segc_tensor *t = p->t[idx];
@@ -338,9 +348,7 @@ bool segc_resnet_load(segc_params *p, const char *prefix, const char *path, bool
     for (int i = 0; i < p->n; i++) {
         const char *nm = p->t[i]->name;
         if (seen[i] || strncmp(nm, px, lp) != 0 || is_counter(nm)) continue;
-        if (lp == 0 && strncmp(nm, "stem.", 5) && strncmp(nm, "conv1.", 6) && strncmp(nm, "bn1.", 4) &&
-            strncmp(nm, "layer", 5))
-            continue;   /* no prefix: only backbone names count */
+        if (!is_backbone_name(nm + lp)) continue;   /* no prefix: only backbone names count */
         if (!rep->missing++) snprintf(rep->first_missing, sizeof rep->first_missing, "%s", nm);
     }
     free(seen);
@@ -353,5 +361,8 @@ bool segc_resnet_load(segc_params *p, const char *prefix, const char *path, bool
                            rep->first_missing, rep->missing, rep->loaded,
                            strstr(rep->first_missing, "stem.") ? "; torchvision weights have a 7x7 stem: use model.stem=plain"
                                                                : "");
+    if (strict && n_foreign)
+        return segc_errorf(err, errlen, "%s: backbone tensor '%s' has no counterpart in the model (%d such: another "
+                           "depth or stem?)", path, first_foreign, n_foreign);
     return true;
 }
