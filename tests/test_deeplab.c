@@ -402,6 +402,21 @@ static void test_config_errors(void **state) {
     assert_null(segc_params_find(&m->params, "auxiliary_head.conv_seg.weight"));
     assert_int_equal(segc_params_find(&m->params, "decode_head.c1_bottleneck.conv.weight")->shape[0], 12);
     segc_model_free(m);
+    /* one image cannot train the image-pool BN: a clear line, not a crash */
+    m = case_model("os8");
+    segc_ctx *ctx = segc_ctx_new(0);
+    ctx->training = true;
+    segc_model_out out;
+    assert_false(m->family->forward(ctx, m, segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(1, 3, 32, 32)), &out));
+    assert_non_null(strstr(segc_last_error(ctx), "batch of >= 2"));
+    ctx->training = false;   /* inference on one image is fine */
+    segc_clear_error(ctx);
+    segc_set_grad_enabled(ctx, false);
+    assert_true(m->family->forward(ctx, m, segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(1, 3, 33, 47)), &out));
+    assert_int_equal(out.maps[0]->shape[2], 9);   /* stem /2 -> 17, max-pool /2 -> 9: layer 1's size */
+    assert_int_equal(out.maps[0]->shape[3], 12);
+    segc_ctx_free(ctx);
+    segc_model_free(m);
 }
 
 /* bf16 activations stay close to f32 (weights cast per call, f32 statistics) */

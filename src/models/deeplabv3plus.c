@@ -175,6 +175,11 @@ segc_tensor *segc_deeplab_dropout2d(segc_ctx *ctx, segc_tensor *x, float p) {
 int segc_deeplab_forward(segc_ctx *ctx, const segc_deeplab *m, segc_tensor *images, segc_tensor **maps) {
     segc_tensor *f[4];
     if (!images) return 0;
+    if (ctx->training && images->ndim == 4 && images->shape[0] < 2) {
+        segc_set_error(ctx, "deeplabv3plus: training needs a batch of >= 2 images (the image-pool branch's batch norm "
+                       "sees one value per image and channel, as in mmseg), found %lld", (long long)images->shape[0]);
+        return 0;
+    }
     if (!segc_resnet_forward(ctx, m->backbone, images, f)) return 0;
     const bool ac = m->cfg.align_corners;
     segc_tensor *x = f[3];
