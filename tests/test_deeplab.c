@@ -335,6 +335,7 @@ static void test_dropout2d(void **state) {
     ctx->training = true;
     const int N = 4, C = 64, HW = 6;
     segc_tensor *x = t_uniform(ctx, 4, SHAPE(N, C, 2, 3), 0.5f, 1.5f, true);
+    const segc_rng before = ctx->rng;
     segc_tensor *y = segc_deeplab_dropout2d(ctx, x, 0.25f);
     assert_non_null(y);
     int dropped = 0;
@@ -356,6 +357,7 @@ static void test_dropout2d(void **state) {
     /* the same seed and offset give the same planes; the stream moves on */
     segc_ctx *c2 = segc_ctx_new(3);
     c2->training = true;
+    c2->rng = before;
     segc_tensor *x2 = segc_tensor_new(c2, SEGC_F32, 4, SHAPE(N, C, 2, 3));
     memcpy(x2->data, x->data, segc_nbytes(x));
     segc_tensor *y2 = segc_deeplab_dropout2d(c2, x2, 0.25f);
@@ -417,6 +419,39 @@ static void test_config_errors(void **state) {
     assert_int_equal(out.maps[0]->shape[3], 12);
     segc_ctx_free(ctx);
     segc_model_free(m);
+}
+
+/* avg_non_ignore: the mean over non-ignored pixels is mmseg's all-pixel mean x total / valid;
+ * align_corners=true takes the unfused resize + CE path */
+static void test_loss_variants(void **state) {
+    char err[512];
+    double l[3];
+    const char *variants[3][4] = {{"avg_non_ignore", "false", "align_corners", "false"},
+                                  {"avg_non_ignore", "true", "align_corners", "false"},
+                                  {"avg_non_ignore", "false", "align_corners", "true"}};
+    for (int v = 0; v < 3; v++) {
+        segc_model *m = family_model("r18", 5, err, sizeof err, "output_stride", "8", "stem_channels", "8",
+                                     "base_channels", "4", "channels", "16", "c1_channels", "8", "dropout", "0",
+                                     "aux_head", "false", variants[v][0], variants[v][1], variants[v][2],
+                                     variants[v][3], NULL);
+        if (!m) fail_msg("%s", err);
+        load_case(m, "os8");
+        segc_ctx *ctx = segc_ctx_new(0);
+        ctx->training = true;
+        segc_model_out out;
+        assert_true(m->family->forward(ctx, m, input(ctx, "x"), &out));
+        assert_int_equal(out.n_maps, 1);   /* aux head off */
+        segc_targets tg = {.labels = input(ctx, "labels"), .ignore_index = 255};
+        segc_tensor *loss = m->family->loss(ctx, m, &out, &tg);
+        if (!loss) fail_msg("%s", segc_last_error(ctx));
+        l[v] = segc_f32(loss)[0];
+        int64_t valid = 0, n = segc_numel(tg.labels);
+        for (int64_t i = 0; i < n; i++) valid += ((uint8_t *)tg.labels->data)[i] != 255;
+        if (v == 1) assert_true(fabs(l[0] * (double)n / (double)valid - l[1]) <= 1e-5 * l[1]);
+        segc_ctx_free(ctx);
+        segc_model_free(m);
+    }
+    assert_true(isfinite(l[2]) && l[2] > 0 && l[2] != l[0]);
 }
 
 /* bf16 activations stay close to f32 (weights cast per call, f32 statistics) */
@@ -540,6 +575,7 @@ int main(void) {
         cmocka_unit_test(test_bad_backbone_checkpoint),
         cmocka_unit_test(test_dropout2d),
         cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_loss_variants),
         cmocka_unit_test(test_bf16_forward),
         cmocka_unit_test(test_resume_exact),
     };
