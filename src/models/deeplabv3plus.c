@@ -48,7 +48,7 @@ bool segc_deeplab_check_config(const segc_deeplab_config *c, char *err, size_t n
 /* mmcv ConvModule(in, out, k, dilation, groups) with BN: conv without bias, "same" padding */
 static void cm_init(segc_conv_module *cm, segc_params *p, const char *prefix, int in, int out, int k, int groups,
                     int dil, float eps, float mom) {
-    char name[192];
+    char name[256];
     snprintf(name, sizeof name, "%s.conv", prefix);
     segc_conv_layer_init(&cm->conv, p, name, in, out, k, 1, dil * (k / 2), groups, false);
     cm->conv.p.dilation[0] = cm->conv.p.dilation[1] = dil;
@@ -59,7 +59,7 @@ static void cm_init(segc_conv_module *cm, segc_params *p, const char *prefix, in
 /* mmcv DepthwiseSeparableConvModule: depthwise 3x3 (groups = in) then pointwise 1x1, each conv-BN-ReLU */
 static void sep_init(segc_sep_module *s, segc_params *p, const char *prefix, int in, int out, int dil, float eps,
                      float mom) {
-    char name[192];
+    char name[224];
     snprintf(name, sizeof name, "%s.depthwise_conv", prefix);
     cm_init(&s->dw, p, name, in, in, 3, in, dil, eps, mom);
     snprintf(name, sizeof name, "%s.pointwise_conv", prefix);
