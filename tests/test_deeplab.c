@@ -527,7 +527,7 @@ static void tiny_config(segc_config *c, const char *dir, bool time_limited) {
                         "data.num_workers=1", "data.scale=[120, 90]", "data.crop_size=[32, 48]", "optimizer.type=sgd",
                         "optimizer.lr=0.01", "optimizer.momentum=0.9", "optimizer.weight_decay=5e-4",
                         "optimizer.paramwise.custom_keys={}", "schedule.warmup_iters=0", "schedule.power=0.9",
-                        "train.max_iters=6", "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2",
+                        "train.max_iters=4", "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2",
                         time_limited ? "train.max_time_min=1e-9" : "train.max_time_min=0"};
     for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
         if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s", err);
@@ -565,11 +565,11 @@ static void test_resume_exact(void **state) {
     tiny_config(&c, dir, false);
     o.resume = true;
     if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.safetensors", dir);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000004.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000004.safetensors", dir);
     assert_same_tensors(p, q);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.state.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.state.safetensors", dir);
+    snprintf(p, sizeof p, "%s/checkpoints/iter_0000004.state.safetensors", ref);
+    snprintf(q, sizeof q, "%s/checkpoints/iter_0000004.state.safetensors", dir);
     assert_same_tensors(p, q);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);
