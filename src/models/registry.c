@@ -13,12 +13,14 @@
 extern const segc_model_family segc_family_segformer;
 extern const segc_model_family segc_family_unet2d;
 extern const segc_model_family segc_family_segmenter;
+extern const segc_model_family segc_family_deeplabv3plus;
 
 
 static const segc_model_family *const families[] = {
     &segc_family_segformer,
     &segc_family_unet2d,
     &segc_family_segmenter,
+    &segc_family_deeplabv3plus,
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
