@@ -62,8 +62,9 @@ fixtures:
 bench-ops: $(BENCHES)
 	@BUILD=$(BUILD) bash scripts/bench_ops.sh
 
-bench-train: $(BUILD)/bench/bench_train $(BUILD)/bench/bench_unet2d $(BUILD)/bench/bench_segmenter
-	@bash scripts/bench_train.sh $(BUILD)/bench/bench_train $(BUILD)/bench/bench_unet2d $(BUILD)/bench/bench_segmenter
+BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab
+bench-train: $(BENCH_TRAIN:%=$(BUILD)/bench/%)
+	@bash scripts/bench_train.sh $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 
 bench-data: $(BUILD)/bench/bench_data
 	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${1:-${BUILD:-build}/bench/bench_train}
 UBIN=${2:-$(dirname "$BIN")/bench_unet2d}
 SBIN=${3:-$(dirname "$BIN")/bench_segmenter}
+DBIN=${4:-$(dirname "$BIN")/bench_deeplab}
 THREADS=${SEGC_BENCH_THREADS:-2}
 STEPS=${SEGC_BENCH_STEPS:-3}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1
@@ -67,5 +68,14 @@ done
 for dt in f32 bf16; do
   s=$("$SBIN" infer vit-s mask 512 512 $dt 5 2>/dev/null | tail -1)
   t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py infer vit-s mask 512 512 $dt 5 --ort 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# DeepLabV3+ R50 OS16 at 512x512 batch 2, and the ResNet-50 trunk at 224x224 batch 8
+for dt in f32 bf16; do
+  s=$("$DBIN" train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+  s=$("$DBIN" trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
   join "$s" "$t"
 done
