@@ -58,6 +58,10 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# kernels compiled a second time for AVX-512 (chosen at run time; see src/core/cpu.c)
+ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
+$(BUILD)/src/ops/norm_group_avx512.o: CFLAGS += $(ISA_AVX512_FLAGS)
+
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
