@@ -58,9 +58,11 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
-# kernels compiled a second time for AVX-512 (chosen at run time; see src/core/cpu.c)
+# files compiled a second time for AVX-512 (src/ops/*_avx512.c include the baseline file; the
+# baseline entry point dispatches on segc_cpu_isa(), see src/core/cpu.c)
 ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
-$(BUILD)/src/ops/norm_group_avx512.o: CFLAGS += $(ISA_AVX512_FLAGS)
+ISA_AVX512_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512.c))
+$(ISA_AVX512_OBJ): CFLAGS += $(ISA_AVX512_FLAGS)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -84,7 +86,7 @@ test: $(TESTS) $(BUILD)/segc
 # The ISA-dependent tests again under each level below this CPU's best (the best one is what
 # `make test` runs anyway), so one machine covers the paths the others take: on an AMX machine
 # SEGC_ISA=avx2 runs what an AVX2-only machine runs, oneDNN's kernels included.
-ISA_TESTS ?= test_cpu test_optim test_matmul test_conv test_elementwise test_norm
+ISA_TESTS ?= test_cpu test_optim test_matmul test_conv test_elementwise test_norm test_resize_ce
 test-isa: $(ISA_TESTS:%=$(BUILD)/tests/%)
 	@levels=$$($(BUILD)/tests/test_cpu --levels) || exit 1; best=$${levels##* }; runs=0; bad=""; \
 	for l in $$levels; do [ "$$l" = "$$best" ] && continue; \

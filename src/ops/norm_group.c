@@ -16,7 +16,7 @@
  * AVX-512 CPU). gn_forward picks the variant from segc_cpu_isa(); the backward it records is
  * its own variant's. Each variant is deterministic; the two round their sums in different
  * vector orders, so they agree to float rounding, not bitwise. */
-#ifdef SEGC_NG_AVX512
+#ifdef SEGC_ISA_VARIANT_AVX512
 #define GN_FORWARD_LINKAGE
 #define gn_forward segc_gn_forward_avx512
 #else
@@ -119,7 +119,7 @@ static void gn_backward(segc_ctx *ctx, segc_node *nd) {
 
 GN_FORWARD_LINKAGE segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_tensor *x, int64_t G,
                                            segc_tensor *gamma, segc_tensor *beta, float eps, bool act, float slope) {
-#ifndef SEGC_NG_AVX512
+#ifndef SEGC_ISA_VARIANT_AVX512
     if (segc_cpu_isa() >= SEGC_ISA_AVX512) return segc_gn_forward_avx512(ctx, op, x, G, gamma, beta, eps, act, slope);
 #endif
     SEGC_PROF_OP(ctx, op);
@@ -180,7 +180,7 @@ GN_FORWARD_LINKAGE segc_tensor *gn_forward(segc_ctx *ctx, const char *op, segc_t
     return y;
 }
 
-#ifndef SEGC_NG_AVX512   /* the public entry points: once, in the baseline object */
+#ifndef SEGC_ISA_VARIANT_AVX512   /* the public entry points: once, in the baseline object */
 segc_tensor *segc_group_norm(segc_ctx *ctx, segc_tensor *x, int groups, segc_tensor *gamma, segc_tensor *beta,
                              float eps) {
     char a[96];
