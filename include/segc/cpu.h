@@ -8,12 +8,17 @@
  *
  *   avx2         the baseline kernels (the build's own instruction set)
  *   avx512       AVX-512 F/BW/VL/DQ kernels (AdamW, bf16<->f32 conversions)
+ *                and AVX-512 compiles of GroupNorm/InstanceNorm, the
+ *                activations and resize+cross-entropy (src/ops/*_avx512.c)
  *   avx512_bf16  + VCVTNE2PS2BF16 for f32->bf16 conversion
  *   amx          + oneDNN may use AMX tiles for its bf16 GEMM/convolution
  *
- * Every level computes bitwise the same results as the avx2 kernels for the
- * kernels segc owns (same operations in the same order, no FMA contraction);
- * oneDNN's primitives differ between ISAs within its documented tolerance.
+ * AdamW and the conversions give bitwise the same results at every level
+ * (same operations in the same order, no FMA contraction). The AVX-512
+ * compiles of the normalisation and loss files sum in 16-lane instead of
+ * 8-lane order, so they agree with the avx2 level to float rounding; every
+ * level is deterministic on its own (same seed, threads and level: same
+ * bits). oneDNN's primitives differ between ISAs within float rounding.
  *
  * SEGC_ISA=avx2|avx512|avx512_bf16|amx in the environment, read once at the
  * first query, caps the level (a higher value than the CPU supports is
