@@ -9,7 +9,7 @@
  *   avx2         the baseline kernels (the build's own instruction set)
  *   avx512       AVX-512 F/BW/VL/DQ kernels (AdamW, bf16<->f32 conversions)
  *                and AVX-512 compiles of GroupNorm/InstanceNorm, the
- *                activations and resize+cross-entropy (src/ops/(src/ops/*_avx512.c)lt;file(src/ops/*_avx512.c)gt;_avx512.c)
+ *                activations and resize+cross-entropy (the src/ops/..._avx512.c files)
  *   avx512_bf16  + VCVTNE2PS2BF16 for f32->bf16 conversion
  *   amx          + oneDNN may use AMX tiles for its bf16 GEMM/convolution
  *
