@@ -1,10 +1,26 @@
 # segc build. `make` builds the library, the CLI and the tests; `make test`
 # runs every test; `make test-asan` runs them under ASan+UBSan.
+#
+# One binary for every x86-64 machine segc targets: the code is compiled for
+# x86-64-v3 (AVX2, FMA, F16C, BMI2: both the AMD Zen and the Intel machines
+# have it, and the hand-written AVX2 kernels and the compiler's 256-bit
+# vectorisation are the hot paths) and the AVX-512 / AVX512-BF16 / AMX kernels
+# are chosen at run time from CPUID (src/core/cpu.c; SEGC_ISA=avx2|avx512|
+# avx512_bf16|amx forces a lower level). x86-64-v2 would also run on pre-2013
+# CPUs but would turn every AVX2 kernel into its SSE fallback; the run-time
+# guard in cpu.c names the missing features instead of dying with SIGILL.
+# `make NATIVE=1` builds for this machine only (-march=native); use its own
+# BUILD directory or `make clean` when switching (a flags change rebuilds).
 BUILD    ?= build
 CC       ?= gcc
-OPT      ?= -O3 -march=native
+OPT      ?= -O3
+ifeq ($(NATIVE),1)
+ARCH     ?= -march=native -DSEGC_BUILD_NATIVE
+else
+ARCH     ?= -march=x86-64-v3 -mtune=generic
+endif
 SAN      ?=
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) -g -fopenmp -Wall -Wextra -Wno-unused-parameter \
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) $(SAN) -g -fopenmp -Wall -Wextra -Wno-unused-parameter \
             -Iinclude -I/usr/include/nifti -MMD -MP
 LDLIBS   += -ldnnl -lopenblas -lspng -lpng -ljpeg -lyaml -lcjson -lniftiio -lznz -lz -lm
 LDFLAGS  += -fopenmp $(SAN)
@@ -23,7 +39,7 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB      := $(BUILD)/libsegc.a
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all test test-asan fixtures bench-ops bench-train bench-data demo clean deps fuzz
+.PHONY: all test test-isa test-asan FORCE fixtures bench-ops bench-train bench-data demo clean deps fuzz
 all: $(LIB) $(BUILD)/segc $(TESTS) $(BENCHES)
 
 deps: $(DEPS_OK)
@@ -31,9 +47,22 @@ $(DEPS_OK): scripts/deps.sh
 	@bash scripts/deps.sh
 	@mkdir -p build && touch $@
 
-$(BUILD)/%.o: %.c | $(DEPS_OK)
+# the compile command is a prerequisite: changing OPT/ARCH/SAN/NATIVE rebuilds every object
+FLAGS_STAMP := $(BUILD)/.cflags
+$(FLAGS_STAMP): FORCE
+	@mkdir -p $(BUILD)
+	@printf '%s\n' '$(CC) $(CFLAGS)' | cmp -s - $@ || printf '%s\n' '$(CC) $(CFLAGS)' > $@
+FORCE:
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
+
+# files compiled a second time for AVX-512 (src/ops/*_avx512.c include the baseline file; the
+# baseline entry point dispatches on segc_cpu_isa(), see src/core/cpu.c)
+ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
+ISA_AVX512_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512.c))
+$(ISA_AVX512_OBJ): CFLAGS += $(ISA_AVX512_FLAGS)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -48,11 +77,28 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TCOM_OBJ) $(LIB)
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) $< $(LIB) $(LDLIBS) -o $@
 
+# test-isa first (its own summary line), then every test at the CPU's best level; the last line
+# stays run_tests.sh's summary, and either failing fails `make test`
 test: $(TESTS) $(BUILD)/segc
-	@bash scripts/run_tests.sh $(BUILD)/tests
+	@isa=0; $(MAKE) --no-print-directory test-isa || isa=1; \
+	bash scripts/run_tests.sh $(BUILD)/tests && [ $$isa = 0 ]
+
+# The ISA-dependent tests again under each level below this CPU's best (the best one is what
+# `make test` runs anyway), so one machine covers the paths the others take: on an AMX machine
+# SEGC_ISA=avx2 runs what an AVX2-only machine runs, oneDNN's kernels included.
+ISA_TESTS ?= test_cpu test_optim test_matmul test_conv test_elementwise test_norm test_resize_ce
+test-isa: $(ISA_TESTS:%=$(BUILD)/tests/%)
+	@levels=$$($(BUILD)/tests/test_cpu --levels) || exit 1; best=$${levels##* }; runs=0; bad=""; \
+	for l in $$levels; do [ "$$l" = "$$best" ] && continue; \
+	  for t in $(ISA_TESTS); do runs=$$((runs + 1)); \
+	    out=$$(SEGC_ISA=$$l OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=1 CMOCKA_MESSAGE_OUTPUT=stdout \
+	           $(BUILD)/tests/$$t 2>&1) || { printf '%s\n' "$$out"; bad="$$bad $$l:$$t"; }; \
+	  done; done; \
+	echo "isa: levels on this CPU: $$levels; $$runs forced-level runs below $$best, failed:$${bad:- none}"; \
+	[ -z "$$bad" ]
 
 test-asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -march=native -fno-omit-frame-pointer" \
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 fixtures:

@@ -141,7 +141,9 @@ typedef struct segc_profile_entry {
 
 typedef struct segc_grad_block { float *ptr; size_t cap; bool in_use; } segc_grad_block;
 
-/* ---- context: one per training process/thread of control ---- */
+/* ---- context: one per training process/thread of control. A context is used by one thread
+ * at a time, and ops backed by oneDNN run in one thread of the process at a time (the rule and
+ * its check: segc/backend.h) ---- */
 struct segc_ctx {
     segc_arena arena;       /* step arena: activations, saved state, grads */
     segc_node *tape;        /* last recorded node */
@@ -170,6 +172,9 @@ struct segc_ctx {
 
 segc_ctx *segc_ctx_new(uint64_t seed);
 void segc_ctx_free(segc_ctx *ctx);
+/* Bumped each time the last live context is freed: the backend's one-thread rule
+ * (segc/backend.h) releases its owner thread when this changes. */
+uint64_t segc_ctx_epoch(void);
 /* Start a new step: drops the tape and every arena tensor. */
 void segc_ctx_step_begin(segc_ctx *ctx);
 void segc_set_num_threads(segc_ctx *ctx, int n);

@@ -89,6 +89,14 @@ float *segc_grad_buffer(segc_ctx *c, int64_t numel, bool zero) {
         p = c->grad_blocks[best].ptr;
     } else {
         p = segc_arena_alloc(&c->arena, need);
+        /* every block is tracked, however wide the graph: an untracked block could never be reused,
+         * so a graph past a fixed table size would keep all its later gradients alive at once */
+        if (c->n_grad_blocks == c->cap_grad_blocks) {
+            int cap = c->cap_grad_blocks ? 2 * c->cap_grad_blocks : 1024;
+            segc_grad_block *nb = realloc(c->grad_blocks, (size_t)cap * sizeof *nb);
+            if (nb) c->grad_blocks = nb, c->cap_grad_blocks = cap;
+        }
+        /* (realloc failed: the block still works, it is only not recycled) */
         if (c->n_grad_blocks < c->cap_grad_blocks)
             c->grad_blocks[c->n_grad_blocks++] = (segc_grad_block){p, need, true};
     }

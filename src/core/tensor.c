@@ -38,16 +38,14 @@ bool segc_same_shape(const segc_tensor *a, const segc_tensor *b) {
     return true;
 }
 
-void segc_bf16_to_f32_n(const uint16_t *src, float *dst, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = segc_bf16_to_f32(src[i]);
-}
-void segc_f32_to_bf16_n(const float *src, uint16_t *dst, int64_t n) {
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = segc_f32_to_bf16(src[i]);
-}
+/* segc_bf16_to_f32_n / segc_f32_to_bf16_n: bf16_cvt.c (one kernel per ISA level) */
 
 /* ---- context ---- */
+static int g_live_ctx;       /* atomics: contexts may be created in any thread */
+static uint64_t g_ctx_epoch;
+
+uint64_t segc_ctx_epoch(void) { return __atomic_load_n(&g_ctx_epoch, __ATOMIC_ACQUIRE); }
+
 segc_ctx *segc_ctx_new(uint64_t seed) {
     segc_ctx *c = calloc(1, sizeof *c);
     if (!c) return NULL;
@@ -56,8 +54,15 @@ segc_ctx *segc_ctx_new(uint64_t seed) {
     c->training = true;
     segc_rng_init(&c->rng, seed);
     c->num_threads = omp_get_max_threads();
-    c->cap_grad_blocks = 4096;
+    /* the table grows on demand (segc_grad_buffer); steps after the widest keep its capacity */
+    c->cap_grad_blocks = 1024;
     c->grad_blocks = calloc((size_t)c->cap_grad_blocks, sizeof *c->grad_blocks);
+    if (!c->grad_blocks) {
+        segc_arena_free(&c->arena);
+        free(c);
+        return NULL;
+    }
+    __atomic_add_fetch(&g_live_ctx, 1, __ATOMIC_ACQ_REL);
     return c;
 }
 void segc_ctx_free(segc_ctx *c) {
@@ -65,6 +70,7 @@ void segc_ctx_free(segc_ctx *c) {
     segc_arena_free(&c->arena);
     free(c->grad_blocks);
     free(c);
+    if (__atomic_sub_fetch(&g_live_ctx, 1, __ATOMIC_ACQ_REL) == 0) __atomic_add_fetch(&g_ctx_epoch, 1, __ATOMIC_ACQ_REL);
 }
 void segc_ctx_step_begin(segc_ctx *c) {
     segc_arena_reset(&c->arena);

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 
+#include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
 
@@ -26,6 +27,18 @@
 #define BF16_BLOCK 512 /* bf16 forward conversion buffer */
 
 typedef enum { ACT_RELU, ACT_LEAKY, ACT_GELU, ACT_SIGMOID, ACT_TANH } act_kind;
+
+/* Compiled twice: as itself for the baseline, and by activation_avx512.c with AVX-512 enabled
+ * (512-bit vectorisation of the polynomial loops; GELU is a visible share of a SegFormer step).
+ * activation() picks the variant from segc_cpu_isa(); the backward it records is its own
+ * variant's. Both are deterministic; they agree to float rounding, not bitwise. */
+#ifdef SEGC_ISA_VARIANT_AVX512
+#define ACT_ENTRY_LINKAGE
+#define activation segc_activation_avx512
+#else
+#define ACT_ENTRY_LINKAGE static
+#endif
+segc_tensor *segc_activation_avx512(segc_ctx *ctx, act_kind k, segc_tensor *x, float slope);
 static const char *const act_names[] = {"relu", "leaky_relu", "gelu", "sigmoid", "tanh"};
 
 /* erfc(t) for t >= 0 as exp(-t^2) * u * Q(u), u = 2.5 / (2.5 + t): Q is
@@ -248,8 +261,11 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
     }
 }
 
-static segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float slope) {
+ACT_ENTRY_LINKAGE segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float slope) {
     if (!x) return NULL;
+#ifndef SEGC_ISA_VARIANT_AVX512
+    if (segc_cpu_isa() >= SEGC_ISA_AVX512) return segc_activation_avx512(ctx, k, x, slope);
+#endif
     const char *name = act_names[k];
     SEGC_PROF_OP(ctx, name);
     if (!segc_check_float(ctx, name, "x", x)) return NULL;
@@ -284,8 +300,10 @@ static segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float 
     return y;
 }
 
+#ifndef SEGC_ISA_VARIANT_AVX512   /* the public entry points: once, in the baseline object */
 segc_tensor *segc_relu(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_RELU, x, 0.0f); }
 segc_tensor *segc_leaky_relu(segc_ctx *ctx, segc_tensor *x, float slope) { return activation(ctx, ACT_LEAKY, x, slope); }
 segc_tensor *segc_gelu(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_GELU, x, 0.0f); }
 segc_tensor *segc_sigmoid(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_SIGMOID, x, 0.0f); }
 segc_tensor *segc_tanh(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_TANH, x, 0.0f); }
+#endif

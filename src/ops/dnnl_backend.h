@@ -1,6 +1,11 @@
 /* Internal to src/ops: the oneDNN CPU engine/stream and a primitive cache
  * keyed by the op's full shape/parameter description, so a training step
- * creates no primitive after its first iteration. */
+ * creates no primitive after its first iteration. The cache is bounded
+ * (least recently used evicted, SEGC_PRIMITIVE_CACHE entries, default 1024):
+ * a primitive pointer from it is valid for the rest of the op that got it,
+ * not across ops. Keys must hold everything the primitive depends on,
+ * including the thread count (oneDNN does not promise a primitive created
+ * for one thread count works under another). */
 #ifndef SEGC_DNNL_BACKEND_H
 #define SEGC_DNNL_BACKEND_H
 #include <oneapi/dnnl/dnnl.h>
@@ -20,7 +25,14 @@ typedef struct segc_dnnl_prim {
     int n_mem;
     int mem_arg[12];
     dnnl_memory_t mem[12];
+    /* per-thread memory objects of GEMM plans (matmul.c): thread t's SRC, WEIGHTS, DST,
+     * SCRATCHPAD; they die with the primitive when the cache evicts it */
+    dnnl_memory_t (*tmem)[4];
+    int n_tmem;
+    uint64_t last_use;   /* cache tick of the last lookup: least recently used goes first */
 } segc_dnnl_prim;
+
+#include "segc/backend.h"
 
 /* Look up a cached primitive by key bytes (zero-initialise key structs so
  * padding is deterministic). */

@@ -6,6 +6,7 @@
  * widened to f32 in the arena where it has not, so the numerics are the same
  * on both: bf16 operands, f32 accumulation, upstream gradients of bf16 ops
  * rounded to bf16 before their GEMMs (as PyTorch's bf16 autograd does). */
+#include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,9 @@ void *segc_gemm_round_grad(segc_ctx *ctx, const float *g, int64_t n, segc_dtype 
 
 typedef struct {
     char tag[8];
-    int32_t nd, a_dt, b_dt, c_dt, bias_dt, accumulate;
+    /* nthr: oneDNN sizes a primitive's blocking for the thread count at creation and does not
+     * promise it works under another (the conv key holds it too) */
+    int32_t nd, a_dt, b_dt, c_dt, bias_dt, accumulate, nthr;
     float alpha;
     int64_t a_dims[3], a_str[3], b_dims[3], b_str[3], c_dims[3], c_str[3];
 } gemm_key;
@@ -112,6 +115,7 @@ static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm 
     key.bias_dt = g->bias ? segc_dnnl_dt(g->bias_dtype) : 0;
     key.accumulate = g->accumulate;
     key.alpha = g->alpha;
+    key.nthr = omp_get_max_threads();
     if (nd == 3) {
         key.a_dims[0] = g->a_bs ? g->batch : 1;
         key.a_str[0] = g->a_bs ? g->a_bs : extent(1, 0, g->M, g->a_rs, g->K, g->a_cs);
@@ -307,46 +311,31 @@ static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin) 
 
 #define PLAN_MAX_THREADS 256
 
-typedef struct {
-    const segc_dnnl_prim *prim;
-    int thread;
-    dnnl_memory_t mem[4];
-} thread_mem;
-
 static const int k_plan_args[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD};
-static thread_mem *g_tmem;
-static size_t g_tmem_n, g_tmem_cap;
 static dnnl_stream_t g_tstream[PLAN_MAX_THREADS];
 static pthread_mutex_t g_tmem_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* thread t's memory objects for p, created on first use (caller holds the lock) */
-static bool thread_mem_get(const segc_dnnl_prim *p, int t, dnnl_memory_t out[4]) {
-    for (size_t i = 0; i < g_tmem_n; i++)
-        if (g_tmem[i].prim == p && g_tmem[i].thread == t) {
-            memcpy(out, g_tmem[i].mem, sizeof g_tmem[i].mem);
-            return true;
-        }
+/* thread t's memory objects for p, created on first use and owned by p, so they go when the
+ * cache evicts it (caller holds the lock) */
+static bool thread_mem_get(segc_dnnl_prim *p, int t, dnnl_memory_t out[4]) {
     if (!g_tstream[t] && dnnl_stream_create(&g_tstream[t], segc_dnnl_engine(), dnnl_stream_default_flags) != dnnl_success)
         return false;
-    if (g_tmem_n == g_tmem_cap) {
-        size_t cap = g_tmem_cap ? 2 * g_tmem_cap : 64;
-        thread_mem *n = realloc(g_tmem, cap * sizeof *n);
+    if (t >= p->n_tmem) {
+        dnnl_memory_t (*n)[4] = realloc(p->tmem, (size_t)(t + 1) * sizeof *n);
         if (!n) return false;
-        g_tmem = n, g_tmem_cap = cap;
+        memset(n + p->n_tmem, 0, (size_t)(t + 1 - p->n_tmem) * sizeof *n);
+        p->tmem = n, p->n_tmem = t + 1;
     }
-    thread_mem *tm = &g_tmem[g_tmem_n];
-    memset(tm, 0, sizeof *tm);
-    tm->prim = p, tm->thread = t;
+    dnnl_memory_t *tm = p->tmem[t];
     for (int i = 0; i < 4; i++) {
-        if (k_plan_args[i] == DNNL_ARG_SCRATCHPAD && !p->scratch_bytes) continue;
+        if (tm[i] || (k_plan_args[i] == DNNL_ARG_SCRATCHPAD && !p->scratch_bytes)) continue;
         const dnnl_memory_desc_t *md = k_plan_args[i] == DNNL_ARG_SCRATCHPAD
                                            ? dnnl_primitive_desc_query_md(p->pd, dnnl_query_scratchpad_md, 0)
                                            : dnnl_primitive_desc_query_md(p->pd, dnnl_query_exec_arg_md, k_plan_args[i]);
-        if (!md || dnnl_memory_create(&tm->mem[i], md, segc_dnnl_engine(), DNNL_MEMORY_NONE) != dnnl_success)
+        if (!md || dnnl_memory_create(&tm[i], md, segc_dnnl_engine(), DNNL_MEMORY_NONE) != dnnl_success)
             return false;
     }
-    g_tmem_n++;
-    memcpy(out, tm->mem, sizeof tm->mem);
+    memcpy(out, tm, 4 * sizeof *tm);
     return true;
 }
 

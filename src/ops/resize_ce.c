@@ -10,8 +10,18 @@
 #include <omp.h>
 #include <string.h>
 
+#include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+
+/* Compiled twice: as itself for the baseline, and by resize_ce_avx512.c with AVX-512 enabled
+ * (512-bit vectorisation of the interpolation and log-sum-exp loops); the entry point picks the
+ * variant from segc_cpu_isa() and the backward it records is its own variant's. Both are
+ * deterministic; they agree to float rounding, not bitwise. */
+#ifdef SEGC_ISA_VARIANT_AVX512
+#define segc_resize_cross_entropy segc_resize_cross_entropy_avx512
+#endif
+segc_tensor *segc_resize_cross_entropy_avx512(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, int ignore_index);
 
 typedef struct {
     int64_t N, C, h, w, H, W;
@@ -205,6 +215,9 @@ static double row_forward(const rce_saved *s, const segc_tensor *target, int64_t
 }
 
 segc_tensor *segc_resize_cross_entropy(segc_ctx *ctx, segc_tensor *logits, segc_tensor *target, int ignore_index) {
+#ifndef SEGC_ISA_VARIANT_AVX512
+    if (segc_cpu_isa() >= SEGC_ISA_AVX512) return segc_resize_cross_entropy_avx512(ctx, logits, target, ignore_index);
+#endif
     static const char *op = "resize_cross_entropy";
     SEGC_PROF_OP(ctx, op);
     if (!logits || !target) return NULL;

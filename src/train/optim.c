@@ -11,10 +11,9 @@
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#ifdef __AVX512F__
 #include <immintrin.h>
-#endif
 
+#include "segc/cpu.h"
 #include "segc/optim.h"
 
 #define OPT_BLOCK 8192   /* elements per work block: 32 KiB of each stream */
@@ -288,13 +287,58 @@ typedef struct {
     float momentum, one_minus_damp;
 } step_consts;
 
-/* coef = {1 - lr*wd, -lr/bias_correction1} as torch.optim.AdamW. The
- * AVX-512 path exists because sqrtf's errno semantics keep GCC from
- * vectorising the scalar loop; both evaluate the same operations in the same
- * order (no FMA contraction), so they agree bitwise. */
-#ifdef __AVX512F__
-static void adamw_block(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
-                        const float *coef, const step_consts *c) {
+/* coef = {1 - lr*wd, -lr/bias_correction1} as torch.optim.AdamW. One kernel
+ * per ISA level (segc/cpu.h), chosen at run time. The vector kernels exist
+ * because sqrtf's errno semantics keep GCC from vectorising the scalar loop;
+ * all evaluate the same operations in the same order (no FMA contraction:
+ * -std=c11 turns it off for the scalar code, the intrinsics never fuse), so
+ * every level agrees bitwise with the scalar one and with each other. */
+static void adamw_scalar(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
+                         const float *coef, const step_consts *c) {
+    const float clip = c->clip, decay = coef[0], neg_step = coef[1];
+    const float lw = c->lerp_small ? c->lerp_w : c->lerp_w - 1.0f;
+    const float b2 = c->beta2, omb2 = c->one_minus_beta2, bc2s = c->bc2_sqrt, eps = c->eps;
+    const bool small = c->lerp_small;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i] * clip, mo = m[i];
+        float mi = (small ? mo : gi) + lw * (gi - mo);
+        float vi = v[i] * b2 + omb2 * gi * gi;
+        float den = sqrtf(vi) / bc2s + eps;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = w[i] * decay + neg_step * mi / den;
+    }
+}
+
+#ifdef __AVX2__
+/* the baseline's kernel: 8 lanes, the scalar loop for the tail */
+static void adamw_avx2(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
+                       const float *coef, const step_consts *c) {
+    const __m256 clip = _mm256_set1_ps(c->clip), decay = _mm256_set1_ps(coef[0]), neg_step = _mm256_set1_ps(coef[1]);
+    const __m256 lw = _mm256_set1_ps(c->lerp_small ? c->lerp_w : c->lerp_w - 1.0f);
+    const __m256 b2 = _mm256_set1_ps(c->beta2), omb2 = _mm256_set1_ps(c->one_minus_beta2);
+    const __m256 bc2s = _mm256_set1_ps(c->bc2_sqrt), eps = _mm256_set1_ps(c->eps);
+    const bool small = c->lerp_small;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), clip);
+        __m256 mo = _mm256_loadu_ps(m + i), vo = _mm256_loadu_ps(v + i), wo = _mm256_loadu_ps(w + i);
+        __m256 mi = _mm256_add_ps(small ? mo : gi, _mm256_mul_ps(lw, _mm256_sub_ps(gi, mo)));
+        __m256 vi = _mm256_add_ps(_mm256_mul_ps(vo, b2), _mm256_mul_ps(_mm256_mul_ps(omb2, gi), gi));
+        __m256 den = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2s), eps);
+        __m256 wn = _mm256_add_ps(_mm256_mul_ps(wo, decay), _mm256_div_ps(_mm256_mul_ps(neg_step, mi), den));
+        _mm256_storeu_ps(m + i, mi);
+        _mm256_storeu_ps(v + i, vi);
+        _mm256_storeu_ps(w + i, wn);
+    }
+    if (i < n) adamw_scalar(w + i, g + i, m + i, v + i, n - i, coef, c);
+}
+#else
+#define adamw_avx2 adamw_scalar   /* a build below x86-64-v3 */
+#endif
+
+SEGC_TARGET_AVX512 static void adamw_avx512(float *restrict w, const float *restrict g, float *restrict m,
+                                            float *restrict v, int64_t n, const float *coef, const step_consts *c) {
     const __m512 clip = _mm512_set1_ps(c->clip), decay = _mm512_set1_ps(coef[0]), neg_step = _mm512_set1_ps(coef[1]);
     const __m512 lw = _mm512_set1_ps(c->lerp_small ? c->lerp_w : c->lerp_w - 1.0f);
     const __m512 b2 = _mm512_set1_ps(c->beta2), omb2 = _mm512_set1_ps(c->one_minus_beta2);
@@ -315,24 +359,10 @@ static void adamw_block(float *restrict w, const float *restrict g, float *restr
         _mm512_mask_storeu_ps(w + i, k, wn);
     }
 }
-#else
-static void adamw_block(float *restrict w, const float *restrict g, float *restrict m, float *restrict v, int64_t n,
-                        const float *coef, const step_consts *c) {
-    const float clip = c->clip, decay = coef[0], neg_step = coef[1];
-    const float lw = c->lerp_small ? c->lerp_w : c->lerp_w - 1.0f;
-    const float b2 = c->beta2, omb2 = c->one_minus_beta2, bc2s = c->bc2_sqrt, eps = c->eps;
-    const bool small = c->lerp_small;
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i] * clip, mo = m[i];
-        float mi = (small ? mo : gi) + lw * (gi - mo);
-        float vi = v[i] * b2 + omb2 * gi * gi;
-        float den = sqrtf(vi) / bc2s + eps;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = w[i] * decay + neg_step * mi / den;
-    }
-}
-#endif
+
+typedef void (*adamw_fn)(float *restrict, const float *restrict, float *restrict, float *restrict, int64_t,
+                         const float *, const step_consts *);
+static adamw_fn adamw_kernel(void) { return segc_cpu_isa() >= SEGC_ISA_AVX512 ? adamw_avx512 : adamw_avx2; }
 
 /* coef = {wd, -lr} as torch.optim.SGD (decay added to the gradient) */
 static void sgd_block(float *restrict w, const float *restrict g, float *restrict buf, int64_t n, const float *coef,
@@ -419,6 +449,7 @@ static double step_impl(segc_optimizer *o, const segc_schedule *s, int64_t iter,
     const segc_opt_block *blocks = o->blocks;
     const float *coef = o->tensor_coef;
     int nb = o->n_blocks;
+    const adamw_fn adamw_block = adamw_kernel();
 #pragma omp parallel for schedule(static)
     for (int k = 0; k < nb; k++) {
         const segc_opt_block *b = &blocks[k];
