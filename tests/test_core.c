@@ -81,6 +81,8 @@ static void test_rng_counter_based(void **state) {
     segc_philox(0, 0, o);
     assert_int_equal(o[0], 0x6627e8d5u);
     assert_int_equal(o[1], 0xe169c58du);
+    assert_int_equal(o[2], 0xbc57ac4cu);
+    assert_int_equal(o[3], 0x9b00dbd8u);
 }
 
 static void test_bf16_rounding(void **state) {
