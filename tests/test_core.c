@@ -178,11 +178,35 @@ static void test_params_flat(void **state) {
     segc_params_free(&p);
 }
 
+/* SEGC_ARENA_POISON=1: every allocation arrives filled with NaN (0xFF bytes),
+ * also memory handed out again after a reset; calloc still zeroes */
+static void test_arena_poison(void **state) {
+    setenv("SEGC_ARENA_POISON", "1", 1);
+    segc_arena a;
+    segc_arena_init(&a, 1 << 12);
+    unsetenv("SEGC_ARENA_POISON");
+    assert_true(a.poison);
+    for (int round = 0; round < 2; round++) {
+        float *x = segc_arena_alloc(&a, 100 * sizeof(float));
+        for (int i = 0; i < 100; i++) assert_true(isnan(x[i]));
+        for (int i = 0; i < 100; i++) x[i] = 1.0f;   /* leftovers a later step must not see */
+        float *z = segc_arena_calloc(&a, 8 * sizeof(float));
+        for (int i = 0; i < 8; i++) assert_true(z[i] == 0.0f);
+        segc_arena_reset(&a);
+    }
+    segc_arena_free(&a);
+    segc_arena b;
+    segc_arena_init(&b, 0);
+    assert_false(b.poison);   /* off unless asked for */
+    segc_arena_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_consolidates), cmocka_unit_test(test_arena_rewind),   cmocka_unit_test(test_rng_counter_based),
         cmocka_unit_test(test_bf16_rounding),        cmocka_unit_test(test_safetensors_roundtrip),
         cmocka_unit_test(test_cast_grad_and_errors), cmocka_unit_test(test_params_flat),
+        cmocka_unit_test(test_arena_poison),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

@@ -243,6 +243,27 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
     return WEXITSTATUS(status);
 }
 
+/* iteration named by DIR/checkpoints/latest ("iter_0000012" -> 12), 0 when none */
+static long latest_iter(const char *dir) {
+    char *l = latest_of(dir);
+    long it = l && !strncmp(l, "iter_", 5) ? atol(l + 5) : 0;
+    free(l);
+    return it;
+}
+
+/* Where the last child run in DIR started: N from its "resumed ... at
+ * iteration N" line, 0 when it started fresh, -1 when its log is missing. */
+static long child_start_iter(const char *dir) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s.log", dir);
+    char *log = read_text(p);
+    if (!log) return -1;
+    const char *r = strstr(log, "resumed "), *at = r ? strstr(r, " at iteration ") : NULL;
+    long it = at ? atol(at + strlen(" at iteration ")) : 0;
+    free(log);
+    return it;
+}
+
 static void test_sigkill_resume_exact(void **state) {
     NEED_DATA();
     char ref[512], dir[512], p[900], q[900];
@@ -259,17 +280,31 @@ static void test_sigkill_resume_exact(void **state) {
     for (int round = 0; round < 3; round++) {
         double u = rand() / (double)RAND_MAX;
         double at = round == 0 ? t_ref * (0.05 + 0.9 * u) : t_ref / 6 * u + 1e-3;
+        long ckpt = latest_iter(dir);   /* where this run must resume */
         int rc = run_child(dir, at, round > 0);
         killed += rc == -SIGKILL;
         if (rc != -SIGKILL) assert_int_equal(rc, 0);
+        /* a "resume" that silently restarted from iteration 0 would still end
+         * bitwise equal (training is deterministic): check where it started */
+        long started = child_start_iter(dir);
+        if (ckpt > 0 && started != ckpt)
+            fail_msg("round %d: the checkpoint was at iteration %ld but the run started at %ld", round, ckpt, started);
         char *l = latest_of(dir);
         printf("  kill round %d, %.3f s %s (reference run %.3f s, seed %u): %s, latest %s", round, at,
                round ? "after a checkpoint" : "after start", t_ref, seed, rc == -SIGKILL ? "killed" : "had finished",
                l ? l : "none\n");
         free(l);
     }
+    long ckpt = latest_iter(dir);
     assert_int_equal(run_child(dir, 0, false), 0);   /* resume to the end */
-    printf("  %d of 3 runs killed mid-way\n", killed);
+    printf("  %d of 3 runs killed mid-way; the last run resumed at iteration %ld\n", killed, ckpt);
+    /* the test is about resuming after SIGKILL: at least one run must have died
+     * mid-way, and the final run must have resumed from a checkpoint, not from 0 */
+    if (killed == 0) fail_msg("no run was killed mid-way (every child finished first): nothing was resumed");
+    if (ckpt < 18) {
+        assert_true(ckpt > 0);
+        assert_int_equal(child_start_iter(dir), ckpt);
+    }
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.safetensors", ref);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.safetensors", dir);
     assert_same_tensors(p, q);
@@ -567,14 +602,25 @@ static int train_child(const char *dir, const char *root, const char *const *ext
     snprintf(camvid, sizeof camvid, "%s", root);
     segc_config c;
     tiny_config(&c, dir, extra, n_extra);
-    segc_train_opts o = {.resume = true, .quiet = true};
+    /* progress goes to DIR.log, so the parent can read where this run started
+     * ("resumed ... at iteration N"); notes are flushed line by line, so a
+     * SIGKILL loses none of them */
+    char log[1100];
+    snprintf(log, sizeof log, "%s.log", dir);
+    FILE *lf = fopen(log, "w");
+    segc_train_opts o = {.resume = true, .quiet = lf == NULL, .progress = lf};
     char err[1024];
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
     if (st != SEGC_TRAIN_DONE) fprintf(stderr, "child: %s\n", err);
+    if (lf) fclose(lf);
     return (int)st;
 }
 
 int main(int argc, char **argv) {
+    /* poisoned step arenas (NaN fill): a kernel reading memory it never wrote
+     * cannot hide behind identical leftovers of the previous step; set before
+     * any context exists (and inherited by child processes) */
+    setenv("SEGC_ARENA_POISON", "1", 1);
     if (argc >= 4 && !strcmp(argv[1], "--train-child"))
         return train_child(argv[2], argv[3], (const char *const *)argv + 4, argc - 4);
     const struct CMUnitTest tests[] = {
