@@ -165,6 +165,22 @@ static void test_deterministic_and_outputs(void **state) {
     assert_non_null(strstr(html, "Bicyclist"));
     assert_null(strstr(html, "src=\"http"));   /* self-contained: nothing fetched */
     assert_null(strstr(html, "href=\"http"));
+    /* the periodic evaluation says what it covered: 2 images (train.val_max_samples) of the val split */
+    if (!strstr(html, "after iteration 12, 2 of ") || !strstr(html, " images of the val split (a subset"))
+        fail_msg("the report does not say what the latest evaluation covered");
+    free(html);
+    /* a final evaluation (what segc eval adds) goes into the report, replacing an earlier one */
+    double iou[11], acc[11];
+    for (int k = 0; k < 11; k++) iou[k] = acc[k] = 0.01 * k;
+    segc_metrics fm = {.num_classes = 11, .aAcc = 0.5, .mIoU = 0.123456, .mAcc = 0.25, .iou = iou, .acc = acc};
+    segc_report fr = {.metrics = &fm, .n_classes = 11, .split = "val", .eval_images = 101, .split_images = 101};
+    for (int round = 0; round < 2; round++)
+        if (!segc_report_add_final(a, &fr, "best.safetensors", err, sizeof err)) fail_msg("%s", err);
+    html = read_text(p);
+    const char *fin = strstr(html, "Final evaluation");
+    if (!fin || strstr(fin + 1, "Final evaluation") || !strstr(html, "101 of 101 images of the val split") ||
+        !strstr(html, "12.35") || !strstr(html, "Latest evaluation during training"))
+        fail_msg("the final evaluation is not in the report exactly once");
     free(html);
     /* the resolved config (classes and channels as built) reloads to the same values */
     segc_config c, d;
