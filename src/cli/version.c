@@ -3,6 +3,7 @@
  * set extensions this CPU offers (and so which kernels can run), and the
  * oneDNN it is linked against with the ISA oneDNN dispatches to here. */
 #include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -113,7 +113,7 @@ static bool st_parse(segc_st_file *f, char *err, size_t errlen) {
         }
         /* the element count and the byte size must both fit: a wrapped product
          * (e.g. [2^62, 4] -> 0) would otherwise match a 0-byte tensor */
-        if (overflow || numel > INT64_MAX || __builtin_mul_overflow(numel, (uint64_t)esize, &nbytes) || nbytes > SIZE_MAX) {
+        if (overflow || numel > INT64_MAX || __builtin_mul_overflow(numel, (uint64_t)esize, &nbytes)) {
             shape_str(sh, shs, sizeof shs);
             FAIL("%s: tensor '%s': shape %s has more elements or bytes than fit in 64 bits", path, e->name, shs);
         }
@@ -237,7 +237,7 @@ segc_st_writer *segc_st_writer_new(void) { return calloc(1, sizeof(segc_st_write
 
 bool segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int ndim, const int64_t *shape,
                         const void *data) {
-    if (w->failed[0]) return false;
+    if (!w || w->failed[0]) return false;   /* NULL: segc_st_writer_new ran out of memory (save says so) */
     size_t numel = 1, nbytes;
     bool over = ndim < 0 || ndim > SEGC_MAX_DIMS;
     for (int i = 0; !over && i < ndim; i++) over = shape[i] < 0 || __builtin_mul_overflow(numel, (size_t)shape[i], &numel);
@@ -274,6 +274,7 @@ bool segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int 
 }
 
 void segc_st_writer_meta(segc_st_writer *w, const char *key, const char *value) {
+    if (!w) return;
     if (!w->meta) w->meta = cJSON_CreateObject();
     cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
     cJSON_AddStringToObject(w->meta, key, value);

@@ -119,7 +119,12 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
     segc_st_writer *sw = segc_st_writer_new();
     if (opt) segc_optimizer_save(opt, sw, "optimizer.");
     char *js = state_json(st, segc_params_hash(p));
-    segc_st_writer_meta(sw, "segc_train_state", js ? js : "{}");
+    if (!js) {   /* a state without its JSON could never be resumed: write none */
+        segc_st_writer_free(sw);
+        unlink(w);
+        return segc_errorf(err, errlen, "checkpoint: out of memory writing the training state, previous checkpoint kept");
+    }
+    segc_st_writer_meta(sw, "segc_train_state", js);
     segc_st_writer_meta(sw, "segc_config", config_yaml ? config_yaml : "");
     segc_st_writer_meta(sw, "segc_weights", strrchr(w, '/') + 1);
     cJSON_free(js);
