@@ -303,7 +303,7 @@ static void test_sigkill_resume_exact(void **state) {
         /* a "resume" that silently restarted from iteration 0 would still end
          * bitwise equal (training is deterministic): check where it started */
         long started = child_start_iter(dir);
-        if (ckpt > 0 && started != ckpt)
+        if (ckpt > 0 && ckpt < 18 && started != ckpt)   /* (at 18 the run is complete: nothing to resume) */
             fail_msg("round %d: the checkpoint was at iteration %ld but the run started at %ld", round, ckpt, started);
         char *l = latest_of(dir);
         printf("  kill round %d, %.3f s %s (reference run %.3f s, seed %u): %s, latest %s", round, at,
