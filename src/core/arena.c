@@ -1,5 +1,6 @@
 /* Step arena: bump allocation in chunks; the first reset after growth
  * consolidates into one block of the high-water size (no allocation after). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,10 @@ void segc_arena_init(segc_arena *a, size_t initial_bytes) {
 }
 
 void *segc_arena_alloc(segc_arena *a, size_t bytes) {
+    if (bytes > SIZE_MAX / 2) {   /* rounding up would wrap to a tiny block: an overflowed size upstream */
+        fprintf(stderr, "segc: step arena asked for %zu bytes (an overflowed tensor size)\n", bytes);
+        abort();
+    }
     size_t need = (bytes + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN;
     if (need == 0) need = SEGC_ALIGN;
     if (!a->head || a->head->used + need > a->head->cap) {
