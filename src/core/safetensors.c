@@ -35,16 +35,20 @@ static const char *st_name_of(segc_dtype dt) {
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); goto fail; } while (0)
 
-/* JSON numbers are doubles: integers above 2^53 are no longer exact, so a
- * shape or offset beyond that cannot be trusted (and no real file has one). */
+/* JSON numbers are doubles: integers above 2^53 are no longer exact, so an
+ * offset beyond that cannot be trusted (no real file has one). A shape entry
+ * may go up to 2^63, so that an absurd shape is refused by the size check
+ * that says why (its elements or bytes do not fit), not as a bad number. */
 #define ST_MAX_EXACT 9007199254740992.0
-static bool json_uint(const cJSON *v, uint64_t *out) {
+#define ST_MAX_DIM 9223372036854775807.0
+static bool json_uint_max(const cJSON *v, uint64_t *out, double max) {
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
-    if (!(d >= 0 && d <= ST_MAX_EXACT) || d != (double)(uint64_t)d) return false;
+    if (!(d >= 0 && d < max + 1.0) || d >= 9223372036854775808.0 || d != (double)(uint64_t)d) return false;
     *out = (uint64_t)d;
     return true;
 }
+static bool json_uint(const cJSON *v, uint64_t *out) { return json_uint_max(v, out, ST_MAX_EXACT); }
 
 static void shape_str(const cJSON *sh, char *buf, size_t n) {
     size_t k = (size_t)snprintf(buf, n, "[");
@@ -106,8 +110,8 @@ static bool st_parse(segc_st_file *f, char *err, size_t errlen) {
         bool overflow = false;
         for (int d = 0; d < e->ndim; d++) {
             uint64_t v;
-            if (!json_uint(cJSON_GetArrayItem(sh, d), &v))
-                FAIL("%s: tensor '%s': shape entry %d is not an integer in [0, 2^53]", path, e->name, d);
+            if (!json_uint_max(cJSON_GetArrayItem(sh, d), &v, ST_MAX_DIM))
+                FAIL("%s: tensor '%s': shape entry %d is not an integer in [0, 2^63)", path, e->name, d);
             e->shape[d] = (int64_t)v;
             overflow |= __builtin_mul_overflow(numel, v, &numel);
         }
