@@ -11,7 +11,7 @@ FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 20
 FUZZ_RUNS    ?= 10000000
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -fopenmp -Iinclude -I/usr/include/nifti \
-                -fsanitize=address,undefined -fno-sanitize-recover=undefined -MMD -MP
+                -fsanitize=address,undefined -fno-sanitize-recover=undefined -Wno-pass-failed -MMD -MP
 # The whole library, as an archive: each target links only the objects it
 # reaches (the config and checkpoint targets reach the model registry, hence
 # oneDNN and OpenBLAS).
