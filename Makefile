@@ -56,14 +56,15 @@ test-asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 fixtures:
-	@PY=$$(bash scripts/bench_env.sh torch monai transformers nibabel) || { echo "fixtures: no Python with torch"; exit 1; }; \
+	@PY=$$(bash scripts/bench_env.sh torch monai transformers nibabel timm) || { echo "fixtures: no Python with torch"; exit 1; }; \
 	for g in tests/fixtures/gen_*.py; do echo "$$PY $$g"; $$PY $$g || exit 1; done
 
 bench-ops: $(BENCHES)
 	@BUILD=$(BUILD) bash scripts/bench_ops.sh
 
-bench-train: $(BUILD)/bench/bench_train $(BUILD)/bench/bench_unet2d
-	@bash scripts/bench_train.sh $(BUILD)/bench/bench_train $(BUILD)/bench/bench_unet2d
+BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab
+bench-train: $(BENCH_TRAIN:%=$(BUILD)/bench/%)
+	@bash scripts/bench_train.sh $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 
 bench-data: $(BUILD)/bench/bench_data
 	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data

@@ -9,17 +9,20 @@ set -u
 cd "$(dirname "$0")/.."
 BIN=${1:-${BUILD:-build}/bench/bench_train}
 UBIN=${2:-$(dirname "$BIN")/bench_unet2d}
+SBIN=${3:-$(dirname "$BIN")/bench_segmenter}
+DBIN=${4:-$(dirname "$BIN")/bench_deeplab}
 THREADS=${SEGC_BENCH_THREADS:-2}
 STEPS=${SEGC_BENCH_STEPS:-3}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1
 grep -m1 "model name" /proc/cpuinfo >&2
 # the pinned reference, or stop: rows without it would not be comparable
-PY=$(bash scripts/bench_env.sh torch monai onnxruntime transformers) || { echo "bench-train: no PyTorch reference (see above); nothing measured" >&2; exit 1; }
+PY=$(bash scripts/bench_env.sh torch monai onnxruntime transformers timm) || { echo "bench-train: no PyTorch reference (see above); nothing measured" >&2; exit 1; }
 REF=$(bash scripts/bench_env.sh --versions "$PY") || { echo "bench-train: cannot read the reference's versions" >&2; exit 1; }
 have_torch=1
 bad=0
 # SEGC_BENCH_CASES="segformer-train" (etc.) limits the cases: segformer-train,
-# segformer-infer, unet2d-train, unet2d-infer; SEGC_BENCH_SHAPES="360 480" one shape
+# segformer-infer, unet2d-train, unet2d-infer, segmenter-train, segmenter-infer,
+# deeplab-train; SEGC_BENCH_SHAPES="360 480" one SegFormer shape
 want() { [ -z "${SEGC_BENCH_CASES:-}" ] || case " $SEGC_BENCH_CASES " in *" $1 "*) true;; *) false;; esac; }
 join() {  # merge two JSON objects, add ratios and the reference's versions; a side missing is an error
   python3 - "$1" "$2" "$REF" <<'PY' || bad=1
@@ -70,6 +73,32 @@ for dt in f32 bf16; do
   want unet2d-infer || continue
   s=$("$UBIN" infer 192 160 $dt 5 2>/dev/null | tail -1)
   t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_unet2d.py infer 192 160 $dt 5 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# Segmenter: ViT-S/16 mask decoder at 512x512 batch 2, ViT-B/16 linear batch 1; batch-1 inference
+for dt in f32 bf16; do
+  want segmenter-train || continue
+  s=$("$SBIN" train vit-s mask 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py train vit-s mask 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+  s=$("$SBIN" train vit-b linear 512 512 1 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py train vit-b linear 512 512 1 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+for dt in f32 bf16; do
+  want segmenter-infer || continue
+  s=$("$SBIN" infer vit-s mask 512 512 $dt 5 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py infer vit-s mask 512 512 $dt 5 --ort 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# DeepLabV3+ R50 OS16 at 512x512 batch 2, and the ResNet-50 trunk at 224x224 batch 8
+for dt in f32 bf16; do
+  want deeplab-train || continue
+  s=$("$DBIN" train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+  s=$("$DBIN" trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
   join "$s" "$t"
 done
 exit $bad

@@ -17,6 +17,10 @@ void segc_image_free(segc_image *im);
 
 /* One training/eval sample. Segmentation fills img + label; detection fills
  * img + boxes. Owns its buffers (segc_sample_free). */
+/* The label value of pixels that count in no loss or metric, everywhere in
+ * segc (datasets map void classes to it, crops and pads fill with it). */
+#define SEGC_IGNORE_INDEX 255
+
 typedef struct segc_sample {
     segc_image img;
     segc_image label;        /* U8, C == 1, same h/w as img; 255 = ignore */

@@ -104,6 +104,10 @@ typedef struct segc_model_family {
     /* probs f32 [N, K, H, W] (after m->probs) -> labels U8 [N, H, W], both in
      * ctx's arena; NULL: argmax over K (K > 1) or probs > 0.5 (K == 1) */
     bool (*postprocess)(segc_ctx *ctx, const segc_model *m, const segc_tensor *probs, segc_tensor *labels);
+    /* model.pretrained: loads weights published under other names or shapes (e.g. timm / mmseg
+     * ViT names, position embeddings of another grid); NULL: segc_params_load by parameter name */
+    bool (*load_pretrained)(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
+                            size_t errlen);
 } segc_model_family;
 
 struct segc_model {
@@ -155,6 +159,9 @@ bool segc_model_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images, segc_
 segc_tensor *segc_model_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t);
 /* probs [N, K, H, W] f32 -> labels U8 [N, H, W] (the family's postprocess or argmax / threshold) */
 segc_tensor *segc_model_postprocess(segc_ctx *ctx, const segc_model *m, const segc_tensor *probs);
+/* model.pretrained: the family's load_pretrained, else segc_params_load (report as there). */
+bool segc_model_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
+                                size_t errlen);
 /* The main logits map only, as a segc_forward_fn (infer.h): model is a segc_model *. */
 segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *images);
 

@@ -39,6 +39,10 @@ segc_tensor *segc_pad(segc_ctx *ctx, segc_tensor *x, const int *pads, int n_pads
 /* F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=...)
  * on x [N, C, H, W] (f32/bf16). */
 segc_tensor *segc_resize_bilinear(segc_ctx *ctx, segc_tensor *x, int out_h, int out_w, bool align_corners);
+/* mode="bicubic" (antialias=False): cubic convolution, A = -0.75, taps
+ * clamped at the border; f32/bf16, gradients for x. Meant for small maps
+ * (a ViT's position-embedding grid). */
+segc_tensor *segc_resize_bicubic(segc_ctx *ctx, segc_tensor *x, int out_h, int out_w, bool align_corners);
 /* mode="nearest" (src = floor(dst * in/out)) and mode="nearest-exact"
  * (src = floor((dst + 0.5) * in/out)); any dtype (labels too), gradients for
  * float inputs. */

@@ -12,11 +12,15 @@
 
 extern const segc_model_family segc_family_segformer;
 extern const segc_model_family segc_family_unet2d;
+extern const segc_model_family segc_family_segmenter;
+extern const segc_model_family segc_family_deeplabv3plus;
 
 
 static const segc_model_family *const families[] = {
     &segc_family_segformer,
     &segc_family_unet2d,
+    &segc_family_segmenter,
+    &segc_family_deeplabv3plus,
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
@@ -320,4 +324,10 @@ segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *image
     segc_model_out out;
     if (!segc_model_forward(ctx, model, images, &out)) return NULL;
     return out.maps[0];
+}
+
+bool segc_model_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
+                                size_t errlen) {
+    if (m->family->load_pretrained) return m->family->load_pretrained(m, path, strict, rep, err, errlen);
+    return segc_params_load(&m->params, path, strict, rep, err, errlen);
 }

@@ -52,7 +52,7 @@ void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
                                                  c->data.ratio_range[1], true};
     segc_pipeline_add(p, t, e, sizeof e);
     t = segc_aug_default(SEGC_AUG_RANDOM_CROP);
-    t.p.random_crop = (segc_aug_random_crop){c->data.crop_size[0], c->data.crop_size[1], c->data.cat_max_ratio, 255};
+    t.p.random_crop = (segc_aug_random_crop){c->data.crop_size[0], c->data.crop_size[1], c->data.cat_max_ratio, SEGC_IGNORE_INDEX};
     segc_pipeline_add(p, t, e, sizeof e);
     if (c->data.flip_prob > 0) {
         t = segc_aug_default(SEGC_AUG_RANDOM_FLIP);
@@ -62,7 +62,7 @@ void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
     if (c->data.photometric) segc_pipeline_add(p, segc_aug_default(SEGC_AUG_PHOTOMETRIC), e, sizeof e);
     segc_pipeline_add(p, normalize_of(c), e, sizeof e);
     t = segc_aug_default(SEGC_AUG_PAD);
-    t.p.pad = (segc_aug_pad){c->data.crop_size[0], c->data.crop_size[1], 0.f, 255};
+    t.p.pad = (segc_aug_pad){c->data.crop_size[0], c->data.crop_size[1], 0.f, SEGC_IGNORE_INDEX};
     segc_pipeline_add(p, t, e, sizeof e);
 }
 
@@ -130,7 +130,7 @@ void segc_config_eval_spec(const segc_config *c, const segc_model *m, const segc
     memset(s, 0, sizeof *s);
     s->task = m->family->task;
     s->num_classes = m->num_classes;
-    s->ignore_index = 255;
+    s->ignore_index = SEGC_IGNORE_INDEX;
     int nd = ds ? segc_dataset_num_classes(ds) : 0;
     for (int k = 0; k < 256; k++) class_names[k] = k < nd && k < m->num_classes ? segc_dataset_class_name(ds, k) : NULL;
     s->class_names = nd >= m->num_classes ? class_names : NULL;

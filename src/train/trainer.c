@@ -295,7 +295,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     segc_model_init(r->model, seed);
     if (*c->model.pretrained) {
         segc_load_report rep;
-        if (!segc_params_load(&r->model->params, c->model.pretrained, false, &rep, e2, sizeof e2))
+        if (!segc_model_load_pretrained(r->model, c->model.pretrained, false, &rep, e2, sizeof e2))
             return segc_errorf(err, errlen, "train: model.pretrained: %s", e2);
         if (!o->quiet) segc_load_report_print(&rep, c->model.pretrained);
     }
@@ -440,7 +440,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
         segc_model_out out;
-        segc_targets tg = {lab, 255};
+        segc_targets tg = {lab, SEGC_IGNORE_INDEX};
         segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
         if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
         double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
