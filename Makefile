@@ -121,3 +121,4 @@ clean:
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TCOM_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d)
 include mk/fuzz.mk
 include mk/demo.mk
+include mk/version.mk

@@ -43,7 +43,7 @@ echo "== train: $CONFIG for at most $MINUTES min ($ITERS iterations) -> $RUN"
   "$@"
 
 BEST="$RUN/checkpoints/best.safetensors"
-echo "== eval: $BEST on the whole val split"
+echo "== eval: $BEST on the whole val split (added to $RUN/report.html as the final evaluation)"
 "$BUILD/segc" eval --checkpoint "$BEST" data.root="$ROOT" | tee "$RUN/eval.txt"
 
 echo "== predict: 6 validation images -> $RUN/predictions"

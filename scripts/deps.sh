@@ -4,8 +4,9 @@ set -euo pipefail
 PKGS="build-essential pkg-config libdnnl-dev libopenblas-dev libjpeg62-turbo-dev libspng-dev libpng-dev
       libyaml-dev libcjson-dev libnifti2-dev zlib1g-dev libcmocka-dev libomp-dev"
 case "${1:-}" in
-  # benchmarks time PyTorch beside segc: Debian's torch unless one is importable already
-  --bench) python3 -c "import torch, numpy" 2>/dev/null || PKGS="$PKGS python3 python3-numpy python3-torch";;
+  # benchmarks time PyTorch beside segc: scripts/bench_env.sh installs the pinned
+  # versions from PyPI into .venv, which needs Debian's venv module
+  --bench) PKGS="$PKGS python3 python3-venv python3-pip";;
   --fuzz) PKGS="$PKGS clang libclang-rt-14-dev";;
 esac
 missing=""

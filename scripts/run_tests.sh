@@ -1,21 +1,39 @@
 #!/usr/bin/env bash
-# Runs every cmocka test binary in DIR, prints each one's output and a final
-# "N passed, N failed" summary; exits non-zero if any test failed or crashed.
+# Runs every cmocka test binary in DIR, prints each one's output and, last, the
+# summary line "tests: N passed, N failed, N skipped" (CI parses
+# "N passed, N failed"). Exits non-zero if any test failed or crashed, if
+# nothing passed, or if a test skipped without an allowed reason.
+#
+# Skip policy (so a test cannot pass by not running): tests never skip for
+# missing data -- ../shared/data (or $SEGC_DATA) is always there in CI, so a
+# test that cannot find it fails and names the path. The only sanctioned skip
+# is SKIP_ALLOWED(reason) from tests/common/harness.h, which prints
+# "allowed skip: REASON" before skipping; it is for what this machine or build
+# cannot run (an ISA the CPU lacks, a check that cannot work under a
+# sanitizer). Every skip a binary reports must be matched by such a line, or
+# the skip counts as a failure.
 set -u
 dir=${1:-build/tests}
-pass=0; fail=0; crashed=""
+pass=0; fail=0; skipped=0; crashed=""; unexplained=""
 export CMOCKA_MESSAGE_OUTPUT=stdout
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} OPENBLAS_NUM_THREADS=1
+count() {   # sums N over lines "[  WHAT  ] N test(s)..." of $out
+  printf '%s\n' "$out" | sed -n "s/^\[  $1 *\] \([0-9]*\) test.*/\1/p" | awk '{s+=$1} END {print s+0}'
+}
 for t in "$dir"/test_*; do
   [ -x "$t" ] && [ -f "$t" ] || continue
   case "$t" in *.o|*.d) continue;; esac
   out=$(cd "$(dirname "$0")/.." && "$t" 2>&1); rc=$?
   printf '%s\n' "$out"
-  p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
-  f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | awk '{s+=$1} END {print s+0}')
-  pass=$((pass + p)); fail=$((fail + f))
+  p=$(count PASSED); f=$(count FAILED); s=$(count SKIPPED)
+  allowed=$(printf '%s\n' "$out" | grep -c '^ *allowed skip: ')
+  pass=$((pass + p)); fail=$((fail + f)); skipped=$((skipped + s))
   if [ $rc -ne 0 ] && [ "$f" = 0 ]; then fail=$((fail + 1)); crashed="$crashed $(basename "$t")(rc=$rc)"; fi
+  if [ "$s" -gt "$allowed" ]; then
+    fail=$((fail + s - allowed)); unexplained="$unexplained $(basename "$t")($((s - allowed)))"
+  fi
 done
 [ -n "$crashed" ] && echo "crashed or exited non-zero:$crashed"
-echo "tests: $pass passed, $fail failed"
+[ -n "$unexplained" ] && echo "skipped without an allowed reason (counted as failed):$unexplained"
+echo "tests: $pass passed, $fail failed, $skipped skipped"
 [ $fail -eq 0 ] && [ $pass -gt 0 ]

@@ -78,7 +78,8 @@ static void test_resize_against_cv2(void **state) {
     segc_arena ar;
     segc_arena_init(&ar, 0);
     int64_t total = 0, differing = 0;
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "resize%d", i);
         const uint8_t *img = fx_data(cas, "img", NULL);
@@ -110,6 +111,7 @@ static void test_resize_against_cv2(void **state) {
         free(lgot);
         free(win);
     }
+    EXPECT_CASES(i, "resize");
     printf("bilinear vs cv2: %lld of %lld values differ by 1\n", (long long)differing, (long long)total);
     assert_true(differing * 50 < total);   /* off-by-one is cv2's scalar tail, not the rule */
     segc_arena_free(&ar);
@@ -118,7 +120,8 @@ static void test_resize_against_cv2(void **state) {
 static void test_rescale_against_mmcv(void **state) {
     segc_arena ar;
     segc_arena_init(&ar, 0);
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "rescale%d", i);
         if (P(cas, "h") < 0) break;
@@ -148,12 +151,14 @@ static void test_rescale_against_mmcv(void **state) {
         assert_true(max_u8_diff(st.img, fx_data(cas, "out", NULL), (int64_t)nh * nw * 3, &nd) <= 1);
         assert_memory_equal(st.label, fx_data(cas, "label_out", NULL), (size_t)nh * nw);
     }
+    EXPECT_CASES(i, "rescale");
     segc_arena_free(&ar);
 }
 
 /* ---- crop ---- */
 static void test_crop_choice_mmseg(void **state) {
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "crop%d", i);
         const uint8_t *lab = fx_data(cas, "label", NULL);
@@ -165,6 +170,7 @@ static void test_crop_choice_mmseg(void **state) {
                                    (int)P(cas, "crop_w"), fx_param_double(FX, cas, "cat_max_ratio", 1), 255, cy, cx, 11);
         assert_int_equal(got, P(cas, "choice"));
     }
+    EXPECT_CASES(i, "crop");
     /* window clipped to the image, copy semantics */
     uint8_t src[4 * 5 * 2], dst[40];
     for (int i = 0; i < 40; i++) src[i] = (uint8_t)i;
@@ -208,7 +214,8 @@ static void test_hsv_against_cv2(void **state) {
 }
 
 static void test_photometric_against_mmseg(void **state) {
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "photo%d", i);
         int64_t n;
@@ -229,10 +236,12 @@ static void test_photometric_against_mmseg(void **state) {
         assert_true(md <= 1);
         free(got);
     }
+    EXPECT_CASES(i, "photo");
 }
 
 static void test_normalize_against_torch(void **state) {
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "norm%d", i);
         const uint8_t *img = fx_data(cas, "img", NULL);
@@ -245,11 +254,13 @@ static void test_normalize_against_torch(void **state) {
         for (int k = 0; k < 3 * ph * pw; k++) assert_true(fabsf(got[k] - want[k]) <= 1e-6f * (1 + fabsf(want[k])));
         free(got);
     }
+    EXPECT_CASES(i, "norm");
 }
 
 /* ---- detection ---- */
 static void test_expand_against_mmdet(void **state) {
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "expand%d", i);
         const uint8_t *img = fx_data(cas, "img", NULL);
@@ -262,10 +273,12 @@ static void test_expand_against_mmdet(void **state) {
         assert_memory_equal(got, fx_data(cas, "out", NULL), (size_t)eh * ew * 3);
         free(got);
     }
+    EXPECT_CASES(i, "expand");
 }
 
 static void test_boxes_against_mmdet(void **state) {
-    for (int i = 0;; i++) {
+    int i = 0;
+    for (;; i++) {
         char cas[32];
         snprintf(cas, sizeof cas, "boxcrop%d", i);
         const float *boxes = fx_data(cas, "boxes", NULL);
@@ -289,6 +302,7 @@ static void test_boxes_against_mmdet(void **state) {
         for (int k = 0; k < 4 * m; k++) assert_true(fabsf(b[k] - kept[k]) <= 1e-5f);
         if (m) assert_memory_equal(lab, fx_data(cas, "kept_labels", NULL), sizeof(int32_t) * m);
     }
+    EXPECT_CASES(i, "boxcrop");
     /* fixed-size Resize through the pipeline rescales and clips boxes like mmdet */
     segc_arena ar;
     segc_arena_init(&ar, 0);

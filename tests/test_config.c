@@ -15,11 +15,6 @@ static void must(bool ok, const char *err) {
     if (!ok) fail_msg("unexpected error: %s", err);
 }
 
-static void expect_error(bool ok, const char *err, const char *a, const char *b) {
-    if (ok) fail_msg("expected an error containing '%s'", a);
-    if (!strstr(err, a) || (b && !strstr(err, b))) fail_msg("message '%s' lacks '%s'%s%s", err, a, b ? " / " : "", b ? b : "");
-}
-
 static void test_defaults_round_trip(void **state) {
     segc_config c, d;
     char err[512];
@@ -156,25 +151,25 @@ static void test_unknown_keys_suggest(void **state) {
     segc_config c;
     char err[512];
     segc_config_defaults(&c);
-    expect_error(segc_config_override(&c, "optimizer.lrr=1", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "optimizer.lrr=1", err, sizeof err), err,
                  "unknown config key 'optimizer.lrr'", "did you mean 'optimizer.lr'?");
-    expect_error(segc_config_override(&c, "train.max_iter=5", err, sizeof err), err, "'train.max_iter'",
+    EXPECT_FAIL(segc_config_override(&c, "train.max_iter=5", err, sizeof err), err, "'train.max_iter'",
                  "did you mean 'train.max_iters'?");
-    expect_error(segc_config_load_string(&c, "optimiser:\n  lr: 1\n", "a.yaml", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_load_string(&c, "optimiser:\n  lr: 1\n", "a.yaml", err, sizeof err), err,
                  "a.yaml:1: unknown config key 'optimiser'", "did you mean 'optimizer'?");
-    expect_error(segc_config_load_string(&c, "data:\n  batch_size: 2\n  crop_szie: [1, 2]\n", "b.yaml", err, sizeof err),
+    EXPECT_FAIL(segc_config_load_string(&c, "data:\n  batch_size: 2\n  crop_szie: [1, 2]\n", "b.yaml", err, sizeof err),
                  err, "b.yaml:3: unknown config key 'data.crop_szie'", "did you mean 'data.crop_size'?");
     /* right name in the wrong section */
-    expect_error(segc_config_load_string(&c, "lr: 0.1\n", "c.yaml", err, sizeof err), err, "'lr'",
+    EXPECT_FAIL(segc_config_load_string(&c, "lr: 0.1\n", "c.yaml", err, sizeof err), err, "'lr'",
                  "did you mean 'optimizer.lr'?");
-    expect_error(segc_config_override(&c, "completely.unrelated=1", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "completely.unrelated=1", err, sizeof err), err,
                  "unknown config key 'completely.unrelated'", NULL);
     assert_null(strstr(err, "did you mean"));
-    expect_error(segc_config_override(&c, "optimizer.paramwise.custom_keys.head.lr_mul=3", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "optimizer.paramwise.custom_keys.head.lr_mul=3", err, sizeof err), err,
                  "custom_keys.head.lr_mul'", "did you mean 'lr_mult'?");
     /* a failed load changes nothing */
     segc_config before = c;
-    expect_error(segc_config_load_string(&c, "data:\n  batch_size: 99\n  nope: 1\n", "d.yaml", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_load_string(&c, "data:\n  batch_size: 99\n  nope: 1\n", "d.yaml", err, sizeof err), err,
                  "data.nope", NULL);
     assert_memory_equal(&before, &c, sizeof c);
 }
@@ -183,27 +178,27 @@ static void test_wrong_types(void **state) {
     segc_config c;
     char err[512];
     segc_config_defaults(&c);
-    expect_error(segc_config_override(&c, "optimizer.lr=abc", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "optimizer.lr=abc", err, sizeof err), err,
                  "optimizer.lr: expected a number, found 'abc'", NULL);
-    expect_error(segc_config_override(&c, "data.batch_size=2.5", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "data.batch_size=2.5", err, sizeof err), err,
                  "data.batch_size: expected an integer, found '2.5'", NULL);
-    expect_error(segc_config_override(&c, "data.crop_size=[1,2,3]", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "data.crop_size=[1,2,3]", err, sizeof err), err,
                  "data.crop_size: expected a list of 2 integers, found a list of 3", NULL);
-    expect_error(segc_config_override(&c, "data.crop_size=[1,x]", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "data.crop_size=[1,x]", err, sizeof err), err,
                  "data.crop_size[1]: expected an integer, found 'x'", NULL);
-    expect_error(segc_config_override(&c, "data.photometric=maybe", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "data.photometric=maybe", err, sizeof err), err,
                  "data.photometric: expected true or false, found 'maybe'", NULL);
-    expect_error(segc_config_override(&c, "optimizer=3", err, sizeof err), err, "optimizer: expected a mapping", NULL);
-    expect_error(segc_config_override(&c, "data.root=[a, b]", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_override(&c, "optimizer=3", err, sizeof err), err, "optimizer: expected a mapping", NULL);
+    EXPECT_FAIL(segc_config_override(&c, "data.root=[a, b]", err, sizeof err), err,
                  "data.root: expected a string, found a list", NULL);
-    expect_error(segc_config_load_string(&c, "optimizer:\n  type: adamw\n  lr: '1e-4'\n", "q.yaml", err, sizeof err),
+    EXPECT_FAIL(segc_config_load_string(&c, "optimizer:\n  type: adamw\n  lr: '1e-4'\n", "q.yaml", err, sizeof err),
                  err, "q.yaml:3: optimizer.lr: expected a number, found string '1e-4'", NULL);
-    expect_error(segc_config_load_string(&c, "train:\n  max_iters: 1e3\n", "r.yaml", err, sizeof err), err,
+    EXPECT_FAIL(segc_config_load_string(&c, "train:\n  max_iters: 1e3\n", "r.yaml", err, sizeof err), err,
                  "r.yaml:2: train.max_iters: expected an integer, found '1e3'", NULL);
-    expect_error(segc_config_override(&c, "noequals", err, sizeof err), err, "expected key=value", NULL);
-    expect_error(segc_config_load_string(&c, "data: [1, 2\n", "bad.yaml", err, sizeof err), err, "bad.yaml:",
+    EXPECT_FAIL(segc_config_override(&c, "noequals", err, sizeof err), err, "expected key=value", NULL);
+    EXPECT_FAIL(segc_config_load_string(&c, "data: [1, 2\n", "bad.yaml", err, sizeof err), err, "bad.yaml:",
                  "YAML error");
-    expect_error(segc_config_load(&c, "/nonexistent/x.yaml", err, sizeof err), err, "/nonexistent/x.yaml", NULL);
+    EXPECT_FAIL(segc_config_load(&c, "/nonexistent/x.yaml", err, sizeof err), err, "/nonexistent/x.yaml", NULL);
 }
 
 static void test_validation(void **state) {
@@ -236,7 +231,7 @@ static void test_validation(void **state) {
         segc_config_defaults(&c);
         must(segc_config_override(&c, cases[i].ov, err, sizeof err), err);
         if (!strcmp(cases[i].ov, "data.fold=2")) must(segc_config_override(&c, "data.num_folds=2", err, sizeof err), err);
-        expect_error(segc_config_finish(&c, err, sizeof err), err, cases[i].msg, NULL);
+        EXPECT_FAIL(segc_config_finish(&c, err, sizeof err), err, cases[i].msg, NULL);
     }
 }
 
@@ -286,12 +281,12 @@ static void test_data_root(void **state) {
         assert_string_equal(root, "/work/shared/data/camvid");
     }
     setenv("SEGC_DATA", "/nonexistent_segc", 1);
-    expect_error(segc_config_data_root(&c, root, sizeof root, err, sizeof err), err, "data.root",
+    EXPECT_FAIL(segc_config_data_root(&c, root, sizeof root, err, sizeof err), err, "data.root",
                  "/nonexistent_segc/camvid");
     assert_non_null(strstr(err, "some/where/camvid"));
     unsetenv("SEGC_DATA");
     strcpy(c.data.root, "/definitely/missing");
-    expect_error(segc_config_data_root(&c, root, sizeof root, err, sizeof err), err, "/definitely/missing", NULL);
+    EXPECT_FAIL(segc_config_data_root(&c, root, sizeof root, err, sizeof err), err, "/definitely/missing", NULL);
 }
 
 int main(void) {

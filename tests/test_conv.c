@@ -174,13 +174,6 @@ static void test_pool_gradcheck(void **state) {
 
 /* ---- errors ---- */
 
-static void expect_error(segc_ctx *ctx, segc_tensor *r, const char *op, const char *what) {
-    assert_null(r);
-    const char *e = segc_last_error(ctx);
-    if (strncmp(e, op, strlen(op)) != 0 || (what && !strstr(e, what))) fail_msg("unexpected error '%s' (want %s ... %s)", e, op, what ? what : "");
-    segc_clear_error(ctx);
-}
-
 static void test_conv_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(1);
     segc_conv_params p = segc_conv_params_default();
@@ -189,31 +182,31 @@ static void test_conv_errors(void **state) {
     segc_tensor *b = t_randn(ctx, 1, SHAPE(4), 1, false);
     assert_non_null(segc_conv2d(ctx, x, w, b, &p));
     /* channel mismatch */
-    expect_error(ctx, segc_conv2d(ctx, x, t_randn(ctx, 4, SHAPE(4, 5, 3, 3), 1, false), b, &p), "conv2d:", "channel mismatch");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, t_randn(ctx, 4, SHAPE(4, 5, 3, 3), 1, false), b, &p), "conv2d:", "channel mismatch");
     /* groups not dividing C */
     p.groups = 4;
-    expect_error(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "groups");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "groups");
     p = segc_conv_params_default();
     /* kernel larger than padded input */
-    expect_error(ctx, segc_conv2d(ctx, x, t_randn(ctx, 4, SHAPE(4, 6, 7, 7), 1, false), b, &p), "conv2d:",
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, t_randn(ctx, 4, SHAPE(4, 6, 7, 7), 1, false), b, &p), "conv2d:",
                  "kernel larger than padded input");
     p.dilation[0] = 3;
-    expect_error(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "kernel larger than padded input");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "kernel larger than padded input");
     p = segc_conv_params_default();
     /* wrong ndim, integer dtype, dtype mismatch, bias shape, bad params */
-    expect_error(ctx, segc_conv2d(ctx, t_randn(ctx, 3, SHAPE(6, 5, 5), 1, false), w, b, &p), "conv2d:", "4-D");
-    expect_error(ctx, segc_conv2d(ctx, segc_tensor_new(ctx, SEGC_I32, 4, SHAPE(2, 6, 5, 5)), w, b, &p), "conv2d:", "i32");
-    expect_error(ctx, segc_conv2d(ctx, segc_cast(ctx, x, SEGC_BF16), w, b, &p), "conv2d:", "dtype");
-    expect_error(ctx, segc_conv2d(ctx, x, w, t_randn(ctx, 1, SHAPE(5), 1, false), &p), "conv2d:", "b must be [4]");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, t_randn(ctx, 3, SHAPE(6, 5, 5), 1, false), w, b, &p), "conv2d:", "4-D");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, segc_tensor_new(ctx, SEGC_I32, 4, SHAPE(2, 6, 5, 5)), w, b, &p), "conv2d:", "i32");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, segc_cast(ctx, x, SEGC_BF16), w, b, &p), "conv2d:", "dtype");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, t_randn(ctx, 1, SHAPE(5), 1, false), &p), "conv2d:", "b must be [4]");
     p.stride[1] = 0;
-    expect_error(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "stride");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "stride");
     p = segc_conv_params_default();
     p.output_padding[0] = 1;
-    expect_error(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "output_padding");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "output_padding");
     p = segc_conv_params_default();
     p.act = SEGC_ACT_LEAKY_RELU;
     p.act_alpha = -0.5f;
-    expect_error(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "act_alpha");
+    EXPECT_ERR(ctx, segc_conv2d(ctx, x, w, b, &p), "conv2d:", "act_alpha");
     /* NULL input: NULL result, first error kept */
     segc_set_error(ctx, "first");
     assert_null(segc_conv2d(ctx, NULL, w, b, NULL));
@@ -224,22 +217,22 @@ static void test_conv_errors(void **state) {
     p = segc_conv_params_default();
     segc_tensor *wt = t_randn(ctx, 4, SHAPE(6, 3, 2, 2), 1, false);
     assert_non_null(segc_conv_transpose2d(ctx, x, wt, NULL, &p));
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, t_randn(ctx, 4, SHAPE(5, 3, 2, 2), 1, false), NULL, &p),
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, t_randn(ctx, 4, SHAPE(5, 3, 2, 2), 1, false), NULL, &p),
                  "conv_transpose2d:", "channel mismatch");
     p.groups = 4;
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "groups");
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "groups");
     p = segc_conv_params_default();
     p.output_padding[1] = 1;   /* not smaller than stride 1 or dilation 1 */
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "output_padding");
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "output_padding");
     p = segc_conv_params_default();
     p.pad[0] = 3;   /* (5-1)*1 - 6 + 2 = 0 rows */
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "empty");
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, wt, NULL, &p), "conv_transpose2d:", "empty");
     p = segc_conv_params_default();
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, t_randn(ctx, 2, SHAPE(6, 3), 1, false), NULL, &p),
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, t_randn(ctx, 2, SHAPE(6, 3), 1, false), NULL, &p),
                  "conv_transpose2d:", "4-D");
-    expect_error(ctx, segc_conv_transpose2d(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(2, 6, 5, 5)), wt, NULL, &p),
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(2, 6, 5, 5)), wt, NULL, &p),
                  "conv_transpose2d:", "u8");
-    expect_error(ctx, segc_conv_transpose2d(ctx, x, wt, t_randn(ctx, 1, SHAPE(4), 1, false), &p), "conv_transpose2d:",
+    EXPECT_ERR(ctx, segc_conv_transpose2d(ctx, x, wt, t_randn(ctx, 1, SHAPE(4), 1, false), &p), "conv_transpose2d:",
                  "b must be [3]");
     segc_ctx_free(ctx);
 }
@@ -247,22 +240,22 @@ static void test_conv_errors(void **state) {
 static void test_pool_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(1);
     segc_tensor *x = t_randn(ctx, 4, SHAPE(1, 2, 4, 5), 1, false);
-    expect_error(ctx, segc_max_pool2d(ctx, x, 7, 3, 1, 1, 1, 1, false), "max_pool2d:", "kernel larger than padded input");
-    expect_error(ctx, segc_max_pool2d(ctx, x, 3, 3, 1, 1, 2, 1, false), "max_pool2d:", "half the kernel");
-    expect_error(ctx, segc_max_pool2d(ctx, x, 3, 3, 0, 1, 1, 1, false), "max_pool2d:", "stride");
-    expect_error(ctx, segc_max_pool2d(ctx, t_randn(ctx, 3, SHAPE(2, 4, 5), 1, false), 2, 2, 2, 2, 0, 0, false),
+    EXPECT_ERR(ctx, segc_max_pool2d(ctx, x, 7, 3, 1, 1, 1, 1, false), "max_pool2d:", "kernel larger than padded input");
+    EXPECT_ERR(ctx, segc_max_pool2d(ctx, x, 3, 3, 1, 1, 2, 1, false), "max_pool2d:", "half the kernel");
+    EXPECT_ERR(ctx, segc_max_pool2d(ctx, x, 3, 3, 0, 1, 1, 1, false), "max_pool2d:", "stride");
+    EXPECT_ERR(ctx, segc_max_pool2d(ctx, t_randn(ctx, 3, SHAPE(2, 4, 5), 1, false), 2, 2, 2, 2, 0, 0, false),
                  "max_pool2d:", "4-D");
-    expect_error(ctx, segc_max_pool2d(ctx, segc_tensor_new(ctx, SEGC_I64, 4, SHAPE(1, 2, 4, 5)), 2, 2, 2, 2, 0, 0, false),
+    EXPECT_ERR(ctx, segc_max_pool2d(ctx, segc_tensor_new(ctx, SEGC_I64, 4, SHAPE(1, 2, 4, 5)), 2, 2, 2, 2, 0, 0, false),
                  "max_pool2d:", "i64");
-    expect_error(ctx, segc_avg_pool2d(ctx, x, 3, 6, 1, 1, 0, 0, false, true), "avg_pool2d:",
+    EXPECT_ERR(ctx, segc_avg_pool2d(ctx, x, 3, 6, 1, 1, 0, 0, false, true), "avg_pool2d:",
                  "kernel larger than padded input");
-    expect_error(ctx, segc_avg_pool2d(ctx, x, 0, 2, 1, 1, 0, 0, false, true), "avg_pool2d:", "kernel");
-    expect_error(ctx, segc_avg_pool2d(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(1, 2, 4, 5)), 2, 2, 1, 1, 0, 0, false,
+    EXPECT_ERR(ctx, segc_avg_pool2d(ctx, x, 0, 2, 1, 1, 0, 0, false, true), "avg_pool2d:", "kernel");
+    EXPECT_ERR(ctx, segc_avg_pool2d(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(1, 2, 4, 5)), 2, 2, 1, 1, 0, 0, false,
                                       true), "avg_pool2d:", "u8");
-    expect_error(ctx, segc_adaptive_avg_pool2d(ctx, x, 0, 2), "adaptive_avg_pool2d:", "output size");
-    expect_error(ctx, segc_adaptive_avg_pool2d(ctx, t_randn(ctx, 2, SHAPE(4, 5), 1, false), 2, 2),
+    EXPECT_ERR(ctx, segc_adaptive_avg_pool2d(ctx, x, 0, 2), "adaptive_avg_pool2d:", "output size");
+    EXPECT_ERR(ctx, segc_adaptive_avg_pool2d(ctx, t_randn(ctx, 2, SHAPE(4, 5), 1, false), 2, 2),
                  "adaptive_avg_pool2d:", "4-D");
-    expect_error(ctx, segc_adaptive_avg_pool2d(ctx, segc_tensor_new(ctx, SEGC_I32, 4, SHAPE(1, 2, 4, 5)), 1, 1),
+    EXPECT_ERR(ctx, segc_adaptive_avg_pool2d(ctx, segc_tensor_new(ctx, SEGC_I32, 4, SHAPE(1, 2, 4, 5)), 1, 1),
                  "adaptive_avg_pool2d:", "i32");
     assert_null(segc_max_pool2d(ctx, NULL, 2, 2, 2, 2, 0, 0, false));
     assert_null(segc_adaptive_avg_pool2d(ctx, NULL, 1, 1));

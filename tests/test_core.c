@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/harness.h"
@@ -81,6 +83,8 @@ static void test_rng_counter_based(void **state) {
     segc_philox(0, 0, o);
     assert_int_equal(o[0], 0x6627e8d5u);
     assert_int_equal(o[1], 0xe169c58du);
+    assert_int_equal(o[2], 0xbc57ac4cu);
+    assert_int_equal(o[3], 0x9b00dbd8u);
 }
 
 static void test_bf16_rounding(void **state) {
@@ -176,11 +180,67 @@ static void test_params_flat(void **state) {
     segc_params_free(&p);
 }
 
+/* SEGC_ARENA_POISON=1: every allocation arrives filled with NaN (0xFF bytes),
+ * also memory handed out again after a reset; calloc still zeroes */
+static void test_arena_poison(void **state) {
+    setenv("SEGC_ARENA_POISON", "1", 1);
+    segc_arena a;
+    segc_arena_init(&a, 1 << 12);
+    unsetenv("SEGC_ARENA_POISON");
+    assert_true(a.poison);
+    for (int round = 0; round < 2; round++) {
+        float *x = segc_arena_alloc(&a, 100 * sizeof(float));
+        for (int i = 0; i < 100; i++) assert_true(isnan(x[i]));
+        for (int i = 0; i < 100; i++) x[i] = 1.0f;   /* leftovers a later step must not see */
+        float *z = segc_arena_calloc(&a, 8 * sizeof(float));
+        for (int i = 0; i < 8; i++) assert_true(z[i] == 0.0f);
+        segc_arena_reset(&a);
+    }
+    segc_arena_free(&a);
+    segc_arena b;
+    segc_arena_init(&b, 0);
+    assert_false(b.poison);   /* off unless asked for */
+    segc_arena_free(&b);
+}
+
+/* An arena that cannot grow stops with a message saying how much it needed
+ * (in a child process: it aborts by design, callers never see NULL). */
+static void test_arena_oom_message(void **state) {
+#if defined(__SANITIZE_ADDRESS__)
+    SKIP_ALLOWED("AddressSanitizer aborts on the impossible allocation itself, before segc's message");
+#else
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        segc_arena a;
+        segc_arena_init(&a, 0);
+        segc_arena_alloc(&a, (size_t)1 << 50);   /* 1 PiB: no machine has it */
+        _exit(0);
+    }
+    close(fds[1]);
+    char buf[1024] = "";
+    size_t n = 0;
+    for (ssize_t k; n < sizeof buf - 1 && (k = read(fds[0], buf + n, sizeof buf - 1 - n)) > 0;) n += (size_t)k;
+    buf[n] = 0;
+    close(fds[0]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    print_message("  child said: %s", buf);
+    assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
+    if (!strstr(buf, "could not grow by 1125899906842624 bytes")) fail_msg("message lacks the size: %s", buf);
+#endif
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arena_consolidates), cmocka_unit_test(test_arena_rewind),   cmocka_unit_test(test_rng_counter_based),
         cmocka_unit_test(test_bf16_rounding),        cmocka_unit_test(test_safetensors_roundtrip),
         cmocka_unit_test(test_cast_grad_and_errors), cmocka_unit_test(test_params_flat),
+        cmocka_unit_test(test_arena_poison),       cmocka_unit_test(test_arena_oom_message),
     };
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);
 }

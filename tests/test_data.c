@@ -236,18 +236,19 @@ static void coco_parse_cases(void) {
     rm_rf(tmp);
 }
 
+/* The shared data must be there (CI always has it): a missing dataset fails
+ * the test, naming the path, instead of skipping it. */
 static bool have_data(const char *sub) {
     char p[2048];
     snprintf(p, sizeof p, "%s/%s", g_data, sub);
     struct stat st;
-    if (stat(p, &st) == 0) return true;
-    printf("  (skipped: %s not found; set SEGC_DATA)\n", p);
-    return false;
+    if (stat(p, &st) != 0) fail_msg("%s not found: this test needs the shared data (set SEGC_DATA)", p);
+    return true;
 }
 
 static void test_camvid(void **state) {
     (void)state;
-    if (!have_data("camvid")) skip();
+    have_data("camvid");
     segc_dataset *tr = open_ok("camvid", "camvid", NULL, NULL);
     segc_dataset *va = open_ok("camvid", "camvid", "val", NULL);
     assert_int_equal(segc_dataset_len(tr), 367);
@@ -291,7 +292,7 @@ static void test_camvid(void **state) {
 
 static void test_ade20k(void **state) {
     (void)state;
-    if (!have_data("ade20k-samples")) skip();
+    have_data("ade20k-samples");
     segc_dataset *tr = open_ok("ade20k", "ade20k-samples", NULL, NULL);
     segc_dataset *va = open_ok("ade20k", "ade20k-samples/ADEChallengeData2016", "val", NULL);
     assert_int_equal(segc_dataset_len(tr), 1);
@@ -333,7 +334,7 @@ static void test_ade20k(void **state) {
 
 static void test_cityscapes(void **state) {
     (void)state;
-    if (!have_data("cityscapes-sample")) skip();
+    have_data("cityscapes-sample");
     segc_dataset *ds = open_ok("cityscapes", "cityscapes-sample", "val", NULL);
     assert_int_equal(segc_dataset_len(ds), 1);
     assert_int_equal(segc_dataset_num_classes(ds), 19);
@@ -383,7 +384,7 @@ static void test_cityscapes(void **state) {
 
 static void test_voc_synthetic(void **state) {
     (void)state;
-    if (!have_data("ade20k-samples")) skip();
+    have_data("ade20k-samples");
     char tmp[] = "/tmp/segc_voc_XXXXXX";
     assert_non_null(mkdtemp(tmp));
     char base[512], cmd[4096];
@@ -432,7 +433,7 @@ static void test_voc_synthetic(void **state) {
 
 static void test_folder(void **state) {
     (void)state;
-    if (!have_data("isbi-membranes")) skip();
+    have_data("isbi-membranes");
     segc_dataset_opts o;
     segc_dataset_opts_default(&o);
     o.value_map = "255:1";
@@ -508,7 +509,7 @@ static void test_folder(void **state) {
 
 static void test_coco(void **state) {
     (void)state;
-    if (!have_data("coco-mini")) skip();
+    have_data("coco-mini");
     segc_dataset *tr = open_ok("coco", "coco-mini", "train", NULL);
     segc_dataset *va = open_ok("coco", "coco-mini", "val2017", NULL);
     assert_int_equal(segc_dataset_len(tr), 80);
@@ -563,7 +564,7 @@ static void test_coco(void **state) {
 
 static void test_brats(void **state) {
     (void)state;
-    if (!have_data("brats-mini")) skip();
+    have_data("brats-mini");
     segc_dataset *tr = open_ok("brats", "brats-mini", NULL, NULL);
     assert_int_equal(segc_dataset_len(tr), 2 * 155);
     assert_int_equal(segc_dataset_num_classes(tr), 5);
@@ -660,7 +661,8 @@ static void test_msd_synthetic(void **state) {
 
 static void test_corrupt_files(void **state) {
     (void)state;
-    if (!have_data("camvid") || !have_data("brats-mini")) skip();
+    have_data("camvid");
+    have_data("brats-mini");
     char tmp[] = "/tmp/segc_bad_XXXXXX";
     assert_non_null(mkdtemp(tmp));
     make_broken_camvid(tmp);
@@ -710,7 +712,7 @@ static void test_errors_and_threads(void **state) {
     o.image_channels = 2;
     assert_null(segc_dataset_open("camvid", "/tmp", NULL, &o, err, sizeof err));
     assert_non_null(strstr(err, "image_channels"));
-    if (!have_data("camvid")) skip();
+    have_data("camvid");
     segc_dataset *ds = open_ok("camvid", "camvid", "val", NULL);
     segc_sample s;
     assert_false(segc_dataset_load(ds, 101, &s, err, sizeof err));
@@ -735,11 +737,8 @@ static void test_errors_and_threads(void **state) {
 
 static void test_cli_check(void **state) {
     (void)state;
-    if (!have_data("camvid")) skip();
-    if (access(g_cli, X_OK) != 0) {
-        printf("  (skipped: %s not built)\n", g_cli);
-        skip();
-    }
+    have_data("camvid");
+    if (access(g_cli, X_OK) != 0) fail_msg("%s not built (make test builds it)", g_cli);
     char cmd[4096], out[1 << 16];
     snprintf(cmd, sizeof cmd, "%s data check camvid --root %s/camvid --split val --threads 2", g_cli, g_data);
     int rc = run_capture(cmd, out, sizeof out);

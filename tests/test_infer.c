@@ -364,12 +364,6 @@ static segc_tensor *many_classes_forward(segc_ctx *ctx, void *model, segc_tensor
     return segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(x->shape[0], 300, 2, 2));
 }
 
-static void expect_error(segc_ctx *ctx, segc_tensor *r, const char *needle) {
-    assert_null(r);
-    if (!strstr(segc_last_error(ctx), needle)) fail_msg("error '%s' lacks '%s'", segc_last_error(ctx), needle);
-    segc_clear_error(ctx);
-}
-
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(0), *work = segc_ctx_new(0);
     test_model m = {.w = t_randn(ctx, 4, SHAPE(2, 3, 1, 1), 1.f, false), .b = NULL};
@@ -383,33 +377,33 @@ static void test_errors(void **state) {
     o.stride_h = 0, o.stride_w = 2;
     assert_false(segc_infer_opts_validate(&o, err, sizeof err));
     assert_non_null(strstr(err, "stride"));
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "infer: slide mode needs");
-    expect_error(ctx, segc_infer_logits(ctx, work, test_model_forward, &m, x, &o), "stride");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "infer: slide mode needs");
+    EXPECT_ERR(ctx, segc_infer_logits(ctx, work, test_model_forward, &m, x, &o), "stride");
     segc_infer_opts_default(&o);
     /* bad TTA ratios */
     o.n_ratios = 1;
     o.ratios[0] = 0.f;
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "ratio");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "ratio");
     o.ratios[0] = 0.01f;   /* 8x8 -> 0x0 */
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "infer: TTA ratio");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "infer: TTA ratio");
     o.n_ratios = SEGC_INFER_MAX_RATIOS + 1;
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "n_ratios");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, &o, NULL), "n_ratios");
     segc_infer_opts_default(&o);
     /* images of the wrong rank / dtype, bad output size, missing options */
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, t_randn(ctx, 3, SHAPE(3, 8, 8), 1.f, false), 0,
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, t_randn(ctx, 3, SHAPE(3, 8, 8), 1.f, false), 0,
                                  0, &o, NULL),
                  "infer: images must be");
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, segc_tensor_zeros(ctx, SEGC_U8, 4, SHAPE(1, 3, 2, 2)),
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, segc_tensor_zeros(ctx, SEGC_U8, 4, SHAPE(1, 3, 2, 2)),
                                  0, 0, &o, NULL),
                  "infer");
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, -1, 4, &o, NULL), "infer: output size");
-    expect_error(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, NULL, NULL), "infer: options");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, -1, 4, &o, NULL), "infer: output size");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, test_model_forward, &m, x, 0, 0, NULL, NULL), "infer: options");
     /* forward failures: the model's own message comes through, work is clean afterwards */
-    expect_error(ctx, segc_infer(ctx, work, failing_forward, NULL, x, 0, 0, &o, NULL), "infer: forward: model: broken");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, failing_forward, NULL, x, 0, 0, &o, NULL), "infer: forward: model: broken");
     assert_false(work->has_err);
-    expect_error(ctx, segc_infer(ctx, NULL, failing_forward, NULL, x, 0, 0, &o, NULL), "model: broken layer");
-    expect_error(ctx, segc_infer(ctx, work, wrong_batch_forward, NULL, x, 0, 0, &o, NULL), "infer: forward on images");
-    expect_error(ctx, segc_infer(ctx, work, many_classes_forward, NULL, x, 0, 0, &o, NULL), "300 classes");
+    EXPECT_ERR(ctx, segc_infer(ctx, NULL, failing_forward, NULL, x, 0, 0, &o, NULL), "model: broken layer");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, wrong_batch_forward, NULL, x, 0, 0, &o, NULL), "infer: forward on images");
+    EXPECT_ERR(ctx, segc_infer(ctx, work, many_classes_forward, NULL, x, 0, 0, &o, NULL), "300 classes");
     /* the logits themselves have no class limit */
     assert_non_null(segc_infer_logits(ctx, work, many_classes_forward, NULL, x, &o));
     assert_null(segc_infer(ctx, work, test_model_forward, &m, NULL, 0, 0, &o, NULL));

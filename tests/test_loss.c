@@ -215,13 +215,6 @@ static void test_semantics(void **state) {
 }
 
 /* ---------------- errors ---------------- */
-#define EXPECT_ERR(call, text)                                                                    \
-    do {                                                                                          \
-        segc_clear_error(ctx);                                                                    \
-        assert_null(call);                                                                        \
-        if (!strstr(segc_last_error(ctx), text)) fail_msg("error was: %s", segc_last_error(ctx)); \
-    } while (0)
-
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(1);
     segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 3, 4, 5), 1, false);
@@ -229,44 +222,44 @@ static void test_errors(void **state) {
     segc_tensor *badshape = segc_tensor_zeros(ctx, SEGC_I64, 3, SHAPE(2, 5, 4));
     segc_tensor *flt = segc_tensor_zeros(ctx, SEGC_F32, 3, SHAPE(2, 4, 5));
     segc_ce_opts o = segc_ce_opts_default();
-    EXPECT_ERR(segc_cross_entropy(ctx, x, badshape, &o), "cross_entropy: target shape must be the logits' [2, 3, 4, 5] without dim 1, found [2, 5, 4]");
-    EXPECT_ERR(segc_cross_entropy(ctx, x, flt, &o), "cross_entropy: target must be i64, i32 or u8");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, badshape, &o), "cross_entropy: target shape must be the logits' [2, 3, 4, 5] without dim 1, found [2, 5, 4]");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, flt, &o), "cross_entropy: target must be i64, i32 or u8");
     ((int64_t *)lab->data)[1 * 20 + 2 * 5 + 3] = 7;
-    EXPECT_ERR(segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: target value 7 at [1, 2, 3] is outside [0, 3) and is not ignore_index -100");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: target value 7 at [1, 2, 3] is outside [0, 3) and is not ignore_index -100");
     ((int64_t *)lab->data)[1 * 20 + 2 * 5 + 3] = -1;
-    EXPECT_ERR(segc_cross_entropy(ctx, x, lab, &o), "target value -1 at [1, 2, 3]");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, lab, &o), "target value -1 at [1, 2, 3]");
     ((int64_t *)lab->data)[1 * 20 + 2 * 5 + 3] = 0;
     o.weight = t_randn(ctx, 1, SHAPE(4), 1, false);
-    EXPECT_ERR(segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: weight must have shape [3], found [4]");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: weight must have shape [3], found [4]");
     o = segc_ce_opts_default();
     o.label_smoothing = 1.5f;
-    EXPECT_ERR(segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: label_smoothing must be in [0, 1]");
-    EXPECT_ERR(segc_cross_entropy(ctx, lab, lab, NULL), "cross_entropy: logits must be f32 or bf16");
-    EXPECT_ERR(segc_cross_entropy(ctx, t_randn(ctx, 1, SHAPE(3), 1, false), lab, NULL), "cross_entropy: logits must be [N, C, ...]");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, x, lab, &o), "cross_entropy: label_smoothing must be in [0, 1]");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, lab, lab, NULL), "cross_entropy: logits must be f32 or bf16");
+    EXPECT_ERR(ctx, segc_cross_entropy(ctx, t_randn(ctx, 1, SHAPE(3), 1, false), lab, NULL), "cross_entropy: logits must be [N, C, ...]");
     /* dice */
-    EXPECT_ERR(segc_dice_loss(ctx, x, badshape, NULL), "dice_loss: target shape must be the logits'");
+    EXPECT_ERR(ctx, segc_dice_loss(ctx, x, badshape, NULL), "dice_loss: target shape must be the logits'");
     segc_tensor *u8 = segc_tensor_zeros(ctx, SEGC_U8, 3, SHAPE(2, 4, 5));
     ((uint8_t *)u8->data)[5] = 3;
-    EXPECT_ERR(segc_dice_loss(ctx, x, u8, NULL), "dice_loss: target value 3 at [0, 1, 0] is outside [0, 3) and is not ignore_index 255");
+    EXPECT_ERR(ctx, segc_dice_loss(ctx, x, u8, NULL), "dice_loss: target value 3 at [0, 1, 0] is outside [0, 3) and is not ignore_index 255");
     ((uint8_t *)u8->data)[5] = 255;
     assert_non_null(segc_dice_loss(ctx, x, u8, NULL));
     segc_dice_opts d = segc_dice_opts_default();
     d.exponent = 0;
-    EXPECT_ERR(segc_dice_loss(ctx, x, u8, &d), "dice_loss: need exponent in [1, 8]");
+    EXPECT_ERR(ctx, segc_dice_loss(ctx, x, u8, &d), "dice_loss: need exponent in [1, 8]");
     d = segc_dice_opts_default();
     d.class_weight = t_randn(ctx, 1, SHAPE(2), 1, false);
-    EXPECT_ERR(segc_dice_loss(ctx, x, u8, &d), "dice_loss: class_weight must have shape [3], found [2]");
+    EXPECT_ERR(ctx, segc_dice_loss(ctx, x, u8, &d), "dice_loss: class_weight must have shape [3], found [2]");
     /* bce / smooth l1 */
     segc_tensor *y = t_uniform(ctx, 4, SHAPE(2, 3, 4, 5), 0, 1, false);
-    EXPECT_ERR(segc_bce_with_logits(ctx, x, flt, NULL, NULL, SEGC_LOSS_MEAN), "bce_with_logits: target must have the shape of logits [2, 3, 4, 5], found [2, 4, 5]");
-    EXPECT_ERR(segc_bce_with_logits(ctx, x, y, t_randn(ctx, 1, SHAPE(4), 1, false), NULL, SEGC_LOSS_MEAN),
+    EXPECT_ERR(ctx, segc_bce_with_logits(ctx, x, flt, NULL, NULL, SEGC_LOSS_MEAN), "bce_with_logits: target must have the shape of logits [2, 3, 4, 5], found [2, 4, 5]");
+    EXPECT_ERR(ctx, segc_bce_with_logits(ctx, x, y, t_randn(ctx, 1, SHAPE(4), 1, false), NULL, SEGC_LOSS_MEAN),
                "bce_with_logits: weight of shape [4] does not broadcast to [2, 3, 4, 5]");
-    EXPECT_ERR(segc_bce_with_logits(ctx, x, y, NULL, t_randn(ctx, 2, SHAPE(3, 2), 1, false), SEGC_LOSS_MEAN),
+    EXPECT_ERR(ctx, segc_bce_with_logits(ctx, x, y, NULL, t_randn(ctx, 2, SHAPE(3, 2), 1, false), SEGC_LOSS_MEAN),
                "bce_with_logits: pos_weight of shape [3, 2] does not broadcast");
-    EXPECT_ERR(segc_bce_with_logits(ctx, x, lab, NULL, NULL, SEGC_LOSS_MEAN), "bce_with_logits: target must be f32 or bf16");
-    EXPECT_ERR(segc_smooth_l1(ctx, x, flt, 1.f, SEGC_LOSS_MEAN), "smooth_l1: target must have the shape of pred");
-    EXPECT_ERR(segc_smooth_l1(ctx, x, y, -1.f, SEGC_LOSS_MEAN), "smooth_l1: beta must be >= 0");
-    EXPECT_ERR(segc_smooth_l1(ctx, x, y, 1.f, (segc_loss_reduction)7), "smooth_l1: unknown reduction 7");
+    EXPECT_ERR(ctx, segc_bce_with_logits(ctx, x, lab, NULL, NULL, SEGC_LOSS_MEAN), "bce_with_logits: target must be f32 or bf16");
+    EXPECT_ERR(ctx, segc_smooth_l1(ctx, x, flt, 1.f, SEGC_LOSS_MEAN), "smooth_l1: target must have the shape of pred");
+    EXPECT_ERR(ctx, segc_smooth_l1(ctx, x, y, -1.f, SEGC_LOSS_MEAN), "smooth_l1: beta must be >= 0");
+    EXPECT_ERR(ctx, segc_smooth_l1(ctx, x, y, 1.f, (segc_loss_reduction)7), "smooth_l1: unknown reduction 7");
     /* NULL inputs keep the first error */
     segc_clear_error(ctx);
     segc_set_error(ctx, "earlier failure");

@@ -374,47 +374,40 @@ static void test_gemm_paths(void **state) {
 
 /* ---- errors ---- */
 
-static void expect_error(segc_ctx *ctx, segc_tensor *r, const char *what) {
-    assert_null(r);
-    print_message("  error: %s\n", segc_last_error(ctx));
-    assert_non_null(strstr(segc_last_error(ctx), what));
-    segc_clear_error(ctx);
-}
-
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(4);
     segc_tensor *a = t_randn(ctx, 2, SHAPE(3, 5), 1, false), *b = t_randn(ctx, 2, SHAPE(4, 7), 1, false);
-    expect_error(ctx, segc_matmul(ctx, a, b, false, false), "matmul: inner dims");
+    EXPECT_ERR(ctx, segc_matmul(ctx, a, b, false, false), "matmul: inner dims");
     segc_tensor *a3 = t_randn(ctx, 3, SHAPE(2, 3, 5), 1, false), *b3 = t_randn(ctx, 3, SHAPE(3, 5, 2), 1, false);
-    expect_error(ctx, segc_matmul(ctx, a3, b3, false, false), "matmul: batch dims");
+    EXPECT_ERR(ctx, segc_matmul(ctx, a3, b3, false, false), "matmul: batch dims");
     segc_tensor *ai = segc_tensor_new(ctx, SEGC_I32, 2, SHAPE(3, 5));
-    expect_error(ctx, segc_matmul(ctx, ai, t_randn(ctx, 2, SHAPE(5, 2), 1, false), false, false), "matmul:");
+    EXPECT_ERR(ctx, segc_matmul(ctx, ai, t_randn(ctx, 2, SHAPE(5, 2), 1, false), false, false), "matmul:");
     segc_tensor *bb = segc_cast(ctx, t_randn(ctx, 2, SHAPE(5, 2), 1, false), SEGC_BF16);
-    expect_error(ctx, segc_matmul(ctx, a, bb, false, false), "matmul: a and b expected the same dtype");
-    expect_error(ctx, segc_matmul(ctx, t_randn(ctx, 1, SHAPE(5), 1, false), a, false, false), "matmul: expected a");
+    EXPECT_ERR(ctx, segc_matmul(ctx, a, bb, false, false), "matmul: a and b expected the same dtype");
+    EXPECT_ERR(ctx, segc_matmul(ctx, t_randn(ctx, 1, SHAPE(5), 1, false), a, false, false), "matmul: expected a");
     assert_null(segc_matmul(ctx, NULL, a, false, false));
     assert_false(ctx->has_err);
 
     segc_tensor *x = t_randn(ctx, 3, SHAPE(2, 3, 5), 1, false), *w = t_randn(ctx, 2, SHAPE(4, 6), 1, false);
-    expect_error(ctx, segc_linear(ctx, x, w, NULL), "linear: expected x [..., in]");
+    EXPECT_ERR(ctx, segc_linear(ctx, x, w, NULL), "linear: expected x [..., in]");
     w = t_randn(ctx, 2, SHAPE(4, 5), 1, false);
-    expect_error(ctx, segc_linear(ctx, x, w, t_randn(ctx, 1, SHAPE(3), 1, false)), "linear: expected");
-    expect_error(ctx, segc_linear(ctx, segc_tensor_new(ctx, SEGC_I64, 2, SHAPE(2, 5)), w, NULL), "linear:");
+    EXPECT_ERR(ctx, segc_linear(ctx, x, w, t_randn(ctx, 1, SHAPE(3), 1, false)), "linear: expected");
+    EXPECT_ERR(ctx, segc_linear(ctx, segc_tensor_new(ctx, SEGC_I64, 2, SHAPE(2, 5)), w, NULL), "linear:");
 
     segc_tensor *q = t_randn(ctx, 3, SHAPE(2, 6, 6), 1, false), *k = t_randn(ctx, 3, SHAPE(2, 4, 6), 1, false);
-    expect_error(ctx, segc_attention(ctx, q, k, k, 4, 1.0f), "attention: heads 4 expected to divide");
-    expect_error(ctx, segc_attention(ctx, q, t_randn(ctx, 3, SHAPE(3, 4, 6), 1, false), k, 2, 1.0f),
+    EXPECT_ERR(ctx, segc_attention(ctx, q, k, k, 4, 1.0f), "attention: heads 4 expected to divide");
+    EXPECT_ERR(ctx, segc_attention(ctx, q, t_randn(ctx, 3, SHAPE(3, 4, 6), 1, false), k, 2, 1.0f),
                  "attention: expected q [B, Nq, H*D]");
-    expect_error(ctx, segc_attention(ctx, q, t_randn(ctx, 3, SHAPE(2, 4, 5), 1, false), k, 1, 1.0f),
+    EXPECT_ERR(ctx, segc_attention(ctx, q, t_randn(ctx, 3, SHAPE(2, 4, 5), 1, false), k, 1, 1.0f),
                  "attention: expected");
-    expect_error(ctx, segc_attention(ctx, q, k, t_randn(ctx, 3, SHAPE(2, 3, 6), 1, false), 1, 1.0f),
+    EXPECT_ERR(ctx, segc_attention(ctx, q, k, t_randn(ctx, 3, SHAPE(2, 3, 6), 1, false), 1, 1.0f),
                  "attention: expected");
     segc_tensor *qi = segc_tensor_new(ctx, SEGC_I32, 3, SHAPE(2, 6, 6));
-    expect_error(ctx, segc_attention(ctx, qi, k, k, 1, 1.0f), "attention:");
-    expect_error(ctx, segc_attention(ctx, q, k, k, 0, 1.0f), "attention: heads 0");
-    expect_error(ctx, segc_attention(ctx, q, k, k, 1, NAN), "attention: heads 1");
+    EXPECT_ERR(ctx, segc_attention(ctx, qi, k, k, 1, 1.0f), "attention:");
+    EXPECT_ERR(ctx, segc_attention(ctx, q, k, k, 0, 1.0f), "attention: heads 0");
+    EXPECT_ERR(ctx, segc_attention(ctx, q, k, k, 1, NAN), "attention: heads 1");
     segc_tensor *q0 = t_randn(ctx, 3, SHAPE(2, 6, 0), 1, false), *k0 = t_randn(ctx, 3, SHAPE(2, 4, 0), 1, false);
-    expect_error(ctx, segc_attention(ctx, q0, k0, k, 1, 1.0f), "at least one per head");
+    EXPECT_ERR(ctx, segc_attention(ctx, q0, k0, k, 1, 1.0f), "at least one per head");
     segc_ctx_free(ctx);
 }
 

@@ -480,6 +480,27 @@ static void test_eval_dataset(void **state) {
         expect_same_metrics(got, &want, 3);
         segc_evaluator_free(got);
     }
+    /* kept report samples are spread over the split (a and c of a, b, c), not the first ones */
+    {
+        segc_eval_sample kept[2];
+        int n_kept = 0;
+        memset(kept, 0, sizeof kept);
+        o.batch_size = 1;
+        o.keep = 2;
+        o.samples = kept;
+        o.n_kept = &n_kept;
+        segc_evaluator *got = new_eval3();
+        if (!segc_eval_dataset(ctx, work, identity_forward, w, ds, &o, got, err, sizeof err)) fail_msg("%s", err);
+        segc_evaluator_free(got);
+        assert_int_equal(n_kept, 2);
+        print_message("  kept %s, %s\n", kept[0].name, kept[1].name);
+        assert_true(kept[0].name[0] == 'a' && kept[0].name[1] == '.');   /* base names: a.png, c.png */
+        assert_true(kept[1].name[0] == 'c' && kept[1].name[1] == '.');
+        for (int i = 0; i < n_kept; i++) segc_eval_sample_free(&kept[i]);
+        o.keep = 0;
+        o.samples = NULL;
+        o.n_kept = NULL;
+    }
     /* two ranks, merged */
     o.batch_size = 1;
     o.world_size = 2;

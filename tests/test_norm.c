@@ -275,38 +275,31 @@ static void test_semantics(void **state) {
 }
 
 /* ---------------- errors ---------------- */
-#define EXPECT_ERR(call, text)                                                        \
-    do {                                                                              \
-        segc_clear_error(ctx);                                                        \
-        assert_null(call);                                                            \
-        if (!strstr(segc_last_error(ctx), text)) fail_msg("error was: %s", segc_last_error(ctx)); \
-    } while (0)
-
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(1);
     segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 6, 3, 3), 1, false), *g5 = t_randn(ctx, 1, SHAPE(5), 1, false);
     segc_tensor *g6 = t_randn(ctx, 1, SHAPE(6), 1, false), *g3 = t_randn(ctx, 1, SHAPE(3), 1, false);
     segc_tensor *lab = segc_tensor_new(ctx, SEGC_I64, 2, SHAPE(2, 3));
-    EXPECT_ERR(segc_layer_norm(ctx, x, g5, NULL, 1e-5f), "layer_norm: gamma must have shape [3], found [5]");
-    EXPECT_ERR(segc_layer_norm(ctx, x, NULL, g6, 1e-5f), "layer_norm: beta must have shape [3], found [6]");
-    EXPECT_ERR(segc_layer_norm(ctx, lab, NULL, NULL, 1e-5f), "layer_norm: x must be f32 or bf16, found i64");
-    EXPECT_ERR(segc_layer_norm(ctx, x, NULL, NULL, -1.f), "layer_norm: eps");
-    EXPECT_ERR(segc_add_layer_norm(ctx, x, g6, g3, NULL, 1e-5f, NULL), "add_layer_norm: residual must match x");
-    EXPECT_ERR(segc_batch_norm(ctx, x, g5, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: gamma must have shape [6], found [5]");
+    EXPECT_ERR(ctx, segc_layer_norm(ctx, x, g5, NULL, 1e-5f), "layer_norm: gamma must have shape [3], found [5]");
+    EXPECT_ERR(ctx, segc_layer_norm(ctx, x, NULL, g6, 1e-5f), "layer_norm: beta must have shape [3], found [6]");
+    EXPECT_ERR(ctx, segc_layer_norm(ctx, lab, NULL, NULL, 1e-5f), "layer_norm: x must be f32 or bf16, found i64");
+    EXPECT_ERR(ctx, segc_layer_norm(ctx, x, NULL, NULL, -1.f), "layer_norm: eps");
+    EXPECT_ERR(ctx, segc_add_layer_norm(ctx, x, g6, g3, NULL, 1e-5f, NULL), "add_layer_norm: residual must match x");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, x, g5, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: gamma must have shape [6], found [5]");
     segc_tensor *rm16 = segc_tensor_zeros(ctx, SEGC_BF16, 1, SHAPE(6));
-    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, rm16, rm16, 0.1f, 1e-5f), "batch_norm: running_mean must be f32, found bf16");
-    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, g6, NULL, 0.1f, 1e-5f), "batch_norm: running_mean and running_var");
-    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, g5, g5, 0.1f, 1e-5f), "batch_norm: running_mean must have shape [6]");
-    EXPECT_ERR(segc_batch_norm(ctx, x, NULL, NULL, NULL, NULL, 1.5f, 1e-5f), "batch_norm: need eps >= 0 and momentum");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, x, NULL, NULL, rm16, rm16, 0.1f, 1e-5f), "batch_norm: running_mean must be f32, found bf16");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, x, NULL, NULL, g6, NULL, 0.1f, 1e-5f), "batch_norm: running_mean and running_var");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, x, NULL, NULL, g5, g5, 0.1f, 1e-5f), "batch_norm: running_mean must have shape [6]");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, x, NULL, NULL, NULL, NULL, 1.5f, 1e-5f), "batch_norm: need eps >= 0 and momentum");
     segc_tensor *one = t_randn(ctx, 4, SHAPE(1, 6, 1, 1), 1, false);
-    EXPECT_ERR(segc_batch_norm(ctx, one, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: batch statistics need more than 1");
-    EXPECT_ERR(segc_batch_norm(ctx, g6, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: x must be [N, C, ...]");
-    EXPECT_ERR(segc_group_norm(ctx, x, 4, NULL, NULL, 1e-5f), "group_norm: groups 4 must be >= 1 and divide the channels 6");
-    EXPECT_ERR(segc_group_norm(ctx, x, 0, NULL, NULL, 1e-5f), "group_norm: groups 0");
-    EXPECT_ERR(segc_group_norm(ctx, x, 2, g5, NULL, 1e-5f), "group_norm: gamma must have shape [6], found [5]");
-    EXPECT_ERR(segc_instance_norm(ctx, x, NULL, g3, 1e-5f), "instance_norm: beta must have shape [6], found [3]");
-    EXPECT_ERR(segc_instance_norm(ctx, lab, NULL, NULL, 1e-5f), "instance_norm: x must be f32 or bf16");
-    EXPECT_ERR(segc_instance_norm(ctx, segc_tensor_new(ctx, SEGC_F32, 2, SHAPE(2, 6)), NULL, NULL, 1e-5f),
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, one, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: batch statistics need more than 1");
+    EXPECT_ERR(ctx, segc_batch_norm(ctx, g6, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: x must be [N, C, ...]");
+    EXPECT_ERR(ctx, segc_group_norm(ctx, x, 4, NULL, NULL, 1e-5f), "group_norm: groups 4 must be >= 1 and divide the channels 6");
+    EXPECT_ERR(ctx, segc_group_norm(ctx, x, 0, NULL, NULL, 1e-5f), "group_norm: groups 0");
+    EXPECT_ERR(ctx, segc_group_norm(ctx, x, 2, g5, NULL, 1e-5f), "group_norm: gamma must have shape [6], found [5]");
+    EXPECT_ERR(ctx, segc_instance_norm(ctx, x, NULL, g3, 1e-5f), "instance_norm: beta must have shape [6], found [3]");
+    EXPECT_ERR(ctx, segc_instance_norm(ctx, lab, NULL, NULL, 1e-5f), "instance_norm: x must be f32 or bf16");
+    EXPECT_ERR(ctx, segc_instance_norm(ctx, segc_tensor_new(ctx, SEGC_F32, 2, SHAPE(2, 6)), NULL, NULL, 1e-5f),
                "instance_norm: x must be [N, C, spatial...]");
     /* NULL inputs: NULL result, first error kept */
     segc_clear_error(ctx);

@@ -363,6 +363,9 @@ static void check_resume(segc_opt_kind kind) {
     run_steps(ob, &s, 7, 13);
     assert_memory_equal(a.data, b.data, (size_t)a.total * sizeof(float));
     assert_memory_equal(oa->exp_avg, ob->exp_avg, (size_t)a.total * sizeof(float));
+    /* AdamW's second moment must survive the round trip too (SGD has none) */
+    assert_true((oa->exp_avg_sq == NULL) == (ob->exp_avg_sq == NULL));
+    if (oa->exp_avg_sq) assert_memory_equal(oa->exp_avg_sq, ob->exp_avg_sq, (size_t)a.total * sizeof(float));
     unlink(path);
     segc_optimizer_free(oa);
     segc_optimizer_free(ob);

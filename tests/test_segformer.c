@@ -245,6 +245,10 @@ static void test_bad_config_and_input(void **state) {
 }
 
 int main(void) {
+    /* poisoned step arenas (NaN fill): a kernel reading memory it never wrote
+     * cannot hide behind identical leftovers of the previous step; set before
+     * any context exists (and inherited by child processes) */
+    setenv("SEGC_ARENA_POISON", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tiny_forward_backward_adamw),
         cmocka_unit_test(test_b0_parity),

@@ -466,29 +466,21 @@ static void test_resize_streaming(void **state) {
 
 /* ------------------------------------------------------------------ errors */
 
-#define EXPECT_ERR(call, needle)                                                    \
-    do {                                                                            \
-        segc_clear_error(ctx);                                                      \
-        assert_null(call);                                                          \
-        if (!strstr(segc_last_error(ctx), needle))                                  \
-            fail_msg("error '%s' does not contain '%s'", segc_last_error(ctx), needle); \
-    } while (0)
-
 static void test_errors(void **state) {
     segc_ctx *ctx = segc_ctx_new(11);
     segc_tensor *x = t_randn(ctx, 3, SHAPE(2, 3, 4), 1, false), *y = t_randn(ctx, 3, SHAPE(2, 5, 5), 1, false);
-    EXPECT_ERR(segc_reshape(ctx, x, 2, SHAPE(5, 5)), "reshape: input [2, 3, 4] has 24 elements, target [5, 5] has 25");
-    EXPECT_ERR(segc_reshape(ctx, x, 2, SHAPE(-1, 5)), "reshape: cannot infer");
-    EXPECT_ERR(segc_reshape(ctx, x, 3, SHAPE(-1, -1, 4)), "reshape:");
-    EXPECT_ERR(segc_flatten(ctx, x, 2, 1), "flatten:");
-    EXPECT_ERR(segc_flatten(ctx, x, 0, 3), "flatten: dim 3 out of range");
-    EXPECT_ERR(segc_permute(ctx, x, (const int[]){0, 0, 1}), "permute: perm [0, 0, 1] is not a permutation");
-    EXPECT_ERR(segc_permute(ctx, x, (const int[]){0, 3, 1}), "permute:");
-    EXPECT_ERR(segc_transpose(ctx, x, 0, -4), "transpose: dim -4 out of range");
-    EXPECT_ERR(segc_concat(ctx, (segc_tensor *[]){x, y}, 2, 1), "concat: input 1 is f32 [2, 5, 5]");
-    EXPECT_ERR(segc_concat(ctx, (segc_tensor *[]){x, segc_cast(ctx, x, SEGC_BF16)}, 2, 0), "concat: input 1 is bf16");
-    EXPECT_ERR(segc_concat(ctx, (segc_tensor *[]){x}, 0, 0), "concat: expected at least one input");
-    EXPECT_ERR(segc_concat(ctx, (segc_tensor *[]){x}, 1, 3), "concat: dim 3 out of range");
+    EXPECT_ERR(ctx, segc_reshape(ctx, x, 2, SHAPE(5, 5)), "reshape: input [2, 3, 4] has 24 elements, target [5, 5] has 25");
+    EXPECT_ERR(ctx, segc_reshape(ctx, x, 2, SHAPE(-1, 5)), "reshape: cannot infer");
+    EXPECT_ERR(ctx, segc_reshape(ctx, x, 3, SHAPE(-1, -1, 4)), "reshape:");
+    EXPECT_ERR(ctx, segc_flatten(ctx, x, 2, 1), "flatten:");
+    EXPECT_ERR(ctx, segc_flatten(ctx, x, 0, 3), "flatten: dim 3 out of range");
+    EXPECT_ERR(ctx, segc_permute(ctx, x, (const int[]){0, 0, 1}), "permute: perm [0, 0, 1] is not a permutation");
+    EXPECT_ERR(ctx, segc_permute(ctx, x, (const int[]){0, 3, 1}), "permute:");
+    EXPECT_ERR(ctx, segc_transpose(ctx, x, 0, -4), "transpose: dim -4 out of range");
+    EXPECT_ERR(ctx, segc_concat(ctx, (segc_tensor *[]){x, y}, 2, 1), "concat: input 1 is f32 [2, 5, 5]");
+    EXPECT_ERR(ctx, segc_concat(ctx, (segc_tensor *[]){x, segc_cast(ctx, x, SEGC_BF16)}, 2, 0), "concat: input 1 is bf16");
+    EXPECT_ERR(ctx, segc_concat(ctx, (segc_tensor *[]){x}, 0, 0), "concat: expected at least one input");
+    EXPECT_ERR(ctx, segc_concat(ctx, (segc_tensor *[]){x}, 1, 3), "concat: dim 3 out of range");
     segc_tensor *outs[3];
     segc_clear_error(ctx);
     assert_false(segc_split(ctx, x, SHAPE(1, 1), 2, 1, outs));
@@ -497,24 +489,24 @@ static void test_errors(void **state) {
     segc_clear_error(ctx);
     assert_false(segc_split(ctx, x, SHAPE(5, -1), 2, 1, outs));
     assert_non_null(strstr(segc_last_error(ctx), "split:"));
-    EXPECT_ERR(segc_slice(ctx, x, 1, 4, 5, 1), "slice: start 4 end 5 step 1 invalid for dim 1 of size 3");
-    EXPECT_ERR(segc_slice(ctx, x, 1, -4, 2, 1), "slice:");
-    EXPECT_ERR(segc_slice(ctx, x, 1, 0, 2, 0), "slice:");
-    EXPECT_ERR(segc_slice(ctx, x, 2, 0, -5, 1), "slice:");
-    EXPECT_ERR(segc_slice(ctx, x, 3, 0, 1, 1), "slice: dim 3 out of range");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){4, 0}, 2, SEGC_PAD_REFLECT, 0), "pad: pads (4, 0) on dim 2 of size 4");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){0, 1, 3, 3}, 4, SEGC_PAD_REFLECT, 0), "reflect pads must be smaller");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){1, 2, 3}, 3, SEGC_PAD_CONSTANT, 0), "pad: expected an even number");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){0, 0, 0, 0, 0, 0, 1, 1}, 8, SEGC_PAD_CONSTANT, 0), "pad:");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){-3, -2}, 2, SEGC_PAD_CONSTANT, 0), "output size would be negative");
-    EXPECT_ERR(segc_pad(ctx, x, (const int[]){1, 1}, 2, (segc_pad_mode)7, 0), "pad: unknown mode 7");
+    EXPECT_ERR(ctx, segc_slice(ctx, x, 1, 4, 5, 1), "slice: start 4 end 5 step 1 invalid for dim 1 of size 3");
+    EXPECT_ERR(ctx, segc_slice(ctx, x, 1, -4, 2, 1), "slice:");
+    EXPECT_ERR(ctx, segc_slice(ctx, x, 1, 0, 2, 0), "slice:");
+    EXPECT_ERR(ctx, segc_slice(ctx, x, 2, 0, -5, 1), "slice:");
+    EXPECT_ERR(ctx, segc_slice(ctx, x, 3, 0, 1, 1), "slice: dim 3 out of range");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){4, 0}, 2, SEGC_PAD_REFLECT, 0), "pad: pads (4, 0) on dim 2 of size 4");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){0, 1, 3, 3}, 4, SEGC_PAD_REFLECT, 0), "reflect pads must be smaller");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){1, 2, 3}, 3, SEGC_PAD_CONSTANT, 0), "pad: expected an even number");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){0, 0, 0, 0, 0, 0, 1, 1}, 8, SEGC_PAD_CONSTANT, 0), "pad:");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){-3, -2}, 2, SEGC_PAD_CONSTANT, 0), "output size would be negative");
+    EXPECT_ERR(ctx, segc_pad(ctx, x, (const int[]){1, 1}, 2, (segc_pad_mode)7, 0), "pad: unknown mode 7");
     segc_tensor *img = t_randn(ctx, 4, SHAPE(1, 2, 3, 4), 1, false);
-    EXPECT_ERR(segc_resize_bilinear(ctx, img, 0, 4, false), "resize_bilinear: input [1, 2, 3, 4] to output 0x4");
-    EXPECT_ERR(segc_resize_bilinear(ctx, x, 4, 4, false), "resize_bilinear: input must be 4-D");
-    EXPECT_ERR(segc_resize_bilinear(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(1, 1, 2, 2)), 4, 4, false),
+    EXPECT_ERR(ctx, segc_resize_bilinear(ctx, img, 0, 4, false), "resize_bilinear: input [1, 2, 3, 4] to output 0x4");
+    EXPECT_ERR(ctx, segc_resize_bilinear(ctx, x, 4, 4, false), "resize_bilinear: input must be 4-D");
+    EXPECT_ERR(ctx, segc_resize_bilinear(ctx, segc_tensor_new(ctx, SEGC_U8, 4, SHAPE(1, 1, 2, 2)), 4, 4, false),
                "resize_bilinear: input must be f32 or bf16");
-    EXPECT_ERR(segc_resize_nearest(ctx, img, 3, -1), "resize_nearest: input [1, 2, 3, 4] to output 3x-1");
-    EXPECT_ERR(segc_resize_nearest_exact(ctx, segc_tensor_new(ctx, SEGC_F32, 4, SHAPE(1, 1, 0, 2)), 3, 3),
+    EXPECT_ERR(ctx, segc_resize_nearest(ctx, img, 3, -1), "resize_nearest: input [1, 2, 3, 4] to output 3x-1");
+    EXPECT_ERR(ctx, segc_resize_nearest_exact(ctx, segc_tensor_new(ctx, SEGC_F32, 4, SHAPE(1, 1, 0, 2)), 3, 3),
                "resize_nearest_exact:");
     /* NULL inputs propagate without overwriting the first error */
     segc_clear_error(ctx);

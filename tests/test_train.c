@@ -103,7 +103,7 @@ static int setup(void **state) {
     segc_config_defaults(&c);
     char err[512];
     if (!segc_config_data_root(&c, camvid, sizeof camvid, err, sizeof err)) {
-        fprintf(stderr, "CamVid not found (%s): training tests skipped\n", err);
+        fprintf(stderr, "CamVid not found (%s): every training test fails (set SEGC_DATA)\n", err);
         camvid[0] = 0;
     }
     snprintf(tmp_root, sizeof tmp_root, "/tmp/segc_train_test_XXXXXX");
@@ -117,7 +117,8 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
-#define NEED_DATA() do { if (!*camvid) skip(); } while (0)
+/* a missing dataset fails the test (CI always has the shared data) */
+#define NEED_DATA() do { if (!*camvid) fail_msg("CamVid not found: the training tests need ../shared/data/camvid (set SEGC_DATA)"); } while (0)
 
 static void test_deterministic_and_outputs(void **state) {
     NEED_DATA();
@@ -164,6 +165,22 @@ static void test_deterministic_and_outputs(void **state) {
     assert_non_null(strstr(html, "Bicyclist"));
     assert_null(strstr(html, "src=\"http"));   /* self-contained: nothing fetched */
     assert_null(strstr(html, "href=\"http"));
+    /* the periodic evaluation says what it covered: 2 images (train.val_max_samples) of the val split */
+    if (!strstr(html, "after iteration 12, 2 of ") || !strstr(html, " images of the val split (a subset"))
+        fail_msg("the report does not say what the latest evaluation covered");
+    free(html);
+    /* a final evaluation (what segc eval adds) goes into the report, replacing an earlier one */
+    double iou[11], acc[11];
+    for (int k = 0; k < 11; k++) iou[k] = acc[k] = 0.01 * k;
+    segc_metrics fm = {.num_classes = 11, .aAcc = 0.5, .mIoU = 0.123456, .mAcc = 0.25, .iou = iou, .acc = acc};
+    segc_report fr = {.metrics = &fm, .n_classes = 11, .split = "val", .eval_images = 101, .split_images = 101};
+    for (int round = 0; round < 2; round++)
+        if (!segc_report_add_final(a, &fr, "best.safetensors", err, sizeof err)) fail_msg("%s", err);
+    html = read_text(p);
+    const char *fin = strstr(html, "Final evaluation");
+    if (!fin || strstr(fin + 1, "Final evaluation") || !strstr(html, "101 of 101 images of the val split") ||
+        !strstr(html, "12.35") || !strstr(html, "Latest evaluation during training"))
+        fail_msg("the final evaluation is not in the report exactly once");
     free(html);
     /* the resolved config (classes and channels as built) reloads to the same values */
     segc_config c, d;
@@ -205,8 +222,11 @@ static char *latest_of(const char *dir) {
 }
 
 /* Runs the tiny training in a child process. kill_after_s > 0: SIGKILL it that
- * long after it starts or, with after_progress, that long after its `latest`
- * checkpoint first changes. Returns the exit status or -signal. */
+ * long after it starts. With after_progress, kill_after_s (>= 0) is a fraction
+ * instead: the child is killed that fraction of half the time it took to its
+ * first new checkpoint after that checkpoint lands -- well before the end
+ * however fast or slow this machine is today (a cold reference run can take
+ * three times a warm one). Returns the exit status or -signal. */
 static int run_child(const char *dir, double kill_after_s, bool after_progress) {
     char exe[1024];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -220,7 +240,8 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
         _exit(127);
     }
     int status = 0;
-    if (kill_after_s > 0) {
+    double t_start = segc_now_s();
+    if (kill_after_s > 0 || after_progress) {
         bool exited = false;
         while (after_progress && !exited) {   /* poll until a new checkpoint lands */
             char *now = latest_of(dir);
@@ -233,6 +254,7 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
         }
         free(before);
         if (exited) return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+        if (after_progress) kill_after_s *= 0.5 * (segc_now_s() - t_start);
         struct timespec ts = {(time_t)kill_after_s, (long)((kill_after_s - (double)(time_t)kill_after_s) * 1e9)};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);
@@ -240,6 +262,27 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
     waitpid(pid, &status, 0);
     if (WIFSIGNALED(status)) return -WTERMSIG(status);
     return WEXITSTATUS(status);
+}
+
+/* iteration named by DIR/checkpoints/latest ("iter_0000012" -> 12), 0 when none */
+static long latest_iter(const char *dir) {
+    char *l = latest_of(dir);
+    long it = l && !strncmp(l, "iter_", 5) ? atol(l + 5) : 0;
+    free(l);
+    return it;
+}
+
+/* Where the last child run in DIR started: N from its "resumed ... at
+ * iteration N" line, 0 when it started fresh, -1 when its log is missing. */
+static long child_start_iter(const char *dir) {
+    char p[1100];
+    snprintf(p, sizeof p, "%s.log", dir);
+    char *log = read_text(p);
+    if (!log) return -1;
+    const char *r = strstr(log, "resumed "), *at = r ? strstr(r, " at iteration ") : NULL;
+    long it = at ? atol(at + strlen(" at iteration ")) : 0;
+    free(log);
+    return it;
 }
 
 static void test_sigkill_resume_exact(void **state) {
@@ -255,20 +298,41 @@ static void test_sigkill_resume_exact(void **state) {
     int killed = 0;
     /* round 0 at a random moment of the whole run; later rounds at a random
      * moment within the checkpoint interval after the resumed run's next checkpoint */
-    for (int round = 0; round < 3; round++) {
-        double u = rand() / (double)RAND_MAX;
-        double at = round == 0 ? t_ref * (0.05 + 0.9 * u) : t_ref / 6 * u + 1e-3;
+    /* (rounds 3..5 only while no run has been killed yet: right after a checkpoint) */
+    int round = 0;
+    for (; round < 3 || (killed == 0 && round < 6); round++) {
+        double u = round < 3 ? rand() / (double)RAND_MAX : 0;
+        double at = round == 0 ? t_ref * (0.05 + 0.9 * u) : u;
+        if (killed == 0 && latest_iter(dir) >= 18) {   /* finished before any kill: start over, so one can land */
+            char cmd[1200];
+            snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s.log'", dir, dir);
+            assert_int_equal(system(cmd), 0);
+        }
+        long ckpt = latest_iter(dir);   /* where this run must resume */
         int rc = run_child(dir, at, round > 0);
         killed += rc == -SIGKILL;
         if (rc != -SIGKILL) assert_int_equal(rc, 0);
+        /* a "resume" that silently restarted from iteration 0 would still end
+         * bitwise equal (training is deterministic): check where it started */
+        long started = child_start_iter(dir);
+        if (ckpt > 0 && ckpt < 18 && started != ckpt)   /* (at 18 the run is complete: nothing to resume) */
+            fail_msg("round %d: the checkpoint was at iteration %ld but the run started at %ld", round, ckpt, started);
         char *l = latest_of(dir);
-        printf("  kill round %d, %.3f s %s (reference run %.3f s, seed %u): %s, latest %s", round, at,
-               round ? "after a checkpoint" : "after start", t_ref, seed, rc == -SIGKILL ? "killed" : "had finished",
-               l ? l : "none\n");
+        printf("  kill round %d, %.3f %s (reference run %.3f s, seed %u): %s, resumed at %ld, latest %s", round, at,
+               round ? "of the run-up to a checkpoint after it" : "s after start", t_ref, seed,
+               rc == -SIGKILL ? "killed" : "had finished", started, l ? l : "none\n");
         free(l);
     }
+    long ckpt = latest_iter(dir);
     assert_int_equal(run_child(dir, 0, false), 0);   /* resume to the end */
-    printf("  %d of 3 runs killed mid-way\n", killed);
+    printf("  %d of %d runs killed mid-way; the last run resumed at iteration %ld\n", killed, round, ckpt);
+    /* the test is about resuming after SIGKILL: at least one run must have died
+     * mid-way, and the final run must have resumed from a checkpoint, not from 0 */
+    if (killed == 0) fail_msg("no run was killed mid-way (every child finished first): nothing was resumed");
+    if (ckpt < 18) {
+        assert_true(ckpt > 0);
+        assert_int_equal(child_start_iter(dir), ckpt);
+    }
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.safetensors", ref);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.safetensors", dir);
     assert_same_tensors(p, q);
@@ -566,14 +630,25 @@ static int train_child(const char *dir, const char *root, const char *const *ext
     snprintf(camvid, sizeof camvid, "%s", root);
     segc_config c;
     tiny_config(&c, dir, extra, n_extra);
-    segc_train_opts o = {.resume = true, .quiet = true};
+    /* progress goes to DIR.log, so the parent can read where this run started
+     * ("resumed ... at iteration N"); notes are flushed line by line, so a
+     * SIGKILL loses none of them */
+    char log[1100];
+    snprintf(log, sizeof log, "%s.log", dir);
+    FILE *lf = fopen(log, "w");
+    segc_train_opts o = {.resume = true, .quiet = lf == NULL, .progress = lf};
     char err[1024];
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
     if (st != SEGC_TRAIN_DONE) fprintf(stderr, "child: %s\n", err);
+    if (lf) fclose(lf);
     return (int)st;
 }
 
 int main(int argc, char **argv) {
+    /* poisoned step arenas (NaN fill): a kernel reading memory it never wrote
+     * cannot hide behind identical leftovers of the previous step; set before
+     * any context exists (and inherited by child processes) */
+    setenv("SEGC_ARENA_POISON", "1", 1);
     if (argc >= 4 && !strcmp(argv[1], "--train-child"))
         return train_child(argv[2], argv[3], (const char *const *)argv + 4, argc - 4);
     const struct CMUnitTest tests[] = {

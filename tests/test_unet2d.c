@@ -420,6 +420,10 @@ static void test_weights_roundtrip(void **state) {
 }
 
 int main(void) {
+    /* poisoned step arenas (NaN fill): a kernel reading memory it never wrote
+     * cannot hide behind identical leftovers of the previous step; set before
+     * any context exists (and inherited by child processes) */
+    setenv("SEGC_ARENA_POISON", "1", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_match_monai),
         cmocka_unit_test(test_dice_ce_parity_and_sgd),

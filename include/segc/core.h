@@ -77,7 +77,16 @@ typedef struct segc_arena {
     size_t used_total;        /* bytes handed out since last reset */
     size_t high_water;        /* max used_total ever */
     size_t n_chunks;
+    bool poison;              /* debug: every allocation is filled with 0xFF bytes (see below) */
 } segc_arena;
+
+/* Debug mode, set from the environment at segc_arena_init: SEGC_ARENA_POISON=1
+ * fills every segc_arena_alloc with 0xFF bytes -- a NaN in f32 and in bf16, -1
+ * in integers -- so a kernel that reads memory it never wrote produces NaN or
+ * garbage instead of silently reusing identical leftovers of the previous step
+ * (which would keep determinism and parity tests green). Costs one memset per
+ * allocation; the determinism and parity tests turn it on. */
+bool segc_arena_poison_from_env(void);
 
 void segc_arena_init(segc_arena *a, size_t initial_bytes);
 void *segc_arena_alloc(segc_arena *a, size_t bytes);   /* uninitialised */

@@ -97,7 +97,7 @@ typedef struct segc_eval_opts {
     bool quiet;                       /* default false: progress on `progress` (NULL: stderr) */
     FILE *progress;
     int keep;                         /* predictions to keep for reports in samples[] (0: none) */
-    segc_eval_sample *samples;        /* keep entries, filled in order (out) */
+    segc_eval_sample *samples;        /* keep entries, evenly spaced over the pass, in order (out) */
     int *n_kept;                      /* (out, may be NULL) */
     bool profile_batches;             /* each batch is a profiler iteration (its index from 1), loader waits as "data" */
 } segc_eval_opts;

@@ -17,8 +17,18 @@ typedef struct segc_st_entry {
 
 typedef struct segc_st_file segc_st_file;
 
-/* NULL on failure with a one-line message in err naming the file. */
+/* Largest JSON header accepted (the format's own limit, 100 MB), so a
+ * corrupt length cannot make the parser walk gigabytes. */
+#define SEGC_ST_MAX_HEADER (100 << 20)
+
+/* NULL on failure with a one-line message in err naming the file. The file is
+ * memory-mapped (read-only); entries point into the mapping until close.
+ * Every shape product, byte size and offset is checked for overflow and
+ * against the file size. */
 segc_st_file *segc_st_open(const char *path, char *err, size_t errlen);
+/* The same over a caller's buffer (kept alive until close; nothing copied);
+ * name is used in messages. For fuzzing and in-memory checks. */
+segc_st_file *segc_st_open_mem(const void *data, size_t size, const char *name, char *err, size_t errlen);
 int segc_st_count(const segc_st_file *f);
 const segc_st_entry *segc_st_at(const segc_st_file *f, int i);
 const segc_st_entry *segc_st_get(const segc_st_file *f, const char *name);
@@ -28,8 +38,10 @@ void segc_st_close(segc_st_file *f);
 
 typedef struct segc_st_writer segc_st_writer;
 segc_st_writer *segc_st_writer_new(void);
-/* data is copied at add time so callers may reuse buffers */
-void segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int ndim, const int64_t *shape,
+/* data is copied at add time so callers may reuse buffers; false when it
+ * could not be (out of memory, bad shape), and segc_st_writer_save then fails
+ * with that message */
+bool segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int ndim, const int64_t *shape,
                         const void *data);
 void segc_st_writer_meta(segc_st_writer *w, const char *key, const char *value);
 bool segc_st_writer_save(segc_st_writer *w, const char *path, char *err, size_t errlen);

@@ -123,12 +123,28 @@ typedef struct segc_report {
     int n_classes;
     const segc_eval_sample *samples;
     int n_samples;
+    /* what the evaluation covered, shown with it (a 24-image periodic check
+     * must not read like the whole split) */
+    const char *split;                 /* "val" (NULL: not shown) */
+    int64_t eval_iter;                 /* the iteration it followed (0: not shown) */
+    int64_t eval_images;               /* images it used */
+    int64_t split_images;              /* images in the split (0: unknown) */
 } segc_report;
+
+/* rep's extras (mDice, Dice_*, a non-mIoU primary metric) from an evaluation result */
+void segc_report_set_extras(segc_report *rep, const segc_eval_result *r);
 
 /* RUN_DIR/report.html from r and RUN_DIR/metrics.jsonl: inline SVG curves of
  * loss, lr and the primary metric, the per-class table, and image | ground truth |
  * prediction rows as inline base64 PNGs. Self-contained, written atomically. */
 bool segc_report_write(const char *run_dir, const segc_report *r, char *err, size_t errlen);
+/* The final evaluation (`segc eval` of a run's checkpoint, typically on the
+ * whole split): written as RUN_DIR/final_eval.html and put into
+ * RUN_DIR/report.html (replacing an earlier one), where later report writes
+ * keep it. Uses r's metrics, extras, classes, split and image counts;
+ * checkpoint names the weights. Training removes it when it starts or resumes
+ * (the weights change). */
+bool segc_report_add_final(const char *run_dir, const segc_report *r, const char *checkpoint, char *err, size_t errlen);
 
 /* Peak resident memory of the process in MiB. */
 double segc_peak_rss_mb(void);

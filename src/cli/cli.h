@@ -7,6 +7,8 @@ int segc_cmd_eval(int argc, char **argv);
 int segc_cmd_predict(int argc, char **argv);
 int segc_cmd_bench(int argc, char **argv);
 int segc_cmd_models(int argc, char **argv);
+/* `segc --version`: version, build flags, CPU ISA extensions, oneDNN (version.c) */
+int segc_cli_version(void);
 
 /* config assembly shared by train/eval/predict (cmd_train.c, cmd_eval.c):
  * defaults, CONFIG file, key=value overrides, [work_dir], validation */

@@ -18,10 +18,28 @@ static void eval_usage(FILE *f) {
             "  CONFIG           training config (default: the one stored in the checkpoint)\n"
             "  --checkpoint F   weights (safetensors, HF names), e.g. RUN/checkpoints/best.safetensors\n"
             "  key=value        overrides, e.g. data.split=test test.mode=slide test.crop_size=[512,512]\n"
+            "                   test.stride=[341,341] test.flip=true test.scales=[0.5,1.0,1.5]\n"
             "  --profile [A:B]  trace of the evaluation (images A..B, default all) in ./trace.json + per-op table\n"
             "  --trace FILE     where --profile writes the trace\n"
-            "                   test.stride=[341,341] test.flip=true test.scales=[0.5,1.0,1.5]\n"
+            "  --report DIR     put this evaluation into DIR/report.html as the final evaluation (default: the run\n"
+            "                   directory when the checkpoint is RUN/checkpoints/FILE and RUN/report.html exists)\n"
+            "  --no-report      leave the run's report alone\n"
+            "  --quiet          no progress output\n"
             "output: per-class table, then one JSON line {\"mIoU\",\"mAcc\",\"aAcc\",\"IoU\",\"Acc\"}\n");
+}
+
+/* The run directory a checkpoint belongs to: RUN for RUN/checkpoints/FILE when
+ * RUN/report.html exists (a training run), else false. */
+static bool run_dir_of(const char *ckpt, char *dir, size_t n) {
+    const char *slash = strrchr(ckpt, '/');
+    const char *tail = "/checkpoints";
+    size_t tl = strlen(tail);
+    if (!slash || (size_t)(slash - ckpt) < tl || strncmp(slash - tl, tail, tl) != 0) return false;
+    int len = (int)(slash - tl - ckpt);
+    snprintf(dir, n, "%.*s", len > 0 ? len : 1, len > 0 ? ckpt : "/");
+    char rp[4200];
+    snprintf(rp, sizeof rp, "%s/report.html", dir);
+    return access(rp, F_OK) == 0;
 }
 
 /* Configuration from CONFIG or, without one, from the checkpoint's metadata. */
@@ -43,7 +61,8 @@ int segc_cmd_eval(int argc, char **argv) {
     int n_ov = 0, rc = 2;
     bool quiet = false, profile = false;
     int64_t pf = 0, pl = INT64_MAX;
-    const char *trace = "trace.json";
+    const char *trace = "trace.json", *report_dir = NULL;
+    bool no_report = false;
     int p;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
@@ -52,6 +71,11 @@ int segc_cmd_eval(int argc, char **argv) {
             if (i + 1 >= argc) { fprintf(stderr, "segc eval: --checkpoint needs a file\n"); goto done; }
             ckpt = argv[++i];
         } else if (!strcmp(s, "--quiet")) quiet = true;
+        else if (!strcmp(s, "--no-report")) no_report = true;
+        else if (!strcmp(s, "--report")) {
+            if (i + 1 >= argc) { fprintf(stderr, "segc eval: --report needs a run directory\n"); goto done; }
+            report_dir = argv[++i];
+        }
         else if (!strcmp(s, "--trace") && i + 1 < argc) trace = argv[++i];
         else if ((p = segc_cli_profile_opt(argc, argv, &i, "eval", &profile, &pf, &pl))) {
             if (p < 0) goto done;
@@ -100,6 +124,28 @@ int segc_cmd_eval(int argc, char **argv) {
     char *js = segc_eval_result_json(&met, named ? names : NULL);
     printf("%s\n", js ? js : "{}");
     free(js);
+    char rdir[4096];
+    if (!no_report && (report_dir ? snprintf(rdir, sizeof rdir, "%s", report_dir) > 0 : run_dir_of(ckpt, rdir, sizeof rdir))) {
+        /* the run's report gets this evaluation as its final one, saying how
+         * many images it used (the periodic ones during training use a subset) */
+        uint8_t palette[256 * 3];
+        for (int k = 0; k < K && k < 256; k++) {
+            const uint8_t *pc = k < nd ? segc_dataset_palette(ds, k) : NULL;
+            for (int j = 0; j < 3; j++) palette[3 * k + j] = pc ? pc[j] : (uint8_t)((k * 97 + j * 57) & 255);
+        }
+        segc_report rep = {0};
+        rep.metrics = &met.pixel;
+        segc_report_set_extras(&rep, &met);
+        rep.class_names = named ? names : NULL;
+        rep.palette = palette;
+        rep.n_classes = K < 256 ? K : 256;
+        rep.split = split;
+        rep.eval_images = met.n_images;
+        rep.split_images = segc_dataset_len(ds);
+        char re[1024];
+        if (!segc_report_add_final(rdir, &rep, ckpt, re, sizeof re)) fprintf(stderr, "segc eval: report: %s\n", re);
+        else if (!quiet) fprintf(stderr, "report: %s/report.html (final evaluation added)\n", rdir);
+    }
     segc_eval_result_free(&met);
     rc = 0;
     goto out;

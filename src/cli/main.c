@@ -14,13 +14,28 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: segc COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f, "usage: segc COMMAND [ARGS]\n       segc COMMAND -h     help on one command\n"
+               "       segc --version     version, build flags, CPU ISA extensions, oneDNN\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "  %-8s %s\n", "help", "help on a command (segc help COMMAND)");
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) { usage(argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") || !strcmp(argv[1], "version")) return segc_cli_version();
+    /* `segc help COMMAND` is `segc COMMAND --help` */
+    if (!strcmp(argv[1], "help")) {
+        if (argc < 3) { usage(stdout); return 0; }
+        for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+            if (!strcmp(argv[2], commands[i].name)) {
+                char *hv[] = {argv[2], "--help", NULL};
+                return commands[i].run(2, hv);
+            }
+        fprintf(stderr, "segc help: unknown command '%s'\n", argv[2]);
+        usage(stderr);
+        return 2;
+    }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) return commands[i].run(argc - 1, argv + 1);
     fprintf(stderr, "segc: unknown command '%s'\n", argv[1]);

@@ -1,5 +1,6 @@
 /* Step arena: bump allocation in chunks; the first reset after growth
  * consolidates into one block of the high-water size (no allocation after). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,20 +24,38 @@ static segc_arena_chunk *chunk_new(size_t cap) {
     return c;
 }
 
+bool segc_arena_poison_from_env(void) {
+    const char *v = getenv("SEGC_ARENA_POISON");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 void segc_arena_init(segc_arena *a, size_t initial_bytes) {
     memset(a, 0, sizeof *a);
+    a->poison = segc_arena_poison_from_env();
     if (initial_bytes) { a->head = chunk_new(initial_bytes); a->n_chunks = a->head ? 1 : 0; }
 }
 
 void *segc_arena_alloc(segc_arena *a, size_t bytes) {
+    if (bytes > SIZE_MAX / 2) {   /* rounding up would wrap to a tiny block: an overflowed size upstream */
+        fprintf(stderr, "segc: step arena asked for %zu bytes (an overflowed tensor size)\n", bytes);
+        abort();
+    }
     size_t need = (bytes + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN;
     if (need == 0) need = SEGC_ALIGN;
     if (!a->head || a->head->used + need > a->head->cap) {
         size_t cap = a->head ? a->head->cap * 2 : (size_t)1 << 20;
         if (cap < need) cap = need;
         segc_arena_chunk *c = chunk_new(cap);
+        if (!c && cap > need) c = chunk_new(need);   /* doubling was too greedy: try just what is asked */
         if (!c) {
-            fprintf(stderr, "segc: out of memory allocating %zu bytes in the step arena\n", cap);
+            /* callers do not check arena pointers (a step has hundreds of
+             * allocations): stop here, saying how much was needed, rather than
+             * hand out NULL and crash somewhere unrelated */
+            fprintf(stderr,
+                    "segc: out of memory: the step arena could not grow by %zu bytes (%.1f MiB) for a %zu-byte "
+                    "allocation; it already holds %zu bytes (%.1f MiB) in %zu chunks, high-water %zu bytes. "
+                    "Reduce data.batch_size or data.crop_size, or use train.dtype=bf16\n",
+                    need, need / 1048576.0, bytes, a->used_total, a->used_total / 1048576.0, a->n_chunks, a->high_water);
             abort();
         }
         c->next = a->head;
@@ -44,6 +63,7 @@ void *segc_arena_alloc(segc_arena *a, size_t bytes) {
         a->n_chunks++;
     }
     void *p = a->head->mem + a->head->used;
+    if (a->poison) memset(p, 0xff, need);
     a->head->used += need;
     a->used_total += need;
     if (a->used_total > a->high_water) a->high_water = a->used_total;

@@ -1,10 +1,13 @@
-/* safetensors: 8-byte little-endian header length, JSON header, raw data. */
+/* safetensors: 8-byte little-endian header length, JSON header, raw data.
+ * The reader treats every file as hostile: see st_parse. */
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,8 +15,9 @@
 
 struct segc_st_file {
     char *path;
-    unsigned char *buf;
+    const unsigned char *buf;   /* the whole file: mapped, or the caller's buffer (open_mem) */
     size_t size;
+    bool mapped;
     int n;
     segc_st_entry *e;
     cJSON *meta;
@@ -31,31 +35,59 @@ static const char *st_name_of(segc_dtype dt) {
 
 #define FAIL(...) do { snprintf(err, errlen, __VA_ARGS__); goto fail; } while (0)
 
-segc_st_file *segc_st_open(const char *path, char *err, size_t errlen) {
-    segc_st_file *f = calloc(1, sizeof *f);
+/* JSON numbers are doubles: integers above 2^53 are no longer exact, so an
+ * offset beyond that cannot be trusted (no real file has one). A shape entry
+ * may go up to 2^63, so that an absurd shape is refused by the size check
+ * that says why (its elements or bytes do not fit), not as a bad number. */
+#define ST_MAX_EXACT 9007199254740992.0
+#define ST_MAX_DIM 9223372036854775807.0
+static bool json_uint_max(const cJSON *v, uint64_t *out, double max) {
+    if (!cJSON_IsNumber(v)) return false;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d < max + 1.0) || d >= 9223372036854775808.0 || d != (double)(uint64_t)d) return false;
+    *out = (uint64_t)d;
+    return true;
+}
+static bool json_uint(const cJSON *v, uint64_t *out) { return json_uint_max(v, out, ST_MAX_EXACT); }
+
+static void shape_str(const cJSON *sh, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    int i = 0;
+    for (const cJSON *v = sh->child; v && k < n; v = v->next, i++)
+        k += (size_t)snprintf(buf + k, n - k, "%s%.0f", i ? ", " : "", cJSON_IsNumber(v) ? v->valuedouble : -1.0);
+    if (k < n) snprintf(buf + k, n - k, "]");
+}
+
+static int cmp_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Parses the header of the file image in f->buf/f->size (every size, shape
+ * product and offset checked against overflow and against the file, so that a
+ * hostile header can neither allocate huge amounts nor point outside the data). */
+static bool st_parse(segc_st_file *f, char *err, size_t errlen) {
+    const char *path = f->path;
     cJSON *root = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) { snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno)); free(f); return NULL; }
-    f->path = strdup(path);
-    fseek(fp, 0, SEEK_END);
-    long sz = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    if (sz < 8) { fclose(fp); FAIL("%s: not a safetensors file (%ld bytes, header needs 8)", path, sz); }
-    f->size = (size_t)sz;
-    f->buf = aligned_alloc(SEGC_ALIGN, (f->size + SEGC_ALIGN - 1) / SEGC_ALIGN * SEGC_ALIGN);
-    size_t got = fread(f->buf, 1, f->size, fp);
-    fclose(fp);
-    if (got != f->size) FAIL("%s: short read (%zu of %zu bytes)", path, got, f->size);
+    if (f->size < 8) FAIL("%s: not a safetensors file (%zu bytes, header needs 8)", path, f->size);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | f->buf[i];
     if (hlen > f->size - 8) FAIL("%s: header length %llu exceeds file size %zu", path, (unsigned long long)hlen, f->size);
+    if (hlen > SEGC_ST_MAX_HEADER)
+        FAIL("%s: header length %llu exceeds the %d MiB limit of the format", path, (unsigned long long)hlen,
+             SEGC_ST_MAX_HEADER >> 20);
     root = cJSON_ParseWithLength((const char *)f->buf + 8, (size_t)hlen);
     if (!root || !cJSON_IsObject(root)) FAIL("%s: header is not a JSON object", path);
     size_t data_start = 8 + (size_t)hlen, data_len = f->size - data_start;
     int n = cJSON_GetArraySize(root);
     f->e = calloc((size_t)n + 1, sizeof *f->e);
+    if (!f->e) FAIL("%s: out of memory for %d header entries", path, n);
     for (cJSON *it = root->child; it; it = it->next) {
-        if (strcmp(it->string, "__metadata__") == 0) { f->meta = cJSON_Duplicate(it, 1); continue; }
+        if (!it->string) FAIL("%s: header entry without a name", path);
+        if (strcmp(it->string, "__metadata__") == 0) {
+            if (f->meta) FAIL("%s: __metadata__ given twice", path);
+            if (!cJSON_IsObject(it)) FAIL("%s: __metadata__ is not an object", path);
+            f->meta = cJSON_Duplicate(it, 1);
+            if (!f->meta) FAIL("%s: out of memory for __metadata__", path);
+            continue;
+        }
         segc_st_entry *e = &f->e[f->n];
         cJSON *dt = cJSON_GetObjectItemCaseSensitive(it, "dtype");
         cJSON *sh = cJSON_GetObjectItemCaseSensitive(it, "shape");
@@ -64,6 +96,7 @@ segc_st_file *segc_st_open(const char *path, char *err, size_t errlen) {
             FAIL("%s: tensor '%s': malformed entry (needs dtype, shape, data_offsets)", path, it->string);
         e->name = strdup(it->string);
         e->dtype_str = strdup(dt->valuestring);
+        if (!e->name || !e->dtype_str) FAIL("%s: out of memory reading the header", path);
         size_t esize = 0;
         for (size_t k = 0; k < sizeof st_dtypes / sizeof *st_dtypes; k++)
             if (!strcmp(dt->valuestring, st_dtypes[k].s)) { e->dtype = st_dtypes[k].dt; e->dtype_known = true; esize = segc_dtype_size(e->dtype); }
@@ -72,29 +105,107 @@ segc_st_file *segc_st_open(const char *path, char *err, size_t errlen) {
         if (!esize) FAIL("%s: tensor '%s': unknown dtype '%s'", path, e->name, dt->valuestring);
         e->ndim = cJSON_GetArraySize(sh);
         if (e->ndim > SEGC_MAX_DIMS) FAIL("%s: tensor '%s': %d dims, at most %d supported", path, e->name, e->ndim, SEGC_MAX_DIMS);
-        size_t numel = 1;
+        char shs[256];
+        uint64_t numel = 1, nbytes;
+        bool overflow = false;
         for (int d = 0; d < e->ndim; d++) {
-            cJSON *v = cJSON_GetArrayItem(sh, d);
-            if (!cJSON_IsNumber(v) || v->valuedouble < 0) FAIL("%s: tensor '%s': bad shape entry %d", path, e->name, d);
-            e->shape[d] = (int64_t)v->valuedouble;
-            numel *= (size_t)e->shape[d];
+            uint64_t v;
+            if (!json_uint_max(cJSON_GetArrayItem(sh, d), &v, ST_MAX_DIM))
+                FAIL("%s: tensor '%s': shape entry %d is not an integer in [0, 2^63)", path, e->name, d);
+            e->shape[d] = (int64_t)v;
+            overflow |= __builtin_mul_overflow(numel, v, &numel);
         }
-        double b = cJSON_GetArrayItem(off, 0)->valuedouble, en = cJSON_GetArrayItem(off, 1)->valuedouble;
-        if (b < 0 || en < b || (size_t)en > data_len)
-            FAIL("%s: tensor '%s': data_offsets [%.0f, %.0f] outside the %zu data bytes", path, e->name, b, en, data_len);
-        e->nbytes = (size_t)en - (size_t)b;
-        if (e->nbytes != numel * esize)
-            FAIL("%s: tensor '%s': %zu bytes for shape of %zu %s elements (expected %zu)", path, e->name, e->nbytes,
-                 numel, e->dtype_str, numel * esize);
+        /* the element count and the byte size must both fit: a wrapped product
+         * (e.g. [2^62, 4] -> 0) would otherwise match a 0-byte tensor */
+        if (overflow || numel > INT64_MAX || __builtin_mul_overflow(numel, (uint64_t)esize, &nbytes)) {
+            shape_str(sh, shs, sizeof shs);
+            FAIL("%s: tensor '%s': shape %s has more elements or bytes than fit in 64 bits", path, e->name, shs);
+        }
+        uint64_t b, en;
+        if (!json_uint(cJSON_GetArrayItem(off, 0), &b) || !json_uint(cJSON_GetArrayItem(off, 1), &en))
+            FAIL("%s: tensor '%s': data_offsets must be two integers in [0, 2^53]", path, e->name);
+        if (en < b || en > data_len)
+            FAIL("%s: tensor '%s': data_offsets [%llu, %llu] outside the %zu data bytes", path, e->name,
+                 (unsigned long long)b, (unsigned long long)en, data_len);
+        e->nbytes = (size_t)(en - b);
+        if ((uint64_t)e->nbytes != nbytes) {
+            shape_str(sh, shs, sizeof shs);
+            FAIL("%s: tensor '%s': %zu bytes for shape %s of %llu %s elements (expected %llu)", path, e->name, e->nbytes,
+                 shs, (unsigned long long)numel, e->dtype_str, (unsigned long long)nbytes);
+        }
         e->data = f->buf + data_start + (size_t)b;
         f->n++;
     }
+    /* a name given twice is ambiguous (which one loads?): sorted, so that a
+     * header of a million entries is not a quadratic walk */
+    if (f->n > 1) {
+        const char **names = malloc((size_t)f->n * sizeof *names);
+        if (!names) FAIL("%s: out of memory for %d names", path, f->n);
+        for (int i = 0; i < f->n; i++) names[i] = f->e[i].name;
+        qsort(names, (size_t)f->n, sizeof *names, cmp_name);
+        for (int i = 1; i < f->n; i++)
+            if (!strcmp(names[i - 1], names[i])) {
+                snprintf(err, errlen, "%s: tensor '%s' appears twice in the header", path, names[i]);
+                free(names);
+                goto fail;
+            }
+        free(names);
+    }
     cJSON_Delete(root);
-    return f;
+    return true;
 fail:
     cJSON_Delete(root);
+    return false;
+}
+
+segc_st_file *segc_st_open(const char *path, char *err, size_t errlen) {
+    segc_st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        snprintf(err, errlen, "%s: out of memory", path);
+        free(f);
+        return NULL;
+    }
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) FAIL("%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        FAIL("%s: not a regular file", path);
+    }
+    f->size = (size_t)sb.st_size;
+    if (f->size < 8) {
+        close(fd);
+        FAIL("%s: not a safetensors file (%zu bytes, header needs 8)", path, f->size);
+    }
+    /* mapped, not read: a multi-GiB weight file costs no heap allocation, and
+     * only the pages of the tensors used are ever read. Writers replace files
+     * by rename (segc_write_file_atomic), so the mapped inode stays intact. */
+    void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) FAIL("%s: cannot map %zu bytes: %s", path, f->size, strerror(errno));
+    f->buf = m;
+    f->mapped = true;
+    if (!st_parse(f, err, errlen)) goto fail;
+    return f;
+fail:
     segc_st_close(f);
     return NULL;
+}
+
+segc_st_file *segc_st_open_mem(const void *data, size_t size, const char *name, char *err, size_t errlen) {
+    segc_st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(name ? name : "(memory)"))) {
+        snprintf(err, errlen, "%s: out of memory", name ? name : "(memory)");
+        free(f);
+        return NULL;
+    }
+    f->buf = data;
+    f->size = size;
+    if (!st_parse(f, err, errlen)) {
+        segc_st_close(f);
+        return NULL;
+    }
+    return f;
 }
 
 int segc_st_count(const segc_st_file *f) { return f->n; }
@@ -115,32 +226,59 @@ void segc_st_close(segc_st_file *f) {
     if (f->e && f->e[f->n].name) { free((char *)f->e[f->n].name); free((char *)f->e[f->n].dtype_str); }
     free(f->e);
     cJSON_Delete(f->meta);
-    free(f->buf);
+    if (f->mapped) munmap((void *)f->buf, f->size);
     free(f->path);
     free(f);
 }
 
 /* ---- writer ---- */
 typedef struct { char *name; segc_dtype dt; int ndim; int64_t shape[SEGC_MAX_DIMS]; void *data; size_t nbytes; } st_item;
-struct segc_st_writer { st_item *items; int n, cap; cJSON *meta; };
+/* failed: the first add that could not be stored; save then refuses (a
+ * checkpoint missing a tensor must never be written) */
+struct segc_st_writer { st_item *items; int n, cap; cJSON *meta; char failed[256]; };
 
 segc_st_writer *segc_st_writer_new(void) { return calloc(1, sizeof(segc_st_writer)); }
 
-void segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int ndim, const int64_t *shape,
+bool segc_st_writer_add(segc_st_writer *w, const char *name, segc_dtype dt, int ndim, const int64_t *shape,
                         const void *data) {
-    if (w->n == w->cap) { w->cap = w->cap ? w->cap * 2 : 32; w->items = realloc(w->items, (size_t)w->cap * sizeof *w->items); }
-    st_item *it = &w->items[w->n++];
+    if (!w || w->failed[0]) return false;   /* NULL: segc_st_writer_new ran out of memory (save says so) */
+    size_t numel = 1, nbytes;
+    bool over = ndim < 0 || ndim > SEGC_MAX_DIMS;
+    for (int i = 0; !over && i < ndim; i++) over = shape[i] < 0 || __builtin_mul_overflow(numel, (size_t)shape[i], &numel);
+    if (over || __builtin_mul_overflow(numel, segc_dtype_size(dt), &nbytes)) {
+        snprintf(w->failed, sizeof w->failed, "tensor '%s': invalid shape (negative, too many dims or too large)", name);
+        return false;
+    }
+    if (w->n == w->cap) {
+        int cap = w->cap ? w->cap * 2 : 32;
+        st_item *items = realloc(w->items, (size_t)cap * sizeof *items);
+        if (!items) {
+            snprintf(w->failed, sizeof w->failed, "out of memory adding tensor '%s' (%d tensors)", name, w->n);
+            return false;
+        }
+        w->items = items;
+        w->cap = cap;
+    }
+    st_item *it = &w->items[w->n];
     it->name = strdup(name);
+    it->data = malloc(nbytes ? nbytes : 1);
+    if (!it->name || !it->data) {
+        free(it->name);
+        free(it->data);
+        snprintf(w->failed, sizeof w->failed, "out of memory copying tensor '%s' (%zu bytes)", name, nbytes);
+        return false;
+    }
     it->dt = dt;
     it->ndim = ndim;
-    size_t numel = 1;
-    for (int i = 0; i < ndim; i++) { it->shape[i] = shape[i]; numel *= (size_t)shape[i]; }
-    it->nbytes = numel * segc_dtype_size(dt);
-    it->data = malloc(it->nbytes ? it->nbytes : 1);
-    if (it->nbytes) memcpy(it->data, data, it->nbytes);
+    for (int i = 0; i < ndim; i++) it->shape[i] = shape[i];
+    it->nbytes = nbytes;
+    if (nbytes) memcpy(it->data, data, nbytes);
+    w->n++;
+    return true;
 }
 
 void segc_st_writer_meta(segc_st_writer *w, const char *key, const char *value) {
+    if (!w) return;
     if (!w->meta) w->meta = cJSON_CreateObject();
     cJSON_DeleteItemFromObjectCaseSensitive(w->meta, key);
     cJSON_AddStringToObject(w->meta, key, value);
@@ -150,6 +288,7 @@ bool segc_write_file_atomic(const char *path, const void *const *parts, const si
                             size_t errlen) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 32);
+    if (!tmp) return snprintf(err, errlen, "%s: out of memory (nothing replaced)", path), false;
     snprintf(tmp, plen + 32, "%s.tmp.%d", path, (int)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) { snprintf(err, errlen, "%s: cannot create: %s", tmp, strerror(errno)); free(tmp); return false; }
@@ -188,6 +327,8 @@ bool segc_write_file_atomic(const char *path, const void *const *parts, const si
 }
 
 bool segc_st_writer_save(segc_st_writer *w, const char *path, char *err, size_t errlen) {
+    if (!w) return snprintf(err, errlen, "%s: out of memory creating the writer (nothing written)", path), false;
+    if (w->failed[0]) return snprintf(err, errlen, "%s: %s (nothing written)", path, w->failed), false;
     cJSON *root = cJSON_CreateObject();
     if (w->meta) cJSON_AddItemToObject(root, "__metadata__", cJSON_Duplicate(w->meta, 1));
     size_t off = 0;
@@ -205,16 +346,20 @@ bool segc_st_writer_save(segc_st_writer *w, const char *path, char *err, size_t 
     }
     char *js = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
-    size_t jl = strlen(js), padded = (jl + 7) / 8 * 8;
-    char *hdr = malloc(8 + padded);
+    size_t jl = js ? strlen(js) : 0, padded = (jl + 7) / 8 * 8;
+    char *hdr = js ? malloc(8 + padded) : NULL;
+    int np = w->n + 1;
+    const void **parts = malloc((size_t)np * sizeof *parts);
+    size_t *sizes = malloc((size_t)np * sizeof *sizes);
+    if (!hdr || !parts || !sizes) {
+        free(js); free(hdr); free(parts); free(sizes);
+        return snprintf(err, errlen, "%s: out of memory building the header of %d tensors (nothing written)", path, w->n), false;
+    }
     uint64_t h = padded;
     for (int i = 0; i < 8; i++) hdr[i] = (char)((h >> (8 * i)) & 0xff);
     memcpy(hdr + 8, js, jl);
     memset(hdr + 8 + jl, ' ', padded - jl);
     free(js);
-    int np = w->n + 1;
-    const void **parts = malloc((size_t)np * sizeof *parts);
-    size_t *sizes = malloc((size_t)np * sizeof *sizes);
     parts[0] = hdr; sizes[0] = 8 + padded;
     for (int i = 0; i < w->n; i++) { parts[i + 1] = w->items[i].data; sizes[i + 1] = w->items[i].nbytes; }
     bool ok = segc_write_file_atomic(path, parts, sizes, np, err, errlen);

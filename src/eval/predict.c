@@ -319,6 +319,9 @@ void segc_eval_sample_free(segc_eval_sample *s) {
     segc_image_free(&s->pred);
 }
 
+/* position in the pass of kept sample j of k over total samples */
+static int64_t keep_position(int j, int64_t total, int k) { return (2 * (int64_t)j + 1) * total / (2 * (int64_t)k); }
+
 /* keeps image, ground truth and prediction of one evaluated sample (a
  * sample that cannot be shown is simply left out) */
 static void keep_sample(const segc_dataset *ds, int64_t index, const uint8_t *gt, const uint8_t *pred, int h, int w,
@@ -493,13 +496,18 @@ bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         }
         segc_ctx_step_begin(ctx);
         segc_clear_error(ctx);
-        bool keep = o->samples && kept < o->keep && b->n <= 1024;
+        /* kept samples are spread evenly over the pass (sample j of K at the
+         * middle of the j-th of K equal stretches), not the first K:
+         * consecutive frames of one sequence would show one scene */
+        int64_t next_at = o->keep > 0 ? keep_position(kept, total, o->keep) : 0;
+        bool keep = o->samples && kept < o->keep && b->n <= 1024 && done + b->n > next_at;
         if (!segc_eval_batch(ctx, work, forward, model, b, o, ds, ev, keep ? preds : NULL)) {
             const char *name = segc_dataset_image_path(ds, b->index[0]);
             ok = take_ctx_error(ctx, name ? name : "eval", err, errlen);
             break;
         }
         for (int i = 0; keep && i < b->n && kept < o->keep; i++) {
+            if (done + i < keep_position(kept, total, o->keep)) continue;
             const size_t les = segc_dtype_size(b->label_dtype);
             if (les != 1 || b->label_hs[i] != b->label_h || b->label_ws[i] != b->label_w) continue;
             keep_sample(ds, b->index[i], (const uint8_t *)b->labels + (size_t)i * b->label_h * b->label_w, preds[i],

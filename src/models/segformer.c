@@ -60,6 +60,7 @@ static bool check_config(const segc_segformer_config *c, char *err, size_t n) {
 segc_segformer *segc_segformer_new(const segc_segformer_config *cfg, char *err, size_t errlen) {
     if (!check_config(cfg, err, errlen)) return NULL;
     segc_segformer *m = calloc(1, sizeof *m);
+    if (!m) return segc_errorf(err, errlen, "segformer: out of memory"), NULL;
     m->cfg = *cfg;
     segc_params *p = &m->params;
     segc_params_init(p);
@@ -67,6 +68,10 @@ segc_segformer *segc_segformer_new(const segc_segformer_config *cfg, char *err, 
     for (int s = 0; s < SEGC_SEGFORMER_STAGES; s++) total += cfg->depths[s];
     m->n_blocks = total;
     m->blocks = calloc((size_t)(total ? total : 1), sizeof *m->blocks);
+    if (!m->blocks) {
+        free(m);
+        return segc_errorf(err, errlen, "segformer: out of memory for %d blocks", total), NULL;
+    }
     char name[192];
     int in_ch = cfg->num_channels, bi = 0;
     for (int s = 0; s < SEGC_SEGFORMER_STAGES; s++) {
@@ -112,7 +117,12 @@ segc_segformer *segc_segformer_new(const segc_segformer_config *cfg, char *err, 
     segc_conv_layer_init(&m->head_fuse, p, "decode_head.linear_fuse", D * SEGC_SEGFORMER_STAGES, D, 1, 1, 0, 1, false);
     segc_batchnorm_layer_init(&m->head_bn, p, "decode_head.batch_norm", D, cfg->bn_eps, cfg->bn_momentum);
     segc_conv_layer_init(&m->head_cls, p, "decode_head.classifier", D, cfg->num_labels, 1, 1, 0, 1, true);
-    segc_params_finalize(p);
+    /* a failed add (out of memory) surfaces here: one check covers them all */
+    if (!segc_params_finalize(p)) {
+        segc_errorf(err, errlen, "segformer: %s", p->error);
+        segc_segformer_free(m);
+        return NULL;
+    }
     /* identity defaults so an uninitialised model is well defined */
     for (int i = 0; i < p->n; i++) {
         const char *nm = p->t[i]->name;

@@ -101,7 +101,11 @@ segc_unet2d *segc_unet2d_new(const segc_unet2d_config *cfg, segc_params *p, char
         snprintf(name, sizeof name, "deep_supervision_heads.%d.conv.conv", i);
         segc_conv_layer_init(&m->heads[i], p, name, f[i + 1], cfg->out_channels, 1, 1, 0, 1, true);
     }
-    segc_params_finalize(p);
+    if (!segc_params_finalize(p)) {   /* a failed add (out of memory) surfaces here */
+        segc_errorf(err, errlen, "unet2d: %s", p->error);
+        free(m);
+        return NULL;
+    }
     /* identity norms, so an uninitialised model is well defined */
     for (int i = 0; i < p->n; i++)
         if (strstr(p->t[i]->name, ".norm") && strstr(p->t[i]->name, ".weight")) segc_init_const(p->t[i], 1.0f);

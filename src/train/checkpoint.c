@@ -119,7 +119,12 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
     segc_st_writer *sw = segc_st_writer_new();
     if (opt) segc_optimizer_save(opt, sw, "optimizer.");
     char *js = state_json(st, segc_params_hash(p));
-    segc_st_writer_meta(sw, "segc_train_state", js ? js : "{}");
+    if (!js) {   /* a state without its JSON could never be resumed: write none */
+        segc_st_writer_free(sw);
+        unlink(w);
+        return segc_errorf(err, errlen, "checkpoint: out of memory writing the training state, previous checkpoint kept");
+    }
+    segc_st_writer_meta(sw, "segc_train_state", js);
     segc_st_writer_meta(sw, "segc_config", config_yaml ? config_yaml : "");
     segc_st_writer_meta(sw, "segc_weights", strrchr(w, '/') + 1);
     cJSON_free(js);
@@ -167,7 +172,8 @@ bool segc_checkpoint_latest(const char *dir, char *weights, size_t wn, char *sta
 
 static bool json_i64(const cJSON *j, const char *k, int64_t *out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    if (!cJSON_IsNumber(v)) return false;
+    /* a double outside int64's range does not convert (undefined behaviour) */
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= -9.2e18 && v->valuedouble <= 9.2e18)) return false;
     *out = (int64_t)v->valuedouble;
     return true;
 }
@@ -198,7 +204,8 @@ static bool parse_state(const char *path, const char *js, segc_train_state *st, 
               json_i64(j, "sampler_epoch", &t.sampler.epoch) && json_i64(j, "sampler_position", &t.sampler.position) &&
               json_dbl(j, "best_metric", &t.best_metric) && json_i64(j, "best_iter", &t.best_iter) &&
               json_dbl(j, "elapsed_s", &t.elapsed_s) && json_dbl(j, "loss_ema", &t.loss_ema) &&
-              json_u64str(j, "weights_hash", hash, 16) && t.iter >= 0;
+              json_u64str(j, "weights_hash", hash, 16) && t.iter >= 0 && t.sampler.epoch >= 0 &&
+              t.sampler.position >= 0 && t.best_iter >= -1;
     cJSON_Delete(j);
     if (!ok) return segc_errorf(err, errlen, "checkpoint: %s: missing or malformed 'segc_train_state' metadata", path);
     *st = t;

@@ -208,6 +208,111 @@ static void metric_cell(sbuf *b, double v) {
     else sb_printf(b, "<td>%.2f</td>", segc_metric_percent(v));
 }
 
+/* The final evaluation sits between these markers, so segc eval can replace it in place. */
+#define FINAL_BEGIN "<!--segc:final-eval-->"
+#define FINAL_END "<!--/segc:final-eval-->"
+
+static char *read_all(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    char *s = NULL;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (s = malloc((size_t)n + 1))) s[fread(s, 1, (size_t)n, f)] = 0;
+    }
+    fclose(f);
+    return s;
+}
+
+/* "iteration 400, 24 of 101 images of the val split" */
+static void eval_scope(char *buf, size_t n, const segc_report *r) {
+    size_t k = 0;
+    if (r->eval_iter > 0) k += (size_t)snprintf(buf + k, n - k, "after iteration %lld, ", (long long)r->eval_iter);
+    if (k >= n) return;
+    if (r->split_images > 0)
+        k += (size_t)snprintf(buf + k, n - k, "%lld of %lld images", (long long)r->eval_images, (long long)r->split_images);
+    else
+        k += (size_t)snprintf(buf + k, n - k, "%lld images", (long long)r->eval_images);
+    if (k < n && r->split) snprintf(buf + k, n - k, " of the %s split", r->split);
+    if (k < n && r->split_images > 0 && r->eval_images < r->split_images)
+        snprintf(buf + strlen(buf), n - strlen(buf), " (a subset: train.val_max_samples)");
+}
+
+/* heading, what the evaluation covered, the headline metrics and the per-class table */
+static void eval_section(sbuf *b, const char *heading, const char *what, const segc_report *r) {
+    const segc_metrics *m = r->metrics;
+    sb_printf(b, "<h2>%s</h2><p class=\"muted\">", heading);
+    sb_html(b, what);
+    sb_printf(b, "</p><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f", segc_metric_percent(m->mIoU),
+              segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
+    for (int i = 0; i < r->n_extra; i++) {
+        sb_printf(b, " &middot; ");
+        sb_html(b, r->extra_names[i]);
+        sb_printf(b, " %.2f", segc_metric_percent(r->extra_values[i]));
+    }
+    sb_printf(b, "</p>");
+    sb_printf(b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
+    for (int k = 0; k < m->num_classes; k++) {
+        sb_printf(b, "<tr><td>");
+        if (r->palette && k < r->n_classes)
+            sb_printf(b, "<i style=\"display:inline-block;width:10px;height:10px;margin-right:6px;"
+                      "background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1], r->palette[3 * k + 2]);
+        if (r->class_names && k < r->n_classes && r->class_names[k]) sb_html(b, r->class_names[k]);
+        else sb_printf(b, "%d", k);
+        sb_printf(b, "</td>");
+        metric_cell(b, m->iou[k]);
+        metric_cell(b, m->acc[k]);
+        sb_printf(b, "</tr>");
+    }
+    sb_printf(b, "</table>");
+}
+
+void segc_report_set_extras(segc_report *rep, const segc_eval_result *r) {
+    rep->n_extra = 0;
+    for (int i = 0; i < r->n && rep->n_extra < 8; i++)
+        if (!strcmp(r->names[i], "mDice") || !strncmp(r->names[i], "Dice_", 5) ||
+            (!strcmp(r->names[i], r->primary) && strcmp(r->primary, "mIoU") != 0)) {
+            bool dup = false;
+            for (int j = 0; j < rep->n_extra && !dup; j++) dup = !strcmp(rep->extra_names[j], r->names[i]);
+            if (dup) continue;
+            rep->extra_names[rep->n_extra] = r->names[i];
+            rep->extra_values[rep->n_extra++] = r->values[i];
+        }
+}
+
+bool segc_report_add_final(const char *run_dir, const segc_report *r, const char *checkpoint, char *err, size_t errlen) {
+    if (!r->metrics) return snprintf(err, errlen, "report: no metrics for the final evaluation"), false;
+    sbuf b = {0};
+    char what[1024], scope[256] = "";
+    eval_scope(scope, sizeof scope, r);
+    snprintf(what, sizeof what, "segc eval of %s: %s", checkpoint ? checkpoint : "the final weights", scope);
+    eval_section(&b, "Final evaluation", what, r);
+    if (b.oom) {
+        free(b.p);
+        return snprintf(err, errlen, "report: out of memory"), false;
+    }
+    char fpath[4096], rpath[4096];
+    snprintf(fpath, sizeof fpath, "%s/final_eval.html", run_dir);
+    snprintf(rpath, sizeof rpath, "%s/report.html", run_dir);
+    const void *parts[3] = {b.p};
+    size_t sizes[3] = {b.len};
+    bool ok = segc_write_file_atomic(fpath, parts, sizes, 1, err, errlen);
+    /* splice into the existing report between the markers (no report yet: the
+     * next one the trainer writes picks final_eval.html up) */
+    char *rep = ok ? read_all(rpath) : NULL;
+    char *s0 = rep ? strstr(rep, FINAL_BEGIN) : NULL, *s1 = s0 ? strstr(s0, FINAL_END) : NULL;
+    if (s1) {
+        s0 += strlen(FINAL_BEGIN);
+        parts[0] = rep, sizes[0] = (size_t)(s0 - rep);
+        parts[1] = b.p, sizes[1] = b.len;
+        parts[2] = s1, sizes[2] = strlen(s1);
+        ok = segc_write_file_atomic(rpath, parts, sizes, 3, err, errlen);
+    }
+    free(rep);
+    free(b.p);
+    return ok;
+}
+
 bool segc_report_write(const char *run_dir, const segc_report *r, char *err, size_t errlen) {
     char path[4096], mpath[4096];
     snprintf(path, sizeof path, "%s/report.html", run_dir);
@@ -229,30 +334,18 @@ bool segc_report_write(const char *run_dir, const segc_report *r, char *err, siz
     snprintf(ctitle, sizeof ctitle, "validation %s (%%)", primary);
     svg_chart(&b, ctitle, &miou, "#1e8449", false);
     sb_printf(&b, "</div>");
+    /* the final evaluation (segc eval), when one was made for this run */
+    sb_printf(&b, "%s", FINAL_BEGIN);
+    char fpath[4096];
+    snprintf(fpath, sizeof fpath, "%s/final_eval.html", run_dir);
+    char *fin = read_all(fpath);
+    if (fin) sb_printf(&b, "%s", fin);
+    free(fin);
+    sb_printf(&b, "%s", FINAL_END);
     if (r->metrics) {
-        const segc_metrics *m = r->metrics;
-        sb_printf(&b, "<h2>Latest evaluation</h2><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f",
-                  segc_metric_percent(m->mIoU), segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
-        for (int i = 0; i < r->n_extra; i++) {
-            sb_printf(&b, " &middot; ");
-            sb_html(&b, r->extra_names[i]);
-            sb_printf(&b, " %.2f", segc_metric_percent(r->extra_values[i]));
-        }
-        sb_printf(&b, "</p>");
-        sb_printf(&b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
-        for (int k = 0; k < m->num_classes; k++) {
-            sb_printf(&b, "<tr><td>");
-            if (r->palette && k < r->n_classes)
-                sb_printf(&b, "<i style=\"display:inline-block;width:10px;height:10px;margin-right:6px;"
-                          "background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1], r->palette[3 * k + 2]);
-            if (r->class_names && r->class_names[k]) sb_html(&b, r->class_names[k]);
-            else sb_printf(&b, "%d", k);
-            sb_printf(&b, "</td>");
-            metric_cell(&b, m->iou[k]);
-            metric_cell(&b, m->acc[k]);
-            sb_printf(&b, "</tr>");
-        }
-        sb_printf(&b, "</table>");
+        char what[256] = "";
+        eval_scope(what, sizeof what, r);
+        eval_section(&b, "Latest evaluation during training", what, r);
     }
     if (r->n_samples > 0) {
         sb_printf(&b, "<h2>Validation predictions</h2><div class=\"legend\">");

@@ -168,6 +168,7 @@ typedef struct run {
     segc_eval_sample *samples;
     int n_samples;
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
+    int64_t last_eval_iter;   /* iteration of the latest evaluation (report) */
 } run;
 
 static void free_samples(run *r) {
@@ -191,15 +192,11 @@ static void write_report(run *r, const char *status) {
     rep.config_yaml = r->yaml;
     rep.metrics = r->have_last ? &r->last.pixel : NULL;
     rep.primary = r->have_last ? r->last.primary : NULL;
-    for (int i = 0; r->have_last && i < r->last.n && rep.n_extra < 8; i++)
-        if (!strcmp(r->last.names[i], "mDice") || !strncmp(r->last.names[i], "Dice_", 5) ||
-            (!strcmp(r->last.names[i], r->last.primary) && strcmp(r->last.primary, "mIoU") != 0)) {
-            bool dup = false;
-            for (int j = 0; j < rep.n_extra && !dup; j++) dup = !strcmp(rep.extra_names[j], r->last.names[i]);
-            if (dup) continue;
-            rep.extra_names[rep.n_extra] = r->last.names[i];
-            rep.extra_values[rep.n_extra++] = r->last.values[i];
-        }
+    if (r->have_last) segc_report_set_extras(&rep, &r->last);
+    rep.split = r->val_ds ? r->c->data.val_split : NULL;
+    rep.eval_iter = r->last_eval_iter;
+    rep.eval_images = r->have_last ? r->last.n_images : 0;
+    rep.split_images = r->val_ds ? segc_dataset_len(r->val_ds) : 0;
     rep.class_names = names;
     rep.palette = palette;
     rep.n_classes = K;
@@ -220,6 +217,7 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
     r->n_samples = eo.n_kept;
     r->have_last = true;
+    r->last_eval_iter = iter;
     const char *names[256];
     int nd = segc_dataset_num_classes(r->val_ds);
     for (int k = 0; k < r->model->num_classes && k < 256; k++) names[k] = k < nd ? segc_dataset_class_name(r->val_ds, k) : NULL;
@@ -270,6 +268,10 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         have_ckpt = false;
     }
     *resumed = have_ckpt && o->resume;
+    /* a final evaluation belongs to the weights it measured, which change now */
+    char fe[SEGC_CFG_PATH + 96];
+    snprintf(fe, sizeof fe, "%s/final_eval.html", r->dir);
+    unlink(fe);
     remove_stale_temps(r->dir);
     remove_stale_temps(r->ckdir);
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);

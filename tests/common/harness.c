@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 segc_st_file *fx_open(const char *file) {
     char path[512], err[512];
@@ -244,4 +245,30 @@ segc_tensor *t_uniform(segc_ctx *ctx, int ndim, const int64_t *shape, float lo, 
     segc_rng_fill_uniform(&ctx->rng, segc_f32(t), segc_numel(t), lo, hi);
     t->requires_grad = rg;
     return t;
+}
+
+void expect_msg_at(const char *file, int line, bool ok, const char *msg, ...) {
+    if (ok) fail_msg("%s:%d: expected a failure, but the call succeeded", file, line);
+    if (!msg) msg = "";
+    print_message("  expected error: %s\n", msg);
+    va_list ap;
+    va_start(ap, msg);
+    for (const char *needle; (needle = va_arg(ap, const char *));)
+        if (!strstr(msg, needle)) {
+            va_end(ap);
+            fail_msg("%s:%d: error '%s' lacks '%s'", file, line, msg, needle);
+        }
+    va_end(ap);
+}
+
+const char *harness_data_root(void) {
+    const char *env = getenv("SEGC_DATA");
+    return env && *env ? env : "../shared/data";
+}
+
+const char *need_data(char *buf, size_t n, const char *sub) {
+    snprintf(buf, n, "%s/%s", harness_data_root(), sub);
+    if (access(buf, R_OK) != 0)
+        fail_msg("%s not found: this test needs the shared data (../shared/data, or set SEGC_DATA)", buf);
+    return buf;
 }

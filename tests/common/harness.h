@@ -4,7 +4,9 @@
 #define SEGC_TEST_HARNESS_H
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <cmocka.h>
 
 #include "segc/core.h"
@@ -56,6 +58,43 @@ bool gradcheck(segc_ctx *ctx, const char *name, gc_fn fn, segc_tensor **ins, int
 /* random f32 tensor in the ctx arena (normal(0, scale)), requires_grad set as asked */
 segc_tensor *t_randn(segc_ctx *ctx, int ndim, const int64_t *shape, float scale, bool requires_grad);
 segc_tensor *t_uniform(segc_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi, bool requires_grad);
+
+/* ---- expected errors ----
+ * One checker for every "this must fail, and say why" case: fails the test
+ * unless ok is false and msg contains each needle (a NULL-terminated list).
+ * Prints the message so a log shows what users would read. */
+void expect_msg_at(const char *file, int line, bool ok, const char *msg, ...);
+#define EXPECT_FAIL(ok, msg, ...) expect_msg_at(__FILE__, __LINE__, (ok), (msg), __VA_ARGS__, (const char *)NULL)
+/* An op or constructor that must return NULL with ctx's error naming each
+ * needle. The error is cleared before the call (a stale error from an earlier
+ * line must not satisfy the check) and after it (the next op starts clean). */
+#define EXPECT_ERR(ctx, call, ...)                                                                         \
+    do {                                                                                                   \
+        segc_clear_error(ctx);                                                                             \
+        bool expect_ok_ = (call) != NULL;                                                                  \
+        expect_msg_at(__FILE__, __LINE__, expect_ok_, segc_last_error(ctx), __VA_ARGS__, (const char *)NULL); \
+        segc_clear_error(ctx);                                                                             \
+    } while (0)
+
+/* ---- shared data ----
+ * Tests that need ../shared/data (or $SEGC_DATA) never skip when it is
+ * missing: CI always has it, so a skip there would hide a broken path. */
+const char *harness_data_root(void);
+/* root/sub into buf; fails the test, naming the path, when it does not exist. */
+const char *need_data(char *buf, size_t n, const char *sub);
+/* The only sanctioned skip (scripts/run_tests.sh fails on any other): prints
+ * "allowed skip: REASON" first. For what the machine cannot run (an ISA the
+ * CPU lacks, a check that cannot work under a sanitizer), never for data. */
+#define SKIP_ALLOWED(...)                   \
+    do {                                    \
+        printf("  allowed skip: ");         \
+        printf(__VA_ARGS__);                \
+        printf("\n");                       \
+        fflush(stdout);                     \
+        skip();                             \
+    } while (0)
+/* a fixture case loop that ran no case tests nothing: fail instead */
+#define EXPECT_CASES(n, what) do { if ((n) == 0) fail_msg("no '%s' cases in the fixture", (what)); } while (0)
 
 #define SHAPE(...) ((const int64_t[]){__VA_ARGS__})
 #define NDIM(...) ((int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
