@@ -100,7 +100,11 @@ segc_deeplab *segc_deeplab_new(const segc_deeplab_config *c, segc_params *p, cha
                              true);
         cm_init(&m->aux_conv, p, "auxiliary_head.convs.0", in3, c->aux_channels, 3, 1, 1, eps, mom);
     }
-    segc_params_finalize(p);
+    if (!segc_params_finalize(p)) {   /* a failed add (out of memory) surfaces here */
+        segc_errorf(err, n, "deeplabv3plus: %s", p->error);
+        segc_deeplab_free(m);
+        return NULL;
+    }
     /* identity BNs (weight 1, running var 1), so an uninitialised model is well defined */
     for (int i = 0; i < p->n; i++) {
         const char *nm = p->t[i]->name;

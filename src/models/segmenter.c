@@ -113,7 +113,11 @@ segc_segmenter *segc_segmenter_new(const segc_segmenter_config *c, char *err, si
         segc_linear_layer_init(&m->classes_proj, p, "decode_head.classes_proj", Dd, Dd, false);
         segc_layernorm_layer_init(&m->mask_norm, p, "decode_head.mask_norm", K, c->dec_ln_eps);
     }
-    segc_params_finalize(p);
+    if (!segc_params_finalize(p)) {   /* a failed add (out of memory) surfaces here */
+        segc_errorf(err, errlen, "segmenter: %s", p->error);
+        segc_segmenter_free(m);
+        return NULL;
+    }
     /* LayerNorms at identity, so an uninitialised model is well defined */
     for (int i = 0; i < p->n; i++) {
         const char *nm = p->t[i]->name;
