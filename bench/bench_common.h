@@ -5,10 +5,32 @@
 #define SEGC_BENCH_COMMON_H
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 #include "segc/core.h"
 
 typedef double (*bench_run_fn)(void *user);   /* one timed run, in ms */
+
+static inline double bench_peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;   /* Linux: KiB */
+}
+
+/* The JSON row of the model benchmarks (bench_train, bench_unet2d, bench_segmenter,
+ * bench_deeplab), the keys scripts/bench_train.sh joins with the PyTorch twins':
+ * training: mean step time and img/s; inference (batch 1): mean and best ms. */
+static inline void bench_print_model_row(const char *model, bool train, int h, int w, int batch, const char *dtype,
+                                         int threads, double mean_s, double best_s) {
+    if (train)
+        printf("{\"model\": \"%s\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
+               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",
+               model, h, w, batch, dtype, threads, mean_s, batch / mean_s, bench_peak_rss_mib());
+    else
+        printf("{\"model\": \"%s\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
+               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f}\n",
+               model, h, w, dtype, threads, 1e3 * mean_s, 1e3 * best_s, bench_peak_rss_mib());
+}
 
 static int bench_cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

@@ -14,11 +14,7 @@
 #include "segc/optim.h"
 #include "segc/segmenter.h"
 
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
+#include "bench_common.h"
 
 int main(int argc, char **argv) {
     if (argc < 7) {
@@ -91,14 +87,7 @@ int main(int argc, char **argv) {
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     char name[64];
     snprintf(name, sizeof name, "segmenter-%s-%s", variant, decoder);
-    if (train)
-        printf("{\"model\": \"%s\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",
-               name, H, W, B, dts, nthreads, mean, B / mean, peak_rss_mib());
-    else
-        printf("{\"model\": \"%s\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f}\n",
-               name, H, W, dts, nthreads, 1e3 * mean, 1e3 * best, peak_rss_mib());
+    bench_print_model_row(name, train, H, W, B, dts, nthreads, mean, best);
     free(img);
     free(lab);
     segc_optimizer_free(opt);

@@ -13,11 +13,7 @@
 #include "segc/optim.h"
 #include "segc/unet2d.h"
 
-static double peak_rss_mib(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_maxrss / 1024.0;
-}
+#include "bench_common.h"
 
 int main(int argc, char **argv) {
     if (argc < 5) {
@@ -80,14 +76,7 @@ int main(int argc, char **argv) {
     }
     double mean = total / reps;
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
-    if (train)
-        printf("{\"model\": \"unet2d\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",
-               H, W, B, dts, nthreads, mean, B / mean, peak_rss_mib());
-    else
-        printf("{\"model\": \"unet2d\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f}\n",
-               H, W, dts, nthreads, 1e3 * mean, 1e3 * best, peak_rss_mib());
+    bench_print_model_row("unet2d", train, H, W, B, dts, nthreads, mean, best);
     free(img);
     free(lab);
     segc_optimizer_free(opt);
