@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/harness.h"
+#include "common/train_check.h"
 #include "segc/segmenter.h"
 #include "segc/trainer.h"
 
@@ -323,89 +324,16 @@ static void test_bad_input(void **state) {
     if (!strstr(err, "model.decoder")) fail_msg("message: %s", err);
 }
 
-/* ---- bitwise resume (mirrors test_unet2d_resume_exact in test_train.c) ---- */
-
-static char tmp_root[256];
-
-static void seg_config(segc_config *c, const char *dir, bool time_limited) {
-    segc_config_defaults(c);
-    char err[512];
+/* ---- bitwise resume: stopped after iterations 1 and 2, resumed each time ---- */
+static void test_segmenter_resume_exact(void **state) {
     const char *ov[] = {"model.type=segmenter", "model.variant=vit-t", "model.embed_dims=32", "model.depth=2",
                         "model.num_heads=2", "model.img_size=[32, 48]", "model.decoder=mask",
                         "model.decoder_layers=1", "data.dataset=camvid", "data.val_split=", "data.batch_size=2",
                         "data.num_workers=1", "data.scale=[120,90]", "data.crop_size=[32,48]",
                         "optimizer.type=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.9",
                         "optimizer.weight_decay=0", "schedule.warmup_iters=0", "schedule.power=0.9",
-                        "train.max_iters=4", "train.checkpoint_interval=2", "train.log_interval=1",
-                        "train.threads=2", time_limited ? "train.max_time_min=1e-9" : "train.max_time_min=0"};
-    for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
-        if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s: %s", ov[i], err);
-    char root[1000];
-    const char *env = getenv("SEGC_DATA");
-    snprintf(root, sizeof root, "%.900s/camvid", env && *env ? env : "../shared/data");
-    if (access(root, F_OK) != 0) fail_msg("%s not found: the Segmenter resume test needs CamVid (set SEGC_DATA)", root);
-    snprintf(c->data.root, sizeof c->data.root, "%s", root);
-    snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", dir);
-    if (!segc_config_finish(c, err, sizeof err)) fail_msg("%s", err);
-}
-
-static char *latest_of(const char *dir) {
-    char p[700];
-    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
-    FILE *f = fopen(p, "rb");
-    if (!f) return NULL;
-    char *s = calloc(1, 64);
-    if (!fgets(s, 64, f)) s[0] = 0;
-    fclose(f);
-    return s;
-}
-
-static void assert_same_tensors(const char *a, const char *b) {
-    char err[512];
-    segc_st_file *fa = segc_st_open(a, err, sizeof err), *fb = fa ? segc_st_open(b, err, sizeof err) : NULL;
-    if (!fa || !fb) fail_msg("%s", err);
-    assert_int_equal(segc_st_count(fa), segc_st_count(fb));
-    for (int i = 0; i < segc_st_count(fa); i++) {
-        const segc_st_entry *ea = segc_st_at(fa, i), *eb = segc_st_get(fb, ea->name);
-        if (!eb) fail_msg("%s lacks %s", b, ea->name);
-        assert_int_equal(ea->nbytes, eb->nbytes);
-        if (memcmp(ea->data, eb->data, ea->nbytes) != 0) fail_msg("tensor %s differs between %s and %s", ea->name, a, b);
-    }
-    segc_st_close(fa);
-    segc_st_close(fb);
-}
-
-static void test_segmenter_resume_exact(void **state) {
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/segc_segmenter_run_XXXXXX");
-    assert_non_null(mkdtemp(tmp_root));
-    char ref[400], dir[400], err[1024], p[900], q[900];
-    snprintf(ref, sizeof ref, "%s/ref", tmp_root);
-    snprintf(dir, sizeof dir, "%s/run", tmp_root);
-    segc_config c;
-    seg_config(&c, ref, false);
-    segc_train_opts o = {.quiet = true};
-    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-    /* stopped after iterations 1 and 2 (a spent time limit stops after each iteration), resumed each time */
-    for (int round = 0; round < 2; round++) {
-        seg_config(&c, dir, true);
-        o.resume = round > 0;
-        if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-        char *l = latest_of(dir), want[32];
-        snprintf(want, sizeof want, "iter_%07d", round + 1);
-        if (!l || strncmp(l, want, strlen(want)) != 0) fail_msg("round %d stopped at %s, expected %s", round, l ? l : "none", want);
-        free(l);
-    }
-    seg_config(&c, dir, false);
-    o.resume = true;
-    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000004.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000004.safetensors", dir);
-    assert_same_tensors(p, q);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000004.state.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000004.state.safetensors", dir);
-    assert_same_tensors(p, q);
-    snprintf(p, sizeof p, "rm -rf '%s'", tmp_root);
-    assert_int_equal(system(p), 0);
+                        "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2"};
+    tc_resume_exact(ov, (int)(sizeof ov / sizeof *ov), "camvid", 2, 4);
 }
 
 int main(void) {

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/harness.h"
+#include "common/train_check.h"
 #include "segc/trainer.h"
 
 static char camvid[1024];
@@ -72,21 +73,6 @@ static char *read_text(const char *path) {
 }
 
 /* every tensor of a and b bitwise equal (names and shapes too) */
-static void assert_same_tensors(const char *a, const char *b) {
-    char err[512];
-    segc_st_file *fa = segc_st_open(a, err, sizeof err), *fb = fa ? segc_st_open(b, err, sizeof err) : NULL;
-    if (!fa || !fb) fail_msg("%s", err);
-    assert_int_equal(segc_st_count(fa), segc_st_count(fb));
-    for (int i = 0; i < segc_st_count(fa); i++) {
-        const segc_st_entry *ea = segc_st_at(fa, i), *eb = segc_st_get(fb, ea->name);
-        if (!eb) fail_msg("%s lacks %s", b, ea->name);
-        assert_int_equal(ea->nbytes, eb->nbytes);
-        if (memcmp(ea->data, eb->data, ea->nbytes) != 0) fail_msg("tensor %s differs between %s and %s", ea->name, a, b);
-    }
-    segc_st_close(fa);
-    segc_st_close(fb);
-}
-
 static bool exists(const char *p) { return access(p, F_OK) == 0; }
 
 static int count_files(const char *dir, const char *needle) {
@@ -129,10 +115,10 @@ static void test_deterministic_and_outputs(void **state) {
     if (train_tiny(b, NULL, 0, false, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.safetensors", a);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.safetensors", b);
-    assert_same_tensors(p, q);
+    tc_assert_same_tensors(p, q);
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000012.state.safetensors", a);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000012.state.safetensors", b);
-    assert_same_tensors(p, q);
+    tc_assert_same_tensors(p, q);
     /* run directory */
     snprintf(p, sizeof p, "%s/checkpoints/latest", a);
     char *latest = read_text(p);
@@ -215,12 +201,6 @@ static void test_deterministic_and_outputs(void **state) {
     free(m);
 }
 
-static char *latest_of(const char *dir) {
-    char p[700];
-    snprintf(p, sizeof p, "%s/checkpoints/latest", dir);
-    return read_text(p);
-}
-
 /* Runs the tiny training in a child process. kill_after_s > 0: SIGKILL it that
  * long after it starts. With after_progress, kill_after_s (>= 0) is a fraction
  * instead: the child is killed that fraction of half the time it took to its
@@ -232,7 +212,7 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     assert_true(n > 0);
     exe[n] = 0;
-    char *before = after_progress ? latest_of(dir) : NULL;
+    char *before = after_progress ? tc_latest(dir) : NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
@@ -244,7 +224,7 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
     if (kill_after_s > 0 || after_progress) {
         bool exited = false;
         while (after_progress && !exited) {   /* poll until a new checkpoint lands */
-            char *now = latest_of(dir);
+            char *now = tc_latest(dir);
             bool moved = now && (!before || strcmp(now, before) != 0);
             free(now);
             if (moved) break;
@@ -266,7 +246,7 @@ static int run_child(const char *dir, double kill_after_s, bool after_progress) 
 
 /* iteration named by DIR/checkpoints/latest ("iter_0000012" -> 12), 0 when none */
 static long latest_iter(const char *dir) {
-    char *l = latest_of(dir);
+    char *l = tc_latest(dir);
     long it = l && !strncmp(l, "iter_", 5) ? atol(l + 5) : 0;
     free(l);
     return it;
@@ -317,7 +297,7 @@ static void test_sigkill_resume_exact(void **state) {
         long started = child_start_iter(dir);
         if (ckpt > 0 && ckpt < 18 && started != ckpt)   /* (at 18 the run is complete: nothing to resume) */
             fail_msg("round %d: the checkpoint was at iteration %ld but the run started at %ld", round, ckpt, started);
-        char *l = latest_of(dir);
+        char *l = tc_latest(dir);
         printf("  kill round %d, %.3f %s (reference run %.3f s, seed %u): %s, resumed at %ld, latest %s", round, at,
                round ? "of the run-up to a checkpoint after it" : "s after start", t_ref, seed,
                rc == -SIGKILL ? "killed" : "had finished", started, l ? l : "none\n");
@@ -335,10 +315,10 @@ static void test_sigkill_resume_exact(void **state) {
     }
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.safetensors", ref);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.safetensors", dir);
-    assert_same_tensors(p, q);
+    tc_assert_same_tensors(p, q);
     snprintf(p, sizeof p, "%s/checkpoints/iter_0000018.state.safetensors", ref);
     snprintf(q, sizeof q, "%s/checkpoints/iter_0000018.state.safetensors", dir);
-    assert_same_tensors(p, q);
+    tc_assert_same_tensors(p, q);
     snprintf(p, sizeof p, "%s/checkpoints", dir);
     assert_int_equal(count_files(p, ".tmp."), 0);
     /* metrics.jsonl of the resumed run: each record once, in order */
@@ -359,59 +339,18 @@ static void test_sigkill_resume_exact(void **state) {
     free(m);
 }
 
-/* UNet2D on brats-mini: stopped after 1, 2 and 3 iterations (a time limit that
- * has run out stops after each iteration, with a checkpoint), each time resumed,
- * then run to the end: bitwise the weights and optimizer state of an
+/* UNet2D on brats-mini: stopped after 1, 2 and 3 iterations, each time
+ * resumed, then run to the end: bitwise the weights and optimizer state of an
  * uninterrupted run. The nnU-Net pipeline's crops and augmentations and the
  * SGD momentum all pass through the checkpoints. */
-static void unet_config(segc_config *c, const char *dir, bool time_limited) {
-    segc_config_defaults(c);
-    char err[512];
-    const char *ov[] = {"model.type=unet2d", "model.variant=", "model.filters=[4, 8, 16]", "model.deep_supr_num=1",
-                        "data.dataset=brats", "data.root=brats-mini", "data.train_split=train", "data.val_split=",
-                        "data.pipeline=nnunet", "data.crop_size=[32, 32]", "data.batch_size=2", "data.num_workers=1",
-                        "optimizer.type=sgd", "optimizer.lr=0.01", "optimizer.momentum=0.99", "optimizer.nesterov=true",
-                        "optimizer.paramwise.custom_keys={}", "schedule.warmup_iters=0", "schedule.power=0.9",
-                        "train.max_iters=6", "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2",
-                        time_limited ? "train.max_time_min=1e-9" : "train.max_time_min=0"};
-    for (size_t i = 0; i < sizeof ov / sizeof *ov; i++)
-        if (!segc_config_override(c, ov[i], err, sizeof err)) fail_msg("%s", err);
-    char root[1000];
-    const char *env = getenv("SEGC_DATA");
-    snprintf(root, sizeof root, "%.900s/brats-mini", env && *env ? env : "../shared/data");
-    if (access(root, F_OK) != 0) fail_msg("%s not found: the UNet2D resume test needs brats-mini (set SEGC_DATA)", root);
-    snprintf(c->data.root, sizeof c->data.root, "%s", root);
-    snprintf(c->train.work_dir, sizeof c->train.work_dir, "%s", dir);
-    if (!segc_config_finish(c, err, sizeof err)) fail_msg("%s", err);
-}
-
 static void test_unet2d_resume_exact(void **state) {
-    char ref[512], dir[512], err[1024], p[900], q[900];
-    run_dir(ref, sizeof ref, "unet_ref");
-    run_dir(dir, sizeof dir, "unet_run");
-    segc_config c;
-    unet_config(&c, ref, false);
-    segc_train_opts o = {.quiet = true};
-    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-    for (int round = 0; round < 3; round++) {
-        unet_config(&c, dir, true);
-        o.resume = round > 0;
-        if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-        char *l = latest_of(dir);
-        char want[32];
-        snprintf(want, sizeof want, "iter_%07d", round + 1);
-        if (!l || strncmp(l, want, strlen(want)) != 0) fail_msg("round %d stopped at %s, expected %s", round, l ? l : "none", want);
-        free(l);
-    }
-    unet_config(&c, dir, false);
-    o.resume = true;
-    if (segc_train(&c, &o, err, sizeof err) != SEGC_TRAIN_DONE) fail_msg("%s", err);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.safetensors", dir);
-    assert_same_tensors(p, q);
-    snprintf(p, sizeof p, "%s/checkpoints/iter_0000006.state.safetensors", ref);
-    snprintf(q, sizeof q, "%s/checkpoints/iter_0000006.state.safetensors", dir);
-    assert_same_tensors(p, q);
+    const char *ov[] = {"model.type=unet2d", "model.variant=", "model.filters=[4, 8, 16]", "model.deep_supr_num=1",
+                        "data.dataset=brats", "data.train_split=train", "data.val_split=", "data.pipeline=nnunet",
+                        "data.crop_size=[32, 32]", "data.batch_size=2", "data.num_workers=1", "optimizer.type=sgd",
+                        "optimizer.lr=0.01", "optimizer.momentum=0.99", "optimizer.nesterov=true",
+                        "optimizer.paramwise.custom_keys={}", "schedule.warmup_iters=0", "schedule.power=0.9",
+                        "train.checkpoint_interval=2", "train.log_interval=1", "train.threads=2"};
+    tc_resume_exact(ov, (int)(sizeof ov / sizeof *ov), "brats-mini", 3, 6);
 }
 
 static void test_nan_loss_keeps_checkpoint(void **state) {
