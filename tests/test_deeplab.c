@@ -76,14 +76,14 @@ static segc_model *case_model(const char *cas) {
     char err[512];
     segc_model *m = NULL;
     if (!strcmp(cas, "os8"))
-        m = family_model("r18", 5, err, sizeof err, "output_stride", "8", "stem_channels", "8", "base_channels", "4",
-                         "channels", "16", "c1_channels", "8", "aux_channels", "8", "dropout", "0", NULL);
+        m = family_model("r18", 5, err, sizeof err, "output_stride", "8", "stem_channels", "8", "base_channels", "2",
+                         "channels", "8", "c1_channels", "4", "aux_channels", "4", "dropout", "0", NULL);
     else if (!strcmp(cas, "os16"))
         m = family_model("r50", 5, err, sizeof err, "output_stride", "16", "multi_grid", "[1, 2, 4]", "stem_channels",
-                         "8", "base_channels", "2", "channels", "16", "c1_channels", "8", "aux_channels", "8",
+                         "8", "base_channels", "2", "channels", "8", "c1_channels", "4", "aux_channels", "4",
                          "dropout", "0", NULL);
     else
-        m = family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "4",
+        m = family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "2",
                          "channels", "8", "c1_channels", "4", "aux_channels", "8", "dropout", "0", NULL);
     if (!m) fail_msg("create %s: %s", cas, err);
     return m;
@@ -247,7 +247,7 @@ static void test_plain_stem_from_torchvision(void **state) {
     segc_tensor *want = fx_tensor(ctx, fx, "plain", "logits");
     assert_true(fx_close_norm("plain eval logits", segc_f32(out.maps[0]), segc_f32(want), segc_numel(want), 0, 1e-4));
     /* the same file through the family key: checked at build, loaded at init over the random weights */
-    segc_model *m2 = family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "4",
+    segc_model *m2 = family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "2",
                                   "channels", "8", "c1_channels", "4", "backbone_pretrained", path, NULL);
     if (!m2) fail_msg("%s", err);
     m2->family->init(m2, 5);
@@ -302,7 +302,7 @@ static void test_bad_backbone_checkpoint(void **state) {
     assert_non_null(strstr(err, "layer2.0.conv1.weight"));
     assert_null(strchr(err, '\n'));
     /* through the family: the model is not built, the message names the key and the tensor */
-    assert_null(family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "4",
+    assert_null(family_model("r18", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels", "2",
                              "backbone_pretrained", path, NULL));
     assert_non_null(strstr(err, "model.backbone_pretrained"));
     assert_non_null(strstr(err, "layer2.0.conv1.weight"));
@@ -315,7 +315,7 @@ static void test_bad_backbone_checkpoint(void **state) {
     assert_non_null(strstr(err, "model.stem=plain"));
     /* another depth: ResNet-18 names in a ResNet-50 are mismatches, named */
     segc_model *r50 = family_model("r50", 5, err, sizeof err, "stem", "plain", "stem_channels", "8", "base_channels",
-                                   "4", NULL);
+                                   "2", NULL);
     assert_non_null(r50);
     assert_false(segc_resnet_load(&r50->params, "backbone.", path, true, NULL, err, sizeof err));
     print_message("  r18 into r50: %s\n", err);
@@ -434,7 +434,7 @@ static void test_loss_variants(void **state) {
                                   {"avg_non_ignore", "false", "align_corners", "true"}};
     for (int v = 0; v < 3; v++) {
         segc_model *m = family_model("r18", 5, err, sizeof err, "output_stride", "8", "stem_channels", "8",
-                                     "base_channels", "4", "channels", "16", "c1_channels", "8", "dropout", "0",
+                                     "base_channels", "2", "channels", "8", "c1_channels", "4", "dropout", "0",
                                      "aux_head", "false", variants[v][0], variants[v][1], variants[v][2],
                                      variants[v][3], NULL);
         if (!m) fail_msg("%s", err);
