@@ -10,9 +10,7 @@ Prints one JSON line (the keys of bench/torch_unet2d.py). Threads: torch.set_num
 default 2)."""
 import json
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -20,6 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
 from gen_deeplab import DeepLab, ResNet, mmseg_ce  # noqa: E402
+from torch_benchlib import infer_row, train_row
 
 R50_OS16 = dict(depth=50, stem="v1c", os=16, multi_grid=[], stem_channels=64, base_channels=64, channels=512,
                 c1_channels=48, aux_channels=256, dilations=[6, 12, 18])
@@ -33,10 +32,6 @@ class Trunk(nn.Module):
     def forward(self, x):
         f = self.body(x)[3]
         return self.body.fc(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1))
-
-
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main():
@@ -68,9 +63,8 @@ def main():
         else:
             y = torch.randint(0, 150, (b, h, w))
             y[torch.rand(b, h, w) < 0.01] = 255
-        times = []
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
+
+        def step():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
                 if mode == "trunk":
                     loss = F.cross_entropy(model(x).float(), y)
@@ -80,25 +74,9 @@ def main():
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if it:
-                times.append(time.perf_counter() - t0)
-        mean = sum(times) / len(times)
-        print(json.dumps({"model": name, "mode": "train", "shape": f"{h}x{w}", "batch": b, "dtype": dts,
-                          "threads": threads, "torch_step_s": round(mean, 4), "torch_img_s": round(b / mean, 3),
-                          "torch_peak_rss_mib": round(peak_rss_mib()), "torch_config": config}))
+        print(json.dumps(train_row(name, step, reps, h, w, b, dts, threads, config)))
         return
-    model.eval()
-    times = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
-            model(x)
-            if it:
-                times.append(time.perf_counter() - t0)
-    print(json.dumps({"model": name, "mode": "infer", "shape": f"{h}x{w}", "batch": 1, "dtype": dts,
-                      "threads": threads, "torch_ms": round(1e3 * sum(times) / len(times), 1),
-                      "torch_peak_rss_mib": round(peak_rss_mib()), "torch_config": config}))
-
+    print(json.dumps(infer_row(name, model, x, reps, h, w, dts, threads, config)))
 
 if __name__ == "__main__":
     main()

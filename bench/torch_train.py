@@ -6,13 +6,12 @@ OPENBLAS_NUM_THREADS=1 (set by the runner)."""
 import json
 import math
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch_benchlib import add_ort, infer_row, train_row
 
 
 class Attention(nn.Module):
@@ -95,10 +94,6 @@ class SegFormerB0(nn.Module):
         return self.cls(self.drop(F.relu(self.bn(y))))
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def main():
     a = sys.argv[1:]
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -117,9 +112,8 @@ def main():
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=6e-5, weight_decay=0.01)
         y = torch.randint(0, 150, (b, h, w))
-        times = []
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
+
+        def step():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
                 logits = model(x)
                 up = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
@@ -127,46 +121,12 @@ def main():
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if it:
-                times.append(time.perf_counter() - t0)
-        mean = sum(times) / len(times)
-        print(json.dumps({"model": "segformer-b0", "mode": "train", "shape": f"{h}x{w}", "batch": b, "dtype": dts,
-                          "threads": threads, "torch_step_s": round(mean, 4), "torch_img_s": round(b / mean, 3),
-                          "torch_peak_rss_mib": round(peak_rss_mib()), "torch_config": config}))
+        print(json.dumps(train_row("segformer-b0", step, reps, h, w, b, dts, threads, config)))
         return
-    model.eval()
-    times = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
-            model(x)
-            if it:
-                times.append(time.perf_counter() - t0)
-    row = {"model": "segformer-b0", "mode": "infer", "shape": f"{h}x{w}", "batch": 1, "dtype": dts, "threads": threads,
-           "torch_ms": round(1e3 * sum(times) / len(times), 1), "torch_peak_rss_mib": round(peak_rss_mib()),
-           "torch_config": config}
+    row = infer_row("segformer-b0", model, x, reps, h, w, dts, threads, config)
     if "--ort" in a and dt == torch.float32:
-        try:
-            import onnxruntime as ort
-            path = "/tmp/segc_bench_segformer_b0.onnx"
-            torch.onnx.export(model, x, path, opset_version=17, dynamo=False)
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = threads
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-            feed = {sess.get_inputs()[0].name: x.numpy()}
-            ts = []
-            for it in range(reps + 1):
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                if it:
-                    ts.append(time.perf_counter() - t0)
-            row["ort_ms"] = round(1e3 * sum(ts) / len(ts), 1)
-            row["ort_version"] = ort.__version__
-        except Exception as e:  # ORT is optional
-            row["ort_error"] = str(e)[:200]
+        add_ort(row, model, x, reps, threads, "/tmp/segc_bench_segformer_b0.onnx")
     print(json.dumps(row))
-
 
 if __name__ == "__main__":
     main()

@@ -8,13 +8,12 @@ Prints one JSON line (the keys of bench/torch_train.py). Threads: torch.set_num_
 default 2)."""
 import json
 import os
-import resource
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import DynUNet
+from torch_benchlib import infer_row, train_row
 
 FILTERS = [32, 64, 128, 256, 512, 512]
 IN_CH, CLASSES = 4, 4
@@ -40,10 +39,6 @@ def dice_ce(logits, labels):
     return F.cross_entropy(logits, labels, ignore_index=255) - dc[1:].mean()
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def main():
     a = sys.argv[1:]
     threads = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -65,34 +60,17 @@ def main():
         y[torch.rand(b, h, w) < 0.01] = 255
         wts = [1.0, 0.5, 0.25]
         wts = [v / sum(wts) for v in wts]
-        times = []
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
+
+        def step():
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
                 maps = model(x).unbind(1)
                 loss = sum(wi * dice_ce(mp, y) for wi, mp in zip(wts, maps))
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if it:
-                times.append(time.perf_counter() - t0)
-        mean = sum(times) / len(times)
-        print(json.dumps({"model": "unet2d", "mode": "train", "shape": f"{h}x{w}", "batch": b, "dtype": dts,
-                          "threads": threads, "torch_step_s": round(mean, 4), "torch_img_s": round(b / mean, 3),
-                          "torch_peak_rss_mib": round(peak_rss_mib()), "torch_config": config}))
+        print(json.dumps(train_row("unet2d", step, reps, h, w, b, dts, threads, config)))
         return
-    model.eval()
-    times = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == torch.bfloat16):
-        for it in range(reps + 1):
-            t0 = time.perf_counter()
-            model(x)
-            if it:
-                times.append(time.perf_counter() - t0)
-    print(json.dumps({"model": "unet2d", "mode": "infer", "shape": f"{h}x{w}", "batch": 1, "dtype": dts,
-                      "threads": threads, "torch_ms": round(1e3 * sum(times) / len(times), 1),
-                      "torch_peak_rss_mib": round(peak_rss_mib()), "torch_config": config}))
-
+    print(json.dumps(infer_row("unet2d", model, x, reps, h, w, dts, threads, config)))
 
 if __name__ == "__main__":
     main()
