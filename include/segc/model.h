@@ -102,7 +102,7 @@ typedef struct segc_model_family {
     bool (*forward)(segc_ctx *ctx, segc_model *m, segc_tensor *images, segc_model_out *out);
     segc_tensor *(*loss)(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t);
     /* probs f32 [N, K, H, W] (after m->probs) -> labels U8 [N, H, W], both in
-     * ctx's arena; NULL: argmax over K (K > 1) or probs > 0.5 (K == 1) */
+     * ctx's arena; NULL: the inference's argmax (K > 1) or threshold (K == 1), infer.h */
     bool (*postprocess)(segc_ctx *ctx, const segc_model *m, const segc_tensor *probs, segc_tensor *labels);
     /* model.pretrained: loads weights published under other names or shapes (e.g. timm / mmseg
      * ViT names, position embeddings of another grid); NULL: segc_params_load by parameter name */
@@ -157,7 +157,8 @@ void segc_model_free(segc_model *m);
 /* images [N, C, H, W] f32/bf16 in ctx's arena. false with ctx's error set. */
 bool segc_model_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images, segc_model_out *out);
 segc_tensor *segc_model_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t);
-/* probs [N, K, H, W] f32 -> labels U8 [N, H, W] (the family's postprocess or argmax / threshold) */
+/* probs [N, K, H, W] f32 -> labels U8 [N, H, W] through the family's postprocess (an
+ * error for families without one: their labels come from segc_infer) */
 segc_tensor *segc_model_postprocess(segc_ctx *ctx, const segc_model *m, const segc_tensor *probs);
 /* model.pretrained: the family's load_pretrained, else segc_params_load (report as there). */
 bool segc_model_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,

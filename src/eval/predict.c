@@ -374,14 +374,14 @@ static void *crop_map(segc_ctx *ctx, const void *src, int full_h, int full_w, in
     return d;
 }
 
-/* labels of x: the model's probabilities and postprocess when it has one, else argmax / threshold */
+/* labels of x: the model's probabilities and postprocess when it has one, else the
+ * inference's own argmax / threshold */
 segc_tensor *segc_predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, segc_tensor *x,
                                  int lh, int lw, const segc_eval_opts *o) {
     const segc_model *m = o->model;
-    if (!m || (!m->family->postprocess && m->probs == SEGC_PROBS_SOFTMAX))
-        return segc_infer(ctx, work, forward, model, x, lh, lw, &o->infer, NULL);
     segc_infer_opts io = o->infer;
-    io.probs = m->probs;
+    if (m) io.probs = m->probs;
+    if (!m || !m->family->postprocess) return segc_infer(ctx, work, forward, model, x, lh, lw, &io, NULL);
     segc_tensor *probs = segc_infer_probs(ctx, work, forward, model, x, lh, lw, &io);
     return probs ? segc_model_postprocess(ctx, m, probs) : NULL;
 }

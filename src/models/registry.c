@@ -296,28 +296,16 @@ segc_tensor *segc_model_loss(segc_ctx *ctx, segc_model *m, const segc_model_out 
 }
 
 segc_tensor *segc_model_postprocess(segc_ctx *ctx, const segc_model *m, const segc_tensor *probs) {
+    if (!m->family->postprocess) {
+        segc_set_error(ctx, "postprocess: %s has none (its labels are the inference's argmax)", m->family->type);
+        return NULL;
+    }
     if (!probs || probs->ndim != 4 || probs->dtype != SEGC_F32) {
         segc_set_error(ctx, "postprocess: expected f32 probabilities [N, K, H, W]");
         return NULL;
     }
-    int64_t N = probs->shape[0], K = probs->shape[1], HW = probs->shape[2] * probs->shape[3];
-    segc_tensor *lab = segc_tensor_new(ctx, SEGC_U8, 3, (int64_t[]){N, probs->shape[2], probs->shape[3]});
-    if (!lab) return NULL;
-    if (m->family->postprocess) return m->family->postprocess(ctx, m, probs, lab) ? lab : NULL;
-    const float *p = segc_f32(probs);
-    uint8_t *o = lab->data;
-    #pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < N; n++)
-        for (int64_t i = 0; i < HW; i++) {
-            const float *pi = p + n * K * HW + i;
-            if (K == 1) { o[n * HW + i] = pi[0] > 0.5f; continue; }
-            int best = 0;
-            float bv = pi[0];
-            for (int64_t k = 1; k < K; k++)
-                if (pi[k * HW] > bv) bv = pi[k * HW], best = (int)k;   /* first maximum, as torch.argmax */
-            o[n * HW + i] = (uint8_t)best;
-        }
-    return lab;
+    segc_tensor *lab = segc_tensor_new(ctx, SEGC_U8, 3, (int64_t[]){probs->shape[0], probs->shape[2], probs->shape[3]});
+    return lab && m->family->postprocess(ctx, m, probs, lab) ? lab : NULL;
 }
 
 segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *images) {
