@@ -23,6 +23,7 @@
  * a model is built, so these readers never see a bad value. */
 #ifndef SEGC_MODEL_H
 #define SEGC_MODEL_H
+#include "segc/detection.h"
 #include "segc/nn.h"
 
 #ifdef __cplusplus
@@ -78,6 +79,14 @@ typedef struct segc_model_out {
 typedef struct segc_targets {
     segc_tensor *labels;       /* segmentation: [N, H, W] U8 class ids at the image size */
     int ignore_index;          /* pixels with this label count in no loss or metric (255) */
+    /* detection (labels NULL): per-sample ground truth in pixels of the network
+     * input (the loader's segc_batch fields); crowd boxes take part in no matching */
+    int n_images;
+    const int *n_boxes;
+    float *const *boxes;       /* x1 y1 x2 y2 */
+    int32_t *const *box_labels;/* contiguous class ids 0..K-1 */
+    uint8_t *const *box_crowd;
+    int img_h, img_w;          /* the network input size the boxes are in */
 } segc_targets;
 
 typedef enum { SEGC_PROBS_SOFTMAX = 0, SEGC_PROBS_SIGMOID = 1 } segc_probs_kind;
@@ -108,6 +117,11 @@ typedef struct segc_model_family {
      * ViT names, position embeddings of another grid); NULL: segc_params_load by parameter name */
     bool (*load_pretrained)(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
                             size_t errlen);
+    /* detection families: outputs -> per-image detections (decode, score threshold, NMS;
+     * detection.h), boxes scaled from the network input (in_h x in_w) to each image's
+     * original size ori_h[i] x ori_w[i]; NULL for segmentation families */
+    bool (*detect)(segc_ctx *ctx, const segc_model *m, const segc_model_out *out, int in_h, int in_w,
+                   const int *ori_h, const int *ori_w, const segc_detect_opts *o, segc_detections *dets);
 } segc_model_family;
 
 struct segc_model {
@@ -163,6 +177,9 @@ segc_tensor *segc_model_postprocess(segc_ctx *ctx, const segc_model *m, const se
 /* model.pretrained: the family's load_pretrained, else segc_params_load (report as there). */
 bool segc_model_load_pretrained(segc_model *m, const char *path, bool strict, segc_load_report *rep, char *err,
                                 size_t errlen);
+/* The family's detect hook (an error naming the family when it has none). */
+bool segc_model_detect(segc_ctx *ctx, const segc_model *m, const segc_model_out *out, int in_h, int in_w,
+                       const int *ori_h, const int *ori_w, const segc_detect_opts *o, segc_detections *dets);
 /* The main logits map only, as a segc_forward_fn (infer.h): model is a segc_model *. */
 segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *images);
 

@@ -308,6 +308,17 @@ segc_tensor *segc_model_postprocess(segc_ctx *ctx, const segc_model *m, const se
     return lab && m->family->postprocess(ctx, m, probs, lab) ? lab : NULL;
 }
 
+bool segc_model_detect(segc_ctx *ctx, const segc_model *m, const segc_model_out *out, int in_h, int in_w,
+                       const int *ori_h, const int *ori_w, const segc_detect_opts *o, segc_detections *dets) {
+    if (ctx->has_err) return false;
+    if (!m->family->detect) {
+        segc_set_error(ctx, "detect: %s is a %s model without detection outputs", m->family->type,
+                       segc_task_name(m->family->task));
+        return false;
+    }
+    return m->family->detect(ctx, m, out, in_h, in_w, ori_h, ori_w, o, dets) && !ctx->has_err;
+}
+
 segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *images) {
     segc_model_out out;
     if (!segc_model_forward(ctx, model, images, &out)) return NULL;
