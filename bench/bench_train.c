@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
         segc_tensor *logits = segc_model_forward(ctx, m, x, &out) ? out.maps[0] : NULL;
         if (train) {
             segc_tensor *y = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){B, H, W}, lab);
-            segc_targets tg = {y, 255};
+            segc_targets tg = {.labels = y, .ignore_index = 255};
             segc_tensor *loss = logits ? segc_model_loss(ctx, m, &out, &tg) : NULL;
             if (!loss || !segc_backward(ctx, loss)) { fprintf(stderr, "bench_train: %s\n", segc_last_error(ctx)); return 1; }
             segc_optimizer_step(opt, 6e-5);

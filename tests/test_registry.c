@@ -55,7 +55,7 @@ static void test_every_family_trains_and_predicts(void **state) {
         segc_model_out out;
         if (!segc_model_forward(ctx, m, x, &out)) fail_msg("%s: %s", fam->type, segc_last_error(ctx));
         assert_true(out.n_maps >= 1 && out.maps[0]->shape[0] == 2 && out.maps[0]->shape[1] == m->num_outputs);
-        segc_targets t = {lab, 255};
+        segc_targets t = {.labels = lab, .ignore_index = 255};
         segc_tensor *loss = segc_model_loss(ctx, m, &out, &t);
         if (!loss) fail_msg("%s: %s", fam->type, segc_last_error(ctx));
         float lv = segc_f32(loss)[0];

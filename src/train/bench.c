@@ -153,7 +153,7 @@ static bool train_step(bench_run *r, double *t_s, char *err, size_t errlen) {
     ctx->training = true;
     segc_set_grad_enabled(ctx, true);
     segc_model_out out = {0};
-    segc_targets t = {segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){n, r->H, r->W}, (void *)lab), 255};
+    segc_targets t = {.labels = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){n, r->H, r->W}, (void *)lab), .ignore_index = 255};
     segc_tensor *loss = NULL;
     if (segc_model_forward(ctx, r->m, input(r, img, n), &out)) loss = segc_model_loss(ctx, r->m, &out, &t);
     segc_params_zero_grad(&r->m->params);

@@ -440,7 +440,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
         segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
         segc_model_out out;
-        segc_targets tg = {lab, SEGC_IGNORE_INDEX};
+        segc_targets tg = {.labels = lab, .ignore_index = SEGC_IGNORE_INDEX};
         segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
         if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
         double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
