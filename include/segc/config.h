@@ -24,6 +24,7 @@
  * and overridden as optimizer.paramwise.custom_keys.decode_head.lr_mult=5. */
 #ifndef SEGC_CONFIG_H
 #define SEGC_CONFIG_H
+#include "segc/losses.h"
 #include "segc/model.h"
 #include "segc/optim.h"
 
@@ -114,6 +115,7 @@ typedef struct segc_config {
         int report_samples;            /* validation predictions shown in report.html */
         int64_t debug_nan_at;          /* test hook: iteration N's loss reads as NaN (from 1, as logged; -1: off) */
     } train;
+    segc_loss_cfg loss;                /* the `loss` section (losses.h; nothing given: the family's own loss) */
 } segc_config;
 
 /* The built-in defaults (SegFormer-B0 on CamVid-sized crops, AdamW, warmup + poly). */

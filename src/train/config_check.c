@@ -11,7 +11,7 @@
 
 /* ---- validation ---- */
 static bool known_metric(const char *m) {
-    static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET"};
+    static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET", "loss"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(m, names[i])) return true;
     return !strncmp(m, "IoU.", 4) || !strncmp(m, "Dice.", 5) || !strncmp(m, "Acc.", 4);
@@ -26,11 +26,12 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     segc_model_spec spec = segc_config_model_spec(c, 0, 0);
     if (!segc_model_spec_validate(&spec, err, errlen)) return false;
     if (*c->train.best_metric && !known_metric(c->train.best_metric))
-        return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class> or "
-                           "Dice.<class>, found '%s'", c->train.best_metric);
+        return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class>, "
+                           "Dice.<class> or loss (validation loss, minimised), found '%s'", c->train.best_metric);
     if (!strncmp(c->train.best_metric, "Dice_", 5) && !strcmp(c->test.regions, "none"))
         return segc_errorf(err, errlen, "train.best_metric: %s needs test.regions=brats (found '%s')", c->train.best_metric,
                            c->test.regions);
+    if (!segc_loss_cfg_check(&c->loss, (int64_t)c->data.crop_size[0] * c->data.crop_size[1], err, errlen)) return false;
     if (c->data.num_folds < 0 || c->data.num_folds == 1 || c->data.num_folds > 100)
         return segc_errorf(err, errlen, "data.num_folds: expected 0 (off) or 2..100, found %d", c->data.num_folds);
     if (c->data.num_folds && (c->data.fold < 0 || c->data.fold >= c->data.num_folds))

@@ -208,6 +208,8 @@ bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, 
     eo.samples = o->samples;
     eo.n_kept = &o->n_kept;
     eo.profile_batches = o->profile_images;
+    /* validation loss beside the metrics (not while class_weight: auto is unresolved: no training split here) */
+    eo.loss = m->family->task == SEGC_TASK_SEGMENTATION && !(m->loss && segc_loss_cfg_needs_auto(m->loss));
     segc_ctx *ctx = o->ctx ? o->ctx : segc_ctx_new(0), *work = o->work ? o->work : segc_ctx_new(0);
     bool ok = ctx && work && segc_eval_dataset(ctx, work, segc_model_logits_fn, m, ds, &eo, ev, err, errlen);
     if (ok) ok = segc_evaluator_result(ev, result, err, errlen);
