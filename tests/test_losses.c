@@ -402,6 +402,53 @@ static void test_val_loss(void **state) {
     assert_true(segc_config_finish(&c, err, sizeof err));
 }
 
+/* ---- families: the loss hook builds the configured heads (DeepLabV3+'s aux head, UNet2D's deep supervision) ---- */
+static double head_value(segc_ctx *ctx, const segc_loss_cfg *c, const segc_loss_head *h, segc_tensor *x, segc_tensor *t,
+                         bool sampler) {
+    segc_tensor *l = segc_loss_head_fwd(ctx, c, h, x, t, 255, false, sampler);
+    if (!l) fail_msg("%s", segc_last_error(ctx));
+    return segc_f32(l)[0];
+}
+
+static void test_families(void **state) {
+    static const char *const yaml[2] = {
+        "model: {type: deeplabv3plus, variant: r18, stem_channels: 8, base_channels: 2, channels: 8, c1_channels: 4, "
+        "aux_channels: 4, dropout: 0}\n"
+        "loss: {decode: {ce: {loss_weight: 0.375}, dice: {loss_weight: 1.125}}, aux: {ce: {loss_weight: 0.4}, "
+        "lovasz: {loss_weight: 0.1}}, sampler: {thresh: 0.8, min_kept: 50}}\n",
+        "model: {type: unet2d, variant: \"\", filters: [4, 8, 16], deep_supr_num: 1}\n"
+        "loss: {decode: {ce: {avg_non_ignore: true}, dice: {}}, sampler: {thresh: 0.8, min_kept: 50}}\n"};
+    for (int fam = 0; fam < 2; fam++) {
+        char err[512];
+        segc_config c;
+        segc_config_defaults(&c);
+        if (!segc_config_load_string(&c, yaml[fam], "test", err, sizeof err)) fail_msg("%s", err);
+        segc_model_spec s = segc_config_model_spec(&c, 4, 3);
+        segc_model *m = segc_model_new(&s, err, sizeof err);
+        if (!m) fail_msg("%s", err);
+        segc_model_init(m, 5);
+        segc_ctx *ctx = segc_ctx_new(2);
+        ctx->training = true;
+        segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 3, 32, 32), 1.f, false), *t = rand_labels(ctx, SHAPE(2, 32, 32), 4, 0.1f);
+        segc_model_out out;
+        segc_targets tg = {.labels = t, .ignore_index = 255};
+        assert_true(segc_model_forward(ctx, m, x, &out));
+        assert_int_equal(out.n_maps, 2);
+        segc_tensor *l = segc_model_loss(ctx, m, &out, &tg);
+        if (!l) fail_msg("%s", segc_last_error(ctx));
+        const segc_loss_cfg *lc = m->loss;
+        double want = fam == 0 ? head_value(ctx, lc, &lc->decode, out.maps[0], t, true) +
+                                     head_value(ctx, lc, &lc->aux, out.maps[1], t, false)
+                               : (1.0 * head_value(ctx, lc, &lc->decode, out.maps[0], t, true) +
+                                  0.5 * head_value(ctx, lc, &lc->decode, out.maps[1], t, false)) / 1.5;
+        print_message("  %s: configured loss %.7f, heads by hand %.7f\n", m->family->type, (double)segc_f32(l)[0], want);
+        assert_true(fabs(segc_f32(l)[0] - want) <= 1e-6 * fabs(want));
+        assert_true(segc_backward(ctx, l));
+        segc_ctx_free(ctx);
+        segc_model_free(m);
+    }
+}
+
 /* ---- the config section ---- */
 static void test_config(void **state) {
     char err[512];
@@ -488,7 +535,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),      cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_sum_of_parts), cmocka_unit_test(test_class_weight_auto), cmocka_unit_test(test_val_loss),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_families),    cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
