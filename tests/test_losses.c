@@ -20,6 +20,7 @@
 #include "segc/ops.h"
 #include "segc/predict.h"
 #include "segc/task.h"
+#include "segc/trainer.h"
 
 /* class_weight list of a case as floats (NULL when empty) */
 static float *case_weights(segc_ctx *ctx, const segc_st_file *f, const char *cas, int *n) {
@@ -330,6 +331,49 @@ static void test_class_weight_auto(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* data.holdout: a contiguous run of train held out as split "holdout" (the selection split of the CamVid ablation) */
+static void test_holdout(void **state) {
+    char root[] = "/tmp/segc_holdout_XXXXXX", p[512], err[512];
+    assert_non_null(mkdtemp(root));
+    snprintf(p, sizeof p, "%s/train", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/train/images", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/train/masks", root), mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/classes.txt", root);
+    FILE *cf = fopen(p, "w");
+    fputs("a\nb\n", cf);
+    fclose(cf);
+    uint8_t img[4 * 4 * 3] = {0}, lab[16] = {0};
+    for (int i = 0; i < 10; i++) {
+        snprintf(p, sizeof p, "%s/train/images/f%02d.png", root, i);
+        write_png(p, 4, 4, 3, img);
+        snprintf(p, sizeof p, "%s/train/masks/f%02d.png", root, i);
+        write_png(p, 4, 4, 1, lab);
+    }
+    segc_config c;
+    segc_config_defaults(&c);
+    snprintf(c.data.dataset, sizeof c.data.dataset, "folder");
+    snprintf(c.data.root, sizeof c.data.root, "%s", root);
+    assert_true(segc_config_override(&c, "data.holdout=0.2", err, sizeof err));
+    assert_true(segc_config_override(&c, "data.holdout_fold=1", err, sizeof err));
+    assert_true(segc_config_finish(&c, err, sizeof err));
+    segc_dataset *tr = segc_config_open_dataset(&c, NULL, err, sizeof err), *ho = segc_config_open_dataset(&c, "holdout", err, sizeof err);
+    if (!tr || !ho) fail_msg("%s", err);
+    assert_int_equal(segc_dataset_len(tr), 8);
+    assert_int_equal(segc_dataset_len(ho), 2);
+    assert_non_null(strstr(segc_dataset_image_path(ho, 0), "f02.png"));
+    assert_non_null(strstr(segc_dataset_image_path(ho, 1), "f03.png"));
+    assert_non_null(strstr(segc_dataset_image_path(tr, 2), "f04.png"));
+    segc_dataset_close(tr);
+    segc_dataset_close(ho);
+    assert_true(segc_config_override(&c, "data.holdout_fold=5", err, sizeof err));
+    EXPECT_FAIL(segc_config_open_dataset(&c, "holdout", err, sizeof err) != NULL, err, "data.holdout", "fold below 5");
+    EXPECT_FAIL(segc_config_override(&c, "data.holdout=0.7", err, sizeof err) && segc_config_finish(&c, err, sizeof err),
+                err, "data.holdout", "[0, 0.5]");
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- validation loss == training loss on the same batch in eval mode ---- */
 static void test_val_loss(void **state) {
     char err[512];
@@ -534,7 +578,8 @@ static void test_config(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),      cmocka_unit_test(test_gradcheck), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_sum_of_parts), cmocka_unit_test(test_class_weight_auto), cmocka_unit_test(test_val_loss),
+        cmocka_unit_test(test_sum_of_parts), cmocka_unit_test(test_class_weight_auto),
+        cmocka_unit_test(test_holdout), cmocka_unit_test(test_val_loss),
         cmocka_unit_test(test_families),    cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,6 +55,12 @@ typedef struct segc_dataset_opts {
      * split "val" = part `fold`. */
     int fold;
     int num_folds;
+    /* holding out part of a split (photo datasets; ds_holdout.c): with holdout in (0, 1),
+     * the split's samples (sorted order) lose a contiguous run of round(holdout * n),
+     * starting at holdout_fold * that count (wrapping); holdout_take keeps only that run */
+    double holdout;
+    int holdout_fold;
+    bool holdout_take;
 } segc_dataset_opts;
 
 void segc_dataset_opts_default(segc_dataset_opts *o);

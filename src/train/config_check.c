@@ -37,6 +37,9 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     if (c->data.num_folds && (c->data.fold < 0 || c->data.fold >= c->data.num_folds))
         return segc_errorf(err, errlen, "data.fold: expected 0..%d (data.num_folds = %d), found %d", c->data.num_folds - 1,
                            c->data.num_folds, c->data.fold);
+    if (!(c->data.holdout >= 0 && c->data.holdout <= 0.5) || c->data.holdout_fold < 0)
+        return segc_errorf(err, errlen, "data.holdout / data.holdout_fold: expected a fraction in [0, 0.5] and a fold >= 0, "
+                           "found %g / %d", c->data.holdout, c->data.holdout_fold);
     if (!(c->data.fg_prob >= 0 && c->data.fg_prob <= 1))
         return segc_errorf(err, errlen, "data.fg_prob: expected [0, 1], found %g", c->data.fg_prob);
     if (!*c->data.root) return segc_errorf(err, errlen, "data.root: expected a dataset directory, found an empty string");

@@ -27,7 +27,15 @@ segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, 
     }
     o.fold = c->data.fold;
     o.num_folds = c->data.num_folds;
-    return segc_dataset_open(c->data.dataset, root, split ? split : c->data.train_split, &o, err, errlen);
+    if (!split) split = c->data.train_split;
+    /* data.holdout: train_split without its held-out run; split "holdout" is that run */
+    if (c->data.holdout > 0 && (!strcmp(split, "holdout") || !strcmp(split, c->data.train_split))) {
+        o.holdout = c->data.holdout;
+        o.holdout_fold = c->data.holdout_fold;
+        o.holdout_take = !strcmp(split, "holdout");
+        split = c->data.train_split;
+    }
+    return segc_dataset_open(c->data.dataset, root, split, &o, err, errlen);
 }
 
 static segc_aug_transform normalize_of(const segc_config *c) {
