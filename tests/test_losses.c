@@ -527,6 +527,12 @@ static void test_config(void **state) {
     if (!segc_config_load_string(&back, y, "resolved", err, sizeof err)) fail_msg("%s\n%s", err, y);
     assert_int_equal(segc_config_diff(&c, &back, diff, sizeof diff), 0);
     free(y);
+    /* the shipped candidate recipe */
+    segc_config_defaults(&c);
+    if (!segc_config_load(&c, "configs/segformer/camvid_cpu_best.yaml", err, sizeof err) ||
+        !segc_config_finish(&c, err, sizeof err))
+        fail_msg("%s", err);
+    assert_true(c.loss.decode.terms[SEGC_LOSS_CE].class_weight_auto && c.loss.decode.terms[SEGC_LOSS_LOVASZ].on);
     /* a spec without the loss section keeps the family's loss */
     segc_config plain;
     segc_config_defaults(&plain);
