@@ -41,7 +41,7 @@ mkdir -p "$OUT"
 TABLE="$OUT/table.md"
 echo "| variant | holdout mIoU | Pole | SignSymbol | Fence | Pedestrian | Bicyclist | holdout loss | minutes |" > "$TABLE"
 echo "|---|---|---|---|---|---|---|---|---|" >> "$TABLE"
-field() {   # field NAME JSON_LINE: the number after "NAME": (top-level keys: mIoU, loss)
+field() {   # field NAME JSON_LINE: the number after "NAME": (top-level keys: mIoU, val_loss)
   sed -n "s/.*\"$1\":\([-0-9.e]*\).*/\1/p" <<<"$2"
 }
 iou() {     # iou CLASS JSON_LINE: the class's IoU (not its Acc or Dice)
@@ -60,7 +60,7 @@ for v in "${ORDER[@]}"; do
   MIN=$(( ($(date +%s) - T0 + 30) / 60 ))
   LAST=$(grep '"eval"' "$RUN/metrics.jsonl" | tail -n 1)
   echo "| $v | $(field mIoU "$LAST") | $(iou Pole "$LAST") | $(iou SignSymbol "$LAST") | $(iou Fence "$LAST") |" \
-       "$(iou Pedestrian "$LAST") | $(iou Bicyclist "$LAST") | $(field loss "$LAST") | $MIN |" >> "$TABLE"
+       "$(iou Pedestrian "$LAST") | $(iou Bicyclist "$LAST") | $(field val_loss "$LAST") | $MIN |" >> "$TABLE"
 done
 echo
 cat "$TABLE"

@@ -83,7 +83,9 @@ static void test_parity(void **state) {
     /* float64 references; segc computes in f32 (bf16 logits: rounded inputs, f32 compute) */
     assert_int_equal(fx_check_all(f, "focal_", fx_focal, 1e-5, 1e-5), 6);
     assert_int_equal(fx_check_all(f, "lovasz_", fx_lovasz, 1e-5, 1e-5), 8);
-    assert_int_equal(fx_check_all(f, "head_", fx_head, 2e-5, 2e-5), 6);
+    /* heads sum several terms through resize / CE / dice kernels (vectorised per ISA level): 1e-4,
+     * 1.8e-5 seen at the development machine's level */
+    assert_int_equal(fx_check_all(f, "head_", fx_head, 1e-4, 1e-4), 6);
     /* OHEM: the selected pixels exactly */
     int ran = 0;
     for (int i = 0;; i++) {
@@ -406,7 +408,7 @@ static void test_val_loss(void **state) {
     /* the evaluation loop on that batch: whole mode (the prediction's forward), then slide (one more forward) */
     for (int mode = 0; mode < 2; mode++) {
         segc_eval_spec es = {.task = SEGC_TASK_SEGMENTATION, .num_classes = 4, .ignore_index = 255};
-        snprintf(es.primary, sizeof es.primary, "loss");
+        snprintf(es.primary, sizeof es.primary, "val_loss");
         segc_evaluator *ev = segc_evaluator_new(&es, err, sizeof err);
         if (!ev) fail_msg("%s", err);
         int ih[2] = {H, H}, iw[2] = {W, W};
@@ -428,11 +430,11 @@ static void test_val_loss(void **state) {
         segc_eval_result r;
         assert_true(segc_evaluator_result(ev, &r, err, sizeof err));
         print_message("  mode %d: validation loss %.7f, training loss in eval mode %.7f\n", mode, r.primary_value, want);
-        assert_string_equal(r.primary, "loss");
+        assert_string_equal(r.primary, "val_loss");
         assert_true(fabs(r.primary_value - want) <= 1e-6 * want);
         assert_true(segc_metric_lower_is_better(r.primary));
         char *js = segc_eval_result_json(&r, NULL);
-        assert_non_null(strstr(js, "\"loss\":"));
+        assert_non_null(strstr(js, "\"val_loss\":"));
         free(js);
         segc_eval_result_free(&r);
         segc_evaluator_free(ev);
@@ -440,9 +442,9 @@ static void test_val_loss(void **state) {
     segc_ctx_free(work);
     segc_ctx_free(ctx);
     segc_model_free(m);
-    /* train.best_metric: loss is accepted */
+    /* train.best_metric: val_loss is accepted */
     segc_config_defaults(&c);
-    assert_true(segc_config_override(&c, "train.best_metric=loss", err, sizeof err));
+    assert_true(segc_config_override(&c, "train.best_metric=val_loss", err, sizeof err));
     assert_true(segc_config_finish(&c, err, sizeof err));
 }
 

@@ -93,7 +93,7 @@ bool segc_loss_cfg_set(segc_loss_cfg *c, const char *path, const char *const *it
 /* Cross-key checks (negative weights, ranges; crop_pixels > 0: OHEM min_kept
  * against a crop's pixels). false + one-line message. */
 bool segc_loss_cfg_check(const segc_loss_cfg *c, int64_t crop_pixels, char *err, size_t errlen);
-/* The section as YAML lines indented by `indent` (malloc'd; "" when nothing is configured). */
+/* The section as YAML ("loss:" and its lines, or "loss: {}"), indented by `indent`; malloc'd. */
 char *segc_loss_cfg_yaml(const segc_loss_cfg *c, int indent);
 
 /* ---- class_weight: auto ----

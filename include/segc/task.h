@@ -21,7 +21,7 @@
  *   always:           mIoU, mAcc, aAcc, mDice, IoU.<class>, Acc.<class>
  *   without per_volume: Dice.<class> (split-wide, every class), mDice = their
  *                     NaN-skipping mean (mmseg's mDice); primary default mIoU
- *   validation loss:  loss (the model's training loss in eval mode, mean over
+ *   validation loss:  val_loss (the model's training loss in eval mode, mean over
  *                     images; segc_evaluator_add_loss; NaN / absent from the JSON without it)
  *   with per_volume:  Dice_<region> and Dice.<class> for labels 1..K-1 (means
  *                     over volumes), mDice = mean over regions (over labels
@@ -84,8 +84,8 @@ void segc_evaluator_reset(segc_evaluator *e);
 bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pred, const segc_tensor *label,
                         const int64_t *volume_ids);
 /* The validation loss of n_images images (their mean loss): the result's
- * "loss" is the image-weighted mean over every call (and merge); NaN when
- * none was added. "loss" may be the primary metric (lower is better). */
+ * "val_loss" is the image-weighted mean over every call (and merge); NaN when
+ * none was added. "val_loss" may be the primary metric (lower is better). */
 void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images);
 /* dst += src (same spec); volumes with the same id are combined, so two
  * ranks each adding part of a volume's slices give the one-evaluator result.

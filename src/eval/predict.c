@@ -2,6 +2,7 @@
  * split (mmseg metrics): the library side of `segc predict` / `segc eval`. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,24 +393,26 @@ typedef struct loss_probe {
     segc_model *m;
     const segc_tensor *x;
     segc_tensor *labels;
-    bool done, failed;
+    bool done;
     double value;
 } loss_probe;
 
-static bool probe_loss(segc_ctx *ctx, loss_probe *p, const segc_model_out *out) {
+/* The loss of out; a loss the model cannot compute here (e.g. labels of another size than a
+ * model's loss accepts) is NaN, which leaves the split's validation loss undefined, not the
+ * evaluation failed. */
+static void probe_loss(segc_ctx *ctx, loss_probe *p, const segc_model_out *out) {
     segc_targets tg = {.labels = p->labels, .ignore_index = SEGC_IGNORE_INDEX};
     segc_tensor *l = segc_model_loss(ctx, p->m, out, &tg);
     p->done = true;
-    if (!l) return !(p->failed = true);
-    p->value = l->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(l)[0]) : segc_f32(l)[0];
-    return true;
+    p->value = !l ? NAN : l->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(l)[0]) : segc_f32(l)[0];
+    if (!l) segc_clear_error(ctx);
 }
 
 static segc_tensor *probe_forward(segc_ctx *ctx, void *probe, segc_tensor *images) {
     loss_probe *p = probe;
     segc_model_out out;
     if (!segc_model_forward(ctx, p->m, images, &out)) return NULL;
-    if (images == p->x && !p->done && !probe_loss(ctx, p, &out)) return NULL;
+    if (images == p->x && !p->done) probe_loss(ctx, p, &out);
     return out.maps[0];
 }
 
@@ -448,9 +451,9 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         const bool ge = ctx->grad_enabled, tr = ctx->training;
         ctx->grad_enabled = ctx->training = false;
         segc_model_out out;
-        bool ok = segc_model_forward(ctx, probe.m, x, &out) && probe_loss(ctx, &probe, &out);
+        if (segc_model_forward(ctx, probe.m, x, &out)) probe_loss(ctx, &probe, &out);
+        else segc_clear_error(ctx), probe.value = NAN;   /* a model that only takes windows of this image */
         ctx->grad_enabled = ge, ctx->training = tr;
-        if (!ok) return false;
     }
     if (want_loss) segc_evaluator_add_loss(ev, probe.value, count);
     int64_t *vol = segc_arena_alloc(&ctx->arena, (size_t)count * sizeof *vol);

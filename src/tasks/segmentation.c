@@ -84,7 +84,7 @@ static bool spec_names(const segc_eval_spec *s, segc_eval_result *r) {
         for (int j = 0; ok && j < k; j++)
             ok = add_name(r, "pixel_Dice.%s%s", class_label(s->class_names, j, nb, sizeof nb), "");
     }
-    return ok && add_name(r, "%s%s", "loss", "");   /* validation loss (NaN when none was added) */
+    return ok && add_name(r, "%s%s", "val_loss", "");   /* validation loss (NaN when none was added) */
 }
 
 static int find_name(const segc_eval_result *r, const char *name) {
@@ -512,7 +512,7 @@ bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *e
         }
     }
     free(px_dice), free(vd);
-    set_value(r, "loss", e->loss_n ? e->loss_sum / (double)e->loss_n : NAN);
+    set_value(r, "val_loss", e->loss_n ? e->loss_sum / (double)e->loss_n : NAN);
     r->n_images = e->conf.n_images;
     snprintf(r->primary, sizeof r->primary, "%s", s->primary);
     r->primary_value = segc_eval_result_get(r, r->primary);
@@ -557,7 +557,7 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
     segc_metric_percent_str(d, sizeof d, segc_eval_result_get(r, pv ? "pixel_mDice" : "mDice"));
     /* with per-volume results "mDice" is theirs: the split-wide one says so */
     fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  %s: %s", a, b, c, pv ? "pixel_mDice" : "mDice", d);
-    if (!isnan(segc_eval_result_get(r, "loss"))) fprintf(out, "  loss: %.4f", segc_eval_result_get(r, "loss"));
+    if (!isnan(segc_eval_result_get(r, "val_loss"))) fprintf(out, "  val_loss: %.4f", segc_eval_result_get(r, "val_loss"));
     fputc('\n', out);
     if (pv) {
         /* per-volume: regions, then foreground labels, then their mean */
@@ -619,8 +619,8 @@ char *segc_eval_result_json(const segc_eval_result *r, const char *const *class_
         cJSON_AddItemToObject(root, "pixel_Dice", dice_object(r, class_names, 0, true));
         cJSON_AddItemToObject(root, "n_volumes", cJSON_CreateNumber((double)r->n_volumes));
     }
-    double vl = segc_eval_result_get(r, "loss");
-    if (!isnan(vl)) cJSON_AddItemToObject(root, "loss", cJSON_CreateNumber(vl));
+    double vl = segc_eval_result_get(r, "val_loss");
+    if (!isnan(vl)) cJSON_AddItemToObject(root, "val_loss", cJSON_CreateNumber(vl));
     cJSON_AddItemToObject(root, "primary", cJSON_CreateString(r->primary));
     s = cJSON_PrintUnformatted(root);
 done:

@@ -109,7 +109,7 @@ static const field schema[] = {
     FL("train.seed", train.seed, "seed of init, sampling, augmentation and dropout"),
     FI("train.threads", train.threads, "compute threads (0: OpenMP's default)"),
     FS("train.dtype", train.dtype, "f32|bf16", "compute dtype (bf16: f32 master weights)"),
-    FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ..., loss: validation loss, minimised; empty: the task's)"),
+    FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ..., val_loss: minimised; empty: the task's)"),
     FS("train.work_dir", train.work_dir, NULL, "run directory (empty: runs/NAME)"),
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),

@@ -231,9 +231,9 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     char extra[160] = "";
     double md = segc_eval_result_get(&r->last, "mDice");
     if (!isnan(md)) snprintf(extra, sizeof extra, " mDice %.2f", 100 * md);
-    double vloss = segc_eval_result_get(&r->last, "loss");
-    if (!isnan(vloss) && strcmp(r->last.primary, "loss"))
-        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " loss %.4f", vloss);
+    double vloss = segc_eval_result_get(&r->last, "val_loss");
+    if (!isnan(vloss) && strcmp(r->last.primary, "val_loss"))
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " val_loss %.4f", vloss);
     if (strcmp(r->last.primary, "mIoU") && strcmp(r->last.primary, "mDice"))
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), segc_metric_lower_is_better(r->last.primary) ? " %s %.4g" : " %s %.2f", r->last.primary, segc_metric_lower_is_better(r->last.primary) ? v : 100 * v);
     progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s%s", (long long)iter, 100 * r->last.pixel.mIoU,
