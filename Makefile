@@ -24,6 +24,10 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) $(SAN) -g -fopenmp -Wall -Wext
             -Iinclude -I/usr/include/nifti -MMD -MP
 LDLIBS   += -ldnnl -lopenblas -lspng -lpng -ljpeg -lyaml -lcjson -lniftiio -lznz -lz -lm
 LDFLAGS  += -fopenmp $(SAN)
+# Open MPI (data-parallel training): only src/train/dist.c includes mpi.h
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null || echo -lmpi)
+LDLIBS   += $(MPI_LIBS)
 
 LIB_SRC  := $(wildcard src/core/*.c src/ops/*.c src/nn/*.c src/models/*.c src/data/*.c src/tasks/*.c src/train/*.c src/eval/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
@@ -63,6 +67,8 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
 ISA_AVX512_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512.c))
 $(ISA_AVX512_OBJ): CFLAGS += $(ISA_AVX512_FLAGS)
+
+$(BUILD)/src/train/dist.o: CFLAGS += $(MPI_CFLAGS)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 #include "segc/profile.h"
 #include "segc/trainer.h"
 
@@ -116,7 +117,7 @@ int segc_cmd_train(int argc, char **argv) {
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
-    if (st != SEGC_TRAIN_DONE) fprintf(stderr, "segc %s\n", err);
+    if (st != SEGC_TRAIN_DONE && segc_dist_is_writer()) fprintf(stderr, "segc %s\n", err);   /* one error line */
     rc = (int)st;
 done:
     free(ov);
