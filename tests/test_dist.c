@@ -31,6 +31,7 @@
 #include "segc/ops.h"
 #include "segc/safetensors.h"
 
+static int count_lines_with(const char *path, const char *needle);
 static char segc_bin[1024], root[256], cfg[300], data[300];
 
 static void write_png(const char *path, int h, int w, int c, const uint8_t *px) {
@@ -374,6 +375,21 @@ static pid_t rank_pid(pid_t mpirun, int rank) {
     return found;
 }
 
+/* mpirun -np 2 segc train (endless, a checkpoint every 2 iterations) in the background */
+static pid_t start_job(const char *dir, const char *log, const char *extra) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (!freopen(log, "w", stdout)) _exit(126);
+        dup2(fileno(stdout), 2);
+        char wd[400];
+        snprintf(wd, sizeof wd, "train.work_dir=%s", dir);
+        execlp("mpirun", "mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2", segc_bin, "train", cfg, wd,
+               "train.max_iters=100000", "train.checkpoint_interval=2", "--force", extra, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
 static void test_kill_one_rank_then_resume(void **state) {
     (void)state;
     char dir[300], ref[300], one[300], log[400], a[400], b[400];
@@ -381,16 +397,7 @@ static void test_kill_one_rank_then_resume(void **state) {
     snprintf(ref, sizeof ref, "%s/uninterrupted", root);
     snprintf(one, sizeof one, "%s/killed_np1", root);
     snprintf(log, sizeof log, "%s.log", dir);
-    pid_t pid = fork();
-    if (pid == 0) {
-        freopen(log, "w", stdout);
-        dup2(fileno(stdout), 2);
-        char wd[400];
-        snprintf(wd, sizeof wd, "train.work_dir=%s", dir);
-        execlp("mpirun", "mpirun", "--oversubscribe", "--allow-run-as-root", "-np", "2", segc_bin, "train", cfg, wd,
-               "train.max_iters=100000", "train.checkpoint_interval=2", "--force", (char *)NULL);
-        _exit(127);
-    }
+    pid_t pid = start_job(dir, log, "dist.timeout_s=30");
     double t0 = segc_now_s();
     while (latest_iter(dir) < 4 && segc_now_s() - t0 < 60) usleep(20000);
     if (latest_iter(dir) < 4) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); dump(log); fail_msg("no checkpoint after 60 s"); }
@@ -438,6 +445,41 @@ static void test_kill_one_rank_then_resume(void **state) {
     double d = max_rel_diff(a, b);
     printf("2-rank checkpoint resumed by 1 process to iteration %ld: max relative weight difference %.3g\n", k, d);
     assert_true(d < 1e-4);
+}
+
+
+/* a rank that hangs (SIGSTOP): the other's collective times out (dist.timeout_s), the job ends naming
+ * the waiting rank and its host, within the timeout plus a few seconds */
+static void test_hung_rank_watchdog(void **state) {
+    (void)state;
+    char dir[300], log[400];
+    snprintf(dir, sizeof dir, "%s/hung", root);
+    snprintf(log, sizeof log, "%s.log", dir);
+    pid_t pid = start_job(dir, log, "dist.timeout_s=5");
+    double t0 = segc_now_s();
+    while (latest_iter(dir) < 2 && segc_now_s() - t0 < 60) usleep(20000);
+    pid_t victim = rank_pid(pid, 1), survivor = rank_pid(pid, 0);
+    if (latest_iter(dir) < 2 || !victim) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); dump(log); fail_msg("job did not start"); }
+    double ts = segc_now_s();
+    kill(victim, SIGSTOP);
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &st, WNOHANG)) == 0 && segc_now_s() - ts < 60) usleep(20000);
+    double took = segc_now_s() - ts;
+    if (w == 0) { kill(victim, SIGKILL); kill(pid, SIGKILL); waitpid(pid, NULL, 0); fail_msg("job still runs 60 s after rank 1 hung"); }
+    while ((kill(survivor, 0) == 0 || kill(victim, 0) == 0) && segc_now_s() - ts < 60) usleep(20000);
+    bool left = kill(survivor, 0) == 0 || kill(victim, 0) == 0;
+    if (left) { kill(victim, SIGKILL); kill(survivor, SIGKILL); }
+    char host[256] = "";
+    gethostname(host, sizeof host - 1);
+    char want[400];
+    snprintf(want, sizeof want, "segc: rank 0 on %s: ", host);
+    int named = count_lines_with(log, want) + count_lines_with(log, "no answer from the other ranks");
+    printf("rank 1 SIGSTOPped: job ended after %.1f s (dist.timeout_s=5), %s %d\n", took,
+           WIFEXITED(st) ? "status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    if (left) fail_msg("a rank survived the watchdog");
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) fail_msg("the hung job exited with status 0");
+    if (named < 2) { dump(log); fail_msg("no watchdog message naming rank 0 and %s", host); }
 }
 
 /* ---- bad input ---- */
@@ -513,7 +555,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_syncbn_parity),   cmocka_unit_test(test_np2_equals_np1),
         cmocka_unit_test(test_dist_eval_equals_single), cmocka_unit_test(test_kill_one_rank_then_resume),
-        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_hung_rank_watchdog), cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
