@@ -43,7 +43,7 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB      := $(BUILD)/libsegc.a
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all test test-isa test-asan FORCE fixtures bench-ops bench-train bench-data demo clean deps fuzz
+.PHONY: all test test-isa test-asan FORCE fixtures bench-ops bench-train bench-data bench-dist demo clean deps fuzz
 all: $(LIB) $(BUILD)/segc $(TESTS) $(BENCHES)
 
 deps: $(DEPS_OK)
@@ -117,6 +117,10 @@ bench-ops: $(BENCHES)
 BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab
 bench-train: $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 	@bash scripts/bench_train.sh $(BENCH_TRAIN:%=$(BUILD)/bench/%)
+
+# data-parallel SegFormer-B0 step: 1 process x 2 threads vs mpirun -np 2 x 1 thread (minutes; not a test)
+bench-dist: $(BUILD)/bench/bench_dist
+	@bash scripts/bench_dist.sh $(BUILD)/bench/bench_dist
 
 bench-data: $(BUILD)/bench/bench_data
 	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data

@@ -118,6 +118,7 @@ typedef struct segc_config {
         double bucket_mb;              /* gradient all-reduce bucket size in MiB (default 25) */
         double timeout_s;              /* a collective waiting longer ends the job naming the rank (default 45) */
         bool sync_bn;                  /* batch-norm statistics over the global batch (SyncBatchNorm) */
+        bool overlap;                  /* all-reduce buckets during backward (default true; false: after it) */
     } dist;
 } segc_config;
 

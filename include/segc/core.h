@@ -188,6 +188,11 @@ struct segc_ctx {
      * same bits on every process). Set by the trainer; ops never talk to other processes. */
     void (*sum_hook)(void *user, double *v, int64_t n);
     void *sum_hook_user;
+    /* Called by backward after each tape node (run, or skipped when no gradient reached it), in tape
+     * order: data-parallel training learns there which parameter gradients are final and starts
+     * their all-reduce while backward goes on (NULL: off). */
+    void (*node_hook)(void *user, const segc_node *nd);
+    void *node_hook_user;
 };
 
 /* Counter of value k of sample j's part (per values each) in a stream reserved for the global batch

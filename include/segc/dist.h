@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "segc/core.h"
+#include "segc/params.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +63,11 @@ void segc_dist_configure(double bucket_mb, double timeout_s);
 void segc_dist_bcast_f32(float *v, int64_t n, const char *what);
 /* v = (sum over ranks in rank order) / world, in buckets; identical bits on every rank */
 void segc_dist_allreduce_mean_f32(float *v, int64_t n);
+/* The same all-reduce of p->grad overlapped with backward: begin after the
+ * forward (it reads ctx's tape and sets ctx->node_hook), finish after
+ * segc_backward; bitwise the result of segc_dist_allreduce_mean_f32. */
+void segc_dist_grads_begin(segc_ctx *ctx, segc_params *p);
+void segc_dist_grads_finish(segc_ctx *ctx, segc_params *p);
 /* v[i] = sum over ranks, added in rank order (identical on every rank); small n */
 void segc_dist_sum_f64(double *v, int64_t n);
 /* Collective success: false on every rank when any rank passes ok = false,
@@ -94,7 +100,9 @@ void segc_dist_sampler_position(int64_t g, int64_t n, int64_t *epoch, int64_t *p
 /* all-reduce statistics of this process (bench-dist): bytes, calls, seconds */
 typedef struct segc_dist_stats {
     int64_t bytes, calls;
-    double seconds;
+    double seconds;            /* from the first bucket's start to the end of the all-reduce */
+    double exposed_s;          /* of which after backward (not hidden behind it) */
+    int64_t buckets, buckets_in_backward;   /* buckets issued, and of those before backward ended */
 } segc_dist_stats;
 segc_dist_stats segc_dist_get_stats(void);
 

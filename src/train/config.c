@@ -115,6 +115,7 @@ static const field schema[] = {
     FD("dist.bucket_mb", dist.bucket_mb, "MPI: gradient all-reduce bucket size in MiB"),
     FD("dist.timeout_s", dist.timeout_s, "MPI: a collective waiting longer ends the whole job (a rank died or hangs)"),
     FB("dist.sync_bn", dist.sync_bn, "MPI: batch-norm statistics over the global batch (SyncBatchNorm)"),
+    FB("dist.overlap", dist.overlap, "MPI: all-reduce gradient buckets during backward (false: after it; same bits)"),
 };
 #define N_FIELDS ((int)(sizeof schema / sizeof schema[0]))
 
@@ -178,6 +179,7 @@ void segc_config_defaults(segc_config *c) {
     c->train.debug_nan_at = -1;
     c->dist.bucket_mb = 25;
     c->dist.timeout_s = 45;
+    c->dist.overlap = true;
 }
 
 static const char *last_part(const char *k) {

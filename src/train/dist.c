@@ -62,11 +62,14 @@ bool segc_dist_init(char *err, size_t errlen) {
     return true;
 }
 
+static void ov_free(void);
+
 void segc_dist_finalize(void) {
     free(D.send);
     free(D.recv);
     D.send = D.recv = NULL;
     D.stage_cap = 0;
+    ov_free();
     if (D.on) {
         int fin = 0;
         MPI_Finalized(&fin);
@@ -185,9 +188,11 @@ void segc_dist_allreduce_mean_f32(float *v, int64_t n) {
         wait_req(&r, "gradient all-reduce (allgather)");
         memcpy(v + o, D.send, (size_t)len * sizeof(float));
         D.stats.bytes += len * (int64_t)sizeof(float);
+        D.stats.buckets++;
     }
     D.stats.calls++;
     D.stats.seconds += segc_now_s() - t0;
+    D.stats.exposed_s += segc_now_s() - t0;
 }
 
 void segc_dist_sum_f64(double *v, int64_t n) {
@@ -311,4 +316,181 @@ void segc_dist_sampler_position(int64_t g, int64_t n, int64_t *epoch, int64_t *p
     int64_t p = g + D.rank;
     *epoch = p / n;
     *position = p % n;
+}
+
+/* ---- gradient all-reduce overlapped with backward ----
+ * Buckets cover the flat gradient buffer from its end (the head's parameters, whose gradients are
+ * final first) to its start. A parameter's gradient is final once every tape node that reads it
+ * has been visited by backward (ctx->node_hook); a bucket is ready when all its parameters are.
+ * MPI needs every rank to issue collectives in the same order, so issue points are fixed by the
+ * tape (identical on every rank), never by timing: a bucket's alltoall is issued when it becomes
+ * ready; just before, the previous bucket's alltoall is completed, summed and its allgather issued.
+ * Between issue points the hook only tests requests (MPI progresses them inside MPI_Test). Each
+ * element is the same ordered sum as segc_dist_allreduce_mean_f32, so the bits are the same. */
+typedef struct ov_bucket {
+    int64_t lo, hi, chunk;
+    int pending;               /* parameters of this bucket whose gradient is not final yet */
+    int stage;                 /* 0 waiting, 1 alltoall issued, 2 allgather issued, 3 done */
+    bool req_done;
+    MPI_Request req;
+    float *send, *recv;
+} ov_bucket;
+
+static struct {
+    segc_params *p;
+    ov_bucket *b;
+    int nb, cap;
+    int *uses;                 /* per parameter: tape nodes still to visit that read it */
+    int last;                  /* last issued bucket (-1: none) */
+    bool in_backward;
+    double t0;
+} OV = {.last = -1};
+
+static int param_of(const segc_params *p, const segc_tensor *t) {
+    if (!t || !t->is_param || !t->grad || t->grad < p->grad || t->grad >= p->grad + p->total) return -1;
+    int64_t off = t->grad - p->grad;
+    int lo = 0, hi = p->n - 1;
+    while (lo < hi) {   /* last tensor starting at or before off */
+        int mid = (lo + hi + 1) / 2;
+        if (p->offset[mid] <= off) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+static void ov_sum_and_gather(ov_bucket *b) {
+    const int W = D.world;
+    const float inv = 1.0f / (float)W;
+    float *mine = b->send + (int64_t)D.rank * b->chunk;
+    for (int64_t i = 0; i < b->chunk; i++) mine[i] = b->recv[i];
+    for (int q = 1; q < W; q++) {
+        const float *src = b->recv + (int64_t)q * b->chunk;
+        for (int64_t i = 0; i < b->chunk; i++) mine[i] += src[i];
+    }
+    for (int64_t i = 0; i < b->chunk; i++) mine[i] *= inv;
+    check(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, b->send, (int)b->chunk, MPI_FLOAT, MPI_COMM_WORLD, &b->req),
+          "gradient all-reduce (allgather)");
+    b->req_done = false;
+    b->stage = 2;
+}
+
+static void ov_finish_stage1(ov_bucket *b) {
+    if (!b->req_done) wait_req(&b->req, "gradient all-reduce (alltoall)");
+    ov_sum_and_gather(b);
+}
+
+static void ov_issue(int k) {
+    ov_bucket *b = &OV.b[k];
+    if (OV.last >= 0 && OV.b[OV.last].stage == 1) ov_finish_stage1(&OV.b[OV.last]);
+    int64_t len = b->hi - b->lo;
+    memcpy(b->send, OV.p->grad + b->lo, (size_t)len * sizeof(float));
+    memset(b->send + len, 0, (size_t)(b->chunk * D.world - len) * sizeof(float));
+    check(MPI_Ialltoall(b->send, (int)b->chunk, MPI_FLOAT, b->recv, (int)b->chunk, MPI_FLOAT, MPI_COMM_WORLD, &b->req),
+          "gradient all-reduce (alltoall)");
+    b->req_done = false;
+    b->stage = 1;
+    OV.last = k;
+    D.stats.bytes += len * (int64_t)sizeof(float);
+    D.stats.buckets++;
+    D.stats.buckets_in_backward += OV.in_backward;
+}
+
+static void ov_param_final(int i) {
+    const segc_params *p = OV.p;
+    int64_t lo = p->offset[i], hi = lo + segc_numel(p->t[i]);
+    if (hi <= lo) return;
+    for (int k = 0; k < OV.nb; k++)
+        if (OV.b[k].lo < hi && lo < OV.b[k].hi && --OV.b[k].pending == 0) ov_issue(k);
+}
+
+static void ov_hook(void *user, const segc_node *nd) {
+    (void)user;
+    for (int k = 0; k < nd->n_in; k++) {
+        int i = param_of(OV.p, nd->in[k]);
+        if (i >= 0 && --OV.uses[i] == 0) ov_param_final(i);
+    }
+    for (int k = 0; k < OV.nb; k++) {   /* progress what is in flight */
+        ov_bucket *b = &OV.b[k];
+        if ((b->stage == 1 || b->stage == 2) && !b->req_done) {
+            int done = 0;
+            check(MPI_Test(&b->req, &done, MPI_STATUS_IGNORE), "gradient all-reduce (progress)");
+            b->req_done = done != 0;
+        }
+    }
+}
+
+void segc_dist_grads_begin(segc_ctx *ctx, segc_params *p) {
+    if (!D.on || D.world == 1) return;
+    OV.p = p;
+    OV.last = -1;
+    OV.t0 = segc_now_s();
+    int64_t B = D.bucket_elems, nb = (p->total + B - 1) / B;
+    if (nb > OV.cap) {
+        ov_bucket *nbk = realloc(OV.b, (size_t)nb * sizeof *nbk);
+        if (!nbk) segc_dist_fail("all-reduce: out of memory for buckets");
+        memset(nbk + OV.cap, 0, (size_t)(nb - OV.cap) * sizeof *nbk);
+        OV.b = nbk;
+        OV.cap = (int)nb;
+    }
+    OV.nb = (int)nb;
+    int *u = realloc(OV.uses, (size_t)(p->n > 0 ? p->n : 1) * sizeof *u);
+    if (!u) segc_dist_fail("all-reduce: out of memory");
+    OV.uses = u;
+    memset(u, 0, (size_t)p->n * sizeof *u);
+    for (const segc_node *nd = ctx->tape; nd; nd = nd->prev)
+        for (int k = 0; k < nd->n_in; k++) {
+            int i = param_of(p, nd->in[k]);
+            if (i >= 0) u[i]++;
+        }
+    for (int k = 0; k < OV.nb; k++) {
+        ov_bucket *b = &OV.b[k];
+        b->hi = p->total - k * B;
+        b->lo = b->hi - B > 0 ? b->hi - B : 0;
+        int64_t chunk = (b->hi - b->lo + D.world - 1) / D.world;
+        if (chunk != b->chunk || !b->send) {
+            free(b->send);
+            free(b->recv);
+            b->send = malloc((size_t)(chunk * D.world) * sizeof(float));
+            b->recv = malloc((size_t)(chunk * D.world) * sizeof(float));
+            if (!b->send || !b->recv) segc_dist_fail("all-reduce: out of memory for the bucket buffers");
+            b->chunk = chunk;
+        }
+        b->stage = 0;
+        b->pending = 0;
+        for (int i = 0; i < p->n; i++) {
+            int64_t lo = p->offset[i], hi = lo + segc_numel(p->t[i]);
+            if (u[i] > 0 && lo < b->hi && b->lo < hi) b->pending++;
+        }
+    }
+    for (int k = 0; k < OV.nb; k++)   /* buckets nothing on the tape writes: ready now */
+        if (OV.b[k].pending == 0) ov_issue(k);
+    ctx->node_hook = ov_hook;
+    ctx->node_hook_user = NULL;
+    OV.in_backward = true;
+}
+
+void segc_dist_grads_finish(segc_ctx *ctx, segc_params *p) {
+    if (!D.on || D.world == 1) return;
+    ctx->node_hook = NULL;
+    OV.in_backward = false;
+    double t1 = segc_now_s();
+    for (int k = 0; k < OV.nb; k++)   /* gradients backward never reached (an aborted tape) */
+        if (OV.b[k].stage == 0) ov_issue(k);
+    if (OV.last >= 0 && OV.b[OV.last].stage == 1) ov_finish_stage1(&OV.b[OV.last]);
+    for (int k = 0; k < OV.nb; k++) {
+        ov_bucket *b = &OV.b[k];
+        if (!b->req_done) wait_req(&b->req, "gradient all-reduce (allgather)");
+        memcpy(p->grad + b->lo, b->send, (size_t)(b->hi - b->lo) * sizeof(float));
+        b->stage = 3;
+    }
+    D.stats.calls++;
+    D.stats.seconds += segc_now_s() - OV.t0;
+    D.stats.exposed_s += segc_now_s() - t1;
+}
+
+static void ov_free(void) {
+    for (int k = 0; k < OV.cap; k++) free(OV.b[k].send), free(OV.b[k].recv);
+    free(OV.b);
+    free(OV.uses);
+    OV.b = NULL, OV.uses = NULL, OV.cap = OV.nb = 0;
 }

@@ -483,8 +483,10 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             goto out;
         }
         segc_params_zero_grad(&r->model->params);
+        if (c->dist.overlap) segc_dist_grads_begin(ctx, &r->model->params);   /* all-reduce during backward */
         if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
-        segc_dist_allreduce_mean_f32(r->model->params.grad, r->model->params.total);   /* mean over the global batch */
+        if (c->dist.overlap) segc_dist_grads_finish(ctx, &r->model->params);   /* mean over the global batch */
+        else segc_dist_allreduce_mean_f32(r->model->params.grad, r->model->params.total);
         segc_prof_span po = segc_prof_begin("optimizer_step", SEGC_PROF_OPTIMIZER);
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
         segc_prof_end(&po, 0);
