@@ -30,6 +30,7 @@
 #include "segc/image_io.h"
 #include "segc/ops.h"
 #include "segc/safetensors.h"
+#include "segc/task.h"
 
 static int count_lines_with(const char *path, const char *needle);
 static char segc_bin[1024], root[256], cfg[300], data[300];
@@ -495,6 +496,71 @@ static void test_hung_rank_watchdog(void **state) {
     if (named < 2) { dump(log); fail_msg("no watchdog message naming rank 0 and %s", host); }
 }
 
+
+/* kill -USR1 <mpirun>: mpirun forwards it to every rank, they agree to stop after the same
+ * iteration, rank 0 writes the checkpoint, exit 0; --resume continues */
+static void test_graceful_stop(void **state) {
+    (void)state;
+    char dir[300], log[400];
+    snprintf(dir, sizeof dir, "%s/stopped", root);
+    snprintf(log, sizeof log, "%s.log", dir);
+    pid_t pid = start_job(dir, log, "train.checkpoint_interval=1000");
+    double t0 = segc_now_s();
+    char mj[400];
+    snprintf(mj, sizeof mj, "%s/metrics.jsonl", dir);
+    while (count_lines_with(mj, "\"loss\"") < 2 && segc_now_s() - t0 < 60) usleep(20000);
+    kill(pid, SIGUSR1);
+    int st = 0;
+    pid_t w = 0;
+    while ((w = waitpid(pid, &st, WNOHANG)) == 0 && segc_now_s() - t0 < 90) usleep(20000);
+    if (w == 0) { kill(pid, SIGKILL); waitpid(pid, NULL, 0); dump(log); fail_msg("job did not stop on SIGUSR1"); }
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) { dump(log); fail_msg("stopped job: status %d, expected 0", st); }
+    long it = latest_iter(dir);
+    printf("SIGUSR1 to mpirun: both ranks stopped at iteration %ld with a checkpoint\n", it);
+    assert_true(it > 0);
+    assert_int_equal(count_lines_with(log, "stopped at iteration"), 1);
+}
+
+/* segc_evaluator_serialize + merge_serialized == segc_evaluator_merge (what ranks exchange) */
+static void test_evaluator_state_words(void **state) {
+    (void)state;
+    segc_eval_spec spec;
+    memset(&spec, 0, sizeof spec);
+    spec.task = SEGC_TASK_SEGMENTATION;
+    spec.num_classes = 5;
+    spec.ignore_index = 255;
+    segc_eval_spec_brats_regions(&spec);
+    char err[256];
+    segc_evaluator *a = segc_evaluator_new(&spec, err, sizeof err), *b = segc_evaluator_new(&spec, err, sizeof err);
+    segc_evaluator *m1 = segc_evaluator_new(&spec, err, sizeof err), *m2 = segc_evaluator_new(&spec, err, sizeof err);
+    assert_true(a && b && m1 && m2);
+    segc_ctx *ctx = segc_ctx_new(0);
+    uint8_t pred[2 * 8 * 8], lab[2 * 8 * 8];
+    for (int i = 0; i < 128; i++) pred[i] = (uint8_t)(i * 7 % 5), lab[i] = (uint8_t)(i % 9 == 0 ? 255 : i * 3 % 5);
+    segc_tensor *tp = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){2, 8, 8}, pred);
+    segc_tensor *tl = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){2, 8, 8}, lab);
+    int64_t ids_a[2] = {3, 1}, ids_b[2] = {1, 7};
+    assert_true(segc_evaluator_add(a, ctx, tp, tl, ids_a));
+    assert_true(segc_evaluator_add(b, ctx, tl, tp, ids_b));
+    assert_true(segc_evaluator_merge(m1, a, err, sizeof err) && segc_evaluator_merge(m1, b, err, sizeof err));
+    int64_t na, nb;
+    int64_t *wa = segc_evaluator_serialize(a, &na), *wb = segc_evaluator_serialize(b, &nb);
+    assert_true(wa && wb);
+    assert_true(segc_evaluator_merge_serialized(m2, wa, na, err, sizeof err));
+    assert_true(segc_evaluator_merge_serialized(m2, wb, nb, err, sizeof err));
+    assert_false(segc_evaluator_merge_serialized(m2, wb, nb - 1, err, sizeof err));   /* truncated: refused */
+    segc_eval_result r1, r2;
+    assert_true(segc_evaluator_result(m1, &r1, err, sizeof err) && segc_evaluator_result(m2, &r2, err, sizeof err));
+    assert_int_equal(r1.n, r2.n);
+    assert_memory_equal(r1.values, r2.values, (size_t)r1.n * sizeof(double));
+    assert_int_equal(r1.n_volumes, r2.n_volumes);
+    segc_eval_result_free(&r1);
+    segc_eval_result_free(&r2);
+    free(wa), free(wb);
+    segc_evaluator_free(a), segc_evaluator_free(b), segc_evaluator_free(m1), segc_evaluator_free(m2);
+    segc_ctx_free(ctx);
+}
+
 /* ---- bad input ---- */
 static int count_lines_with(const char *path, const char *needle) {
     FILE *f = fopen(path, "r");
@@ -568,7 +634,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_syncbn_parity),   cmocka_unit_test(test_np2_equals_np1),
         cmocka_unit_test(test_dist_eval_equals_single), cmocka_unit_test(test_kill_one_rank_then_resume),
-        cmocka_unit_test(test_hung_rank_watchdog), cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_hung_rank_watchdog), cmocka_unit_test(test_graceful_stop),
+        cmocka_unit_test(test_evaluator_state_words), cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

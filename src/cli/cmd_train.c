@@ -60,7 +60,7 @@ bool segc_cli_config(segc_config *c, const char *path, char **overrides, int n_o
     return segc_config_finish(c, err, errlen);
 }
 
-/* First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. Second: default action. */
+/* First SIGINT/SIGTERM/SIGUSR1: finish the iteration, checkpoint, stop. Second: default action. */
 static volatile int stop_requested;
 static void on_stop_signal(int sig) {
     stop_requested = 1;
@@ -116,6 +116,7 @@ int segc_cmd_train(int argc, char **argv) {
     o.stop = &stop_requested;
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
+    signal(SIGUSR1, on_stop_signal);   /* what mpirun forwards to every rank (kill -USR1 <mpirun>) */
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
     if (st != SEGC_TRAIN_DONE && segc_dist_is_writer()) fprintf(stderr, "segc %s\n", err);   /* one error line */
     rc = (int)st;
