@@ -561,6 +561,60 @@ static void test_evaluator_state_words(void **state) {
     segc_ctx_free(ctx);
 }
 
+
+/* ---- two hosts: two network namespaces joined by a veth pair, Open MPI over TCP, its rsh agent
+ * replaced by `ip netns exec`; same world, seed and threads as the one-host run -> the same bits ---- */
+static void test_two_hosts(void **state) {
+    (void)state;
+    int id = (int)(getpid() % 250);
+    char na[32], nb[32], va[16], vb[16], ipa[32], ipb[32], net[32], log[400], agent[400], dir[300], ref[300];
+    snprintf(na, sizeof na, "segc%da", (int)getpid());
+    snprintf(nb, sizeof nb, "segc%db", (int)getpid());
+    snprintf(va, sizeof va, "sg%da", (int)(getpid() % 100000));
+    snprintf(vb, sizeof vb, "sg%db", (int)(getpid() % 100000));
+    snprintf(ipa, sizeof ipa, "10.77.%d.1", id);
+    snprintf(ipb, sizeof ipb, "10.77.%d.2", id);
+    snprintf(net, sizeof net, "10.77.%d.0/24", id);
+    snprintf(log, sizeof log, "%s/netns.log", root);
+    int rc = sh(log, "ip netns add %s && ip netns add %s && ip link add %s type veth peer name %s && "
+                "ip link set %s netns %s && ip link set %s netns %s && ip -n %s addr add %s/24 dev %s && "
+                "ip -n %s addr add %s/24 dev %s && ip -n %s link set %s up && ip -n %s link set %s up && "
+                "ip -n %s link set lo up && ip -n %s link set lo up",
+                na, nb, va, vb, va, na, vb, nb, na, ipa, va, nb, ipb, vb, na, va, nb, vb, na, nb);
+    if (rc != 0) {
+        sh("/dev/null", "ip netns del %s; ip netns del %s", na, nb);
+        SKIP_ALLOWED("cannot create network namespaces here (ip netns: exit %d; needs CAP_SYS_ADMIN)", rc);
+        return;
+    }
+    snprintf(agent, sizeof agent, "%s/netns_agent.sh", root);
+    FILE *f = fopen(agent, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\n# rsh agent: AGENT HOST COMMAND... runs COMMAND in the namespace of HOST\nhost=$1; shift\n"
+               "case \"$host\" in %s) ns=%s;; %s) ns=%s;; *) echo \"unknown host $host\" >&2; exit 1;; esac\n"
+               "exec ip netns exec \"$ns\" /bin/sh -c \"$*\"\n", ipa, na, ipb, nb);
+    fclose(f);
+    chmod(agent, 0755);
+    snprintf(dir, sizeof dir, "%s/twohosts", root);
+    snprintf(ref, sizeof ref, "%s/np2", root);
+    char rl[400], ck[400], cr[400];
+    ckpt(cr, sizeof cr, ref, 20, false);
+    if (access(cr, F_OK) != 0) train(2, ref, "");
+    snprintf(rl, sizeof rl, "%s.log", dir);
+    double t0 = segc_now_s();
+    rc = sh(rl, "ip netns exec %s mpirun --allow-run-as-root -H %s:1,%s:1 -np 2 --mca plm_rsh_agent %s --mca btl self,tcp "
+            "--mca btl_tcp_if_include %s --mca oob_tcp_if_include %s %s train %s train.work_dir=%s --force",
+            na, ipa, ipb, agent, net, net, segc_bin, cfg, dir);
+    double took = segc_now_s() - t0;
+    sh("/dev/null", "ip netns del %s; ip netns del %s", na, nb);   /* the veth pair goes with them */
+    if (rc != 0) { dump(rl); fail_msg("two-host training exited with %d", rc); }
+    for (int st = 0; st < 2; st++) {
+        ckpt(ck, sizeof ck, dir, 20, st);
+        ckpt(cr, sizeof cr, ref, 20, st);
+        tc_assert_same_tensors(ck, cr);
+    }
+    printf("two hosts (network namespaces %s, %s; Open MPI over TCP): bitwise the one-host run, %.1f s\n", na, nb, took);
+}
+
 /* ---- bad input ---- */
 static int count_lines_with(const char *path, const char *needle) {
     FILE *f = fopen(path, "r");
@@ -635,7 +689,8 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_syncbn_parity),   cmocka_unit_test(test_np2_equals_np1),
         cmocka_unit_test(test_dist_eval_equals_single), cmocka_unit_test(test_kill_one_rank_then_resume),
         cmocka_unit_test(test_hung_rank_watchdog), cmocka_unit_test(test_graceful_stop),
-        cmocka_unit_test(test_evaluator_state_words), cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_evaluator_state_words), cmocka_unit_test(test_two_hosts),
+        cmocka_unit_test(test_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
