@@ -85,6 +85,8 @@ void segc_dist_fail(const char *msg) __attribute__((noreturn));
  * (its local size, false + message when the world does not divide it), and
  * ctx's sample map so random streams are drawn for the global batch. */
 bool segc_dist_shard_batch(segc_ctx *ctx, int global_batch, int *local_batch, char *err, size_t errlen);
+/* The loader's rank / world_size for this process's shard of every batch. */
+void segc_dist_loader_shard(int *rank, int *world);
 /* SyncBatchNorm: ctx's batch-norm statistics summed over every rank (no-op in one process). */
 void segc_dist_sync_bn(segc_ctx *ctx);
 /* This rank's share of a sequential pass: rank / world and the samples of

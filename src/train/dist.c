@@ -277,6 +277,11 @@ bool segc_dist_shard_batch(segc_ctx *ctx, int global_batch, int *local_batch, ch
     return true;
 }
 
+void segc_dist_loader_shard(int *rank, int *world) {
+    *rank = D.rank;
+    *world = D.world;
+}
+
 void segc_dist_eval_share(int64_t max_global, int *rank, int *world, int64_t *max_local) {
     *rank = D.rank;
     *world = D.world;

@@ -368,8 +368,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     lo.num_workers = c->data.num_workers;
     lo.channels = r->model->in_channels;
     lo.seed = seed;
-    lo.rank = segc_dist_rank();
-    lo.world_size = segc_dist_world();
+    segc_dist_loader_shard(&lo.rank, &lo.world_size);
     lo.resume = *resumed ? &r->shard_state : NULL;
     lo.quiet = o->quiet;
     r->loader = segc_loader_new(segc_dataset_source(r->train_ds), &pipe, &lo, e2, sizeof e2);
