@@ -673,7 +673,8 @@ int main(int argc, char **argv) {
     if (!abs) { fprintf(stderr, "test_dist: %s not built\n", segc_bin); return 1; }
     snprintf(segc_bin, sizeof segc_bin, "%s", abs);
     free(abs);
-    /* Open MPI as root on a 2-core machine; LSan: Open MPI's own allocations at exit only */
+    /* Open MPI as root on a 2-core machine; LSan: Open MPI's own allocations at exit only (the slow
+     * unwinder walks through Open MPI's frame-pointer-less code to the library the suppressions name) */
     setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
     setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
     setenv("OMPI_MCA_rmaps_base_oversubscribe", "1", 1);
@@ -681,9 +682,12 @@ int main(int argc, char **argv) {
     setenv("OMP_NUM_THREADS", "1", 1);
     char supp[1200];
     char *cwd = getcwd(NULL, 0);
-    snprintf(supp, sizeof supp, "suppressions=%s/tests/lsan_mpi.supp:print_suppressions=0", cwd ? cwd : ".");
+    snprintf(supp, sizeof supp, "suppressions=%s/tests/lsan_mpi.supp:print_suppressions=0:fast_unwind_on_malloc=0", cwd ? cwd : ".");
     free(cwd);
     setenv("LSAN_OPTIONS", supp, 1);
+    /* keep Open MPI's plugins loaded at exit so LeakSanitizer can name (and the suppressions match) them */
+    setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
+    setenv("PMIX_MCA_mca_base_component_disable_dlclose", "1", 1);
     (void)argc;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_syncbn_parity),   cmocka_unit_test(test_np2_equals_np1),
