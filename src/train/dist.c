@@ -197,8 +197,13 @@ void segc_dist_allreduce_mean_f32(float *v, int64_t n) {
 
 void segc_dist_sum_f64(double *v, int64_t n) {
     if (!D.on || D.world == 1 || n <= 0) return;
-    double *all = malloc((size_t)(n * D.world) * sizeof(double));
-    if (!all) segc_dist_fail("sum: out of memory");
+    static double *all;   /* kept: no heap allocation in a steady-state step */
+    static int64_t cap;
+    if (n * D.world > cap) {
+        double *a = realloc(all, (size_t)(n * D.world) * sizeof(double));
+        if (!a) segc_dist_fail("sum: out of memory");
+        all = a, cap = n * D.world;
+    }
     MPI_Request r;
     check(MPI_Iallgather(v, (int)n, MPI_DOUBLE, all, (int)n, MPI_DOUBLE, MPI_COMM_WORLD, &r), "sum (allgather)");
     wait_req(&r, "sum (allgather)");
@@ -207,7 +212,6 @@ void segc_dist_sum_f64(double *v, int64_t n) {
         for (int q = 1; q < D.world; q++) s += all[(int64_t)q * n + i];
         v[i] = s;
     }
-    free(all);
 }
 
 static void sum_hook(void *user, double *v, int64_t n) {
@@ -339,6 +343,7 @@ typedef struct ov_bucket {
     bool req_done;
     MPI_Request req;
     float *send, *recv;
+    uint64_t sum;              /* checksum of the gradients when sent (verified after backward) */
 } ov_bucket;
 
 static struct {
@@ -361,6 +366,14 @@ static int param_of(const segc_params *p, const segc_tensor *t) {
         else hi = mid - 1;
     }
     return lo;
+}
+
+/* order-dependent checksum of the bits of n floats */
+static uint64_t bits_sum(const float *v, int64_t n) {
+    const uint32_t *u = (const uint32_t *)v;
+    uint64_t h = 0;
+    for (int64_t i = 0; i < n; i++) h = h * 0x9E3779B97F4A7C15ull + u[i] + 1;
+    return h;
 }
 
 static void ov_sum_and_gather(ov_bucket *b) {
@@ -389,6 +402,7 @@ static void ov_issue(int k) {
     if (OV.last >= 0 && OV.b[OV.last].stage == 1) ov_finish_stage1(&OV.b[OV.last]);
     int64_t len = b->hi - b->lo;
     memcpy(b->send, OV.p->grad + b->lo, (size_t)len * sizeof(float));
+    b->sum = bits_sum(b->send, len);
     memset(b->send + len, 0, (size_t)(b->chunk * D.world - len) * sizeof(float));
     check(MPI_Ialltoall(b->send, (int)b->chunk, MPI_FLOAT, b->recv, (int)b->chunk, MPI_FLOAT, MPI_COMM_WORLD, &b->req),
           "gradient all-reduce (alltoall)");
@@ -485,6 +499,11 @@ void segc_dist_grads_finish(segc_ctx *ctx, segc_params *p) {
     for (int k = 0; k < OV.nb; k++) {
         ov_bucket *b = &OV.b[k];
         if (!b->req_done) wait_req(&b->req, "gradient all-reduce (allgather)");
+        /* a gradient written after its bucket left (an op writing a parameter's gradient that is not
+         * among its tape inputs) would be lost silently: refuse instead */
+        if (bits_sum(p->grad + b->lo, b->hi - b->lo) != b->sum)
+            segc_dist_fail("gradient all-reduce: a parameter gradient changed after its bucket was sent (an op writes "
+                           "the gradient of a parameter that is not among its tape inputs); train with dist.overlap=false");
         memcpy(p->grad + b->lo, b->send, (size_t)(b->hi - b->lo) * sizeof(float));
         b->stage = 3;
     }
