@@ -408,6 +408,7 @@ static void ov_issue(int k) {
           "gradient all-reduce (alltoall)");
     b->req_done = false;
     b->stage = 1;
+    if (OV.t0 == 0) OV.t0 = segc_now_s();   /* the all-reduce time starts with the first bucket */
     OV.last = k;
     D.stats.bytes += len * (int64_t)sizeof(float);
     D.stats.buckets++;
@@ -442,7 +443,7 @@ void segc_dist_grads_begin(segc_ctx *ctx, segc_params *p) {
     if (!D.on || D.world == 1) return;
     OV.p = p;
     OV.last = -1;
-    OV.t0 = segc_now_s();
+    OV.t0 = 0;
     int64_t B = D.bucket_elems, nb = (p->total + B - 1) / B;
     if (nb > OV.cap) {
         ov_bucket *nbk = realloc(OV.b, (size_t)nb * sizeof *nbk);
