@@ -103,7 +103,7 @@ int segc_cmd_train(int argc, char **argv) {
     segc_config c;
     char err[1024];
     if (!segc_cli_config(&c, config, ov, n_ov, resume, err, sizeof err)) {
-        fprintf(stderr, "segc train: %s\n", err);
+        if (segc_dist_is_writer()) fprintf(stderr, "segc train: %s\n", err);   /* every rank failed alike */
         rc = 1;
         goto done;
     }
