@@ -24,6 +24,10 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) $(SAN) -g -fopenmp -Wall -Wext
             -Iinclude -I/usr/include/nifti -MMD -MP
 LDLIBS   += -ldnnl -lopenblas -lspng -lpng -ljpeg -lyaml -lcjson -lniftiio -lznz -lz -lm
 LDFLAGS  += -fopenmp $(SAN)
+# Open MPI (data-parallel training): only src/train/dist.c includes mpi.h
+MPI_CFLAGS := $(shell pkg-config --cflags ompi-c 2>/dev/null || mpicc --showme:compile 2>/dev/null)
+MPI_LIBS   := $(shell pkg-config --libs ompi-c 2>/dev/null || mpicc --showme:link 2>/dev/null || echo -lmpi)
+LDLIBS   += $(MPI_LIBS)
 
 LIB_SRC  := $(wildcard src/core/*.c src/ops/*.c src/nn/*.c src/models/*.c src/data/*.c src/tasks/*.c src/train/*.c src/eval/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
@@ -39,7 +43,7 @@ BENCHES  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 LIB      := $(BUILD)/libsegc.a
 DEPS_OK  := build/.deps-ok
 
-.PHONY: all test test-isa test-asan FORCE fixtures bench-ops bench-train bench-data demo clean deps fuzz
+.PHONY: all test test-isa test-asan FORCE fixtures bench-ops bench-train bench-data bench-dist demo clean deps fuzz
 all: $(LIB) $(BUILD)/segc $(TESTS) $(BENCHES)
 
 deps: $(DEPS_OK)
@@ -63,6 +67,8 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
 ISA_AVX512_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512.c))
 $(ISA_AVX512_OBJ): CFLAGS += $(ISA_AVX512_FLAGS)
+
+$(BUILD)/src/train/dist.o: CFLAGS += $(MPI_CFLAGS)
 
 $(LIB): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
@@ -111,6 +117,10 @@ bench-ops: $(BENCHES)
 BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab
 bench-train: $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 	@bash scripts/bench_train.sh $(BENCH_TRAIN:%=$(BUILD)/bench/%)
+
+# data-parallel SegFormer-B0 step: 1 process x 2 threads vs mpirun -np 2 x 1 thread (minutes; not a test)
+bench-dist: $(BUILD)/bench/bench_dist
+	@bash scripts/bench_dist.sh $(BUILD)/bench/bench_dist
 
 bench-data: $(BUILD)/bench/bench_data
 	@bash scripts/bench_data.sh $(BUILD)/bench/bench_data

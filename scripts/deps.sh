@@ -2,7 +2,8 @@
 # Installs every Debian package segc's build and tests need. No-op when present.
 set -euo pipefail
 PKGS="build-essential pkg-config libdnnl-dev libopenblas-dev libjpeg62-turbo-dev libspng-dev libpng-dev
-      libyaml-dev libcjson-dev libnifti2-dev zlib1g-dev libcmocka-dev libomp-dev"
+      libyaml-dev libcjson-dev libnifti2-dev zlib1g-dev libcmocka-dev libomp-dev
+      libopenmpi-dev openmpi-bin"
 case "${1:-}" in
   # benchmarks time PyTorch beside segc: scripts/bench_env.sh installs the pinned
   # versions from PyPI into .venv, which needs Debian's venv module

@@ -118,6 +118,12 @@ typedef struct segc_config {
         int64_t debug_nan_at;          /* test hook: iteration N's loss reads as NaN (from 1, as logged; -1: off) */
     } train;
     segc_loss_cfg loss;                /* the `loss` section (losses.h; nothing given: the family's own loss) */
+    struct {                           /* data-parallel training over MPI (segc/dist.h); unused in one process */
+        double bucket_mb;              /* gradient all-reduce bucket size in MiB (default 25) */
+        double timeout_s;              /* a collective waiting longer ends the job naming the rank (default 45) */
+        bool sync_bn;                  /* batch-norm statistics over the global batch (SyncBatchNorm) */
+        bool overlap;                  /* all-reduce buckets during backward (default true; false: after it) */
+    } dist;
 } segc_config;
 
 /* The built-in defaults (SegFormer-B0 on CamVid-sized crops, AdamW, warmup + poly). */

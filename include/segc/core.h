@@ -177,7 +177,32 @@ struct segc_ctx {
      * never aliased to an input's gradient (which later ops may add into) */
     const float *borrowed_grad;
     segc_profile_entry prof[SEGC_PROFILE_SLOTS];
+    /* Sharded batches (set by data-parallel training; zero: off). This process's batch holds
+     * sample_count samples; its sample j is sample j * sample_stride + sample_first of a global batch
+     * sample_stride times larger, and random streams (dropout, drop-path) are drawn for the global
+     * batch, so a sample gets the same mask whichever process computes it. Ops with a sample dim
+     * expect it outermost (numel divisible by sample_count). */
+    int64_t sample_count, sample_stride, sample_first;
+    /* SyncBatchNorm: when set, batch_norm in training sums its per-channel statistics and the two
+     * backward sums over every process through sum_hook (v[0..n) summed elementwise in place, the
+     * same bits on every process). Set by the trainer; ops never talk to other processes. */
+    void (*sum_hook)(void *user, double *v, int64_t n);
+    void *sum_hook_user;
+    /* Called by backward after each tape node (run, or skipped when no gradient reached it), in tape
+     * order: data-parallel training learns there which parameter gradients are final and starts
+     * their all-reduce while backward goes on (NULL: off). */
+    void (*node_hook)(void *user, const segc_node *nd);
+    void *node_hook_user;
 };
+
+/* Counter of value k of sample j's part (per values each) in a stream reserved for the global batch
+ * (base from segc_rng_reserve of per * global samples): the same value for a sample in any shard. */
+static inline uint64_t segc_sample_counter(const segc_ctx *ctx, uint64_t base, int64_t j, int64_t per) {
+    int64_t g = ctx->sample_stride > 1 ? j * ctx->sample_stride + ctx->sample_first : j;
+    return base + (uint64_t)(g * per);
+}
+/* true when ctx's batch is one shard of a larger global batch */
+static inline bool segc_sharded(const segc_ctx *ctx) { return ctx->sample_stride > 1 && ctx->sample_count > 0; }
 
 segc_ctx *segc_ctx_new(uint64_t seed);
 void segc_ctx_free(segc_ctx *ctx);

@@ -92,6 +92,13 @@ void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images);
  * false + message otherwise. */
 bool segc_evaluator_merge(segc_evaluator *dst, const segc_evaluator *src, char *err, size_t errlen);
 
+/* The evaluator's state as int64 words (malloc'd, *n words; NULL on OOM),
+ * to move between processes, and dst += such a state (the same spec's;
+ * false + message on a malformed or foreign buffer). Merging the words
+ * equals segc_evaluator_merge of the evaluator they came from. */
+int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n);
+bool segc_evaluator_merge_serialized(segc_evaluator *dst, const int64_t *w, int64_t n, char *err, size_t errlen);
+
 typedef struct segc_eval_result {
     int n;
     char names[SEGC_TASK_MAX_METRICS][48];   /* "mIoU", "mAcc", "aAcc", "mDice", "IoU.Road", "Dice_WT", ... */

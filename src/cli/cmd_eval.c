@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 #include "segc/profile.h"
 #include "segc/trainer.h"
 
@@ -125,7 +126,7 @@ int segc_cmd_eval(int argc, char **argv) {
     printf("%s\n", js ? js : "{}");
     free(js);
     char rdir[4096];
-    if (!no_report && (report_dir ? snprintf(rdir, sizeof rdir, "%s", report_dir) > 0 : run_dir_of(ckpt, rdir, sizeof rdir))) {
+    if (!no_report && segc_dist_is_writer() && (report_dir ? snprintf(rdir, sizeof rdir, "%s", report_dir) > 0 : run_dir_of(ckpt, rdir, sizeof rdir))) {
         /* the run's report gets this evaluation as its final one, saying how
          * many images it used (the periodic ones during training use a subset) */
         uint8_t palette[256 * 3];

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 #include "segc/profile.h"
 #include "segc/trainer.h"
 
@@ -59,7 +60,7 @@ bool segc_cli_config(segc_config *c, const char *path, char **overrides, int n_o
     return segc_config_finish(c, err, errlen);
 }
 
-/* First SIGINT/SIGTERM: finish the iteration, checkpoint, stop. Second: default action. */
+/* First SIGINT/SIGTERM/SIGUSR1: finish the iteration, checkpoint, stop. Second: default action. */
 static volatile int stop_requested;
 static void on_stop_signal(int sig) {
     stop_requested = 1;
@@ -102,7 +103,7 @@ int segc_cmd_train(int argc, char **argv) {
     segc_config c;
     char err[1024];
     if (!segc_cli_config(&c, config, ov, n_ov, resume, err, sizeof err)) {
-        fprintf(stderr, "segc train: %s\n", err);
+        if (segc_dist_is_writer()) fprintf(stderr, "segc train: %s\n", err);   /* every rank failed alike */
         rc = 1;
         goto done;
     }
@@ -115,8 +116,9 @@ int segc_cmd_train(int argc, char **argv) {
     o.stop = &stop_requested;
     signal(SIGINT, on_stop_signal);
     signal(SIGTERM, on_stop_signal);
+    signal(SIGUSR1, on_stop_signal);   /* what mpirun forwards to every rank (kill -USR1 <mpirun>) */
     segc_train_status st = segc_train(&c, &o, err, sizeof err);
-    if (st != SEGC_TRAIN_DONE) fprintf(stderr, "segc %s\n", err);
+    if (st != SEGC_TRAIN_DONE && segc_dist_is_writer()) fprintf(stderr, "segc %s\n", err);   /* one error line */
     rc = (int)st;
 done:
     free(ov);

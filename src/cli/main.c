@@ -1,8 +1,10 @@
 /* segc command-line entry: `segc COMMAND ...` dispatches to one cmd_* per verb. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 
 static const struct { const char *name; int (*run)(int, char **); const char *help; } commands[] = {
     {"data", segc_cmd_data, "check and summarise datasets (segc data check|stats NAME --root DIR)"},
@@ -22,6 +24,10 @@ static void usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    char derr[256];
+    if (!segc_dist_init(derr, sizeof derr)) { fprintf(stderr, "segc: %s\n", derr); return 1; }
+    atexit(segc_dist_finalize);   /* MPI only when a launcher (mpirun, srun) started this process */
+    if (!segc_dist_is_writer() && !freopen("/dev/null", "w", stdout)) return 1;   /* rank 0 prints results */
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) { usage(argc < 2 ? stderr : stdout); return argc < 2 ? 2 : 0; }
     if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V") || !strcmp(argv[1], "version")) return segc_cli_version();
     /* `segc help COMMAND` is `segc COMMAND --help` */

@@ -144,7 +144,10 @@ static void check_input_grads(segc_ctx *c, const segc_node *nd) {
 
 static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
-        if (!nd->out->grad) continue;  /* no gradient reached this node */
+        if (!nd->out->grad) {  /* no gradient reached this node */
+            if (c->node_hook) c->node_hook(c->node_hook_user, nd);
+            continue;
+        }
         double t0 = c->profile ? segc_now_s() : 0;
         size_t used0 = c->arena.used_total;
         segc_prof_span ps = segc_prof_op_enter_(c, nd->op, SEGC_PROF_BACKWARD);
@@ -158,6 +161,7 @@ static bool run_tape(segc_ctx *c) {
         if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
         release_out_grad(c, nd);
+        if (c->node_hook) c->node_hook(c->node_hook_user, nd);
     }
     /* the graph is consumed (PyTorch's retain_graph=False): a later backward in the same step
      * walks only what was recorded after this one */

@@ -168,10 +168,13 @@ segc_tensor *segc_deeplab_dropout2d(segc_ctx *ctx, segc_tensor *x, float p) {
     const int64_t nc = x->shape[0] * x->shape[1];
     segc_tensor *mask = segc_tensor_new(ctx, SEGC_F32, 4, (int64_t[]){x->shape[0], x->shape[1], 1, 1});
     if (!mask) return NULL;
-    const uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)nc);
+    /* a batch shard draws its samples' values of the global batch's stream (core.h) */
+    const int64_t C = x->shape[1], stride = segc_sharded(ctx) ? ctx->sample_stride : 1;
+    const uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)(nc * stride));
     const float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     float *mv = segc_f32(mask);
-    for (int64_t i = 0; i < nc; i++) mv[i] = segc_rng_uniform_at(seed, base + (uint64_t)i) >= p ? scale : 0.0f;
+    for (int64_t i = 0; i < nc; i++)
+        mv[i] = segc_rng_uniform_at(seed, segc_sample_counter(ctx, base, i / C, C) + (uint64_t)(i % C)) >= p ? scale : 0.0f;
     if (x->dtype != SEGC_F32) mask = segc_cast(ctx, mask, x->dtype);
     return segc_mul(ctx, x, mask);
 }

@@ -104,18 +104,33 @@ segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p) {
     if (!x) return NULL;
     if (!segc_check_float(ctx, "dropout", "x", x) || !check_p(ctx, "dropout", p)) return NULL;
     if (!ctx->training || p == 0.0f) return x;
-    segc_tensor *y = segc_tensor_like(ctx, x);
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
+    const bool sharded = segc_sharded(ctx);
+    if (sharded && n % ctx->sample_count) {
+        segc_set_error(ctx, "dropout: a batch shard of %lld samples needs the sample dim outermost, found %lld elements",
+                       (long long)ctx->sample_count, (long long)n);
+        return NULL;
+    }
+    segc_tensor *y = segc_tensor_like(ctx, x);
     uint8_t *keep = segc_arena_alloc(&ctx->arena, (size_t)n);
-    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)n);
+    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)n * (sharded ? (uint64_t)ctx->sample_stride : 1));
     uint32_t thr = keep_threshold(p);
+    if (sharded) {   /* each sample's mask from its place in the global batch's stream */
+        const int64_t ns = ctx->sample_count, per = n / ns;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+        for (int64_t j = 0; j < ns; j++) {
+            uint64_t c0 = segc_sample_counter(ctx, 0, j, per);
+            for (int64_t o = 0; o < per; o += BLOCK)
+                keep_mask(seed, base, (int64_t)c0 + o, per - o < BLOCK ? per - o : BLOCK, thr, keep + j * per + o);
+        }
+    }
     float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
     bool bf16 = x->dtype == SEGC_BF16;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
         uint8_t *k = keep + off;
-        keep_mask(seed, base, off, m, thr, k);
+        if (!sharded) keep_mask(seed, base, off, m, thr, k);
         if (bf16) {   /* through an f32 block: a loop mixing u8, u16 and f32 lanes vectorises poorly */
             float buf[BLOCK];
             segc_ew_load_bf16(segc_bf16p(x) + off, buf, m);
@@ -179,10 +194,24 @@ segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
     segc_tensor *y = segc_tensor_like(ctx, x);
     drop_path_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
     sv->factor = segc_arena_alloc(&ctx->arena, (size_t)(N > 0 ? N : 1) * sizeof(float));
-    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)N);
+    const bool sharded = segc_sharded(ctx);
+    uint64_t seed = ctx->rng.seed, base = segc_rng_reserve(&ctx->rng, (uint64_t)N * (sharded ? (uint64_t)ctx->sample_stride : 1));
     uint32_t thr = keep_threshold(p);
     float scale = p < 1.0f ? 1.0f / (1.0f - p) : 0.0f;
-    for (int64_t s = 0; s < N; s += BLOCK) {
+    if (sharded) {   /* row s of a sample-major [N, ...]: sample s / k, its row s % k */
+        const int64_t k = N % ctx->sample_count ? 0 : N / ctx->sample_count;
+        if (!k) {
+            segc_set_error(ctx, "drop_path: a batch shard of %lld samples needs the sample dim outermost, found %lld rows",
+                           (long long)ctx->sample_count, (long long)N);
+            return NULL;
+        }
+        for (int64_t s = 0; s < N; s++) {
+            uint8_t keep;
+            keep_mask(seed, base, (int64_t)segc_sample_counter(ctx, 0, s / k, k) + s % k, 1, thr, &keep);
+            sv->factor[s] = keep ? scale : 0.0f;
+        }
+    }
+    for (int64_t s = 0; !sharded && s < N; s += BLOCK) {
         uint8_t keep[BLOCK];
         int64_t m = N - s < BLOCK ? N - s : BLOCK;
         keep_mask(seed, base, s, m, thr, keep);

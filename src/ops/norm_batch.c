@@ -17,49 +17,108 @@
 
 typedef struct {
     int64_t N, C, S;
+    double M;             /* values per channel the statistics cover (all processes with sum_hook) */
     bool batch_stats;     /* normalised with batch statistics: gradient flows through them */
+    bool sync;            /* SyncBatchNorm: the backward sums go through ctx->sum_hook too */
     float *mean, *mean_lo, *rstd;   /* per channel, the statistics used (mean + mean_lo: ~48 bits) */
 } bn_saved;
+
+/* sum dy and sum dy * (x - mean) of channel c: per block in f32 (<= 2048 values), totals in double */
+static void bn_channel_sums(const segc_tensor *x, const float *dy, int64_t N, int64_t C, int64_t S, int64_t c, float m,
+                            float ml, float *sc, double *sdy, double *sdyx) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+            int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+            const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
+            float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+            for (int64_t i = 0; i < len; i++) {
+                a += dyp[i];
+                b += dyp[i] * ((xp[i] - m) - ml);
+            }
+            *sdy += a;
+            *sdyx += b;
+        }
+}
 
 static void bn_backward(segc_ctx *ctx, segc_node *nd) {
     const bn_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
     const int64_t N = sv->N, C = sv->C, S = sv->S;
-    const double M = (double)(N * S);
+    const double M = sv->M;
     const float *dy = nd->out->grad;
+    float *scratch = x->dtype == SEGC_F32 ? NULL
+                                          : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * BN_BLOCK * sizeof(float));
+    /* SyncBatchNorm: this process's sums (lsum) first, then their sums over every process (gsum) */
+    double *lsum = NULL, *gsum = NULL;
+    if (sv->sync && sv->batch_stats && ctx->sum_hook) {
+        lsum = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(2 * C) * sizeof(double));
+        gsum = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(2 * C) * sizeof(double));
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+        for (int64_t c = 0; c < C; c++) {
+            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * BN_BLOCK : NULL;
+            lsum[c] = lsum[C + c] = 0;
+            bn_channel_sums(x, dy, N, C, S, c, sv->mean[c], sv->mean_lo[c], sc, &lsum[c], &lsum[C + c]);
+        }
+        memcpy(gsum, lsum, (size_t)(2 * C) * sizeof(double));
+        ctx->sum_hook(ctx->sum_hook_user, gsum, 2 * C);
+    }
     const float *g = nl_param_f32(ctx, gamma);
     int ow = 0;
     float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
     float *dg = gamma && gamma->requires_grad ? segc_grad(ctx, gamma) : NULL;
     float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
-    float *scratch = x->dtype == SEGC_F32 ? NULL
-                                          : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * BN_BLOCK * sizeof(float));
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * BN_BLOCK : NULL;
         const float m = sv->mean[c], ml = sv->mean_lo[c], rs = sv->rstd[c], gc = g ? g[c] : 1.f;
         double sdy = 0, sdyx = 0;   /* sum dy, sum dy * (x - mean) */
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
-                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
-                const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
-                float a = 0.f, b = 0.f;   /* per block in f32 (<= 2048 values), totals in double */
-#pragma omp simd reduction(+ : a, b)
-                for (int64_t i = 0; i < len; i++) {
-                    a += dyp[i];
-                    b += dyp[i] * ((xp[i] - m) - ml);
-                }
-                sdy += a;
-                sdyx += b;
-            }
-        if (dg) dg[c] += (float)(sdyx * rs);
+        if (lsum) sdy = lsum[c], sdyx = lsum[C + c];
+        else bn_channel_sums(x, dy, N, C, S, c, m, ml, sc, &sdy, &sdyx);
+        if (dg) dg[c] += (float)(sdyx * rs);   /* this process's part: the gradient all-reduce sums them */
         if (db) db[c] += (float)sdy;
         if (!dx) continue;
+        if (gsum) sdy = gsum[c], sdyx = gsum[C + c];
         /* dx = dy*g*rstd + (x - mean)*k1 + k0; k0 = k1 = 0 with running statistics */
         const float kd = gc * rs;
         const float k1 = sv->batch_stats ? (float)(-(double)gc * rs * rs * rs * sdyx / M) : 0.f;
         const float k0 = sv->batch_stats ? (float)(-(double)gc * rs * sdy / M) : 0.f;
         for (int64_t n = 0; n < N; n++) nl_apply_dx(x, dy, dx, (n * C + c) * S, S, BN_BLOCK, sc, m, ml, kd, k1, k0, ow);
+    }
+}
+
+/* SyncBatchNorm statistics: out[c] = mean, out[C + c] = biased variance over every process's
+ * values of channel c, in two rounds through ctx->sum_hook: the sums and the count give the mean,
+ * then sums of (x - mean) and (x - mean)^2 (shifted, no cancellation) give the variance. *M = the
+ * global count. out holds 2C + 1 doubles. */
+static void bn_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t N, int64_t C, int64_t S, float *scratch,
+                          double *out, double *M) {
+    float *shift = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
+        double s1 = 0, s2 = 0;
+        for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, 0.f, sc, BN_BLOCK, &s1, &s2);
+        out[c] = s1;
+    }
+    out[C] = (double)(N * S);
+    ctx->sum_hook(ctx->sum_hook_user, out, C + 1);
+    const double m = out[C];
+    *M = m;
+    for (int64_t c = 0; c < C; c++) shift[c] = (float)(out[c] / m);
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
+        double s1 = 0, s2 = 0;
+        for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift[c], sc, BN_BLOCK, &s1, &s2);
+        out[c] = s1;
+        out[C + c] = s2;
+    }
+    ctx->sum_hook(ctx->sum_hook_user, out, 2 * C);
+    for (int64_t c = 0; c < C; c++) {
+        double dm = out[c] / m, v = out[C + c] / m - dm * dm;
+        out[c] = shift[c] + dm;
+        out[C + c] = v > 0 ? v : 0;
     }
 }
 
@@ -99,9 +158,10 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
         return NULL;
     }
 
+    const bool sync = batch_stats && ctx->training && ctx->sum_hook;
     segc_tensor *y = segc_tensor_like(ctx, x);
     bn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-    *sv = (bn_saved){.N = N, .C = C, .S = S, .batch_stats = batch_stats};
+    *sv = (bn_saved){.N = N, .C = C, .S = S, .M = (double)(N * S), .batch_stats = batch_stats, .sync = sync};
     sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
     sv->mean_lo = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
@@ -110,13 +170,29 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
     const float *rm = running_mean ? segc_f32(running_mean) : NULL, *rv = running_var ? segc_f32(running_var) : NULL;
     const bool bf = x->dtype == SEGC_BF16;
     float *scratch = bf ? segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * 2 * BN_BLOCK * sizeof(float)) : NULL;
-    const double M = (double)(N * S);
+    double M = (double)(N * S);
+    /* SyncBatchNorm: the global mean first (sums + count over every process), then the sums of
+     * squares around it; gsum[c] = mean, gsum[C + c] = biased variance */
+    double *gsum = NULL;
+    if (sync) {
+        gsum = segc_arena_alloc(&ctx->arena, (size_t)(2 * C + 1) * sizeof(double));
+        bn_sync_stats(ctx, x, N, C, S, scratch, gsum, &M);
+        sv->M = M;
+        if (!(M > 1)) {
+            segc_set_error(ctx, "%s: batch statistics need more than 1 value per channel, found %g over all processes", op, M);
+            return NULL;
+        }
+    }
 
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
         double mean, var;
-        if (batch_stats) {
+        if (gsum) {
+            mean = gsum[c];
+            var = gsum[C + c];
+            var_unbiased[c] = (float)(var * M / (M - 1));
+        } else if (batch_stats) {
             const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
             double s1 = 0, s2 = 0;
             for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift, sc, BN_BLOCK, &s1, &s2);

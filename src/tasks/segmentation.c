@@ -417,6 +417,61 @@ oom:
     return false;
 }
 
+/* ---- state as words (segc_dist_merge_evaluator) ---- */
+
+#define STATE_MAGIC 0x5345474556414c31ll   /* "SEGEVAL1" */
+
+int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n) {
+    const int K = e->spec.num_classes, ng = e->n_groups, vw = 3 * (ng > 0 ? ng : 1);
+    int64_t words = 4 + 4 * (int64_t)K + 1 + e->keyed.n * (1 + vw) + 1 + e->anon.n * vw;
+    int64_t *w = malloc((size_t)words * sizeof *w), *p = w;
+    if (!w) return NULL;
+    *p++ = STATE_MAGIC, *p++ = K, *p++ = ng, *p++ = e->conf.n_images;
+    memcpy(p, e->conf.counts, 4 * (size_t)K * sizeof *p), p += 4 * K;
+    *p++ = e->keyed.n;
+    for (int64_t i = 0; i < e->keyed.n; i++) *p++ = e->keyed.v[i].id, memcpy(p, e->keyed.v[i].c, (size_t)vw * sizeof *p), p += vw;
+    *p++ = e->anon.n;
+    for (int64_t i = 0; i < e->anon.n; i++) memcpy(p, e->anon.v[i].c, (size_t)vw * sizeof *p), p += vw;
+    *n = words;
+    return w;
+}
+
+bool segc_evaluator_merge_serialized(segc_evaluator *dst, const int64_t *w, int64_t n, char *err, size_t errlen) {
+    const int K = dst->spec.num_classes, ng = dst->n_groups, vw = 3 * (ng > 0 ? ng : 1);
+    if (n < 6 + 4 * (int64_t)K || w[0] != STATE_MAGIC || w[1] != K || w[2] != ng) {
+        snprintf(err, errlen, "evaluator_merge: a state of %lld words that is not this evaluator's (%d classes)",
+                 (long long)n, K);
+        return false;
+    }
+    const int64_t *p = w + 4 + 4 * (int64_t)K, *end = w + n;
+    int64_t nk = *p++;
+    if (nk < 0 || nk > (end - p) / (1 + vw)) goto bad;
+    const int64_t *keyed = p;
+    p += nk * (1 + vw);
+    if (p >= end) goto bad;
+    int64_t na = *p++;
+    if (na < 0 || na != (end - p) / vw || (end - p) % vw) goto bad;
+    for (int64_t i = 0; i < nk; i++) {
+        vol *v = vols_get(&dst->keyed, keyed[i * (1 + vw)], ng);
+        if (!v) goto oom;
+        for (int q = 0; q < vw; q++) v->c[q] += keyed[i * (1 + vw) + 1 + q];
+    }
+    for (int64_t i = 0; i < na; i++) {
+        vol *v = vols_insert_at(&dst->anon, dst->anon.n, dst->anon.n, ng);
+        if (!v) goto oom;
+        memcpy(v->c, p + i * vw, (size_t)vw * sizeof *v->c);
+    }
+    for (int64_t i = 0; i < 4 * (int64_t)K; i++) dst->conf.counts[i] += w[4 + i];
+    dst->conf.n_images += w[3];
+    return true;
+bad:
+    snprintf(err, errlen, "evaluator_merge: a malformed state of %lld words", (long long)n);
+    return false;
+oom:
+    snprintf(err, errlen, "evaluator_merge: out of memory for volume counts");
+    return false;
+}
+
 /* ---- results ---- */
 
 static double nanmean(const double *v, int n) {

@@ -114,6 +114,10 @@ static const field schema[] = {
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),
     FL("train.debug_nan_at", train.debug_nan_at, "test hook: the loss of iteration N reads as NaN (-1: off)"),
+    FD("dist.bucket_mb", dist.bucket_mb, "MPI: gradient all-reduce bucket size in MiB"),
+    FD("dist.timeout_s", dist.timeout_s, "MPI: a collective waiting longer ends the whole job (a rank died or hangs)"),
+    FB("dist.sync_bn", dist.sync_bn, "MPI: batch-norm statistics over the global batch (SyncBatchNorm)"),
+    FB("dist.overlap", dist.overlap, "MPI: all-reduce gradient buckets during backward (false: after it; same bits)"),
 };
 #define N_FIELDS ((int)(sizeof schema / sizeof schema[0]))
 
@@ -176,6 +180,9 @@ void segc_config_defaults(segc_config *c) {
     c->train.report_samples = 6;
     c->train.debug_nan_at = -1;
     segc_loss_cfg_defaults(&c->loss);
+    c->dist.bucket_mb = 25;
+    c->dist.timeout_s = 45;
+    c->dist.overlap = true;
 }
 
 static const char *last_part(const char *k) {

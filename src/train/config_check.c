@@ -76,6 +76,9 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
                            "keep_last >= 1, found %lld, %lld, %lld, %d", (long long)c->train.val_interval,
                            (long long)c->train.checkpoint_interval, (long long)c->train.log_interval, c->train.keep_last);
     if (!(c->train.max_time_min >= 0)) return segc_errorf(err, errlen, "train.max_time_min: expected >= 0, found %g", c->train.max_time_min);
+    if (!(c->dist.bucket_mb > 0 && c->dist.bucket_mb <= 4096) || !(c->dist.timeout_s >= 1 && c->dist.timeout_s <= 86400))
+        return segc_errorf(err, errlen, "dist.bucket_mb, dist.timeout_s: expected in (0, 4096] and [1, 86400], found %g, %g",
+                           c->dist.bucket_mb, c->dist.timeout_s);
     if (c->train.threads < 0 || c->train.val_max_samples < 0 || c->train.report_samples < 0 || c->train.seed < 0)
         return segc_errorf(err, errlen, "train.threads, seed, val_max_samples, report_samples: expected >= 0, found %d, %lld, %lld, %d",
                            c->train.threads, (long long)c->train.seed, (long long)c->train.val_max_samples, c->train.report_samples);

@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "segc/dist.h"
 #include "segc/image_io.h"
 #include "segc/trainer.h"
 
@@ -210,6 +211,7 @@ bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, 
     eo.channels = m->in_channels;
     eo.num_workers = c->data.num_workers > 0 ? c->data.num_workers : 1;
     eo.max_samples = o->max_samples;
+    segc_dist_eval_share(o->max_samples, &eo.rank, &eo.world_size, &eo.max_samples);   /* this rank's shard */
     eo.quiet = !o->progress;
     eo.progress = o->progress;
     eo.keep = o->keep;
@@ -220,6 +222,8 @@ bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, 
     eo.loss = m->family->task == SEGC_TASK_SEGMENTATION && !(m->loss && segc_loss_cfg_needs_auto(m->loss));
     segc_ctx *ctx = o->ctx ? o->ctx : segc_ctx_new(0), *work = o->work ? o->work : segc_ctx_new(0);
     bool ok = ctx && work && segc_eval_dataset(ctx, work, segc_model_logits_fn, m, ds, &eo, ev, err, errlen);
+    if (segc_dist_agree(ok, err, errlen)) ok = segc_dist_merge_evaluator(ev, err, errlen);   /* every rank's counts */
+    else ok = false;
     if (ok) ok = segc_evaluator_result(ev, result, err, errlen);
     if (!o->ctx) segc_ctx_free(ctx);
     if (!o->work) segc_ctx_free(work);

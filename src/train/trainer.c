@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "segc/losses_train.h"
+#include "segc/dist.h"
+#include "segc/dist_train.h"
 #include "segc/profile.h"
 #include "segc/trainer.h"
 
@@ -170,6 +172,8 @@ typedef struct run {
     int n_samples;
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
     int64_t last_eval_iter;   /* iteration of the latest evaluation (report) */
+    bool writer;              /* this process writes files (segc_dist_is_writer) */
+    segc_sampler_state shard_state;   /* this rank's sampler position at resume */
 } run;
 
 static void free_samples(run *r) {
@@ -204,7 +208,7 @@ static void write_report(run *r, const char *status) {
     rep.samples = r->samples;
     rep.n_samples = r->n_samples;
     char e[512];
-    if (!segc_report_write(r->dir, &rep, e, sizeof e)) progress_note(&r->pg, "warning: report not written: %s", e);
+    if (r->writer && !segc_report_write(r->dir, &rep, e, sizeof e)) progress_note(&r->pg, "warning: report not written: %s", e);
 }
 
 static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
@@ -215,6 +219,7 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     segc_evaluate_opts eo = {r->c->train.val_max_samples, r->c->train.report_samples, r->samples, 0,
                          r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work, false};
     if (!r->pg.quiet && r->pg.tty && r->pg.last_len) { fputc('\n', r->pg.f); r->pg.last_len = 0; }
+    segc_dist_average_buffers(&r->model->params, r->c->dist.sync_bn);
     if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
     r->n_samples = eo.n_kept;
     r->have_last = true;
@@ -241,7 +246,7 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (best) {
         r->st.best_metric = score;
         r->st.best_iter = iter;
-        if (!segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen)) return false;
+        if (r->writer && !segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen)) return false;
     }
     return true;
 }
@@ -259,7 +264,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     if (have_ckpt && !o->resume && !o->force)
         return segc_errorf(err, errlen, "train: %s already holds checkpoints; continue it with --resume %s, or start over "
                            "with --force (or another train.work_dir)", r->dir, r->dir);
-    if (o->force && !o->resume) {   /* start over: drop every checkpoint of the earlier run */
+    if (o->force && !o->resume && r->writer) {   /* start over: drop every checkpoint of the earlier run */
         DIR *d = opendir(r->ckdir);
         char p[4096];
         for (struct dirent *e; d && (e = readdir(d));)
@@ -275,9 +280,11 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     /* a final evaluation belongs to the weights it measured, which change now */
     char fe[SEGC_CFG_PATH + 96];
     snprintf(fe, sizeof fe, "%s/final_eval.html", r->dir);
-    unlink(fe);
-    remove_stale_temps(r->dir);
-    remove_stale_temps(r->ckdir);
+    if (r->writer) {
+        unlink(fe);
+        remove_stale_temps(r->dir);
+        remove_stale_temps(r->ckdir);
+    }
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
     if (!r->train_ds) return segc_errorf(err, errlen, "train: %s", e2);
     if (*c->data.val_split) {
@@ -297,7 +304,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->yaml = segc_config_to_yaml(&r->resolved);
     char cpath[SEGC_CFG_PATH + 96];
     snprintf(cpath, sizeof cpath, "%s/config.yaml", r->dir);
-    if (!r->yaml || !segc_config_save(&r->resolved, cpath, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
+    if (!r->yaml || (r->writer && !segc_config_save(&r->resolved, cpath, e2, sizeof e2))) return segc_errorf(err, errlen, "train: %s", e2);
     uint64_t seed = (uint64_t)c->train.seed;
     segc_model_init(r->model, seed);
     if (*c->model.pretrained) {
@@ -316,6 +323,11 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->eval_work = segc_ctx_new(0);
     if (!r->ctx || !r->eval_ctx || !r->eval_work) return segc_errorf(err, errlen, "train: out of memory");
     if (c->train.threads > 0) segc_set_num_threads(r->ctx, c->train.threads);
+    else if (segc_dist_default_threads() > 0) segc_set_num_threads(r->ctx, segc_dist_default_threads());
+    int local_batch = c->data.batch_size;
+    if (!segc_dist_shard_batch(r->ctx, c->data.batch_size, &local_batch, e2, sizeof e2))
+        return segc_errorf(err, errlen, "train: %s", e2);
+    if (c->dist.sync_bn) segc_dist_sync_bn(r->ctx);
     r->ctx->training = true;
 
     memset(&r->st, 0, sizeof r->st);
@@ -342,24 +354,29 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         free(saved_yaml);
         r->ctx->rng = r->st.rng;
         r->saved_iter = r->st.iter;
-        if (!truncate_metrics(r->metrics_path, r->st.iter, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
+        /* the checkpoint holds the global stream position (rank 0's); this rank's is rank places on */
+        int64_t nds = segc_dataset_len(r->train_ds), g = r->st.sampler.epoch * nds + r->st.sampler.position;
+        r->shard_state = r->st.sampler;
+        segc_dist_sampler_position(g, nds, &r->shard_state.epoch, &r->shard_state.position);
+        if (r->writer && !truncate_metrics(r->metrics_path, r->st.iter, e2, sizeof e2)) return segc_errorf(err, errlen, "train: %s", e2);
         progress_note(&r->pg, "resumed %s at iteration %lld", wpath, (long long)r->st.iter);
     }
-    else
+    else if (r->writer)
         unlink(r->metrics_path);   /* a fresh start: drop records of an earlier attempt */
-    r->jsonl = fopen(r->metrics_path, "a");
-    if (!r->jsonl) return segc_errorf(err, errlen, "train: cannot open %s: %s", r->metrics_path, strerror(errno));
+    r->jsonl = r->writer ? fopen(r->metrics_path, "a") : NULL;
+    if (r->writer && !r->jsonl) return segc_errorf(err, errlen, "train: cannot open %s: %s", r->metrics_path, strerror(errno));
 
     segc_pipeline pipe;
     segc_config_train_pipeline(c, &pipe);
     if (!segc_pipeline_validate(&pipe, e2, sizeof e2)) return segc_errorf(err, errlen, "train: data pipeline: %s", e2);
     segc_loader_opts lo;
     segc_loader_opts_default(&lo);
-    lo.batch_size = c->data.batch_size;
+    lo.batch_size = local_batch;
     lo.num_workers = c->data.num_workers;
     lo.channels = r->model->in_channels;
     lo.seed = seed;
-    lo.resume = *resumed ? &r->st.sampler : NULL;
+    segc_dist_loader_shard(&lo.rank, &lo.world_size);
+    lo.resume = *resumed ? &r->shard_state : NULL;
     lo.quiet = o->quiet;
     r->loader = segc_loader_new(segc_dataset_source(r->train_ds), &pipe, &lo, e2, sizeof e2);
     if (!r->loader) return segc_errorf(err, errlen, "train: %s", e2);
@@ -385,9 +402,14 @@ static void teardown(run *r) {
 }
 
 static bool save_checkpoint(run *r, char *err, size_t errlen) {
+    segc_dist_average_buffers(&r->model->params, r->c->dist.sync_bn);
     if (!params_finite(&r->model->params))
         return segc_errorf(err, errlen, "train: weights hold NaN/Inf at iteration %lld; not saving them",
                            (long long)r->st.iter);
+    if (!r->writer) {
+        r->saved_iter = r->st.iter;
+        return true;
+    }
     if (!segc_checkpoint_save(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, err,
                               errlen))
         return false;
@@ -404,9 +426,14 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     r->pg.f = o->progress ? o->progress : stderr;
     r->pg.quiet = o->quiet;
     r->pg.tty = isatty(fileno(r->pg.f));
-    bool resumed = false;
+    r->writer = segc_dist_is_writer();
+    if (!r->writer) r->pg.quiet = true;   /* one writer: rank 0 prints, logs and saves */
+    segc_dist_configure(c->dist.bucket_mb, c->dist.timeout_s);
+    bool resumed = false, collective = true;   /* collective: a failure every rank agreed on */
     segc_train_status status = SEGC_TRAIN_FAILED;
-    if (!setup(r, o, &resumed, err, errlen)) goto out;
+    bool setup_ok = setup(r, o, &resumed, err, errlen);
+    if (!segc_dist_train_start(setup_ok, r->yaml, r->model ? &r->model->params : NULL, &r->st, err, errlen)) goto out;
+    collective = false;
 
     const int64_t max_iters = c->train.max_iters;
     const double time_limit = c->train.max_time_min * 60.0;
@@ -451,6 +478,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
         if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
         double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
+        lv = segc_dist_global_loss(lv);   /* the global batch's; NaN on every rank when any rank's is not finite */
         if (!isfinite(lv)) {
             segc_errorf(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
                         "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
@@ -461,7 +489,10 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             goto out;
         }
         segc_params_zero_grad(&r->model->params);
+        if (c->dist.overlap) segc_dist_grads_begin(ctx, &r->model->params);   /* all-reduce during backward */
         if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
+        if (c->dist.overlap) segc_dist_grads_finish(ctx, &r->model->params);   /* mean over the global batch */
+        else segc_dist_allreduce_mean_f32(r->model->params.grad, r->model->params.total);
         segc_prof_span po = segc_prof_begin("optimizer_step", SEGC_PROF_OPTIMIZER);
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
         segc_prof_end(&po, 0);
@@ -480,11 +511,12 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         r->st.elapsed_s = elapsed0 + (now - t_session);
         loss_sum += lv;
         window_iters++;
-        window_imgs += b->n;
+        window_imgs += c->data.batch_size;   /* the global batch (b->n on each of the processes) */
         if (window_iters == 1 && it == 0) sec_per_iter = now - t_window;
         double lr = segc_schedule_lr(&r->sched, c->optimizer.lr, it);
         bool time_up = time_limit > 0 && r->st.elapsed_s >= time_limit;
         bool interrupted = o->stop && *o->stop;
+        segc_dist_any(&time_up, &interrupted);   /* one decision for every rank */
         bool final = r->st.iter == max_iters || time_up || interrupted;
         if (r->st.iter % c->train.log_interval == 0 || final) {
             double span = now - t_window;
@@ -540,6 +572,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     }
     status = SEGC_TRAIN_DONE;
 out:
+    if (status == SEGC_TRAIN_FAILED && !collective) segc_dist_end_on_failure(err);   /* no rank left waiting */
     if (o->profile_path && segc_profiler_active()) {
         char pe[512];
         segc_profiler_pause();
@@ -548,7 +581,7 @@ out:
         else
             progress_note(&r->pg, "profile: %s (open in ui.perfetto.dev or chrome://tracing)", o->profile_path);
     }
-    if (status == SEGC_TRAIN_DONE && r->have_last && !o->quiet) {
+    if (status == SEGC_TRAIN_DONE && r->have_last && !o->quiet && r->writer) {
         const char *names[256];
         int nd = segc_dataset_num_classes(r->val_ds);
         for (int k = 0; k < r->model->num_classes && k < 256; k++)
