@@ -32,7 +32,9 @@ struct segc_evaluator {
      * same order whatever order ids arrived or merged in), and anonymous
      * ones (volume_ids NULL: one volume per sample, never combined) */
     vol_list keyed, anon;
-    double loss_sum;         /* validation loss x images (segc_evaluator_add_loss) */
+    /* validation loss x images in fixed point (2^-32 units): integer sums are the
+     * same whatever order adds and merges (ranks, shards) come in */
+    int64_t loss_sum;
     int64_t loss_n;
 };
 
@@ -214,8 +216,10 @@ void segc_evaluator_reset(segc_evaluator *e) {
     e->loss_n = 0;
 }
 
+#define LOSS_FIXED_SCALE 4294967296.0   /* 2^32 */
+
 void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images) {
-    e->loss_sum += loss * (double)n_images;
+    e->loss_sum += llround(loss * (double)n_images * LOSS_FIXED_SCALE);
     e->loss_n += n_images;
 }
 
@@ -419,14 +423,14 @@ oom:
 
 /* ---- state as words (segc_dist_merge_evaluator) ---- */
 
-#define STATE_MAGIC 0x5345474556414c31ll   /* "SEGEVAL1" */
+#define STATE_MAGIC 0x5345474556414c32ll   /* "SEGEVAL2": + validation loss */
 
 int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n) {
     const int K = e->spec.num_classes, ng = e->n_groups, vw = 3 * (ng > 0 ? ng : 1);
-    int64_t words = 4 + 4 * (int64_t)K + 1 + e->keyed.n * (1 + vw) + 1 + e->anon.n * vw;
+    int64_t words = 6 + 4 * (int64_t)K + 1 + e->keyed.n * (1 + vw) + 1 + e->anon.n * vw;
     int64_t *w = malloc((size_t)words * sizeof *w), *p = w;
     if (!w) return NULL;
-    *p++ = STATE_MAGIC, *p++ = K, *p++ = ng, *p++ = e->conf.n_images;
+    *p++ = STATE_MAGIC, *p++ = K, *p++ = ng, *p++ = e->conf.n_images, *p++ = e->loss_sum, *p++ = e->loss_n;
     memcpy(p, e->conf.counts, 4 * (size_t)K * sizeof *p), p += 4 * K;
     *p++ = e->keyed.n;
     for (int64_t i = 0; i < e->keyed.n; i++) *p++ = e->keyed.v[i].id, memcpy(p, e->keyed.v[i].c, (size_t)vw * sizeof *p), p += vw;
@@ -438,12 +442,12 @@ int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n) {
 
 bool segc_evaluator_merge_serialized(segc_evaluator *dst, const int64_t *w, int64_t n, char *err, size_t errlen) {
     const int K = dst->spec.num_classes, ng = dst->n_groups, vw = 3 * (ng > 0 ? ng : 1);
-    if (n < 6 + 4 * (int64_t)K || w[0] != STATE_MAGIC || w[1] != K || w[2] != ng) {
+    if (n < 8 + 4 * (int64_t)K || w[0] != STATE_MAGIC || w[1] != K || w[2] != ng) {
         snprintf(err, errlen, "evaluator_merge: a state of %lld words that is not this evaluator's (%d classes)",
                  (long long)n, K);
         return false;
     }
-    const int64_t *p = w + 4 + 4 * (int64_t)K, *end = w + n;
+    const int64_t *p = w + 6 + 4 * (int64_t)K, *end = w + n;
     int64_t nk = *p++;
     if (nk < 0 || nk > (end - p) / (1 + vw)) goto bad;
     const int64_t *keyed = p;
@@ -461,8 +465,10 @@ bool segc_evaluator_merge_serialized(segc_evaluator *dst, const int64_t *w, int6
         if (!v) goto oom;
         memcpy(v->c, p + i * vw, (size_t)vw * sizeof *v->c);
     }
-    for (int64_t i = 0; i < 4 * (int64_t)K; i++) dst->conf.counts[i] += w[4 + i];
+    for (int64_t i = 0; i < 4 * (int64_t)K; i++) dst->conf.counts[i] += w[6 + i];
     dst->conf.n_images += w[3];
+    dst->loss_sum += w[4];
+    dst->loss_n += w[5];
     return true;
 bad:
     snprintf(err, errlen, "evaluator_merge: a malformed state of %lld words", (long long)n);
@@ -567,7 +573,7 @@ bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *e
         }
     }
     free(px_dice), free(vd);
-    set_value(r, "val_loss", e->loss_n ? e->loss_sum / (double)e->loss_n : NAN);
+    set_value(r, "val_loss", e->loss_n ? (double)e->loss_sum / LOSS_FIXED_SCALE / (double)e->loss_n : NAN);
     r->n_images = e->conf.n_images;
     snprintf(r->primary, sizeof r->primary, "%s", s->primary);
     r->primary_value = segc_eval_result_get(r, r->primary);
