@@ -14,6 +14,7 @@ extern const segc_model_family segc_family_segformer;
 extern const segc_model_family segc_family_unet2d;
 extern const segc_model_family segc_family_segmenter;
 extern const segc_model_family segc_family_deeplabv3plus;
+extern const segc_model_family segc_family_ssd;
 
 
 static const segc_model_family *const families[] = {
@@ -21,6 +22,7 @@ static const segc_model_family *const families[] = {
     &segc_family_unet2d,
     &segc_family_segmenter,
     &segc_family_deeplabv3plus,
+    &segc_family_ssd,
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
