@@ -54,6 +54,7 @@ typedef struct ssd_loss_saved {
     float *lse;        /* [N, A] log-sum-exp of the class logits */
     uint8_t *mult;     /* [N, A] cross-entropy multiplicity: positive + selected negative (0, 1 or 2) */
     float *w;          /* [N] (positives > 0) / positives / N */
+    float *scratch;    /* [N, A] */
 } ssd_loss_saved;
 
 static inline float smooth_l1(float d) {
@@ -84,15 +85,21 @@ static void ssd_loss_backward(segc_ctx *ctx, segc_node *nd) {
                 }
             }
         if (gc) {
+            /* the target class's p - 1 as minus the other classes' probabilities: no cancellation */
             const float *lse = s->lse + (int64_t)n * A;
+            float *others = s->scratch + (int64_t)n * A;
+            for (int a = 0; a < A; a++) others[a] = 0.f;
             for (int c = 0; c < C; c++) {
                 const int64_t o = ((int64_t)n * C + c) * A;
                 for (int a = 0; a < A; a++) {
-                    if (!mult[a]) continue;
+                    if (!mult[a] || c == lab[a]) continue;
                     const float p = expf(s->cls[o + a] - lse[a]);
-                    gc[o + a] += w * (float)mult[a] * (p - (c == lab[a] ? 1.f : 0.f));
+                    gc[o + a] += w * (float)mult[a] * p;
+                    others[a] += p;
                 }
             }
+            for (int a = 0; a < A; a++)
+                if (mult[a]) gc[((int64_t)n * C + lab[a]) * A + a] -= w * (float)mult[a] * others[a];
         }
     }
 }
@@ -151,6 +158,7 @@ segc_tensor *segc_ssd_loss(segc_ctx *ctx, segc_tensor *ploc, segc_tensor *plabel
     s->w = segc_arena_alloc(&ctx->arena, (size_t)N * sizeof(float) + 64);
     double *img_loss = segc_arena_alloc(&ctx->arena, (size_t)N * sizeof(double) + 64);
     float *con = segc_arena_alloc(&ctx->arena, NA * sizeof(float) + 64);
+    s->scratch = con;   /* free once the forward is done: the backward's per-anchor sums */
     ranked *rk = segc_arena_alloc(&ctx->arena, NA * sizeof(ranked) + 64);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
