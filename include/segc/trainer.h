@@ -77,6 +77,10 @@ bool segc_detection_train_source(const segc_dataset *ds, segc_sample_source *src
 void segc_detection_train_source_free(void *state);
 /* A batch's boxes as the loss's targets (pixels of the network input). */
 segc_targets segc_detection_targets(const segc_batch *b);
+/* Fixed synthetic boxes (4 per image, one crowd) for n images of h x w and K classes (segc bench);
+ * *state owns them (segc_detection_synthetic_targets_free). false on out-of-memory. */
+bool segc_detection_synthetic_targets(int n, int h, int w, int num_classes, segc_targets *t, void **state);
+void segc_detection_synthetic_targets_free(void *state);
 
 /* ---- evaluation ---- */
 typedef struct segc_evaluate_opts {

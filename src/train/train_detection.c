@@ -68,3 +68,56 @@ segc_targets segc_detection_targets(const segc_batch *b) {
                           .boxes = b->boxes, .box_labels = b->box_labels, .box_crowd = b->box_crowd,
                           .img_h = b->h, .img_w = b->w};
 }
+
+typedef struct synthetic_boxes {
+    int *n_boxes;
+    float **boxes;
+    int32_t **labels;
+    uint8_t **crowd;
+    int n;
+} synthetic_boxes;
+
+void segc_detection_synthetic_targets_free(void *state) {
+    synthetic_boxes *s = state;
+    if (!s) return;
+    for (int i = 0; i < s->n; i++) {
+        if (s->boxes) free(s->boxes[i]);
+        if (s->labels) free(s->labels[i]);
+        if (s->crowd) free(s->crowd[i]);
+    }
+    free(s->n_boxes), free(s->boxes), free(s->labels), free(s->crowd), free(s);
+}
+
+bool segc_detection_synthetic_targets(int n, int h, int w, int num_classes, segc_targets *t, void **state) {
+    /* x1 y1 x2 y2 as fractions of the image */
+    static const float frac[4][4] = {{0.1f, 0.13f, 0.4f, 0.67f}, {0.5f, 0.07f, 0.97f, 0.47f},
+                                     {0.03f, 0.03f, 0.2f, 0.17f}, {0.67f, 0.6f, 0.93f, 0.97f}};
+    synthetic_boxes *s = calloc(1, sizeof *s);
+    *state = s;
+    if (!s) return false;
+    s->n = n;
+    s->n_boxes = calloc((size_t)n, sizeof *s->n_boxes);
+    s->boxes = calloc((size_t)n, sizeof *s->boxes);
+    s->labels = calloc((size_t)n, sizeof *s->labels);
+    s->crowd = calloc((size_t)n, sizeof *s->crowd);
+    bool ok = s->n_boxes && s->boxes && s->labels && s->crowd;
+    for (int i = 0; ok && i < n; i++) {
+        s->boxes[i] = malloc(16 * sizeof(float));
+        s->labels[i] = malloc(4 * sizeof(int32_t));
+        s->crowd[i] = calloc(4, 1);
+        ok = s->boxes[i] && s->labels[i] && s->crowd[i];
+        for (int k = 0; ok && k < 4; k++) {
+            for (int q = 0; q < 4; q++) s->boxes[i][4 * k + q] = frac[k][q] * (float)(q % 2 ? h : w);
+            s->labels[i][k] = (i * 7 + k * 13) % (num_classes > 0 ? num_classes : 1);
+        }
+        if (ok) s->crowd[i][2] = 1, s->n_boxes[i] = 4;
+    }
+    if (!ok) {
+        segc_detection_synthetic_targets_free(s);
+        *state = NULL;
+        return false;
+    }
+    *t = (segc_targets){.ignore_index = SEGC_IGNORE_INDEX, .n_images = n, .n_boxes = s->n_boxes, .boxes = s->boxes,
+                        .box_labels = s->labels, .box_crowd = s->crowd, .img_h = h, .img_w = w};
+    return true;
+}
