@@ -461,6 +461,10 @@ static void test_errors(void **state) {
     assert_non_null(strstr(segc_last_error(ctx), "model.image_size"));
     segc_clear_error(ctx);
     assert_true(segc_model_forward(ctx, m, segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(1, 3, 300, 300)), &out));
+    /* no logits map for the segmentation paths */
+    EXPECT_ERR(ctx, segc_model_logits_fn(ctx, m, segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(1, 3, 300, 300))),
+               "detection model has no logits map");
+    assert_true(segc_model_forward(ctx, m, segc_tensor_zeros(ctx, SEGC_F32, 4, SHAPE(1, 3, 300, 300)), &out));
     segc_targets seg = {.labels = segc_tensor_zeros(ctx, SEGC_U8, 3, SHAPE(1, 300, 300)), .ignore_index = 255};
     EXPECT_ERR(ctx, segc_model_loss(ctx, m, &out, &seg), "ssd loss", "label map");
     int nb = 1;
