@@ -61,7 +61,7 @@ void segc_ssd_anchors_free(segc_ssd_anchors *a);
  * when its IoU with its gt is > iou_thresh or forced. Writes labels[A] (0 =
  * background) and target_xywh[A x 4] (the matched gt as cx cy w h; the
  * default box itself for background). n_gt may be 0. Returns the number of
- * positives, -1 on out-of-memory. */
+ * positives; allocates nothing. */
 int segc_ssd_match(const segc_ssd_anchors *a, const float *gt, const int32_t *gt_labels, int n_gt, float iou_thresh,
                    int32_t *labels, float *target_xywh);
 /* MLPerf's Loss._loc_vec: target_xywh [A x 4] -> regression targets

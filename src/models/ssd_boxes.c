@@ -127,14 +127,11 @@ static float iou_f32(const float *g, const float *d) {
 int segc_ssd_match(const segc_ssd_anchors *a, const float *gt, const int32_t *gt_labels, int n_gt, float iou_thresh,
                    int32_t *labels, float *target_xywh) {
     const int A = a->n;
-    float *best_iou = malloc((size_t)A * sizeof(float));
-    int *best_gt = malloc((size_t)A * sizeof(int));
-    if (!best_iou || !best_gt) {
-        free(best_iou);
-        free(best_gt);
-        return -1;
-    }
-    for (int d = 0; d < A; d++) best_iou[d] = -1.f, best_gt[d] = 0;
+    /* per default box, its best IoU and gt, kept in the last two target slots until the targets are
+     * written (no allocation: the training step makes none) */
+#define BEST_IOU(d) target_xywh[4 * (int64_t)(d) + 2]
+#define BEST_GT(d) target_xywh[4 * (int64_t)(d) + 3]
+    for (int d = 0; d < A; d++) BEST_IOU(d) = -1.f, BEST_GT(d) = 0.f;
     /* ious.max(dim=0): per default box, its best gt (first maximum). Default boxes have a
      * positive area, so no IoU is NaN. */
     for (int g = 0; g < n_gt; g++) {
@@ -143,30 +140,32 @@ int segc_ssd_match(const segc_ssd_anchors *a, const float *gt, const int32_t *gt
         float best_v = -1.f;
         for (int d = 0; d < A; d++) {
             const float v = iou_f32(gb, a->ltrb + 4 * (int64_t)d);
-            if (v > best_iou[d]) best_iou[d] = v, best_gt[d] = g;
+            if (v > BEST_IOU(d)) BEST_IOU(d) = v, BEST_GT(d) = (float)g;
             if (v > best_v) best_v = v, best_d = d;   /* ious.max(dim=1): per gt, its best default box */
         }
         /* index_fill(2.0) then best_dbox_idx[best_bbox_idx[g]] = g, in gt order: a later gt wins */
-        best_iou[best_d] = 2.f;
-        best_gt[best_d] = g;
+        BEST_IOU(best_d) = 2.f;
+        BEST_GT(best_d) = (float)g;
     }
     int n_pos = 0;
     for (int d = 0; d < A; d++) {
         const float *src = a->ltrb + 4 * (int64_t)d;
         labels[d] = 0;
-        if (n_gt > 0 && best_iou[d] > iou_thresh) {
-            labels[d] = gt_labels[best_gt[d]];
-            src = gt + 4 * (int64_t)best_gt[d];
+        if (n_gt > 0 && BEST_IOU(d) > iou_thresh) {
+            const int g = (int)BEST_GT(d);
+            labels[d] = gt_labels[g];
+            src = gt + 4 * (int64_t)g;
             n_pos++;
         }
         float *t = target_xywh + 4 * (int64_t)d;
-        t[0] = 0.5f * (src[0] + src[2]);
-        t[1] = 0.5f * (src[1] + src[3]);
-        t[2] = -src[0] + src[2];
-        t[3] = -src[1] + src[3];
+        const float x1 = src[0], y1 = src[1], x2 = src[2], y2 = src[3];
+        t[0] = 0.5f * (x1 + x2);
+        t[1] = 0.5f * (y1 + y2);
+        t[2] = -x1 + x2;
+        t[3] = -y1 + y2;
     }
-    free(best_iou);
-    free(best_gt);
+#undef BEST_IOU
+#undef BEST_GT
     return n_pos;
 }
 

@@ -168,21 +168,13 @@ static segc_tensor *ssd_loss(segc_ctx *ctx, segc_model *m, const segc_model_out 
     float *gt = segc_arena_alloc(&ctx->arena, (size_t)N * (max_gt + 1) * 4 * sizeof(float));
     int32_t *gl = segc_arena_alloc(&ctx->arena, (size_t)N * (max_gt + 1) * sizeof(int32_t));
     if (!glabel || !gvec || !xywh || !gt || !gl) return NULL;
-    int failed = 0;
-#pragma omp parallel for schedule(static) reduction(+ : failed)
+#pragma omp parallel for schedule(static)
     for (int i = 0; i < N; i++) {
         float *g = gt + (int64_t)i * (max_gt + 1) * 4, *tx = xywh + (int64_t)i * A * 4;
         int32_t *l = gl + (int64_t)i * (max_gt + 1);
         int n_gt = image_gt(t, i, g, l);
-        if (segc_ssd_match(&net->anchors, g, l, n_gt, net->cfg.match_iou, (int32_t *)glabel->data + (int64_t)i * A,
-                           tx) < 0)
-            failed++;
-        else
-            segc_ssd_encode(&net->anchors, tx, segc_f32(gvec) + (int64_t)i * 4 * A);
-    }
-    if (failed) {
-        segc_set_error(ctx, "ssd loss: out of memory while matching");
-        return NULL;
+        segc_ssd_match(&net->anchors, g, l, n_gt, net->cfg.match_iou, (int32_t *)glabel->data + (int64_t)i * A, tx);
+        segc_ssd_encode(&net->anchors, tx, segc_f32(gvec) + (int64_t)i * 4 * A);
     }
     return segc_ssd_loss(ctx, out->boxes, out->scores, gvec, glabel, net->cfg.neg_ratio);
 }
