@@ -114,7 +114,7 @@ fixtures:
 bench-ops: $(BENCHES)
 	@BUILD=$(BUILD) bash scripts/bench_ops.sh
 
-BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab
+BENCH_TRAIN := bench_train bench_unet2d bench_segmenter bench_deeplab bench_ssd
 bench-train: $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 	@bash scripts/bench_train.sh $(BENCH_TRAIN:%=$(BUILD)/bench/%)
 

@@ -11,6 +11,7 @@ BIN=${1:-${BUILD:-build}/bench/bench_train}
 UBIN=${2:-$(dirname "$BIN")/bench_unet2d}
 SBIN=${3:-$(dirname "$BIN")/bench_segmenter}
 DBIN=${4:-$(dirname "$BIN")/bench_deeplab}
+SSDBIN=${5:-$(dirname "$BIN")/bench_ssd}
 THREADS=${SEGC_BENCH_THREADS:-2}
 STEPS=${SEGC_BENCH_STEPS:-3}
 export OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1
@@ -22,7 +23,7 @@ have_torch=1
 bad=0
 # SEGC_BENCH_CASES="segformer-train" (etc.) limits the cases: segformer-train,
 # segformer-infer, unet2d-train, unet2d-infer, segmenter-train, segmenter-infer,
-# deeplab-train; SEGC_BENCH_SHAPES="360 480" one SegFormer shape
+# deeplab-train, ssd-train, ssd-infer; SEGC_BENCH_SHAPES="360 480" one SegFormer shape
 want() { [ -z "${SEGC_BENCH_CASES:-}" ] || case " $SEGC_BENCH_CASES " in *" $1 "*) true;; *) false;; esac; }
 join() {  # merge two JSON objects, add ratios and the reference's versions; a side missing is an error
   python3 - "$1" "$2" "$REF" <<'PY' || bad=1
@@ -99,6 +100,19 @@ for dt in f32 bf16; do
   join "$s" "$t"
   s=$("$DBIN" trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
   t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+# SSD300-ResNet34 (MLPerf, 80 classes): training at batch 4, batch-1 inference with decode + NMS
+for dt in f32 bf16; do
+  want ssd-train || continue
+  s=$("$SSDBIN" train 4 $dt "$STEPS" 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_ssd.py train 4 $dt "$STEPS" 2>/dev/null | tail -1)
+  join "$s" "$t"
+done
+for dt in f32 bf16; do
+  want ssd-infer || continue
+  s=$("$SSDBIN" infer $dt 5 2>/dev/null | tail -1)
+  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_ssd.py infer $dt 5 2>/dev/null | tail -1)
   join "$s" "$t"
 done
 exit $bad

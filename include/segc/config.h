@@ -36,6 +36,7 @@ extern "C" {
 #define SEGC_CFG_NAME 64
 #define SEGC_CFG_MAX_CUSTOM_KEYS 16
 #define SEGC_CFG_MAX_SCALES 8
+#define SEGC_CFG_MAX_MILESTONES 8
 
 typedef struct segc_cfg_custom_key {
     char key[SEGC_CFG_NAME];
@@ -100,8 +101,11 @@ typedef struct segc_config {
     struct {
         int64_t warmup_iters;
         double warmup_start_factor;
-        char policy[SEGC_CFG_NAME];    /* poly | cosine | constant */
+        char policy[SEGC_CFG_NAME];    /* poly | cosine | constant | multistep */
         double power, eta_min;
+        double milestones[SEGC_CFG_MAX_MILESTONES];   /* multistep: iterations where lr *= gamma */
+        int n_milestones;
+        double gamma;
     } schedule;
     struct {
         int64_t max_iters;

@@ -95,6 +95,10 @@ typedef struct segc_sample_check {
 bool segc_dataset_check_sample(const segc_dataset *ds, int64_t i, segc_sample_check *out, char *err, size_t errlen);
 /* true for detection datasets (boxes, no label map) */
 bool segc_dataset_is_detection(const segc_dataset *ds);
+/* Detection: ground-truth boxes of sample i from the annotations (no image
+ * decoded), crowd boxes counted only when include_crowd; -1 for other
+ * datasets or i out of range. */
+int segc_dataset_n_boxes(const segc_dataset *ds, int64_t i, bool include_crowd);
 /* COCO: original image id of sample i / category id of class k (-1 otherwise),
  * for writing results in COCO's format */
 int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i);

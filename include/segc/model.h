@@ -69,8 +69,9 @@ typedef struct segc_model_spec {
 
 /* Outputs of one forward. Segmentation: maps[0] is the main logits map
  * [N, K, h, w] (any h, w: callers resize), maps[1..] deep-supervision maps
- * (training only; coarser decoder levels). Detection: scores [N, A, K] and
- * boxes [N, A, 4] (later issues). */
+ * (training only; coarser decoder levels). Detection: class scores and box
+ * regressions per default box in the family's layout, read only by its loss
+ * and detect hooks (SSD: scores [N, K+1, A], boxes [N, 4, A], MLPerf's; ssd.h). */
 typedef struct segc_model_out {
     int n_maps;
     segc_tensor *maps[SEGC_MODEL_MAX_OUTPUTS];

@@ -66,6 +66,22 @@ bool segc_checkpoint_model_type(const char *path, char *type, size_t n, char *er
  * another model family with a message naming both. */
 bool segc_model_load_checkpoint(segc_model *m, const char *path, char *err, size_t errlen);
 
+/* ---- detection training (src/train/train_detection.c) ---- */
+/* The task of the configuration's model family (segmentation when unknown). */
+segc_task_kind segc_config_task(const segc_config *c);
+/* The training samples of a detection dataset that have a non-crowd box
+ * (MLPerf skips the others); *state owns the index (free with
+ * segc_detection_train_source_free), *skipped counts the images left out. */
+bool segc_detection_train_source(const segc_dataset *ds, segc_sample_source *src, void **state, int64_t *skipped,
+                                 char *err, size_t errlen);
+void segc_detection_train_source_free(void *state);
+/* A batch's boxes as the loss's targets (pixels of the network input). */
+segc_targets segc_detection_targets(const segc_batch *b);
+/* Fixed synthetic boxes (4 per image, one crowd) for n images of h x w and K classes (segc bench);
+ * *state owns them (segc_detection_synthetic_targets_free). false on out-of-memory. */
+bool segc_detection_synthetic_targets(int n, int h, int w, int num_classes, segc_targets *t, void **state);
+void segc_detection_synthetic_targets_free(void *state);
+
 /* ---- evaluation ---- */
 typedef struct segc_evaluate_opts {
     int64_t max_samples;          /* 0: the whole split */

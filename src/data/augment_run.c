@@ -322,8 +322,13 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
             break;
         case SEGC_AUG_RANDOM_FLIP:
             if (segc_flip_draw(&t->p.random_flip, &rng)) {
-                segc_flip_u8(own_img(&r), r.h, r.w, r.c);
-                if (r.lab) segc_flip_u8(own_lab(&r), r.lh, r.lw, 1);
+                /* own_* first: materialising a pending resize changes the size read next */
+                uint8_t *im = own_img(&r);
+                segc_flip_u8(im, r.h, r.w, r.c);
+                if (r.lab) {
+                    uint8_t *lb = own_lab(&r);
+                    segc_flip_u8(lb, r.lh, r.lw, 1);
+                }
                 if (r.n > 0) segc_boxes_flip(r.boxes, r.n, r.w);
                 st->flipped = !st->flipped;
             }
@@ -332,8 +337,10 @@ bool segc_pipeline_run(const segc_pipeline *p, const segc_sample *in, uint64_t s
             if (r.c != 3) FAIL("augment: photometric: image expected 3 channels, found %d", r.c);
             segc_photometric_params pp;
             segc_photometric_draw(&t->p.photometric, &rng, &pp);
-            if (pp.do_brightness || pp.do_contrast || pp.do_saturation || pp.do_hue)
-                segc_photometric_apply(own_img(&r), r.h, r.w, &pp);
+            if (pp.do_brightness || pp.do_contrast || pp.do_saturation || pp.do_hue) {
+                uint8_t *im = own_img(&r);   /* first: it may change r.h, r.w */
+                segc_photometric_apply(im, r.h, r.w, &pp);
+            }
             break;
         }
         case SEGC_AUG_EXPAND: do_expand(&r, &t->p.expand, &rng); break;

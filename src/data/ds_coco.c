@@ -276,6 +276,14 @@ static bool coco_load(const segc_dataset *ds, int64_t i, segc_sample *out, char 
     return true;
 }
 
+int segc_dataset_n_boxes(const segc_dataset *ds, int64_t i, bool include_crowd) {
+    if (!ds || strcmp(ds->name, "coco") != 0 || !ds->priv || i < 0 || i >= ds->n) return -1;
+    const ds_coco_index *c = ds->priv;
+    int n = 0;
+    for (int64_t b = c->box_start[i]; b < c->box_start[i + 1]; b++) n += include_crowd || !c->crowd[b];
+    return n;
+}
+
 static void coco_close(segc_dataset *ds) {
     ds_coco_free(ds->priv);
     free(ds->priv);

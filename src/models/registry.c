@@ -14,6 +14,7 @@ extern const segc_model_family segc_family_segformer;
 extern const segc_model_family segc_family_unet2d;
 extern const segc_model_family segc_family_segmenter;
 extern const segc_model_family segc_family_deeplabv3plus;
+extern const segc_model_family segc_family_ssd;
 
 
 static const segc_model_family *const families[] = {
@@ -21,6 +22,7 @@ static const segc_model_family *const families[] = {
     &segc_family_unet2d,
     &segc_family_segmenter,
     &segc_family_deeplabv3plus,
+    &segc_family_ssd,
 };
 #define N_FAMILIES ((int)(sizeof families / sizeof families[0]))
 
@@ -333,6 +335,12 @@ bool segc_model_detect(segc_ctx *ctx, const segc_model *m, const segc_model_out 
 segc_tensor *segc_model_logits_fn(segc_ctx *ctx, void *model, segc_tensor *images) {
     segc_model_out out;
     if (!segc_model_forward(ctx, model, images, &out)) return NULL;
+    if (out.n_maps < 1 || !out.maps[0]) {
+        const segc_model *m = model;
+        segc_set_error(ctx, "%s: a %s model has no logits map (its outputs go through the detect hook)", m->family->type,
+                       segc_task_name(m->family->task));
+        return NULL;
+    }
     return out.maps[0];
 }
 

@@ -11,6 +11,8 @@
 
 static const int stage_blocks[4][4] = {{2, 2, 2, 2}, {3, 4, 6, 3}, {3, 4, 6, 3}, {3, 4, 23, 3}};
 
+static int n_stages(const segc_resnet_config *c) { return c->num_stages ? c->num_stages : 4; }
+
 static int depth_index(int depth) {
     switch (depth) {
     case 18: return 0;
@@ -32,6 +34,7 @@ void segc_resnet_config_default(segc_resnet_config *c, int depth, int in_channel
     c->zero_init_residual = true;
     c->bn_eps = 1e-5f;
     c->bn_momentum = 0.1f;
+    c->num_stages = 4;
     segc_resnet_set_output_stride(c, 8);
 }
 
@@ -63,6 +66,10 @@ bool segc_resnet_check_config(const segc_resnet_config *c, char *err, size_t n) 
         if (c->strides[s] < 1 || c->strides[s] > 2 || c->dilations[s] < 1 || c->dilations[s] > 64)
             return segc_errorf(err, n, "resnet: stage %d: stride must be 1 or 2 and dilation 1..64, found %d and %d", s,
                                c->strides[s], c->dilations[s]);
+    if (n_stages(c) < 1 || n_stages(c) > 4)
+        return segc_errorf(err, n, "resnet: num_stages must be 1..4, found %d", c->num_stages);
+    if (c->n_multi_grid && n_stages(c) < 4)
+        return segc_errorf(err, n, "model.multi_grid: applies to layer4, which a %d-stage ResNet lacks", n_stages(c));
     if (c->n_multi_grid) {
         int last = stage_blocks[di][3];
         if (c->n_multi_grid != last)
@@ -116,7 +123,7 @@ segc_resnet *segc_resnet_new(const segc_resnet_config *c, segc_params *p, const 
         segc_batchnorm_layer_init(&r->stem_bn[0], p, name, c->stem_channels, eps, mom);
     }
     int inplanes = c->stem_channels;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < n_stages(c); s++) {
         const int nb = stage_blocks[di][s], planes = c->base_channels << s, dil = c->dilations[s];
         const bool grid = s == 3 && c->n_multi_grid > 0;
         r->n_blocks[s] = nb;
@@ -253,7 +260,7 @@ bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, se
     }
     for (int i = 0; i < r->n_stem; i++) x = conv_bn(ctx, &r->stem_conv[i], &r->stem_bn[i], x, true);
     x = x ? segc_max_pool2d(ctx, x, 3, 3, 2, 2, 1, 1, false) : NULL;
-    for (int s = 0; s < 4; s++) {
+    for (int s = 0; s < n_stages(&r->cfg); s++) {
         for (int j = 0; j < r->n_blocks[s] && x; j++) x = block_fwd(ctx, r, &r->blocks[s][j], x);
         outs[s] = x;
     }

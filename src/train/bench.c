@@ -98,6 +98,11 @@ typedef struct bench_run {
     segc_dataset *ds;            /* what the loader reads */
     int64_t step;                /* bench step number (profiling window) */
     double wait_s;
+    bool detection;              /* boxes as targets; inference includes the detect hook */
+    segc_targets syn_boxes;      /* detection: synthetic boxes of the synthetic batch */
+    void *syn_state;
+    void *det_source;
+    segc_detections dets;
 } bench_run;
 
 static int cmp_double(const void *a, const void *b) {
@@ -111,7 +116,9 @@ static double median(double *v, int n) {
 }
 
 /* the next batch's images and labels (pointers into bench_run or the loader) */
-static bool next_batch(bench_run *r, const float **img, const uint8_t **lab, int *n, char *err, size_t errlen) {
+static bool next_batch(bench_run *r, const float **img, const uint8_t **lab, int *n, const segc_batch **batch,
+                       char *err, size_t errlen) {
+    *batch = NULL;
     if (!r->loader) {
         *img = r->img;
         *lab = r->lab;
@@ -125,12 +132,13 @@ static bool next_batch(bench_run *r, const float **img, const uint8_t **lab, int
     r->wait_s += segc_now_s() - t0;
     segc_prof_end(&sp, 0);
     if (!b) return segc_errorf(err, errlen, "bench: %s", e2);
-    if (b->c != r->C || b->h != r->H || b->w != r->W || b->label_h != r->H || b->label_w != r->W)
+    if (b->c != r->C || b->h != r->H || b->w != r->W || (!r->detection && (b->label_h != r->H || b->label_w != r->W)))
         return segc_errorf(err, errlen, "bench: the data pipeline gives %dx%dx%d batches with %dx%d labels, expected "
                            "%dx%dx%d (data.crop_size)", b->c, b->h, b->w, b->label_h, b->label_w, r->C, r->H, r->W);
     *img = b->images;
     *lab = b->labels;
     *n = b->n;
+    *batch = b;
     return true;
 }
 
@@ -143,9 +151,10 @@ static segc_tensor *input(bench_run *r, const float *img, int n) {
 static bool train_step(bench_run *r, double *t_s, char *err, size_t errlen) {
     const float *img = NULL;
     const uint8_t *lab = NULL;
+    const segc_batch *batch = NULL;
     int n = 0;
     segc_profiler_iter(++r->step);
-    if (!next_batch(r, &img, &lab, &n, err, errlen)) return false;
+    if (!next_batch(r, &img, &lab, &n, &batch, err, errlen)) return false;
     segc_ctx *ctx = r->ctx;
     double t0 = segc_now_s();
     segc_ctx_step_begin(ctx);
@@ -153,7 +162,8 @@ static bool train_step(bench_run *r, double *t_s, char *err, size_t errlen) {
     ctx->training = true;
     segc_set_grad_enabled(ctx, true);
     segc_model_out out = {0};
-    segc_targets t = {.labels = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){n, r->H, r->W}, (void *)lab), .ignore_index = 255};
+    segc_targets t = r->detection ? (batch ? segc_detection_targets(batch) : r->syn_boxes) : (segc_targets){
+        .labels = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){n, r->H, r->W}, (void *)lab), .ignore_index = 255};
     segc_tensor *loss = NULL;
     if (segc_model_forward(ctx, r->m, input(r, img, n), &out)) loss = segc_model_loss(ctx, r->m, &out, &t);
     segc_params_zero_grad(&r->m->params);
@@ -174,7 +184,8 @@ static bool infer_step(bench_run *r, int n, double *t_s, char *err, size_t errle
     ctx->training = false;
     segc_set_grad_enabled(ctx, false);
     segc_model_out out = {0};
-    if (!segc_model_forward(ctx, r->m, input(r, r->img, n), &out))
+    if (!segc_model_forward(ctx, r->m, input(r, r->img, n), &out) ||
+        (r->detection && !segc_model_detect(ctx, r->m, &out, r->H, r->W, NULL, NULL, NULL, &r->dets)))
         return segc_errorf(err, errlen, "bench: inference (batch %d): %s", n, segc_last_error(ctx));
     *t_s = segc_now_s() - t0;
     return true;
@@ -237,6 +248,11 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
     }
     segc_model_init(r->m, (uint64_t)c->train.seed);
     r->C = r->m->in_channels;
+    r->detection = r->m->family->task == SEGC_TASK_DETECTION;
+    if (r->detection && !segc_detection_synthetic_targets(r->B, r->H, r->W, r->K, &r->syn_boxes, &r->syn_state)) {
+        if (ds) segc_dataset_close(ds);
+        return segc_errorf(err, errlen, "bench: out of memory");
+    }
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
     segc_optim_cfg oc = segc_config_optim(c, keys);
     r->opt = segc_optimizer_new(&r->m->params, &oc, e2, sizeof e2);
@@ -262,7 +278,13 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
         lo.seed = (uint64_t)c->train.seed;
         lo.channels = r->C;
         lo.quiet = true;
-        r->loader = segc_loader_new(segc_dataset_source(ds), &pipe, &lo, e2, sizeof e2);
+        segc_sample_source src = segc_dataset_source(ds);
+        int64_t skipped;
+        if (r->detection && !segc_detection_train_source(ds, &src, &r->det_source, &skipped, e2, sizeof e2)) {
+            segc_dataset_close(ds);
+            return segc_errorf(err, errlen, "bench: %s", e2);
+        }
+        r->loader = segc_loader_new(src, &pipe, &lo, e2, sizeof e2);
         if (!r->loader) { segc_dataset_close(ds); return segc_errorf(err, errlen, "bench: %s", e2); }
     }
     /* the loader keeps reading the dataset: it is freed with the run (bench_free) */
@@ -274,6 +296,9 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
 
 static void bench_free(bench_run *r) {
     segc_loader_free(r->loader);
+    segc_detection_train_source_free(r->det_source);
+    segc_detection_synthetic_targets_free(r->syn_state);
+    segc_detections_free(&r->dets);
     if (r->ds) segc_dataset_close(r->ds);
     segc_optimizer_free(r->opt);
     if (r->ctx) segc_ctx_free(r->ctx);

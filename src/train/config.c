@@ -50,7 +50,7 @@ static const field schema[] = {
     FI("model.num_classes", model.num_classes, "classes (0: the dataset's)"),
     FI("model.in_channels", model.in_channels, "input channels (0: the dataset's)"),
     FS("model.pretrained", model.pretrained, NULL, "safetensors loaded non-strictly before training"),
-    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder|brats|msd", "dataset layout"),
+    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder|coco|brats|msd", "dataset layout"),
     FS("data.root", data.root, NULL, "dataset root (relative: $SEGC_DATA/<last component> is tried first)"),
     FS("data.train_split", data.train_split, NULL, "training split"),
     FS("data.val_split", data.val_split, NULL, "validation split (periodic evaluation)"),
@@ -97,9 +97,12 @@ static const field schema[] = {
     FM("optimizer.paramwise.flat_decay_mult", optimizer.flat_decay_mult, "decay multiplier of 1-D parameters"),
     FL("schedule.warmup_iters", schedule.warmup_iters, "linear warmup iterations"),
     FD("schedule.warmup_start_factor", schedule.warmup_start_factor, "warmup start factor"),
-    FS("schedule.policy", schedule.policy, "poly|cosine|constant", "decay after warmup"),
+    FS("schedule.policy", schedule.policy, "poly|cosine|constant|multistep", "decay after warmup"),
     FD("schedule.power", schedule.power, "poly power"),
     FD("schedule.eta_min", schedule.eta_min, "final lr of poly/cosine"),
+    FDV("schedule.milestones", schedule.milestones, SEGC_CFG_MAX_MILESTONES, schedule.n_milestones,
+        "multistep: iterations where the lr is multiplied by gamma"),
+    FD("schedule.gamma", schedule.gamma, "multistep decay factor"),
     FL("train.max_iters", train.max_iters, "training iterations"),
     FD("train.max_time_min", train.max_time_min, "stop after this many minutes (0: no limit)"),
     FL("train.val_interval", train.val_interval, "evaluate every N iterations (0: only at the end)"),
@@ -171,6 +174,9 @@ void segc_config_defaults(segc_config *c) {
     c->schedule.warmup_start_factor = 1e-6;
     strcpy(c->schedule.policy, "poly");
     c->schedule.power = 1.0;
+    c->schedule.milestones[0] = 1;   /* multistep: set by the config */
+    c->schedule.n_milestones = 1;
+    c->schedule.gamma = 0.1;
     c->train.max_iters = 160000;
     c->train.val_interval = 16000;
     c->train.checkpoint_interval = 16000;

@@ -129,6 +129,19 @@ bool segc_config_schedule(const segc_config *c, segc_schedule *s, char *err, siz
         return segc_schedule_add(s, segc_sched_poly(c->schedule.power, c->schedule.eta_min, w, end), err, errlen);
     if (!strcmp(c->schedule.policy, "cosine"))
         return segc_schedule_add(s, segc_sched_cosine(0, c->schedule.eta_min, w, end), err, errlen);
+    if (!strcmp(c->schedule.policy, "multistep")) {   /* absolute iterations, from 0 (warmup multiplies) */
+        int64_t ms[SEGC_CFG_MAX_MILESTONES];
+        for (int i = 0; i < c->schedule.n_milestones; i++) {
+            ms[i] = (int64_t)c->schedule.milestones[i];
+            if (ms[i] != c->schedule.milestones[i] || ms[i] < 1 || (i && ms[i] <= ms[i - 1]))
+                return segc_errorf(err, errlen, "schedule.milestones: expected increasing iterations >= 1, found %g at "
+                                   "position %d", c->schedule.milestones[i], i);
+        }
+        if (!(c->schedule.gamma > 0))
+            return segc_errorf(err, errlen, "schedule.gamma: expected > 0, found %g", c->schedule.gamma);
+        return segc_schedule_add(s, segc_sched_multistep(ms, c->schedule.n_milestones, c->schedule.gamma, 0, end), err,
+                                 errlen);
+    }
     return true;   /* constant after warmup */
 }
 

@@ -52,6 +52,11 @@ static segc_aug_transform normalize_of(const segc_config *c) {
 void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
     char e[160];
     p->n = 0;
+    if (segc_config_task(c) == SEGC_TASK_DETECTION) {   /* mmdet's SSD chain to crop_size, normalised as configured */
+        segc_pipeline_ssd_train(p, c->data.crop_size[0]);
+        p->t[p->n - 1] = normalize_of(c);
+        return;
+    }
     if (!strcmp(c->data.pipeline, "nnunet")) {
         segc_pipeline_nnunet_2d(p, c->data.crop_size[0], c->data.crop_size[1], c->data.fg_prob);
         return;
@@ -78,6 +83,11 @@ void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
 void segc_config_eval_pipeline(const segc_config *c, segc_pipeline *p) {
     char e[160];
     p->n = 0;
+    if (segc_config_task(c) == SEGC_TASK_DETECTION) {   /* resize to crop_size (boxes scaled back per image) */
+        segc_pipeline_ssd_eval(p, c->data.crop_size[0]);
+        p->t[p->n - 1] = normalize_of(c);
+        return;
+    }
     if (!strcmp(c->data.pipeline, "nnunet")) return;   /* medical slices come z-scored from the dataset */
     if (c->data.test_scale[0] > 0) {
         segc_aug_transform t = segc_aug_default(SEGC_AUG_RESIZE);
