@@ -114,7 +114,7 @@ static bool want_pack_b(const segc_gemm *g) {
 /* The cached oneDNN matmul primitive for a validated problem whose operands
  * share a supported dtype combination (pointers in g are not used). With
  * pack_b, B is declared in oneDNN's preferred layout (want_pack_b). */
-static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm *g, bool pack_b) {
+static void gemm_key_fill(gemm_key *kp, const segc_gemm *g, bool pack_b) {
     gemm_key key;
     memset(&key, 0, sizeof key);
     memcpy(key.tag, "gemm", 4);
@@ -139,7 +139,13 @@ static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm 
     key.a_dims[o] = g->M, key.a_dims[o + 1] = g->K, key.a_str[o] = g->a_rs, key.a_str[o + 1] = g->a_cs;
     key.b_dims[o] = g->K, key.b_dims[o + 1] = g->N, key.b_str[o] = g->b_rs, key.b_str[o + 1] = g->b_cs;
     key.c_dims[o] = g->M, key.c_dims[o + 1] = g->N, key.c_str[o] = g->c_rs, key.c_str[o + 1] = 1;
+    *kp = key;
+}
 
+static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm *g, bool pack_b) {
+    gemm_key key;
+    gemm_key_fill(&key, g, pack_b);
+    int nd = key.nd;
     segc_dnnl_prim *p = segc_dnnl_cache_get(&key, sizeof key);
     if (!p) {
         dnnl_memory_desc_t amd, bmd, cmd, biasmd;
@@ -181,13 +187,12 @@ static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm 
     return p;
 }
 
-/* the cached reorder of a row-major (strided) B into the layout matmul primitive mp expects */
+/* the cached reorder of a row-major (strided) B into the layout matmul primitive mp expects;
+ * keyed by the whole GEMM, as the layout oneDNN picks depends on all of it (M, threads...) */
 static segc_dnnl_prim *pack_b_prim(segc_ctx *ctx, const char *op, const segc_gemm *g, const segc_dnnl_prim *mp) {
-    struct { char tag[8]; int32_t nthr, pad; int64_t K, N, rs; } key;
-    memset(&key, 0, sizeof key);
+    gemm_key key;
+    gemm_key_fill(&key, g, true);
     memcpy(key.tag, "gemmpkb", 7);
-    key.nthr = omp_get_max_threads();
-    key.K = g->K, key.N = g->N, key.rs = g->b_rs;
     segc_dnnl_prim *p = segc_dnnl_cache_get(&key, sizeof key);
     if (p) return p;
     dnnl_memory_desc_t src;
