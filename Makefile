@@ -67,6 +67,9 @@ $(BUILD)/%.o: %.c $(FLAGS_STAMP) | $(DEPS_OK)
 ISA_AVX512_FLAGS := -mavx512f -mavx512bw -mavx512vl -mavx512dq
 ISA_AVX512_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512.c))
 $(ISA_AVX512_OBJ): CFLAGS += $(ISA_AVX512_FLAGS)
+# kernels for AVX512-BF16 CPUs (src/ops/*_avx512bf16.c), called after segc_cpu_isa() says so
+ISA_AVX512BF16_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard src/ops/*_avx512bf16.c))
+$(ISA_AVX512BF16_OBJ): CFLAGS += $(ISA_AVX512_FLAGS) -mavx512bf16
 
 $(BUILD)/src/train/dist.o: CFLAGS += $(MPI_CFLAGS)
 

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/harness.h"
+#include "segc/cpu.h"
 #include "segc/ops.h"
 
 /* ------------------------------------------------------------ fixtures */
@@ -234,6 +235,71 @@ static double max_rel(const float *got, const double *want, int64_t n) {
     for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(want[i]));
     for (int64_t i = 0; i < n; i++) worst = fmax(worst, fabs(got[i] - want[i]) / fmax(fabs(want[i]), 1e-3 * scale + 1e-30));
     return worst;
+}
+
+/* bf16 last-dim softmax / log_softmax at every ISA level this CPU has (the AVX512-BF16 rows
+ * of softmax_avx512bf16.c above avx512) against double math on the same bf16 inputs: rows of
+ * 260 (vector tails) and 272 (whole vectors: with > 2^21 elements the fresh gradient is
+ * streamed), and a -inf row */
+static void bf16_softmax_levels(int64_t D) {
+    const segc_isa start = segc_cpu_isa();
+    const int64_t R = 8100, n = R * D;
+    float *xf = malloc((size_t)n * sizeof *xf), *g = malloc((size_t)n * sizeof *g);
+    for (int64_t i = 0; i < n; i++) {
+        xf[i] = segc_bf16_to_f32(segc_f32_to_bf16((float)((i * 7919) % 4001) / 400.0f - 5.0f));
+        g[i] = (float)((i * 104729) % 2001) / 1000.0f - 1.0f;
+    }
+    for (int64_t j = 0; j < D; j++) xf[5 * D + j] = -INFINITY;   /* row 5: NaN outputs, as PyTorch */
+    double *p = malloc((size_t)n * sizeof *p), *want = malloc((size_t)n * sizeof *want);
+    for (int lg = 0; lg < 2; lg++) {
+        for (int64_t r = 0; r < R; r++) {
+            const float *x = xf + r * D;
+            double m = -INFINITY, s = 0, gp = 0, gs = 0;
+            for (int64_t j = 0; j < D; j++) m = fmax(m, x[j]);
+            for (int64_t j = 0; j < D; j++) s += exp(x[j] - m);
+            for (int64_t j = 0; j < D; j++) {
+                p[r * D + j] = exp(x[j] - m) / s;
+                gp += g[r * D + j] * p[r * D + j];
+                gs += g[r * D + j];
+            }
+            for (int64_t j = 0; j < D; j++)
+                want[r * D + j] = lg ? g[r * D + j] - p[r * D + j] * gs : p[r * D + j] * (g[r * D + j] - gp);
+        }
+        for (int l = 0; l <= (int)segc_cpu_detected(); l++) {
+            assert_true(segc_cpu_set_isa((segc_isa)l));
+            segc_ctx *ctx = segc_ctx_new(1);
+            segc_tensor *x = segc_tensor_new(ctx, SEGC_BF16, 2, SHAPE(R, D));
+            segc_f32_to_bf16_n(xf, segc_bf16p(x), n);
+            x->requires_grad = true;
+            segc_tensor *y = lg ? segc_log_softmax(ctx, x, -1) : segc_softmax(ctx, x, -1);
+            /* the -inf row makes NaNs, which the finite-output check rejects: drop it for the gradient */
+            if (!y) {
+                segc_clear_error(ctx);
+                for (int64_t j = 0; j < D; j++) segc_bf16p(x)[5 * D + j] = segc_f32_to_bf16(0.0f);
+                y = lg ? segc_log_softmax(ctx, x, -1) : segc_softmax(ctx, x, -1);
+            }
+            assert_non_null(y);
+            assert_true(segc_backward_from(ctx, y, g));
+            double wo = 0, wg = 0;
+            for (int64_t i = 0; i < n; i++) {
+                if (i / D == 5) continue;
+                double yv = segc_bf16_to_f32(segc_bf16p(y)[i]), w = lg ? log(p[i]) : p[i];
+                wo = fmax(wo, fabs(yv - w) / fmax(fabs(w), 1e-30));
+                wg = fmax(wg, fabs(x->grad[i] - want[i]) / (fabs(want[i]) + 1e-3));
+            }
+            print_message("%s %s, rows of %lld: max rel err out %.2g, grad %.2g\n", segc_isa_name((segc_isa)l),
+                          lg ? "log_softmax" : "softmax", (long long)D, wo, wg);
+            assert_true(wo < 1.0 / 128);   /* bf16 rounding of the output */
+            assert_true(wg < 1e-3);        /* f32 gradients from f32 probabilities */
+            segc_ctx_free(ctx);
+        }
+    }
+    assert_true(segc_cpu_set_isa(start));
+    free(xf), free(g), free(p), free(want);
+}
+static void test_bf16_softmax_levels(void **state) {
+    bf16_softmax_levels(260);
+    bf16_softmax_levels(272);
 }
 
 /* bias-pattern add/mul (parallel paths) and their reduced gradients */
@@ -638,6 +704,7 @@ int main(void) {
         cmocka_unit_test(test_gc_activation),    cmocka_unit_test(test_gc_reduce),
         cmocka_unit_test(test_gc_softmax),       cmocka_unit_test(test_large_broadcast),
         cmocka_unit_test(test_thread_determinism), cmocka_unit_test(test_large_softmax),
+        cmocka_unit_test(test_bf16_softmax_levels),
         cmocka_unit_test(test_math_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_path),        cmocka_unit_test(test_copy_fill),
         cmocka_unit_test(test_errors),           cmocka_unit_test(test_backward_from_keeps_seed),

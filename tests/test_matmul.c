@@ -372,6 +372,50 @@ static void test_gemm_paths(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* A tall bf16 GEMM large enough for the reordered-B path (want_pack_b in matmul.c: M >= 1024,
+ * K*N >= 2^18, row-major B, bf16 C) and a column-major B, which never takes it, against f32
+ * sums of the same bf16 values; the result is bf16-rounded, so 2^-8 relative to the row scale. */
+static void test_gemm_packed_b(void **state) {
+    segc_ctx *ctx = segc_ctx_new(3);
+    enum { MMAX = 2064, K = 256, N = 1024 + 16 };
+    uint16_t *a = malloc(sizeof *a * MMAX * K), *b = malloc(sizeof *b * K * N), *c = malloc(sizeof *c * MMAX * N);
+    uint16_t *bt = malloc(sizeof *bt * K * N);
+    float *af = malloc(sizeof *af * MMAX * K), *bf = malloc(sizeof *bf * K * N);
+    for (int i = 0; i < MMAX * K; i++) af[i] = segc_bf16_to_f32(segc_f32_to_bf16((float)((i * 37) % 17) / 8.0f - 1.0f));
+    for (int i = 0; i < K * N; i++) bf[i] = segc_bf16_to_f32(segc_f32_to_bf16((float)((i * 11) % 13) / 16.0f - 0.4f));
+    segc_f32_to_bf16_n(af, a, MMAX * K);
+    segc_f32_to_bf16_n(bf, b, K * N);
+    /* column-major: the same values read through strides (B^T stored row-major) */
+    for (int k = 0; k < K; k++)
+        for (int n = 0; n < N; n++) bt[(size_t)n * K + k] = b[(size_t)k * N + n];
+    /* two heights (oneDNN may block B differently for each: the reorders must not mix), each
+     * twice (the second run reuses the cached primitives), and a column-major B */
+    static const int Ms[] = {1040, 2064, 1040, 2064};
+    for (int colmajor = 0; colmajor < 2; colmajor++)
+        for (int rep = 0; rep < 4; rep++) {
+            const int M = Ms[rep];
+            segc_gemm g = {.batch = 1, .M = M, .N = N, .K = K, .a = a, .a_dtype = SEGC_BF16, .a_rs = K, .a_cs = 1,
+                           .b = colmajor ? bt : b, .b_dtype = SEGC_BF16, .b_rs = colmajor ? 1 : N,
+                           .b_cs = colmajor ? K : 1, .c = c, .c_dtype = SEGC_BF16, .c_rs = N, .alpha = 1};
+            memset(c, 0, sizeof *c * MMAX * N);
+            assert_true(segc_gemm_run(ctx, "test", &g));
+            double worst = 0;
+            for (int m = 0; m < M; m += 7)
+                for (int n = 0; n < N; n += 5) {
+                    double want = 0, scale = 0;
+                    for (int k = 0; k < K; k++) {
+                        want += (double)af[m * K + k] * bf[k * N + n];
+                        scale += fabs((double)af[m * K + k] * bf[k * N + n]);
+                    }
+                    double e = fabs(segc_bf16_to_f32(c[(size_t)m * N + n]) - want) / (scale + 1e-6);
+                    if (e > worst) worst = e;
+                }
+            assert_true(worst < 1.0 / 256);
+        }
+    free(a), free(b), free(bt), free(c), free(af), free(bf);
+    segc_ctx_free(ctx);
+}
+
 /* ---- errors ---- */
 
 static void test_errors(void **state) {
@@ -417,7 +461,8 @@ int main(void) {
         cmocka_unit_test(test_attention_fixtures), cmocka_unit_test(test_matmul_gradcheck),
         cmocka_unit_test(test_linear_gradcheck),   cmocka_unit_test(test_attention_gradcheck),
         cmocka_unit_test(test_attention_chunks_reference), cmocka_unit_test(test_determinism_and_arena),
-        cmocka_unit_test(test_gemm_paths),         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_gemm_paths),         cmocka_unit_test(test_gemm_packed_b),
+        cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("matmul", tests, NULL, NULL);
 }

@@ -10,7 +10,8 @@
  *   avx512       AVX-512 F/BW/VL/DQ kernels (AdamW, bf16<->f32 conversions)
  *                and AVX-512 compiles of GroupNorm/InstanceNorm, the
  *                activations and resize+cross-entropy (the src/ops/..._avx512.c files)
- *   avx512_bf16  + VCVTNE2PS2BF16 for f32->bf16 conversion
+ *   avx512_bf16  + VCVTNE2PS2BF16 for f32->bf16 conversion, and the bf16 softmax
+ *                and attention-probability rows (src/ops/..._avx512bf16.c)
  *   amx          + oneDNN may use AMX tiles for its bf16 GEMM/convolution
  *
  * AdamW and the conversions give bitwise the same results at every level

@@ -17,13 +17,16 @@
  * bf16: GEMM operands are bf16 with f32 accumulation (native where the CPU
  * has it, widened to f32 otherwise); softmax runs in f32 and its result, the
  * upstream gradient and dS are rounded to bf16 before they feed a GEMM, so
- * both paths give the same numbers. */
+ * both paths give the same numbers. On AVX512-BF16 CPUs the rows of P and dS
+ * of native bf16 GEMMs come from softmax_avx512bf16.c (the same to rounding). */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+#include "softmax_kernels.h"
 
 /* exp(x) for x <= ~0 (softmax arguments after the max is subtracted):
  * Cody-Waite reduction to r in [-ln2/2, ln2/2] and a degree-6 Taylor
@@ -162,7 +165,7 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, Nk, 1, gdt, C, 1, SEGC_F32, C, s->scale, !fresh_q), false, qc, tail, nthr);
     if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, Nk, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
     if (!ok) return;
-    bool fail = false, bf16 = s->bf16;
+    bool fail = false, bf16 = s->bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {
         int t = omp_get_thread_num();
@@ -179,7 +182,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
             fail |= !plan2_run(&pdp, rows, t, goch, offp(s->v, gdt, b * Nk * Cv + h * Dv), dp);
             for (int64_t r = 0; r < rows; r++) {
                 float *d = dp + r * Nk, delta = 0.0f;
-                if (pdt == SEGC_BF16) {
+                if (k512) {
+                    segc_attn_dsoftmax_row_avx512bf16((const uint16_t *)pch + r * Nk, d, dso + r * Nk, Nk);
+                } else if (pdt == SEGC_BF16) {
                     const uint16_t *p = (const uint16_t *)pch + r * Nk;
                     uint16_t *o = dso + r * Nk;
 #pragma omp simd reduction(+ : delta)
@@ -287,7 +292,7 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
                                     1.0f, false), false, qc, tail, nthr))
         return NULL;
     segc_flops_add(2 * B * H * Nq * Nk * (D + Dv));   /* S = Q K^T, O = P V */
-    bool fail = false, bf16 = s.bf16;
+    bool fail = false, bf16 = s.bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {
         int t = omp_get_thread_num();
@@ -299,8 +304,10 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
                         : pb ? (void *)(pb + t * qc * Nk) : (void *)(sb + t * qc * Nk);
             float *sch = sb ? sb + t * qc * Nk : pch;
             fail |= !plan2_run(&ps, rows, t, offp(s.q, gdt, (b * Nq + q0) * C + h * D), offp(s.k, gdt, b * Nk * C + h * D), sch);
-            for (int64_t r = 0; r < rows; r++)
-                softmax_row(sch + r * Nk, Nk, bf16, pdt == SEGC_BF16 ? (uint16_t *)pch + r * Nk : NULL);
+            for (int64_t r = 0; r < rows; r++) {
+                if (k512) segc_attn_softmax_row_avx512bf16(sch + r * Nk, Nk, (uint16_t *)pch + r * Nk);
+                else softmax_row(sch + r * Nk, Nk, bf16, pdt == SEGC_BF16 ? (uint16_t *)pch + r * Nk : NULL);
+            }
             int64_t ooff = (b * Nq + q0) * Cv + h * Dv;
             void *och = o_direct ? (char *)y->data + ooff * (int64_t)esz(y->dtype) : (void *)(ob + t * qc * Dv);
             fail |= !plan2_run(&po, rows, t, pch, offp(s.v, gdt, b * Nk * Cv + h * Dv), och);

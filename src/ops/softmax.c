@@ -8,7 +8,10 @@
  * position the row max m and log s, s = sum exp(x - m), are kept for
  * backward. f32 backward reads the f32 output; bf16 backward recomputes the
  * probabilities from x, m and log s in f32 rather than trusting the rounded
- * output. Sums are taken in double (log s stays accurate when s is near 1). */
+ * output (near-cancelling gradients would carry its 2^-9 error). Sums are
+ * taken in double (log s stays accurate when s is near 1). On AVX512-BF16
+ * CPUs bf16 last-dim rows run the kernels of softmax_avx512bf16.c (f32 sums
+ * over 32 lanes: the same results to float rounding). */
 /* FP exception flags are never read: let GCC if-convert the selects in
  * segc_vexpf, which -ftrapping-math would keep as branches (unvectorised). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -18,8 +21,10 @@
 #include <omp.h>
 #include <stdio.h>
 
+#include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+#include "softmax_kernels.h"
 
 #define PAR_MIN 16384
 #define IB 64    /* inner positions per block for a middle dim */
@@ -27,6 +32,7 @@
 
 typedef struct {
     bool log;
+    bool bf16k; /* bf16 rows through the AVX512-BF16 kernels */
     int64_t outer, D, inner;
     float *max, *lsum; /* [outer * inner]: row max and log(sum exp(x - max)) */
 } sm_saved;
@@ -65,6 +71,11 @@ static void row_forward(const sm_saved *sv, const segc_tensor *x, segc_tensor *y
     int64_t D = sv->D, off = r * D;
     float mx;
     const float *xr;
+    if (sv->bf16k) {
+        segc_softmax_row_fwd_bf16_avx512bf16(segc_bf16p(x) + off, segc_bf16p(y) + off, D, sv->log, scratch,
+                                             &sv->max[r], &sv->lsum[r]);
+        return;
+    }
 #ifdef __AVX2__
     if (x->dtype == SEGC_BF16 && D % 16 == 0) {   /* widen and take the max in one sweep */
         const uint16_t *xb = segc_bf16p(x) + off;
@@ -242,8 +253,13 @@ static void grad_out(bool log, const float *g, const float *p, const double *dot
 
 /* Last dim, one row. scratch: D floats. */
 static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const float *go, float *gx,
-                         bool acc, float *scratch, int64_t r) {
+                         bool acc, bool stream, float *scratch, int64_t r) {
     int64_t D = sv->D, off = r * D;
+    if (sv->bf16k) {
+        segc_softmax_row_bwd_bf16_avx512bf16(segc_bf16p(x) + off, sv->max[r], sv->lsum[r], sv->log, go + off,
+                                             gx + off, acc, stream, scratch, D);
+        return;
+    }
     const float *p = scratch;
     if (x->dtype == SEGC_F32 && !sv->log) p = segc_f32(y) + off;
     else probs(sv, x, y, off, D, &sv->max[r], &sv->lsum[r], false, scratch);
@@ -301,15 +317,21 @@ static void softmax_backward(segc_ctx *ctx, segc_node *nd) {
     size_t per = (size_t)(rows ? sv->D : sv->D * IB);
     float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * per * sizeof(float));
     int64_t nib = rows ? 1 : (sv->inner + IB - 1) / IB, items = sv->outer * nib;
+    /* a fresh gradient beyond the caches (8 MiB) is streamed to memory by the AVX512-BF16 rows */
+    bool stream = sv->bf16k && fresh && n >= ((int64_t)1 << 21);
 #pragma omp parallel for schedule(static) if (n > PAR_MIN && items > 1)
     for (int64_t it = 0; it < items; it++) {
         float *sc = scratch + (size_t)omp_get_thread_num() * per;
         if (rows) {
-            row_backward(sv, x, y, go, gx, !fresh, sc, it);
+            row_backward(sv, x, y, go, gx, !fresh, stream, sc, it);
         } else {
             int64_t o = it / nib, i0 = (it % nib) * IB;
             block_backward(sv, x, y, go, gx, !fresh, sc, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
         }
+    }
+    if (stream && rows) {
+#pragma omp parallel if (n > PAR_MIN && items > 1)
+        segc_stream_fence();   /* each writer's non-temporal stores drain before gx is read */
     }
 }
 
@@ -328,6 +350,7 @@ static segc_tensor *softmax_op(segc_ctx *ctx, const char *name, bool log, segc_t
     segc_tensor *y = segc_tensor_like(ctx, x);
     sm_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
     sv->log = log;
+    sv->bf16k = x->dtype == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
     sv->outer = 1;
     sv->inner = 1;
     sv->D = x->ndim == 0 ? 1 : x->shape[d];
