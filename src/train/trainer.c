@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "segc/profile.h"
+#include "segc/recipes.h"
 #include "segc/trainer.h"
 
 static bool mkdir_p(const char *path, char *err, size_t errlen) {
@@ -137,10 +138,6 @@ static void jsonl_write(FILE *f, const char *fmt, ...) {
     fflush(f);
 }
 
-static double scalar_value(const segc_tensor *t) {
-    return t->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(t)[0]) : segc_f32(t)[0];
-}
-
 static bool params_finite(const segc_params *p) {
     float acc = 0;
     for (int64_t i = 0; i < p->total; i++) acc += p->data[i] * 0.0f;   /* NaN/Inf propagate */
@@ -169,6 +166,7 @@ typedef struct run {
     int n_samples;
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];
     int64_t last_eval_iter;   /* iteration of the latest evaluation (report) */
+    segc_recipe *recipe;      /* EMA, SAM, MixUp, gradient accumulation (segc/recipes.h) */
 } run;
 
 static void free_samples(run *r) {
@@ -214,7 +212,10 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     segc_evaluate_opts eo = {r->c->train.val_max_samples, r->c->train.report_samples, r->samples, 0,
                          r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work, false};
     if (!r->pg.quiet && r->pg.tty && r->pg.last_len) { fputc('\n', r->pg.f); r->pg.last_len = 0; }
-    if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
+    segc_recipe_use_ema(r->recipe, true);   /* evaluation and the best checkpoint use the EMA weights */
+    bool ok = segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen);
+    if (!ok) segc_recipe_use_ema(r->recipe, false);
+    if (!ok) return false;
     r->n_samples = eo.n_kept;
     r->have_last = true;
     r->last_eval_iter = iter;
@@ -237,9 +238,10 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (best) {
         r->st.best_metric = score;
         r->st.best_iter = iter;
-        if (!segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen)) return false;
+        ok = segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen);
     }
-    return true;
+    segc_recipe_use_ema(r->recipe, false);
+    return ok;
 }
 
 static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, size_t errlen) {
@@ -276,6 +278,11 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     remove_stale_temps(r->ckdir);
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
     if (!r->train_ds) return segc_errorf(err, errlen, "train: %s", e2);
+    /* durations in epochs become iterations of this training split */
+    r->resolved = *c;
+    if (!segc_config_resolve_durations(&r->resolved, segc_dataset_len(r->train_ds), e2, sizeof e2))
+        return segc_errorf(err, errlen, "train: %s", e2);
+    r->c = c = &r->resolved;
     if (*c->data.val_split) {
         r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
         if (!r->val_ds) return segc_errorf(err, errlen, "train: validation split: %s", e2);
@@ -284,7 +291,6 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
     /* the saved configuration is resolved: classes and channels as built, so a
      * checkpoint alone rebuilds its model (segc eval / predict without a dataset) */
-    r->resolved = *c;
     r->resolved.model.num_classes = r->model->num_classes;
     r->resolved.model.in_channels = r->model->in_channels;
     r->yaml = segc_config_to_yaml(&r->resolved);
@@ -303,6 +309,9 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->opt = segc_optimizer_new(&r->model->params, &oc, e2, sizeof e2);
     if (!r->opt) return segc_errorf(err, errlen, "train: optimizer: %s", e2);
     if (!segc_config_schedule(c, &r->sched, e2, sizeof e2)) return segc_errorf(err, errlen, "train: schedule: %s", e2);
+    r->recipe = segc_recipe_new(c, r->model, e2, sizeof e2);
+    if (!r->recipe) return segc_errorf(err, errlen, "train: %s", e2);
+    segc_ckpt_extra extra = segc_recipe_ckpt_extra(r->recipe);
 
     r->ctx = segc_ctx_new(seed ^ 0x9e3779b97f4a7c15ull);
     r->eval_ctx = segc_ctx_new(0);
@@ -324,7 +333,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         if (*type && strcmp(type, r->model->family->type) != 0)
             return segc_errorf(err, errlen, "train: resume: checkpoint %s holds a %s model, but model.type is %s", wpath,
                                type, r->model->family->type);
-        if (!segc_checkpoint_load(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, e2, sizeof e2))
+        if (!segc_checkpoint_load_ex(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, &extra, e2, sizeof e2))
             return segc_errorf(err, errlen, "train: resume: %s", e2);
         segc_config saved;
         segc_config_defaults(&saved);
@@ -371,6 +380,7 @@ static void teardown(run *r) {
     segc_ctx_free(r->eval_ctx);
     segc_ctx_free(r->eval_work);
     segc_optimizer_free(r->opt);
+    segc_recipe_free(r->recipe);
     segc_model_free(r->model);
     segc_dataset_close(r->train_ds);
     segc_dataset_close(r->val_ds);
@@ -381,8 +391,9 @@ static bool save_checkpoint(run *r, char *err, size_t errlen) {
     if (!params_finite(&r->model->params))
         return segc_errorf(err, errlen, "train: weights hold NaN/Inf at iteration %lld; not saving them",
                            (long long)r->st.iter);
-    if (!segc_checkpoint_save(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, err,
-                              errlen))
+    segc_ckpt_extra extra = segc_recipe_ckpt_extra(r->recipe);
+    if (!segc_checkpoint_save_ex(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, &extra,
+                                 err, errlen))
         return false;
     r->saved_iter = r->st.iter;
     return true;
@@ -400,6 +411,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     bool resumed = false;
     segc_train_status status = SEGC_TRAIN_FAILED;
     if (!setup(r, o, &resumed, err, errlen)) goto out;
+    c = r->c;   /* durations resolved */
 
     const int64_t max_iters = c->train.max_iters;
     const double time_limit = c->train.max_time_min * 60.0;
@@ -416,6 +428,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
                   (long long)segc_params_count(&r->model->params, true), r->model->num_classes, r->model->in_channels,
                   c->train.dtype, c->data.batch_size, c->data.crop_size[0],
                   c->data.crop_size[1], segc_get_num_threads(), r->dir);
+    if (*segc_recipe_describe(r->recipe)) progress_note(&r->pg, "recipes: %s", segc_recipe_describe(r->recipe));
     if (o->profile_path) {
         if (!segc_profiler_start(o->profile_path)) {
             segc_errorf(err, errlen, "train: --profile: a profiler is already running");
@@ -434,16 +447,12 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_prof_end(&pd, 0);
         if (!b) { segc_errorf(err, errlen, "train: %s", e2); goto out; }
         segc_ctx *ctx = r->ctx;
-        segc_ctx_step_begin(ctx);
-        segc_clear_error(ctx);
-        segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){b->n, b->c, b->h, b->w}, b->images);
-        if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
-        segc_tensor *lab = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels);
-        segc_model_out out;
-        segc_targets tg = {.labels = lab, .ignore_index = SEGC_IGNORE_INDEX};
-        segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
-        if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
-        double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
+        double lv;   /* forward + backward (MixUp, micro-batches, SAM): params.grad holds the batch's gradient */
+        if (!segc_recipe_step(r->recipe, ctx, b, dt, it, &lv, e2, sizeof e2)) {
+            segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, e2);
+            goto out;
+        }
+        if (it + 1 == c->train.debug_nan_at) lv = NAN;   /* test hook, see config.h */
         if (!isfinite(lv)) {
             segc_errorf(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
                         "optimizer.max_grad_norm or try train.dtype=f32", isnan(lv) ? "NaN" : "Inf", (long long)it + 1,
@@ -453,8 +462,6 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             status = SEGC_TRAIN_NONFINITE;
             goto out;
         }
-        segc_params_zero_grad(&r->model->params);
-        if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
         segc_prof_span po = segc_prof_begin("optimizer_step", SEGC_PROF_OPTIMIZER);
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
         segc_prof_end(&po, 0);
@@ -466,6 +473,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             goto out;
         }
         r->st.iter = it + 1;
+        segc_recipe_after_step(r->recipe, r->st.iter);   /* EMA */
         r->st.sampler = b->resume_state;
         r->st.rng = ctx->rng;
         r->st.loss_ema = it == 0 || r->st.loss_ema == 0 ? lv : 0.98 * r->st.loss_ema + 0.02 * lv;
