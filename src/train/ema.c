@@ -29,7 +29,8 @@ bool segc_ema_init(segc_ema *e, const segc_params *p, int64_t half_life, int64_t
 }
 
 void segc_ema_apply(segc_ema *e, const segc_params *p) {
-    /* torch: ema.mul_(s).add_(w, alpha=1-s) with both scalars rounded to f32 */
+    /* torch: ema.mul_(s).add_(w, alpha=1-s), scalars rounded to f32; its vectorised
+     * add with alpha is a fused multiply-add, so fmaf agrees with it bitwise */
     const float s = (float)e->smoothing, a = (float)(1.0 - e->smoothing);
     float *restrict w = e->w;
     const float *restrict x = p->data;
@@ -37,7 +38,7 @@ void segc_ema_apply(segc_ema *e, const segc_params *p) {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float t = w[i] * s;
-        w[i] = t + a * x[i];
+        w[i] = fmaf(a, x[i], t);
     }
 }
 

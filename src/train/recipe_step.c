@@ -166,6 +166,13 @@ static bool pass(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype dt, in
     return true;
 }
 
+static const char *fmt_bytes(int64_t b, char *buf, size_t n) {
+    if (b >= (int64_t)1 << 30) snprintf(buf, n, "%.2f GiB", b / 1073741824.0);
+    else if (b >= (int64_t)1 << 20) snprintf(buf, n, "%.1f MiB", b / 1048576.0);
+    else snprintf(buf, n, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
 static int largest_divisor_at_most(int n, int cap) {
     for (int d = cap < n ? cap : n; d > 1; d--)
         if (n % d == 0) return d;
@@ -188,11 +195,13 @@ static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype d
         view one = *v;
         double l1 = 0;
         if (!micro_pass(r, ctx, &one, dt, 0, 1, &l1, &peak)) return segc_errorf(err, n, "%s", segc_last_error(ctx));
-        if (fixed + (int64_t)peak > r->limit)
-            return segc_errorf(err, n, "train.memory_limit: %.1f MiB is below what one sample needs: %.1f MiB (%.1f MiB "
-                               "model, optimizer and data + %.1f MiB step memory for one sample of %dx%d)",
-                               r->limit / 1048576.0, (fixed + (int64_t)peak) / 1048576.0, fixed / 1048576.0,
-                               peak / 1048576.0, v->w, v->h);
+        if (fixed + (int64_t)peak > r->limit) {
+            char a[32], b[32], c[32], d[32];
+            return segc_errorf(err, n, "train.memory_limit: %s is below what one sample needs: %s (%s model, optimizer "
+                               "and data + %s step memory for one sample of %dx%d)", fmt_bytes(r->limit, a, sizeof a),
+                               fmt_bytes(fixed + (int64_t)peak, b, sizeof b), fmt_bytes(fixed, c, sizeof c),
+                               fmt_bytes((int64_t)peak, d, sizeof d), v->w, v->h);
+        }
         int64_t fit = (r->limit - fixed) / (int64_t)(peak ? peak : 1);
         r->micro = largest_divisor_at_most(v->n, fit > v->n ? v->n : (int)(fit < 1 ? 1 : fit));
         memcpy(p->data, r->backup, (size_t)p->total * sizeof(float));
