@@ -241,6 +241,35 @@ static void test_recipe_overlays_and_errors(void **state) {
     assert_true(fabs(lr0 - 1) < 1e-12 && fabs(lr1 - 0.1) < 1e-12 && fabs(lr2 - 0.01) < 1e-12);
 }
 
+/* the shipped Composer configs load, pass the checks and resolve as the recipes say */
+static void test_shipped_configs(void **state) {
+    static const struct { const char *name; int64_t ep, hl, ui; double rho; int64_t sam_int; double alpha; } want[] = {
+        {"baseline", 128, 0, 1, 0, 1, 0}, {"mild", 25, 1000, 10, 0, 1, 0},
+        {"medium", 90, 1000, 10, 0.3, 2, 0.2}, {"hot", 240, 2000, 1, 0.3, 1, 0.5}};
+    for (int i = 0; i < 4; i++) {
+        char path[128], err[512];
+        snprintf(path, sizeof path, "configs/deeplabv3plus/ade20k_r101_%s.yaml", want[i].name);
+        segc_config c;
+        segc_config_defaults(&c);
+        if (!segc_config_load(&c, path, err, sizeof err) || !segc_config_finish(&c, err, sizeof err)) fail_msg("%s", err);
+        assert_string_equal(c.optimizer.type, "decoupled_sgdw");
+        assert_true(c.optimizer.lr == 0.08 && c.optimizer.momentum == 0.9 && c.optimizer.weight_decay == 5e-5);
+        assert_int_equal(c.data.batch_size, 128);
+        assert_string_equal(c.schedule.policy, "cosine");
+        assert_string_equal(c.recipe.grad_accum, "auto");
+        assert_string_equal(c.recipe.name, i ? want[i].name : "");
+        /* ADE20K's 20210 training images at batch 128: 157 iterations per epoch */
+        if (!segc_config_resolve_durations(&c, 20210, err, sizeof err)) fail_msg("%s: %s", path, err);
+        assert_int_equal(c.train.max_iters, want[i].ep * 157);
+        assert_int_equal(c.train.val_interval, 8 * 157);
+        assert_int_equal(c.train.checkpoint_interval, 157);
+        assert_int_equal(c.recipe.ema.half_life, want[i].hl);
+        assert_int_equal(c.recipe.ema.update_interval, want[i].ui);
+        assert_true(c.recipe.sam.rho == want[i].rho && c.recipe.sam.interval == want[i].sam_int);
+        assert_true(c.recipe.mixup.alpha == want[i].alpha);
+    }
+}
+
 /* ---- DecoupledSGDW vs Composer's update ---- */
 static void test_decoupled_sgdw(void **state) {
     segc_st_file *f = fx_open("recipes.safetensors");
@@ -605,6 +634,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_recipe_overlays_and_errors),
+        cmocka_unit_test(test_shipped_configs),
         cmocka_unit_test(test_decoupled_sgdw),
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_full_and_accumulated_gradients),

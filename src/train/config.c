@@ -118,7 +118,7 @@ static const field schema[] = {
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),
     FL("train.debug_nan_at", train.debug_nan_at, "test hook: the loss of iteration N reads as NaN (-1: off)"),
     FS("train.memory_limit", train.memory_limit, NULL, "memory budget of recipe.grad_accum=auto (8GiB, 512MiB, bytes; empty: the machine's)"),
-    FS("recipe.name", recipe.name, NULL, "bundled overlay applied by `recipe: mild|medium|hot` (records it)"),
+    FS("recipe.name", recipe.name, NULL, "bundled overlay applied by `recipe: mild|medium|hot` or recipe.use=NAME (records it)"),
     FDUR("recipe.ema.half_life", recipe.ema.half_life, SEGC_DUR_EMA_HALF_LIFE, "EMA of weights: half-life (1000ba, 2ep; 0: off)"),
     FDUR("recipe.ema.update_interval", recipe.ema.update_interval, SEGC_DUR_EMA_INTERVAL, "EMA update every N iterations or epochs"),
     FD("recipe.sam.rho", recipe.sam.rho, "SAM neighbourhood radius (0: off)"),
@@ -604,7 +604,9 @@ static bool apply_recipe(apply_ctx *a, segc_config *c, const yaml_node_t *node) 
 
 static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yaml_node_t *node) {
     size_t cl = sizeof custom_path - 1;
-    if (!strcmp(path, "recipe") && node->type == YAML_SCALAR_NODE && !is_null(node)) return apply_recipe(a, c, node);
+    /* `recipe: NAME`, or `recipe: {use: NAME, ...}` beside other recipe keys */
+    if ((!strcmp(path, "recipe") || !strcmp(path, "recipe.use")) && node->type == YAML_SCALAR_NODE && !is_null(node))
+        return apply_recipe(a, c, node);
     if (is_model_opt(path)) return apply_model_opt(a, c, path + 6, node);
     if (is_custom(path))
         return apply_custom(a, c, path[cl] ? path + cl + 1 : "", node);
@@ -622,7 +624,8 @@ static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yam
             char sub[512];
             int len = snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", (const char *)kn->data.scalar.value);
             if (len < 0 || (size_t)len >= sizeof sub) return segc_errorf(a->err, a->errlen, "%s: key too long", a->origin);
-            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub)) return unknown_key(a, sub, kn);
+            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub) && strcmp(sub, "recipe.use"))
+                return unknown_key(a, sub, kn);
             if (!apply_node(a, c, sub, vn)) return false;
         }
         return true;
