@@ -54,6 +54,11 @@ static int64_t current_rss(void) {
 segc_recipe *segc_recipe_new(const segc_config *c, segc_model *m, char *err, size_t n) {
     if (c->in_epochs) { segc_errorf(err, n, "recipe: durations in epochs are not resolved yet"); return NULL; }
     if (!segc_config_check_recipe(c, err, n)) return NULL;
+    if (c->recipe.mixup.alpha > 0 && m->family->task == SEGC_TASK_DETECTION) {
+        segc_errorf(err, n, "recipe.mixup.alpha: MixUp mixes label maps, and model.type %s is a detection family "
+                    "(set recipe.mixup.alpha=0)", m->family->type);
+        return NULL;
+    }
     segc_recipe *r = calloc(1, sizeof *r);
     if (!r) { segc_errorf(err, n, "recipe: out of memory"); return NULL; }
     r->m = m;
@@ -117,6 +122,7 @@ typedef struct view {
     float *img;
     void *lab, *lab_perm;   /* lab_perm: MixUp's permuted labels (NULL: off) */
     float mix;
+    const segc_batch *b;    /* detection targets */
 } view;
 
 /* forward + backward over [s, s + k) with the loss weighted k / n; *peak: the step arena's peak */
@@ -134,6 +140,16 @@ static bool micro_pass(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype 
                                                 (char *)v->lab + (size_t)s * lbytes) : NULL;
     segc_model_out out;
     segc_targets tg = {.labels = lab, .ignore_index = SEGC_IGNORE_INDEX};
+    const segc_batch *b = v->b;
+    if (b->n_boxes) {   /* detection: the micro-batch's ground truth */
+        tg.n_images = k;
+        tg.n_boxes = b->n_boxes + s;
+        tg.boxes = b->boxes + s;
+        tg.box_labels = b->box_labels + s;
+        tg.box_crowd = b->box_crowd ? b->box_crowd + s : NULL;
+        tg.img_h = v->h;
+        tg.img_w = v->w;
+    }
     segc_tensor *l = segc_model_forward(ctx, r->m, img, &out) ? segc_model_loss(ctx, r->m, &out, &tg) : NULL;
     if (l && v->lab_perm) {
         segc_targets tp = tg;
@@ -236,7 +252,7 @@ static bool forward_backward(segc_recipe *r, segc_ctx *ctx, const view *v, segc_
 
 bool segc_recipe_step(segc_recipe *r, segc_ctx *ctx, const segc_batch *b, segc_dtype dt, int64_t iter, double *loss,
                       char *err, size_t n) {
-    view v = {b->n, b->c, b->h, b->w, b->label_h, b->label_w, b->label_dtype, b->images, b->labels, NULL, 0};
+    view v = {b->n, b->c, b->h, b->w, b->label_h, b->label_w, b->label_dtype, b->images, b->labels, NULL, 0, b};
     if (!b->labels) v.lh = v.lw = 0;
     if (r->alpha > 0 && v.lh) {
         int64_t per = (int64_t)v.c * v.h * v.w;
