@@ -292,10 +292,22 @@ void segc_recipe_use_ema(segc_recipe *r, bool on) {
 static void extra_save(void *user, segc_st_writer *w) {
     segc_recipe *r = user;
     if (r->has_ema) segc_ema_save(&r->ema, &r->m->params, w, "ema.");
+    /* grad_accum auto: the micro-batch found, so a resumed run sums the same chunks (bitwise) */
+    if (r->accum == 0 && r->settled) {
+        char js[64];
+        snprintf(js, sizeof js, "{\"micro_batch\":%d}", r->micro);
+        segc_st_writer_meta(w, "segc_recipe", js);
+    }
 }
 
 static bool extra_load(void *user, const segc_st_file *f, char *err, size_t n) {
     segc_recipe *r = user;
+    const char *js = segc_st_meta(f, "segc_recipe");
+    int micro = 0;
+    if (r->accum == 0 && js && sscanf(js, "{\"micro_batch\":%d}", &micro) == 1 && micro > 0) {
+        r->micro = micro;
+        r->settled = true;
+    }
     if (!r->has_ema) return true;
     bool found;
     if (!segc_ema_load(&r->ema, &r->m->params, f, "ema.", &found, err, n)) return false;
