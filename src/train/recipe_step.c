@@ -23,6 +23,7 @@ struct segc_recipe {
     int micro;                     /* auto: micro-batch size in use (0: not measured yet) */
     bool settled;                  /* auto: a step ran within the budget */
     int64_t limit;                 /* auto: bytes */
+    int64_t state_bytes;           /* auto: parameters, gradients, optimizer / EMA / SAM state */
     float *mix_img, *backup;
     size_t mix_img_cap;
     unsigned char *mix_lab;
@@ -41,15 +42,6 @@ static int64_t machine_bytes(void) {
     return pages > 0 && size > 0 ? (int64_t)pages * size : (int64_t)1 << 40;
 }
 
-static int64_t current_rss(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    long long total = 0, rss = 0;
-    if (f) {
-        if (fscanf(f, "%lld %lld", &total, &rss) != 2) rss = 0;
-        fclose(f);
-    }
-    return (int64_t)rss * sysconf(_SC_PAGESIZE);
-}
 
 segc_recipe *segc_recipe_new(const segc_config *c, segc_model *m, char *err, size_t n) {
     if (c->in_epochs) { segc_errorf(err, n, "recipe: durations in epochs are not resolved yet"); return NULL; }
@@ -67,6 +59,12 @@ segc_recipe *segc_recipe_new(const segc_config *c, segc_model *m, char *err, siz
     segc_recipe_grad_accum(c, &r->accum);
     r->limit = machine_bytes();
     if (*c->train.memory_limit) segc_parse_bytes(c->train.memory_limit, &r->limit);
+    /* the budget is accounted, not sampled from the process (so the choice, and with it the
+     * rounding of the summed gradients, is the same in every run): f32 weights and gradients,
+     * the optimizer's moments, the EMA and SAM copies, then the batch and the step arena */
+    int copies = 2 + (c->recipe.ema.half_life > 0) + (c->recipe.sam.rho > 0) +
+                 (!strcmp(c->optimizer.type, "adamw") ? 2 : c->optimizer.momentum > 0 ? 1 : 0);
+    r->state_bytes = (int64_t)m->params.total * 4 * copies;
     bool ok = true;
     if (c->recipe.ema.half_life > 0) {
         ok = segc_ema_init(&r->ema, &m->params, c->recipe.ema.half_life, c->recipe.ema.update_interval, err, n);
@@ -199,7 +197,9 @@ static int largest_divisor_at_most(int n, int cap) {
  * whose estimated peak fits, and step down while a measured step does not */
 static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype dt, double *loss, char *err, size_t n) {
     segc_params *p = &r->m->params;
-    int64_t fixed = current_rss();
+    /* the batch (and MixUp's mixed copy) beside the accounted state */
+    int64_t batch = (int64_t)v->n * ((int64_t)v->c * v->h * v->w * 4 + (int64_t)v->lh * v->lw * (int64_t)segc_dtype_size(v->ldt));
+    int64_t fixed = r->state_bytes + batch * (v->lab_perm ? 2 : 1);
     size_t peak;
     if (r->settled && r->micro > 0) return pass(r, ctx, v, dt, r->micro, loss, &peak, err, n);
     /* probing: keep what a retried step must undo (RNG, weights and buffers) */
@@ -213,8 +213,8 @@ static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype d
         if (!micro_pass(r, ctx, &one, dt, 0, 1, &l1, &peak)) return segc_errorf(err, n, "%s", segc_last_error(ctx));
         if (fixed + (int64_t)peak > r->limit) {
             char a[32], b[32], c[32], d[32];
-            return segc_errorf(err, n, "train.memory_limit: %s is below what one sample needs: %s (%s model, optimizer "
-                               "and data + %s step memory for one sample of %dx%d)", fmt_bytes(r->limit, a, sizeof a),
+            return segc_errorf(err, n, "train.memory_limit: %s is below what one sample needs: %s (%s weights, gradients, "
+                               "optimizer/EMA/SAM state and the batch + %s step memory for one sample of %dx%d)", fmt_bytes(r->limit, a, sizeof a),
                                fmt_bytes(fixed + (int64_t)peak, b, sizeof b), fmt_bytes(fixed, c, sizeof c),
                                fmt_bytes((int64_t)peak, d, sizeof d), v->w, v->h);
         }
