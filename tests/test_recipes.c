@@ -387,6 +387,7 @@ static void test_ema(void **state) {
     segc_ema e3;
     assert_true(segc_ema_init(&e3, &q, 4, 2, err, sizeof err));
     EXPECT_FAIL(segc_ema_load(&e3, &q, sf, "ema.", &found, err, sizeof err), err, "ema.w");
+    segc_ema_free(&e3);
     EXPECT_FAIL(segc_ema_init(&e3, &q, 0, 2, err, sizeof err), err, "recipe.ema.half_life");
     segc_ema_free(&e3);
     segc_params_free(&q);
@@ -414,6 +415,7 @@ static void test_full_and_accumulated_gradients(void **state) {
         assert_true(fx_close_norm(accs[k], acc, full, 152, 1e-6, 1e-6));
         check_grads(f, "full/grad", acc, 1e-5);
     }
+    segc_st_close(f);
 }
 
 static void test_grad_accum_auto(void **state) {
