@@ -48,6 +48,19 @@ bool segc_checkpoint_latest(const char *dir, char *weights, size_t wn, char *sta
  * configuration. Verifies the state belongs to those weights. */
 bool segc_checkpoint_load(const char *weights, const char *state, segc_params *p, segc_optimizer *opt,
                           segc_train_state *st, char **config_yaml, char *err, size_t errlen);
+/* Further state kept in the state file (e.g. EMA weights, segc/recipes.h):
+ * save adds tensors/metadata; load checks and restores them (after the weights
+ * and optimizer; a failure restores the weights and fails the load). */
+typedef struct segc_ckpt_extra {
+    void (*save)(void *user, segc_st_writer *w);
+    bool (*load)(void *user, const segc_st_file *f, char *err, size_t errlen);
+    void *user;
+} segc_ckpt_extra;
+bool segc_checkpoint_save_ex(const char *dir, const segc_params *p, const segc_optimizer *opt, const segc_train_state *st,
+                             const char *config_yaml, int keep_last, const segc_ckpt_extra *extra, char *err, size_t errlen);
+bool segc_checkpoint_load_ex(const char *weights, const char *state, segc_params *p, segc_optimizer *opt,
+                             segc_train_state *st, char **config_yaml, const segc_ckpt_extra *extra, char *err,
+                             size_t errlen);
 /* DIR/best.safetensors: weights + iteration + metric, atomically. */
 bool segc_checkpoint_save_best(const char *dir, const segc_params *p, int64_t iter, double metric,
                                const char *config_yaml, char *err, size_t errlen);

@@ -88,7 +88,7 @@ typedef struct segc_config {
         char regions[SEGC_CFG_NAME];   /* none | brats (WT/TC/ET Dice) */
     } test;
     struct {
-        char type[SEGC_CFG_NAME];      /* adamw | sgd */
+        char type[SEGC_CFG_NAME];      /* adamw | sgd | decoupled_sgdw */
         double lr, weight_decay;
         double betas[2], eps;
         double momentum;
@@ -120,6 +120,7 @@ typedef struct segc_config {
         int64_t val_max_samples;       /* 0: the whole split */
         int report_samples;            /* validation predictions shown in report.html */
         int64_t debug_nan_at;          /* test hook: iteration N's loss reads as NaN (from 1, as logged; -1: off) */
+        char memory_limit[SEGC_CFG_NAME];   /* budget of recipe.grad_accum=auto: "8GiB", "512MiB", bytes; "": the machine's memory */
     } train;
     segc_loss_cfg loss;                /* the `loss` section (losses.h; nothing given: the family's own loss) */
     struct {                           /* data-parallel training over MPI (segc/dist.h); unused in one process */
@@ -128,7 +129,38 @@ typedef struct segc_config {
         bool sync_bn;                  /* batch-norm statistics over the global batch (SyncBatchNorm) */
         bool overlap;                  /* all-reduce buckets during backward (default true; false: after it) */
     } dist;
+    /* Composer-style efficiency recipes (segc/recipes.h); each switch is off by default */
+    struct {
+        char name[SEGC_CFG_NAME];      /* overlay applied by `recipe: mild|medium|hot` (records it; setting it alone applies nothing) */
+        struct {
+            int64_t half_life;         /* duration (0: EMA off) */
+            int64_t update_interval;   /* duration */
+        } ema;
+        struct {
+            double rho;                /* 0: SAM off */
+            double epsilon;
+            int64_t interval;          /* every k-th iteration is a SAM step */
+        } sam;
+        struct {
+            double alpha;              /* 0: MixUp off */
+        } mixup;
+        char grad_accum[16];           /* micro-batches per step: "1".."N" | "auto" */
+    } recipe;
+    /* Duration keys (SEGC_DUR_*) whose value is in epochs ("128ep") rather than
+     * iterations; segc_config_resolve_durations converts them (bit k = key k). */
+    uint32_t in_epochs;
 } segc_config;
+
+/* Keys that take a duration: "80000ba" or a plain integer (iterations), or "128ep" (epochs). */
+enum {
+    SEGC_DUR_MAX_ITERS = 0,      /* train.max_iters (alias train.max_duration) */
+    SEGC_DUR_WARMUP,             /* schedule.warmup_iters */
+    SEGC_DUR_VAL_INTERVAL,       /* train.val_interval */
+    SEGC_DUR_CHECKPOINT_INTERVAL,/* train.checkpoint_interval */
+    SEGC_DUR_EMA_HALF_LIFE,      /* recipe.ema.half_life */
+    SEGC_DUR_EMA_INTERVAL,       /* recipe.ema.update_interval */
+    SEGC_DUR_N
+};
 
 /* The built-in defaults (SegFormer-B0 on CamVid-sized crops, AdamW, warmup + poly). */
 void segc_config_defaults(segc_config *c);
@@ -142,6 +174,20 @@ bool segc_config_override(segc_config *c, const char *assignment, char *err, siz
 /* Cross-field checks (positive sizes, known enums, schedule within max_iters,
  * ...), then fills derived defaults (work_dir). Call after load + overrides. */
 bool segc_config_finish(segc_config *c, char *err, size_t errlen);
+
+/* Converts the duration keys given in epochs to iterations: epochs x
+ * max(1, floor(train_samples / data.batch_size)) (the global batch; a short
+ * final batch is not a step), then repeats the cross-field checks that compare
+ * iteration counts. Iterations-only configs are unchanged. */
+bool segc_config_resolve_durations(segc_config *c, int64_t train_samples, char *err, size_t errlen);
+/* Parses a duration: "80000ba" or "80000" (iterations), "128ep" (epochs). */
+bool segc_parse_duration(const char *s, int64_t *value, bool *epochs);
+/* Ranges of the recipe.* keys (part of segc_config_finish). */
+bool segc_config_check_recipe(const segc_config *c, char *err, size_t errlen);
+/* The YAML text a bundled recipe applies (NULL for an unknown name), and the
+ * valid names ("mild, medium, hot"). */
+const char *segc_recipe_overlay(const char *name);
+const char *segc_recipe_names(void);
 
 /* Resolved YAML (malloc'd, NUL-terminated). */
 char *segc_config_to_yaml(const segc_config *c);

@@ -147,7 +147,12 @@ double segc_schedule_lr(const segc_schedule *s, double base_lr, int64_t iter);
 /* ---------------------------------------------------------------------------
  * Optimizers
  * --------------------------------------------------------------------------- */
-typedef enum { SEGC_OPT_SGD = 0, SEGC_OPT_ADAMW } segc_opt_kind;
+/* SEGC_OPT_DECOUPLED_SGDW: Composer's DecoupledSGDW, SGD (momentum,
+ * dampening, nesterov as torch) whose weight decay is not added to the
+ * gradient but applied to the weights, scaled by lr / initial lr:
+ *   w = w * (1 - (lr / initial_lr) * wd) - lr * d
+ * with initial_lr the tensor's lr before any schedule (base lr x lr_mult). */
+typedef enum { SEGC_OPT_SGD = 0, SEGC_OPT_ADAMW, SEGC_OPT_DECOUPLED_SGDW } segc_opt_kind;
 
 typedef struct segc_optim_cfg {
     segc_opt_kind kind;

@@ -106,6 +106,12 @@ static char *state_json(const segc_train_state *st, uint64_t weights_hash) {
 
 bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_optimizer *opt, const segc_train_state *st,
                           const char *config_yaml, int keep_last, char *err, size_t errlen) {
+    return segc_checkpoint_save_ex(dir, p, opt, st, config_yaml, keep_last, NULL, err, errlen);
+}
+
+bool segc_checkpoint_save_ex(const char *dir, const segc_params *p, const segc_optimizer *opt, const segc_train_state *st,
+                             const char *config_yaml, int keep_last, const segc_ckpt_extra *extra, char *err,
+                             size_t errlen) {
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return segc_errorf(err, errlen, "checkpoint: cannot create %s: %s", dir, strerror(errno));
     char stem[32], w[4096], s[4096], iter[32];
@@ -118,6 +124,7 @@ bool segc_checkpoint_save(const char *dir, const segc_params *p, const segc_opti
         return segc_errorf(err, errlen, "checkpoint: saving weights failed, previous checkpoint kept: %s", e2);
     segc_st_writer *sw = segc_st_writer_new();
     if (opt) segc_optimizer_save(opt, sw, "optimizer.");
+    if (extra && extra->save) extra->save(extra->user, sw);
     char *js = state_json(st, segc_params_hash(p));
     if (!js) {   /* a state without its JSON could never be resumed: write none */
         segc_st_writer_free(sw);
@@ -214,6 +221,12 @@ static bool parse_state(const char *path, const char *js, segc_train_state *st, 
 
 bool segc_checkpoint_load(const char *weights, const char *state, segc_params *p, segc_optimizer *opt,
                           segc_train_state *st, char **config_yaml, char *err, size_t errlen) {
+    return segc_checkpoint_load_ex(weights, state, p, opt, st, config_yaml, NULL, err, errlen);
+}
+
+bool segc_checkpoint_load_ex(const char *weights, const char *state, segc_params *p, segc_optimizer *opt,
+                             segc_train_state *st, char **config_yaml, const segc_ckpt_extra *extra, char *err,
+                             size_t errlen) {
     if (config_yaml) *config_yaml = NULL;
     char e2[640];
     /* read and check the state before touching the model, so a bad pair changes nothing */
@@ -236,6 +249,8 @@ bool segc_checkpoint_load(const char *weights, const char *state, segc_params *p
     if (ok && state && segc_params_hash(p) != want_hash)
         ok = segc_errorf(err, errlen, "checkpoint: %s does not belong to %s (weights hash differs)", state, weights);
     if (ok && state && opt && !segc_optimizer_load(opt, sf, "optimizer.", e2, sizeof e2))
+        ok = segc_errorf(err, errlen, "checkpoint: %s", e2);
+    if (ok && state && extra && extra->load && !extra->load(extra->user, sf, e2, sizeof e2))
         ok = segc_errorf(err, errlen, "checkpoint: %s", e2);
     if (!ok) memcpy(p->data, backup, (size_t)p->total * sizeof(float));
     free(backup);

@@ -17,7 +17,7 @@
 #include "segc/safetensors.h"
 
 /* ---- schema ---- */
-typedef enum { K_INT, K_I64, K_DBL, K_BOOL, K_STR, K_INTS, K_DBLS, K_MULT, K_CUSTOM } kind_t;
+typedef enum { K_INT, K_I64, K_DBL, K_BOOL, K_STR, K_INTS, K_DBLS, K_MULT, K_CUSTOM, K_DUR } kind_t;
 
 typedef struct field {
     const char *key;
@@ -42,6 +42,9 @@ typedef struct field {
 #define FDS(k, m, n, h) {k, K_DBLS, M(m), n, NO_COUNT, 0, NULL, h}
 #define FDV(k, m, n, cnt, h) {k, K_DBLS, M(m), n, M(cnt), 0, NULL, h}
 #define FM(k, m, h) {k, K_MULT, M(m), 1, NO_COUNT, 0, NULL, h}
+#define FIV(k, m, n, cnt, h) {k, K_INTS, M(m), n, M(cnt), 0, NULL, h}
+/* a duration (int64 iterations, or epochs when bit `bit` of in_epochs is set) */
+#define FDUR(k, m, bit, h) {k, K_DUR, M(m), bit, NO_COUNT, 0, NULL, h}
 
 static const field schema[] = {
     FS("name", name, NULL, "run name (default: the config file's stem)"),
@@ -81,9 +84,9 @@ static const field schema[] = {
     FB("test.gaussian", test.gaussian, "slide: Gaussian-weighted window overlap (nnU-Net)"),
     FB("test.per_volume", test.per_volume, "medical: Dice per volume (slices reassembled)"),
     FS("test.regions", test.regions, "none|brats|msd_brats", "region Dice: brats (BraTS-2015 labels, 4 = enhancing) or msd_brats (MSD Task01, 3 = enhancing)"),
-    FS("optimizer.type", optimizer.type, "adamw|sgd", "optimizer"),
+    FS("optimizer.type", optimizer.type, "adamw|sgd|decoupled_sgdw", "optimizer (decoupled_sgdw: Composer's DecoupledSGDW)"),
     FD("optimizer.lr", optimizer.lr, "base learning rate"),
-    FD("optimizer.weight_decay", optimizer.weight_decay, "weight decay (decoupled for AdamW)"),
+    FD("optimizer.weight_decay", optimizer.weight_decay, "weight decay (decoupled for AdamW; decoupled_sgdw: scaled by lr / initial lr)"),
     FDS("optimizer.betas", optimizer.betas, 2, "AdamW betas"),
     FD("optimizer.eps", optimizer.eps, "AdamW epsilon"),
     FD("optimizer.momentum", optimizer.momentum, "SGD momentum"),
@@ -95,7 +98,7 @@ static const field schema[] = {
     FM("optimizer.paramwise.bias_decay_mult", optimizer.bias_decay_mult, "decay multiplier of biases"),
     FM("optimizer.paramwise.norm_decay_mult", optimizer.norm_decay_mult, "decay multiplier of norm parameters"),
     FM("optimizer.paramwise.flat_decay_mult", optimizer.flat_decay_mult, "decay multiplier of 1-D parameters"),
-    FL("schedule.warmup_iters", schedule.warmup_iters, "linear warmup iterations"),
+    FDUR("schedule.warmup_iters", schedule.warmup_iters, SEGC_DUR_WARMUP, "linear warmup (duration: 1500, 1500ba, 2ep)"),
     FD("schedule.warmup_start_factor", schedule.warmup_start_factor, "warmup start factor"),
     FS("schedule.policy", schedule.policy, "poly|cosine|constant|multistep", "decay after warmup"),
     FD("schedule.power", schedule.power, "poly power"),
@@ -103,10 +106,10 @@ static const field schema[] = {
     FDV("schedule.milestones", schedule.milestones, SEGC_CFG_MAX_MILESTONES, schedule.n_milestones,
         "multistep: iterations where the lr is multiplied by gamma"),
     FD("schedule.gamma", schedule.gamma, "multistep decay factor"),
-    FL("train.max_iters", train.max_iters, "training iterations"),
+    FDUR("train.max_iters", train.max_iters, SEGC_DUR_MAX_ITERS, "training length (duration: 80000, 80000ba, 128ep; alias train.max_duration)"),
     FD("train.max_time_min", train.max_time_min, "stop after this many minutes (0: no limit)"),
-    FL("train.val_interval", train.val_interval, "evaluate every N iterations (0: only at the end)"),
-    FL("train.checkpoint_interval", train.checkpoint_interval, "checkpoint every N iterations"),
+    FDUR("train.val_interval", train.val_interval, SEGC_DUR_VAL_INTERVAL, "evaluate every N iterations or epochs (0: only at the end)"),
+    FDUR("train.checkpoint_interval", train.checkpoint_interval, SEGC_DUR_CHECKPOINT_INTERVAL, "checkpoint every N iterations or epochs"),
     FL("train.log_interval", train.log_interval, "metrics.jsonl / plain progress line every N iterations"),
     FI("train.keep_last", train.keep_last, "iteration checkpoints kept"),
     FL("train.seed", train.seed, "seed of init, sampling, augmentation and dropout"),
@@ -121,6 +124,15 @@ static const field schema[] = {
     FD("dist.timeout_s", dist.timeout_s, "MPI: a collective waiting longer ends the whole job (a rank died or hangs)"),
     FB("dist.sync_bn", dist.sync_bn, "MPI: batch-norm statistics over the global batch (SyncBatchNorm)"),
     FB("dist.overlap", dist.overlap, "MPI: all-reduce gradient buckets during backward (false: after it; same bits)"),
+    FS("train.memory_limit", train.memory_limit, NULL, "memory budget of recipe.grad_accum=auto (8GiB, 512MiB, bytes; empty: the machine's)"),
+    FS("recipe.name", recipe.name, NULL, "bundled overlay applied by `recipe: mild|medium|hot` or recipe.use=NAME (records it)"),
+    FDUR("recipe.ema.half_life", recipe.ema.half_life, SEGC_DUR_EMA_HALF_LIFE, "EMA of weights: half-life (1000ba, 2ep; 0: off)"),
+    FDUR("recipe.ema.update_interval", recipe.ema.update_interval, SEGC_DUR_EMA_INTERVAL, "EMA update every N iterations or epochs"),
+    FD("recipe.sam.rho", recipe.sam.rho, "SAM neighbourhood radius (0: off)"),
+    FD("recipe.sam.epsilon", recipe.sam.epsilon, "SAM: added to the gradient norm"),
+    FL("recipe.sam.interval", recipe.sam.interval, "SAM: every k-th iteration takes the two-pass step"),
+    FD("recipe.mixup.alpha", recipe.mixup.alpha, "MixUp: Beta(alpha, alpha) mixing (0: off)"),
+    FS("recipe.grad_accum", recipe.grad_accum, NULL, "micro-batches per step: N (divides data.batch_size) or auto (fits train.memory_limit)"),
 };
 #define N_FIELDS ((int)(sizeof schema / sizeof schema[0]))
 
@@ -189,6 +201,10 @@ void segc_config_defaults(segc_config *c) {
     c->dist.bucket_mb = 25;
     c->dist.timeout_s = 45;
     c->dist.overlap = true;
+    c->recipe.ema.update_interval = 1;
+    c->recipe.sam.epsilon = 1e-12;
+    c->recipe.sam.interval = 1;
+    strcpy(c->recipe.grad_accum, "1");
 }
 
 static const char *last_part(const char *k) {
@@ -227,6 +243,7 @@ static const char *suggest(const char *path, char *buf, size_t n) {
 }
 
 static const field *find_field(const char *key) {
+    if (!strcmp(key, "train.max_duration")) key = "train.max_iters";   /* Composer's name */
     for (int i = 0; i < N_FIELDS; i++)
         if (!strcmp(schema[i].key, key)) return &schema[i];
     return NULL;
@@ -346,7 +363,8 @@ static bool apply_list(apply_ctx *a, const field *f, const yaml_node_t *node, se
     const char *what = f->kind == K_INTS ? "integer" : "number";
     char expect[96];
     bool variable = f->count_off != NO_COUNT;
-    if (variable) snprintf(expect, sizeof expect, "a list of 1 to %d %ss", f->n, what);
+    int min_n = f->kind == K_INTS ? 0 : 1;   /* variable integer lists (multistep milestones) may be empty */
+    if (variable) snprintf(expect, sizeof expect, "a list of %d to %d %ss", min_n, f->n, what);
     else snprintf(expect, sizeof expect, "a list of %d %ss", f->n, what);
     if (node->type == YAML_SCALAR_NODE) {
         /* a single number: a one-element list, or both entries of a pair */
@@ -358,7 +376,7 @@ static bool apply_list(apply_ctx *a, const field *f, const yaml_node_t *node, se
     }
     if (node->type != YAML_SEQUENCE_NODE) return type_error(a, node, f->key, expect);
     int n = (int)(node->data.sequence.items.top - node->data.sequence.items.start);
-    if (variable ? (n < 1 || n > f->n) : n != f->n) {
+    if (variable ? (n < min_n || n > f->n) : n != f->n) {
         char w[300];
         where(a, node, w, sizeof w);
         return segc_errorf(a->err, a->errlen, "%s%s: expected %s, found a list of %d", w, f->key, expect, n);
@@ -424,6 +442,17 @@ static bool apply_leaf(apply_ctx *a, const field *f, const yaml_node_t *node, se
         return apply_list(a, f, node, c);
     case K_MULT:
         return apply_mult(a, f->key, node, (segc_mult *)p);
+    case K_DUR: {
+        bool ep;
+        if (!plain_scalar(node) || !segc_parse_duration((const char *)node->data.scalar.value, (int64_t *)p, &ep)) {
+            char w[300], d[96];
+            where(a, node, w, sizeof w);
+            return segc_errorf(a->err, a->errlen, "%s%s: expected an integer, found %s (a duration: 80000 or 80000ba "
+                               "iterations, 128ep epochs)", w, f->key, node_desc(node, d, sizeof d));
+        }
+        c->in_epochs = ep ? c->in_epochs | (1u << f->n) : c->in_epochs & ~(1u << f->n);
+        return true;
+    }
     case K_CUSTOM:
         break;
     }
@@ -610,8 +639,28 @@ static bool apply_loss(apply_ctx *a, segc_config *c, const char *rel, const yaml
     return segc_errorf(a->err, a->errlen, "%s%s", w, e);
 }
 
+static bool apply_text(segc_config *c, const char *text, size_t len, const char *origin, const char *path,
+                       bool *set_name, char *err, size_t errlen);
+
+/* `recipe: NAME`: the bundled overlay's keys, applied where the key stands (later keys win) */
+static bool apply_recipe(apply_ctx *a, segc_config *c, const yaml_node_t *node) {
+    const char *name = (const char *)node->data.scalar.value, *text = segc_recipe_overlay(name);
+    char w[300], origin[96];
+    if (!text) {
+        where(a, node, w, sizeof w);
+        return segc_errorf(a->err, a->errlen, "%srecipe: expected one of %s, found '%.60s'", w, segc_recipe_names(), name);
+    }
+    snprintf(origin, sizeof origin, "recipe %s", name);
+    if (!apply_text(c, text, strlen(text), origin, "", NULL, a->err, a->errlen)) return false;
+    snprintf(c->recipe.name, sizeof c->recipe.name, "%s", name);
+    return true;
+}
+
 static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yaml_node_t *node) {
     size_t cl = sizeof custom_path - 1;
+    /* `recipe: NAME`, or `recipe: {use: NAME, ...}` beside other recipe keys */
+    if ((!strcmp(path, "recipe") || !strcmp(path, "recipe.use")) && node->type == YAML_SCALAR_NODE && !is_null(node))
+        return apply_recipe(a, c, node);
     if (is_model_opt(path)) return apply_model_opt(a, c, path + 6, node);
     if (is_loss(path)) return apply_loss(a, c, path[4] ? path + 5 : "", node);
     if (is_custom(path))
@@ -630,7 +679,8 @@ static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yam
             char sub[512];
             int len = snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", (const char *)kn->data.scalar.value);
             if (len < 0 || (size_t)len >= sizeof sub) return segc_errorf(a->err, a->errlen, "%s: key too long", a->origin);
-            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub) && !is_loss(sub))
+            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub) && !is_loss(sub) &&
+                strcmp(sub, "recipe.use"))
                 return unknown_key(a, sub, kn);
             if (!apply_node(a, c, sub, vn)) return false;
         }
@@ -785,6 +835,7 @@ static void emit_value(sbuf *b, const field *f, const segc_config *c) {
     case K_BOOL: sb_printf(b, "%s", *(const bool *)p ? "true" : "false"); break;
     case K_STR: sb_quoted(b, (const char *)p); break;
     case K_MULT: sb_mult(b, *(const segc_mult *)p); break;
+    case K_DUR: sb_printf(b, "%lld%s", (long long)*(const int64_t *)p, c->in_epochs & (1u << f->n) ? "ep" : ""); break;
     case K_INTS: case K_DBLS: {
         int n = f->count_off != NO_COUNT ? *(const int *)((const char *)c + f->count_off) : f->n;
         sb_printf(b, "[");

@@ -67,7 +67,7 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
                            c->test.crop_size[0], c->test.crop_size[1], c->test.stride[0], c->test.stride[1]);
     for (int k = 0; k < c->test.n_scales; k++)
         if (!(c->test.scales[k] > 0)) return segc_errorf(err, errlen, "test.scales: expected positive ratios, found %g", c->test.scales[k]);
-    if (c->schedule.warmup_iters < 0 || c->schedule.warmup_iters >= c->train.max_iters)
+    if (c->schedule.warmup_iters < 0 || (!c->in_epochs && c->schedule.warmup_iters >= c->train.max_iters))
         return segc_errorf(err, errlen, "schedule.warmup_iters: expected 0 <= warmup < train.max_iters (%lld), found %lld",
                            (long long)c->train.max_iters, (long long)c->schedule.warmup_iters);
     if (c->train.max_iters < 1) return segc_errorf(err, errlen, "train.max_iters: expected >= 1, found %lld", (long long)c->train.max_iters);
@@ -93,14 +93,17 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     if (!probe) return segc_errorf(err, errlen, "optimizer: %s", e2);
     segc_optimizer_free(probe);
     segc_schedule s;
-    if (!segc_config_schedule(c, &s, e2, sizeof e2)) return segc_errorf(err, errlen, "schedule: %s", e2);
+    /* iteration-count checks of epoch durations wait for segc_config_resolve_durations */
+    if (!c->in_epochs && !segc_config_schedule(c, &s, e2, sizeof e2)) return segc_errorf(err, errlen, "schedule: %s", e2);
+    if (!segc_config_check_recipe(c, err, errlen)) return false;
     if (!*c->train.work_dir) snprintf(c->train.work_dir, sizeof c->train.work_dir, "runs/%s", c->name);
     return true;
 }
 
 segc_optim_cfg segc_config_optim(const segc_config *c, segc_custom_key *keys) {
-    segc_optim_cfg oc = segc_optim_defaults(strcmp(c->optimizer.type, "sgd") ? SEGC_OPT_ADAMW : SEGC_OPT_SGD,
-                                            c->optimizer.lr);
+    segc_opt_kind kind = !strcmp(c->optimizer.type, "sgd") ? SEGC_OPT_SGD
+                         : !strcmp(c->optimizer.type, "decoupled_sgdw") ? SEGC_OPT_DECOUPLED_SGDW : SEGC_OPT_ADAMW;
+    segc_optim_cfg oc = segc_optim_defaults(kind, c->optimizer.lr);
     oc.weight_decay = c->optimizer.weight_decay;
     oc.beta1 = c->optimizer.betas[0];
     oc.beta2 = c->optimizer.betas[1];

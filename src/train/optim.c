@@ -135,12 +135,14 @@ segc_optim_cfg segc_optim_defaults(segc_opt_kind kind, double lr) {
     return c;
 }
 
-static const char *opt_kind_name(segc_opt_kind k) { return k == SEGC_OPT_SGD ? "sgd" : k == SEGC_OPT_ADAMW ? "adamw" : "?"; }
+static const char *opt_kind_name(segc_opt_kind k) {
+    return k == SEGC_OPT_SGD ? "sgd" : k == SEGC_OPT_ADAMW ? "adamw" : k == SEGC_OPT_DECOUPLED_SGDW ? "decoupled_sgdw" : "?";
+}
 
 static bool nonneg(double x) { return isfinite(x) && x >= 0; }
 
 static bool check_cfg(const segc_optim_cfg *c, const char *op, char *err, size_t errlen) {
-    if (c->kind != SEGC_OPT_SGD && c->kind != SEGC_OPT_ADAMW)
+    if (c->kind != SEGC_OPT_SGD && c->kind != SEGC_OPT_ADAMW && c->kind != SEGC_OPT_DECOUPLED_SGDW)
         return segc_errorf(err, errlen, "%s: unknown optimizer kind %d", op, (int)c->kind);
     const char *k = opt_kind_name(c->kind);
     if (!nonneg(c->lr)) return segc_errorf(err, errlen, "%s (%s): lr expected finite >= 0, found %g", op, k, c->lr);
@@ -149,13 +151,13 @@ static bool check_cfg(const segc_optim_cfg *c, const char *op, char *err, size_t
     if (!nonneg(c->max_grad_norm))
         return segc_errorf(err, errlen, "%s (%s): max_grad_norm expected finite >= 0 (0: no clipping), found %g", op, k,
                            c->max_grad_norm);
-    if (c->kind == SEGC_OPT_SGD) {
-        if (!nonneg(c->momentum)) return segc_errorf(err, errlen, "%s (sgd): momentum expected finite >= 0, found %g", op, c->momentum);
+    if (c->kind != SEGC_OPT_ADAMW) {
+        if (!nonneg(c->momentum)) return segc_errorf(err, errlen, "%s (%s): momentum expected finite >= 0, found %g", op, k, c->momentum);
         if (!(c->dampening >= 0 && c->dampening <= 1))
-            return segc_errorf(err, errlen, "%s (sgd): dampening expected in [0, 1], found %g", op, c->dampening);
+            return segc_errorf(err, errlen, "%s (%s): dampening expected in [0, 1], found %g", op, k, c->dampening);
         if (c->nesterov && (c->momentum <= 0 || c->dampening != 0))
-            return segc_errorf(err, errlen, "%s (sgd): nesterov expects momentum > 0 and dampening 0, found momentum %g "
-                               "dampening %g", op, c->momentum, c->dampening);
+            return segc_errorf(err, errlen, "%s (%s): nesterov expects momentum > 0 and dampening 0, found momentum %g "
+                               "dampening %g", op, k, c->momentum, c->dampening);
     } else {
         if (!(c->beta1 >= 0 && c->beta1 < 1)) return segc_errorf(err, errlen, "%s (adamw): beta1 expected in [0, 1), found %g", op, c->beta1);
         if (!(c->beta2 >= 0 && c->beta2 < 1)) return segc_errorf(err, errlen, "%s (adamw): beta2 expected in [0, 1), found %g", op, c->beta2);
@@ -283,7 +285,7 @@ typedef struct {
     bool lerp_small;            /* torch lerp: weight < 0.5 uses start + w*(end-start) */
     float lerp_w, beta2, one_minus_beta2, bc2_sqrt, eps;
     /* SGD */
-    bool first, nesterov, has_buf, has_wd;
+    bool first, nesterov, has_buf, has_wd, decoupled;
     float momentum, one_minus_damp;
 } step_consts;
 
@@ -364,16 +366,19 @@ typedef void (*adamw_fn)(float *restrict, const float *restrict, float *restrict
                          const float *, const step_consts *);
 static adamw_fn adamw_kernel(void) { return segc_cpu_isa() >= SEGC_ISA_AVX512 ? adamw_avx512 : adamw_avx2; }
 
-/* coef = {wd, -lr} as torch.optim.SGD (decay added to the gradient) */
+/* coef = {wd, -lr} as torch.optim.SGD (decay added to the gradient); decoupled
+ * (DecoupledSGDW): coef[0] = 1 - (lr / initial_lr) * wd multiplies the weights
+ * after the momentum update, before w += -lr * d (Composer's order) */
 static void sgd_block(float *restrict w, const float *restrict g, float *restrict buf, int64_t n, const float *coef,
                       const step_consts *c) {
     const float clip = c->clip, wd = coef[0], neg_lr = coef[1], mom = c->momentum, omd = c->one_minus_damp;
-    const bool use_wd = c->has_wd && wd != 0;
+    const bool use_wd = c->has_wd && wd != 0 && !c->decoupled, dec = c->decoupled && c->has_wd;
     if (!c->has_buf) {
         for (int64_t i = 0; i < n; i++) {
             float d = g[i] * clip;
             if (use_wd) d = d + wd * w[i];
-            w[i] = w[i] + neg_lr * d;
+            float wi = dec ? w[i] * wd : w[i];
+            w[i] = wi + neg_lr * d;
         }
         return;
     }
@@ -383,7 +388,8 @@ static void sgd_block(float *restrict w, const float *restrict g, float *restric
         float b = c->first ? d : buf[i] * mom + omd * d;
         buf[i] = b;
         d = c->nesterov ? d + mom * b : b;
-        w[i] = w[i] + neg_lr * d;
+        float wi = dec ? w[i] * wd : w[i];
+        w[i] = wi + neg_lr * d;
     }
 }
 
@@ -437,11 +443,15 @@ static double step_impl(segc_optimizer *o, const segc_schedule *s, int64_t iter,
         c.nesterov = o->hp.nesterov;
         c.has_buf = o->hp.momentum != 0 && o->exp_avg;
         c.has_wd = o->hp.weight_decay != 0;
+        c.decoupled = o->hp.kind == SEGC_OPT_DECOUPLED_SGDW;
         c.momentum = (float)o->hp.momentum;
         c.one_minus_damp = (float)(1.0 - o->hp.dampening);
         for (int i = 0; i < p->n; i++) {
             if (!p->trainable[i]) continue;
-            o->tensor_coef[2 * i] = (float)(o->hp.weight_decay * o->decay_mult[i]);
+            double wd = o->hp.weight_decay * o->decay_mult[i], initial = o->hp.lr * o->lr_mult[i];
+            /* Composer: decay_factor = lr / initial_lr (1 when initial_lr is 0) */
+            double factor = initial != 0 ? o->tensor_lr[i] / initial : 1.0;
+            o->tensor_coef[2 * i] = (float)(c.decoupled ? 1.0 - factor * wd : wd);
             o->tensor_coef[2 * i + 1] = (float)(-o->tensor_lr[i]);
         }
     }

@@ -15,6 +15,7 @@
 #include "segc/dist.h"
 #include "segc/dist_train.h"
 #include "segc/profile.h"
+#include "segc/recipes.h"
 #include "segc/trainer.h"
 
 static bool mkdir_p(const char *path, char *err, size_t errlen) {
@@ -140,10 +141,6 @@ static void jsonl_write(FILE *f, const char *fmt, ...) {
     fflush(f);
 }
 
-static double scalar_value(const segc_tensor *t) {
-    return t->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(t)[0]) : segc_f32(t)[0];
-}
-
 static bool params_finite(const segc_params *p) {
     float acc = 0;
     for (int64_t i = 0; i < p->total; i++) acc += p->data[i] * 0.0f;   /* NaN/Inf propagate */
@@ -176,6 +173,7 @@ typedef struct run {
     segc_sampler_state shard_state;   /* this rank's sampler position at resume */
     bool detection;           /* the model's task: boxes as targets, images without boxes skipped */
     void *det_source;         /* the detection training source's index */
+    segc_recipe *recipe;      /* EMA, SAM, MixUp, gradient accumulation (segc/recipes.h) */
 } run;
 
 static void free_samples(run *r) {
@@ -230,7 +228,10 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
                          r->pg.quiet ? NULL : r->pg.f, r->eval_ctx, r->eval_work, false};
     if (!r->pg.quiet && r->pg.tty && r->pg.last_len) { fputc('\n', r->pg.f); r->pg.last_len = 0; }
     segc_dist_average_buffers(&r->model->params, r->c->dist.sync_bn);
-    if (!segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen)) return false;
+    segc_recipe_use_ema(r->recipe, true);   /* evaluation and the best checkpoint use the EMA weights */
+    bool ok = segc_evaluate(r->model, r->c, r->val_ds, &eo, &r->last, err, errlen);
+    if (!ok) segc_recipe_use_ema(r->recipe, false);
+    if (!ok) return false;
     r->n_samples = eo.n_kept;
     r->have_last = true;
     r->last_eval_iter = iter;
@@ -256,9 +257,10 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (best) {
         r->st.best_metric = score;
         r->st.best_iter = iter;
-        if (r->writer && !segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen)) return false;
+        ok = !r->writer || segc_checkpoint_save_best(r->ckdir, &r->model->params, iter, v, r->yaml, err, errlen);
     }
-    return true;
+    segc_recipe_use_ema(r->recipe, false);
+    return ok;
 }
 
 static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, size_t errlen) {
@@ -297,13 +299,17 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     }
     r->train_ds = segc_config_open_dataset(c, c->data.train_split, e2, sizeof e2);
     if (!r->train_ds) return segc_errorf(err, errlen, "train: %s", e2);
+    /* durations in epochs become iterations of this training split */
+    r->resolved = *c;
+    if (!segc_config_resolve_durations(&r->resolved, segc_dataset_len(r->train_ds), e2, sizeof e2))
+        return segc_errorf(err, errlen, "train: %s", e2);
+    r->c = c = &r->resolved;
     if (*c->data.val_split) {
         r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
         if (!r->val_ds) return segc_errorf(err, errlen, "train: validation split: %s", e2);
     }
     /* the saved configuration is resolved: classes, channels and class_weight: auto as built, so a
      * checkpoint alone rebuilds its model (segc eval / predict without a dataset) */
-    r->resolved = *c;
     int n_cls = c->model.num_classes ? c->model.num_classes : segc_dataset_num_classes(r->train_ds);
     if (!segc_loss_resolve_auto(&r->resolved.loss, r->train_ds, n_cls, r->dir, o->quiet ? NULL : r->pg.f, e2, sizeof e2))
         return segc_errorf(err, errlen, "train: %s", e2);
@@ -327,6 +333,9 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     r->opt = segc_optimizer_new(&r->model->params, &oc, e2, sizeof e2);
     if (!r->opt) return segc_errorf(err, errlen, "train: optimizer: %s", e2);
     if (!segc_config_schedule(c, &r->sched, e2, sizeof e2)) return segc_errorf(err, errlen, "train: schedule: %s", e2);
+    r->recipe = segc_recipe_new(c, r->model, e2, sizeof e2);
+    if (!r->recipe) return segc_errorf(err, errlen, "train: %s", e2);
+    segc_ckpt_extra extra = segc_recipe_ckpt_extra(r->recipe);
 
     r->ctx = segc_ctx_new(seed ^ 0x9e3779b97f4a7c15ull);
     r->eval_ctx = segc_ctx_new(0);
@@ -353,7 +362,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         if (*type && strcmp(type, r->model->family->type) != 0)
             return segc_errorf(err, errlen, "train: resume: checkpoint %s holds a %s model, but model.type is %s", wpath,
                                type, r->model->family->type);
-        if (!segc_checkpoint_load(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, e2, sizeof e2))
+        if (!segc_checkpoint_load_ex(wpath, spath, &r->model->params, r->opt, &r->st, &saved_yaml, &extra, e2, sizeof e2))
             return segc_errorf(err, errlen, "train: resume: %s", e2);
         segc_config saved;
         segc_config_defaults(&saved);
@@ -413,6 +422,7 @@ static void teardown(run *r) {
     segc_ctx_free(r->eval_ctx);
     segc_ctx_free(r->eval_work);
     segc_optimizer_free(r->opt);
+    segc_recipe_free(r->recipe);
     segc_model_free(r->model);
     segc_dataset_close(r->train_ds);
     segc_dataset_close(r->val_ds);
@@ -428,8 +438,9 @@ static bool save_checkpoint(run *r, char *err, size_t errlen) {
         r->saved_iter = r->st.iter;
         return true;
     }
-    if (!segc_checkpoint_save(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, err,
-                              errlen))
+    segc_ckpt_extra extra = segc_recipe_ckpt_extra(r->recipe);
+    if (!segc_checkpoint_save_ex(r->ckdir, &r->model->params, r->opt, &r->st, r->yaml, r->c->train.keep_last, &extra,
+                                 err, errlen))
         return false;
     r->saved_iter = r->st.iter;
     return true;
@@ -452,6 +463,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
     bool setup_ok = setup(r, o, &resumed, err, errlen);
     if (!segc_dist_train_start(setup_ok, r->yaml, r->model ? &r->model->params : NULL, &r->st, err, errlen)) goto out;
     collective = false;
+    c = r->c;   /* durations resolved */
 
     const int64_t max_iters = c->train.max_iters;
     const double time_limit = c->train.max_time_min * 60.0;
@@ -468,6 +480,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
                   (long long)segc_params_count(&r->model->params, true), r->model->num_classes, r->model->in_channels,
                   c->train.dtype, c->data.batch_size, c->data.crop_size[0],
                   c->data.crop_size[1], segc_get_num_threads(), r->dir);
+    if (*segc_recipe_describe(r->recipe)) progress_note(&r->pg, "recipes: %s", segc_recipe_describe(r->recipe));
     if (o->profile_path) {
         if (!segc_profiler_start(o->profile_path)) {
             segc_errorf(err, errlen, "train: --profile: a profiler is already running");
@@ -486,17 +499,12 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
         segc_prof_end(&pd, 0);
         if (!b) { segc_errorf(err, errlen, "train: %s", e2); goto out; }
         segc_ctx *ctx = r->ctx;
-        segc_ctx_step_begin(ctx);
-        segc_clear_error(ctx);
-        segc_tensor *img = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){b->n, b->c, b->h, b->w}, b->images);
-        if (dt == SEGC_BF16) img = segc_cast(ctx, img, SEGC_BF16);
-        segc_model_out out;
-        segc_targets tg = r->detection ? segc_detection_targets(b) : (segc_targets){
-            .labels = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){b->n, b->label_h, b->label_w}, b->labels),
-            .ignore_index = SEGC_IGNORE_INDEX};
-        segc_tensor *loss = segc_model_forward(ctx, r->model, img, &out) ? segc_model_loss(ctx, r->model, &out, &tg) : NULL;
-        if (!loss) { segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, segc_last_error(ctx)); goto out; }
-        double lv = it + 1 == c->train.debug_nan_at ? NAN : scalar_value(loss);   /* test hook, see config.h */
+        double lv;   /* forward + backward (MixUp, micro-batches, SAM): params.grad holds the batch's gradient */
+        if (!segc_recipe_step(r->recipe, ctx, b, dt, it, &lv, e2, sizeof e2)) {
+            segc_errorf(err, errlen, "train: iteration %lld: %s", (long long)it, e2);
+            goto out;
+        }
+        if (it + 1 == c->train.debug_nan_at) lv = NAN;   /* test hook, see config.h */
         lv = segc_dist_global_loss(lv);   /* the global batch's; NaN on every rank when any rank's is not finite */
         if (!isfinite(lv)) {
             segc_errorf(err, errlen, "train: loss is %s at iteration %lld; stopping. %s%s%s%lld%s; lower optimizer.lr, enable "
@@ -507,11 +515,6 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             status = SEGC_TRAIN_NONFINITE;
             goto out;
         }
-        segc_params_zero_grad(&r->model->params);
-        if (c->dist.overlap) segc_dist_grads_begin(ctx, &r->model->params);   /* all-reduce during backward */
-        if (!segc_backward(ctx, loss)) { segc_errorf(err, errlen, "train: backward: %s", segc_last_error(ctx)); goto out; }
-        if (c->dist.overlap) segc_dist_grads_finish(ctx, &r->model->params);   /* mean over the global batch */
-        else segc_dist_allreduce_mean_f32(r->model->params.grad, r->model->params.total);
         segc_prof_span po = segc_prof_begin("optimizer_step", SEGC_PROF_OPTIMIZER);
         double gn = segc_optimizer_step_scheduled(r->opt, &r->sched, it);
         segc_prof_end(&po, 0);
@@ -523,6 +526,7 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             goto out;
         }
         r->st.iter = it + 1;
+        segc_recipe_after_step(r->recipe, r->st.iter);   /* EMA */
         r->st.sampler = b->resume_state;
         r->st.rng = ctx->rng;
         r->st.loss_ema = it == 0 || r->st.loss_ema == 0 ? lv : 0.98 * r->st.loss_ema + 0.02 * lv;
