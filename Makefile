@@ -25,7 +25,7 @@ CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) $(ARCH) $(SAN) -g -fopenmp -Wall -Wext
 LDLIBS   += -ldnnl -lopenblas -lspng -lpng -ljpeg -lyaml -lcjson -lniftiio -lznz -lz -lm
 LDFLAGS  += -fopenmp $(SAN)
 
-LIB_SRC  := $(wildcard src/core/*.c src/ops/*.c src/nn/*.c src/models/*.c src/data/*.c src/tasks/*.c src/train/*.c src/eval/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/ops/*.c src/nn/*.c src/models/*.c src/data/*.c src/tasks/*.c src/train/*.c src/eval/*.c src/tune/*.c)
 CLI_SRC  := $(wildcard src/cli/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
 TCOM_SRC := $(wildcard tests/common/*.c)
