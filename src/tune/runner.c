@@ -412,13 +412,12 @@ static bool replay(runner *R, const char *path, char *err, size_t errlen) {
         const char *ev = j ? cJSON_GetStringValue(cJSON_GetObjectItem(j, "event")) : NULL;
         const cJSON *ti = j ? cJSON_GetObjectItem(j, "trial") : NULL;
         int trial = cJSON_IsNumber(ti) ? ti->valueint : -1;
+        if (ev && !strcmp(ev, "search")) { cJSON_Delete(j); continue; }
         if (!ev || trial < 0 || trial >= R->t.n_planned) {
             cJSON_Delete(j);
-            if (ev && !strcmp(ev, "search")) continue;
             ok = segc_errorf(err, errlen, "--resume: %s:%d: not a tune event", path, lineno);
             break;
         }
-        if (!strcmp(ev, "search")) { cJSON_Delete(j); continue; }
         segc_tune_trial *tr = trial < R->t.n_trials ? &R->t.trials[trial] : NULL;
         double it = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "iter"));
         if (!strcmp(ev, "trial")) {
