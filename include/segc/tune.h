@@ -11,6 +11,7 @@
  *     optimizer.weight_decay: {choice: [0.0, 0.01, 0.05]}
  *     model.drop_path_rate: {uniform: [0.0, 0.2]}
  *     data.batch_size: {grid: [4, 8]}         # grid keys are crossed: num_samples x product(grid sizes) trials
+ *     model.variant,model.patch_size: {grid: [[vit-b, 16], [vit-l, 32]]}   # tied keys: one value list each
  *   tune:
  *     metric: mIoU            # any metric the evaluator reports, or loss (the training loss)
  *     mode: max               # max | min
@@ -128,6 +129,9 @@ void segc_tune_sample(const segc_tune_spec *s, int trial, char values[][SEGC_TUN
 void segc_tune_draw(const segc_tune_param *p, double u, char *out, size_t n);
 /* The uniform of draw k of (seed, a, b): what every random decision of the tuner uses. */
 double segc_tune_uniform(uint64_t seed, uint64_t a, uint64_t b, uint64_t k);
+/* Sets a space key to a value on c: "key=value", or for tied keys ("k1,k2": a grid/choice
+ * whose values are lists [v1, v2]) each key to its entry. false + message. */
+bool segc_tune_apply(segc_config *c, const char *key, const char *value, char *err, size_t errlen);
 /* The trial's configuration: base, the values, then the tuner's train.* settings for the
  * trial (work_dir, max_iters = max_t, val/checkpoint intervals, keep_last, threads). */
 bool segc_tune_trial_config(const segc_tune_spec *s, const segc_config *base, char values[][SEGC_TUNE_VALUE],

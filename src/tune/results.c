@@ -303,11 +303,10 @@ bool segc_tune_write_results(const segc_tune_spec *s, const segc_config *base, c
     int best = best_trial(s, t);
     if (best >= 0) {
         segc_config c = *base;
-        char e2[768], a[SEGC_TUNE_KEY + SEGC_TUNE_VALUE + 2];
-        for (int j = 0; j < s->n_params; j++) {
-            snprintf(a, sizeof a, "%s=%s", s->params[j].key, t->trials[best].values[j]);
-            if (!segc_config_override(&c, a, e2, sizeof e2)) return segc_errorf(err, errlen, "best.yaml: %s", e2);
-        }
+        char e2[768];
+        for (int j = 0; j < s->n_params; j++)
+            if (!segc_tune_apply(&c, s->params[j].key, t->trials[best].values[j], e2, sizeof e2))
+                return segc_errorf(err, errlen, "best.yaml: %s", e2);
         c.train.max_iters = s->max_t;
         snprintf(c.name, sizeof c.name, "%.40s_best", s->name);
         c.train.work_dir[0] = 0;

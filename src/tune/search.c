@@ -84,14 +84,43 @@ void segc_tune_sample(const segc_tune_spec *s, int trial, char values[][SEGC_TUN
                            SEGC_TUNE_VALUE);
 }
 
+bool segc_tune_apply(segc_config *c, const char *key, const char *value, char *err, size_t errlen) {
+    char a[512];
+    if (!strchr(key, ',')) {
+        snprintf(a, sizeof a, "%s=%s", key, value);
+        return segc_config_override(c, a, err, errlen);
+    }
+    /* tied keys: value "[v1, v2, ...]", split at top-level commas */
+    size_t vl = strlen(value);
+    if (vl < 2 || value[0] != '[' || value[vl - 1] != ']')
+        return segc_errorf(err, errlen, "space.%s: tied keys take lists of values, found '%s'", key, value);
+    const char *k = key, *v = value + 1, *vend = value + vl - 1;
+    int nk = 0;
+    while (*k) {
+        size_t kl = strcspn(k, ",");
+        int depth = 0;
+        const char *e = v;
+        for (; e < vend && (depth || *e != ','); e++) depth += *e == '[' ? 1 : *e == ']' ? -1 : 0;
+        if (v >= vend) return segc_errorf(err, errlen, "space.%s: value '%s' has fewer entries than keys", key, value);
+        while (*v == ' ') v++;
+        snprintf(a, sizeof a, "%.*s=%.*s", (int)kl, k, (int)(e - v), v);
+        char e2[600];
+        if (!segc_config_override(c, a, e2, sizeof e2)) return segc_errorf(err, errlen, "%s", e2);
+        nk++;
+        k += kl + (k[kl] == ',');
+        v = e < vend ? e + 1 : vend;
+    }
+    if (v < vend) return segc_errorf(err, errlen, "space.%s: value '%s' has more entries than keys (%d)", key, value, nk);
+    return true;
+}
+
 bool segc_tune_trial_config(const segc_tune_spec *s, const segc_config *base, char values[][SEGC_TUNE_VALUE],
                             const char *work_dir, int threads, segc_config *out, char *err, size_t errlen) {
     segc_config c = *base;
-    char e2[768], a[SEGC_TUNE_KEY + SEGC_TUNE_VALUE + 2];
-    for (int j = 0; j < s->n_params; j++) {
-        snprintf(a, sizeof a, "%s=%s", s->params[j].key, values[j]);
-        if (!segc_config_override(&c, a, e2, sizeof e2)) return segc_errorf(err, errlen, "%s: %s", a, e2);
-    }
+    char e2[768];
+    for (int j = 0; j < s->n_params; j++)
+        if (!segc_tune_apply(&c, s->params[j].key, values[j], e2, sizeof e2))
+            return segc_errorf(err, errlen, "%s=%s: %s", s->params[j].key, values[j], e2);
     const char *slash = strrchr(work_dir, '/');
     snprintf(c.name, sizeof c.name, "%s", slash ? slash + 1 : work_dir);
     snprintf(c.train.work_dir, sizeof c.train.work_dir, "%s", work_dir);

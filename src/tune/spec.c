@@ -429,12 +429,13 @@ bool segc_tune_spec_finish(segc_tune_spec *s, segc_config *base, char *err, size
             return segc_errorf(err, errlen, "space.%s:%d: %s is set by the tuner (use tune.dir / tune.max_t)", q->key, q->line, q->key);
         int nv = q->n_values ? q->n_values : 2;
         for (int v = 0; v < nv; v++) {
-            char val[SEGC_TUNE_VALUE], a[SEGC_TUNE_KEY + SEGC_TUNE_VALUE + 2];
+            char val[SEGC_TUNE_VALUE];
             if (q->n_values) snprintf(val, sizeof val, "%s", q->values[v]);
             else segc_tune_draw(q, v ? 0.999999 : 0.0, val, sizeof val);
-            snprintf(a, sizeof a, "%s=%s", q->key, val);
             segc_config c = *base;
-            if (!segc_config_override(&c, a, e2, sizeof e2) || !segc_config_finish(&c, e2, sizeof e2))
+            if (strchr(q->key, ',') && !q->n_values)
+                return segc_errorf(err, errlen, "space.%s (line %d): tied keys take grid or choice lists", q->key, q->line);
+            if (!segc_tune_apply(&c, q->key, val, e2, sizeof e2) || !segc_config_finish(&c, e2, sizeof e2))
                 return segc_errorf(err, errlen, "space (line %d): %s", q->line, strip_origin(e2));
         }
         if (s->grid_search && q->dist != SEGC_DIST_GRID && q->dist != SEGC_DIST_CHOICE)
