@@ -403,7 +403,34 @@ static void test_tiny_tune_camvid(void **state) {
     assert_non_null(strstr(err, "--resume"));
 }
 
-/* tune.csv without the trailing columns that hold timing (none: compared whole) */
+/* trials as local processes (tune.concurrent 2), PBT copying checkpoints between them */
+static void test_pbt_processes_camvid(void **state) {
+    NEED_DATA();
+    char dir[512], p[700], err[1024];
+    snprintf(dir, sizeof dir, "%s/pbt", tmp_root);
+    segc_tune_spec s;
+    segc_config base;
+    tiny_spec(&s, dir, ", scheduler: pbt, perturbation_interval: 2, quantile_fraction: 0.5, concurrent: 2, num_samples: 4");
+    finish(&s, &base);
+    segc_tune_opts o = {.quiet = true};
+    if (!segc_tune_run(&s, &base, &o, err, sizeof err)) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/tune.csv", dir);
+    char *csv = read_text(p);
+    assert_non_null(csv);
+    assert_int_equal(count(csv, ",done,6,"), 4);
+    free(csv);
+    snprintf(p, sizeof p, "%s/tune.jsonl", dir);
+    char *log = read_text(p);
+    int exploits = count(log, "\"event\":\"exploit\"");
+    free(log);
+    if (exploits < 1) fail_msg("no trial exploited another");
+    snprintf(p, sizeof p, "%s/tune.html", dir);
+    char *html = read_text(p);
+    assert_non_null(strstr(html, "from trial_"));   /* the lineage */
+    free(html);
+}
+
+
 static void test_resume_after_sigkill(void **state) {
     NEED_DATA();
     char ref[512], dir[512], p[700], err[1024];
@@ -545,6 +572,7 @@ int main(void) {
         cmocka_unit_test(test_asha_promotion),
         cmocka_unit_test(test_pbt),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_pbt_processes_camvid),   /* first: forks before this process runs a trial */
         cmocka_unit_test(test_tiny_tune_camvid),
         cmocka_unit_test(test_resume_after_sigkill),
     };

@@ -287,6 +287,8 @@ static void child_main(runner *R, int trial, int rfd, int wfd) {
     _exit(st == SEGC_TRAIN_DONE ? 0 : (int)st);
 }
 
+static void run_inprocess(runner *R, int trial);
+
 static bool launch(runner *R, int trial, int64_t target, char *err, size_t errlen) {
     segc_tune_trial *tr = &R->t.trials[trial];
     char dir[SEGC_CFG_PATH + 64];
@@ -301,6 +303,14 @@ static bool launch(runner *R, int trial, int64_t target, char *err, size_t errle
     log_event(R, "{\"event\":\"start\",\"trial\":%d,\"iter\":%lld,\"target\":%lld", trial, (long long)tr->iter,
               (long long)target);
     log_end(R);
+    tr->state = SEGC_TRIAL_RUNNING;
+    tr->target = target;
+    note(R, "trial_%04d %s (iteration %lld -> %lld)", trial, tr->iter ? "resumes" : "starts", (long long)tr->iter,
+         (long long)target);
+    if (R->s->concurrent == 1) {
+        run_inprocess(R, trial);
+        return true;
+    }
     int up[2], down[2];
     if (pipe(up) != 0 || pipe(down) != 0) return segc_errorf(err, errlen, "tune: pipe: %s", strerror(errno));
     fflush(NULL);
@@ -318,34 +328,34 @@ static bool launch(runner *R, int trial, int64_t target, char *err, size_t errle
     memset(k, 0, sizeof *k);
     k->pid = pid, k->trial = trial, k->rfd = up[0], k->wfd = down[1], k->final_iter = -1;
     k->last = SEGC_TUNE_CONTINUE;
-    tr->state = SEGC_TRIAL_RUNNING;
-    tr->target = target;
-    note(R, "trial_%04d %s (iteration %lld -> %lld)", trial, tr->iter ? "resumes" : "starts", (long long)tr->iter,
-         (long long)target);
     return true;
 }
 
+/* a result of a run: the scheduler's decision, logged */
+static segc_tune_action on_report(runner *R, int trial, int64_t it, double m, double loss) {
+    segc_tune_trial *tr = &R->t.trials[trial];
+    bool fresh = it > tr->iter;
+    segc_tune_action a = segc_tune_sched_result(&R->t, trial, it, m);
+    if (fresh) {
+        log_event(R, "{\"event\":\"result\",\"trial\":%d,\"iter\":%lld,\"metric\":", trial, (long long)it);
+        if (isfinite(m)) log_event(R, "%.17g", m);
+        else log_event(R, "null");
+        if (isfinite(loss)) log_event(R, ",\"loss\":%.17g", loss);
+        log_event(R, ",\"action\":\"%s\",\"time_s\":%.3f", segc_tune_action_name(a), segc_now_s() - R->t0);
+        if (tr->exploit_source >= 0) log_event(R, ",\"exploit\":%d", tr->exploit_source);
+        log_end(R);
+        note(R, "trial_%04d iter %lld %s %.4g -> %s", trial, (long long)it, R->s->metric, m, segc_tune_action_name(a));
+    }
+    return a;
+}
+
 static void handle_line(runner *R, kid *k, char *line) {
-    segc_tune_trial *tr = &R->t.trials[k->trial];
     if (line[0] == 'R') {
-        long long it = 0;
-        double m = NAN, loss = NAN;
-        char *p = line + 2, *end;
-        it = strtoll(p, &end, 10);
-        m = strtod(end, &end);
-        loss = strtod(end, &end);
-        bool fresh = it > tr->iter;
-        segc_tune_action a = segc_tune_sched_result(&R->t, k->trial, it, m);
-        if (fresh) {
-            log_event(R, "{\"event\":\"result\",\"trial\":%d,\"iter\":%lld,\"metric\":", k->trial, it);
-            if (isfinite(m)) log_event(R, "%.17g", m);
-            else log_event(R, "null");
-            if (isfinite(loss)) log_event(R, ",\"loss\":%.17g", loss);
-            log_event(R, ",\"action\":\"%s\",\"time_s\":%.3f", segc_tune_action_name(a), segc_now_s() - R->t0);
-            if (tr->exploit_source >= 0) log_event(R, ",\"exploit\":%d", tr->exploit_source);
-            log_end(R);
-            note(R, "trial_%04d iter %lld %s %.4g -> %s", k->trial, it, R->s->metric, m, segc_tune_action_name(a));
-        }
+        char *end;
+        long long it = strtoll(line + 2, &end, 10);
+        double m = strtod(end, &end);
+        double loss = strtod(end, &end);
+        segc_tune_action a = on_report(R, k->trial, it, m, loss);
         k->last = a;
         k->n_reports++;
         char c = a == SEGC_TUNE_CONTINUE ? 'C' : a == SEGC_TUNE_STOP ? 'S' : 'P';
@@ -357,44 +367,79 @@ static void handle_line(runner *R, kid *k, char *line) {
     }
 }
 
-static void finish_kid(runner *R, int idx, bool stopping) {
-    kid *k = &R->kids[idx];
-    int status = 0;
-    while (waitpid(k->pid, &status, 0) < 0 && errno == EINTR) {}
-    close(k->rfd);
-    close(k->wfd);
-    segc_tune_trial *tr = &R->t.trials[k->trial];
+/* the run of trial ended (wait status, the run's error, its latest checkpoint, the last decision) */
+static void end_run(runner *R, int trial, int status, const char *run_error, int64_t final_iter, segc_tune_action last,
+                    bool stopping) {
+    segc_tune_trial *tr = &R->t.trials[trial];
     const segc_tune_spec *s = R->s;
     segc_trial_state st;
     char err[600] = "";
     if (*tr->error) st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "%s", tr->error);
-    else if (*k->error) st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "%s", k->error);
+    else if (*run_error) st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "%s", run_error);
     else if (WIFSIGNALED(status)) st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "killed by signal %d", WTERMSIG(status));
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "exit status %d", WEXITSTATUS(status));
-    else if (k->last == SEGC_TUNE_STOP) st = SEGC_TRIAL_STOPPED;
-    else if (k->final_iter >= s->max_t || tr->iter >= s->max_t) st = SEGC_TRIAL_DONE;
-    else if (k->last == SEGC_TUNE_PAUSE || stopping) st = SEGC_TRIAL_PAUSED;
+    else if (last == SEGC_TUNE_STOP) st = SEGC_TRIAL_STOPPED;
+    else if (final_iter >= s->max_t || tr->iter >= s->max_t) st = SEGC_TRIAL_DONE;
+    else if (last == SEGC_TUNE_PAUSE || stopping) st = SEGC_TRIAL_PAUSED;
     else st = SEGC_TRIAL_FAILED, snprintf(err, sizeof err, "the run ended at iteration %lld of %lld without a decision",
-                                          (long long)k->final_iter, (long long)s->max_t);
+                                          (long long)final_iter, (long long)s->max_t);
     if (st == SEGC_TRIAL_DONE && tr->iter < s->max_t) tr->iter = s->max_t;
-    segc_tune_sched_ended(&R->t, k->trial, st, err);
-    log_event(R, "{\"event\":\"end\",\"trial\":%d,\"iter\":%lld,\"state\":\"%s\"", k->trial, (long long)tr->iter,
+    segc_tune_sched_ended(&R->t, trial, st, err);
+    log_event(R, "{\"event\":\"end\",\"trial\":%d,\"iter\":%lld,\"state\":\"%s\"", trial, (long long)tr->iter,
               segc_trial_state_name(st));
     if (*err) {
         log_event(R, ",\"error\":");
         json_value(R->log, err);
     }
     log_end(R);
-    note(R, "trial_%04d %s at iteration %lld%s%s", k->trial, segc_trial_state_name(st), (long long)tr->iter,
+    note(R, "trial_%04d %s at iteration %lld%s%s", trial, segc_trial_state_name(st), (long long)tr->iter,
          *err ? ": " : "", err);
     if (st == SEGC_TRIAL_STOPPED || st == SEGC_TRIAL_FAILED) {   /* nothing will resume it: free the disk */
         char d[SEGC_CFG_PATH + 64], ck[SEGC_CFG_PATH + 96];
-        trial_dir(R, k->trial, d, sizeof d);
+        trial_dir(R, trial, d, sizeof d);
         snprintf(ck, sizeof ck, "%s/checkpoints", d);
         remove_iter_checkpoints(ck);
     }
-    if (st == SEGC_TRIAL_PAUSED && tr->exploit_source >= 0) apply_exploit(R, k->trial);
+    if (st == SEGC_TRIAL_PAUSED && tr->exploit_source >= 0) apply_exploit(R, trial);
+}
+
+static void finish_kid(runner *R, int idx, bool stopping) {
+    kid *k = &R->kids[idx];
+    int status = 0;
+    while (waitpid(k->pid, &status, 0) < 0 && errno == EINTR) {}
+    close(k->rfd);
+    close(k->wfd);
+    end_run(R, k->trial, status, k->error, k->final_iter, k->last, stopping);
     R->kids[idx] = R->kids[--R->n_kids];
+}
+
+/* ---- one trial at a time: in this process, no fork ---- */
+typedef struct inproc { runner *R; int trial; segc_tune_action last; } inproc;
+
+static int inproc_on_eval(void *user, int64_t iter, const segc_eval_result *r, double loss) {
+    inproc *h = user;
+    const char *metric = h->R->s->metric;
+    double m = !strcmp(metric, "loss") ? loss : r ? segc_eval_result_get(r, metric) : NAN;
+    h->last = on_report(h->R, h->trial, iter, m, loss);
+    draw_table(h->R, true);
+    return h->last != SEGC_TUNE_CONTINUE;
+}
+
+static void run_inprocess(runner *R, int trial) {
+    char dir[SEGC_CFG_PATH + 64], ck[SEGC_CFG_PATH + 96], e[1024] = "";
+    trial_dir(R, trial, dir, sizeof dir);
+    snprintf(ck, sizeof ck, "%s/checkpoints", dir);
+    segc_config c;
+    inproc h = {R, trial, SEGC_TUNE_CONTINUE};
+    if (segc_tune_trial_config(R->s, R->base, R->t.trials[trial].values, dir, R->threads, &c, e, sizeof e)) {
+        segc_train_opts o = {.resume = true, .quiet = true, .stop = R->o->stop, .on_eval = inproc_on_eval, .on_eval_user = &h};
+        if (segc_train(&c, &o, e, sizeof e) == SEGC_TRAIN_DONE) e[0] = 0;
+    } else {
+        char e2[1100];
+        snprintf(e2, sizeof e2, "bad config: %s", e);
+        snprintf(e, sizeof e, "%.1000s", e2);
+    }
+    end_run(R, trial, 0, e, latest_iter(ck), h.last, R->o->stop && *R->o->stop);
 }
 
 /* ---- resume: replay DIR/tune.jsonl through the scheduler ---- */
@@ -560,7 +605,7 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
             for (int k = 0; k < R.n_kids; k++) kill(R.kids[k].pid, SIGTERM);
         }
         bool finished = false;
-        while (!stopping && R.n_kids < s->concurrent) {
+        while (!stopping && !(o->stop && *o->stop) && R.n_kids < s->concurrent) {
             int trial;
             int64_t target;
             if (!segc_tune_sched_next(&R.t, R.n_kids, &trial, &target, &finished)) break;
@@ -596,6 +641,7 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
             }
         }
     }
+    stopping |= o->stop && *o->stop;
     if (stopping && ok) note(&R, "tune stopped; continue with: segc tune --resume %s", s->dir);
     fclose(R.log);
     R.log = NULL;
