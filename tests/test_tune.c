@@ -79,6 +79,14 @@ static void test_sampling(void **state) {
     segc_tune_sample(&s, 0, a);
     segc_tune_sample(&s2, 0, b);
     assert_string_not_equal(a[0], b[0]);
+    /* tied keys: one list of values for several keys */
+    segc_config c;
+    segc_config_defaults(&c);
+    char err[512];
+    assert_true(segc_tune_apply(&c, "optimizer.lr,data.crop_size", "[0.5, [64, 96]]", err, sizeof err));
+    assert_true(c.optimizer.lr == 0.5 && c.data.crop_size[0] == 64 && c.data.crop_size[1] == 96);
+    assert_false(segc_tune_apply(&c, "optimizer.lr,data.crop_size", "[0.5]", err, sizeof err));
+    assert_non_null(strstr(err, "fewer entries"));
     /* grid search enumerates choice keys too */
     spec_from(&s, "space:\n  optimizer.type: {choice: [adamw, sgd]}\n  data.batch_size: {grid: [2, 4, 8]}\n"
                   "tune: {search: grid}\n");
@@ -403,6 +411,32 @@ static void test_tiny_tune_camvid(void **state) {
     assert_non_null(strstr(err, "--resume"));
 }
 
+/* a trial whose loss becomes NaN fails with its error; the search goes on */
+static void test_failed_trial_camvid(void **state) {
+    NEED_DATA();
+    char dir[512], p[700], err[1024], yaml[4096];
+    snprintf(dir, sizeof dir, "%s/nan", tmp_root);
+    snprintf(yaml, sizeof yaml,
+             "config:\n  model.hidden: [8, 16, 16, 16]\n  model.depths: [1, 1, 1, 1]\n  model.heads: [1, 1, 1, 1]\n"
+             "  model.decoder_hidden: 16\n  data.root: \"%s\"\n  data.batch_size: 2\n  data.num_workers: 0\n"
+             "  data.scale: [120, 90]\n  data.crop_size: [32, 48]\n  data.test_scale: [120, 90]\n"
+             "  train.val_max_samples: 1\n  train.report_samples: 0\n  schedule.warmup_iters: 1\n"
+             "space:\n  train.debug_nan_at: {grid: [3, -1]}\n"
+             "tune: {metric: loss, max_t: 4, report_interval: 2, threads: 1, dir: \"%s\"}\n", camvid, dir);
+    segc_tune_spec s;
+    segc_config base;
+    spec_from(&s, yaml);
+    finish(&s, &base);
+    segc_tune_opts o = {.quiet = true};
+    if (!segc_tune_run(&s, &base, &o, err, sizeof err)) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/tune.csv", dir);
+    char *csv = read_text(p);
+    assert_non_null(csv);
+    if (!strstr(csv, "trial_0000,failed,2,") || !strstr(csv, "NaN") || !strstr(csv, "trial_0001,done,4,"))
+        fail_msg("unexpected tune.csv:\n%s", csv);
+    free(csv);
+}
+
 /* trials as local processes (tune.concurrent 2), PBT copying checkpoints between them */
 static void test_pbt_processes_camvid(void **state) {
     NEED_DATA();
@@ -539,6 +573,12 @@ static void test_bad_input(void **state) {
     spec_from(&s, y);
     finish(&s, &base);
     assert_false(s.maximize);
+    /* durations in epochs: CamVid's 367 training images at batch 8 are 46 iterations */
+    snprintf(y, sizeof y, "%stune: {max_t: 2ep, scheduler: asha, grace_period: 1ep}\n", cfg);
+    spec_from(&s, y);
+    finish(&s, &base);
+    assert_int_equal(s.max_t, 92);
+    assert_int_equal(s.grace_period, 46);
     /* spec YAML round-trips */
     char *t1 = segc_tune_spec_to_yaml(&s, false);
     segc_tune_spec s2;
@@ -574,6 +614,7 @@ int main(void) {
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_pbt_processes_camvid),   /* first: forks before this process runs a trial */
         cmocka_unit_test(test_tiny_tune_camvid),
+        cmocka_unit_test(test_failed_trial_camvid),
         cmocka_unit_test(test_resume_after_sigkill),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "segc/task.h"
 #include "segc/tune.h"
 
 static uint64_t mix64(uint64_t x) {   /* splitmix64 finaliser */
@@ -131,8 +130,6 @@ bool segc_tune_trial_config(const segc_tune_spec *s, const segc_config *base, ch
     c.train.keep_last = s->keep_checkpoints;
     c.train.threads = threads;
     c.train.max_time_min = 0;
-    if (!strcmp(s->metric, "loss") || segc_metric_lower_is_better(s->metric)) c.train.best_metric[0] = 0;
-    else snprintf(c.train.best_metric, sizeof c.train.best_metric, "%s", s->metric);
     if (!segc_config_finish(&c, e2, sizeof e2)) return segc_errorf(err, errlen, "%s", e2);
     *out = c;
     return true;
