@@ -465,6 +465,31 @@ static void test_pbt_processes_camvid(void **state) {
 }
 
 
+/* the "result" events of a log, "time_s" removed */
+static char *results_only(const char *log) {
+    char *out = calloc(strlen(log) + 1, 1);
+    size_t n = 0;
+    for (const char *l = log; *l;) {
+        const char *e = strchr(l, '\n');
+        size_t len = e ? (size_t)(e - l + 1) : strlen(l);
+        if (strstr(l, "\"event\":\"result\"") && strstr(l, "\"event\":\"result\"") < l + len) {
+            const char *t = strstr(l, ",\"time_s\":");
+            size_t keep = t && t < l + len ? (size_t)(t - l) : len;
+            memcpy(out + n, l, keep);
+            n += keep;
+            if (t && t < l + len) {   /* skip the number */
+                const char *r = t + 10;
+                while (*r && *r != ',' && *r != '}') r++;
+                size_t rest = (size_t)(l + len - r);
+                memcpy(out + n, r, rest);
+                n += rest;
+            }
+        }
+        l += len;
+    }
+    return out;
+}
+
 static void test_resume_after_sigkill(void **state) {
     NEED_DATA();
     char ref[512], dir[512], p[700], err[1024];
@@ -508,7 +533,14 @@ static void test_resume_after_sigkill(void **state) {
     usleep(200000);   /* its trial dies with it (PR_SET_PDEATHSIG) */
     segc_tune_opts ro = {.resume = true, .quiet = true};
     if (!segc_tune_run(&s, &base, &ro, err, sizeof err)) fail_msg("%s", err);
+    /* the same decisions in the same order: every result line, without its time */
     char a[700], b[700];
+    snprintf(a, sizeof a, "%s/tune.jsonl", ref);
+    snprintf(b, sizeof b, "%s/tune.jsonl", dir);
+    char *la = read_text(a), *lb = read_text(b);
+    char *ra = results_only(la), *rb = results_only(lb);
+    if (strcmp(ra, rb)) fail_msg("resumed decisions differ:\n%s\nvs uninterrupted:\n%s", rb, ra);
+    free(la), free(lb), free(ra), free(rb);
     snprintf(a, sizeof a, "%s/tune.csv", ref);
     snprintf(b, sizeof b, "%s/tune.csv", dir);
     char *ca = read_text(a), *cb = read_text(b);
@@ -605,6 +637,35 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* the command line: one error line, exit status 1 */
+static void test_cli_errors(void **state) {
+    if (access("build/segc", X_OK) != 0) fail_msg("build/segc not found (run from the repository root)");
+    char yaml[700];
+    snprintf(yaml, sizeof yaml, "%s/bad.yaml", tmp_root);
+    FILE *f = fopen(yaml, "w");
+    fprintf(f, "space:\n  optimizer.lr: {uniform: [0.2, 0.1]}\n");
+    fclose(f);
+    const char *cases[][2] = {
+        {"", "uniform: expected lo < hi"},
+        {" tune.scheduler=hyperband", "expected one of fifo, asha, pbt"},
+    };
+    for (int i = 0; i < 2; i++) {
+        char cmd[1400], out[2048] = "";
+        snprintf(cmd, sizeof cmd, "build/segc tune %s%s 2>&1; echo rc=$?", yaml, cases[i][0]);
+        if (i == 1) {   /* a valid file for the override case */
+            f = fopen(yaml, "w");
+            fprintf(f, "space:\n  optimizer.lr: {uniform: [0.1, 0.2]}\n");
+            fclose(f);
+        }
+        FILE *p = popen(cmd, "r");
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        pclose(p);
+        if (!strstr(out, cases[i][1]) || !strstr(out, "rc=1") || count(out, "\n") != 2)
+            fail_msg("%s -> %s", cmd, out);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
@@ -612,6 +673,7 @@ int main(void) {
         cmocka_unit_test(test_asha_promotion),
         cmocka_unit_test(test_pbt),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_pbt_processes_camvid),   /* first: forks before this process runs a trial */
         cmocka_unit_test(test_tiny_tune_camvid),
         cmocka_unit_test(test_failed_trial_camvid),

@@ -448,11 +448,13 @@ static bool replay(runner *R, const char *path, char *err, size_t errlen) {
     if (!f) return segc_errorf(err, errlen, "--resume: cannot open %s: %s", path, strerror(errno));
     char *line = malloc(1 << 16);
     int lineno = 0;
+    long good = 0;   /* end of the last complete line */
     bool ok = line != NULL;
     while (ok && fgets(line, 1 << 16, f)) {
         lineno++;
         size_t l = strlen(line);
-        if (!l || line[l - 1] != '\n') break;   /* cut short by a kill: ignored */
+        if (!l || line[l - 1] != '\n') break;   /* cut short by a kill: dropped below */
+        good = ftell(f);
         cJSON *j = cJSON_Parse(line);
         const char *ev = j ? cJSON_GetStringValue(cJSON_GetObjectItem(j, "event")) : NULL;
         const cJSON *ti = j ? cJSON_GetObjectItem(j, "trial") : NULL;
@@ -506,8 +508,12 @@ static bool replay(runner *R, const char *path, char *err, size_t errlen) {
         cJSON_Delete(j);
     }
     free(line);
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
     fclose(f);
     if (!ok) return false;
+    if (size > good && truncate(path, good) != 0)
+        return segc_errorf(err, errlen, "--resume: cannot drop the cut-short last line of %s: %s", path, strerror(errno));
     /* runs cut short by the kill continue from their checkpoints */
     for (int i = 0; i < R->t.n_trials; i++)
         if (R->t.trials[i].state == SEGC_TRIAL_RUNNING) R->t.trials[i].state = SEGC_TRIAL_PAUSED;
