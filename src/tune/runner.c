@@ -571,9 +571,11 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
         if (!theirs || strcmp(theirs, mine) != 0) {
             const char *a = mine, *b = theirs ? theirs : "";
             while (*a && *a == *b) a++, b++;
-            while (a > mine && a[-1] != '\n') a--;
-            segc_errorf(err, errlen, "--resume %s: the search there was made by another spec (its spec.yaml differs at '%.*s')",
-                        s->dir, (int)strcspn(a, "\n"), a);
+            while (a > mine && a[-1] != '\n') a--, b--;
+            while (*a == ' ') a++;
+            while (*b == ' ') b++;
+            segc_errorf(err, errlen, "--resume %s: the search there was made by another spec (this spec has '%.*s', "
+                        "%s/spec.yaml '%.*s')", s->dir, (int)strcspn(a, "\n"), a, s->dir, (int)strcspn(b, "\n"), b);
             free(theirs);
             free(mine);
             return false;
