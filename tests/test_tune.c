@@ -22,6 +22,7 @@
 
 static char camvid[1024];
 static char tmp_root[256];
+static char g_cli[1024];   /* BUILD/segc, next to BUILD/tests */
 
 #define NEED_DATA() do { if (!*camvid) fail_msg("CamVid not found: the tune tests need ../shared/data/camvid (set SEGC_DATA)"); } while (0)
 
@@ -639,7 +640,7 @@ static int teardown(void **state) {
 
 /* the command line: one error line, exit status 1 */
 static void test_cli_errors(void **state) {
-    if (access("build/segc", X_OK) != 0) fail_msg("build/segc not found (run from the repository root)");
+    if (access(g_cli, X_OK) != 0) fail_msg("%s not found (make builds it)", g_cli);
     char yaml[700];
     snprintf(yaml, sizeof yaml, "%s/bad.yaml", tmp_root);
     FILE *f = fopen(yaml, "w");
@@ -650,8 +651,8 @@ static void test_cli_errors(void **state) {
         {" tune.scheduler=hyperband", "expected one of fifo, asha, pbt"},
     };
     for (int i = 0; i < 2; i++) {
-        char cmd[1400], out[2048] = "";
-        snprintf(cmd, sizeof cmd, "build/segc tune %s%s 2>&1; echo rc=$?", yaml, cases[i][0]);
+        char cmd[2400], out[2048] = "";
+        snprintf(cmd, sizeof cmd, "%s tune %s%s 2>&1; echo rc=$?", g_cli, yaml, cases[i][0]);
         if (i == 1) {   /* a valid file for the override case */
             f = fopen(yaml, "w");
             fprintf(f, "space:\n  optimizer.lr: {uniform: [0.1, 0.2]}\n");
@@ -666,7 +667,13 @@ static void test_cli_errors(void **state) {
     }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    (void)argc;
+    snprintf(g_cli, sizeof g_cli, "%s", argv[0]);
+    char *slash = strrchr(g_cli, '/');
+    if (slash) *slash = 0;
+    else snprintf(g_cli, sizeof g_cli, ".");
+    strncat(g_cli, "/../segc", sizeof g_cli - strlen(g_cli) - 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_asha_stop),
