@@ -170,6 +170,25 @@ static void test_asha_stop(void **state) {
     bool fin;
     assert_false(segc_tune_sched_next(&t, 0, &trial, &target, &fin));
     assert_true(fin);
+    /* brackets: bracket s starts at grace * rf^s; a trial's bracket is drawn from (seed, trial) */
+    segc_tune_spec sb = s;
+    sb.brackets = 3;
+    segc_tune_sched tb, tb2;
+    assert_true(segc_tune_sched_init(&tb, &sb, err, sizeof err));
+    assert_true(segc_tune_sched_init(&tb2, &sb, err, sizeof err));
+    assert_int_equal(tb.n_brackets, 3);
+    assert_int_equal(tb.milestones[1][0], 15);
+    assert_int_equal(tb.milestones[2][0], 45);
+    assert_int_equal(tb.n_rungs[2], 1);
+    int per[3] = {0};
+    for (int n = 0; n < N; n++) {
+        int a1 = segc_tune_sched_add(&tb), a2 = segc_tune_sched_add(&tb2);
+        assert_int_equal(tb.trials[a1].bracket, tb2.trials[a2].bracket);
+        per[tb.trials[a1].bracket]++;
+    }
+    assert_true(per[0] > per[2]);   /* p ~ e^rungs: 3 rungs vs 1 */
+    segc_tune_sched_free(&tb);
+    segc_tune_sched_free(&tb2);
     /* mode min: the same decisions on the negated metric */
     s.maximize = false;
     segc_tune_sched t2;

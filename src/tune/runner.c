@@ -197,22 +197,31 @@ static void apply_exploit(runner *R, int trial) {
     trial_dir(R, trial, dd, sizeof dd);
     snprintf(sck, sizeof sck, "%s/checkpoints", sd);
     snprintf(dck, sizeof dck, "%s/checkpoints", dd);
-    char w[SEGC_CFG_PATH + 200], st[SEGC_CFG_PATH + 200], e[768];
+    char w[SEGC_CFG_PATH + 200], st[SEGC_CFG_PATH + 200], e[768] = "";
     int64_t it = latest_iter(sck);
     bool ok = segc_checkpoint_latest(sck, w, sizeof w, st, sizeof st, e, sizeof e);
     if (ok) {
+        /* every file of that checkpoint (weights, optimizer and train state, and whatever else a
+         * recipe stores as iter_N.*), then `latest` */
         remove_iter_checkpoints(dck);
-        char tw[SEGC_CFG_PATH + 200], ts[SEGC_CFG_PATH + 200], tl[SEGC_CFG_PATH + 120], name[64];
-        snprintf(name, sizeof name, "iter_%07lld", (long long)it);
-        snprintf(tw, sizeof tw, "%s/%s.safetensors", dck, name);
-        snprintf(ts, sizeof ts, "%s/%s.state.safetensors", dck, name);
-        snprintf(tl, sizeof tl, "%s/latest", dck);
-        char lt[80];
-        snprintf(lt, sizeof lt, "%s\n", name);
+        char prefix[64], from[SEGC_CFG_PATH + 400], to[SEGC_CFG_PATH + 400], lt[80];
+        snprintf(prefix, sizeof prefix, "iter_%07lld.", (long long)it);
+        DIR *d = opendir(sck);
+        int copied = 0;
+        for (struct dirent *de; ok && d && (de = readdir(d));) {
+            if (strncmp(de->d_name, prefix, strlen(prefix)) || strstr(de->d_name, ".tmp.")) continue;
+            snprintf(from, sizeof from, "%s/%s", sck, de->d_name);
+            snprintf(to, sizeof to, "%s/%s", dck, de->d_name);
+            ok = copy_file(from, to, e, sizeof e);
+            copied++;
+        }
+        if (d) closedir(d);
+        if (ok && copied < 2) ok = segc_errorf(e, sizeof e, "%s: checkpoint %s* is incomplete", sck, prefix);
+        snprintf(lt, sizeof lt, "iter_%07lld\n", (long long)it);
+        snprintf(to, sizeof to, "%s/latest", dck);
         const void *parts[1] = {lt};
         size_t sizes[1] = {strlen(lt)};
-        ok = copy_file(w, tw, e, sizeof e) && copy_file(st, ts, e, sizeof e) &&
-             segc_write_file_atomic(tl, parts, sizes, 1, e, sizeof e);
+        ok = ok && segc_write_file_atomic(to, parts, sizes, 1, e, sizeof e);
     }
     if (!ok) {   /* the trial goes on with its own weights */
         note(R, "trial_%04d: exploit of trial_%04d skipped: %s", trial, src, e);
