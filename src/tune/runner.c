@@ -50,6 +50,8 @@ typedef struct runner {
     int n_kids, threads;
     bool *announced;
     bool final_table;
+    double train_s;   /* wall time inside segc_train (in-process runs) */
+    int runs;
 } runner;
 
 static void trial_dir(const runner *R, int trial, char *buf, size_t n) {
@@ -442,7 +444,10 @@ static void run_inprocess(runner *R, int trial) {
     inproc h = {R, trial, SEGC_TUNE_CONTINUE};
     if (segc_tune_trial_config(R->s, R->base, R->t.trials[trial].values, dir, R->threads, &c, e, sizeof e)) {
         segc_train_opts o = {.resume = true, .quiet = true, .stop = R->o->stop, .on_eval = inproc_on_eval, .on_eval_user = &h};
+        double t0 = segc_now_s();
         if (segc_train(&c, &o, e, sizeof e) == SEGC_TRAIN_DONE) e[0] = 0;
+        R->train_s += segc_now_s() - t0;
+        R->runs++;
     } else {
         char e2[1100];
         snprintf(e2, sizeof e2, "bad config: %s", e);
@@ -468,7 +473,7 @@ static bool replay(runner *R, const char *path, char *err, size_t errlen) {
         const char *ev = j ? cJSON_GetStringValue(cJSON_GetObjectItem(j, "event")) : NULL;
         const cJSON *ti = j ? cJSON_GetObjectItem(j, "trial") : NULL;
         int trial = cJSON_IsNumber(ti) ? ti->valueint : -1;
-        if (ev && !strcmp(ev, "search")) { cJSON_Delete(j); continue; }
+        if (ev && (!strcmp(ev, "search") || !strcmp(ev, "summary"))) { cJSON_Delete(j); continue; }
         if (!ev || trial < 0 || trial >= R->t.n_planned) {
             cJSON_Delete(j);
             ok = segc_errorf(err, errlen, "--resume: %s:%d: not a tune event", path, lineno);
@@ -659,6 +664,12 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
         }
     }
     stopping |= o->stop && *o->stop;
+    if (R.runs) {   /* what the tuner itself cost around the training calls (one trial at a time) */
+        double wall = segc_now_s() - R.t0;
+        log_event(&R, "{\"event\":\"summary\",\"runs\":%d,\"wall_s\":%.3f,\"train_s\":%.3f,\"overhead_ms_per_run\":%.3f",
+                  R.runs, wall, R.train_s, (wall - R.train_s) / R.runs * 1e3);
+        log_end(&R);
+    }
     if (stopping && ok) note(&R, "tune stopped; continue with: segc tune --resume %s", s->dir);
     fclose(R.log);
     R.log = NULL;
