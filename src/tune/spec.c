@@ -170,7 +170,7 @@ static bool set_tune(segc_tune_spec *s, const char *key, const char *v, pctx *p,
         if (!parse_num(v, &d) || !(d >= 0 && d <= 1)) return perr(p, n, "tune.resample_probability: expected a number in [0, 1], found '%.60s'", v);
         s->resample_probability = d;
     } else if (!strcmp(key, "concurrent")) {
-        if (!parse_int(v, 1, 1024, &i)) return perr(p, n, "tune.concurrent: expected an integer 1..1024, found '%.60s'", v);
+        if (!parse_int(v, 1, 64, &i)) return perr(p, n, "tune.concurrent: expected an integer 1..64, found '%.60s'", v);
         s->concurrent = (int)i;
     } else if (!strcmp(key, "threads")) {
         if (!parse_int(v, 0, 4096, &i)) return perr(p, n, "tune.threads: expected an integer >= 0, found '%.60s'", v);
