@@ -373,6 +373,21 @@ static void tiny_spec(segc_tune_spec *s, const char *dir, const char *tune_extra
     spec_from(s, yaml);
 }
 
+/* every trial tune.csv lists as stopped keeps no iteration checkpoint */
+static void assert_stopped_have_no_checkpoints(const char *dir) {
+    char p[700];
+    snprintf(p, sizeof p, "%s/tune.csv", dir);
+    char *csv = read_text(p);
+    assert_non_null(csv);
+    for (const char *l = strstr(csv, "\ntrial_"); l; l = strstr(l + 1, "\ntrial_")) {
+        int id = atoi(l + 7);
+        if (strncmp(l + 11, ",stopped,", 9)) continue;
+        snprintf(p, sizeof p, "%s/trial_%04d/checkpoints/latest", dir, id);
+        if (access(p, F_OK) == 0) fail_msg("stopped trial_%04d keeps its checkpoints", id);
+    }
+    free(csv);
+}
+
 static void test_tiny_tune_camvid(void **state) {
     NEED_DATA();
     char dir[512], p[700], err[1024];
@@ -426,6 +441,7 @@ static void test_tiny_tune_camvid(void **state) {
         snprintf(p, sizeof p, "%s/trial_%04d/metrics.jsonl", dir, i);
         assert_int_equal(access(p, F_OK), 0);
     }
+    assert_stopped_have_no_checkpoints(dir);
     /* a fresh search over it is refused */
     assert_false(segc_tune_run(&s, &base, &o, err, sizeof err));
     assert_non_null(strstr(err, "--resume"));
@@ -569,6 +585,8 @@ static void test_resume_after_sigkill(void **state) {
     if (strcmp(ca, cb)) fail_msg("resumed search differs:\n%s\nvs uninterrupted:\n%s", cb, ca);
     free(ca);
     free(cb);
+    assert_stopped_have_no_checkpoints(dir);
+    assert_stopped_have_no_checkpoints(ref);
     /* a resume with another spec is refused */
     segc_tune_spec other;
     tiny_spec(&other, dir, ", promotion: true, num_samples: 5");

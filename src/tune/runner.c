@@ -49,6 +49,7 @@ typedef struct runner {
     kid *kids;
     int n_kids, threads;
     bool *announced;
+    signed char *logged_state;   /* state of each trial's latest "end" event (-1: none) */
     bool final_table;
     double train_s;   /* wall time inside segc_train (in-process runs) */
     int runs;
@@ -396,6 +397,7 @@ static void end_run(runner *R, int trial, int status, const char *run_error, int
                                           (long long)final_iter, (long long)s->max_t);
     if (st == SEGC_TRIAL_DONE && tr->iter < s->max_t) tr->iter = s->max_t;
     segc_tune_sched_ended(&R->t, trial, st, err);
+    R->logged_state[trial] = (signed char)st;
     log_event(R, "{\"event\":\"end\",\"trial\":%d,\"iter\":%lld,\"state\":\"%s\"", trial, (long long)tr->iter,
               segc_trial_state_name(st));
     if (*err) {
@@ -518,6 +520,7 @@ static bool replay(runner *R, const char *path, char *err, size_t errlen) {
                 if (stn && !strcmp(stn, segc_trial_state_name((segc_trial_state)k))) st = (segc_trial_state)k;
             if (st == SEGC_TRIAL_DONE && tr->iter < R->s->max_t) tr->iter = R->s->max_t;
             segc_tune_sched_ended(&R->t, trial, st, er);
+            R->logged_state[trial] = (signed char)st;
         }
         cJSON_Delete(j);
     }
@@ -609,7 +612,9 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
     if (!segc_tune_sched_init(&R.t, s, err, errlen)) return false;
     R.kids = calloc((size_t)s->concurrent, sizeof *R.kids);
     R.announced = calloc((size_t)R.t.n_planned + 1, sizeof *R.announced);
-    if (!R.kids || !R.announced) { ok = segc_errorf(err, errlen, "tune: out of memory"); goto out; }
+    R.logged_state = malloc((size_t)R.t.n_planned + 1);
+    if (R.logged_state) memset(R.logged_state, -1, (size_t)R.t.n_planned + 1);
+    if (!R.kids || !R.announced || !R.logged_state) { ok = segc_errorf(err, errlen, "tune: out of memory"); goto out; }
     if (o->resume && !replay(&R, logp, err, errlen)) { ok = false; goto out; }
     R.log = fopen(logp, "a");
     if (!R.log) { ok = segc_errorf(err, errlen, "tune: cannot open %s: %s", logp, strerror(errno)); goto out; }
@@ -664,6 +669,18 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
         }
     }
     stopping |= o->stop && *o->stop;
+    /* paused trials the search ended without promoting: stopped, their checkpoints freed */
+    for (int i = 0; ok && !stopping && i < R.t.n_trials; i++) {
+        if (R.t.trials[i].state != SEGC_TRIAL_STOPPED || R.logged_state[i] == SEGC_TRIAL_STOPPED) continue;
+        char d[SEGC_CFG_PATH + 64], ck[SEGC_CFG_PATH + 96];
+        trial_dir(&R, i, d, sizeof d);
+        snprintf(ck, sizeof ck, "%s/checkpoints", d);
+        remove_iter_checkpoints(ck);
+        log_event(&R, "{\"event\":\"end\",\"trial\":%d,\"iter\":%lld,\"state\":\"stopped\"", i,
+                  (long long)R.t.trials[i].iter);
+        log_end(&R);
+        R.logged_state[i] = SEGC_TRIAL_STOPPED;
+    }
     if (R.runs) {   /* what the tuner itself cost around the training calls (one trial at a time) */
         double wall = segc_now_s() - R.t0;
         log_event(&R, "{\"event\":\"summary\",\"runs\":%d,\"wall_s\":%.3f,\"train_s\":%.3f,\"overhead_ms_per_run\":%.3f",
@@ -688,6 +705,7 @@ out:
     if (R.log) fclose(R.log);
     free(R.kids);
     free(R.announced);
+    free(R.logged_state);
     segc_tune_sched_free(&R.t);
     return ok;
 }
