@@ -675,6 +675,39 @@ static int teardown(void **state) {
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* the shipped specs load, validate and size as documented */
+static void test_shipped_specs(void **state) {
+    NEED_DATA();
+    segc_tune_spec s;
+    segc_config base;
+    char err[1024];
+    segc_tune_spec_defaults(&s);
+    if (!segc_tune_spec_load(&s, "configs/tune/camvid_segformer_asha.yaml", err, sizeof err)) fail_msg("%s", err);
+    finish(&s, &base);
+    assert_int_equal(segc_tune_n_trials(&s), 16);
+    assert_int_equal(s.scheduler, SEGC_SCHED_ASHA);
+    assert_true(s.promotion);
+    segc_tune_sched t;
+    assert_true(segc_tune_sched_init(&t, &s, err, sizeof err));
+    /* the documented budget: 16 x 50 + 4 x 150 + 1 x 600 iterations */
+    int64_t budget = 16 * t.milestones[0][0] + 4 * (t.milestones[0][1] - t.milestones[0][0]) + (s.max_t - t.milestones[0][1]);
+    assert_int_equal(t.n_rungs[0], 2);
+    assert_int_equal(budget, 2000);
+    segc_tune_sched_free(&t);
+    segc_tune_spec_defaults(&s);
+    if (!segc_tune_spec_load(&s, "configs/tune/segmenter_gaudi_asha.yaml", err, sizeof err)) fail_msg("%s", err);
+    finish(&s, &base);
+    assert_int_equal(segc_tune_n_trials(&s), 8);   /* encoder x pretrained x decoder */
+    assert_int_equal(s.max_t, 5000);
+    assert_int_equal(s.grace_period, 20);
+    char v[SEGC_TUNE_MAX_PARAMS][SEGC_TUNE_VALUE];
+    segc_tune_sample(&s, 7, v);
+    segc_config c;
+    if (!segc_tune_trial_config(&s, &base, v, "/tmp/x", 1, &c, err, sizeof err)) fail_msg("%s", err);
+    assert_string_equal(c.model.variant, "vit-l");
+    assert_string_equal(c.model.type, "segmenter");
+}
+
 /* the command line: one error line, exit status 1 */
 static void test_cli_errors(void **state) {
     if (access(g_cli, X_OK) != 0) fail_msg("%s not found (make builds it)", g_cli);
@@ -718,6 +751,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_pbt),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_cli_errors),
+        cmocka_unit_test(test_shipped_specs),
         cmocka_unit_test(test_pbt_processes_camvid),   /* first: forks before this process runs a trial */
         cmocka_unit_test(test_tiny_tune_camvid),
         cmocka_unit_test(test_failed_trial_camvid),
