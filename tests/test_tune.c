@@ -643,6 +643,15 @@ static void test_bad_input(void **state) {
     spec_from(&s, y);
     finish(&s, &base);
     assert_false(s.maximize);
+    /* config overrides, nested or dotted, custom_keys maps whole */
+    spec_from(&s, "config:\n  optimizer:\n    lr: 0.5\n    paramwise:\n      custom_keys: {norm: {decay_mult: 0.0}, head: {lr_mult: 10}}\n"
+                  "  train.max_iters: 7\n  schedule.warmup_iters: 1\n");
+    finish(&s, &base);
+    assert_true(base.optimizer.lr == 0.5 && base.train.max_iters == 7);
+    assert_int_equal(base.optimizer.n_custom_keys, 2);
+    assert_string_equal(base.optimizer.custom_keys[1].key, "head");
+    assert_true(base.optimizer.custom_keys[1].lr_mult.set && base.optimizer.custom_keys[1].lr_mult.value == 10);
+    assert_int_equal(s.max_t, 7);   /* max_t: the base's max_iters when not given */
     /* durations in epochs: CamVid's 367 training images at batch 8 are 46 iterations */
     snprintf(y, sizeof y, "%stune: {max_t: 2ep, scheduler: asha, grace_period: 1ep}\n", cfg);
     spec_from(&s, y);

@@ -70,6 +70,17 @@ static bool node_text(pctx *p, const yaml_node_t *n, char *buf, size_t len) {
         else snprintf(buf, len, "%s", v);
         return strlen(buf) + 1 < len;
     }
+    if (n->type == YAML_MAPPING_NODE) {   /* flow mapping: {k: v, ...} */
+        size_t used = (size_t)snprintf(buf, len, "{");
+        for (yaml_node_pair_t *pr = n->data.mapping.pairs.start; pr < n->data.mapping.pairs.top; pr++) {
+            char k[256], v[256];
+            yaml_node_t *kn = yaml_document_get_node(p->doc, pr->key), *vn = yaml_document_get_node(p->doc, pr->value);
+            if (!kn || !vn || !node_text(p, kn, k, sizeof k) || !node_text(p, vn, v, sizeof v)) return false;
+            if (used < len) used += (size_t)snprintf(buf + used, len - used, "%s%s: %s", pr > n->data.mapping.pairs.start ? ", " : "", k, v);
+        }
+        if (used < len) used += (size_t)snprintf(buf + used, len - used, "}");
+        return used + 1 < len;
+    }
     if (n->type != YAML_SEQUENCE_NODE) return false;
     size_t used = (size_t)snprintf(buf, len, "[");
     for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top; it++) {
@@ -274,9 +285,8 @@ static bool parse_config(segc_tune_spec *s, pctx *p, const char *prefix, const y
             if (!parse_config(s, p, key, vn)) return false;
             continue;
         }
-        char text[200];
-        if (vn->type == YAML_MAPPING_NODE) snprintf(text, sizeof text, "%s", "{}");   /* custom_keys maps: rare; kept empty-safe */
-        else if (!node_text(p, vn, text, sizeof text)) return perr(p, vn, "config.%s: value too long", key);
+        char text[200];   /* custom_keys maps are one value (a flow mapping) */
+        if (!node_text(p, vn, text, sizeof text)) return perr(p, vn, "config.%s: value too long", key);
         if (s->n_overrides == SEGC_TUNE_MAX_OVERRIDES) return perr(p, vn, "config: more than %d keys", SEGC_TUNE_MAX_OVERRIDES);
         if (strlen(key) + strlen(text) + 2 > sizeof s->overrides[0]) return perr(p, vn, "config.%s: value too long", key);
         char *dst = s->overrides[s->n_overrides++];
