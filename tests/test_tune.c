@@ -627,6 +627,8 @@ static void test_bad_input(void **state) {
     expect_error(y, true, (const char *const[]){"tune.metric", "does not report 'mIoUU'", "did you mean 'mIoU'", NULL});
     snprintf(y, sizeof y, "%stune: {metric: IoU.Nothing}\n", cfg);
     expect_error(y, true, (const char *const[]){"does not report 'IoU.Nothing'", NULL});
+    snprintf(y, sizeof y, "config: {data.root: \"%s\", data.val_split: \"\"}\ntune: {metric: mIoU}\n", camvid);
+    expect_error(y, true, (const char *const[]){"tune.metric", "data.val_split is empty", NULL});
     expect_error("tune: {scheduler: hyperband}\n", false, (const char *const[]){"tune.scheduler", "fifo, asha, pbt", "hyperband", NULL});
     expect_error("tune: {shceduler: asha}\n", false, (const char *const[]){"did you mean 'tune.scheduler'", NULL});
     snprintf(y, sizeof y, "%stune: {scheduler: asha, max_t: 10, grace_period: 10}\n", cfg);

@@ -239,6 +239,17 @@ static void apply_exploit(runner *R, int trial) {
     note(R, "trial_%04d exploits trial_%04d at iteration %lld", trial, src, (long long)it);
 }
 
+/* the searched metric from an evaluation (loss: the training loss); NaN and a message in why
+ * when the evaluator does not report it */
+static double metric_of(const char *name, const segc_eval_result *r, double loss, char *why, size_t n) {
+    if (!strcmp(name, "loss")) return loss;
+    for (int i = 0; r && i < r->n; i++)
+        if (!strcmp(r->names[i], name)) return r->values[i];
+    snprintf(why, n, "the evaluator does not report '%s'%s%s%s", name, r && r->n ? " (it reports " : "",
+             r && r->n ? r->names[0] : "", r && r->n ? ", ...)" : " (no validation split)");
+    return NAN;
+}
+
 /* ---- the child ---- */
 static volatile int child_stop;
 static void on_child_signal(int sig) { child_stop = 1; (void)sig; }
@@ -266,7 +277,9 @@ static void say(int fd, const char *fmt, ...) {
 
 static int child_on_eval(void *user, int64_t iter, const segc_eval_result *r, double loss) {
     hook *h = user;
-    double m = !strcmp(h->metric, "loss") ? loss : r ? segc_eval_result_get(r, h->metric) : NAN;
+    char why[256] = "";
+    double m = metric_of(h->metric, r, loss, why, sizeof why);
+    if (*why) say(h->wfd, "E %s", why);
     say(h->wfd, "R %lld %.17g %.17g", (long long)iter, m, loss);
     char c = 'S';
     while (read(h->rfd, &c, 1) < 0 && errno == EINTR) {}
@@ -374,6 +387,7 @@ static void handle_line(runner *R, kid *k, char *line) {
         if (write(k->wfd, &c, 1) != 1) {}
     } else if (line[0] == 'E') {
         snprintf(k->error, sizeof k->error, "%s", line + 2);
+        snprintf(R->t.trials[k->trial].error, sizeof R->t.trials[k->trial].error, "%s", line + 2);
     } else if (line[0] == 'D') {
         k->final_iter = atoll(line + 2);
     }
@@ -431,8 +445,10 @@ typedef struct inproc { runner *R; int trial; segc_tune_action last; } inproc;
 
 static int inproc_on_eval(void *user, int64_t iter, const segc_eval_result *r, double loss) {
     inproc *h = user;
-    const char *metric = h->R->s->metric;
-    double m = !strcmp(metric, "loss") ? loss : r ? segc_eval_result_get(r, metric) : NAN;
+    char why[256] = "";
+    double m = metric_of(h->R->s->metric, r, loss, why, sizeof why);
+    segc_tune_trial *tr = &h->R->t.trials[h->trial];
+    if (*why && !*tr->error) snprintf(tr->error, sizeof tr->error, "%s", why);
     h->last = on_report(h->R, h->trial, iter, m, loss);
     draw_table(h->R, true);
     return h->last != SEGC_TUNE_CONTINUE;

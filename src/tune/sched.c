@@ -245,7 +245,8 @@ segc_tune_action segc_tune_sched_result(segc_tune_sched *t, int trial, int64_t i
     if (iter <= tr->iter) return at_target && pausing ? SEGC_TUNE_PAUSE : SEGC_TUNE_CONTINUE;   /* replayed after a resume */
     tr->iter = iter;
     if (!isfinite(metric)) {
-        snprintf(tr->error, sizeof tr->error, "%s is %s at iteration %lld", s->metric, isnan(metric) ? "NaN" : "infinite",
+        if (!*tr->error)
+            snprintf(tr->error, sizeof tr->error, "%s is %s at iteration %lld", s->metric, isnan(metric) ? "NaN" : "infinite",
                  (long long)iter);
         return SEGC_TUNE_STOP;
     }

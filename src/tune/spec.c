@@ -457,8 +457,14 @@ bool segc_tune_spec_finish(segc_tune_spec *s, segc_config *base, char *err, size
     /* the metric: the training loss, or one the evaluator reports for this model and dataset */
     segc_dataset *ds = segc_config_open_dataset(&chk, NULL, e2, sizeof e2);
     int64_t ipe = ds ? (segc_dataset_len(ds) + chk.data.batch_size - 1) / chk.data.batch_size : 0;
-    if (strcmp(s->metric, "loss") != 0) {
-        const segc_model_family *fam = segc_model_family_find(chk.model.type);
+    if (strcmp(s->metric, "loss") != 0 && !*chk.data.val_split) {
+        segc_dataset_close(ds);
+        return segc_errorf(err, errlen, "tune.metric: %s needs evaluations, but data.val_split is empty (set it, or tune loss)", s->metric);
+    }
+    const segc_model_family *fam = segc_model_family_find(chk.model.type);
+    /* segc_eval_spec_knows lists the segmentation evaluator's names; another task's metric is
+     * checked when its first result arrives (a metric it lacks fails the trial, naming it) */
+    if (strcmp(s->metric, "loss") != 0 && (!fam || fam->task == SEGC_TASK_SEGMENTATION)) {
         segc_eval_spec es;
         memset(&es, 0, sizeof es);
         es.task = fam ? fam->task : SEGC_TASK_SEGMENTATION;
