@@ -447,6 +447,45 @@ static void test_tiny_tune_camvid(void **state) {
     assert_non_null(strstr(err, "--resume"));
 }
 
+/* trials as processes: the tuner SIGKILLed, its trials die with it, --resume finishes every trial */
+static void test_resume_processes_camvid(void **state) {
+    NEED_DATA();
+    char dir[512], p[700], err[1024];
+    snprintf(dir, sizeof dir, "%s/killed2", tmp_root);
+    segc_tune_spec s;
+    segc_config base;
+    tiny_spec(&s, dir, ", concurrent: 2, num_samples: 4");
+    finish(&s, &base);
+    snprintf(p, sizeof p, "%s/tune.jsonl", dir);
+    segc_tune_opts o = {.quiet = true};
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char e2[1024];
+        _exit(segc_tune_run(&s, &base, &o, e2, sizeof e2) ? 0 : 1);
+    }
+    for (int waited = 0; waited < 600; waited++) {
+        char *log = read_text(p);
+        int n = count(log, "\"event\":\"result\"");
+        free(log);
+        if (n >= 3) break;
+        usleep(100000);
+    }
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    usleep(300000);
+    segc_tune_opts ro = {.resume = true, .quiet = true};
+    if (!segc_tune_run(&s, &base, &ro, err, sizeof err)) fail_msg("%s", err);
+    snprintf(p, sizeof p, "%s/tune.csv", dir);
+    char *csv = read_text(p);
+    assert_non_null(csv);
+    assert_int_equal(count(csv, "\ntrial_"), 4);
+    if (count(csv, ",done,6,") + count(csv, ",stopped,") != 4 || count(csv, ",done,6,") < 1) fail_msg("unfinished trials:\n%s", csv);
+    free(csv);
+    assert_stopped_have_no_checkpoints(dir);
+}
+
 /* a trial whose loss becomes NaN fails with its error; the search goes on */
 static void test_failed_trial_camvid(void **state) {
     NEED_DATA();
@@ -764,6 +803,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_cli_errors),
         cmocka_unit_test(test_shipped_specs),
         cmocka_unit_test(test_pbt_processes_camvid),   /* first: forks before this process runs a trial */
+        cmocka_unit_test(test_resume_processes_camvid),
         cmocka_unit_test(test_tiny_tune_camvid),
         cmocka_unit_test(test_failed_trial_camvid),
         cmocka_unit_test(test_resume_after_sigkill),
