@@ -41,7 +41,7 @@ static void test_version(void **state) {
 static void test_help_for_every_command(void **state) {
     need_cli();
     static char out[1 << 14];
-    const char *cmds[] = {"train", "eval", "predict", "bench", "models", "data"};
+    const char *cmds[] = {"train", "eval", "predict", "bench", "models", "data", "tune"};
     assert_int_equal(run_capture("--help", out, sizeof out), 0);
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strstr(out, cmds[i])) fail_msg("segc --help does not list '%s'", cmds[i]);

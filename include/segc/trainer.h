@@ -114,6 +114,11 @@ typedef struct segc_train_opts {
      * progress stream at the end (NULL: off) */
     const char *profile_path;
     int64_t profile_first, profile_last;
+    /* segc tune: called after every evaluation (r: its result, NULL without a validation
+     * split; train_loss: the smoothed training loss); non-zero stops the run after this
+     * iteration's checkpoint (SEGC_TRAIN_DONE; --resume continues it) */
+    int (*on_eval)(void *user, int64_t iter, const segc_eval_result *r, double train_loss);
+    void *on_eval_user;
 } segc_train_opts;
 
 typedef enum {

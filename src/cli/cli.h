@@ -7,6 +7,7 @@ int segc_cmd_eval(int argc, char **argv);
 int segc_cmd_predict(int argc, char **argv);
 int segc_cmd_bench(int argc, char **argv);
 int segc_cmd_models(int argc, char **argv);
+int segc_cmd_tune(int argc, char **argv);
 /* `segc --version`: version, build flags, CPU ISA extensions, oneDNN (version.c) */
 int segc_cli_version(void);
 

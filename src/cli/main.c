@@ -12,6 +12,7 @@ static const struct { const char *name; int (*run)(int, char **); const char *he
     {"eval", segc_cmd_eval, "evaluate weights on a split (segc eval CONFIG --checkpoint FILE)"},
     {"predict", segc_cmd_predict, "label maps + overlays for images (segc predict --checkpoint F IN... --out DIR)"},
     {"bench", segc_cmd_bench, "training/inference throughput, FLOPs, profile (segc bench CONFIG [--profile A:B])"},
+    {"tune", segc_cmd_tune, "hyper-parameter search: grid/random, ASHA, PBT (segc tune SPEC.yaml [key=value ...])"},
     {"models", segc_cmd_models, "list the model families (model.type), their variants and config keys"},
 };
 

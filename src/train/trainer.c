@@ -571,7 +571,9 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             t_window += after - now;
             r->st.elapsed_s = elapsed0 + (after - t_session);
         }
-        if (r->st.iter % c->train.checkpoint_interval == 0 || final) {
+        bool hook_stop = do_eval && o->on_eval &&
+                         o->on_eval(o->on_eval_user, r->st.iter, r->have_last ? &r->last : NULL, r->st.loss_ema) != 0;
+        if (r->st.iter % c->train.checkpoint_interval == 0 || final || hook_stop) {
             double before = segc_now_s();
             if (!save_checkpoint(r, err, errlen)) {
                 status = strstr(err, "NaN/Inf") ? SEGC_TRAIN_NONFINITE : SEGC_TRAIN_FAILED;
@@ -579,7 +581,9 @@ segc_train_status segc_train(const segc_config *c, const segc_train_opts *o, cha
             }
             t_window += segc_now_s() - before;
         }
-        if (interrupted && r->st.iter < max_iters) {
+        if (hook_stop && !interrupted && r->st.iter < max_iters) {
+            stop = true;
+        } else if (interrupted && r->st.iter < max_iters) {
             progress_note(&r->pg, "stopped at iteration %lld; continue with: segc train --resume %s",
                           (long long)r->st.iter, r->dir);
             stop = true;
