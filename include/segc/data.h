@@ -93,6 +93,11 @@ bool segc_dataset_is_detection(const segc_dataset *ds);
  * for writing results in COCO's format */
 int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i);
 int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k);
+/* COCO: the split's ground truth for COCO evaluation (coco_eval.h: every
+ * annotation as the file gives it, also boxes training drops); the arrays
+ * belong to ds. false for other datasets. */
+struct segc_coco_gt;
+bool segc_dataset_coco_gt(const segc_dataset *ds, struct segc_coco_gt *gt);
 /* dataset family name as given to segc_dataset_open */
 const char *segc_dataset_name(const segc_dataset *ds);
 

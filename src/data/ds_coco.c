@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "ds_internal.h"
+#include "segc/coco_eval.h"
 
 typedef struct id_pos {
     int64_t id;
@@ -53,6 +54,12 @@ void ds_coco_free(ds_coco_index *c) {
     free(c->boxes);
     free(c->labels);
     free(c->crowd);
+    free(c->ev_image);
+    free(c->ev_label);
+    free(c->ev_bbox);
+    free(c->ev_area);
+    free(c->ev_crowd);
+    free(c->ev_id);
     memset(c, 0, sizeof *c);
 }
 
@@ -202,6 +209,13 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
                                  ip ? "category" : "image", (long long)(ip ? cat_id : img_id));
                 goto done;
             }
+            if (pass == 1) {
+                int64_t id;
+                out->ev_image[a] = ip->pos, out->ev_label[a] = (int32_t)cp->pos, out->ev_crowd[a] = crowd != 0;
+                memcpy(out->ev_bbox + 4 * a, v, sizeof v);
+                out->ev_area[a] = area ? area->valuedouble : v[2] * v[3];
+                out->ev_id[a] = json_int(an, "id", &id) ? id : a + 1;
+            }
             a++;
             const img_rec *r = &imgs[ip->pos];
             double iw = fmin(v[0] + v[2], r->w) - fmax(v[0], 0), ih = fmin(v[1] + v[3], r->h) - fmax(v[1], 0);
@@ -227,6 +241,16 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
             out->labels = malloc(nb * sizeof *out->labels);
             out->crowd = malloc(nb);
             if (!out->boxes || !out->labels || !out->crowd) goto oom;
+            out->ev_n = a;
+            size_t ne = (size_t)(a ? a : 1);
+            out->ev_image = malloc(ne * sizeof *out->ev_image);
+            out->ev_label = malloc(ne * sizeof *out->ev_label);
+            out->ev_bbox = malloc(ne * 4 * sizeof *out->ev_bbox);
+            out->ev_area = malloc(ne * sizeof *out->ev_area);
+            out->ev_crowd = malloc(ne);
+            out->ev_id = malloc(ne * sizeof *out->ev_id);
+            if (!out->ev_image || !out->ev_label || !out->ev_bbox || !out->ev_area || !out->ev_crowd || !out->ev_id)
+                goto oom;
         }
     }
     out->n_images = ni;
@@ -360,4 +384,22 @@ int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i) {
 int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k) {
     if (!segc_dataset_is_detection(ds) || k < 0 || k >= ds->n_classes) return -1;
     return ((const ds_coco_index *)ds->priv)->cat_ids[k];
+}
+
+bool segc_dataset_coco_gt(const segc_dataset *ds, segc_coco_gt *gt) {
+    if (!segc_dataset_is_detection(ds) || !ds->priv) return false;
+    const ds_coco_index *c = ds->priv;
+    *gt = (segc_coco_gt){.n_images = c->n_images,
+                         .image_ids = c->image_ids,
+                         .n_classes = c->n_classes,
+                         .cat_ids = c->cat_ids,
+                         .class_names = (const char *const *)c->class_names,
+                         .n_anns = c->ev_n,
+                         .ann_image = c->ev_image,
+                         .ann_label = c->ev_label,
+                         .ann_bbox = c->ev_bbox,
+                         .ann_area = c->ev_area,
+                         .ann_crowd = c->ev_crowd,
+                         .ann_id = c->ev_id};
+    return true;
 }
