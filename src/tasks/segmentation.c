@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "segc/task.h"
+#include "task_internal.h"
 
 /* One volume's counts: for every group (regions first, then foreground
  * labels 1..K-1) tp | pred | label, 3 * n_groups int64. */
@@ -32,6 +33,7 @@ struct segc_evaluator {
      * same order whatever order ids arrived or merged in), and anonymous
      * ones (volume_ids NULL: one volume per sample, never combined) */
     vol_list keyed, anon;
+    segc_coco_eval *det;     /* detection evaluators: everything is there (detection.c) */
 };
 
 /* ---- specs ---- */
@@ -92,6 +94,7 @@ static int find_name(const segc_eval_result *r, const char *name) {
 }
 
 bool segc_eval_spec_knows(const segc_eval_spec *s, const char *metric) {
+    if (s && metric && s->task == SEGC_TASK_DETECTION) return det_spec_knows(s, metric);
     if (!s || !metric || s->task != SEGC_TASK_SEGMENTATION || s->num_classes < 1) return false;
     segc_eval_result *r = malloc(sizeof *r);
     if (!r) return false;
@@ -114,6 +117,7 @@ static void vols_clear(vol_list *l) {
 
 void segc_evaluator_free(segc_evaluator *e) {
     if (!e) return;
+    segc_coco_eval_free(e->det);
     segc_confusion_free(&e->conf);
     if (e->names)
         for (int j = 0; j < e->spec.num_classes; j++) free(e->names[j]);
@@ -165,6 +169,16 @@ static bool check_spec(const segc_eval_spec *s, char *err, size_t errlen) {
 }
 
 segc_evaluator *segc_evaluator_new(const segc_eval_spec *s, char *err, size_t errlen) {
+    if (s && s->task == SEGC_TASK_DETECTION) {
+        segc_evaluator *e = calloc(1, sizeof *e);
+        if (!e) return snprintf(err, errlen, "evaluator_new: out of memory"), NULL;
+        e->spec = *s;
+        e->spec.coco_gt = NULL, e->spec.dataset = NULL, e->spec.class_names = NULL;   /* the copy holds them */
+        if (!(e->det = det_eval_new(s, err, errlen))) return free(e), NULL;
+        e->spec.class_names = segc_coco_eval_gt(e->det)->class_names;
+        if (!s->primary[0]) snprintf(e->spec.primary, sizeof e->spec.primary, "bbox_mAP");
+        return e;
+    }
     if (!s || !check_spec(s, err, errlen)) {
         if (!s) snprintf(err, errlen, "evaluator_new: no spec");
         return NULL;
@@ -205,6 +219,7 @@ oom:
 }
 
 void segc_evaluator_reset(segc_evaluator *e) {
+    if (e->det) return segc_coco_eval_reset(e->det);
     segc_confusion_reset(&e->conf);
     vols_clear(&e->keyed);
     vols_clear(&e->anon);
@@ -313,8 +328,10 @@ static void hist_to_groups(const segc_evaluator *e, const int64_t *hist, int64_t
 bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pred, const segc_tensor *label,
                         const int64_t *volume_ids) {
     char b1[64], b2[64];
-    if (!e || !pred || !label) {
-        segc_set_error(ctx, "evaluator_add: %s", e ? "missing prediction or label" : "no evaluator");
+    if (!e || !pred || !label || e->det) {
+        segc_set_error(ctx, "evaluator_add: %s",
+                       !e ? "no evaluator" : e->det ? "a detection evaluator takes detections (evaluator_add_detections)"
+                                                    : "missing prediction or label");
         return false;
     }
     /* checked here (not only in confusion_add) so the message names the evaluator */
@@ -372,7 +389,22 @@ bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pre
     return true;
 }
 
+bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, const int64_t *image_index,
+                                   char *err, size_t errlen) {
+    if (!e || !e->det) return snprintf(err, errlen, "evaluator_add_detections: not a detection evaluator"), false;
+    return segc_coco_eval_add_detections(e->det, d, image_index, err, errlen);
+}
+
+const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e) {
+    return e && e->det ? segc_coco_eval_gt(e->det) : NULL;
+}
+
 bool segc_evaluator_merge(segc_evaluator *dst, const segc_evaluator *src, char *err, size_t errlen) {
+    if (dst->det || src->det) {
+        if (!dst->det || !src->det)
+            return snprintf(err, errlen, "evaluator_merge: a detection and a segmentation evaluator"), false;
+        return segc_coco_eval_merge(dst->det, src->det, err, errlen);
+    }
     const segc_eval_spec *a = &dst->spec, *b = &src->spec;
     if (a->task != b->task || a->num_classes != b->num_classes || a->ignore_index != b->ignore_index ||
         a->per_volume != b->per_volume || a->n_regions != b->n_regions ||
@@ -447,6 +479,7 @@ static void set_value(segc_eval_result *r, const char *name, double v) {
 }
 
 bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *err, size_t errlen) {
+    if (e->det) return det_eval_result(e->det, &e->spec, r, err, errlen);
     memset(r, 0, sizeof *r);
     const segc_eval_spec *s = &e->spec;
     const int k = s->num_classes, ng = e->n_groups, nr = s->n_regions;
@@ -520,6 +553,7 @@ double segc_eval_result_get(const segc_eval_result *r, const char *name) {
 
 
 void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *const *class_names) {
+    if (det_result_is(r)) return det_result_print(out, r, class_names);
     const int k = r->pixel.num_classes;
     const bool pv = is_per_volume(r);
     char nb[32];
@@ -583,6 +617,7 @@ static cJSON *dice_object(const segc_eval_result *r, const char *const *class_na
 }
 
 char *segc_eval_result_json(const segc_eval_result *r, const char *const *class_names) {
+    if (det_result_is(r)) return det_result_json(r, class_names);
     /* the mmseg keys come from segc_metrics_json so they keep its meaning */
     char *base = segc_metrics_json(&r->pixel, class_names);
     cJSON *px = base ? cJSON_Parse(base) : NULL, *root = cJSON_CreateObject();
