@@ -19,6 +19,13 @@ static const char *class_label(const char *const *names, int j, char *buf, size_
 /* the 12 stats, then bbox_AP.<class> */
 static bool det_names(const segc_eval_spec *s, segc_eval_result *r) {
     char nb[32];
+    const char *ds_names[256];
+    const char *const *names = s->class_names;
+    if (!names && s->coco_gt) names = s->coco_gt->class_names;
+    if (!names && s->dataset && s->num_classes <= 256 && segc_dataset_num_classes(s->dataset) >= s->num_classes) {
+        for (int k = 0; k < s->num_classes; k++) ds_names[k] = segc_dataset_class_name(s->dataset, k);
+        names = ds_names;
+    }
     if (SEGC_COCO_N_STATS + s->num_classes > SEGC_TASK_MAX_METRICS) return false;
     r->n = 0;
     for (int i = 0; i < SEGC_COCO_N_STATS; i++) {
@@ -26,7 +33,7 @@ static bool det_names(const segc_eval_spec *s, segc_eval_result *r) {
         r->values[r->n++] = -1;
     }
     for (int k = 0; k < s->num_classes; k++) {
-        snprintf(r->names[r->n], sizeof r->names[r->n], "bbox_AP.%.38s", class_label(s->class_names, k, nb, sizeof nb));
+        snprintf(r->names[r->n], sizeof r->names[r->n], "bbox_AP.%.38s", class_label(names, k, nb, sizeof nb));
         r->values[r->n++] = -1;
     }
     return true;
