@@ -288,10 +288,64 @@ static void test_errors(void **state) {
     segc_coco_eval_free(e);
 }
 
+/* bad annotations in the COCO JSON: one line naming the file and the annotation id; skip_bad skips */
+static void test_bad_annotations(void **state) {
+    static const struct { const char *ann, *want1, *want2; } bad[] = {
+        {"{\"id\":12,\"image_id\":7,\"category_id\":3,\"bbox\":[50,1,5,5]}", "annotation id 12", "outside its 40x30 image"},
+        {"{\"id\":13,\"image_id\":7,\"category_id\":3,\"bbox\":[1,1,0,5]}", "annotation id 13", "zero area"},
+        {"{\"id\":14,\"image_id\":7,\"category_id\":3,\"bbox\":[1,1,4,5],\"area\":0}", "annotation id 14", "zero area"},
+        {"{\"id\":15,\"image_id\":7,\"category_id\":77,\"bbox\":[1,1,4,5]}", "annotation id 15", "unknown category id 77"},
+        {"{\"id\":16,\"image_id\":8,\"category_id\":3,\"bbox\":[1,1,4,5]}", "annotation id 16", "unknown image id 8"},
+        {"{\"image_id\":7,\"category_id\":3,\"bbox\":[1,1,\"a\",5]}", "annotation 1 (no id)", "finite numbers"},
+    };
+    char tmp[] = "/tmp/segc_cbad_XXXXXX", path[1024], err[512] = "", json[1024];
+    assert_non_null(mkdtemp(tmp));
+    snprintf(path, sizeof path, "mkdir -p %s/x %s/annotations", tmp, tmp);
+    assert_int_equal(system(path), 0);
+    snprintf(path, sizeof path, "%s/annotations/instances_x.json", tmp);
+    const char *head = "{\"images\":[{\"id\":7,\"file_name\":\"a.png\",\"width\":40,\"height\":30}],"
+                       "\"categories\":[{\"id\":3,\"name\":\"cat\"}],\"annotations\":["
+                       "{\"id\":11,\"image_id\":7,\"category_id\":3,\"bbox\":[2,2,10,10],\"area\":100}";
+    segc_dataset_opts o;
+    segc_dataset_opts_default(&o);
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        snprintf(json, sizeof json, "%s,%s]}", head, bad[k].ann);
+        write_text(path, json);
+        o.skip_bad = false;
+        segc_dataset *ds = segc_dataset_open("coco", tmp, "x", &o, err, sizeof err);
+        EXPECT_FAIL(ds != NULL, err, "instances_x.json", bad[k].want1, bad[k].want2, "skip_bad");
+        segc_dataset_close(ds);
+        o.skip_bad = true;
+        ds = segc_dataset_open("coco", tmp, "x", &o, err, sizeof err);
+        if (!ds) fail_msg("skip_bad: %s", err);
+        segc_coco_gt gt;
+        assert_true(segc_dataset_coco_gt(ds, &gt));
+        assert_int_equal(gt.n_anns, 1);
+        assert_int_equal(gt.ann_id[0], 11);
+        segc_dataset_close(ds);
+    }
+    /* every bad one at once: counted */
+    snprintf(json, sizeof json, "%s", head);
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        strcat(json, ",");
+        strcat(json, bad[k].ann);
+    }
+    strcat(json, "]}");
+    write_text(path, json);
+    segc_dataset *ds = segc_dataset_open("coco", tmp, "x", &o, err, sizeof err);
+    assert_non_null(ds);
+    segc_dataset_close(ds);
+    write_text(path, "{\"images\": [],\n  \"categories\": [}");
+    EXPECT_FAIL(segc_dataset_open("coco", tmp, "x", &o, err, sizeof err) != NULL, err, "instances_x.json",
+                "malformed JSON at line 2");
+    snprintf(path, sizeof path, "rm -rf %s", tmp);
+    assert_int_equal(system(path), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand),   cmocka_unit_test(test_errors),        cmocka_unit_test(test_parity),
-        cmocka_unit_test(test_merge),  cmocka_unit_test(test_results_files),
+        cmocka_unit_test(test_merge),  cmocka_unit_test(test_results_files), cmocka_unit_test(test_bad_annotations),
     };
     return cmocka_run_group_tests_name("coco_eval", tests, setup, teardown);
 }

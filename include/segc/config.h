@@ -72,6 +72,7 @@ typedef struct segc_config {
         char pipeline[SEGC_CFG_NAME];  /* training augmentation: mmseg (photos) | nnunet (medical 2-D) */
         double fg_prob;                /* nnunet: probability of a foreground-centred crop */
         int fold, num_folds;           /* k-fold split of the training cases (num_folds 0: off) */
+        bool skip_bad;                 /* COCO: bad annotations / results entries warned, counted, skipped */
     } data;
     struct {
         char mode[SEGC_CFG_NAME];      /* whole | slide */

@@ -55,6 +55,10 @@ typedef struct segc_dataset_opts {
      * split "val" = part `fold`. */
     int fold;
     int num_folds;
+    /* COCO: annotations with a box outside the image or of zero area (w, h or area <= 0), an unknown
+     * category or image id are an error naming the file and the annotation id; with skip_bad they are
+     * warned about on stderr, counted and skipped */
+    bool skip_bad;
 } segc_dataset_opts;
 
 void segc_dataset_opts_default(segc_dataset_opts *o);

@@ -175,6 +175,15 @@ bool segc_detect_dataset(segc_ctx *ctx, segc_model *m, const segc_dataset *ds, c
 bool segc_predict_detections(segc_ctx *ctx, segc_model *m, const segc_dataset *ds, const segc_eval_opts *o,
                              const segc_detect_opts *dopts, const char *out_dir, bool draw, float min_score,
                              segc_evaluator *ev, int *n_written, char *err, size_t errlen);
+/* `segc predict INPUT...` for detection: per image OUT_DIR/<stem>.json, its detections in COCO results
+ * format (image_id = the stem when it is a number, as COCO's file names, else the image's position in
+ * the list; category_id = cat_ids[label], or label + 1 without cat_ids), and OUT_DIR/<stem>_det.png
+ * with the detections scored >= min_score drawn and named (class_names may be NULL). o: pipeline,
+ * dtype, channels, palette, quiet. */
+bool segc_predict_detect_paths(segc_ctx *ctx, segc_model *m, const char *const *inputs, int n_inputs,
+                               const char *out_dir, const segc_predict_opts *o, const segc_detect_opts *dopts,
+                               const int64_t *cat_ids, const char *const *class_names, float min_score,
+                               int *n_written, char *err, size_t errlen);
 
 #ifdef __cplusplus
 }

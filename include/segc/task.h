@@ -103,6 +103,10 @@ bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pre
  * image index out of range, a non-finite box or score, or a segmentation evaluator. */
 bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, const int64_t *image_index,
                                    char *err, size_t errlen);
+/* Detection: every entry of a COCO results file (coco_eval.h: segc_coco_results_read; bad entries
+ * fail with the file and entry named, or with skip_bad are warned about, counted and skipped). */
+bool segc_evaluator_add_results_file(segc_evaluator *e, const char *path, bool skip_bad, int64_t *n_read,
+                                     int64_t *n_skipped, char *err, size_t errlen);
 /* The detection evaluator's COCO ground truth (NULL for segmentation). */
 const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e);
 

@@ -105,8 +105,12 @@ typedef struct ds_coco_index {
     double *ev_area;       /* "area", else w * h */
     uint8_t *ev_crowd;
     int64_t *ev_id;        /* "id", else its position + 1 */
+    int64_t n_skipped;     /* bad annotations left out (skip_bad) */
 } ds_coco_index;
 bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index *out, char *err, size_t errlen);
+/* skip_bad: bad annotations are warned about on stderr, counted (n_skipped) and left out */
+bool ds_coco_parse_opts(const char *json, size_t len, const char *what, bool skip_bad, ds_coco_index *out, char *err,
+                        size_t errlen);
 void ds_coco_free(ds_coco_index *c);
 
 /* families */

@@ -333,3 +333,117 @@ bool segc_predict_detections(segc_ctx *ctx, segc_model *m, const segc_dataset *d
     free(s);
     return ok;
 }
+
+/* ---- segc predict on image files ---- */
+
+static int64_t image_id_of(const char *stem, int64_t fallback) {
+    if (!*stem || strlen(stem) > 18) return fallback;
+    for (const char *p = stem; *p; p++)
+        if (*p < '0' || *p > '9') return fallback;
+    return strtoll(stem, NULL, 10);
+}
+
+static bool detect_one(segc_ctx *ctx, segc_model *m, const char *path, int64_t number, const char *out_dir,
+                       const segc_predict_opts *o, const segc_detect_opts *dopts, const int64_t *cat_ids,
+                       const char *const *names, const uint8_t *palette, float min_score, segc_arena *scratch,
+                       char *err, size_t errlen) {
+    segc_image im = {0};
+    if (!segc_image_read(path, o->channels == 1 ? SEGC_READ_GRAY : SEGC_READ_RGB, &im, err, errlen)) return false;
+    segc_sample s = {.img = im};
+    segc_aug_state st;
+    segc_pipeline normalize_only = {.n = 1, .t = {segc_aug_default(SEGC_AUG_NORMALIZE)}};
+    segc_arena_reset(scratch);
+    bool ok = segc_pipeline_run(o->pipeline ? o->pipeline : &normalize_only, &s, 0, scratch, &st, err, errlen);
+    segc_detections d = {0};
+    if (ok) {
+        int h, w;
+        segc_aug_out_size(&st, &h, &w);
+        segc_tensor *x = segc_tensor_new(ctx, SEGC_F32, 4, (int64_t[]){1, st.c, h, w});
+        if (x) segc_aug_write_image(&st, x->data, h, w);
+        if (x && o->dtype == SEGC_BF16) x = segc_cast(ctx, x, SEGC_BF16);
+        segc_model_out out;
+        if (!x || !segc_model_forward(ctx, m, x, &out) ||
+            !segc_model_detect(ctx, m, &out, h, w, &im.h, &im.w, dopts, &d) || d.n_images != 1)
+            ok = take_err(ctx, path, err, errlen);
+    }
+    char stem[1024], out_path[4096];
+    const char *base = strrchr(path, '/');
+    snprintf(stem, sizeof stem, "%s", base ? base + 1 : path);
+    char *dot = strrchr(stem, '.');
+    if (dot && dot != stem) *dot = 0;
+    if (ok) {   /* DIR/<stem>.json: this image's detections in COCO results format */
+        int64_t iid = image_id_of(stem, number), zero = 0;
+        int64_t *cats = malloc((size_t)m->num_classes * sizeof *cats);
+        ok = cats != NULL;
+        for (int k = 0; ok && k < m->num_classes; k++) cats[k] = cat_ids ? cat_ids[k] : k + 1;
+        segc_coco_gt g = {.n_images = 1, .image_ids = &iid, .n_classes = m->num_classes, .cat_ids = cats};
+        segc_coco_results_writer w;
+        snprintf(out_path, sizeof out_path, "%s/%s.json", out_dir, stem);
+        if (ok && segc_coco_results_begin(&w, out_path, err, errlen)) {
+            if (segc_coco_results_add(&w, &g, &d, &zero, err, errlen)) ok = segc_coco_results_end(&w, err, errlen);
+            else segc_coco_results_abort(&w), ok = false;
+        } else
+            ok = false;
+        free(cats);
+    }
+    if (ok && im.dtype == SEGC_U8) {   /* DIR/<stem>_det.png */
+        segc_image rgb;
+        ok = segc_image_alloc(&rgb, im.h, im.w, 3, SEGC_U8);
+        if (ok) {
+            const uint8_t *p = im.data;
+            uint8_t *q = rgb.data;
+            for (int64_t i = 0; i < (int64_t)im.h * im.w; i++)
+                for (int c = 0; c < 3; c++) q[3 * i + c] = p[i * im.c + (im.c == 3 ? c : 0)];
+            segc_draw_detections(&rgb, d.det, d.off[1], names, m->num_classes, palette, min_score);
+            snprintf(out_path, sizeof out_path, "%s/%s_det.png", out_dir, stem);
+            ok = segc_png_write(out_path, &rgb, NULL, 0, err, errlen);
+            segc_image_free(&rgb);
+        } else
+            snprintf(err, errlen, "%s: out of memory", path);
+    }
+    segc_detections_free(&d);
+    segc_image_free(&im);
+    return ok;
+}
+
+bool segc_predict_detect_paths(segc_ctx *ctx, segc_model *m, const char *const *inputs, int n_inputs,
+                               const char *out_dir, const segc_predict_opts *o, const segc_detect_opts *dopts,
+                               const int64_t *cat_ids, const char *const *class_names, float min_score,
+                               int *n_written, char *err, size_t errlen) {
+    if (n_written) *n_written = 0;
+    if (!m || m->family->task != SEGC_TASK_DETECTION)
+        return segc_errorf(err, errlen, "predict: the model is not a detection model");
+    if (o->dtype != SEGC_F32 && o->dtype != SEGC_BF16)
+        return segc_errorf(err, errlen, "predict: dtype must be f32 or bf16, found %s", segc_dtype_name(o->dtype));
+    if (o->pipeline && !segc_pipeline_validate(o->pipeline, err, errlen)) return false;
+    segc_detect_opts dflt;
+    segc_detect_opts_default(&dflt);
+    char **paths;
+    int n;
+    if (!segc_predict_list_inputs(inputs, n_inputs, &paths, &n, err, errlen)) return false;
+    if (!segc_predict_make_dirs(out_dir, err, errlen)) {
+        segc_predict_free_list(paths, n);
+        return false;
+    }
+    uint8_t palette[256 * 3];
+    segc_predict_default_palette(palette, 256);
+    if (o->palette) memcpy(palette, o->palette, 3 * (size_t)(o->n_colors < 256 ? o->n_colors : 256));
+    segc_arena scratch;
+    segc_arena_init(&scratch, 0);
+    bool ok = true, sg = ctx->grad_enabled, st = ctx->training;
+    ctx->grad_enabled = false, ctx->training = false;
+    for (int i = 0; i < n && ok; i++) {
+        segc_ctx_step_begin(ctx);
+        segc_clear_error(ctx);
+        double t0 = segc_now_s();
+        ok = detect_one(ctx, m, paths[i], i, out_dir, o, dopts ? dopts : &dflt, cat_ids, class_names, palette,
+                        min_score, &scratch, err, errlen);
+        if (ok && n_written) (*n_written)++;
+        if (ok && !o->quiet)
+            fprintf(stderr, "predict: [%d/%d] %s (%.0f ms)\n", i + 1, n, paths[i], 1e3 * (segc_now_s() - t0));
+    }
+    ctx->grad_enabled = sg, ctx->training = st;
+    segc_arena_free(&scratch);
+    segc_predict_free_list(paths, n);
+    return ok;
+}

@@ -143,3 +143,10 @@ char *det_result_json(const segc_eval_result *r, const char *const *class_names)
     cJSON_Delete(root);
     return s;
 }
+
+bool segc_evaluator_add_results_file(segc_evaluator *e, const char *path, bool skip_bad, int64_t *n_read,
+                                     int64_t *n_skipped, char *err, size_t errlen) {
+    segc_coco_eval *d = det_of(e);
+    if (!d) return snprintf(err, errlen, "%s: results files need a detection evaluator", path), false;
+    return segc_coco_results_read(d, path, skip_bad, n_read, n_skipped, err, errlen);
+}

@@ -395,6 +395,8 @@ bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, 
     return segc_coco_eval_add_detections(e->det, d, image_index, err, errlen);
 }
 
+segc_coco_eval *det_of(segc_evaluator *e) { return e ? e->det : NULL; }
+
 const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e) {
     return e && e->det ? segc_coco_eval_gt(e->det) : NULL;
 }

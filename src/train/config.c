@@ -71,6 +71,8 @@ static const field schema[] = {
     FD("data.fg_prob", data.fg_prob, "nnunet: probability of a foreground-centred crop"),
     FI("data.fold", data.fold, "k-fold: the validation fold (0..num_folds-1)"),
     FI("data.num_folds", data.num_folds, "k-fold splits of the training cases (0: off)"),
+    FB("data.skip_bad", data.skip_bad, "COCO: boxes outside the image / of zero area, unknown categories or images in "
+                                       "annotations and results files are warned about, counted and skipped (false: an error)"),
     FS("test.mode", test.mode, "whole|slide", "inference mode"),
     FIS("test.crop_size", test.crop_size, 2, "slide window (h, w)"),
     FIS("test.stride", test.stride, 2, "slide stride (h, w)"),

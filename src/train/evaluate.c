@@ -27,6 +27,7 @@ segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, 
     }
     o.fold = c->data.fold;
     o.num_folds = c->data.num_folds;
+    o.skip_bad = c->data.skip_bad;
     return segc_dataset_open(c->data.dataset, root, split ? split : c->data.train_split, &o, err, errlen);
 }
 
