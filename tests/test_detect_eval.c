@@ -15,9 +15,11 @@
 #include <cjson/cJSON.h>
 
 #include "common/harness.h"
+#include "segc/image_io.h"
 #include "segc/coco_eval.h"
 #include "segc/predict.h"
 #include "segc/task.h"
+#include "segc/trainer.h"
 
 static segc_dataset *g_ds;
 static segc_coco_gt g_gt;
@@ -140,10 +142,43 @@ static void test_eval_loop(void **state) {
         assert_int_equal(kept[i].pred.c, 3);
         assert_int_equal(kept[i].gt.h, kept[i].img.h);
         assert_true(memcmp(kept[i].gt.data, kept[i].img.data, (size_t)kept[i].img.h * kept[i].img.w * 3) != 0);
-        segc_eval_sample_free(&kept[i]);
     }
     segc_eval_result r;
     if (!segc_evaluator_result(ev, &r, err, sizeof err)) fail_msg("%s", err);
+    /* the HTML report: COCO numbers, drawn validation images, the bbox_mAP curve from metrics.jsonl */
+    {
+        char dir[64], p[128];
+        snprintf(dir, sizeof dir, "/tmp/segc_detrep_%d", (int)getpid());
+        assert_int_equal(mkdir(dir, 0755), 0);
+        snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+        FILE *jf = fopen(p, "w");
+        char *js0 = segc_eval_result_json(&r, NULL);
+        fprintf(jf, "{\"iter\":10,\"loss\":2.0}\n{\"iter\":10,\"eval\":%s}\n{\"iter\":20,\"eval\":%s}\n", js0, js0);
+        fclose(jf);
+        free(js0);
+        segc_report rep = {.title = "det", .status = "done", .metrics = &r.pixel, .primary = r.primary,
+                           .samples = kept, .n_samples = 2, .n_classes = 80, .split = "val2017", .eval_images = 79};
+        segc_report_set_extras(&rep, &r);
+        assert_int_equal(rep.n_extra, 6);
+        assert_string_equal(rep.extra_names[0], "bbox_mAP");
+        if (!segc_report_write(dir, &rep, err, sizeof err)) fail_msg("%s", err);
+        snprintf(p, sizeof p, "%s/report.html", dir);
+        void *html = NULL;
+        size_t hl = 0;
+        assert_true(segc_read_file(p, &html, &hl, err, sizeof err));
+        html = realloc(html, hl + 1);
+        ((char *)html)[hl] = 0;
+        assert_non_null(strstr(html, "bbox_mAP <b>"));
+        assert_non_null(strstr(html, "validation bbox_mAP"));
+        assert_non_null(strstr(html, "data:image/png;base64"));
+        assert_null(strstr(html, "mIoU"));
+        free(html);
+        unlink(p);
+        snprintf(p, sizeof p, "%s/metrics.jsonl", dir);
+        unlink(p);
+        rmdir(dir);
+    }
+    for (int i = 0; i < 2; i++) segc_eval_sample_free(&kept[i]);
     double want[SEGC_COCO_N_STATS];
     direct_stats(want);
     for (int i = 0; i < SEGC_COCO_N_STATS; i++) {

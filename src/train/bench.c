@@ -98,7 +98,16 @@ typedef struct bench_run {
     segc_dataset *ds;            /* what the loader reads */
     int64_t step;                /* bench step number (profiling window) */
     double wait_s;
+    /* detection models: synthetic boxes per image (BENCH_DET_BOXES each), or the loader batch's */
+    bool det;
+    int *nb;
+    float **bx;
+    int32_t **bl;
+    uint8_t **bc;
+    const segc_batch *cur;
 } bench_run;
+
+#define BENCH_DET_BOXES 4
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -125,7 +134,11 @@ static bool next_batch(bench_run *r, const float **img, const uint8_t **lab, int
     r->wait_s += segc_now_s() - t0;
     segc_prof_end(&sp, 0);
     if (!b) return segc_errorf(err, errlen, "bench: %s", e2);
-    if (b->c != r->C || b->h != r->H || b->w != r->W || b->label_h != r->H || b->label_w != r->W)
+    r->cur = b;
+    if (r->det && (b->c != r->C || b->h != r->H || b->w != r->W))
+        return segc_errorf(err, errlen, "bench: the data pipeline gives %dx%dx%d batches, expected %dx%dx%d (data.crop_size)",
+                           b->c, b->h, b->w, r->C, r->H, r->W);
+    if (!r->det && (b->c != r->C || b->h != r->H || b->w != r->W || b->label_h != r->H || b->label_w != r->W))
         return segc_errorf(err, errlen, "bench: the data pipeline gives %dx%dx%d batches with %dx%d labels, expected "
                            "%dx%dx%d (data.crop_size)", b->c, b->h, b->w, b->label_h, b->label_w, r->C, r->H, r->W);
     *img = b->images;
@@ -154,6 +167,12 @@ static bool train_step(bench_run *r, double *t_s, char *err, size_t errlen) {
     segc_set_grad_enabled(ctx, true);
     segc_model_out out = {0};
     segc_targets t = {.labels = segc_tensor_wrap(ctx, SEGC_U8, 3, (int64_t[]){n, r->H, r->W}, (void *)lab), .ignore_index = 255};
+    if (r->det) {   /* detection targets: boxes in pixels of the input */
+        const bool real = r->loader && r->cur;
+        t = (segc_targets){.ignore_index = 255, .n_images = n, .n_boxes = real ? r->cur->n_boxes : r->nb,
+                           .boxes = real ? r->cur->boxes : r->bx, .box_labels = real ? r->cur->box_labels : r->bl,
+                           .box_crowd = real ? r->cur->box_crowd : r->bc, .img_h = r->H, .img_w = r->W};
+    }
     segc_tensor *loss = NULL;
     if (segc_model_forward(ctx, r->m, input(r, img, n), &out)) loss = segc_model_loss(ctx, r->m, &out, &t);
     segc_params_zero_grad(&r->m->params);
@@ -176,6 +195,18 @@ static bool infer_step(bench_run *r, int n, double *t_s, char *err, size_t errle
     segc_model_out out = {0};
     if (!segc_model_forward(ctx, r->m, input(r, r->img, n), &out))
         return segc_errorf(err, errlen, "bench: inference (batch %d): %s", n, segc_last_error(ctx));
+    if (r->det) {   /* detection inference includes decode + NMS (the family's detect hook) */
+        segc_detect_opts dopt;
+        segc_detect_opts_default(&dopt);
+        segc_detections d = {0};
+        int *hw = segc_arena_alloc(&ctx->arena, 2 * (size_t)n * sizeof *hw);
+        for (int i = 0; i < n; i++) hw[i] = r->H, hw[n + i] = r->W;
+        segc_prof_span sp = segc_prof_begin("detect", SEGC_PROF_EVAL);
+        bool ok = segc_model_detect(ctx, r->m, &out, r->H, r->W, hw, hw + n, &dopt, &d);
+        segc_prof_end(&sp, 0);
+        segc_detections_free(&d);
+        if (!ok) return segc_errorf(err, errlen, "bench: detect (batch %d): %s", n, segc_last_error(ctx));
+    }
     *t_s = segc_now_s() - t0;
     return true;
 }
@@ -247,6 +278,30 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
     segc_rng_init(&rng, (uint64_t)c->train.seed + 1);
     segc_rng_fill_normal(&rng, r->img, npix * r->C, 0, 1);   /* what Normalize produces */
     for (int64_t i = 0; i < npix; i++) r->lab[i] = (uint8_t)(segc_rng_u32(&rng) % (uint32_t)r->K);
+    r->det = r->m->family->task == SEGC_TASK_DETECTION;
+    if (r->det) {   /* BENCH_DET_BOXES random boxes per image, at least 1/8 of the input on each side */
+        r->nb = malloc((size_t)r->B * sizeof *r->nb);
+        r->bx = calloc((size_t)r->B, sizeof *r->bx);
+        r->bl = calloc((size_t)r->B, sizeof *r->bl);
+        r->bc = calloc((size_t)r->B, sizeof *r->bc);
+        if (!r->nb || !r->bx || !r->bl || !r->bc) { if (ds) segc_dataset_close(ds); return segc_errorf(err, errlen, "bench: out of memory"); }
+        for (int i = 0; i < r->B; i++) {
+            r->nb[i] = BENCH_DET_BOXES;
+            r->bx[i] = malloc(4 * BENCH_DET_BOXES * sizeof(float));
+            r->bl[i] = malloc(BENCH_DET_BOXES * sizeof(int32_t));
+            r->bc[i] = calloc(BENCH_DET_BOXES, 1);
+            if (!r->bx[i] || !r->bl[i] || !r->bc[i]) { if (ds) segc_dataset_close(ds); return segc_errorf(err, errlen, "bench: out of memory"); }
+            for (int q = 0; q < BENCH_DET_BOXES; q++) {
+                float u[4];
+                for (int z = 0; z < 4; z++) u[z] = (float)(segc_rng_u32(&rng) >> 8) / 16777216.f;
+                float bw = r->W * (0.125f + 0.5f * u[2]), bh = r->H * (0.125f + 0.5f * u[3]);
+                float x0 = (r->W - bw) * u[0], y0 = (r->H - bh) * u[1];
+                float *b = r->bx[i] + 4 * q;
+                b[0] = x0, b[1] = y0, b[2] = x0 + bw, b[3] = y0 + bh;
+                r->bl[i][q] = (int32_t)(segc_rng_u32(&rng) % (uint32_t)r->K);
+            }
+        }
+    }
     if (r->o->real && r->o->train) {
         segc_pipeline pipe;
         segc_config_train_pipeline(c, &pipe);
@@ -275,6 +330,12 @@ static void bench_free(bench_run *r) {
     if (r->m) segc_model_free(r->m);
     free(r->img);
     free(r->lab);
+    for (int i = 0; r->nb && i < r->B; i++) {
+        if (r->bx) free(r->bx[i]);
+        if (r->bl) free(r->bl[i]);
+        if (r->bc) free(r->bc[i]);
+    }
+    free(r->nb), free(r->bx), free(r->bl), free(r->bc);
 }
 
 static void note(const segc_bench_opts *o, const char *what, double ms, double img_s) {

@@ -50,7 +50,7 @@ static const field schema[] = {
     FI("model.num_classes", model.num_classes, "classes (0: the dataset's)"),
     FI("model.in_channels", model.in_channels, "input channels (0: the dataset's)"),
     FS("model.pretrained", model.pretrained, NULL, "safetensors loaded non-strictly before training"),
-    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder|brats|msd", "dataset layout"),
+    FS("data.dataset", data.dataset, "camvid|ade20k|cityscapes|voc|folder|coco|brats|msd", "dataset layout"),
     FS("data.root", data.root, NULL, "dataset root (relative: $SEGC_DATA/<last component> is tried first)"),
     FS("data.train_split", data.train_split, NULL, "training split"),
     FS("data.val_split", data.val_split, NULL, "validation split (periodic evaluation)"),
