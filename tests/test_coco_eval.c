@@ -141,6 +141,19 @@ static void test_merge(void **state) {
     assert_memory_equal(one, ab, sizeof one);
     assert_memory_equal(one, ba, sizeof one);
     EXPECT_FAIL(segc_coco_eval_merge(a, a, err, sizeof err), err, "itself");
+    /* across processes: rank b's detections packed, sent, unpacked after rank a's */
+    double *buf = NULL, from_packed[SEGC_COCO_N_STATS];
+    segc_coco_eval *c = new_eval(gt);
+    add_results(c, res, 2, 0);
+    int64_t np = segc_coco_eval_pack(b, &buf);
+    assert_true(np > 0);
+    assert_true(segc_coco_eval_unpack(c, buf, np, err, sizeof err));
+    run(c, from_packed);
+    assert_memory_equal(one, from_packed, sizeof one);
+    buf[0] = 79;
+    EXPECT_FAIL(segc_coco_eval_unpack(c, buf, 1, err, sizeof err), err, "out of range");
+    free(buf);
+    segc_coco_eval_free(c);
     segc_coco_eval_free(e), segc_coco_eval_free(a), segc_coco_eval_free(b);
     segc_coco_eval_free(a2), segc_coco_eval_free(b2);
 }

@@ -81,6 +81,15 @@ int64_t segc_coco_eval_n_detections(const segc_coco_eval *e);
  * result merged in any order. */
 bool segc_coco_eval_merge(segc_coco_eval *dst, const segc_coco_eval *src, char *err, size_t errlen);
 
+/* Detections as a flat array for sending between processes (MPI ranks):
+ * SEGC_COCO_PACKED doubles per detection (image index, label, x, y, w, h,
+ * score), in the order added; *out is malloc'd (NULL when there are none).
+ * Returns the number of detections, -1 on OOM. unpack appends them to e
+ * (as segc_coco_eval_add, so bad values fail the same way). */
+#define SEGC_COCO_PACKED 7
+int64_t segc_coco_eval_pack(const segc_coco_eval *e, double **out);
+bool segc_coco_eval_unpack(segc_coco_eval *e, const double *packed, int64_t n, char *err, size_t errlen);
+
 typedef struct segc_coco_summary {
     double stats[SEGC_COCO_N_STATS];   /* pycocotools' COCOeval.stats (-1: undefined) */
     double *class_ap;                  /* n_classes: AP@[.5:.95] of each category (-1: undefined) */

@@ -107,6 +107,9 @@ bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, 
  * fail with the file and entry named, or with skip_bad are warned about, counted and skipped). */
 bool segc_evaluator_add_results_file(segc_evaluator *e, const char *path, bool skip_bad, int64_t *n_read,
                                      int64_t *n_skipped, char *err, size_t errlen);
+/* The detection evaluator's COCO state (NULL for segmentation): coco_eval.h's pack / unpack move
+ * its detections between processes (merge them in rank order). */
+struct segc_coco_eval *segc_evaluator_coco_eval(segc_evaluator *e);
 /* The detection evaluator's COCO ground truth (NULL for segmentation). */
 const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e);
 

@@ -242,6 +242,35 @@ bool segc_coco_eval_merge(segc_coco_eval *dst, const segc_coco_eval *src, char *
     return true;
 }
 
+int64_t segc_coco_eval_pack(const segc_coco_eval *e, double **out) {
+    *out = NULL;
+    if (!e->n) return 0;
+    double *p = malloc((size_t)e->n * SEGC_COCO_PACKED * sizeof *p);
+    if (!p) return -1;
+    for (int64_t j = 0; j < e->n; j++) {
+        const cdet *d = &e->d[j];
+        double *q = p + j * SEGC_COCO_PACKED;
+        q[0] = (double)d->img, q[1] = d->label, q[2] = d->b[0], q[3] = d->b[1], q[4] = d->b[2], q[5] = d->b[3];
+        q[6] = d->score;
+    }
+    *out = p;
+    return e->n;
+}
+
+bool segc_coco_eval_unpack(segc_coco_eval *e, const double *packed, int64_t n, char *err, size_t errlen) {
+    for (int64_t j = 0; j < n; j++) {
+        const double *q = packed + j * SEGC_COCO_PACKED;
+        if (!(q[0] >= 0 && q[0] < (double)e->gt.n_images && q[0] == floor(q[0])) ||
+            !(q[1] >= 0 && q[1] < e->gt.n_classes && q[1] == floor(q[1]))) {
+            snprintf(err, errlen, "coco_eval unpack: detection %lld has image index %g / label %g out of range",
+                     (long long)j, q[0], q[1]);
+            return false;
+        }
+        if (!segc_coco_eval_add(e, (int64_t)q[0], (int32_t)q[1], q + 2, q[6], err, errlen)) return false;
+    }
+    return true;
+}
+
 /* ---- evaluation ---- */
 
 static int cmp_det_group(const void *a, const void *b) {

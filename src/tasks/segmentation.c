@@ -396,6 +396,7 @@ bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, 
 }
 
 segc_coco_eval *det_of(segc_evaluator *e) { return e ? e->det : NULL; }
+struct segc_coco_eval *segc_evaluator_coco_eval(segc_evaluator *e) { return det_of(e); }
 
 const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e) {
     return e && e->det ? segc_coco_eval_gt(e->det) : NULL;
