@@ -23,7 +23,14 @@
  *     AP, AP50, AP75, APs, APm, APl (maxDets 100), AR1, AR10, AR100, ARs,
  *     ARm, ARl (maxDets 100).
  * A detection whose image has no ground truth annotation still counts as a
- * false positive for its category (pycocotools does the same). */
+ * false positive for its category (pycocotools does the same).
+ *
+ * Images evaluated: with segc_coco_eval_add only (results files), every
+ * ground-truth image; once segc_coco_eval_add_detections has named images
+ * (the evaluation loop: also images without detections), only those
+ * (pycocotools' params.imgIds), so a partial pass (train.val_max_samples, a
+ * rank before merging) is scored on its own images; merge and unpack carry
+ * the named images along. */
 #ifndef SEGC_COCO_EVAL_H
 #define SEGC_COCO_EVAL_H
 #include <stdbool.h>
@@ -82,9 +89,10 @@ int64_t segc_coco_eval_n_detections(const segc_coco_eval *e);
 bool segc_coco_eval_merge(segc_coco_eval *dst, const segc_coco_eval *src, char *err, size_t errlen);
 
 /* Detections as a flat array for sending between processes (MPI ranks):
- * SEGC_COCO_PACKED doubles per detection (image index, label, x, y, w, h,
- * score), in the order added; *out is malloc'd (NULL when there are none).
- * Returns the number of detections, -1 on OOM. unpack appends them to e
+ * SEGC_COCO_PACKED doubles per record: first one (image index, -1, 0...)
+ * per image named by add_detections, then per detection (image index,
+ * label, x, y, w, h, score) in the order added; *out is malloc'd (NULL when
+ * there are none). Returns the number of records, -1 on OOM. unpack appends them to e
  * (as segc_coco_eval_add, so bad values fail the same way). */
 #define SEGC_COCO_PACKED 7
 int64_t segc_coco_eval_pack(const segc_coco_eval *e, double **out);

@@ -32,6 +32,8 @@ struct segc_coco_eval {
     int64_t *gstart;          /* (n_images * K + 1) offsets of the annotations sorted by (image, label, file order) */
     int64_t *gorder;          /* annotation indices in that order */
     int64_t *img_order;       /* image indices by increasing image id (pycocotools' imgIds) */
+    uint8_t *seen;            /* images named by add_detections / merged / unpacked */
+    int64_t n_seen;           /* 0: evaluate every image */
     cdet *d;
     int64_t n, cap, next_seq;
 };
@@ -71,11 +73,19 @@ void segc_coco_eval_free(segc_coco_eval *e) {
     free(e->gstart);
     free(e->gorder);
     free(e->img_order);
+    free(e->seen);
     free(e->d);
     free(e);
 }
 
-void segc_coco_eval_reset(segc_coco_eval *e) { e->n = 0, e->next_seq = 0; }
+void segc_coco_eval_reset(segc_coco_eval *e) {
+    e->n = 0, e->next_seq = 0, e->n_seen = 0;
+    memset(e->seen, 0, (size_t)(e->gt.n_images ? e->gt.n_images : 1));
+}
+
+static void mark_seen(segc_coco_eval *e, int64_t img) {
+    if (img >= 0 && img < e->gt.n_images && !e->seen[img]) e->seen[img] = 1, e->n_seen++;
+}
 const segc_coco_gt *segc_coco_eval_gt(const segc_coco_eval *e) { return &e->gt; }
 int64_t segc_coco_eval_n_detections(const segc_coco_eval *e) { return e->n; }
 
@@ -143,7 +153,8 @@ segc_coco_eval *segc_coco_eval_new(const segc_coco_gt *g, char *err, size_t errl
     }
     /* duplicate image ids would make the image order ambiguous */
     e->img_order = malloc((size_t)(ni ? ni : 1) * sizeof *e->img_order);
-    if (!e->img_order) goto oom;
+    e->seen = calloc((size_t)(ni ? ni : 1), 1);
+    if (!e->img_order || !e->seen) goto oom;
     for (int64_t i = 0; i < ni; i++) e->img_order[i] = i;
     sort_ctx_ids = e->gt.image_ids;
     qsort(e->img_order, (size_t)ni, sizeof *e->img_order, cmp_by_id);
@@ -207,12 +218,20 @@ bool segc_coco_eval_add_detections(segc_coco_eval *e, const segc_detections *d, 
         return false;
     }
     for (int i = 0; i < d->n_images; i++)
+        if (image_index[i] < 0 || image_index[i] >= e->gt.n_images) {
+            snprintf(err, errlen, "coco_eval: detections of image index %lld outside 0..%lld", (long long)image_index[i],
+                     (long long)e->gt.n_images - 1);
+            return false;
+        }
+    for (int i = 0; i < d->n_images; i++) {
+        mark_seen(e, image_index[i]);
         for (int64_t j = d->off[i]; j < d->off[i + 1]; j++) {
             const segc_detection *x = &d->det[j];
             double b[4] = {x->box[0], x->box[1], (double)x->box[2] - (double)x->box[0],
                            (double)x->box[3] - (double)x->box[1]};
             if (!segc_coco_eval_add(e, image_index[i], x->label, b, x->score, err, errlen)) return false;
         }
+    }
     return true;
 }
 
@@ -239,34 +258,41 @@ bool segc_coco_eval_merge(segc_coco_eval *dst, const segc_coco_eval *src, char *
         dst->d[dst->n] = src->d[j];
         dst->d[dst->n++].seq = dst->next_seq++;
     }
+    for (int64_t i = 0; i < src->gt.n_images; i++)
+        if (src->seen[i]) mark_seen(dst, i);
     return true;
 }
 
 int64_t segc_coco_eval_pack(const segc_coco_eval *e, double **out) {
     *out = NULL;
-    if (!e->n) return 0;
-    double *p = malloc((size_t)e->n * SEGC_COCO_PACKED * sizeof *p);
+    const int64_t total = e->n_seen + e->n;
+    if (!total) return 0;
+    double *p = calloc((size_t)total * SEGC_COCO_PACKED, sizeof *p);
     if (!p) return -1;
+    int64_t r = 0;
+    for (int64_t i = 0; i < e->gt.n_images; i++)   /* the images named by add_detections: label -1 */
+        if (e->seen[i]) p[r * SEGC_COCO_PACKED] = (double)i, p[r * SEGC_COCO_PACKED + 1] = -1, r++;
     for (int64_t j = 0; j < e->n; j++) {
         const cdet *d = &e->d[j];
-        double *q = p + j * SEGC_COCO_PACKED;
+        double *q = p + (r + j) * SEGC_COCO_PACKED;
         q[0] = (double)d->img, q[1] = d->label, q[2] = d->b[0], q[3] = d->b[1], q[4] = d->b[2], q[5] = d->b[3];
         q[6] = d->score;
     }
     *out = p;
-    return e->n;
+    return total;
 }
 
 bool segc_coco_eval_unpack(segc_coco_eval *e, const double *packed, int64_t n, char *err, size_t errlen) {
     for (int64_t j = 0; j < n; j++) {
         const double *q = packed + j * SEGC_COCO_PACKED;
         if (!(q[0] >= 0 && q[0] < (double)e->gt.n_images && q[0] == floor(q[0])) ||
-            !(q[1] >= 0 && q[1] < e->gt.n_classes && q[1] == floor(q[1]))) {
+            !(q[1] >= -1 && q[1] < e->gt.n_classes && q[1] == floor(q[1]))) {
             snprintf(err, errlen, "coco_eval unpack: detection %lld has image index %g / label %g out of range",
                      (long long)j, q[0], q[1]);
             return false;
         }
-        if (!segc_coco_eval_add(e, (int64_t)q[0], (int32_t)q[1], q + 2, q[6], err, errlen)) return false;
+        if (q[1] == -1) mark_seen(e, (int64_t)q[0]);
+        else if (!segc_coco_eval_add(e, (int64_t)q[0], (int32_t)q[1], q + 2, q[6], err, errlen)) return false;
     }
     return true;
 }
@@ -483,6 +509,7 @@ bool segc_coco_eval_run(const segc_coco_eval *e, segc_coco_summary *s, char *err
         for (int a = 0; a < N_A; a++) buf[a].n = 0, buf[a].npig = 0;
         for (int64_t ii = 0; ok && ii < ni; ii++) {
             const int64_t i = e->img_order[ii], c = i * K + k;
+            if (e->n_seen && !e->seen[i]) continue;   /* pycocotools' params.imgIds: the images evaluated */
             const int G = (int)(e->gstart[c + 1] - e->gstart[c]);
             const int64_t Dall = dstart[c + 1] - dstart[c];
             if (G == 0 && Dall == 0) continue;
@@ -542,7 +569,7 @@ bool segc_coco_eval_run(const segc_coco_eval *e, segc_coco_summary *s, char *err
             s->class_ap[k] = cnt ? sum / (double)cnt : -1;
         }
         s->n_classes = K;
-        s->n_images = ni;
+        s->n_images = e->n_seen ? e->n_seen : ni;
         s->n_dets = e->n;
     } else
         snprintf(err, errlen, "coco_eval: out of memory evaluating %lld detections", (long long)e->n);
