@@ -391,9 +391,11 @@ static bool eval_img(const segc_coco_eval *e, const int64_t *ga, int G, const cd
         if (w->gig[j]) w->gs[q++] = j;
     if (!acc_reserve(b, D)) return false;
     memset(w->gtm, 0, (size_t)(N_T * G));
-    uint8_t *tp = b->tp + b->n * N_T, *ig = b->ig + b->n * N_T;
-    memset(tp, 0, (size_t)D * N_T);
-    memset(ig, 0, (size_t)D * N_T);
+    uint8_t *tp = D > 0 ? b->tp + b->n * N_T : NULL, *ig = D > 0 ? b->ig + b->n * N_T : NULL;
+    if (D > 0) {   /* (the buffers are NULL until the first detection) */
+        memset(tp, 0, (size_t)D * N_T);
+        memset(ig, 0, (size_t)D * N_T);
+    }
     for (int t = 0; t < N_T && G > 0; t++) {
         uint8_t *gtm = w->gtm + t * G;
         for (int d = 0; d < D; d++) {
@@ -453,7 +455,7 @@ static bool accumulate(const acc_buf *b, int K, int k, int a, int m, const doubl
     for (int64_t j = 0; j < b->n; j++)
         if (b->pos[j] < max_dets[m]) w->sel[nd++] = j;
     sort_scores = b->score;
-    qsort(w->sel, (size_t)nd, sizeof *w->sel, cmp_sel);
+    if (nd > 1) qsort(w->sel, (size_t)nd, sizeof *w->sel, cmp_sel);
     for (int t = 0; t < N_T; t++) {
         double tps = 0, fps = 0;
         for (int64_t q = 0; q < nd; q++) {
