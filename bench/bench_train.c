@@ -23,7 +23,7 @@ int main(int argc, char **argv) {
     int reps = argc > (train ? 6 : 5) ? atoi(argv[train ? 6 : 5]) : (train ? 3 : 5);
     segc_dtype dt = !strcmp(dts, "bf16") ? SEGC_BF16 : SEGC_F32;
     /* through the model registry, as `segc train` builds it */
-    segc_model_spec spec = {"segformer", "b0", 150, 3, NULL, 0};
+    segc_model_spec spec = {"segformer", "b0", 150, 3, NULL, 0, NULL};
     char err[256];
     segc_model *m = segc_model_new(&spec, err, sizeof err);
     if (!m) { fprintf(stderr, "bench_train: %s\n", err); return 1; }

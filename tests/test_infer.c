@@ -418,7 +418,7 @@ static void test_errors(void **state) {
 /* The real model through the registry: logits [N, K, H/4, W/4] resized to the input, slide + TTA run. */
 static void test_segformer_adapter(void **state) {
     char err[256];
-    segc_model_spec spec = {"segformer", "b0", 5, 3, NULL, 0};
+    segc_model_spec spec = {"segformer", "b0", 5, 3, NULL, 0, NULL};
     segc_model *net = segc_model_new(&spec, err, sizeof err);
     if (!net) fail_msg("%s", err);
     segc_model_init(net, 11);

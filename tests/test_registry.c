@@ -140,7 +140,7 @@ static void test_checkpoint_of_another_family(void **state) {
 
 static void test_spec_errors(void **state) {
     char err[512];
-    segc_model_spec s = {"segformer", "b0", 5, 3, NULL, 0};
+    segc_model_spec s = {"segformer", "b0", 5, 3, NULL, 0, NULL};
     segc_model_opt bad[2] = {{"depths", "[1, 1, 1]"}, {"heads", "[1, 1, 1, 1]"}};
     s.opts = bad;
     s.n_opts = 2;

@@ -309,7 +309,7 @@ static void test_bad_input(void **state) {
     segc_ctx_free(ctx);
     segc_segmenter_free(m);
     char err[512];
-    segc_model_spec s = {"segmenter", "vit-h", 5, 3, NULL, 0};
+    segc_model_spec s = {"segmenter", "vit-h", 5, 3, NULL, 0, NULL};
     assert_null(segc_model_new(&s, err, sizeof err));
     if (!strstr(err, "vit-t|vit-s|vit-b|vit-l")) fail_msg("message: %s", err);
     segc_model_opt bad[] = {{"img_size", "[500, 512]"}};

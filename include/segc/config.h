@@ -24,6 +24,7 @@
  * and overridden as optimizer.paramwise.custom_keys.decode_head.lr_mult=5. */
 #ifndef SEGC_CONFIG_H
 #define SEGC_CONFIG_H
+#include "segc/losses.h"
 #include "segc/model.h"
 #include "segc/optim.h"
 
@@ -73,6 +74,8 @@ typedef struct segc_config {
         double fg_prob;                /* nnunet: probability of a foreground-centred crop */
         int fold, num_folds;           /* k-fold split of the training cases (num_folds 0: off) */
         bool skip_bad;                 /* COCO: bad annotations / results entries warned, counted, skipped */
+        double holdout;                /* fraction of train_split held out as split "holdout" (0: off) */
+        int holdout_fold;              /* which contiguous run is held out (0 .. 1/holdout - 1) */
     } data;
     struct {
         char mode[SEGC_CFG_NAME];      /* whole | slide */
@@ -115,6 +118,7 @@ typedef struct segc_config {
         int report_samples;            /* validation predictions shown in report.html */
         int64_t debug_nan_at;          /* test hook: iteration N's loss reads as NaN (from 1, as logged; -1: off) */
     } train;
+    segc_loss_cfg loss;                /* the `loss` section (losses.h; nothing given: the family's own loss) */
 } segc_config;
 
 /* The built-in defaults (SegFormer-B0 on CamVid-sized crops, AdamW, warmup + poly). */

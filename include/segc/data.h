@@ -59,6 +59,12 @@ typedef struct segc_dataset_opts {
      * category or image id are an error naming the file and the annotation id; with skip_bad they are
      * warned about on stderr, counted and skipped */
     bool skip_bad;
+    /* holding out part of a split (photo datasets; ds_holdout.c): with holdout in (0, 1),
+     * the split's samples (sorted order) lose a contiguous run of round(holdout * n),
+     * starting at holdout_fold * that count (wrapping); holdout_take keeps only that run */
+    double holdout;
+    int holdout_fold;
+    bool holdout_take;
 } segc_dataset_opts;
 
 void segc_dataset_opts_default(segc_dataset_opts *o);

@@ -24,6 +24,7 @@
 #ifndef SEGC_MODEL_H
 #define SEGC_MODEL_H
 #include "segc/detection.h"
+#include "segc/losses.h"
 #include "segc/nn.h"
 
 #ifdef __cplusplus
@@ -63,6 +64,7 @@ typedef struct segc_model_spec {
     int in_channels;           /* validation then skips what depends on it; segc_model_new needs >= 1 */
     const segc_model_opt *opts;
     int n_opts;
+    const segc_loss_cfg *loss; /* the `loss` config section (losses.h); NULL: the family's own loss */
 } segc_model_spec;
 
 /* Outputs of one forward. Segmentation: maps[0] is the main logits map
@@ -133,6 +135,7 @@ struct segc_model {
     int in_channels;
     segc_probs_kind probs;
     void *impl;                 /* the family's model */
+    segc_loss_cfg *loss;        /* copy of spec->loss (NULL: none); the family's loss hook builds from it */
 };
 
 /* ---- registry ---- */

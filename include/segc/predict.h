@@ -100,6 +100,12 @@ typedef struct segc_eval_opts {
     segc_eval_sample *samples;        /* keep entries, evenly spaced over the pass, in order (out) */
     int *n_kept;                      /* (out, may be NULL) */
     bool profile_batches;             /* each batch is a profiler iteration (its index from 1), loader waits as "data" */
+    bool loss;                        /* with model (and forward == segc_model_logits_fn on it): the model's loss in
+                                       * eval mode on each batch (the unaugmented image at the test pipeline's size,
+                                       * labels at theirs) goes to the evaluator (segc_evaluator_add_loss); whole mode
+                                       * without resize reuses the prediction's forward, otherwise one more forward.
+                                       * A loss the model cannot compute there (e.g. an input it only takes in
+                                       * slide windows) adds NaN: the split's loss is then undefined (absent) */
 } segc_eval_opts;
 
 void segc_eval_opts_default(segc_eval_opts *o);

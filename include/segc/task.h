@@ -21,6 +21,8 @@
  *   always:           mIoU, mAcc, aAcc, mDice, IoU.<class>, Acc.<class>
  *   without per_volume: Dice.<class> (split-wide, every class), mDice = their
  *                     NaN-skipping mean (mmseg's mDice); primary default mIoU
+ *   validation loss:  val_loss (the model's training loss in eval mode, mean over
+ *                     images; segc_evaluator_add_loss; NaN / absent from the JSON without it)
  *   with per_volume:  Dice_<region> and Dice.<class> for labels 1..K-1 (means
  *                     over volumes), mDice = mean over regions (over labels
  *                     1..K-1 without regions), and the split-wide Dice as
@@ -113,6 +115,10 @@ struct segc_coco_eval *segc_evaluator_coco_eval(segc_evaluator *e);
 /* The detection evaluator's COCO ground truth (NULL for segmentation). */
 const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e);
 
+/* The validation loss of n_images images (their mean loss): the result's
+ * "val_loss" is the image-weighted mean over every call (and merge); NaN when
+ * none was added. "val_loss" may be the primary metric (lower is better). */
+void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images);
 /* dst += src (same spec); volumes with the same id are combined, so two
  * ranks each adding part of a volume's slices give the one-evaluator result.
  * false + message otherwise. */

@@ -184,6 +184,12 @@ segc_dataset *segc_dataset_open(const char *name, const char *root, const char *
         segc_errorf(err, errlen, "dataset open: image_channels must be 0, 1 or 3, found %d", o->image_channels);
         return NULL;
     }
+    if (o->holdout != 0) {   /* open the whole split, then cut it (ds_holdout.c) */
+        segc_dataset_opts whole = *o;
+        whole.holdout = 0;
+        segc_dataset *ds = segc_dataset_open(name, root, split, &whole, err, errlen);
+        return ds ? ds_apply_holdout(ds, o, err, errlen) : NULL;
+    }
     bool medical = !strcmp(name, "brats") || !strcmp(name, "msd");
     if (o->num_folds != 0 && !medical) {   /* silently ignoring it would evaluate on training data */
         segc_errorf(err, errlen, "%s: data.num_folds %d: k-fold splits are supported for brats and msd only", name,

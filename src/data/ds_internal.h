@@ -119,6 +119,8 @@ segc_dataset *ds_open_ade20k(const char *root, const char *split, const segc_dat
 segc_dataset *ds_open_cityscapes(const char *root, const char *split, const segc_dataset_opts *o, char *err,
                                  size_t n);
 segc_dataset *ds_open_voc(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
+/* holdout (ds_holdout.c): ds reduced to its kept or held-out part; NULL + message (ds closed) */
+segc_dataset *ds_apply_holdout(segc_dataset *ds, const segc_dataset_opts *o, char *err, size_t errlen);
 segc_dataset *ds_open_folder(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
 segc_dataset *ds_open_coco(const char *root, const char *split, const segc_dataset_opts *o, char *err, size_t n);
 /* medical volumes (ds_medical.c): i / v already range-checked */

@@ -2,6 +2,7 @@
  * split (mmseg metrics): the library side of `segc predict` / `segc eval`. */
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +387,35 @@ segc_tensor *segc_predict_labels(segc_ctx *ctx, segc_ctx *work, segc_forward_fn 
     return probs ? segc_model_postprocess(ctx, m, probs) : NULL;
 }
 
+/* Validation loss: a forward that, called on the group's own image tensor (whole mode, no resize), also
+ * computes the model's loss on that output; later calls (flip, other scales, windows) are plain forwards. */
+typedef struct loss_probe {
+    segc_model *m;
+    const segc_tensor *x;
+    segc_tensor *labels;
+    bool done;
+    double value;
+} loss_probe;
+
+/* The loss of out; a loss the model cannot compute here (e.g. labels of another size than a
+ * model's loss accepts) is NaN, which leaves the split's validation loss undefined, not the
+ * evaluation failed. */
+static void probe_loss(segc_ctx *ctx, loss_probe *p, const segc_model_out *out) {
+    segc_targets tg = {.labels = p->labels, .ignore_index = SEGC_IGNORE_INDEX};
+    segc_tensor *l = segc_model_loss(ctx, p->m, out, &tg);
+    p->done = true;
+    p->value = !l ? NAN : l->dtype == SEGC_BF16 ? segc_bf16_to_f32(segc_bf16p(l)[0]) : segc_f32(l)[0];
+    if (!l) segc_clear_error(ctx);
+}
+
+static segc_tensor *probe_forward(segc_ctx *ctx, void *probe, segc_tensor *images) {
+    loss_probe *p = probe;
+    segc_model_out out;
+    if (!segc_model_forward(ctx, p->m, images, &out)) return NULL;
+    if (images == p->x && !p->done) probe_loss(ctx, p, &out);
+    return out.maps[0];
+}
+
 static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_batch *b,
                        int first, int count, const segc_eval_opts *o, const segc_dataset *ds, segc_evaluator *ev,
                        uint8_t **preds) {
@@ -400,8 +430,6 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         f = g;
     }
     segc_tensor *x = image_from_f32(ctx, f, count, b->c, ih, iw, o->dtype);
-    segc_tensor *pred = segc_predict_labels(ctx, work, forward, model, x, lh, lw, o);
-    if (!pred) return false;
     int64_t lshape[3] = {count, lh, lw};
     void *lab = (unsigned char *)b->labels + (size_t)first * b->label_h * b->label_w * les;
     if (lh != b->label_h || lw != b->label_w) {
@@ -414,6 +442,20 @@ static bool eval_group(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, v
         lab = d;
     }
     segc_tensor *lt = segc_tensor_wrap(ctx, b->label_dtype, 3, lshape, lab);
+    const bool want_loss = o->loss && o->model && forward == segc_model_logits_fn && model == (void *)o->model;
+    loss_probe probe = {.m = model, .x = x, .labels = lt};
+    segc_tensor *pred = segc_predict_labels(ctx, work, want_loss ? probe_forward : forward, want_loss ? (void *)&probe : model,
+                                            x, lh, lw, o);
+    if (!pred) return false;
+    if (want_loss && !probe.done) {   /* slide windows / rescaled TTA: one whole-image forward in eval mode */
+        const bool ge = ctx->grad_enabled, tr = ctx->training;
+        ctx->grad_enabled = ctx->training = false;
+        segc_model_out out;
+        if (segc_model_forward(ctx, probe.m, x, &out)) probe_loss(ctx, &probe, &out);
+        else segc_clear_error(ctx), probe.value = NAN;   /* a model that only takes windows of this image */
+        ctx->grad_enabled = ge, ctx->training = tr;
+    }
+    if (want_loss) segc_evaluator_add_loss(ev, probe.value, count);
     int64_t *vol = segc_arena_alloc(&ctx->arena, (size_t)count * sizeof *vol);
     for (int i = 0; i < count; i++) {
         int slice = 0;

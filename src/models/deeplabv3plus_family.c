@@ -86,6 +86,7 @@ typedef struct deeplab_impl {
 static bool deeplab_create(segc_model *m, const segc_model_spec *s, char *err, size_t n) {
     segc_deeplab_config c;
     if (!read_spec(s, &c, err, n)) return false;
+    if (!segc_loss_cfg_check_model(s->loss, "deeplabv3plus", s->num_classes, c.aux_head, err, n)) return false;
     deeplab_impl *im = calloc(1, sizeof *im);
     if (!im) return segc_errorf(err, n, "deeplabv3plus: out of memory");
     im->net = segc_deeplab_new(&c, &m->params, err, n);
@@ -132,7 +133,21 @@ static bool deeplab_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images, s
 }
 
 static segc_tensor *deeplab_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t) {
-    return segc_deeplab_loss(ctx, ((deeplab_impl *)m->impl)->net, out->maps, out->n_maps, t->labels, t->ignore_index);
+    const segc_deeplab *net = ((deeplab_impl *)m->impl)->net;
+    const segc_loss_cfg *lc = m->loss;
+    if (!lc) return segc_deeplab_loss(ctx, net, out->maps, out->n_maps, t->labels, t->ignore_index);
+    /* the `loss` section: loss.decode on the main map, loss.aux on the FCN head's (each absent: mmseg's CE, the
+     * auxiliary one x model.aux_weight) */
+    const bool ac = net->cfg.align_corners;
+    segc_tensor *l = lc->decode.given
+                         ? segc_loss_head_fwd(ctx, lc, &lc->decode, out->maps[0], t->labels, t->ignore_index, ac, true)
+                         : segc_deeplab_loss(ctx, net, out->maps, 1, t->labels, t->ignore_index);
+    if (!l || out->n_maps < 2 || !out->maps[1]) return l;
+    segc_tensor *aux = lc->aux.given
+                           ? segc_loss_head_fwd(ctx, lc, &lc->aux, out->maps[1], t->labels, t->ignore_index, ac, false)
+                           : segc_deeplab_loss(ctx, net, out->maps + 1, 1, t->labels, t->ignore_index);
+    if (aux && !lc->aux.given) aux = segc_mul_scalar(ctx, aux, net->cfg.aux_weight);
+    return aux ? segc_add(ctx, l, aux) : NULL;
 }
 
 const segc_model_family segc_family_deeplabv3plus = {

@@ -192,6 +192,10 @@ bool segc_model_spec_validate(const segc_model_spec *s, char *err, size_t errlen
         }
         if (!segc_model_key_check(k, o->value, err, errlen)) return false;
     }
+    if (s->loss && f->task != SEGC_TASK_SEGMENTATION)
+        return segc_errorf(err, errlen, "loss: the loss section configures segmentation losses; model.type %s is a %s model",
+                           f->type, segc_task_name(f->task));
+    if (s->loss && !segc_loss_cfg_check_model(s->loss, f->type, s->num_classes, true, err, errlen)) return false;
     return !f->validate || f->validate(s, err, errlen);
 }
 
@@ -259,9 +263,15 @@ segc_model *segc_model_new(const segc_model_spec *s, char *err, size_t errlen) {
     m->num_classes = m->num_outputs = s->num_classes;
     m->in_channels = s->in_channels;
     m->probs = SEGC_PROBS_SOFTMAX;
+    if (s->loss) {
+        m->loss = malloc(sizeof *m->loss);
+        if (!m->loss) return free(m), segc_errorf(err, errlen, "model: out of memory"), NULL;
+        *m->loss = *s->loss;
+    }
     segc_params_init(&m->params);
     if (!f->create(m, s, err, errlen)) {
         segc_params_free(&m->params);
+        free(m->loss);
         free(m);
         return NULL;
     }
@@ -276,6 +286,7 @@ void segc_model_free(segc_model *m) {
     if (!m) return;
     if (m->family->destroy) m->family->destroy(m);
     segc_params_free(&m->params);
+    free(m->loss);
     free(m);
 }
 

@@ -43,6 +43,7 @@ static bool segformer_validate(const segc_model_spec *s, char *err, size_t errle
 }
 
 static bool segformer_create(segc_model *m, const segc_model_spec *s, char *err, size_t errlen) {
+    if (!segc_loss_cfg_check_model(s->loss, "segformer", s->num_classes, false, err, errlen)) return false;
     segc_segformer_config mc;
     if (!segc_segformer_preset(&mc, m->variant, s->num_classes))
         return segc_errorf(err, errlen, "model.variant: unknown SegFormer variant '%s' (b0..b5)", m->variant);
@@ -84,6 +85,8 @@ static bool segformer_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images,
 }
 
 static segc_tensor *segformer_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t) {
+    if (m->loss && m->loss->decode.given)   /* the `loss` section; otherwise HF's CE (mean over non-ignored pixels) */
+        return segc_loss_head_fwd(ctx, m->loss, &m->loss->decode, out->maps[0], t->labels, t->ignore_index, false, true);
     return segc_segformer_loss(ctx, out->maps[0], t->labels, t->ignore_index);
 }
 

@@ -83,6 +83,7 @@ static bool segmenter_validate(const segc_model_spec *s, char *err, size_t n) {
 }
 
 static bool segmenter_create(segc_model *m, const segc_model_spec *s, char *err, size_t errlen) {
+    if (!segc_loss_cfg_check_model(s->loss, "segmenter", s->num_classes, false, err, errlen)) return false;
     segc_segmenter_config c;
     if (!read_spec(s, m->variant, &c, err, errlen)) return false;
     c.vit.in_channels = s->in_channels;
@@ -114,6 +115,8 @@ static bool segmenter_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images,
 }
 
 static segc_tensor *segmenter_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t) {
+    if (m->loss && m->loss->decode.given)   /* the `loss` section; otherwise CE over non-ignored pixels */
+        return segc_loss_head_fwd(ctx, m->loss, &m->loss->decode, out->maps[0], t->labels, t->ignore_index, false, true);
     return segc_segmenter_loss(ctx, out->maps[0], t->labels, t->ignore_index);
 }
 

@@ -67,6 +67,12 @@ static bool unet2d_create(segc_model *m, const segc_model_spec *s, char *err, si
     segc_unet2d_config c;
     segc_unet2d_loss_kind loss;
     if (!read_spec(s, &c, &loss, err, n)) return false;
+    if (s->loss && s->loss->aux.given)
+        return segc_errorf(err, n, "loss.aux: unet2d has no auxiliary head (its deep-supervision outputs take loss.decode "
+                           "with nnU-Net's weights)");
+    if (s->loss && loss == SEGC_UNET2D_LOSS_REGIONS)
+        return segc_errorf(err, n, "loss: model.loss=regions (sigmoid region outputs) takes no loss section; use "
+                           "model.loss=dice_ce or remove loss.*");
     unet2d_impl *im = calloc(1, sizeof *im);
     if (!im) return segc_errorf(err, n, "unet2d: out of memory");
     if (m->params.n == 0 && !m->params.finalized) segc_params_init(&m->params);
@@ -101,6 +107,19 @@ static bool unet2d_forward(segc_ctx *ctx, segc_model *m, segc_tensor *images, se
 }
 
 static segc_tensor *unet2d_loss(segc_ctx *ctx, segc_model *m, const segc_model_out *out, const segc_targets *t) {
+    if (m->loss && m->loss->decode.given) {   /* the `loss` section on every output, nnU-Net's deep-supervision weights */
+        double wsum = 0;
+        for (int i = 0; i < out->n_maps; i++) wsum += ldexp(1.0, -i);
+        segc_tensor *total = NULL;
+        for (int i = 0; i < out->n_maps; i++) {
+            segc_tensor *l = segc_loss_head_fwd(ctx, m->loss, &m->loss->decode, out->maps[i], t->labels, t->ignore_index,
+                                                false, i == 0);
+            if (!l) return NULL;
+            if (out->n_maps > 1) l = segc_mul_scalar(ctx, l, (float)(ldexp(1.0, -i) / wsum));
+            total = total ? segc_add(ctx, total, l) : l;
+        }
+        return total;
+    }
     return segc_unet2d_loss(ctx, ((unet2d_impl *)m->impl)->loss, out->maps, out->n_maps, t->labels, t->ignore_index);
 }
 

@@ -34,6 +34,8 @@ struct segc_evaluator {
      * ones (volume_ids NULL: one volume per sample, never combined) */
     vol_list keyed, anon;
     segc_coco_eval *det;     /* detection evaluators: everything is there (detection.c) */
+    double loss_sum;         /* validation loss x images (segc_evaluator_add_loss) */
+    int64_t loss_n;
 };
 
 /* ---- specs ---- */
@@ -84,7 +86,7 @@ static bool spec_names(const segc_eval_spec *s, segc_eval_result *r) {
         for (int j = 0; ok && j < k; j++)
             ok = add_name(r, "pixel_Dice.%s%s", class_label(s->class_names, j, nb, sizeof nb), "");
     }
-    return ok;
+    return ok && add_name(r, "%s%s", "val_loss", "");   /* validation loss (NaN when none was added) */
 }
 
 static int find_name(const segc_eval_result *r, const char *name) {
@@ -219,10 +221,17 @@ oom:
 }
 
 void segc_evaluator_reset(segc_evaluator *e) {
-    if (e->det) return segc_coco_eval_reset(e->det);
+    if (e->det) segc_coco_eval_reset(e->det);
     segc_confusion_reset(&e->conf);
     vols_clear(&e->keyed);
     vols_clear(&e->anon);
+    e->loss_sum = 0;
+    e->loss_n = 0;
+}
+
+void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images) {
+    e->loss_sum += loss * (double)n_images;
+    e->loss_n += n_images;
 }
 
 /* ---- volumes ---- */
@@ -435,6 +444,8 @@ bool segc_evaluator_merge(segc_evaluator *dst, const segc_evaluator *src, char *
         if (!v) goto oom;
         memcpy(v->c, src->anon.v[i].c, 3 * (size_t)ng * sizeof *v->c);
     }
+    dst->loss_sum += src->loss_sum;
+    dst->loss_n += src->loss_n;
     return segc_confusion_merge(&dst->conf, &src->conf, err, errlen);
 oom:
     snprintf(err, errlen, "evaluator_merge: out of memory for volume counts");
@@ -537,6 +548,7 @@ bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *e
         }
     }
     free(px_dice), free(vd);
+    set_value(r, "val_loss", e->loss_n ? e->loss_sum / (double)e->loss_n : NAN);
     r->n_images = e->conf.n_images;
     snprintf(r->primary, sizeof r->primary, "%s", s->primary);
     r->primary_value = segc_eval_result_get(r, r->primary);
@@ -581,7 +593,9 @@ void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *co
     segc_metric_percent_str(c, sizeof c, r->pixel.mAcc);
     segc_metric_percent_str(d, sizeof d, segc_eval_result_get(r, pv ? "pixel_mDice" : "mDice"));
     /* with per-volume results "mDice" is theirs: the split-wide one says so */
-    fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  %s: %s\n", a, b, c, pv ? "pixel_mDice" : "mDice", d);
+    fprintf(out, "aAcc: %s  mIoU: %s  mAcc: %s  %s: %s", a, b, c, pv ? "pixel_mDice" : "mDice", d);
+    if (!isnan(segc_eval_result_get(r, "val_loss"))) fprintf(out, "  val_loss: %.4f", segc_eval_result_get(r, "val_loss"));
+    fputc('\n', out);
     if (pv) {
         /* per-volume: regions, then foreground labels, then their mean */
         int rows = 1;
@@ -643,6 +657,8 @@ char *segc_eval_result_json(const segc_eval_result *r, const char *const *class_
         cJSON_AddItemToObject(root, "pixel_Dice", dice_object(r, class_names, 0, true));
         cJSON_AddItemToObject(root, "n_volumes", cJSON_CreateNumber((double)r->n_volumes));
     }
+    double vl = segc_eval_result_get(r, "val_loss");
+    if (!isnan(vl)) cJSON_AddItemToObject(root, "val_loss", cJSON_CreateNumber(vl));
     cJSON_AddItemToObject(root, "primary", cJSON_CreateString(r->primary));
     s = cJSON_PrintUnformatted(root);
 done:

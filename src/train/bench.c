@@ -261,6 +261,11 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
         if (ds) segc_dataset_close(ds);
         return segc_errorf(err, errlen, "bench: %d classes do not fit the U8 labels", r->K);
     }
+    if (r->m->loss && segc_loss_cfg_needs_auto(r->m->loss)) {   /* class_weight: auto is segc train's; the values */
+        double w[SEGC_LOSS_MAX_CLASSES];                         /* do not change a step's cost: ones here */
+        for (int k = 0; k < r->K; k++) w[k] = 1.0;
+        segc_loss_cfg_fill_auto(r->m->loss, w, r->K);
+    }
     segc_model_init(r->m, (uint64_t)c->train.seed);
     r->C = r->m->in_channels;
     segc_custom_key keys[SEGC_CFG_MAX_CUSTOM_KEYS];

@@ -73,6 +73,8 @@ static const field schema[] = {
     FI("data.num_folds", data.num_folds, "k-fold splits of the training cases (0: off)"),
     FB("data.skip_bad", data.skip_bad, "COCO: boxes outside the image / of zero area, unknown categories or images in "
                                        "annotations and results files are warned about, counted and skipped (false: an error)"),
+    FD("data.holdout", data.holdout, "fraction of train_split held out as split 'holdout' (contiguous frames; 0: off)"),
+    FI("data.holdout_fold", data.holdout_fold, "which contiguous run of train_split is held out (0, 1, ...)"),
     FS("test.mode", test.mode, "whole|slide", "inference mode"),
     FIS("test.crop_size", test.crop_size, 2, "slide window (h, w)"),
     FIS("test.stride", test.stride, 2, "slide stride (h, w)"),
@@ -109,7 +111,7 @@ static const field schema[] = {
     FL("train.seed", train.seed, "seed of init, sampling, augmentation and dropout"),
     FI("train.threads", train.threads, "compute threads (0: OpenMP's default)"),
     FS("train.dtype", train.dtype, "f32|bf16", "compute dtype (bf16: f32 master weights)"),
-    FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ...; empty: the task's)"),
+    FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ..., val_loss: minimised; empty: the task's)"),
     FS("train.work_dir", train.work_dir, NULL, "run directory (empty: runs/NAME)"),
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
     FI("train.report_samples", train.report_samples, "validation predictions in report.html"),
@@ -175,6 +177,7 @@ void segc_config_defaults(segc_config *c) {
     strcpy(c->train.dtype, "f32");
     c->train.report_samples = 6;
     c->train.debug_nan_at = -1;
+    segc_loss_cfg_defaults(&c->loss);
 }
 
 static const char *last_part(const char *k) {
@@ -555,9 +558,51 @@ static bool apply_model_opt(apply_ctx *a, segc_config *c, const char *key, const
     return true;
 }
 
+/* loss.*: flattened to (dotted path, scalar or list of scalars) for losses_config.c */
+static bool is_loss(const char *path) { return !strncmp(path, "loss", 4) && (path[4] == 0 || path[4] == '.'); }
+
+static bool apply_loss(apply_ctx *a, segc_config *c, const char *rel, const yaml_node_t *node) {
+    char w[300], e[512];
+    const char *items[SEGC_LOSS_MAX_CLASSES];
+    int n = 0;
+    if (node->type == YAML_MAPPING_NODE) {
+        if (node->data.mapping.pairs.start == node->data.mapping.pairs.top)
+            return !*rel || segc_loss_cfg_set(&c->loss, rel, NULL, 0, e, sizeof e) ? true
+                   : (where(a, node, w, sizeof w), segc_errorf(a->err, a->errlen, "%s%s", w, e));
+        for (yaml_node_pair_t *pr = node->data.mapping.pairs.start; pr < node->data.mapping.pairs.top; pr++) {
+            yaml_node_t *kn = yaml_document_get_node(a->doc, pr->key), *vn = yaml_document_get_node(a->doc, pr->value);
+            if (!kn || !vn || kn->type != YAML_SCALAR_NODE) return type_error(a, node, "loss", "scalar keys");
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s%s%s", rel, *rel ? "." : "", (const char *)kn->data.scalar.value);
+            if (!apply_loss(a, c, sub, vn)) return false;
+        }
+        return true;
+    }
+    if (node->type == YAML_SCALAR_NODE) {
+        if (!*rel) {
+            if (!is_null(node)) return type_error(a, node, "loss", "a mapping");
+            segc_loss_cfg_defaults(&c->loss);
+            return true;
+        }
+        items[0] = (const char *)node->data.scalar.value;
+        n = -1;
+    } else {
+        for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
+            yaml_node_t *item = yaml_document_get_node(a->doc, *it);
+            if (!item || item->type != YAML_SCALAR_NODE || n == SEGC_LOSS_MAX_CLASSES)
+                return type_error(a, node, *rel ? rel : "loss", "a list of at most 256 scalars");
+            items[n++] = (const char *)item->data.scalar.value;
+        }
+    }
+    if (segc_loss_cfg_set(&c->loss, rel, items, n, e, sizeof e)) return true;
+    where(a, node, w, sizeof w);
+    return segc_errorf(a->err, a->errlen, "%s%s", w, e);
+}
+
 static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yaml_node_t *node) {
     size_t cl = sizeof custom_path - 1;
     if (is_model_opt(path)) return apply_model_opt(a, c, path + 6, node);
+    if (is_loss(path)) return apply_loss(a, c, path[4] ? path + 5 : "", node);
     if (is_custom(path))
         return apply_custom(a, c, path[cl] ? path + cl + 1 : "", node);
     const field *f = *path ? find_field(path) : NULL;
@@ -574,7 +619,8 @@ static bool apply_node(apply_ctx *a, segc_config *c, const char *path, const yam
             char sub[512];
             int len = snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", (const char *)kn->data.scalar.value);
             if (len < 0 || (size_t)len >= sizeof sub) return segc_errorf(a->err, a->errlen, "%s: key too long", a->origin);
-            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub)) return unknown_key(a, sub, kn);
+            if (!is_custom(sub) && !find_field(sub) && !is_section(sub) && !is_model_opt(sub) && !is_loss(sub))
+                return unknown_key(a, sub, kn);
             if (!apply_node(a, c, sub, vn)) return false;
         }
         return true;
@@ -790,7 +836,8 @@ static void emit_model_opts(sbuf *b, const segc_config *c) {
 
 segc_model_spec segc_config_model_spec(const segc_config *c, int num_classes, int in_channels) {
     segc_model_spec s = {c->model.type, c->model.variant, c->model.num_classes ? c->model.num_classes : num_classes,
-                         c->model.in_channels ? c->model.in_channels : in_channels, c->model.opts, c->model.n_opts};
+                         c->model.in_channels ? c->model.in_channels : in_channels, c->model.opts, c->model.n_opts,
+                         segc_loss_cfg_given(&c->loss) ? &c->loss : NULL};
     return s;
 }
 
@@ -817,6 +864,9 @@ char *segc_config_to_yaml(const segc_config *c) {
         if (!strncmp(k, "model.", 6) && (i + 1 == N_FIELDS || strncmp(schema[i + 1].key, "model.", 6) != 0))
             emit_model_opts(&b, c);
     }
+    char *ly = segc_loss_cfg_yaml(&c->loss, 0);
+    if (ly) sb_printf(&b, "%s", ly);
+    free(ly);
     return b.p;
 }
 
@@ -862,5 +912,15 @@ int segc_config_diff(const segc_config *a, const segc_config *b, char *buf, size
         }
         nd++;
     }
+    char *la = segc_loss_cfg_yaml(&a->loss, 0), *lb = segc_loss_cfg_yaml(&b->loss, 0);
+    if (la && lb && strcmp(la, lb) != 0) {
+        if (used < n) {
+            int k = snprintf(buf + used, n - used, "%sloss section differs", nd ? "; " : "");
+            if (k > 0) used += (size_t)k;
+        }
+        nd++;
+    }
+    free(la);
+    free(lb);
     return nd;
 }

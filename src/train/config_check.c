@@ -11,7 +11,7 @@
 
 /* ---- validation ---- */
 static bool known_metric(const char *m) {
-    static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET"};
+    static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET", "val_loss"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(m, names[i])) return true;
     return !strncmp(m, "IoU.", 4) || !strncmp(m, "Dice.", 5) || !strncmp(m, "Acc.", 4) ||
@@ -27,16 +27,21 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     segc_model_spec spec = segc_config_model_spec(c, 0, 0);
     if (!segc_model_spec_validate(&spec, err, errlen)) return false;
     if (*c->train.best_metric && !known_metric(c->train.best_metric))
-        return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class> or "
-                           "Dice.<class> (detection: bbox_mAP, bbox_mAP_50, ...), found '%s'", c->train.best_metric);
+        return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class>, "
+                           "Dice.<class>, val_loss (minimised) or, for detection, bbox_mAP, bbox_mAP_50, ..., found '%s'",
+                           c->train.best_metric);
     if (!strncmp(c->train.best_metric, "Dice_", 5) && !strcmp(c->test.regions, "none"))
         return segc_errorf(err, errlen, "train.best_metric: %s needs test.regions=brats (found '%s')", c->train.best_metric,
                            c->test.regions);
+    if (!segc_loss_cfg_check(&c->loss, (int64_t)c->data.crop_size[0] * c->data.crop_size[1], err, errlen)) return false;
     if (c->data.num_folds < 0 || c->data.num_folds == 1 || c->data.num_folds > 100)
         return segc_errorf(err, errlen, "data.num_folds: expected 0 (off) or 2..100, found %d", c->data.num_folds);
     if (c->data.num_folds && (c->data.fold < 0 || c->data.fold >= c->data.num_folds))
         return segc_errorf(err, errlen, "data.fold: expected 0..%d (data.num_folds = %d), found %d", c->data.num_folds - 1,
                            c->data.num_folds, c->data.fold);
+    if (!(c->data.holdout >= 0 && c->data.holdout <= 0.5) || c->data.holdout_fold < 0)
+        return segc_errorf(err, errlen, "data.holdout / data.holdout_fold: expected a fraction in [0, 0.5] and a fold >= 0, "
+                           "found %g / %d", c->data.holdout, c->data.holdout_fold);
     if (!(c->data.fg_prob >= 0 && c->data.fg_prob <= 1))
         return segc_errorf(err, errlen, "data.fg_prob: expected [0, 1], found %g", c->data.fg_prob);
     if (!*c->data.root) return segc_errorf(err, errlen, "data.root: expected a dataset directory, found an empty string");

@@ -28,7 +28,15 @@ segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, 
     o.fold = c->data.fold;
     o.num_folds = c->data.num_folds;
     o.skip_bad = c->data.skip_bad;
-    return segc_dataset_open(c->data.dataset, root, split ? split : c->data.train_split, &o, err, errlen);
+    if (!split) split = c->data.train_split;
+    /* data.holdout: train_split without its held-out run; split "holdout" is that run */
+    if (c->data.holdout > 0 && (!strcmp(split, "holdout") || !strcmp(split, c->data.train_split))) {
+        o.holdout = c->data.holdout;
+        o.holdout_fold = c->data.holdout_fold;
+        o.holdout_take = !strcmp(split, "holdout");
+        split = c->data.train_split;
+    }
+    return segc_dataset_open(c->data.dataset, root, split, &o, err, errlen);
 }
 
 static segc_aug_transform normalize_of(const segc_config *c) {
@@ -210,6 +218,8 @@ bool segc_evaluate(segc_model *m, const segc_config *c, const segc_dataset *ds, 
     eo.samples = o->samples;
     eo.n_kept = &o->n_kept;
     eo.profile_batches = o->profile_images;
+    /* validation loss beside the metrics (not while class_weight: auto is unresolved: no training split here) */
+    eo.loss = m->family->task == SEGC_TASK_SEGMENTATION && !(m->loss && segc_loss_cfg_needs_auto(m->loss));
     segc_ctx *ctx = o->ctx ? o->ctx : segc_ctx_new(0), *work = o->work ? o->work : segc_ctx_new(0);
     bool ok = ctx && work && segc_eval_dataset(ctx, work, segc_model_logits_fn, m, ds, &eo, ev, err, errlen);
     if (ok) ok = segc_evaluator_result(ev, result, err, errlen);

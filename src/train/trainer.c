@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "segc/losses_train.h"
 #include "segc/profile.h"
 #include "segc/trainer.h"
 
@@ -230,6 +231,9 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     char extra[160] = "";
     double md = segc_eval_result_get(&r->last, "mDice");
     if (!isnan(md)) snprintf(extra, sizeof extra, " mDice %.2f", 100 * md);
+    double vloss = segc_eval_result_get(&r->last, "val_loss");
+    if (!isnan(vloss) && strcmp(r->last.primary, "val_loss"))
+        snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " val_loss %.4f", vloss);
     if (strcmp(r->last.primary, "mIoU") && strcmp(r->last.primary, "mDice"))
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), segc_metric_lower_is_better(r->last.primary) ? " %s %.4g" : " %s %.2f", r->last.primary, segc_metric_lower_is_better(r->last.primary) ? v : 100 * v);
     if (r->model->family->task == SEGC_TASK_DETECTION)   /* COCO numbers, fractions as pycocotools prints them */
@@ -285,11 +289,14 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         r->val_ds = segc_config_open_dataset(c, c->data.val_split, e2, sizeof e2);
         if (!r->val_ds) return segc_errorf(err, errlen, "train: validation split: %s", e2);
     }
-    r->model = segc_config_model_for(c, r->train_ds, e2, sizeof e2);
-    if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
-    /* the saved configuration is resolved: classes and channels as built, so a
+    /* the saved configuration is resolved: classes, channels and class_weight: auto as built, so a
      * checkpoint alone rebuilds its model (segc eval / predict without a dataset) */
     r->resolved = *c;
+    int n_cls = c->model.num_classes ? c->model.num_classes : segc_dataset_num_classes(r->train_ds);
+    if (!segc_loss_resolve_auto(&r->resolved.loss, r->train_ds, n_cls, r->dir, o->quiet ? NULL : r->pg.f, e2, sizeof e2))
+        return segc_errorf(err, errlen, "train: %s", e2);
+    r->model = segc_config_model_for(&r->resolved, r->train_ds, e2, sizeof e2);
+    if (!r->model) return segc_errorf(err, errlen, "train: %s", e2);
     r->resolved.model.num_classes = r->model->num_classes;
     r->resolved.model.in_channels = r->model->in_channels;
     r->yaml = segc_config_to_yaml(&r->resolved);
