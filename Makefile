@@ -111,7 +111,7 @@ test-asan:
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 fixtures:
-	@PY=$$(bash scripts/bench_env.sh torch monai transformers nibabel timm) || { echo "fixtures: no Python with torch"; exit 1; }; \
+	@PY=$$(bash scripts/bench_env.sh torch monai transformers nibabel timm pycocotools) || { echo "fixtures: no Python with torch"; exit 1; }; \
 	for g in tests/fixtures/gen_*.py; do echo "$$PY $$g"; $$PY $$g || exit 1; done
 
 bench-ops: $(BENCHES)

@@ -74,6 +74,7 @@ typedef struct segc_config {
         char pipeline[SEGC_CFG_NAME];  /* training augmentation: mmseg (photos) | nnunet (medical 2-D) */
         double fg_prob;                /* nnunet: probability of a foreground-centred crop */
         int fold, num_folds;           /* k-fold split of the training cases (num_folds 0: off) */
+        bool skip_bad;                 /* COCO: bad annotations / results entries warned, counted, skipped */
         double holdout;                /* fraction of train_split held out as split "holdout" (0: off) */
         int holdout_fold;              /* which contiguous run is held out (0 .. 1/holdout - 1) */
     } data;

@@ -55,6 +55,10 @@ typedef struct segc_dataset_opts {
      * split "val" = part `fold`. */
     int fold;
     int num_folds;
+    /* COCO: annotations with a box outside the image or of zero area (w, h or area <= 0), an unknown
+     * category or image id are an error naming the file and the annotation id; with skip_bad they are
+     * warned about on stderr, counted and skipped */
+    bool skip_bad;
     /* holding out part of a split (photo datasets; ds_holdout.c): with holdout in (0, 1),
      * the split's samples (sorted order) lose a contiguous run of round(holdout * n),
      * starting at holdout_fold * that count (wrapping); holdout_take keeps only that run */
@@ -103,6 +107,11 @@ int segc_dataset_n_boxes(const segc_dataset *ds, int64_t i, bool include_crowd);
  * for writing results in COCO's format */
 int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i);
 int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k);
+/* COCO: the split's ground truth for COCO evaluation (coco_eval.h: every
+ * annotation as the file gives it, also boxes training drops); the arrays
+ * belong to ds. false for other datasets. */
+struct segc_coco_gt;
+bool segc_dataset_coco_gt(const segc_dataset *ds, struct segc_coco_gt *gt);
 /* dataset family name as given to segc_dataset_open */
 const char *segc_dataset_name(const segc_dataset *ds);
 

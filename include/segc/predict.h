@@ -146,6 +146,51 @@ bool segc_predict_make_dirs(const char *dir, char *err, size_t errlen);
 bool segc_predict_volumes(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
                           const segc_eval_opts *o, const char *out_dir, int *n_written, char *err, size_t errlen);
 
+/* ---- detection (src/eval/predict_detect.c) ----
+ * segc_eval_dataset takes this path for a model whose family's task is
+ * detection (o->model, and `model` must be that segc_model): per batch the
+ * model's forward and detect hook (boxes in original-image pixels), the
+ * detections added to the evaluator (COCO mAP, task.h). Kept samples
+ * (o->keep) are U8 RGB: img, gt = the image with the ground-truth boxes,
+ * pred = with the detections scored >= 0.3, each labelled with its class
+ * name. */
+
+/* Drawing on U8 RGB images (no-ops on other images); clipped to the image. */
+void segc_draw_box(segc_image *img, float x1, float y1, float x2, float y2, const uint8_t rgb[3], int thickness);
+/* ASCII text in segc's 3x5 pixel font times scale (letters as capitals); width 4*scale per character */
+void segc_draw_text(segc_image *img, int x, int y, const char *text, const uint8_t rgb[3], int scale);
+int segc_draw_text_width(const char *text, int scale);
+/* Each detection scored >= min_score: a box in its class colour (palette: n_classes rgb triplets, may be
+ * NULL) with "name score" above it (class_names may be NULL: the label id). */
+void segc_draw_detections(segc_image *img, const segc_detection *det, int64_t n, const char *const *class_names,
+                          int n_classes, const uint8_t *palette, float min_score);
+
+/* Called once per forward with its detections and their dataset indices. */
+typedef bool (*segc_detect_sink)(void *user, const segc_batch *b, const segc_detections *d, const int64_t *index,
+                                 char *err, size_t errlen);
+/* The detection loop over ds (this rank's share, o's pipeline / batch / dtype / keep): dopts NULL = MLPerf
+ * defaults (segc_detect_opts_default); ev (may be NULL) gets every detection, sink (may be NULL) sees
+ * every batch. false + message naming the image on failure. */
+bool segc_detect_dataset(segc_ctx *ctx, segc_model *m, const segc_dataset *ds, const segc_eval_opts *o,
+                         const segc_detect_opts *dopts, segc_evaluator *ev, segc_detect_sink sink, void *user,
+                         char *err, size_t errlen);
+/* `segc predict --split` for detection (a COCO dataset): OUT_DIR/detections.json, the split's detections
+ * in COCO results format ([{image_id, category_id, bbox [x, y, w, h], score}], pycocotools' loadRes
+ * reads it), and with draw OUT_DIR/<stem>_det.png, the image with the detections scored >= min_score
+ * drawn and named. ev (may be NULL) is added to. */
+bool segc_predict_detections(segc_ctx *ctx, segc_model *m, const segc_dataset *ds, const segc_eval_opts *o,
+                             const segc_detect_opts *dopts, const char *out_dir, bool draw, float min_score,
+                             segc_evaluator *ev, int *n_written, char *err, size_t errlen);
+/* `segc predict INPUT...` for detection: per image OUT_DIR/<stem>.json, its detections in COCO results
+ * format (image_id = the stem when it is a number, as COCO's file names, else the image's position in
+ * the list; category_id = cat_ids[label], or label + 1 without cat_ids), and OUT_DIR/<stem>_det.png
+ * with the detections scored >= min_score drawn and named (class_names may be NULL). o: pipeline,
+ * dtype, channels, palette, quiet. */
+bool segc_predict_detect_paths(segc_ctx *ctx, segc_model *m, const char *const *inputs, int n_inputs,
+                               const char *out_dir, const segc_predict_opts *o, const segc_detect_opts *dopts,
+                               const int64_t *cat_ids, const char *const *class_names, float min_score,
+                               int *n_written, char *err, size_t errlen);
+
 #ifdef __cplusplus
 }
 #endif

@@ -29,7 +29,20 @@
  *                     pixel_Dice.<class> / pixel_mDice; primary default mDice
  * Per-volume counts skip ignore_index pixels; predictions outside 0..K-1
  * are in no region and no label. Volumes sum in id order, so any order of
- * adds and merges gives bitwise the same result. */
+ * adds and merges gives bitwise the same result.
+ *
+ * Detection evaluator (src/tasks/detection.c, coco_eval.c): COCO box mAP,
+ * pycocotools' COCOeval exactly (coco_eval.h), over detections added per
+ * image (segc_evaluator_add_detections). Metric names are mmdet's
+ * CocoMetric ones:
+ *   bbox_mAP, bbox_mAP_50, bbox_mAP_75, bbox_mAP_s, bbox_mAP_m, bbox_mAP_l
+ *   (AP@[.5:.95], @.5, @.75, small / medium / large, maxDets 100),
+ *   bbox_AR@1, bbox_AR@10, bbox_AR@100, bbox_AR_s@100, bbox_AR_m@100,
+ *   bbox_AR_l@100, and bbox_AP.<class> (AP@[.5:.95] of one category);
+ * fractions in [0, 1], -1 where pycocotools gives -1 (no ground truth in
+ * the range); primary default bbox_mAP. Merging appends the other
+ * evaluator's detections: ranks that evaluated disjoint images give the
+ * one-evaluator result in any merge order. */
 #ifndef SEGC_TASK_H
 #define SEGC_TASK_H
 #include <stdio.h>
@@ -60,6 +73,10 @@ typedef struct segc_eval_spec {
     segc_region regions[SEGC_TASK_MAX_REGIONS];   /* labels < num_classes; need per_volume */
     int n_regions;
     bool dice_skip_background;          /* split-wide mDice without class 0 (false: mmseg, every class) */
+    /* detection: the split's ground truth (copied by segc_evaluator_new), or NULL and the dataset's
+     * (a COCO dataset: segc_dataset_coco_gt); num_classes must equal its categories */
+    const struct segc_coco_gt *coco_gt;
+    const struct segc_dataset *dataset;
 } segc_eval_spec;
 
 /* BraTS (2015 labels, 4 = enhancing tumour): WT {1,2,3,4}, TC {1,3,4}, ET {4};
@@ -83,6 +100,21 @@ void segc_evaluator_reset(segc_evaluator *e);
  * Scratch comes from ctx's step arena. */
 bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pred, const segc_tensor *label,
                         const int64_t *volume_ids);
+/* Detection: one batch of detections (detection.h; labels = the dataset's contiguous ids), image i
+ * of d being sample image_index[i] of the split. false + message naming the image on a label or
+ * image index out of range, a non-finite box or score, or a segmentation evaluator. */
+bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, const int64_t *image_index,
+                                   char *err, size_t errlen);
+/* Detection: every entry of a COCO results file (coco_eval.h: segc_coco_results_read; bad entries
+ * fail with the file and entry named, or with skip_bad are warned about, counted and skipped). */
+bool segc_evaluator_add_results_file(segc_evaluator *e, const char *path, bool skip_bad, int64_t *n_read,
+                                     int64_t *n_skipped, char *err, size_t errlen);
+/* The detection evaluator's COCO state (NULL for segmentation): coco_eval.h's pack / unpack move
+ * its detections between processes (merge them in rank order). */
+struct segc_coco_eval *segc_evaluator_coco_eval(segc_evaluator *e);
+/* The detection evaluator's COCO ground truth (NULL for segmentation). */
+const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e);
+
 /* The validation loss of n_images images (their mean loss): the result's
  * "val_loss" is the image-weighted mean over every call (and merge); NaN when
  * none was added. "val_loss" may be the primary metric (lower is better). */

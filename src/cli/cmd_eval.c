@@ -16,6 +16,7 @@
 static void eval_usage(FILE *f) {
     fprintf(f,
             "usage: segc eval [CONFIG.yaml] --checkpoint FILE [key=value ...] [--quiet]\n"
+            "       segc eval CONFIG.yaml --results FILE [key=value ...]   (detection: score a COCO results file)\n"
             "  CONFIG           training config (default: the one stored in the checkpoint)\n"
             "  --checkpoint F   weights (safetensors, HF names), e.g. RUN/checkpoints/best.safetensors\n"
             "  key=value        overrides, e.g. data.split=test test.mode=slide test.crop_size=[512,512]\n"
@@ -26,7 +27,10 @@ static void eval_usage(FILE *f) {
             "                   directory when the checkpoint is RUN/checkpoints/FILE and RUN/report.html exists)\n"
             "  --no-report      leave the run's report alone\n"
             "  --quiet          no progress output\n"
-            "output: per-class table, then one JSON line {\"mIoU\",\"mAcc\",\"aAcc\",\"IoU\",\"Acc\"}\n");
+            "  --results FILE   COCO results ([{image_id, category_id, bbox, score}]) scored against the split's\n"
+            "                   annotations, no model (data.skip_bad=true skips bad entries)\n"
+            "output: per-class table, then one JSON line {\"mIoU\",\"mAcc\",\"aAcc\",\"IoU\",\"Acc\"}; detection:\n"
+            "        pycocotools' summary table, per-category AP, then {\"bbox_mAP\",\"bbox_mAP_50\",...,\"bbox_AP\"}\n");
 }
 
 /* The run directory a checkpoint belongs to: RUN for RUN/checkpoints/FILE when
@@ -56,8 +60,47 @@ bool segc_cli_config_for(segc_config *c, const char *config, const char *checkpo
     return ok && segc_config_finish(c, err, errlen);
 }
 
+/* --results FILE: scores an existing COCO results file against the config's split (no model) */
+static int eval_results(const char *config, const char *results, char **ov, int n_ov, bool quiet) {
+    segc_config c;
+    char err[1024];
+    segc_dataset *ds = NULL;
+    segc_evaluator *ev = NULL;
+    int rc = 1;
+    if (!config) {
+        fprintf(stderr, "segc eval: --results needs the CONFIG that names the dataset and split\n");
+        return 2;
+    }
+    if (!segc_cli_config(&c, config, ov, n_ov, NULL, err, sizeof err)) goto fail;
+    const char *split = *c.data.split ? c.data.split : c.data.val_split;
+    if (!(ds = segc_config_open_dataset(&c, split, err, sizeof err))) goto fail;
+    segc_eval_spec spec = {.task = SEGC_TASK_DETECTION, .num_classes = segc_dataset_num_classes(ds), .dataset = ds};
+    snprintf(spec.primary, sizeof spec.primary, "%.31s", c.train.best_metric);
+    if (!(ev = segc_evaluator_new(&spec, err, sizeof err))) goto fail;
+    int64_t n_read = 0, n_skipped = 0;
+    if (!segc_evaluator_add_results_file(ev, results, c.data.skip_bad, &n_read, &n_skipped, err, sizeof err)) goto fail;
+    if (!quiet)
+        fprintf(stderr, "scoring %s on %s/%s: %lld detections, %lld images\n", results, c.data.dataset, split,
+                (long long)n_read, (long long)segc_dataset_len(ds));
+    segc_eval_result r;
+    if (!segc_evaluator_result(ev, &r, err, sizeof err)) goto fail;
+    segc_eval_result_print(stdout, &r, NULL);
+    char *js = segc_eval_result_json(&r, NULL);
+    printf("%s\n", js ? js : "{}");
+    free(js);
+    segc_eval_result_free(&r);
+    rc = 0;
+    goto out;
+fail:
+    fprintf(stderr, "segc eval: %s\n", err);
+out:
+    segc_evaluator_free(ev);
+    segc_dataset_close(ds);
+    return rc;
+}
+
 int segc_cmd_eval(int argc, char **argv) {
-    const char *config = NULL, *ckpt = NULL;
+    const char *config = NULL, *ckpt = NULL, *results = NULL;
     char **ov = calloc((size_t)argc + 1, sizeof *ov);
     int n_ov = 0, rc = 2;
     bool quiet = false, profile = false;
@@ -71,6 +114,9 @@ int segc_cmd_eval(int argc, char **argv) {
         else if (!strcmp(s, "--checkpoint")) {
             if (i + 1 >= argc) { fprintf(stderr, "segc eval: --checkpoint needs a file\n"); goto done; }
             ckpt = argv[++i];
+        } else if (!strcmp(s, "--results")) {
+            if (i + 1 >= argc) { fprintf(stderr, "segc eval: --results needs a file\n"); goto done; }
+            results = argv[++i];
         } else if (!strcmp(s, "--quiet")) quiet = true;
         else if (!strcmp(s, "--no-report")) no_report = true;
         else if (!strcmp(s, "--report")) {
@@ -86,6 +132,7 @@ int segc_cmd_eval(int argc, char **argv) {
         else if (!config) config = s;
         else { fprintf(stderr, "segc eval: unexpected argument %s\n", s); goto done; }
     }
+    if (results) { rc = eval_results(config, results, ov, n_ov, quiet); goto done; }
     if (!ckpt) { eval_usage(stderr); goto done; }
     rc = 1;
     segc_config c;

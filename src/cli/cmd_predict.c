@@ -15,11 +15,47 @@ static void predict_usage(FILE *f) {
             "       segc predict --checkpoint FILE [--config CONFIG] --split SPLIT --out DIR [key=value ...]\n"
             "  INPUT            image files (.png/.jpg) or folders of them\n"
             "  --split SPLIT    medical datasets (brats, msd): every volume of the config's dataset split, written as\n"
-            "                   DIR/<case>.nii.gz (uint8 labels, the case's own affine)\n"
+            "                   DIR/<case>.nii.gz (uint8 labels, the case's own affine); detection models (COCO):\n"
+            "                   DIR/detections.json (COCO results of the split) and DIR/<stem>_det.png\n"
             "  --checkpoint F   weights; a segc checkpoint carries its config, others need --config\n"
-            "  --out DIR        writes DIR/<stem>.png (class ids) and DIR/<stem>_overlay.png\n"
+            "  --out DIR        writes DIR/<stem>.png (class ids) and DIR/<stem>_overlay.png; detection models:\n"
+            "                   DIR/<stem>.json (COCO results: image_id, category_id, bbox [x, y, w, h], score) and\n"
+            "                   DIR/<stem>_det.png (boxes scored >= 0.3 with class names)\n"
             "  --no-overlay     label maps only\n"
             "  key=value        config overrides, e.g. test.mode=slide test.flip=true\n");
+}
+
+/* detection models: --split S -> OUT/detections.json (the split, COCO results) + OUT/<stem>_det.png;
+ * image files -> OUT/<stem>.json + OUT/<stem>_det.png (predict_detect.c) */
+static bool predict_detection(const segc_config *c, segc_model *m, const segc_dataset *ds, const char *split,
+                              const segc_pipeline *pipe, const char *const *inputs, int n_in, const char *out,
+                              bool draw, const uint8_t *palette, segc_ctx *ctx, int *written, char *err, size_t n) {
+    if (split) {
+        segc_eval_opts eo;
+        segc_eval_opts_default(&eo);
+        eo.dtype = segc_config_dtype(c);
+        eo.model = m;
+        eo.pipeline = pipe;
+        eo.channels = m->in_channels;
+        eo.num_workers = c->data.num_workers > 0 ? c->data.num_workers : 1;
+        return segc_predict_detections(ctx, m, ds, &eo, NULL, out, draw, 0.3f, NULL, written, err, n);
+    }
+    segc_predict_opts po;
+    segc_predict_opts_default(&po);
+    po.dtype = segc_config_dtype(c);
+    po.pipeline = pipe;
+    po.palette = palette;
+    po.n_colors = m->num_classes < 256 ? m->num_classes : 256;
+    po.channels = 3;
+    int64_t cats[256];
+    const char *names[256];
+    bool coco = ds && segc_dataset_is_detection(ds) && segc_dataset_num_classes(ds) >= m->num_classes;
+    for (int k = 0; k < m->num_classes && k < 256; k++) {
+        cats[k] = coco ? segc_dataset_coco_category_id(ds, k) : k + 1;
+        names[k] = coco ? segc_dataset_class_name(ds, k) : NULL;
+    }
+    return segc_predict_detect_paths(ctx, m, inputs, n_in, out, &po, NULL, cats, coco ? names : NULL, 0.3f, written,
+                                     err, n);
 }
 
 int segc_cmd_predict(int argc, char **argv) {
@@ -67,6 +103,16 @@ int segc_cmd_predict(int argc, char **argv) {
         for (int k = 0; k < K && k < segc_dataset_num_classes(ds); k++) memcpy(palette + 3 * k, segc_dataset_palette(ds, k), 3);
     segc_pipeline pipe;
     segc_config_eval_pipeline(&c, &pipe);
+    if (m->family->task == SEGC_TASK_DETECTION) {   /* COCO results JSON + images with the boxes drawn */
+        if (!(ctx = segc_ctx_new(0))) { snprintf(err, sizeof err, "out of memory"); goto fail; }
+        int written = 0;
+        if (!predict_detection(&c, m, ds, split, &pipe, (const char *const *)inputs, n_in, out, overlay, palette, ctx,
+                               &written, err, sizeof err))
+            goto fail;
+        fprintf(stderr, "wrote detections of %d image%s to %s\n", written, written == 1 ? "" : "s", out);
+        rc = 0;
+        goto cleanup;
+    }
     if (split) {   /* whole volumes of a medical split */
         segc_eval_opts eo;
         segc_eval_opts_default(&eo);

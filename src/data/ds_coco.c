@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "ds_internal.h"
+#include "segc/coco_eval.h"
 
 typedef struct id_pos {
     int64_t id;
@@ -53,6 +54,12 @@ void ds_coco_free(ds_coco_index *c) {
     free(c->boxes);
     free(c->labels);
     free(c->crowd);
+    free(c->ev_image);
+    free(c->ev_label);
+    free(c->ev_bbox);
+    free(c->ev_area);
+    free(c->ev_crowd);
+    free(c->ev_id);
     memset(c, 0, sizeof *c);
 }
 
@@ -77,7 +84,49 @@ static void line_col(const char *json, size_t len, const char *at, int *line, in
     }
 }
 
+/* Why annotation an is bad input ("" and false when it is fine): missing or non-integer ids, a bbox
+ * that is not 4 finite numbers, an unknown image or category id, zero area (w, h or the "area"
+ * field <= 0) or a box entirely outside its image. Fills the parsed fields. */
+static bool ann_problem(const cJSON *an, const id_pos *img_ids, int64_t ni, const id_pos *cat_ids, int nc,
+                        const img_rec *imgs, double v[4], int64_t *img_id, int64_t *cat_id, int64_t *crowd,
+                        const id_pos **ip, const id_pos **cp, char *why, size_t n) {
+    const cJSON *bb = cJSON_GetObjectItemCaseSensitive(an, "bbox");
+    const cJSON *area = cJSON_GetObjectItemCaseSensitive(an, "area");
+    const cJSON *cr = cJSON_GetObjectItemCaseSensitive(an, "iscrowd");
+    why[0] = 0;
+    if (!json_int(an, "image_id", img_id) || !json_int(an, "category_id", cat_id) || !cJSON_IsArray(bb) ||
+        cJSON_GetArraySize(bb) != 4 || (cr && !json_int(an, "iscrowd", crowd)) || (area && !cJSON_IsNumber(area)))
+        return snprintf(why, n, "expected integer image_id, category_id, iscrowd, a number area and a 4-number bbox"),
+               true;
+    for (int q = 0; q < 4; q++) {
+        const cJSON *x = cJSON_GetArrayItem(bb, q);
+        if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble))
+            return snprintf(why, n, "bbox entries must be finite numbers"), true;
+        v[q] = x->valuedouble;
+    }
+    if (!(*ip = find_id(img_ids, ni, *img_id)))
+        return snprintf(why, n, "unknown image id %lld (not in \"images\")", (long long)*img_id), true;
+    if (!(*cp = find_id(cat_ids, nc, *cat_id)))
+        return snprintf(why, n, "unknown category id %lld (not in \"categories\")", (long long)*cat_id), true;
+    if (v[2] <= 0 || v[3] <= 0 || (area && area->valuedouble <= 0))
+        return snprintf(why, n, "zero area: bbox [%g, %g, %g, %g], area %g", v[0], v[1], v[2], v[3],
+                        area ? area->valuedouble : v[2] * v[3]),
+               true;
+    const img_rec *r = &imgs[(*ip)->pos];
+    double iw = fmin(v[0] + v[2], r->w) - fmax(v[0], 0), ih = fmin(v[1] + v[3], r->h) - fmax(v[1], 0);
+    if (iw <= 0 || ih <= 0)
+        return snprintf(why, n, "bbox [%g, %g, %g, %g] lies outside its %dx%d image (image_id %lld)", v[0], v[1], v[2],
+                        v[3], r->w, r->h, (long long)*img_id),
+               true;
+    return false;
+}
+
 bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index *out, char *err, size_t errlen) {
+    return ds_coco_parse_opts(json, len, what, false, out, err, errlen);
+}
+
+bool ds_coco_parse_opts(const char *json, size_t len, const char *what, bool skip_bad, ds_coco_index *out, char *err,
+                        size_t errlen) {
     memset(out, 0, sizeof *out);
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, 0);
@@ -169,43 +218,42 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
             ok = segc_errorf(err, errlen, "%s: duplicate image id %lld", what, (long long)img_ids[i].id);
             goto done;
         }
-    /* annotations: two passes (count per image, then fill in JSON order) */
+    /* annotations: two passes (count per image, then fill in JSON order); a bad one (see
+     * ann_problem) fails naming its id, or with skip_bad is warned about (first pass), counted, skipped */
     for (int pass = 0; pass < 2; pass++) {
-        int64_t a = 0;
+        int64_t a = 0, entry = -1;
         const cJSON *an;
         cJSON_ArrayForEach(an, anns) {
-            int64_t img_id, cat_id, crowd = 0;
-            const cJSON *bb = cJSON_GetObjectItemCaseSensitive(an, "bbox");
+            entry++;
+            int64_t img_id = 0, cat_id = 0, crowd = 0, ann_id;
             const cJSON *area = cJSON_GetObjectItemCaseSensitive(an, "area");
-            const cJSON *cr = cJSON_GetObjectItemCaseSensitive(an, "iscrowd");
-            if (!json_int(an, "image_id", &img_id) || !json_int(an, "category_id", &cat_id) || !cJSON_IsArray(bb) ||
-                cJSON_GetArraySize(bb) != 4 || (cr && !json_int(an, "iscrowd", &crowd)) ||
-                (area && !cJSON_IsNumber(area))) {
-                ok = segc_errorf(err, errlen,
-                                 "%s: annotation %lld needs integer image_id, category_id, iscrowd and a 4-number bbox",
-                                 what, (long long)a);
-                goto done;
-            }
-            double v[4];
-            for (int q = 0; q < 4; q++) {
-                const cJSON *x = cJSON_GetArrayItem(bb, q);
-                if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble)) {
-                    ok = segc_errorf(err, errlen, "%s: annotation %lld: bbox entries must be finite numbers", what,
-                                     (long long)a);
+            double v[4] = {0, 0, 0, 0};
+            const id_pos *ip = NULL, *cp = NULL;
+            char why[160];
+            if (ann_problem(an, img_ids, ni, cat_ids, nc, imgs, v, &img_id, &cat_id, &crowd, &ip, &cp, why, sizeof why)) {
+                char idtext[48];
+                if (json_int(an, "id", &ann_id)) snprintf(idtext, sizeof idtext, "annotation id %lld", (long long)ann_id);
+                else snprintf(idtext, sizeof idtext, "annotation %lld (no id)", (long long)entry);
+                if (!skip_bad) {
+                    ok = segc_errorf(err, errlen, "%s: %s: %s (data.skip_bad=true skips such annotations)", what,
+                                     idtext, why);
                     goto done;
                 }
-                v[q] = x->valuedouble;
+                if (pass == 0) {
+                    if (out->n_skipped < 10) fprintf(stderr, "warning: %s: %s: %s (skipped)\n", what, idtext, why);
+                    out->n_skipped++;
+                }
+                continue;
             }
-            const id_pos *ip = find_id(img_ids, ni, img_id), *cp = find_id(cat_ids, nc, cat_id);
-            if (!ip || !cp) {
-                ok = segc_errorf(err, errlen, "%s: annotation %lld refers to unknown %s id %lld", what, (long long)a,
-                                 ip ? "category" : "image", (long long)(ip ? cat_id : img_id));
-                goto done;
+            if (pass == 1) {
+                int64_t id;
+                out->ev_image[a] = ip->pos, out->ev_label[a] = (int32_t)cp->pos, out->ev_crowd[a] = crowd != 0;
+                memcpy(out->ev_bbox + 4 * a, v, sizeof v);
+                out->ev_area[a] = area ? area->valuedouble : v[2] * v[3];
+                out->ev_id[a] = json_int(an, "id", &id) ? id : a + 1;
             }
             a++;
-            const img_rec *r = &imgs[ip->pos];
-            double iw = fmin(v[0] + v[2], r->w) - fmax(v[0], 0), ih = fmin(v[1] + v[3], r->h) - fmax(v[1], 0);
-            if (iw <= 0 || ih <= 0 || v[2] < 1 || v[3] < 1 || (area && area->valuedouble <= 0)) continue;
+            if (v[2] < 1 || v[3] < 1) continue;   /* mmdet drops these from training (evaluation keeps them) */
             if (pass == 0) {
                 counts[ip->pos]++;
                 continue;
@@ -227,6 +275,19 @@ bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index
             out->labels = malloc(nb * sizeof *out->labels);
             out->crowd = malloc(nb);
             if (!out->boxes || !out->labels || !out->crowd) goto oom;
+            out->ev_n = a;
+            if (out->n_skipped)
+                fprintf(stderr, "warning: %s: %lld bad annotation%s skipped (data.skip_bad)\n", what,
+                        (long long)out->n_skipped, out->n_skipped == 1 ? "" : "s");
+            size_t ne = (size_t)(a ? a : 1);
+            out->ev_image = malloc(ne * sizeof *out->ev_image);
+            out->ev_label = malloc(ne * sizeof *out->ev_label);
+            out->ev_bbox = malloc(ne * 4 * sizeof *out->ev_bbox);
+            out->ev_area = malloc(ne * sizeof *out->ev_area);
+            out->ev_crowd = malloc(ne);
+            out->ev_id = malloc(ne * sizeof *out->ev_id);
+            if (!out->ev_image || !out->ev_label || !out->ev_bbox || !out->ev_area || !out->ev_crowd || !out->ev_id)
+                goto oom;
         }
     }
     out->n_images = ni;
@@ -332,7 +393,9 @@ segc_dataset *ds_open_coco(const char *root, const char *split, const segc_datas
     if (!ok) segc_errorf(err, n, "coco: out of memory");
     if (ok && !ds_is_file(json_path))
         ok = segc_errorf(err, n, "coco: annotation file %s not found", json_path);
-    if (ok) ok = segc_read_file(json_path, &buf, &len, err, n) && ds_coco_parse(buf, len, json_path, c, err, n);
+    if (ok)
+        ok = segc_read_file(json_path, &buf, &len, err, n) &&
+             ds_coco_parse_opts(buf, len, json_path, o && o->skip_bad, c, err, n);
     if (ok && !ds_is_dir(img_dir)) ok = segc_errorf(err, n, "coco: image folder %s not found", img_dir);
     if (ok && c->n_images == 0) ok = segc_errorf(err, n, "%s: no images", json_path);
     if (ok) {
@@ -368,4 +431,22 @@ int64_t segc_dataset_coco_image_id(const segc_dataset *ds, int64_t i) {
 int64_t segc_dataset_coco_category_id(const segc_dataset *ds, int k) {
     if (!segc_dataset_is_detection(ds) || k < 0 || k >= ds->n_classes) return -1;
     return ((const ds_coco_index *)ds->priv)->cat_ids[k];
+}
+
+bool segc_dataset_coco_gt(const segc_dataset *ds, segc_coco_gt *gt) {
+    if (!segc_dataset_is_detection(ds) || !ds->priv) return false;
+    const ds_coco_index *c = ds->priv;
+    *gt = (segc_coco_gt){.n_images = c->n_images,
+                         .image_ids = c->image_ids,
+                         .n_classes = c->n_classes,
+                         .cat_ids = c->cat_ids,
+                         .class_names = (const char *const *)c->class_names,
+                         .n_anns = c->ev_n,
+                         .ann_image = c->ev_image,
+                         .ann_label = c->ev_label,
+                         .ann_bbox = c->ev_bbox,
+                         .ann_area = c->ev_area,
+                         .ann_crowd = c->ev_crowd,
+                         .ann_id = c->ev_id};
+    return true;
 }

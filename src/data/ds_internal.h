@@ -97,8 +97,20 @@ typedef struct ds_coco_index {
     int n_classes;
     char **class_names;
     int64_t *cat_ids;      /* COCO category id of each contiguous label */
+    /* every annotation as the file gives it, for COCO evaluation (coco_eval.h) */
+    int64_t ev_n;
+    int64_t *ev_image;     /* image index (file-name order) */
+    int32_t *ev_label;
+    double *ev_bbox;       /* x y w h */
+    double *ev_area;       /* "area", else w * h */
+    uint8_t *ev_crowd;
+    int64_t *ev_id;        /* "id", else its position + 1 */
+    int64_t n_skipped;     /* bad annotations left out (skip_bad) */
 } ds_coco_index;
 bool ds_coco_parse(const char *json, size_t len, const char *what, ds_coco_index *out, char *err, size_t errlen);
+/* skip_bad: bad annotations are warned about on stderr, counted (n_skipped) and left out */
+bool ds_coco_parse_opts(const char *json, size_t len, const char *what, bool skip_bad, ds_coco_index *out, char *err,
+                        size_t errlen);
 void ds_coco_free(ds_coco_index *c);
 
 /* families */

@@ -501,6 +501,8 @@ void segc_eval_opts_default(segc_eval_opts *o) {
 bool segc_eval_dataset(segc_ctx *ctx, segc_ctx *work, segc_forward_fn forward, void *model, const segc_dataset *ds,
                        const segc_eval_opts *o, segc_evaluator *ev, char *err, size_t errlen) {
     if (o->n_kept) *o->n_kept = 0;
+    if (o->model && o->model->family->task == SEGC_TASK_DETECTION)   /* predict_detect.c */
+        return segc_detect_dataset(ctx, model, ds, o, NULL, ev, NULL, NULL, err, errlen);
     if (!segc_infer_opts_validate(&o->infer, err, errlen)) return false;
     segc_pipeline normalize_only = {.n = 1, .t = {segc_aug_default(SEGC_AUG_NORMALIZE)}};
     const segc_pipeline *p = o->pipeline ? o->pipeline : &normalize_only;

@@ -8,6 +8,7 @@
 #include <cjson/cJSON.h>
 
 #include "segc/task.h"
+#include "task_internal.h"
 
 /* One volume's counts: for every group (regions first, then foreground
  * labels 1..K-1) tp | pred | label, 3 * n_groups int64. */
@@ -35,6 +36,7 @@ struct segc_evaluator {
     /* validation loss x images in fixed point (2^-32 units): integer sums are the
      * same whatever order adds and merges (ranks, shards) come in */
     int64_t loss_sum;
+    segc_coco_eval *det;     /* detection evaluators: everything is there (detection.c) */
     int64_t loss_n;
 };
 
@@ -96,6 +98,7 @@ static int find_name(const segc_eval_result *r, const char *name) {
 }
 
 bool segc_eval_spec_knows(const segc_eval_spec *s, const char *metric) {
+    if (s && metric && s->task == SEGC_TASK_DETECTION) return det_spec_knows(s, metric);
     if (!s || !metric || s->task != SEGC_TASK_SEGMENTATION || s->num_classes < 1) return false;
     segc_eval_result *r = malloc(sizeof *r);
     if (!r) return false;
@@ -118,6 +121,7 @@ static void vols_clear(vol_list *l) {
 
 void segc_evaluator_free(segc_evaluator *e) {
     if (!e) return;
+    segc_coco_eval_free(e->det);
     segc_confusion_free(&e->conf);
     if (e->names)
         for (int j = 0; j < e->spec.num_classes; j++) free(e->names[j]);
@@ -169,6 +173,16 @@ static bool check_spec(const segc_eval_spec *s, char *err, size_t errlen) {
 }
 
 segc_evaluator *segc_evaluator_new(const segc_eval_spec *s, char *err, size_t errlen) {
+    if (s && s->task == SEGC_TASK_DETECTION) {
+        segc_evaluator *e = calloc(1, sizeof *e);
+        if (!e) return snprintf(err, errlen, "evaluator_new: out of memory"), NULL;
+        e->spec = *s;
+        e->spec.coco_gt = NULL, e->spec.dataset = NULL, e->spec.class_names = NULL;   /* the copy holds them */
+        if (!(e->det = det_eval_new(s, err, errlen))) return free(e), NULL;
+        e->spec.class_names = segc_coco_eval_gt(e->det)->class_names;
+        if (!s->primary[0]) snprintf(e->spec.primary, sizeof e->spec.primary, "bbox_mAP");
+        return e;
+    }
     if (!s || !check_spec(s, err, errlen)) {
         if (!s) snprintf(err, errlen, "evaluator_new: no spec");
         return NULL;
@@ -209,6 +223,7 @@ oom:
 }
 
 void segc_evaluator_reset(segc_evaluator *e) {
+    if (e->det) segc_coco_eval_reset(e->det);
     segc_confusion_reset(&e->conf);
     vols_clear(&e->keyed);
     vols_clear(&e->anon);
@@ -326,8 +341,10 @@ static void hist_to_groups(const segc_evaluator *e, const int64_t *hist, int64_t
 bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pred, const segc_tensor *label,
                         const int64_t *volume_ids) {
     char b1[64], b2[64];
-    if (!e || !pred || !label) {
-        segc_set_error(ctx, "evaluator_add: %s", e ? "missing prediction or label" : "no evaluator");
+    if (!e || !pred || !label || e->det) {
+        segc_set_error(ctx, "evaluator_add: %s",
+                       !e ? "no evaluator" : e->det ? "a detection evaluator takes detections (evaluator_add_detections)"
+                                                    : "missing prediction or label");
         return false;
     }
     /* checked here (not only in confusion_add) so the message names the evaluator */
@@ -385,7 +402,25 @@ bool segc_evaluator_add(segc_evaluator *e, segc_ctx *ctx, const segc_tensor *pre
     return true;
 }
 
+bool segc_evaluator_add_detections(segc_evaluator *e, const segc_detections *d, const int64_t *image_index,
+                                   char *err, size_t errlen) {
+    if (!e || !e->det) return snprintf(err, errlen, "evaluator_add_detections: not a detection evaluator"), false;
+    return segc_coco_eval_add_detections(e->det, d, image_index, err, errlen);
+}
+
+segc_coco_eval *det_of(segc_evaluator *e) { return e ? e->det : NULL; }
+struct segc_coco_eval *segc_evaluator_coco_eval(segc_evaluator *e) { return det_of(e); }
+
+const struct segc_coco_gt *segc_evaluator_coco_gt(const segc_evaluator *e) {
+    return e && e->det ? segc_coco_eval_gt(e->det) : NULL;
+}
+
 bool segc_evaluator_merge(segc_evaluator *dst, const segc_evaluator *src, char *err, size_t errlen) {
+    if (dst->det || src->det) {
+        if (!dst->det || !src->det)
+            return snprintf(err, errlen, "evaluator_merge: a detection and a segmentation evaluator"), false;
+        return segc_coco_eval_merge(dst->det, src->det, err, errlen);
+    }
     const segc_eval_spec *a = &dst->spec, *b = &src->spec;
     if (a->task != b->task || a->num_classes != b->num_classes || a->ignore_index != b->ignore_index ||
         a->per_volume != b->per_volume || a->n_regions != b->n_regions ||
@@ -425,7 +460,26 @@ oom:
 
 #define STATE_MAGIC 0x5345474556414c32ll   /* "SEGEVAL2": + validation loss */
 
+#define DET_STATE_MAGIC 0x5345474445543131ll   /* "SEGDET11": detections as packed doubles */
+
+/* detection evaluators: their detections (segc_coco_eval_pack) as words */
+static int64_t *det_serialize(const segc_evaluator *e, int64_t *n) {
+    double *packed = NULL;
+    int64_t nd = segc_coco_eval_pack(e->det, &packed);
+    if (nd < 0) return NULL;
+    int64_t nwords = nd * SEGC_COCO_PACKED;   /* records of SEGC_COCO_PACKED doubles */
+    int64_t *w = malloc((size_t)(nwords + 2) * sizeof *w);
+    if (w) {
+        w[0] = DET_STATE_MAGIC, w[1] = nd;
+        if (nd) memcpy(w + 2, packed, (size_t)nwords * sizeof *packed);
+        *n = nwords + 2;
+    }
+    free(packed);
+    return w;
+}
+
 int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n) {
+    if (e->det) return det_serialize(e, n);
     const int K = e->spec.num_classes, ng = e->n_groups, vw = 3 * (ng > 0 ? ng : 1);
     int64_t words = 6 + 4 * (int64_t)K + 1 + e->keyed.n * (1 + vw) + 1 + e->anon.n * vw;
     int64_t *w = malloc((size_t)words * sizeof *w), *p = w;
@@ -441,6 +495,13 @@ int64_t *segc_evaluator_serialize(const segc_evaluator *e, int64_t *n) {
 }
 
 bool segc_evaluator_merge_serialized(segc_evaluator *dst, const int64_t *w, int64_t n, char *err, size_t errlen) {
+    if (dst->det) {
+        if (n < 2 || w[0] != DET_STATE_MAGIC || w[1] < 0 || w[1] * SEGC_COCO_PACKED != n - 2) {
+            snprintf(err, errlen, "evaluator_merge: a state of %lld words that is not a detection evaluator's", (long long)n);
+            return false;
+        }
+        return segc_coco_eval_unpack(dst->det, (const double *)(w + 2), w[1], err, errlen);
+    }
     const int K = dst->spec.num_classes, ng = dst->n_groups, vw = 3 * (ng > 0 ? ng : 1);
     if (n < 8 + 4 * (int64_t)K || w[0] != STATE_MAGIC || w[1] != K || w[2] != ng) {
         snprintf(err, errlen, "evaluator_merge: a state of %lld words that is not this evaluator's (%d classes)",
@@ -519,6 +580,7 @@ static void set_value(segc_eval_result *r, const char *name, double v) {
 }
 
 bool segc_evaluator_result(const segc_evaluator *e, segc_eval_result *r, char *err, size_t errlen) {
+    if (e->det) return det_eval_result(e->det, &e->spec, r, err, errlen);
     memset(r, 0, sizeof *r);
     const segc_eval_spec *s = &e->spec;
     const int k = s->num_classes, ng = e->n_groups, nr = s->n_regions;
@@ -593,6 +655,7 @@ double segc_eval_result_get(const segc_eval_result *r, const char *name) {
 
 
 void segc_eval_result_print(FILE *out, const segc_eval_result *r, const char *const *class_names) {
+    if (det_result_is(r)) return det_result_print(out, r, class_names);
     const int k = r->pixel.num_classes;
     const bool pv = is_per_volume(r);
     char nb[32];
@@ -658,6 +721,7 @@ static cJSON *dice_object(const segc_eval_result *r, const char *const *class_na
 }
 
 char *segc_eval_result_json(const segc_eval_result *r, const char *const *class_names) {
+    if (det_result_is(r)) return det_result_json(r, class_names);
     /* the mmseg keys come from segc_metrics_json so they keep its meaning */
     char *base = segc_metrics_json(&r->pixel, class_names);
     cJSON *px = base ? cJSON_Parse(base) : NULL, *root = cJSON_CreateObject();

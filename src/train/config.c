@@ -74,6 +74,8 @@ static const field schema[] = {
     FD("data.fg_prob", data.fg_prob, "nnunet: probability of a foreground-centred crop"),
     FI("data.fold", data.fold, "k-fold: the validation fold (0..num_folds-1)"),
     FI("data.num_folds", data.num_folds, "k-fold splits of the training cases (0: off)"),
+    FB("data.skip_bad", data.skip_bad, "COCO: boxes outside the image / of zero area, unknown categories or images in "
+                                       "annotations and results files are warned about, counted and skipped (false: an error)"),
     FD("data.holdout", data.holdout, "fraction of train_split held out as split 'holdout' (contiguous frames; 0: off)"),
     FI("data.holdout_fold", data.holdout_fold, "which contiguous run of train_split is held out (0, 1, ...)"),
     FS("test.mode", test.mode, "whole|slide", "inference mode"),

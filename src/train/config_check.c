@@ -14,7 +14,8 @@ static bool known_metric(const char *m) {
     static const char *const names[] = {"mIoU", "mAcc", "aAcc", "mDice", "Dice_WT", "Dice_TC", "Dice_ET", "val_loss"};
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (!strcmp(m, names[i])) return true;
-    return !strncmp(m, "IoU.", 4) || !strncmp(m, "Dice.", 5) || !strncmp(m, "Acc.", 4);
+    return !strncmp(m, "IoU.", 4) || !strncmp(m, "Dice.", 5) || !strncmp(m, "Acc.", 4) ||
+           !strncmp(m, "bbox_", 5);   /* detection (task.h); the evaluator checks the exact name */
 }
 
 bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
@@ -27,7 +28,8 @@ bool segc_config_finish(segc_config *c, char *err, size_t errlen) {
     if (!segc_model_spec_validate(&spec, err, errlen)) return false;
     if (*c->train.best_metric && !known_metric(c->train.best_metric))
         return segc_errorf(err, errlen, "train.best_metric: expected mIoU, mAcc, aAcc, mDice, Dice_WT/TC/ET, IoU.<class>, "
-                           "Dice.<class> or val_loss (minimised), found '%s'", c->train.best_metric);
+                           "Dice.<class>, val_loss (minimised) or, for detection, bbox_mAP, bbox_mAP_50, ..., found '%s'",
+                           c->train.best_metric);
     if (!strncmp(c->train.best_metric, "Dice_", 5) && !strcmp(c->test.regions, "none"))
         return segc_errorf(err, errlen, "train.best_metric: %s needs test.regions=brats (found '%s')", c->train.best_metric,
                            c->test.regions);

@@ -28,6 +28,7 @@ segc_dataset *segc_config_open_dataset(const segc_config *c, const char *split, 
     }
     o.fold = c->data.fold;
     o.num_folds = c->data.num_folds;
+    o.skip_bad = c->data.skip_bad;
     if (!split) split = c->data.train_split;
     /* data.holdout: train_split without its held-out run; split "holdout" is that run */
     if (c->data.holdout > 0 && (!strcmp(split, "holdout") || !strcmp(split, c->data.train_split))) {
@@ -155,6 +156,7 @@ void segc_config_eval_spec(const segc_config *c, const segc_model *m, const segc
     s->class_names = nd >= m->num_classes ? class_names : NULL;
     snprintf(s->primary, sizeof s->primary, "%.31s", c->train.best_metric);
     s->per_volume = c->test.per_volume;
+    s->dataset = ds;   /* detection: the split's COCO ground truth */
     if (!strcmp(c->test.regions, "brats")) segc_eval_spec_brats_regions(s);
     if (!strcmp(c->test.regions, "msd_brats")) {   /* MSD Task01: 1 edema, 2 non-enhancing, 3 enhancing */
         static const struct { const char *name; uint8_t labels[3]; int n; } r[3] = {

@@ -243,6 +243,16 @@ static void eval_section(sbuf *b, const char *heading, const char *what, const s
     const segc_metrics *m = r->metrics;
     sb_printf(b, "<h2>%s</h2><p class=\"muted\">", heading);
     sb_html(b, what);
+    if (m->num_classes == 0) {   /* detection: the COCO numbers (fractions, as pycocotools prints them) */
+        sb_printf(b, "</p><p>");
+        for (int i = 0; i < r->n_extra; i++) {
+            sb_printf(b, i ? " &middot; " : "");
+            sb_html(b, r->extra_names[i]);
+            sb_printf(b, i ? " %.3f" : " <b>%.3f</b>", r->extra_values[i]);
+        }
+        sb_printf(b, "</p>");
+        return;
+    }
     sb_printf(b, "</p><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f", segc_metric_percent(m->mIoU),
               segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
     for (int i = 0; i < r->n_extra; i++) {
@@ -271,7 +281,8 @@ void segc_report_set_extras(segc_report *rep, const segc_eval_result *r) {
     rep->n_extra = 0;
     for (int i = 0; i < r->n && rep->n_extra < 8; i++)
         if (!strcmp(r->names[i], "mDice") || !strncmp(r->names[i], "Dice_", 5) ||
-            (!strcmp(r->names[i], r->primary) && strcmp(r->primary, "mIoU") != 0)) {
+            (!strcmp(r->names[i], r->primary) && strcmp(r->primary, "mIoU") != 0) ||
+            (!strncmp(r->names[i], "bbox_", 5) && !strchr(r->names[i], '.') && rep->n_extra < 6)) {   /* detection */
             bool dup = false;
             for (int j = 0; j < rep->n_extra && !dup; j++) dup = !strcmp(rep->extra_names[j], r->names[i]);
             if (dup) continue;
@@ -331,7 +342,7 @@ bool segc_report_write(const char *run_dir, const segc_report *r, char *err, siz
     svg_chart(&b, "training loss", &loss, "#c0392b", false);
     svg_chart(&b, "learning rate", &lr, "#2471a3", true);
     char ctitle[96];
-    snprintf(ctitle, sizeof ctitle, "validation %s (%%)", primary);
+    snprintf(ctitle, sizeof ctitle, strncmp(primary, "bbox_", 5) ? "validation %s (%%)" : "validation %s", primary);
     svg_chart(&b, ctitle, &miou, "#1e8449", false);
     sb_printf(&b, "</div>");
     /* the final evaluation (segc eval), when one was made for this run */

@@ -213,14 +213,6 @@ static void write_report(run *r, const char *status) {
 
 static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
     if (!r->val_ds) return true;
-    if (r->detection) {
-        /* HOOK: detection evaluation (COCO mAP) comes with the detection task's evaluator; until
-         * segc_evaluate handles detection models, training runs without evaluation */
-        if (r->last_eval_iter == 0)
-            progress_note(&r->pg, "eval: no detection evaluator in this build; training continues without evaluation");
-        r->last_eval_iter = iter;
-        return true;
-    }
     free_samples(r);
     if (r->have_last) segc_eval_result_free(&r->last);
     r->have_last = false;
@@ -252,8 +244,13 @@ static bool evaluate_now(run *r, int64_t iter, char *err, size_t errlen) {
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " val_loss %.4f", vloss);
     if (strcmp(r->last.primary, "mIoU") && strcmp(r->last.primary, "mDice"))
         snprintf(extra + strlen(extra), sizeof extra - strlen(extra), segc_metric_lower_is_better(r->last.primary) ? " %s %.4g" : " %s %.2f", r->last.primary, segc_metric_lower_is_better(r->last.primary) ? v : 100 * v);
-    progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s%s", (long long)iter, 100 * r->last.pixel.mIoU,
-                  100 * r->last.pixel.mAcc, 100 * r->last.pixel.aAcc, extra, best ? " (best)" : "");
+    if (r->model->family->task == SEGC_TASK_DETECTION)   /* COCO numbers, fractions as pycocotools prints them */
+        progress_note(&r->pg, "eval @ %lld: bbox_mAP %.3f bbox_mAP_50 %.3f bbox_AR@100 %.3f%s", (long long)iter,
+                      segc_eval_result_get(&r->last, "bbox_mAP"), segc_eval_result_get(&r->last, "bbox_mAP_50"),
+                      segc_eval_result_get(&r->last, "bbox_AR@100"), best ? " (best)" : "");
+    else
+        progress_note(&r->pg, "eval @ %lld: mIoU %.2f mAcc %.2f aAcc %.2f%s%s", (long long)iter, 100 * r->last.pixel.mIoU,
+                      100 * r->last.pixel.mAcc, 100 * r->last.pixel.aAcc, extra, best ? " (best)" : "");
     if (best) {
         r->st.best_metric = score;
         r->st.best_iter = iter;
