@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 #include "segc/tune.h"
 
 static void tune_usage(FILE *f) {
@@ -72,10 +73,11 @@ int segc_cmd_tune(int argc, char **argv) {
     o.stop = &stop_requested;
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);
+    signal(SIGUSR1, on_stop);   /* what mpirun forwards to every rank (kill -USR1 <mpirun>) */
     bool ok = segc_tune_run(&s, base, &o, err, sizeof err);
     free(base);
     if (!ok) { fprintf(stderr, "segc tune: %s\n", err); goto done; }
-    printf("results: %s/tune.html, tune.csv, best.yaml\n", s.dir);
+    if (segc_dist_job_rank() == 0) printf("results: %s/tune.html, tune.csv, best.yaml\n", s.dir);
     rc = 0;
 done:
     free(ov);
