@@ -6,6 +6,9 @@
  *  - ASHA: every trial ends done or stopped, decisions fit the rungs and the
  *    results logged, each result equals the one-process search's result of
  *    that trial and iteration, stopped trials keep no checkpoints
+ *  - PBT (exploits copy checkpoints between trials run by different ranks) and
+ *    ASHA with promotion (paused trials resume on whichever rank is free): every
+ *    trial finishes
  *  - a NaN trial is reported failed while the other finishes; the job exits 0
  *  - --resume under mpirun continues a search cut short (rank 0 replays tune.jsonl) */
 #include <stdarg.h>
@@ -192,6 +195,32 @@ static void test_asha_consistent(void **state) {
     free(csv);
 }
 
+static void test_pbt_and_promotion(void **state) {
+    NEED_DATA();
+    const char *space = "  optimizer.lr: {loguniform: [1.0e-4, 1.0e-2]}\n  model.drop_path_rate: {choice: [0.0, 0.1]}";
+    char spec[600], a[400], p[700];
+    write_spec("pbt", space, "metric: mIoU, num_samples: 4, scheduler: pbt, max_t: 6, perturbation_interval: 2, "
+               "quantile_fraction: 0.5", spec, sizeof spec);
+    snprintf(a, sizeof a, "%s/pbt_mpi", root);
+    tune(spec, a, true, "");
+    char *csv = csv_of(a);
+    if (count(csv, ",done,6,") != 4) fail_msg("every PBT trial should finish:\n%s", csv);
+    free(csv);
+    snprintf(p, sizeof p, "%s/tune.jsonl", a);
+    char *log = read_text(p);
+    int exploits = count(log, "\"event\":\"exploit\"");
+    free(log);
+    if (exploits < 1) fail_msg("no trial exploited another");
+    write_spec("promo", space, "metric: mIoU, num_samples: 4, scheduler: asha, max_t: 6, grace_period: 2, "
+               "reduction_factor: 2, promotion: true", spec, sizeof spec);
+    snprintf(a, sizeof a, "%s/promo_mpi", root);
+    tune(spec, a, true, "");
+    csv = csv_of(a);
+    int done = count(csv, ",done,6,"), stopped = count(csv, ",stopped,");
+    if (done < 1 || done + stopped != 4) fail_msg("every trial should end done or stopped:\n%s", csv);
+    free(csv);
+}
+
 static void test_failed_trial(void **state) {
     NEED_DATA();
     char spec[600], a[400];
@@ -280,6 +309,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fifo_equals_one_process),
         cmocka_unit_test(test_asha_consistent),
+        cmocka_unit_test(test_pbt_and_promotion),
         cmocka_unit_test(test_failed_trial),
         cmocka_unit_test(test_resume_under_mpirun),
     };
