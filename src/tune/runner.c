@@ -432,7 +432,8 @@ static void handle_line(runner *R, kid *k, char *line) {
         if (k->rank > 0) {   /* an MPI worker's run ended: its exit status in wait() form */
             int code = (int)strtol(end, NULL, 10);
             int idx = (int)(k - R->kids);
-            end_run(R, k->trial, (code & 0xff) << 8, k->error, k->final_iter, k->last, R->stopping);
+            bool stopping = R->stopping || (R->o->stop && *R->o->stop);   /* the signal reached both */
+            end_run(R, k->trial, (code & 0xff) << 8, k->error, k->final_iter, k->last, stopping);
             R->kids[idx] = R->kids[--R->n_kids];
         }
     }
