@@ -66,10 +66,6 @@ typedef struct runner {
     bool stopping;
 } runner;
 
-void segc_tune_trial_dir(const segc_tune_spec *s, int trial, char *buf, size_t n) {
-    snprintf(buf, n, "%s/trial_%04d", s->dir, trial);
-}
-
 static void trial_dir(const runner *R, int trial, char *buf, size_t n) { segc_tune_trial_dir(R->s, trial, buf, n); }
 
 static bool mkdirs(const char *path) {
@@ -193,15 +189,6 @@ static bool copy_file(const char *from, const char *to, char *err, size_t errlen
     return ok;
 }
 
-int64_t segc_tune_latest_iter(const char *ckdir) {
-    char p[SEGC_CFG_PATH + 96], line[64] = "";
-    snprintf(p, sizeof p, "%s/latest", ckdir);
-    FILE *f = fopen(p, "r");
-    if (!f) return 0;
-    if (!fgets(line, sizeof line, f)) line[0] = 0;
-    fclose(f);
-    return !strncmp(line, "iter_", 5) ? atoll(line + 5) : 0;
-}
 
 /* PBT exploit: the source's latest checkpoint pair becomes the trial's, then explore */
 static void apply_exploit(runner *R, int trial) {
@@ -252,16 +239,6 @@ static void apply_exploit(runner *R, int trial) {
     note(R, "trial_%04d exploits trial_%04d at iteration %lld", trial, src, (long long)it);
 }
 
-/* the searched metric from an evaluation (loss: the training loss); NaN and a message in why
- * when the evaluator does not report it */
-double segc_tune_metric_of(const char *name, const segc_eval_result *r, double loss, char *why, size_t n) {
-    if (!strcmp(name, "loss")) return loss;
-    for (int i = 0; r && i < r->n; i++)
-        if (!strcmp(r->names[i], name)) return r->values[i];
-    snprintf(why, n, "the evaluator does not report '%s'%s%s%s", name, r && r->n ? " (it reports " : "",
-             r && r->n ? r->names[0] : "", r && r->n ? ", ...)" : " (no validation split)");
-    return NAN;
-}
 
 /* ---- the child ---- */
 static volatile int child_stop;

@@ -4,6 +4,7 @@
  * sees a world of 1, so its collectives do not reach the other trials). After
  * each evaluation the worker reports (iteration, metric) and waits for the
  * decision. Protocol: tune_int.h. Waiting for the next trial has no deadline. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,33 @@
 #include "segc/dist.h"
 #include "tune_int.h"
 
+/* ---- shared with the runner (tune_int.h) ---- */
+void segc_tune_trial_dir(const segc_tune_spec *s, int trial, char *buf, size_t n) {
+    snprintf(buf, n, "%s/trial_%04d", s->dir, trial);
+}
+
+int64_t segc_tune_latest_iter(const char *ckdir) {
+    char p[SEGC_CFG_PATH + 96], line[64] = "";
+    snprintf(p, sizeof p, "%s/latest", ckdir);
+    FILE *f = fopen(p, "r");
+    if (!f) return 0;
+    if (!fgets(line, sizeof line, f)) line[0] = 0;
+    fclose(f);
+    return !strncmp(line, "iter_", 5) ? atoll(line + 5) : 0;
+}
+
+/* the searched metric from an evaluation (loss: the training loss); NaN and a message in why
+ * when the evaluator does not report it */
+double segc_tune_metric_of(const char *name, const segc_eval_result *r, double loss, char *why, size_t n) {
+    if (!strcmp(name, "loss")) return loss;
+    for (int i = 0; r && i < r->n; i++)
+        if (!strcmp(r->names[i], name)) return r->values[i];
+    snprintf(why, n, "the evaluator does not report '%s'%s%s%s", name, r && r->n ? " (it reports " : "",
+             r && r->n ? r->names[0] : "", r && r->n ? ", ...)" : " (no validation split)");
+    return NAN;
+}
+
+/* ---- the worker ---- */
 static void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void report(const char *fmt, ...) {
     char b[SEGC_TUNE_MSG];
