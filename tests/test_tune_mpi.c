@@ -9,6 +9,8 @@
  *  - PBT (exploits copy checkpoints between trials run by different ranks) and
  *    ASHA with promotion (paused trials resume on whichever rank is free): every
  *    trial finishes
+ *  - with dist.timeout_s: 1, a worker that waits longer than that for its next
+ *    trial (or for the end of the search) is not ended by the watchdog
  *  - a NaN trial is reported failed while the other finishes; the job exits 0
  *  - --resume under mpirun continues a search cut short (rank 0 replays tune.jsonl) */
 #include <stdarg.h>
@@ -221,6 +223,21 @@ static void test_pbt_and_promotion(void **state) {
     free(csv);
 }
 
+static void test_long_wait(void **state) {
+    NEED_DATA();
+    char spec[600], a[400];
+    write_spec("wait", "  optimizer.lr: {grid: [1.0e-3, 2.0e-3, 3.0e-3]}",
+               "metric: loss, num_samples: 1, scheduler: fifo, max_t: 160, report_interval: 160", spec, sizeof spec);
+    snprintf(a, sizeof a, "%s/wait_mpi", root);
+    double t0 = segc_now_s();
+    tune(spec, a, true, "dist.timeout_s=1");
+    double took = segc_now_s() - t0;
+    char *csv = csv_of(a);
+    if (count(csv, ",done,160,") != 3) fail_msg("every trial should finish:\n%s", csv);
+    free(csv);
+    printf("3 trials on 2 workers took %.1f s (dist.timeout_s 1)\n", took);
+}
+
 static void test_failed_trial(void **state) {
     NEED_DATA();
     char spec[600], a[400];
@@ -310,6 +327,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(test_fifo_equals_one_process),
         cmocka_unit_test(test_asha_consistent),
         cmocka_unit_test(test_pbt_and_promotion),
+        cmocka_unit_test(test_long_wait),
         cmocka_unit_test(test_failed_trial),
         cmocka_unit_test(test_resume_under_mpirun),
     };
