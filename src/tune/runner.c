@@ -189,7 +189,6 @@ static bool copy_file(const char *from, const char *to, char *err, size_t errlen
     return ok;
 }
 
-
 /* PBT exploit: the source's latest checkpoint pair becomes the trial's, then explore */
 static void apply_exploit(runner *R, int trial) {
     segc_tune_trial *tr = &R->t.trials[trial];
@@ -238,7 +237,6 @@ static void apply_exploit(runner *R, int trial) {
     log_end(R);
     note(R, "trial_%04d exploits trial_%04d at iteration %lld", trial, src, (long long)it);
 }
-
 
 /* ---- the child ---- */
 static volatile int child_stop;
