@@ -99,6 +99,23 @@ bool segc_dist_merge_evaluator(segc_evaluator *ev, char *err, size_t errlen);
  * (samples consumed by all ranks) of a dataset of n samples. */
 void segc_dist_sampler_position(int64_t g, int64_t n, int64_t *epoch, int64_t *position);
 
+/* ---- several jobs in one launch (segc tune: one trial per rank) ---- */
+/* Local mode: this process trains alone. segc_dist_rank / world read 0 / 1 (so
+ * every collective above is a no-op and this process writes its own run dir),
+ * while the messages below still reach every rank of the launch. */
+void segc_dist_set_local(bool on);
+/* rank and size of the whole launch (MPI_COMM_WORLD), also in local mode */
+int segc_dist_job_rank(void);
+int segc_dist_job_world(void);
+/* Point-to-point bytes over the whole launch. Send: to rank dest with a tag (>= 0),
+ * returns once the bytes are on their way. Receive: the next message with tag from
+ * src (-1: any rank) into buf (cap bytes; a larger message ends the job); returns
+ * its size and sets *from, or -1 when none arrived within wait_s (< 0: waits
+ * forever, without the collectives' dist.timeout_s deadline: a tune worker may
+ * wait long for its next trial). Waiting polls and sleeps (cores stay free). */
+void segc_dist_send_bytes(int dest, int tag, const void *buf, size_t n);
+int64_t segc_dist_recv_bytes(int src, int tag, void *buf, size_t cap, int *from, double wait_s);
+
 /* all-reduce statistics of this process (bench-dist): bytes, calls, seconds */
 typedef struct segc_dist_stats {
     int64_t bytes, calls;

@@ -29,6 +29,7 @@
  *     resample_probability: 0.25   # pbt
  *     report_interval: 0      # evaluate every N iterations (0: grace_period / perturbation_interval / max_t)
  *     concurrent: 1           # trials at once, as local processes sharing the cores
+ *                             # (under mpirun -np N: ignored, one trial per rank 1..N-1, rank 0 schedules)
  *     threads: 0              # compute threads per trial (0: cores / concurrent)
  *     keep_checkpoints: 1     # iteration checkpoints kept per trial (stopped trials keep none)
  *     dir: ""                 # run directory ("": runs/tune/NAME)

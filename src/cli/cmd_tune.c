@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "segc/dist.h"
 #include "segc/tune.h"
 
 static void tune_usage(FILE *f) {
@@ -23,6 +24,9 @@ static void tune_usage(FILE *f) {
             "Ctrl-C stops every trial at its next iteration with a checkpoint; --resume continues.\n");
 }
 
+/* under mpirun every rank parses the same spec: rank 0 alone says what is wrong */
+#define say_err(...) do { if (segc_dist_job_rank() == 0) fprintf(stderr, __VA_ARGS__); } while (0)
+
 static volatile int stop_requested;
 static void on_stop(int sig) {
     stop_requested = 1;
@@ -38,13 +42,13 @@ int segc_cmd_tune(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { tune_usage(stdout); rc = 0; goto done; }
         else if (!strcmp(a, "--resume")) {
-            if (i + 1 >= argc) { fprintf(stderr, "segc tune: --resume needs a directory\n"); goto done; }
+            if (i + 1 >= argc) { say_err("segc tune: --resume needs a directory\n"); goto done; }
             resume = argv[++i];
         } else if (!strcmp(a, "--quiet")) o.quiet = true;
-        else if (a[0] == '-') { fprintf(stderr, "segc tune: unknown option %s\n", a); tune_usage(stderr); goto done; }
+        else if (a[0] == '-') { say_err("segc tune: unknown option %s\n", a); tune_usage(stderr); goto done; }
         else if (strchr(a, '=')) ov[n_ov++] = argv[i];
         else if (!spec_path) spec_path = a;
-        else { fprintf(stderr, "segc tune: unexpected argument %s (one SPEC file)\n", a); goto done; }
+        else { say_err("segc tune: unexpected argument %s (one SPEC file)\n", a); goto done; }
     }
     if (!spec_path && !resume) { tune_usage(stderr); goto done; }
     rc = 1;
@@ -55,16 +59,16 @@ int segc_cmd_tune(int argc, char **argv) {
         snprintf(saved, sizeof saved, "%s/spec.yaml", resume);
         spec_path = saved;
     }
-    if (!segc_tune_spec_load(&s, spec_path, err, sizeof err)) { fprintf(stderr, "segc tune: %s\n", err); goto done; }
+    if (!segc_tune_spec_load(&s, spec_path, err, sizeof err)) { say_err("segc tune: %s\n", err); goto done; }
     for (int i = 0; i < n_ov; i++)
-        if (!segc_tune_spec_override(&s, ov[i], err, sizeof err)) { fprintf(stderr, "segc tune: %s\n", err); goto done; }
+        if (!segc_tune_spec_override(&s, ov[i], err, sizeof err)) { say_err("segc tune: %s\n", err); goto done; }
     if (resume) {
-        if (strlen(resume) >= sizeof s.dir) { fprintf(stderr, "segc tune: --resume: path too long\n"); goto done; }
+        if (strlen(resume) >= sizeof s.dir) { say_err("segc tune: --resume: path too long\n"); goto done; }
         snprintf(s.dir, sizeof s.dir, "%s", resume);
     }
     segc_config *base = malloc(sizeof *base);
     if (!base || !segc_tune_spec_finish(&s, base, err, sizeof err)) {
-        fprintf(stderr, "segc tune: %s\n", base ? err : "out of memory");
+        say_err("segc tune: %s\n", base ? err : "out of memory");
         free(base);
         goto done;
     }
@@ -72,10 +76,11 @@ int segc_cmd_tune(int argc, char **argv) {
     o.stop = &stop_requested;
     signal(SIGINT, on_stop);
     signal(SIGTERM, on_stop);
+    signal(SIGUSR1, on_stop);   /* what mpirun forwards to every rank (kill -USR1 <mpirun>) */
     bool ok = segc_tune_run(&s, base, &o, err, sizeof err);
     free(base);
-    if (!ok) { fprintf(stderr, "segc tune: %s\n", err); goto done; }
-    printf("results: %s/tune.html, tune.csv, best.yaml\n", s.dir);
+    if (!ok) { say_err("segc tune: %s\n", err); goto done; }
+    if (segc_dist_job_rank() == 0) printf("results: %s/tune.html, tune.csv, best.yaml\n", s.dir);
     rc = 0;
 done:
     free(ov);

@@ -23,13 +23,15 @@
 static struct {
     bool on;                  /* MPI initialised by segc */
     int rank, world, local_rank, local_size;
+    int job_rank, job_world;  /* in MPI_COMM_WORLD (rank / world unless in local mode) */
+    bool local;               /* local mode: rank / world read 0 / 1, collectives are no-ops */
     char host[MPI_MAX_PROCESSOR_NAME + 1];
     double timeout_s;
     int64_t bucket_elems;
     float *send, *recv;       /* bucket staging buffers (world * chunk floats each) */
     int64_t stage_cap;
     segc_dist_stats stats;
-} D = {.world = 1, .local_size = 1, .host = "localhost", .timeout_s = 45, .bucket_elems = 25 << 18};
+} D = {.world = 1, .job_world = 1, .local_size = 1, .host = "localhost", .timeout_s = 45, .bucket_elems = 25 << 18};
 
 static bool launched(void) {
     const char *v[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"};
@@ -50,6 +52,7 @@ bool segc_dist_init(char *err, size_t errlen) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &D.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &D.world);
+    D.job_rank = D.rank, D.job_world = D.world;
     int len = 0;
     MPI_Get_processor_name(D.host, &len);
     D.host[len] = 0;
@@ -100,7 +103,7 @@ void segc_dist_configure(double bucket_mb, double timeout_s) {
 }
 
 void segc_dist_fail(const char *msg) {
-    fprintf(stderr, "segc: rank %d on %s: %s\n", D.rank, D.host, msg);
+    fprintf(stderr, "segc: rank %d on %s: %s\n", D.job_rank, D.host, msg);
     fflush(stderr);
     if (D.on) MPI_Abort(MPI_COMM_WORLD, 1);
     exit(1);
@@ -518,4 +521,53 @@ static void ov_free(void) {
     free(OV.b);
     free(OV.uses);
     OV.b = NULL, OV.uses = NULL, OV.cap = OV.nb = 0;
+}
+
+/* ---- local mode and point-to-point messages (segc tune over ranks) ---- */
+void segc_dist_set_local(bool on) {
+    D.local = on;
+    D.rank = on ? 0 : D.job_rank;
+    D.world = on ? 1 : D.job_world;
+}
+
+int segc_dist_job_rank(void) { return D.job_rank; }
+int segc_dist_job_world(void) { return D.job_world; }
+
+/* polls (MPI progresses inside MPI_Test / MPI_Iprobe), sleeping between polls so a waiting
+ * rank leaves the cores to the others; no deadline */
+static void nap(int spins) {
+    if (spins <= 64) return;
+    struct timespec ts = {0, spins > 4096 ? 2000000 : 50000};
+    nanosleep(&ts, NULL);
+}
+
+void segc_dist_send_bytes(int dest, int tag, const void *buf, size_t n) {
+    if (!D.on || dest < 0 || dest >= D.job_world || dest == D.job_rank || n > (size_t)1 << 30)
+        segc_dist_fail("send: bad destination or size");
+    MPI_Request r;
+    check(MPI_Isend(buf, (int)n, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &r), "send");
+    int done = 0;
+    for (int spins = 0; !done; spins++) {
+        check(MPI_Test(&r, &done, MPI_STATUS_IGNORE), "send");
+        if (!done) nap(spins);
+    }
+}
+
+int64_t segc_dist_recv_bytes(int src, int tag, void *buf, size_t cap, int *from, double wait_s) {
+    if (!D.on) segc_dist_fail("receive: MPI is not running");
+    double t0 = segc_now_s();
+    int found = 0;
+    MPI_Status st;
+    for (int spins = 0;; spins++) {
+        check(MPI_Iprobe(src < 0 ? MPI_ANY_SOURCE : src, tag, MPI_COMM_WORLD, &found, &st), "receive (probe)");
+        if (found) break;
+        if (wait_s >= 0 && segc_now_s() - t0 >= wait_s) return -1;
+        nap(spins);
+    }
+    int count = 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    if ((size_t)count > cap) segc_dist_fail("receive: message larger than the buffer");
+    check(MPI_Recv(buf, count, MPI_BYTE, st.MPI_SOURCE, tag, MPI_COMM_WORLD, MPI_STATUS_IGNORE), "receive");
+    if (from) *from = st.MPI_SOURCE;
+    return count;
 }

@@ -5,7 +5,12 @@
  *
  * Child -> parent lines: "R ITER METRIC LOSS" after each evaluation (the child
  * then waits for one byte: 'C' continue, 'S' stop, 'P' pause), "E MESSAGE" on
- * failure, "D ITER" (the latest checkpoint's iteration) at exit. */
+ * failure, "D ITER" (the latest checkpoint's iteration) at exit.
+ *
+ * Under an MPI launcher (more than one rank) this process is rank 0 and only
+ * schedules: every other rank is a worker (worker.c) running one trial at a
+ * time in-process, speaking the same lines over MPI messages (tune_int.h);
+ * tune.concurrent is the number of workers. */
 #include <cjson/cJSON.h>
 #include <dirent.h>
 #include <errno.h>
@@ -24,11 +29,14 @@
 
 #include "segc/safetensors.h"
 #include "segc/trainer.h"
+#include "segc/dist.h"
 #include "segc/tune.h"
+#include "tune_int.h"
 
 typedef struct kid {
     pid_t pid;
     int trial, rfd, wfd;
+    int rank;            /* MPI worker rank running the trial (0: a forked process) */
     char buf[2048];
     size_t len;
     char error[512];
@@ -53,11 +61,12 @@ typedef struct runner {
     bool final_table;
     double train_s;   /* wall time inside segc_train (in-process runs) */
     int runs;
+    int conc;         /* runs at once: tune.concurrent, or the MPI workers */
+    bool mpi;         /* trials on MPI worker ranks */
+    bool stopping;
 } runner;
 
-static void trial_dir(const runner *R, int trial, char *buf, size_t n) {
-    snprintf(buf, n, "%s/trial_%04d", R->s->dir, trial);
-}
+static void trial_dir(const runner *R, int trial, char *buf, size_t n) { segc_tune_trial_dir(R->s, trial, buf, n); }
 
 static bool mkdirs(const char *path) {
     char b[SEGC_CFG_PATH + 64];
@@ -180,16 +189,6 @@ static bool copy_file(const char *from, const char *to, char *err, size_t errlen
     return ok;
 }
 
-static int64_t latest_iter(const char *ckdir) {
-    char p[SEGC_CFG_PATH + 96], line[64] = "";
-    snprintf(p, sizeof p, "%s/latest", ckdir);
-    FILE *f = fopen(p, "r");
-    if (!f) return 0;
-    if (!fgets(line, sizeof line, f)) line[0] = 0;
-    fclose(f);
-    return !strncmp(line, "iter_", 5) ? atoll(line + 5) : 0;
-}
-
 /* PBT exploit: the source's latest checkpoint pair becomes the trial's, then explore */
 static void apply_exploit(runner *R, int trial) {
     segc_tune_trial *tr = &R->t.trials[trial];
@@ -201,7 +200,7 @@ static void apply_exploit(runner *R, int trial) {
     snprintf(sck, sizeof sck, "%s/checkpoints", sd);
     snprintf(dck, sizeof dck, "%s/checkpoints", dd);
     char w[SEGC_CFG_PATH + 200], st[SEGC_CFG_PATH + 200], e[768] = "";
-    int64_t it = latest_iter(sck);
+    int64_t it = segc_tune_latest_iter(sck);
     bool ok = segc_checkpoint_latest(sck, w, sizeof w, st, sizeof st, e, sizeof e);
     if (ok) {
         /* every file of that checkpoint (weights, optimizer and train state, and whatever else a
@@ -239,17 +238,6 @@ static void apply_exploit(runner *R, int trial) {
     note(R, "trial_%04d exploits trial_%04d at iteration %lld", trial, src, (long long)it);
 }
 
-/* the searched metric from an evaluation (loss: the training loss); NaN and a message in why
- * when the evaluator does not report it */
-static double metric_of(const char *name, const segc_eval_result *r, double loss, char *why, size_t n) {
-    if (!strcmp(name, "loss")) return loss;
-    for (int i = 0; r && i < r->n; i++)
-        if (!strcmp(r->names[i], name)) return r->values[i];
-    snprintf(why, n, "the evaluator does not report '%s'%s%s%s", name, r && r->n ? " (it reports " : "",
-             r && r->n ? r->names[0] : "", r && r->n ? ", ...)" : " (no validation split)");
-    return NAN;
-}
-
 /* ---- the child ---- */
 static volatile int child_stop;
 static void on_child_signal(int sig) { child_stop = 1; (void)sig; }
@@ -278,7 +266,7 @@ static void say(int fd, const char *fmt, ...) {
 static int child_on_eval(void *user, int64_t iter, const segc_eval_result *r, double loss) {
     hook *h = user;
     char why[256] = "";
-    double m = metric_of(h->metric, r, loss, why, sizeof why);
+    double m = segc_tune_metric_of(h->metric, r, loss, why, sizeof why);
     if (*why) say(h->wfd, "E %s", why);
     say(h->wfd, "R %lld %.17g %.17g", (long long)iter, m, loss);
     char c = 'S';
@@ -308,11 +296,30 @@ static void child_main(runner *R, int trial, int rfd, int wfd) {
     if (st != SEGC_TRAIN_DONE) say(wfd, "E %s", e);
     char ck[SEGC_CFG_PATH + 96];
     snprintf(ck, sizeof ck, "%s/checkpoints", dir);
-    say(wfd, "D %lld", (long long)latest_iter(ck));
+    say(wfd, "D %lld", (long long)segc_tune_latest_iter(ck));
     _exit(st == SEGC_TRAIN_DONE ? 0 : (int)st);
 }
 
 static void run_inprocess(runner *R, int trial);
+
+/* the trial's run on the first idle worker rank: "T TRIAL" and its values */
+static bool launch_mpi(runner *R, int trial) {
+    int rank = 1;
+    for (bool busy = true; busy && rank < segc_dist_job_world(); rank += busy) {
+        busy = false;
+        for (int k = 0; k < R->n_kids; k++) busy |= R->kids[k].rank == rank;
+    }
+    char msg[SEGC_TUNE_MSG];
+    int n = snprintf(msg, sizeof msg, "T %d", trial);
+    for (int j = 0; j < R->s->n_params && n < (int)sizeof msg; j++)
+        n += snprintf(msg + n, sizeof msg - (size_t)n, "\n%s", R->t.trials[trial].values[j]);
+    segc_dist_send_bytes(rank, SEGC_TUNE_TAG_RUN, msg, strlen(msg) + 1);
+    kid *k = &R->kids[R->n_kids++];
+    memset(k, 0, sizeof *k);
+    k->trial = trial, k->rank = rank, k->rfd = k->wfd = -1, k->final_iter = -1;
+    k->last = SEGC_TUNE_CONTINUE;
+    return true;
+}
 
 static bool launch(runner *R, int trial, int64_t target, char *err, size_t errlen) {
     segc_tune_trial *tr = &R->t.trials[trial];
@@ -332,6 +339,7 @@ static bool launch(runner *R, int trial, int64_t target, char *err, size_t errle
     tr->target = target;
     note(R, "trial_%04d %s (iteration %lld -> %lld)", trial, tr->iter ? "resumes" : "starts", (long long)tr->iter,
          (long long)target);
+    if (R->mpi) return launch_mpi(R, trial);
     if (R->s->concurrent == 1) {
         run_inprocess(R, trial);
         return true;
@@ -374,6 +382,9 @@ static segc_tune_action on_report(runner *R, int trial, int64_t it, double m, do
     return a;
 }
 
+static void end_run(runner *R, int trial, int status, const char *run_error, int64_t final_iter, segc_tune_action last,
+                    bool stopping);
+
 static void handle_line(runner *R, kid *k, char *line) {
     if (line[0] == 'R') {
         char *end;
@@ -384,12 +395,22 @@ static void handle_line(runner *R, kid *k, char *line) {
         k->last = a;
         k->n_reports++;
         char c = a == SEGC_TUNE_CONTINUE ? 'C' : a == SEGC_TUNE_STOP ? 'S' : 'P';
-        if (write(k->wfd, &c, 1) != 1) {}
+        if (k->rank > 0 && R->stopping && c == 'C') c = 'P';   /* a stop request: the worker pauses */
+        if (k->rank > 0) segc_dist_send_bytes(k->rank, SEGC_TUNE_TAG_DECIDE, &c, 1);
+        else if (write(k->wfd, &c, 1) != 1) {}
     } else if (line[0] == 'E') {
         snprintf(k->error, sizeof k->error, "%s", line + 2);
         snprintf(R->t.trials[k->trial].error, sizeof R->t.trials[k->trial].error, "%s", line + 2);
     } else if (line[0] == 'D') {
-        k->final_iter = atoll(line + 2);
+        char *end;
+        k->final_iter = strtoll(line + 2, &end, 10);
+        if (k->rank > 0) {   /* an MPI worker's run ended: its exit status in wait() form */
+            int code = (int)strtol(end, NULL, 10);
+            int idx = (int)(k - R->kids);
+            bool stopping = R->stopping || (R->o->stop && *R->o->stop);   /* the signal reached both */
+            end_run(R, k->trial, (code & 0xff) << 8, k->error, k->final_iter, k->last, stopping);
+            R->kids[idx] = R->kids[--R->n_kids];
+        }
     }
 }
 
@@ -446,7 +467,7 @@ typedef struct inproc { runner *R; int trial; segc_tune_action last; } inproc;
 static int inproc_on_eval(void *user, int64_t iter, const segc_eval_result *r, double loss) {
     inproc *h = user;
     char why[256] = "";
-    double m = metric_of(h->R->s->metric, r, loss, why, sizeof why);
+    double m = segc_tune_metric_of(h->R->s->metric, r, loss, why, sizeof why);
     segc_tune_trial *tr = &h->R->t.trials[h->trial];
     if (*why && !*tr->error) snprintf(tr->error, sizeof tr->error, "%s", why);
     h->last = on_report(h->R, h->trial, iter, m, loss);
@@ -471,7 +492,7 @@ static void run_inprocess(runner *R, int trial) {
         snprintf(e2, sizeof e2, "bad config: %s", e);
         snprintf(e, sizeof e, "%.1000s", e2);
     }
-    end_run(R, trial, 0, e, latest_iter(ck), h.last, R->o->stop && *R->o->stop);
+    end_run(R, trial, 0, e, segc_tune_latest_iter(ck), h.last, R->o->stop && *R->o->stop);
 }
 
 /* ---- resume: replay DIR/tune.jsonl through the scheduler ---- */
@@ -572,7 +593,27 @@ static int online_cpus(void) {
     return n > 0 ? (int)n : 1;
 }
 
+static bool tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_opts *o, char *err, size_t errlen);
+
 bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_opts *o, char *err, size_t errlen) {
+    segc_tune_opts dflt = {0};
+    if (!o) o = &dflt;
+    int world = segc_dist_job_world();
+    if (world == 1) return tune_run(s, base, o, err, errlen);
+    /* under an MPI launcher: rank 0 schedules, the others run trials; every rank's
+     * training is a plain one-process run (local mode) */
+    segc_dist_set_local(true);
+    bool ok = true;
+    if (segc_dist_job_rank() > 0) segc_tune_worker(s, base, o);
+    else {
+        ok = tune_run(s, base, o, err, errlen);
+        for (int r = 1; r < world; r++) segc_dist_send_bytes(r, SEGC_TUNE_TAG_RUN, "Q", 2);
+    }
+    segc_dist_set_local(false);
+    return ok;
+}
+
+static bool tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_opts *o, char *err, size_t errlen) {
     segc_tune_opts dflt = {0};
     if (!o) o = &dflt;
     runner R;
@@ -581,7 +622,9 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
     R.out = o->progress ? o->progress : stderr;
     R.tty = isatty(fileno(R.out));
     R.t0 = segc_now_s();
-    R.threads = s->threads > 0 ? s->threads : online_cpus() / s->concurrent;
+    R.mpi = segc_dist_job_world() > 1;
+    R.conc = R.mpi ? segc_dist_job_world() - 1 : s->concurrent;
+    R.threads = R.mpi ? segc_tune_worker_threads(s) : s->threads > 0 ? s->threads : online_cpus() / s->concurrent;
     if (R.threads < 1) R.threads = 1;
     char logp[SEGC_CFG_PATH + 64], specp[SEGC_CFG_PATH + 64];
     snprintf(logp, sizeof logp, "%s/tune.jsonl", s->dir);
@@ -626,7 +669,7 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
     free(full);
     if (!ok) return false;
     if (!segc_tune_sched_init(&R.t, s, err, errlen)) return false;
-    R.kids = calloc((size_t)s->concurrent, sizeof *R.kids);
+    R.kids = calloc((size_t)R.conc, sizeof *R.kids);
     R.announced = calloc((size_t)R.t.n_planned + 1, sizeof *R.announced);
     R.logged_state = malloc((size_t)R.t.n_planned + 1);
     if (R.logged_state) memset(R.logged_state, -1, (size_t)R.t.n_planned + 1);
@@ -635,20 +678,21 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
     R.log = fopen(logp, "a");
     if (!R.log) { ok = segc_errorf(err, errlen, "tune: cannot open %s: %s", logp, strerror(errno)); goto out; }
     log_event(&R, "{\"event\":\"search\",\"resume\":%s,\"trials\":%d,\"concurrent\":%d,\"threads\":%d", o->resume ? "true" : "false",
-              R.t.n_planned, s->concurrent, R.threads);
+              R.t.n_planned, R.conc, R.threads);
     log_end(&R);
     if (!o->quiet && !R.tty)
-        fprintf(R.out, "tune %s: %d trials, %s, %d at a time x %d threads -> %s\n", s->name, R.t.n_planned,
+        fprintf(R.out, "tune %s: %d trials, %s, %d at a time%s x %d threads -> %s\n", s->name, R.t.n_planned,
                 s->scheduler == SEGC_SCHED_ASHA ? (s->promotion ? "ASHA (promotion)" : "ASHA") : s->scheduler == SEGC_SCHED_PBT ? "PBT" : "FIFO",
-                s->concurrent, R.threads, s->dir);
+                R.conc, R.mpi ? " (MPI worker ranks)" : "", R.threads, s->dir);
     bool stopping = false;
     for (;;) {
         if (o->stop && *o->stop && !stopping) {
-            stopping = true;
-            for (int k = 0; k < R.n_kids; k++) kill(R.kids[k].pid, SIGTERM);
+            stopping = R.stopping = true;
+            for (int k = 0; k < R.n_kids; k++)
+                if (R.kids[k].pid > 0) kill(R.kids[k].pid, SIGTERM);
         }
         bool finished = false;
-        while (!stopping && !(o->stop && *o->stop) && R.n_kids < s->concurrent) {
+        while (!stopping && !(o->stop && *o->stop) && R.n_kids < R.conc) {
             int trial;
             int64_t target;
             if (!segc_tune_sched_next(&R.t, R.n_kids, &trial, &target, &finished)) break;
@@ -656,6 +700,17 @@ bool segc_tune_run(segc_tune_spec *s, const segc_config *base, const segc_tune_o
         }
         draw_table(&R, false);
         if (!R.n_kids) break;
+        if (R.mpi) {   /* the next line of any worker (the table is redrawn between) */
+            char line[SEGC_TUNE_MSG + 1];
+            int from = -1;
+            int64_t n = segc_dist_recv_bytes(-1, SEGC_TUNE_TAG_REPORT, line, SEGC_TUNE_MSG, &from, 0.5);
+            if (n < 0) continue;
+            line[n] = 0;
+            for (int k = 0; k < R.n_kids; k++)
+                if (R.kids[k].rank == from) { handle_line(&R, &R.kids[k], line); break; }
+            draw_table(&R, true);
+            continue;
+        }
         struct pollfd pf[64];
         int np = R.n_kids < 64 ? R.n_kids : 64;
         for (int k = 0; k < np; k++) pf[k] = (struct pollfd){R.kids[k].rfd, POLLIN, 0};
