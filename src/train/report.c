@@ -10,55 +10,10 @@
 
 #include "segc/augment.h"
 #include "segc/image_io.h"
+#include "segc/strbuf.h"
 #include "segc/trainer.h"
 
-typedef struct sbuf { char *p; size_t len, cap; bool oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 1 << 16;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) { b->oom = true; return; }
-        b->p = np, b->cap = nc;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k < 0) return;
-    if ((size_t)k < sizeof tmp) { sb_put(b, tmp, (size_t)k); return; }
-    char *big = malloc((size_t)k + 1);
-    if (!big) { b->oom = true; return; }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, (size_t)k);
-    free(big);
-}
-
-static void sb_html(sbuf *b, const char *s) {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '<': sb_put(b, "&lt;", 4); break;
-        case '>': sb_put(b, "&gt;", 4); break;
-        case '&': sb_put(b, "&amp;", 5); break;
-        case '"': sb_put(b, "&quot;", 6); break;
-        default: sb_put(b, s, 1);
-        }
-    }
-}
-
-static void sb_base64(sbuf *b, const unsigned char *d, size_t n) {
+static void sb_base64(segc_strbuf *b, const unsigned char *d, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     char out[4];
     for (size_t i = 0; i < n; i += 3) {
@@ -67,7 +22,7 @@ static void sb_base64(sbuf *b, const unsigned char *d, size_t n) {
         out[1] = tab[v >> 12 & 63];
         out[2] = i + 1 < n ? tab[v >> 6 & 63] : '=';
         out[3] = i + 2 < n ? tab[v & 63] : '=';
-        sb_put(b, out, 4);
+        segc_sb_put(b, out, 4);
     }
 }
 
@@ -91,15 +46,15 @@ static void series_add(series *s, double x, double y) {
 
 static void series_free(series *s) { free(s->x); free(s->y); }
 
-static void svg_chart(sbuf *b, const char *title, const series *s, const char *color, bool sci) {
+static void svg_chart(segc_strbuf *b, const char *title, const series *s, const char *color, bool sci) {
     const double W = 440, H = 230, L = 62, R = 12, T = 26, B = 30;
-    sb_printf(b, "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
+    segc_sb_printf(b, "<svg class=\"chart\" width=\"%.0f\" height=\"%.0f\" viewBox=\"0 0 %.0f %.0f\" "
               "xmlns=\"http://www.w3.org/2000/svg\">", W, H, W, H);
-    sb_printf(b, "<text x=\"%.0f\" y=\"17\" font-size=\"13\" font-weight=\"bold\">", L);
-    sb_html(b, title);
-    sb_printf(b, "</text>");
+    segc_sb_printf(b, "<text x=\"%.0f\" y=\"17\" font-size=\"13\" font-weight=\"bold\">", L);
+    segc_sb_html(b, title);
+    segc_sb_printf(b, "</text>");
     if (s->n == 0) {
-        sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" fill=\"#888\">no data yet</text></svg>", L, H / 2);
+        segc_sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" fill=\"#888\">no data yet</text></svg>", L, H / 2);
         return;
     }
     double x0 = s->x[0], x1 = s->x[0], y0 = s->y[0], y1 = s->y[0];
@@ -110,29 +65,29 @@ static void svg_chart(sbuf *b, const char *title, const series *s, const char *c
     if (x1 == x0) x1 = x0 + 1;
     if (y1 == y0) { y1 += fabs(y1) > 0 ? 0.05 * fabs(y1) : 1; y0 -= fabs(y0) > 0 ? 0.05 * fabs(y0) : 0; }
     double pw = W - L - R, ph = H - T - B;
-    sb_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#bbb\"/>", L, T, pw, ph);
+    segc_sb_printf(b, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#bbb\"/>", L, T, pw, ph);
     for (int k = 0; k <= 4; k++) {   /* y grid and labels */
         double yv = y0 + (y1 - y0) * k / 4.0, py = T + ph - ph * k / 4.0;
-        sb_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", L, L + pw, py, py);
-        sb_printf(b, sci ? "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.2e</text>"
+        segc_sb_printf(b, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#eee\"/>", L, L + pw, py, py);
+        segc_sb_printf(b, sci ? "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.2e</text>"
                          : "<text x=\"%.0f\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%.4g</text>",
                   L - 4, py + 3, yv);
     }
     for (int k = 0; k <= 4; k++) {   /* x labels: iterations */
         double xv = x0 + (x1 - x0) * k / 4.0, px = L + pw * k / 4.0;
-        sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\">%.0f</text>", px, H - B + 14, xv);
+        segc_sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\">%.0f</text>", px, H - B + 14, xv);
     }
-    sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666\">iteration</text>",
+    segc_sb_printf(b, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\" fill=\"#666\">iteration</text>",
               L + pw / 2, H - 3);
-    sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", color);
+    segc_sb_printf(b, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" points=\"", color);
     for (int i = 0; i < s->n; i++)
-        sb_printf(b, "%.1f,%.1f ", L + pw * (s->x[i] - x0) / (x1 - x0), T + ph - ph * (s->y[i] - y0) / (y1 - y0));
-    sb_printf(b, "\"/>");
+        segc_sb_printf(b, "%.1f,%.1f ", L + pw * (s->x[i] - x0) / (x1 - x0), T + ph - ph * (s->y[i] - y0) / (y1 - y0));
+    segc_sb_printf(b, "\"/>");
     if (s->n <= 40)
         for (int i = 0; i < s->n; i++)
-            sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", L + pw * (s->x[i] - x0) / (x1 - x0),
+            segc_sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"/>", L + pw * (s->x[i] - x0) / (x1 - x0),
                       T + ph - ph * (s->y[i] - y0) / (y1 - y0), color);
-    sb_printf(b, "</svg>");
+    segc_sb_printf(b, "</svg>");
 }
 
 static void read_curves(const char *path, series *loss, series *lr, series *miou, const char *primary) {
@@ -157,7 +112,7 @@ static void read_curves(const char *path, series *loss, series *lr, series *miou
 }
 
 /* ---- prediction thumbnails ---- */
-static bool png_inline(sbuf *b, const segc_image *im, const uint8_t *palette, int n_colors, int max_w) {
+static bool png_inline(segc_strbuf *b, const segc_image *im, const uint8_t *palette, int n_colors, int max_w) {
     segc_image shown = *im, tmp = {0}, col = {0};
     char e[256];
     bool ok = true;
@@ -184,9 +139,9 @@ static bool png_inline(sbuf *b, const segc_image *im, const uint8_t *palette, in
     size_t len = 0;
     if (ok) ok = segc_png_encode(&shown, NULL, 0, &png, &len, e, sizeof e);
     if (ok) {
-        sb_printf(b, "<img src=\"data:image/png;base64,");
+        segc_sb_printf(b, "<img src=\"data:image/png;base64,");
         sb_base64(b, png, len);
-        sb_printf(b, "\"/>");
+        segc_sb_printf(b, "\"/>");
     }
     free(png);
     segc_image_free(&tmp);
@@ -203,9 +158,9 @@ static const char *css =
     ".legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;border:1px solid #999}"
     "pre{background:#f6f6f6;padding:10px;font-size:12px}.muted{color:#666}";
 
-static void metric_cell(sbuf *b, double v) {
-    if (isnan(v)) sb_printf(b, "<td class=\"muted\">nan</td>");
-    else sb_printf(b, "<td>%.2f</td>", segc_metric_percent(v));
+static void metric_cell(segc_strbuf *b, double v) {
+    if (isnan(v)) segc_sb_printf(b, "<td class=\"muted\">nan</td>");
+    else segc_sb_printf(b, "<td>%.2f</td>", segc_metric_percent(v));
 }
 
 /* The final evaluation sits between these markers, so segc eval can replace it in place. */
@@ -239,42 +194,42 @@ static void eval_scope(char *buf, size_t n, const segc_report *r) {
 }
 
 /* heading, what the evaluation covered, the headline metrics and the per-class table */
-static void eval_section(sbuf *b, const char *heading, const char *what, const segc_report *r) {
+static void eval_section(segc_strbuf *b, const char *heading, const char *what, const segc_report *r) {
     const segc_metrics *m = r->metrics;
-    sb_printf(b, "<h2>%s</h2><p class=\"muted\">", heading);
-    sb_html(b, what);
+    segc_sb_printf(b, "<h2>%s</h2><p class=\"muted\">", heading);
+    segc_sb_html(b, what);
     if (m->num_classes == 0) {   /* detection: the COCO numbers (fractions, as pycocotools prints them) */
-        sb_printf(b, "</p><p>");
+        segc_sb_printf(b, "</p><p>");
         for (int i = 0; i < r->n_extra; i++) {
-            sb_printf(b, i ? " &middot; " : "");
-            sb_html(b, r->extra_names[i]);
-            sb_printf(b, i ? " %.3f" : " <b>%.3f</b>", r->extra_values[i]);
+            segc_sb_printf(b, i ? " &middot; " : "");
+            segc_sb_html(b, r->extra_names[i]);
+            segc_sb_printf(b, i ? " %.3f" : " <b>%.3f</b>", r->extra_values[i]);
         }
-        sb_printf(b, "</p>");
+        segc_sb_printf(b, "</p>");
         return;
     }
-    sb_printf(b, "</p><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f", segc_metric_percent(m->mIoU),
+    segc_sb_printf(b, "</p><p>mIoU <b>%.2f</b> &middot; mAcc %.2f &middot; aAcc %.2f", segc_metric_percent(m->mIoU),
               segc_metric_percent(m->mAcc), segc_metric_percent(m->aAcc));
     for (int i = 0; i < r->n_extra; i++) {
-        sb_printf(b, " &middot; ");
-        sb_html(b, r->extra_names[i]);
-        sb_printf(b, " %.2f", segc_metric_percent(r->extra_values[i]));
+        segc_sb_printf(b, " &middot; ");
+        segc_sb_html(b, r->extra_names[i]);
+        segc_sb_printf(b, " %.2f", segc_metric_percent(r->extra_values[i]));
     }
-    sb_printf(b, "</p>");
-    sb_printf(b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
+    segc_sb_printf(b, "</p>");
+    segc_sb_printf(b, "<table><tr><th>Class</th><th>IoU</th><th>Acc</th></tr>");
     for (int k = 0; k < m->num_classes; k++) {
-        sb_printf(b, "<tr><td>");
+        segc_sb_printf(b, "<tr><td>");
         if (r->palette && k < r->n_classes)
-            sb_printf(b, "<i style=\"display:inline-block;width:10px;height:10px;margin-right:6px;"
+            segc_sb_printf(b, "<i style=\"display:inline-block;width:10px;height:10px;margin-right:6px;"
                       "background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1], r->palette[3 * k + 2]);
-        if (r->class_names && k < r->n_classes && r->class_names[k]) sb_html(b, r->class_names[k]);
-        else sb_printf(b, "%d", k);
-        sb_printf(b, "</td>");
+        if (r->class_names && k < r->n_classes && r->class_names[k]) segc_sb_html(b, r->class_names[k]);
+        else segc_sb_printf(b, "%d", k);
+        segc_sb_printf(b, "</td>");
         metric_cell(b, m->iou[k]);
         metric_cell(b, m->acc[k]);
-        sb_printf(b, "</tr>");
+        segc_sb_printf(b, "</tr>");
     }
-    sb_printf(b, "</table>");
+    segc_sb_printf(b, "</table>");
 }
 
 void segc_report_set_extras(segc_report *rep, const segc_eval_result *r) {
@@ -293,7 +248,7 @@ void segc_report_set_extras(segc_report *rep, const segc_eval_result *r) {
 
 bool segc_report_add_final(const char *run_dir, const segc_report *r, const char *checkpoint, char *err, size_t errlen) {
     if (!r->metrics) return snprintf(err, errlen, "report: no metrics for the final evaluation"), false;
-    sbuf b = {0};
+    segc_strbuf b = {0};
     char what[1024], scope[256] = "";
     eval_scope(scope, sizeof scope, r);
     snprintf(what, sizeof what, "segc eval of %s: %s", checkpoint ? checkpoint : "the final weights", scope);
@@ -331,62 +286,62 @@ bool segc_report_write(const char *run_dir, const segc_report *r, char *err, siz
     series loss = {0}, lr = {0}, miou = {0};
     const char *primary = r->primary && *r->primary ? r->primary : "mIoU";
     read_curves(mpath, &loss, &lr, &miou, primary);
-    sbuf b = {0};
-    sb_printf(&b, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>segc: ");
-    sb_html(&b, r->title);
-    sb_printf(&b, "</title><style>%s</style></head><body><h1>segc run: ", css);
-    sb_html(&b, r->title);
-    sb_printf(&b, "</h1><p class=\"muted\">");
-    sb_html(&b, r->status);
-    sb_printf(&b, "</p><h2>Curves</h2><div class=\"charts\">");
+    segc_strbuf b = {0};
+    segc_sb_printf(&b, "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>segc: ");
+    segc_sb_html(&b, r->title);
+    segc_sb_printf(&b, "</title><style>%s</style></head><body><h1>segc run: ", css);
+    segc_sb_html(&b, r->title);
+    segc_sb_printf(&b, "</h1><p class=\"muted\">");
+    segc_sb_html(&b, r->status);
+    segc_sb_printf(&b, "</p><h2>Curves</h2><div class=\"charts\">");
     svg_chart(&b, "training loss", &loss, "#c0392b", false);
     svg_chart(&b, "learning rate", &lr, "#2471a3", true);
     char ctitle[96];
     snprintf(ctitle, sizeof ctitle, strncmp(primary, "bbox_", 5) ? "validation %s (%%)" : "validation %s", primary);
     svg_chart(&b, ctitle, &miou, "#1e8449", false);
-    sb_printf(&b, "</div>");
+    segc_sb_printf(&b, "</div>");
     /* the final evaluation (segc eval), when one was made for this run */
-    sb_printf(&b, "%s", FINAL_BEGIN);
+    segc_sb_printf(&b, "%s", FINAL_BEGIN);
     char fpath[4096];
     snprintf(fpath, sizeof fpath, "%s/final_eval.html", run_dir);
     char *fin = read_all(fpath);
-    if (fin) sb_printf(&b, "%s", fin);
+    if (fin) segc_sb_printf(&b, "%s", fin);
     free(fin);
-    sb_printf(&b, "%s", FINAL_END);
+    segc_sb_printf(&b, "%s", FINAL_END);
     if (r->metrics) {
         char what[256] = "";
         eval_scope(what, sizeof what, r);
         eval_section(&b, "Latest evaluation during training", what, r);
     }
     if (r->n_samples > 0) {
-        sb_printf(&b, "<h2>Validation predictions</h2><div class=\"legend\">");
+        segc_sb_printf(&b, "<h2>Validation predictions</h2><div class=\"legend\">");
         for (int k = 0; k < r->n_classes && r->palette; k++) {
-            sb_printf(&b, "<span><i style=\"background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1],
+            segc_sb_printf(&b, "<span><i style=\"background:rgb(%d,%d,%d)\"></i>", r->palette[3 * k], r->palette[3 * k + 1],
                       r->palette[3 * k + 2]);
-            if (r->class_names && r->class_names[k]) sb_html(&b, r->class_names[k]);
-            else sb_printf(&b, "%d", k);
-            sb_printf(&b, "</span>");
+            if (r->class_names && r->class_names[k]) segc_sb_html(&b, r->class_names[k]);
+            else segc_sb_printf(&b, "%d", k);
+            segc_sb_printf(&b, "</span>");
         }
-        sb_printf(&b, "</div><table class=\"samples\"><tr><th>image</th><th>ground truth</th><th>prediction</th></tr>");
+        segc_sb_printf(&b, "</div><table class=\"samples\"><tr><th>image</th><th>ground truth</th><th>prediction</th></tr>");
         for (int i = 0; i < r->n_samples; i++) {
             const segc_eval_sample *s = &r->samples[i];
-            sb_printf(&b, "<tr><td>");
+            segc_sb_printf(&b, "<tr><td>");
             png_inline(&b, &s->img, NULL, 0, 320);
-            sb_html(&b, s->name);
-            sb_printf(&b, "</td><td>");
+            segc_sb_html(&b, s->name);
+            segc_sb_printf(&b, "</td><td>");
             png_inline(&b, &s->gt, r->palette, r->n_classes, 320);
-            sb_printf(&b, "</td><td>");
+            segc_sb_printf(&b, "</td><td>");
             png_inline(&b, &s->pred, r->palette, r->n_classes, 320);
-            sb_printf(&b, "</td></tr>");
+            segc_sb_printf(&b, "</td></tr>");
         }
-        sb_printf(&b, "</table>");
+        segc_sb_printf(&b, "</table>");
     }
     if (r->config_yaml) {
-        sb_printf(&b, "<h2>Configuration</h2><details><summary>resolved config.yaml</summary><pre>");
-        sb_html(&b, r->config_yaml);
-        sb_printf(&b, "</pre></details>");
+        segc_sb_printf(&b, "<h2>Configuration</h2><details><summary>resolved config.yaml</summary><pre>");
+        segc_sb_html(&b, r->config_yaml);
+        segc_sb_printf(&b, "</pre></details>");
     }
-    sb_printf(&b, "<p class=\"muted\">written by segc</p></body></html>\n");
+    segc_sb_printf(&b, "<p class=\"muted\">written by segc</p></body></html>\n");
     series_free(&loss);
     series_free(&lr);
     series_free(&miou);

@@ -10,57 +10,20 @@
 #include <string.h>
 
 #include "segc/safetensors.h"
+#include "segc/strbuf.h"
 #include "segc/tune.h"
 
-typedef struct sbuf { char *p; size_t len, cap; bool oom; } sbuf;
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 1 << 14;
-        while (nc < b->len + n + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) { b->oom = true; return; }
-        b->p = np, b->cap = nc;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void sbf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sbf(sbuf *b, const char *fmt, ...) {
-    char tmp[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (k >= 0) sb_put(b, tmp, (size_t)k < sizeof tmp ? (size_t)k : sizeof tmp - 1);
-}
-
-static void sb_html(sbuf *b, const char *s) {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '<': sb_put(b, "&lt;", 4); break;
-        case '>': sb_put(b, "&gt;", 4); break;
-        case '&': sb_put(b, "&amp;", 5); break;
-        case '"': sb_put(b, "&quot;", 6); break;
-        default: sb_put(b, s, 1);
-        }
-    }
-}
-
-static void sb_csv(sbuf *b, const char *s) {
-    if (!strpbrk(s, ",\"\n")) { sbf(b, "%s", s); return; }
-    sb_put(b, "\"", 1);
+static void sb_csv(segc_strbuf *b, const char *s) {
+    if (!strpbrk(s, ",\"\n")) { segc_sb_printf(b, "%s", s); return; }
+    segc_sb_put(b, "\"", 1);
     for (; *s; s++) {
-        if (*s == '"') sb_put(b, "\"", 1);
-        sb_put(b, s, 1);
+        if (*s == '"') segc_sb_put(b, "\"", 1);
+        segc_sb_put(b, s, 1);
     }
-    sb_put(b, "\"", 1);
+    segc_sb_put(b, "\"", 1);
 }
 
-static bool write_text(const char *path, const sbuf *b, char *err, size_t errlen) {
+static bool write_text(const char *path, const segc_strbuf *b, char *err, size_t errlen) {
     if (b->oom || !b->p) return segc_errorf(err, errlen, "%s: out of memory", path);
     const void *parts[1] = {b->p};
     size_t sizes[1] = {b->len};
@@ -121,7 +84,7 @@ static void color(int i, int n, char *buf, size_t len) {
     snprintf(buf, len, "hsl(%d,70%%,45%%)", n ? (int)(360.0 * i / n) : 0);
 }
 
-static void svg_curves(sbuf *b, const segc_tune_spec *s, const segc_tune_sched *t, curve *cv) {
+static void svg_curves(segc_strbuf *b, const segc_tune_spec *s, const segc_tune_sched *t, curve *cv) {
     const int W = 760, H = 340, L = 60, R = 20, T = 20, B = 40;
     double lo = INFINITY, hi = -INFINITY;
     for (int i = 0; i < t->n_trials; i++)
@@ -129,39 +92,39 @@ static void svg_curves(sbuf *b, const segc_tune_spec *s, const segc_tune_sched *
     if (!(lo <= hi)) lo = 0, hi = 1;
     if (hi - lo < 1e-12) lo -= 0.5, hi += 0.5;
     double xmax = (double)s->max_t;
-    sbf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
-    sbf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", L, T, W - L - R, H - T - B);
+    segc_sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
+    segc_sb_printf(b, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#999\"/>\n", L, T, W - L - R, H - T - B);
     for (int g = 0; g <= 4; g++) {
         double v = lo + (hi - lo) * g / 4;
         double y = T + (H - T - B) * (1 - (double)g / 4);
-        sbf(b, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.4g</text>\n", L - 4, y + 4, v);
+        segc_sb_printf(b, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">%.4g</text>\n", L - 4, y + 4, v);
         double xv = xmax * g / 4, x = L + (W - L - R) * (double)g / 4;
-        sbf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%lld</text>\n", x, H - B + 16, (long long)xv);
+        segc_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">%lld</text>\n", x, H - B + 16, (long long)xv);
     }
-    sbf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">iteration</text>\n", (L + W - R) / 2, H - 6);
+    segc_sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"12\" text-anchor=\"middle\">iteration</text>\n", (L + W - R) / 2, H - 6);
     for (int i = 0; i < t->n_trials; i++) {
         const curve *c = &cv[i];
         if (!c->n) continue;
         char col[40];
         color(i, t->n_trials, col, sizeof col);
-        sbf(b, "<g><title>trial_%04d (%s)</title><polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", i,
+        segc_sb_printf(b, "<g><title>trial_%04d (%s)</title><polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", i,
             segc_trial_state_name(t->trials[i].state), col);
         double x = 0, y = 0;
         for (int k = 0; k < c->n; k++) {
             x = L + (W - L - R) * (double)c->it[k] / xmax;
             y = T + (H - T - B) * (1 - (c->v[k] - lo) / (hi - lo));
-            sbf(b, "%.1f,%.1f ", x, y);
+            segc_sb_printf(b, "%.1f,%.1f ", x, y);
         }
-        sbf(b, "\"/>");
+        segc_sb_printf(b, "\"/>");
         if (t->trials[i].state == SEGC_TRIAL_STOPPED || t->trials[i].state == SEGC_TRIAL_FAILED)
-            sbf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", x, y, col);
-        sbf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" fill=\"%s\">%d</text></g>\n", x + 3, y - 3, col, i);
+            segc_sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", x, y, col);
+        segc_sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\" fill=\"%s\">%d</text></g>\n", x + 3, y - 3, col, i);
     }
-    sbf(b, "</svg>\n");
+    segc_sb_printf(b, "</svg>\n");
 }
 
 /* parallel coordinates: one axis per parameter, then the best metric */
-static void svg_parallel(sbuf *b, const segc_tune_spec *s, const segc_tune_sched *t) {
+static void svg_parallel(segc_strbuf *b, const segc_tune_spec *s, const segc_tune_sched *t) {
     int na = s->n_params + 1;
     const int W = 160 * na + 80 > 760 ? 160 * na + 80 : 760, H = 320, T = 30, B = 40, L = 60;
     double step = na > 1 ? (double)(W - 2 * L) / (na - 1) : 0;
@@ -182,22 +145,22 @@ static void svg_parallel(sbuf *b, const segc_tune_spec *s, const segc_tune_sched
         }
         if (hi[a] - lo[a] < 1e-12) lo[a] -= 0.5, hi[a] += 0.5;
     }
-    sbf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
+    segc_sb_printf(b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\">\n", W, H, W, H);
     for (int a = 0; a < na; a++) {
         double x = L + step * a;
-        sbf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#888\"/>\n", x, T, x, H - B);
-        sbf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">", x, H - B + 16);
-        sb_html(b, a < s->n_params ? s->params[a].key : s->metric);
-        sbf(b, "%s</text>\n", a < s->n_params ? "" : " (best)");
+        segc_sb_printf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#888\"/>\n", x, T, x, H - B);
+        segc_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">", x, H - B + 16);
+        segc_sb_html(b, a < s->n_params ? s->params[a].key : s->metric);
+        segc_sb_printf(b, "%s</text>\n", a < s->n_params ? "" : " (best)");
         if (a < s->n_params && cat[a]) {
             for (int v = 0; v < s->params[a].n_values; v++) {
                 double y = T + (H - T - B) * (1 - (v - lo[a]) / (hi[a] - lo[a]));
-                sbf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\">", x + 4, y + 3);
-                sb_html(b, s->params[a].values[v]);
-                sbf(b, "</text>\n");
+                segc_sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\">", x + 4, y + 3);
+                segc_sb_html(b, s->params[a].values[v]);
+                segc_sb_printf(b, "</text>\n");
             }
         } else {
-            sbf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\">%.3g</text><text x=\"%.1f\" y=\"%d\" font-size=\"10\">%.3g</text>\n",
+            segc_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\">%.3g</text><text x=\"%.1f\" y=\"%d\" font-size=\"10\">%.3g</text>\n",
                 x + 4, T + 4, logsc[a] ? pow(10, hi[a]) : hi[a], x + 4, H - B, logsc[a] ? pow(10, lo[a]) : lo[a]);
         }
     }
@@ -206,7 +169,7 @@ static void svg_parallel(sbuf *b, const segc_tune_spec *s, const segc_tune_sched
         const segc_tune_trial *tr = &t->trials[i];
         double m = tr->best;
         int hue = isnan(m) ? 0 : (int)(240 * (s->maximize ? (mhi - m) : (m - mlo)) / (mhi - mlo));
-        sbf(b, "<g><title>trial_%04d</title><polyline fill=\"none\" stroke=\"hsl(%d,75%%,45%%)\" stroke-width=\"1.5\"%s points=\"",
+        segc_sb_printf(b, "<g><title>trial_%04d</title><polyline fill=\"none\" stroke=\"hsl(%d,75%%,45%%)\" stroke-width=\"1.5\"%s points=\"",
             i, hue, isnan(m) ? " stroke-dasharray=\"4 3\"" : "");
         for (int a = 0; a < na; a++) {
             double v;
@@ -222,54 +185,54 @@ static void svg_parallel(sbuf *b, const segc_tune_spec *s, const segc_tune_sched
                 if (logsc[a]) v = log10(v > 0 ? v : 1e-300);
             }
             double y = T + (H - T - B) * (1 - (v - lo[a]) / (hi[a] - lo[a]));
-            sbf(b, "%.1f,%.1f ", L + step * a, y);
+            segc_sb_printf(b, "%.1f,%.1f ", L + step * a, y);
         }
-        sbf(b, "\"/></g>\n");
+        segc_sb_printf(b, "\"/></g>\n");
     }
-    sbf(b, "</svg>\n");
+    segc_sb_printf(b, "</svg>\n");
 }
 
 static bool write_html(const char *path, const segc_tune_spec *s, const segc_tune_sched *t, curve *cv, int best,
                        char *err, size_t errlen) {
-    sbuf b = {0};
+    segc_strbuf b = {0};
     static const char *const sched[] = {"FIFO", "ASHA", "PBT"};
-    sbf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>segc tune ");
-    sb_html(&b, s->name);
-    sbf(&b, "</title>\n<style>body{font-family:sans-serif;margin:20px}table{border-collapse:collapse;font-size:13px}"
+    segc_sb_printf(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>segc tune ");
+    segc_sb_html(&b, s->name);
+    segc_sb_printf(&b, "</title>\n<style>body{font-family:sans-serif;margin:20px}table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#eee}.l{text-align:left}</style>\n"
             "</head><body>\n<h1>segc tune: ");
-    sb_html(&b, s->name);
-    sbf(&b, "</h1>\n<p>%d trials, %s%s, %s %s (%s), max_t %lld iterations.",
+    segc_sb_html(&b, s->name);
+    segc_sb_printf(&b, "</h1>\n<p>%d trials, %s%s, %s %s (%s), max_t %lld iterations.",
         t->n_trials, sched[s->scheduler], s->scheduler == SEGC_SCHED_ASHA && s->promotion ? " (promotion)" : "", "metric",
         s->metric, s->maximize ? "max" : "min", (long long)s->max_t);
-    if (best >= 0) sbf(&b, " Best: trial_%04d, %s %.4g (best.yaml).", best, s->metric, t->trials[best].best);
-    sbf(&b, "</p>\n<h2>%s against iterations</h2>\n", s->metric);
+    if (best >= 0) segc_sb_printf(&b, " Best: trial_%04d, %s %.4g (best.yaml).", best, s->metric, t->trials[best].best);
+    segc_sb_printf(&b, "</p>\n<h2>%s against iterations</h2>\n", s->metric);
     svg_curves(&b, s, t, cv);
-    sbf(&b, "<h2>Hyper-parameters against the best %s</h2>\n", s->metric);
+    segc_sb_printf(&b, "<h2>Hyper-parameters against the best %s</h2>\n", s->metric);
     svg_parallel(&b, s, t);
-    sbf(&b, "<h2>Trials</h2>\n<table>\n<tr><th>trial</th><th>state</th><th>iteration</th><th>%s</th><th>best</th>", s->metric);
+    segc_sb_printf(&b, "<h2>Trials</h2>\n<table>\n<tr><th>trial</th><th>state</th><th>iteration</th><th>%s</th><th>best</th>", s->metric);
     for (int j = 0; j < s->n_params; j++) {
-        sbf(&b, "<th>");
-        sb_html(&b, s->params[j].key);
-        sbf(&b, "</th>");
+        segc_sb_printf(&b, "<th>");
+        segc_sb_html(&b, s->params[j].key);
+        segc_sb_printf(&b, "</th>");
     }
-    sbf(&b, "<th>lineage</th><th class=\"l\">error</th></tr>\n");
+    segc_sb_printf(&b, "<th>lineage</th><th class=\"l\">error</th></tr>\n");
     for (int i = 0; i < t->n_trials; i++) {
         const segc_tune_trial *tr = &t->trials[i];
-        sbf(&b, "<tr><td class=\"l\">trial_%04d%s</td><td class=\"l\">%s</td><td>%lld</td><td>%.4g</td><td>%.4g</td>", i,
+        segc_sb_printf(&b, "<tr><td class=\"l\">trial_%04d%s</td><td class=\"l\">%s</td><td>%lld</td><td>%.4g</td><td>%.4g</td>", i,
             i == best ? " (best)" : "", segc_trial_state_name(tr->state), (long long)tr->iter, tr->last, tr->best);
         for (int j = 0; j < s->n_params; j++) {
-            sbf(&b, "<td>");
-            sb_html(&b, tr->values[j]);
-            sbf(&b, "</td>");
+            segc_sb_printf(&b, "<td>");
+            segc_sb_html(&b, tr->values[j]);
+            segc_sb_printf(&b, "</td>");
         }
-        if (tr->parent >= 0) sbf(&b, "<td>from trial_%04d (%d exploits)</td>", tr->parent, tr->n_exploits);
-        else sbf(&b, "<td></td>");
-        sbf(&b, "<td class=\"l\">");
-        sb_html(&b, tr->error);
-        sbf(&b, "</td></tr>\n");
+        if (tr->parent >= 0) segc_sb_printf(&b, "<td>from trial_%04d (%d exploits)</td>", tr->parent, tr->n_exploits);
+        else segc_sb_printf(&b, "<td></td>");
+        segc_sb_printf(&b, "<td class=\"l\">");
+        segc_sb_html(&b, tr->error);
+        segc_sb_printf(&b, "</td></tr>\n");
     }
-    sbf(&b, "</table>\n</body></html>\n");
+    segc_sb_printf(&b, "</table>\n</body></html>\n");
     bool ok = write_text(path, &b, err, errlen);
     free(b.p);
     return ok;
@@ -279,21 +242,21 @@ bool segc_tune_write_results(const segc_tune_spec *s, const segc_config *base, c
                              size_t errlen) {
     char path[SEGC_CFG_PATH + 64];
     /* tune.csv */
-    sbuf b = {0};
-    sbf(&b, "trial,state,iter,%s,best", s->metric);
-    for (int j = 0; j < s->n_params; j++) sbf(&b, ",%s", s->params[j].key);
-    sbf(&b, ",parent,error\n");
+    segc_strbuf b = {0};
+    segc_sb_printf(&b, "trial,state,iter,%s,best", s->metric);
+    for (int j = 0; j < s->n_params; j++) segc_sb_printf(&b, ",%s", s->params[j].key);
+    segc_sb_printf(&b, ",parent,error\n");
     for (int i = 0; i < t->n_trials; i++) {
         const segc_tune_trial *tr = &t->trials[i];
-        sbf(&b, "trial_%04d,%s,%lld,%.10g,%.10g", i, segc_trial_state_name(tr->state), (long long)tr->iter, tr->last, tr->best);
+        segc_sb_printf(&b, "trial_%04d,%s,%lld,%.10g,%.10g", i, segc_trial_state_name(tr->state), (long long)tr->iter, tr->last, tr->best);
         for (int j = 0; j < s->n_params; j++) {
-            sbf(&b, ",");
+            segc_sb_printf(&b, ",");
             sb_csv(&b, tr->values[j]);
         }
-        if (tr->parent >= 0) sbf(&b, ",trial_%04d,", tr->parent);
-        else sbf(&b, ",,");
+        if (tr->parent >= 0) segc_sb_printf(&b, ",trial_%04d,", tr->parent);
+        else segc_sb_printf(&b, ",,");
         sb_csv(&b, tr->error);
-        sbf(&b, "\n");
+        segc_sb_printf(&b, "\n");
     }
     snprintf(path, sizeof path, "%s/tune.csv", s->dir);
     bool ok = write_text(path, &b, err, errlen);
