@@ -296,7 +296,8 @@ static void test_pbt(void **state) {
         }
         int nq = (int)ceil(n * 0.25);
         if (nq > n / 2) nq = n / 2;
-        bool expect = nq >= 1 && worst == trial;
+        /* ... from a trial at least as far as this one (never back to an older checkpoint) */
+        bool expect = nq >= 1 && worst == trial && t.trials[bestt].iter >= tr->iter;
         if (expect != (tr->exploit_source >= 0)) fail_msg("trial %d at %lld: exploit %d, reference %s", trial,
                                                           (long long)target, tr->exploit_source, expect ? "yes" : "no");
         if (expect) {
@@ -321,12 +322,51 @@ static void test_pbt(void **state) {
     segc_tune_sched_free(&t);
 }
 
+/* a fast trial in the bottom quantile must not copy a slower one's older checkpoint: that moved
+ * it back, and two trials copying each other's older checkpoints never finished */
+static void test_pbt_never_moves_back(void **state) {
+    segc_tune_spec s;
+    spec_from(&s, "space:\n  optimizer.lr: {loguniform: [1.0e-5, 1.0e-1]}\n"
+                  "tune: {num_samples: 4, scheduler: pbt, max_t: 8, perturbation_interval: 2, quantile_fraction: 0.25, "
+                  "resample_probability: 0.0, seed: 5}\n");
+    s.max_t = 8, s.perturbation_interval = 2, s.report_interval = 2, s.quantile_fraction = 0.25;
+    segc_tune_sched t;
+    char err[256];
+    assert_true(segc_tune_sched_init(&t, &s, err, sizeof err));
+    int trial, slow, fast;
+    int64_t target;
+    bool fin;
+    for (int k = 0; k < 4; k++) {   /* every trial to iteration 2, one at a time; trial 0 the best */
+        assert_true(segc_tune_sched_next(&t, 0, &trial, &target, &fin));
+        assert_int_equal(target, 2);
+        t.trials[trial].state = SEGC_TRIAL_RUNNING;
+        segc_tune_sched_result(&t, trial, 2, -(double)trial);
+        if (t.trials[trial].exploit_source >= 0) segc_tune_sched_exploited(&t, trial);
+        segc_tune_sched_ended(&t, trial, SEGC_TRIAL_PAUSED, NULL);
+    }
+    assert_true(segc_tune_sched_next(&t, 0, &slow, &target, &fin));   /* runs 2 -> 4, slowly */
+    t.trials[slow].state = SEGC_TRIAL_RUNNING;
+    assert_true(segc_tune_sched_next(&t, 1, &fast, &target, &fin));
+    assert_int_not_equal(fast, slow);
+    t.trials[fast].state = SEGC_TRIAL_RUNNING;
+    /* the fast one reaches 4 the worst, while the best score is the slow one's at 2 */
+    for (int i = 0; i < 4; i++) t.trials[i].score = i == slow ? 1.0 : 0.0;
+    assert_int_equal(segc_tune_sched_result(&t, fast, 4, -100.0), SEGC_TUNE_PAUSE);
+    int src = t.trials[fast].exploit_source;
+    if (src >= 0 && t.trials[src].iter < 4)
+        fail_msg("trial %d at 4 copies trial %d's checkpoint at %lld", fast, src, (long long)t.trials[src].iter);
+    if (src >= 0) segc_tune_sched_exploited(&t, fast);
+    assert_int_equal(t.trials[fast].iter, 4);
+    segc_tune_sched_free(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_asha_stop),
         cmocka_unit_test(test_asha_promotion),
         cmocka_unit_test(test_pbt),
+        cmocka_unit_test(test_pbt_never_moves_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

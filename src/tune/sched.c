@@ -15,7 +15,8 @@
  *  - PBT: every trial runs perturbation_interval iterations at a time, the
  *    least advanced first. At each boundary a trial in the bottom
  *    quantile_fraction of the latest scores (ceil(n*q), at most n/2) copies
- *    the checkpoint of a trial drawn from the top quantile, then explores:
+ *    the checkpoint of a trial drawn from the top quantile (among those at
+ *    least as far, so no trial moves back), then explores:
  *    each value is resampled with resample_probability, otherwise multiplied
  *    by 1.2 or 0.8 (clamped to the distribution's range; a choice moves to a
  *    neighbouring entry). */
@@ -227,10 +228,15 @@ static segc_tune_action pbt_decide(segc_tune_sched *t, segc_tune_trial *tr) {
     if (nq > n / 2) nq = n / 2;
     bool lower = false;
     for (int r = n - nq; r < n; r++) lower |= (int)rank[r][1] == tr->id;
-    if (lower && nq > 0) {
+    /* sources: top-quantile trials at least as far as this one, so an exploit never moves a trial
+     * back (two trials copying each other's older checkpoints would otherwise never finish) */
+    int src[64], ns = 0;
+    for (int r = 0; lower && r < nq && ns < 64; r++)
+        if (t->trials[(int)rank[r][1]].iter >= tr->iter) src[ns++] = (int)rank[r][1];
+    if (ns > 0) {
         double u = segc_tune_uniform(s->seed, (uint64_t)tr->id, (uint64_t)tr->iter, 0xe7);
-        int pick = (int)(u * nq);
-        tr->exploit_source = (int)rank[pick < nq ? pick : nq - 1][1];
+        int pick = (int)(u * ns);
+        tr->exploit_source = src[pick < ns ? pick : ns - 1];
         tr->exploit_iter = tr->iter;
     }
     free(rank);
