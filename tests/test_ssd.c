@@ -15,6 +15,7 @@
 #include "common/train_check.h"
 #include "segc/model.h"
 #include "segc/ssd.h"
+#include "segc/trainer.h"
 
 static segc_st_file *fx;
 
@@ -484,6 +485,29 @@ static void test_errors(void **state) {
 
 /* stopped after iterations 1..3 and resumed: bit for bit the uninterrupted run's weights and state
  * (the narrow network at 300x300 on coco-mini, SSD augmentation, images without boxes skipped) */
+/* data.pipeline: resize (fitting, fine-tuning): resize to crop_size, flip, normalise; the default
+ * is SSD's chain (photometric, expand, min-IoU crop, resize, flip, normalise) */
+static void test_train_pipelines(void **state) {
+    segc_config c;
+    segc_config_defaults(&c);
+    snprintf(c.model.type, sizeof c.model.type, "ssd");
+    c.data.crop_size[0] = c.data.crop_size[1] = 300;
+    segc_pipeline p;
+    segc_config_train_pipeline(&c, &p);
+    assert_int_equal(p.n, 6);
+    assert_int_equal(p.t[1].kind, SEGC_AUG_EXPAND);
+    snprintf(c.data.pipeline, sizeof c.data.pipeline, "resize");
+    c.data.flip_prob = 0.25;
+    segc_config_train_pipeline(&c, &p);
+    assert_int_equal(p.n, 3);
+    assert_int_equal(p.t[0].kind, SEGC_AUG_RESIZE);
+    assert_int_equal(p.t[0].p.resize.scale_w, 300);
+    assert_int_equal(p.t[1].kind, SEGC_AUG_RANDOM_FLIP);
+    assert_true(p.t[1].p.random_flip.prob == 0.25);
+    assert_int_equal(p.t[2].kind, SEGC_AUG_NORMALIZE);
+    assert_true(p.t[2].p.normalize.std[0] == (float)c.data.std[0]);
+}
+
 static void test_resume_exact(void **state) {
     const char *ov[] = {"model.type=ssd", "model.variant=r34", "model.stem_channels=8", "model.base_channels=2",
                         "model.extra_channels=[16, 8, 8, 8, 8]", "model.extra_mid_channels=[8, 8, 4, 4, 4]",
@@ -506,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_encode_decode_roundtrip),
         cmocka_unit_test(test_detect),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_train_pipelines),
         cmocka_unit_test(test_resume_exact),
     };
     return cmocka_run_group_tests_name("ssd", tests, setup, teardown);

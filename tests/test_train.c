@@ -537,6 +537,12 @@ static void test_training_errors(void **state) {
     segc_train_opts o = {.quiet = true};
     assert_int_equal(segc_train(&c, &o, err, sizeof err), SEGC_TRAIN_FAILED);
     if (!strstr(err, "data.root") || !strstr(err, "/nonexistent/camvid_root")) fail_msg("message: %s", err);
+    /* a detection-only pipeline for a segmentation family */
+    run_dir(dir, sizeof dir, "resizepipe");
+    tiny_config(&c, dir, NULL, 0);
+    snprintf(c.data.pipeline, sizeof c.data.pipeline, "resize");
+    assert_int_equal(segc_train(&c, &o, err, sizeof err), SEGC_TRAIN_FAILED);
+    if (!strstr(err, "data.pipeline") || !strstr(err, "detection")) fail_msg("message: %s", err);
     /* resuming a run with a different model: the checkpoint is refused */
     run_dir(dir, sizeof dir, "othermodel");
     const char *short_run[] = {"train.max_iters=3", "schedule.warmup_iters=1"};

@@ -54,6 +54,13 @@ void segc_config_train_pipeline(const segc_config *c, segc_pipeline *p) {
     char e[160];
     p->n = 0;
     if (segc_config_task(c) == SEGC_TASK_DETECTION) {   /* mmdet's SSD chain to crop_size, normalised as configured */
+        if (!strcmp(c->data.pipeline, "resize")) {   /* no crop, expand or colour jitter: fitting, fine-tuning */
+            segc_pipeline_ssd_eval(p, c->data.crop_size[0]);
+            p->t[p->n - 1] = segc_aug_default(SEGC_AUG_RANDOM_FLIP);
+            p->t[p->n - 1].p.random_flip.prob = c->data.flip_prob;
+            segc_pipeline_add(p, normalize_of(c), e, sizeof e);
+            return;
+        }
         segc_pipeline_ssd_train(p, c->data.crop_size[0]);
         p->t[p->n - 1] = normalize_of(c);
         return;

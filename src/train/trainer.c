@@ -396,6 +396,9 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     lo.quiet = o->quiet;
     segc_sample_source src = segc_dataset_source(r->train_ds);
     r->detection = r->model->family->task == SEGC_TASK_DETECTION;
+    if (!r->detection && !strcmp(c->data.pipeline, "resize"))
+        return segc_errorf(err, errlen, "data.pipeline: resize is for detection families, and model.type %s is not one "
+                           "(expected mmseg or nnunet)", r->model->family->type);
     if (r->detection) {
         int64_t skipped = 0;
         if (!segc_detection_train_source(r->train_ds, &src, &r->det_source, &skipped, err, errlen)) return false;
