@@ -160,18 +160,19 @@ static segc_tensor *gc_act(segc_ctx *ctx, segc_tensor **ins, int n, void *user) 
     case 1: return segc_leaky_relu(ctx, ins[0], a->s);
     case 2: return segc_gelu(ctx, ins[0]);
     case 3: return segc_sigmoid(ctx, ins[0]);
-    default: return segc_tanh(ctx, ins[0]);
+    case 4: return segc_tanh(ctx, ins[0]);
+    default: return segc_relu_(ctx, segc_mul_scalar(ctx, ins[0], 1.5f));   /* in place on a fresh tensor */
     }
 }
 
 static void test_gc_activation(void **state) {
-    const char *names[] = {"relu", "leaky_relu", "gelu", "sigmoid", "tanh"};
+    const char *names[] = {"relu", "leaky_relu", "gelu", "sigmoid", "tanh", "relu_"};
     const int64_t shapes[][4] = {{2, 3, 4, 5}, {1, 1, 1, 1}, {3, 1, 7, 1}};
-    for (int op = 0; op < 5; op++) {
+    for (int op = 0; op < 6; op++) {
         for (int s = 0; s < 3; s++) {
             segc_ctx *ctx = segc_ctx_new(7 + s);
             /* kinked ops get inputs at least 0.05 from 0 (finite-difference eps is 0.01) */
-            segc_tensor *x = op < 2 ? away(ctx, 4, shapes[s], 0.05f) : t_uniform(ctx, 4, shapes[s], -4, 4, true);
+            segc_tensor *x = op < 2 || op == 5 ? away(ctx, 4, shapes[s], 0.05f) : t_uniform(ctx, 4, shapes[s], -4, 4, true);
             gc_args a = {.op = op, .s = 0.2f};
             char nm[64];
             snprintf(nm, sizeof nm, "%s shape %d", names[op], s);
@@ -384,6 +385,36 @@ static void test_thread_determinism(void **state) {
         free(g2);
     }
     segc_set_num_threads(NULL, 2);
+}
+
+/* in-place relu equals relu, forward and backward, f32 and bf16, on a tensor large enough
+ * for the threaded loops; its output shares the input's storage */
+static void test_relu_inplace(void **state) {
+    for (int k = 0; k < 2; k++) {
+        segc_dtype dt = k ? SEGC_BF16 : SEGC_F32;
+        const int64_t shape[4] = {2, 8, 40, 41};
+        float *out[2], *grad[2];
+        int64_t n = 2 * 8 * 40 * 41;
+        for (int inplace = 0; inplace < 2; inplace++) {
+            segc_ctx *ctx = segc_ctx_new(11);
+            segc_tensor *x = t_uniform(ctx, 4, shape, -2, 2, true);
+            segc_tensor *w = t_uniform(ctx, 4, shape, -1, 1, false);
+            segc_tensor *u = segc_cast(ctx, segc_mul_scalar(ctx, x, 1.0f), dt);
+            segc_tensor *y = inplace ? segc_relu_(ctx, u) : segc_relu(ctx, u);
+            assert_non_null(y);
+            if (inplace) assert_ptr_equal(y->data, u->data);
+            segc_tensor *l = segc_sum(ctx, segc_mul(ctx, segc_cast(ctx, y, SEGC_F32), w), NULL, 0, false);
+            assert_true(segc_backward(ctx, l));
+            out[inplace] = malloc((size_t)n * sizeof(float));
+            grad[inplace] = malloc((size_t)n * sizeof(float));
+            memcpy(out[inplace], segc_as_f32(ctx, y), (size_t)n * sizeof(float));
+            memcpy(grad[inplace], x->grad, (size_t)n * sizeof(float));
+            segc_ctx_free(ctx);
+        }
+        assert_memory_equal(out[0], out[1], (size_t)n * sizeof(float));
+        assert_memory_equal(grad[0], grad[1], (size_t)n * sizeof(float));
+        for (int i = 0; i < 2; i++) free(out[i]), free(grad[i]);
+    }
 }
 
 /* softmax over the channel dim of a wide NCHW tensor against double math */
@@ -703,7 +734,8 @@ int main(void) {
         cmocka_unit_test(test_gc_binary),        cmocka_unit_test(test_gc_scalar_copy),
         cmocka_unit_test(test_gc_activation),    cmocka_unit_test(test_gc_reduce),
         cmocka_unit_test(test_gc_softmax),       cmocka_unit_test(test_large_broadcast),
-        cmocka_unit_test(test_thread_determinism), cmocka_unit_test(test_large_softmax),
+        cmocka_unit_test(test_thread_determinism),
+        cmocka_unit_test(test_relu_inplace), cmocka_unit_test(test_large_softmax),
         cmocka_unit_test(test_bf16_softmax_levels),
         cmocka_unit_test(test_math_accuracy),    cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_drop_path),        cmocka_unit_test(test_copy_fill),

@@ -28,6 +28,10 @@ segc_tensor *segc_mul_scalar(segc_ctx *ctx, segc_tensor *x, float s);
 
 /* ---- activations ---- */
 segc_tensor *segc_relu(segc_ctx *ctx, segc_tensor *x);
+/* relu overwriting x's storage (PyTorch's inplace=True), for an x that nothing else reads
+ * afterwards, forward or backward (a fresh batch_norm or add output): the step keeps one
+ * activation instead of two. Backward masks with the output (y > 0 exactly where x > 0). */
+segc_tensor *segc_relu_(segc_ctx *ctx, segc_tensor *x);
 segc_tensor *segc_leaky_relu(segc_ctx *ctx, segc_tensor *x, float slope);
 /* exact GELU, x * Phi(x) (PyTorch approximate='none') */
 segc_tensor *segc_gelu(segc_ctx *ctx, segc_tensor *x);

@@ -145,7 +145,7 @@ void segc_deeplab_free(segc_deeplab *m) {
 
 static segc_tensor *cm_fwd(segc_ctx *ctx, const segc_conv_module *cm, segc_tensor *x) {
     segc_tensor *y = segc_batchnorm_layer_fwd(ctx, &cm->bn, segc_conv_layer_fwd(ctx, &cm->conv, x));
-    return y ? segc_relu(ctx, y) : NULL;
+    return y ? segc_relu_(ctx, y) : NULL;   /* nothing else reads the batch-norm output */
 }
 
 static segc_tensor *sep_fwd(segc_ctx *ctx, const segc_sep_module *s, segc_tensor *x) {

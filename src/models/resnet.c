@@ -233,7 +233,7 @@ void segc_resnet_free(segc_resnet *r) {
 static segc_tensor *conv_bn(segc_ctx *ctx, const segc_conv_layer *c, const segc_batchnorm_layer *bn, segc_tensor *x,
                             bool relu) {
     segc_tensor *y = segc_batchnorm_layer_fwd(ctx, bn, segc_conv_layer_fwd(ctx, c, x));
-    return relu && y ? segc_relu(ctx, y) : y;
+    return relu && y ? segc_relu_(ctx, y) : y;   /* nothing else reads the batch-norm output */
 }
 
 static segc_tensor *block_fwd(segc_ctx *ctx, const segc_resnet *r, const segc_resnet_block *b, segc_tensor *x) {
@@ -246,7 +246,7 @@ static segc_tensor *block_fwd(segc_ctx *ctx, const segc_resnet *r, const segc_re
     }
     segc_tensor *id = b->has_down ? conv_bn(ctx, &b->down, &b->down_bn, x, false) : x;
     if (!y || !id) return NULL;
-    return segc_relu(ctx, segc_add(ctx, y, id));
+    return segc_relu_(ctx, segc_add(ctx, y, id));
 }
 
 bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, segc_tensor *outs[4]) {

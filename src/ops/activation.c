@@ -301,6 +301,52 @@ ACT_ENTRY_LINKAGE segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor
 }
 
 #ifndef SEGC_ISA_VARIANT_AVX512   /* the public entry points: once, in the baseline object */
+/* in-place relu: y shares x's storage; its gradient masks with y, and when x has no gradient
+ * yet it reuses y's gradient buffer (masked where it is) */
+static void relu_inplace_backward(segc_ctx *ctx, segc_node *nd) {
+    segc_tensor *x = nd->in[0], *y = nd->out;
+    float *go = y->grad;
+    int64_t n = segc_numel(y);
+    bool alias = segc_ew_grad_alias(ctx, x, go), fresh = false;
+    float *gx = alias ? go : segc_ew_grad_dst(ctx, x, &fresh);
+    if (y->dtype == SEGC_BF16) {
+        const uint16_t *yb = segc_bf16p(y);
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float g = (yb[i] & 0x7fff) && !(yb[i] & 0x8000) ? go[i] : 0.0f;
+            gx[i] = alias || fresh ? g : gx[i] + g;
+        }
+    } else {
+        const float *yf = segc_f32(y);
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) {
+            float g = yf[i] > 0.0f ? go[i] : 0.0f;
+            gx[i] = alias || fresh ? g : gx[i] + g;
+        }
+    }
+}
+
+segc_tensor *segc_relu_(segc_ctx *ctx, segc_tensor *x) {
+    if (!x) return NULL;
+    SEGC_PROF_OP(ctx, "relu");
+    if (!segc_check_float(ctx, "relu", "x", x)) return NULL;
+    segc_tensor *y = segc_tensor_wrap(ctx, x->dtype, x->ndim, x->shape, x->data);
+    if (!y) return NULL;
+    int64_t n = segc_numel(x);
+    if (x->dtype == SEGC_BF16) {
+        uint16_t *v = segc_bf16p(y);
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] & 0x8000 ? 0 : v[i];
+    } else {
+        float *v = segc_f32(y);
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) v[i] = v[i] > 0.0f ? v[i] : 0.0f;
+    }
+    if (!segc_check_finite_out(ctx, "relu", y)) return NULL;
+    if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, "relu", relu_inplace_backward, y, &x, 1, NULL);
+    return y;
+}
+
 segc_tensor *segc_relu(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_RELU, x, 0.0f); }
 segc_tensor *segc_leaky_relu(segc_ctx *ctx, segc_tensor *x, float slope) { return activation(ctx, ACT_LEAKY, x, slope); }
 segc_tensor *segc_gelu(segc_ctx *ctx, segc_tensor *x) { return activation(ctx, ACT_GELU, x, 0.0f); }

@@ -456,7 +456,7 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
 /* ---- forward ---- */
 
 /* inputs whose oneDNN-layout copy is at most this large keep it for backward */
-#define CONV_KEEP_INPUT_BYTES (8u << 20)
+#define CONV_KEEP_INPUT_BYTES (2u << 20)
 
 static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed, segc_tensor *x, segc_tensor *w,
                                  segc_tensor *b, const segc_conv_params *pp) {
