@@ -59,6 +59,8 @@ static void test_help_for_every_command(void **state) {
     assert_non_null(strstr(out, "unknown command"));
     assert_int_equal(run_capture("eval --bogus-option", out, sizeof out), 2);
     assert_non_null(strstr(out, "usage: segc eval"));
+    assert_int_equal(run_capture("predict --checkpoint x.safetensors --out /tmp --draw-threshold 1.5 a.png", out, sizeof out), 2);
+    if (!strstr(out, "--draw-threshold") || !strstr(out, "'1.5'")) fail_msg("unexpected message: %s", out);
 }
 
 int main(int argc, char **argv) {

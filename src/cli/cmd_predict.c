@@ -20,8 +20,9 @@ static void predict_usage(FILE *f) {
             "  --checkpoint F   weights; a segc checkpoint carries its config, others need --config\n"
             "  --out DIR        writes DIR/<stem>.png (class ids) and DIR/<stem>_overlay.png; detection models:\n"
             "                   DIR/<stem>.json (COCO results: image_id, category_id, bbox [x, y, w, h], score) and\n"
-            "                   DIR/<stem>_det.png (boxes scored >= 0.3 with class names)\n"
-            "  --no-overlay     label maps only\n"
+            "                   DIR/<stem>_det.png (boxes scored >= --draw-threshold with class names)\n"
+            "  --no-overlay     label maps only (detection: no drawn images)\n"
+            "  --draw-threshold T  detection: lowest score of a drawn box, 0..1 (default 0.3; the JSON keeps all)\n"
             "  key=value        config overrides, e.g. test.mode=slide test.flip=true\n");
 }
 
@@ -29,7 +30,8 @@ static void predict_usage(FILE *f) {
  * image files -> OUT/<stem>.json + OUT/<stem>_det.png (predict_detect.c) */
 static bool predict_detection(const segc_config *c, segc_model *m, const segc_dataset *ds, const char *split,
                               const segc_pipeline *pipe, const char *const *inputs, int n_in, const char *out,
-                              bool draw, const uint8_t *palette, segc_ctx *ctx, int *written, char *err, size_t n) {
+                              bool draw, float draw_thr, const uint8_t *palette, segc_ctx *ctx, int *written, char *err,
+                              size_t n) {
     if (split) {
         segc_eval_opts eo;
         segc_eval_opts_default(&eo);
@@ -38,7 +40,7 @@ static bool predict_detection(const segc_config *c, segc_model *m, const segc_da
         eo.pipeline = pipe;
         eo.channels = m->in_channels;
         eo.num_workers = c->data.num_workers > 0 ? c->data.num_workers : 1;
-        return segc_predict_detections(ctx, m, ds, &eo, NULL, out, draw, 0.3f, NULL, written, err, n);
+        return segc_predict_detections(ctx, m, ds, &eo, NULL, out, draw, draw_thr, NULL, written, err, n);
     }
     segc_predict_opts po;
     segc_predict_opts_default(&po);
@@ -54,7 +56,7 @@ static bool predict_detection(const segc_config *c, segc_model *m, const segc_da
         cats[k] = coco ? segc_dataset_coco_category_id(ds, k) : k + 1;
         names[k] = coco ? segc_dataset_class_name(ds, k) : NULL;
     }
-    return segc_predict_detect_paths(ctx, m, inputs, n_in, out, &po, NULL, cats, coco ? names : NULL, 0.3f, written,
+    return segc_predict_detect_paths(ctx, m, inputs, n_in, out, &po, NULL, cats, coco ? names : NULL, draw_thr, written,
                                      err, n);
 }
 
@@ -63,9 +65,11 @@ int segc_cmd_predict(int argc, char **argv) {
     char **ov = calloc((size_t)argc + 1, sizeof *ov), **inputs = calloc((size_t)argc + 1, sizeof *inputs);
     int n_ov = 0, n_in = 0, rc = 2;
     bool overlay = true;
+    float draw_thr = 0.3f;
     for (int i = 1; i < argc; i++) {
         const char *s = argv[i];
-        bool needs = !strcmp(s, "--checkpoint") || !strcmp(s, "--config") || !strcmp(s, "--out") || !strcmp(s, "--split");
+        bool needs = !strcmp(s, "--checkpoint") || !strcmp(s, "--config") || !strcmp(s, "--out") || !strcmp(s, "--split") ||
+                     !strcmp(s, "--draw-threshold");
         if (needs && i + 1 >= argc) { fprintf(stderr, "segc predict: %s needs a value\n", s); goto done; }
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) { predict_usage(stdout); rc = 0; goto done; }
         else if (!strcmp(s, "--checkpoint")) ckpt = argv[++i];
@@ -73,6 +77,15 @@ int segc_cmd_predict(int argc, char **argv) {
         else if (!strcmp(s, "--out")) out = argv[++i];
         else if (!strcmp(s, "--split")) split = argv[++i];
         else if (!strcmp(s, "--no-overlay")) overlay = false;
+        else if (!strcmp(s, "--draw-threshold")) {
+            char *end;
+            double v = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !(v >= 0 && v <= 1)) {
+                fprintf(stderr, "segc predict: --draw-threshold: expected a score in 0..1, found '%s'\n", argv[i]);
+                goto done;
+            }
+            draw_thr = (float)v;
+        }
         else if (s[0] == '-') { fprintf(stderr, "segc predict: unknown option %s\n", s); predict_usage(stderr); goto done; }
         else if (strchr(s, '=')) ov[n_ov++] = argv[i];
         else inputs[n_in++] = argv[i];
@@ -106,7 +119,7 @@ int segc_cmd_predict(int argc, char **argv) {
     if (m->family->task == SEGC_TASK_DETECTION) {   /* COCO results JSON + images with the boxes drawn */
         if (!(ctx = segc_ctx_new(0))) { snprintf(err, sizeof err, "out of memory"); goto fail; }
         int written = 0;
-        if (!predict_detection(&c, m, ds, split, &pipe, (const char *const *)inputs, n_in, out, overlay, palette, ctx,
+        if (!predict_detection(&c, m, ds, split, &pipe, (const char *const *)inputs, n_in, out, overlay, draw_thr, palette, ctx,
                                &written, err, sizeof err))
             goto fail;
         fprintf(stderr, "wrote detections of %d image%s to %s\n", written, written == 1 ? "" : "s", out);
