@@ -230,13 +230,13 @@ static segc_tune_action pbt_decide(segc_tune_sched *t, segc_tune_trial *tr) {
     for (int r = n - nq; r < n; r++) lower |= (int)rank[r][1] == tr->id;
     /* sources: top-quantile trials at least as far as this one, so an exploit never moves a trial
      * back (two trials copying each other's older checkpoints would otherwise never finish) */
-    int src[64], ns = 0;
-    for (int r = 0; lower && r < nq && ns < 64; r++)
-        if (t->trials[(int)rank[r][1]].iter >= tr->iter) src[ns++] = (int)rank[r][1];
+    int ns = 0;   /* moved to the front of rank, best first */
+    for (int r = 0; lower && r < nq; r++)
+        if (t->trials[(int)rank[r][1]].iter >= tr->iter) rank[ns][0] = rank[r][0], rank[ns][1] = rank[r][1], ns++;
     if (ns > 0) {
         double u = segc_tune_uniform(s->seed, (uint64_t)tr->id, (uint64_t)tr->iter, 0xe7);
         int pick = (int)(u * ns);
-        tr->exploit_source = src[pick < ns ? pick : ns - 1];
+        tr->exploit_source = (int)rank[pick < ns ? pick : ns - 1][1];
         tr->exploit_iter = tr->iter;
     }
     free(rank);
@@ -323,7 +323,7 @@ void segc_tune_sched_exploited(segc_tune_sched *t, int trial) {
     }
     tr->parent = src->id;
     tr->n_exploits++;
-    tr->iter = src->iter < tr->exploit_iter ? src->iter : tr->exploit_iter;
+    tr->iter = tr->exploit_iter;   /* the source is at least as far (pbt_decide) */
     tr->last = src->last;
     tr->score = src->score;
     tr->exploit_source = -1;
