@@ -76,7 +76,7 @@ static void test_parity(void **state) {
 
 /* ---------------- finite differences ---------------- */
 typedef struct { int kind; int groups; bool training, stats; float eps; } gc_cfg;
-enum { K_LN, K_ADDLN_Y, K_ADDLN_SUM, K_BN, K_GN, K_IN, K_IN_LRELU };
+enum { K_LN, K_ADDLN_Y, K_ADDLN_SUM, K_BN, K_BN_RELU, K_GN, K_IN, K_IN_LRELU };
 
 static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user) {
     const gc_cfg *c = user;
@@ -87,7 +87,8 @@ static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user)
         segc_tensor *sum = NULL, *y = segc_add_layer_norm(ctx, ins[0], ins[1], opt_in(ins, n, 2), opt_in(ins, n, 3), c->eps, &sum);
         return c->kind == K_ADDLN_Y ? y : sum;
     }
-    case K_BN: {
+    case K_BN:
+    case K_BN_RELU: {
         ctx->training = c->training;
         segc_tensor *rm = NULL, *rv = NULL;
         if (c->stats) {   /* fresh buffers each call: eval output depends on them */
@@ -98,7 +99,8 @@ static segc_tensor *gc_norm(segc_ctx *ctx, segc_tensor **ins, int n, void *user)
                 segc_f32(rv)[i] = 0.5f + 0.25f * (float)i;
             }
         }
-        return segc_batch_norm(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), rm, rv, 0.1f, c->eps);
+        return (c->kind == K_BN_RELU ? segc_batch_norm_relu : segc_batch_norm)(ctx, ins[0], opt_in(ins, n, 1),
+                                                                                opt_in(ins, n, 2), rm, rv, 0.1f, c->eps);
     }
     case K_GN: return segc_group_norm(ctx, ins[0], c->groups, opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps);
     case K_IN_LRELU: return segc_instance_norm_lrelu(ctx, ins[0], opt_in(ins, n, 1), opt_in(ins, n, 2), c->eps, 0.01f);
@@ -136,6 +138,10 @@ static void test_gradcheck(void **state) {
                  SHAPE(2, 3, 4), 3, true, false);
     ok &= run_gc("batch_norm train [2,1,1,1]", (gc_cfg){K_BN, .training = true, .eps = 1e-3f}, 4, SHAPE(2, 1, 1, 1), 1,
                  true, false);
+    ok &= run_gc("batch_norm_relu train [3,4,2,3]", (gc_cfg){K_BN_RELU, .training = true, .stats = true, .eps = 1e-5f},
+                 4, SHAPE(3, 4, 2, 3), 4, true, false);
+    ok &= run_gc("batch_norm_relu eval [2,3,4]", (gc_cfg){K_BN_RELU, .training = false, .stats = true, .eps = 1e-5f}, 3,
+                 SHAPE(2, 3, 4), 3, true, false);
     ok &= run_gc("group_norm g1 [2,6,3,2]", (gc_cfg){K_GN, .groups = 1, .eps = 1e-5f}, 4, SHAPE(2, 6, 3, 2), 6, true, false);
     ok &= run_gc("group_norm g3 [2,6,3,2]", (gc_cfg){K_GN, .groups = 3, .eps = 1e-5f}, 4, SHAPE(2, 6, 3, 2), 6, true, false);
     ok &= run_gc("group_norm g2 [3,8] no spatial", (gc_cfg){K_GN, .groups = 2, .eps = 1e-5f}, 2, SHAPE(3, 8), 8, false,
@@ -144,6 +150,51 @@ static void test_gradcheck(void **state) {
     ok &= run_gc("instance_norm [1,2,2,2] no affine", (gc_cfg){K_IN, .eps = 1e-5f}, 4, SHAPE(1, 2, 2, 2), 2, false, false);
     ok &= run_gc("instance_norm_lrelu [2,3,5]", (gc_cfg){K_IN_LRELU, .eps = 1e-5f}, 3, SHAPE(2, 3, 5), 3, true, false);
     assert_true(ok);
+}
+
+/* batch_norm_relu is batch_norm then relu_, bit for bit in f32 (values, every gradient and the
+ * running statistics), training and eval, above the threading threshold */
+static void test_batch_norm_relu_fused(void **state) {
+    segc_ctx *ctx = segc_ctx_new(6);
+    segc_set_num_threads(ctx, 2);
+    const int64_t C = 24;
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(3, 24, 30, 31), 1.5f, true), *g = t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                *b = t_randn(ctx, 1, &C, 0.5f, true);
+    segc_tensor *dy = t_randn(ctx, 4, SHAPE(3, 24, 30, 31), 1.f, false);
+    for (int training = 0; training < 2; training++) {
+        ctx->training = training;
+        float *grads[2][3], *stats[2];
+        segc_tensor *outs[2];
+        for (int fused = 0; fused < 2; fused++) {
+            segc_tensor *rm = segc_tensor_new(ctx, SEGC_F32, 1, &C), *rv = segc_tensor_new(ctx, SEGC_F32, 1, &C);
+            for (int64_t i = 0; i < C; i++) segc_f32(rm)[i] = 0.1f * (float)i - 1.f, segc_f32(rv)[i] = 0.5f + 0.2f * (float)i;
+            /* a consumer between the relu and backward, so relu_ takes its in-place (aliased) path */
+            segc_tensor *y = fused ? segc_batch_norm_relu(ctx, x, g, b, rm, rv, 0.1f, 1e-5f)
+                                   : segc_relu_(ctx, segc_batch_norm(ctx, x, g, b, rm, rv, 0.1f, 1e-5f));
+            assert_non_null(y);
+            outs[fused] = y;
+            segc_tensor *z = segc_mul_scalar(ctx, y, 1.0f);
+            segc_tensor *ps[3] = {x, g, b};
+            for (int i = 0; i < 3; i++) ps[i]->grad = NULL;
+            assert_true(segc_backward_from(ctx, z, segc_f32(dy)));
+            for (int i = 0; i < 3; i++) {
+                grads[fused][i] = segc_arena_alloc(&ctx->arena, (size_t)segc_numel(ps[i]) * sizeof(float));
+                memcpy(grads[fused][i], ps[i]->grad, (size_t)segc_numel(ps[i]) * sizeof(float));
+            }
+            stats[fused] = segc_arena_alloc(&ctx->arena, 2 * C * sizeof(float));
+            memcpy(stats[fused], rm->data, C * sizeof(float));
+            memcpy(stats[fused] + C, rv->data, C * sizeof(float));
+        }
+        int64_t zeros = 0;
+        for (int64_t i = 0; i < segc_numel(outs[1]); i++) zeros += segc_f32(outs[1])[i] == 0.f;
+        assert_true(zeros > segc_numel(outs[1]) / 10);   /* the mask matters */
+        assert_memory_equal(outs[0]->data, outs[1]->data, segc_nbytes(outs[0]));
+        assert_memory_equal(grads[0][0], grads[1][0], (size_t)segc_numel(x) * sizeof(float));
+        assert_memory_equal(grads[0][1], grads[1][1], C * sizeof(float));
+        assert_memory_equal(grads[0][2], grads[1][2], C * sizeof(float));
+        assert_memory_equal(stats[0], stats[1], 2 * C * sizeof(float));
+    }
+    segc_ctx_free(ctx);
 }
 
 /* instance_norm_lrelu is instance_norm then leaky_relu, bit for bit in f32
@@ -316,7 +367,7 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck),
-        cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_thread_independent),
+        cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_batch_norm_relu_fused), cmocka_unit_test(test_thread_independent),
         cmocka_unit_test(test_semantics),  cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("norm", tests, NULL, NULL);

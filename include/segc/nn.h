@@ -28,6 +28,8 @@ segc_tensor *segc_linear_layer_fwd(segc_ctx *ctx, const segc_linear_layer *l, se
 segc_tensor *segc_conv_layer_fwd(segc_ctx *ctx, const segc_conv_layer *l, segc_tensor *x);
 segc_tensor *segc_layernorm_layer_fwd(segc_ctx *ctx, const segc_layernorm_layer *l, segc_tensor *x);
 segc_tensor *segc_batchnorm_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x);
+/* the layer, then ReLU, as one op (segc_batch_norm_relu) */
+segc_tensor *segc_batchnorm_relu_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x);
 
 /* A parameter in the compute dtype of x: the tensor itself for f32, a
  * differentiable cast for bf16. */

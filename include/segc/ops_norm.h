@@ -29,6 +29,11 @@ segc_tensor *segc_add_layer_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *res
  * than one value per channel. */
 segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
                              segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps);
+/* segc_batch_norm then ReLU as one op, without a pass of its own for the relu in either
+ * direction (backward recomputes the mask from x and the statistics). f32: the same values and
+ * gradients bit for bit as segc_batch_norm + segc_relu_. */
+segc_tensor *segc_batch_norm_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                                  segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps);
 
 /* PyTorch GroupNorm: x[N, C, ...], groups divides C, gamma/beta [C] or NULL. */
 segc_tensor *segc_group_norm(segc_ctx *ctx, segc_tensor *x, int groups, segc_tensor *gamma, segc_tensor *beta,

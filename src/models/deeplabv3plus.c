@@ -144,8 +144,7 @@ void segc_deeplab_free(segc_deeplab *m) {
 }
 
 static segc_tensor *cm_fwd(segc_ctx *ctx, const segc_conv_module *cm, segc_tensor *x) {
-    segc_tensor *y = segc_batchnorm_layer_fwd(ctx, &cm->bn, segc_conv_layer_fwd(ctx, &cm->conv, x));
-    return y ? segc_relu_(ctx, y) : NULL;   /* nothing else reads the batch-norm output */
+    return segc_batchnorm_relu_layer_fwd(ctx, &cm->bn, segc_conv_layer_fwd(ctx, &cm->conv, x));
 }
 
 static segc_tensor *sep_fwd(segc_ctx *ctx, const segc_sep_module *s, segc_tensor *x) {

@@ -232,8 +232,7 @@ void segc_resnet_free(segc_resnet *r) {
 
 static segc_tensor *conv_bn(segc_ctx *ctx, const segc_conv_layer *c, const segc_batchnorm_layer *bn, segc_tensor *x,
                             bool relu) {
-    segc_tensor *y = segc_batchnorm_layer_fwd(ctx, bn, segc_conv_layer_fwd(ctx, c, x));
-    return relu && y ? segc_relu_(ctx, y) : y;   /* nothing else reads the batch-norm output */
+    return (relu ? segc_batchnorm_relu_layer_fwd : segc_batchnorm_layer_fwd)(ctx, bn, segc_conv_layer_fwd(ctx, c, x));
 }
 
 static segc_tensor *block_fwd(segc_ctx *ctx, const segc_resnet *r, const segc_resnet_block *b, segc_tensor *x) {

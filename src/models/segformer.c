@@ -259,7 +259,7 @@ segc_tensor *segc_segformer_forward(segc_ctx *ctx, segc_segformer *m, segc_tenso
         if (s + 1 < SEGC_SEGFORMER_STAGES) x = tokens_to_nchw(ctx, t, H, W);
     }
     segc_tensor *f = head_fused_sum(ctx, m, tokens, Hs, Ws);
-    f = segc_relu_(ctx, segc_batchnorm_layer_fwd(ctx, &m->head_bn, f));
+    f = segc_batchnorm_relu_layer_fwd(ctx, &m->head_bn, f);
     f = segc_dropout(ctx, f, c->classifier_dropout);
     return segc_conv_layer_fwd(ctx, &m->head_cls, f);
 }

@@ -21,15 +21,30 @@ typedef struct {
     bool batch_stats;     /* normalised with batch statistics: gradient flows through them */
     bool sync;            /* SyncBatchNorm: the backward sums go through ctx->sum_hook too */
     float *mean, *mean_lo, *rstd;   /* per channel, the statistics used (mean + mean_lo: ~48 bits) */
+    float *ka, *kb;       /* batch_norm_relu: the forward's scale and shift, to recompute the relu mask */
 } bn_saved;
 
-/* sum dy and sum dy * (x - mean) of channel c: per block in f32 (<= 2048 values), totals in double */
-static void bn_channel_sums(const segc_tensor *x, const float *dy, int64_t N, int64_t C, int64_t S, int64_t c, float m,
-                            float ml, float *sc, double *sdy, double *sdyx) {
+/* batch_norm_relu: dy where the forward's pre-relu value fmaf((x - m) - ml, ka, kb) was positive,
+ * else 0 -- the same expression as the forward, so the same mask as relu's on the stored output
+ * (bf16: except pre-relu values below bf16's smallest subnormal, which round to 0) */
+static inline const float *bn_relu_mask(const float *xp, const float *dyp, int64_t len, float m, float ml, float ka,
+                                        float kb, float *restrict out) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; i++) out[i] = fmaf((xp[i] - m) - ml, ka, kb) > 0.0f ? dyp[i] : 0.0f;
+    return out;
+}
+
+/* sum dy and sum dy * (x - mean) of channel c: per block in f32 (<= 2048 values), totals in double.
+ * sc: BN_BLOCK floats for a bf16 x, then BN_BLOCK for the relu-masked dy (NULL when neither) */
+static void bn_channel_sums(const segc_tensor *x, const float *dy, const bn_saved *sv, int64_t c, float *sc,
+                            double *sdy, double *sdyx) {
+    const int64_t N = sv->N, C = sv->C, S = sv->S;
+    const float m = sv->mean[c], ml = sv->mean_lo[c];
     for (int64_t n = 0; n < N; n++)
         for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
             int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
             const float *xp = nl_load(x, off, len, sc), *dyp = dy + off;
+            if (sv->ka) dyp = bn_relu_mask(xp, dyp, len, m, ml, sv->ka[c], sv->kb[c], sc + BN_BLOCK);
             float a = 0.f, b = 0.f;
 #pragma omp simd reduction(+ : a, b)
             for (int64_t i = 0; i < len; i++) {
@@ -47,8 +62,9 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
     const int64_t N = sv->N, C = sv->C, S = sv->S;
     const double M = sv->M;
     const float *dy = nd->out->grad;
-    float *scratch = x->dtype == SEGC_F32 ? NULL
-                                          : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * BN_BLOCK * sizeof(float));
+    float *scratch = x->dtype == SEGC_F32 && !sv->ka
+                         ? NULL
+                         : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * 2 * BN_BLOCK * sizeof(float));
     /* SyncBatchNorm: this process's sums (lsum) first, then their sums over every process (gsum) */
     double *lsum = NULL, *gsum = NULL;
     if (sv->sync && sv->batch_stats && ctx->sum_hook) {
@@ -56,9 +72,9 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
         gsum = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(2 * C) * sizeof(double));
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
         for (int64_t c = 0; c < C; c++) {
-            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * BN_BLOCK : NULL;
+            float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
             lsum[c] = lsum[C + c] = 0;
-            bn_channel_sums(x, dy, N, C, S, c, sv->mean[c], sv->mean_lo[c], sc, &lsum[c], &lsum[C + c]);
+            bn_channel_sums(x, dy, sv, c, sc, &lsum[c], &lsum[C + c]);
         }
         memcpy(gsum, lsum, (size_t)(2 * C) * sizeof(double));
         ctx->sum_hook(ctx->sum_hook_user, gsum, 2 * C);
@@ -70,11 +86,11 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
     float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * BN_BLOCK : NULL;
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
         const float m = sv->mean[c], ml = sv->mean_lo[c], rs = sv->rstd[c], gc = g ? g[c] : 1.f;
         double sdy = 0, sdyx = 0;   /* sum dy, sum dy * (x - mean) */
         if (lsum) sdy = lsum[c], sdyx = lsum[C + c];
-        else bn_channel_sums(x, dy, N, C, S, c, m, ml, sc, &sdy, &sdyx);
+        else bn_channel_sums(x, dy, sv, c, sc, &sdy, &sdyx);
         if (dg) dg[c] += (float)(sdyx * rs);   /* this process's part: the gradient all-reduce sums them */
         if (db) db[c] += (float)sdy;
         if (!dx) continue;
@@ -83,7 +99,24 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
         const float kd = gc * rs;
         const float k1 = sv->batch_stats ? (float)(-(double)gc * rs * rs * rs * sdyx / M) : 0.f;
         const float k0 = sv->batch_stats ? (float)(-(double)gc * rs * sdy / M) : 0.f;
-        for (int64_t n = 0; n < N; n++) nl_apply_dx(x, dy, dx, (n * C + c) * S, S, BN_BLOCK, sc, m, ml, kd, k1, k0, ow);
+        if (!sv->ka) {
+            for (int64_t n = 0; n < N; n++) nl_apply_dx(x, dy, dx, (n * C + c) * S, S, BN_BLOCK, sc, m, ml, kd, k1, k0, ow);
+            continue;
+        }
+        for (int64_t n = 0; n < N; n++)   /* relu-masked dy, block by block */
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                const float *xp = nl_load(x, off, len, sc);
+                const float *dyp = bn_relu_mask(xp, dy + off, len, m, ml, sv->ka[c], sv->kb[c], sc + BN_BLOCK);
+                float *d = dx + off;
+                if (ow) {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+                } else {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+                }
+            }
     }
 }
 
@@ -122,9 +155,9 @@ static void bn_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t N, int64_
     }
 }
 
-segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
-                             segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
-    static const char *op = "batch_norm";
+static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_tensor *x, segc_tensor *gamma,
+                               segc_tensor *beta, segc_tensor *running_mean, segc_tensor *running_var, float momentum,
+                               float eps) {
     SEGC_PROF_OP(ctx, op);
     char a[96];
     if (!x) return NULL;
@@ -165,6 +198,10 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
     sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
     sv->mean_lo = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
     sv->rstd = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    if (relu) {
+        sv->ka = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+        sv->kb = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
+    }
     float *var_unbiased = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const float *rm = running_mean ? segc_f32(running_mean) : NULL, *rv = running_var ? segc_f32(running_var) : NULL;
@@ -211,13 +248,22 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
         sv->mean_lo[c] = ml;
         sv->rstd[c] = (float)rsd;
         const float ka = (float)(rsd * (g ? g[c] : 1.f)), kb = bt ? bt[c] : 0.f;
+        if (relu) sv->ka[c] = ka, sv->kb[c] = kb;
         for (int64_t n = 0; n < N; n++)
             for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
                 int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
                 const float *xp = nl_load(x, off, len, sc);
                 float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
+                if (relu) {
 #pragma omp simd
-                for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
+                    for (int64_t i = 0; i < len; i++) {
+                        float v = fmaf((xp[i] - m) - ml, ka, kb);
+                        yp[i] = v > 0.0f ? v : 0.0f;
+                    }
+                } else {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
+                }
                 nl_store(y, off, len, yp);
             }
     }
@@ -233,4 +279,14 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
     if (segc_needs_grad(ctx, ins, 3)) segc_record(ctx, op, bn_backward, y, ins, 3, sv);
     if (!segc_check_finite_out(ctx, op, y)) return NULL;
     return y;
+}
+
+segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                             segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
+    return batch_norm(ctx, "batch_norm", false, x, gamma, beta, running_mean, running_var, momentum, eps);
+}
+
+segc_tensor *segc_batch_norm_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                                  segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
+    return batch_norm(ctx, "batch_norm_relu", true, x, gamma, beta, running_mean, running_var, momentum, eps);
 }
