@@ -1,5 +1,6 @@
 /* core: arena, RNG, bf16 conversion, safetensors round trip, autograd plumbing. */
 #include <math.h>
+#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -235,8 +236,51 @@ static void test_arena_oom_message(void **state) {
 #endif
 }
 
+/* With a cap and a jmp_buf, growth past the cap jumps back instead of aborting: the arena is left
+ * as it was (nothing half-added), says how much it needed, and serves what fits afterwards. Also
+ * what a failed malloc does (the 1 PiB case), which runs where the sanitizer allows it. */
+static void test_arena_cap_longjmp(void **state) {
+    segc_arena a;
+    segc_arena_init(&a, 4096);
+    a.limit = 10000;
+    jmp_buf jb;
+    volatile int jumped = 0;
+    void *p = segc_arena_alloc(&a, 3000);
+    if (setjmp(jb) == 0) {
+        a.oom_jmp = &jb;
+        segc_arena_alloc(&a, 4000);   /* a new chunk, cut from 8192 to the 5904 left under the cap */
+        segc_arena_alloc(&a, 5000);   /* 5056 more: only 1872 left in it, none under the cap */
+        fail_msg("no jump");
+    } else {
+        jumped = 1;
+    }
+    a.oom_jmp = NULL;
+    assert_int_equal(jumped, 1);
+    assert_int_equal(a.failed_need, 5056);
+    assert_int_equal(a.cap_total, 10000);
+    assert_int_equal(a.n_chunks, 2);
+    assert_non_null(segc_arena_alloc(&a, 1000));   /* 1024: fits in what is left of the chunk */
+    assert_non_null(p);
+    segc_arena_reset(&a);
+    assert_true(a.n_chunks == 1 && a.cap_total == a.high_water);
+#if !defined(__SANITIZE_ADDRESS__)
+    a.limit = 0;
+    jumped = 0;
+    if (setjmp(jb) == 0) {
+        a.oom_jmp = &jb;
+        segc_arena_alloc(&a, (size_t)1 << 50);   /* malloc fails */
+    } else {
+        jumped = 1;
+    }
+    a.oom_jmp = NULL;
+    assert_int_equal(jumped, 1);
+#endif
+    segc_arena_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_arena_cap_longjmp),
         cmocka_unit_test(test_arena_consolidates), cmocka_unit_test(test_arena_rewind),   cmocka_unit_test(test_rng_counter_based),
         cmocka_unit_test(test_bf16_rounding),        cmocka_unit_test(test_safetensors_roundtrip),
         cmocka_unit_test(test_cast_grad_and_errors), cmocka_unit_test(test_params_flat),

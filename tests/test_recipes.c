@@ -92,6 +92,8 @@ static void recipe_config(segc_config *c, const char *const *ov, int n) {
 }
 
 /* gradient of one recipe step on the tiny model */
+static int g_oom_retries;   /* of the last tiny_step */
+
 static double tiny_step(const segc_st_file *f, const char *const *ov, int n, const char *labels, int64_t iter, float *grad,
                         int *micro) {
     segc_config c;
@@ -108,6 +110,7 @@ static double tiny_step(const segc_st_file *f, const char *const *ov, int n, con
     if (!segc_recipe_step(r, ctx, &tb.b, SEGC_F32, iter, &loss, err, sizeof err)) fail_msg("%s", err);
     memcpy(grad, m->params.grad, (size_t)m->params.total * 4);
     if (micro) *micro = segc_recipe_micro_batch(r);
+    g_oom_retries = segc_recipe_oom_retries(r);
     segc_recipe_free(r);
     segc_ctx_free(ctx);
     tiny_free(m);
@@ -437,6 +440,17 @@ static void test_grad_accum_auto(void **state) {
     assert_true(micro >= 1 && micro < 4 && micro2 == micro);
     assert_memory_equal(acc, acc2, 152 * 4);
     assert_true(fx_close_norm("auto (tight)", acc, full, 152, 1e-6, 1e-6));
+    /* the machine runs out before the budget does: step memory that cannot grow past 40 KiB
+     * (SEGC_ARENA_MAX: growth fails as a failed malloc would) cuts the whole-batch pass short,
+     * which is undone and retried smaller, with the same gradient */
+    setenv("SEGC_ARENA_MAX", "40960", 1);
+    tiny_step(f, big, 1, "y", 0, acc, &micro);
+    int retries = g_oom_retries;
+    tiny_step(f, big, 1, "y", 0, acc2, &micro2);
+    unsetenv("SEGC_ARENA_MAX");
+    assert_true(retries >= 1 && micro >= 1 && micro < 4 && micro2 == micro);
+    assert_memory_equal(acc, acc2, 152 * 4);
+    assert_true(fx_close_norm("auto (allocation failure)", acc, full, 152, 1e-6, 1e-6));
     /* below one sample: the error says what one sample needs */
     segc_config c;
     const char *tiny[] = {"recipe.grad_accum=auto", "train.memory_limit=1KiB"};
@@ -451,6 +465,17 @@ static void test_grad_accum_auto(void **state) {
     double loss;
     EXPECT_FAIL(segc_recipe_step(r, ctx, &tb.b, SEGC_F32, 0, &loss, err, sizeof err), err, "train.memory_limit: 1.0 KiB",
                 "below what one sample needs", "step memory for one sample");
+    segc_recipe_free(r);
+    segc_ctx_free(ctx);
+    /* not even one sample's step memory can be had: the same error, saying where it stopped */
+    const char *auto_only[] = {"recipe.grad_accum=auto"};
+    recipe_config(&c, auto_only, 1);
+    assert_non_null(r = segc_recipe_new(&c, m, err, sizeof err));
+    setenv("SEGC_ARENA_MAX", "4096", 1);
+    ctx = segc_ctx_new(1);
+    unsetenv("SEGC_ARENA_MAX");
+    EXPECT_FAIL(segc_recipe_step(r, ctx, &tb.b, SEGC_F32, 0, &loss, err, sizeof err), err,
+                "recipe.grad_accum auto: one sample of 6x6 does not fit", "could not grow past 4.0 KiB");
     segc_recipe_free(r);
     segc_ctx_free(ctx);
     tiny_free(m);

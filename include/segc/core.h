@@ -77,7 +77,16 @@ typedef struct segc_arena {
     size_t used_total;        /* bytes handed out since last reset */
     size_t high_water;        /* max used_total ever */
     size_t n_chunks;
+    size_t cap_total;         /* bytes held in chunks */
     bool poison;              /* debug: every allocation is filled with 0xFF bytes (see below) */
+    /* Growth that fails (malloc, or cap_total would pass `limit` when nonzero) aborts with a
+     * message, unless oom_jmp points to a jmp_buf: then it longjmps there (value 1) with
+     * failed_need set, leaving the arena as it was before the call. The catcher starts a fresh
+     * step (segc_ctx_step_begin) before using the context again. */
+    size_t limit;
+    size_t max_bytes;         /* SEGC_ARENA_MAX (below): a second cap, from the environment */
+    void *oom_jmp;
+    size_t failed_need;
 } segc_arena;
 
 /* Debug mode, set from the environment at segc_arena_init: SEGC_ARENA_POISON=1
@@ -87,6 +96,9 @@ typedef struct segc_arena {
  * (which would keep determinism and parity tests green). Costs one memset per
  * allocation; the determinism and parity tests turn it on. */
 bool segc_arena_poison_from_env(void);
+/* SEGC_ARENA_MAX=bytes caps every step arena made afterwards as if the machine had no more memory
+ * (growth past it fails like a failed malloc); for testing recovery from allocation failure. */
+size_t segc_arena_max_from_env(void);
 
 void segc_arena_init(segc_arena *a, size_t initial_bytes);
 void *segc_arena_alloc(segc_arena *a, size_t bytes);   /* uninitialised */

@@ -120,6 +120,8 @@ void segc_recipe_use_ema(segc_recipe *r, bool on);
 bool segc_recipe_has_ema(const segc_recipe *r);
 /* micro-batch size in use (grad_accum auto: once measured) */
 int segc_recipe_micro_batch(const segc_recipe *r);
+/* grad_accum auto: probing passes retried smaller because step memory could not grow */
+int segc_recipe_oom_retries(const segc_recipe *r);
 /* checkpoint hooks (EMA tensors); a NULL recipe gives empty hooks */
 segc_ckpt_extra segc_recipe_ckpt_extra(segc_recipe *r);
 /* one line describing the active recipes ("" when none) */

@@ -1,5 +1,7 @@
 /* Step arena: bump allocation in chunks; the first reset after growth
  * consolidates into one block of the high-water size (no allocation after). */
+#include <omp.h>
+#include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,10 +31,23 @@ bool segc_arena_poison_from_env(void) {
     return v && *v && strcmp(v, "0") != 0;
 }
 
+size_t segc_arena_max_from_env(void) {
+    const char *v = getenv("SEGC_ARENA_MAX");
+    char *end;
+    unsigned long long b = v && *v ? strtoull(v, &end, 10) : 0;
+    return v && *v && *end == 0 ? (size_t)b : 0;
+}
+
 void segc_arena_init(segc_arena *a, size_t initial_bytes) {
     memset(a, 0, sizeof *a);
     a->poison = segc_arena_poison_from_env();
-    if (initial_bytes) { a->head = chunk_new(initial_bytes); a->n_chunks = a->head ? 1 : 0; }
+    a->max_bytes = segc_arena_max_from_env();
+    if (a->max_bytes && initial_bytes > a->max_bytes) initial_bytes = a->max_bytes;
+    if (initial_bytes) {
+        a->head = chunk_new(initial_bytes);
+        a->n_chunks = a->head ? 1 : 0;
+        a->cap_total = a->head ? initial_bytes : 0;
+    }
 }
 
 void *segc_arena_alloc(segc_arena *a, size_t bytes) {
@@ -45,19 +60,28 @@ void *segc_arena_alloc(segc_arena *a, size_t bytes) {
     if (!a->head || a->head->used + need > a->head->cap) {
         size_t cap = a->head ? a->head->cap * 2 : (size_t)1 << 20;
         if (cap < need) cap = need;
-        segc_arena_chunk *c = chunk_new(cap);
-        if (!c && cap > need) c = chunk_new(need);   /* doubling was too greedy: try just what is asked */
+        size_t lim = a->limit && (!a->max_bytes || a->limit < a->max_bytes) ? a->limit : a->max_bytes;
+        size_t room = lim > a->cap_total ? lim - a->cap_total : 0;   /* under the cap */
+        if (lim && cap > room) cap = room > need ? room : need;
+        segc_arena_chunk *c = lim && need > room ? NULL : chunk_new(cap);
+        if (!c && cap > need && !(lim && need > room)) c = chunk_new(need);   /* doubling was too greedy */
         if (!c) {
+            a->failed_need = need;
+            /* a caller that can retry smaller (grad_accum auto) catches the failure; never from
+             * inside a parallel region, where jumping out is undefined */
+            if (a->oom_jmp && !omp_in_parallel()) longjmp(*(jmp_buf *)a->oom_jmp, 1);
             /* callers do not check arena pointers (a step has hundreds of
              * allocations): stop here, saying how much was needed, rather than
              * hand out NULL and crash somewhere unrelated */
             fprintf(stderr,
                     "segc: out of memory: the step arena could not grow by %zu bytes (%.1f MiB) for a %zu-byte "
-                    "allocation; it already holds %zu bytes (%.1f MiB) in %zu chunks, high-water %zu bytes. "
+                    "allocation; it already holds %zu bytes (%.1f MiB) in %zu chunks, high-water %zu bytes%s. "
                     "Reduce data.batch_size or data.crop_size, or use train.dtype=bf16\n",
-                    need, need / 1048576.0, bytes, a->used_total, a->used_total / 1048576.0, a->n_chunks, a->high_water);
+                    need, need / 1048576.0, bytes, a->used_total, a->used_total / 1048576.0, a->n_chunks, a->high_water,
+                    lim ? " (at its limit)" : "");
             abort();
         }
+        a->cap_total += c->cap;
         c->next = a->head;
         a->head = c;
         a->n_chunks++;
@@ -76,8 +100,8 @@ void *segc_arena_calloc(segc_arena *a, size_t bytes) {
     return p;
 }
 
-static void free_chunks(segc_arena_chunk *c) {
-    while (c) { segc_arena_chunk *n = c->next; free(c->mem); free(c); c = n; }
+static void free_chunks(segc_arena *a, segc_arena_chunk *c) {
+    while (c) { segc_arena_chunk *n = c->next; a->cap_total -= c->cap; free(c->mem); free(c); c = n; }
 }
 
 segc_arena_mark segc_arena_get_mark(const segc_arena *a) {
@@ -88,6 +112,7 @@ void segc_arena_rewind(segc_arena *a, segc_arena_mark m) {
     while (a->head && a->head != m.chunk) {   /* chunks added since the mark (first steps only) */
         segc_arena_chunk *c = a->head;
         a->head = c->next;
+        a->cap_total -= c->cap;
         free(c->mem);
         free(c);
         a->n_chunks--;
@@ -99,9 +124,10 @@ void segc_arena_rewind(segc_arena *a, segc_arena_mark m) {
 void segc_arena_reset(segc_arena *a) {
     /* consolidate after growth (a rewind may have dropped the chunks that grew) */
     if (a->n_chunks > 1 || (a->head && a->high_water > a->head->cap)) {
-        free_chunks(a->head);
+        free_chunks(a, a->head);
         a->head = chunk_new(a->high_water);
         a->n_chunks = a->head ? 1 : 0;
+        a->cap_total = a->head ? a->high_water : 0;
     } else if (a->head) {
         a->head->used = 0;
     }
@@ -109,6 +135,6 @@ void segc_arena_reset(segc_arena *a) {
 }
 
 void segc_arena_free(segc_arena *a) {
-    free_chunks(a->head);
+    free_chunks(a, a->head);
     memset(a, 0, sizeof *a);
 }

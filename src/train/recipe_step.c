@@ -4,6 +4,7 @@
  * beside the weights. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <setjmp.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ struct segc_recipe {
     int accum;                     /* micro-batches per step (0: auto) */
     int micro;                     /* auto: micro-batch size in use (0: not measured yet) */
     bool settled;                  /* auto: a step ran within the budget */
+    int oom_retries;               /* auto: passes cut short by a failed step-memory allocation */
     int64_t limit;                 /* auto: bytes */
     int64_t state_bytes;           /* auto: parameters, gradients, optimizer / EMA / SAM state */
     float *mix_img, *backup;
@@ -105,6 +107,8 @@ void segc_recipe_free(segc_recipe *r) {
 
 const char *segc_recipe_describe(const segc_recipe *r) { return r ? r->desc : ""; }
 bool segc_recipe_has_ema(const segc_recipe *r) { return r && r->has_ema; }
+int segc_recipe_oom_retries(const segc_recipe *r) { return r ? r->oom_retries : 0; }
+
 int segc_recipe_micro_batch(const segc_recipe *r) { return r ? r->micro : 0; }
 
 static bool grow(void **p, size_t *cap, size_t need) {
@@ -198,8 +202,36 @@ static int largest_divisor_at_most(int n, int cap) {
     return 1;
 }
 
-/* grad_accum auto: measure one sample, pick the largest divisor of the batch
- * whose estimated peak fits, and step down while a measured step does not */
+/* A probing pass whose step memory is capped (ctx->arena.limit): 1 done, 0 error (err set),
+ * -1 the arena could not grow (ctx->arena.failed_need says by how much). A pass cut short leaves
+ * partial gradients, running statistics and RNG draws, which the caller undoes. */
+static int capped_pass(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype dt, int mb, bool one_sample,
+                       double *loss, size_t *peak, char *err, size_t n) {
+    jmp_buf jb;
+    ctx->arena.oom_jmp = &jb;
+    if (setjmp(jb)) {
+        ctx->arena.oom_jmp = NULL;
+        segc_ctx_step_begin(ctx);   /* the tape and temporaries of the abandoned pass */
+        segc_clear_error(ctx);
+        return -1;
+    }
+    bool ok;
+    if (one_sample) {
+        view one = *v;
+        *loss = 0;
+        ok = micro_pass(r, ctx, &one, dt, 0, 1, loss, peak, false);
+        if (!ok) segc_errorf(err, n, "%s", segc_last_error(ctx));
+    } else {
+        ok = pass(r, ctx, v, dt, mb, loss, peak, false, err, n);
+    }
+    ctx->arena.oom_jmp = NULL;
+    return ok ? 1 : 0;
+}
+
+/* grad_accum auto: measure one sample, pick the largest divisor of the batch whose estimated
+ * peak fits, and step down while a step does not: over budget when measured, or cut short when
+ * its step memory could not grow (the arena is capped at the budget while probing, and a
+ * failed allocation lands here too) */
 static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype dt, double *loss, char *err, size_t n) {
     segc_params *p = &r->m->params;
     /* the batch (and MixUp's mixed copy) beside the accounted state */
@@ -212,12 +244,20 @@ static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype d
         return segc_errorf(err, n, "recipe.grad_accum auto: out of memory");
     memcpy(r->backup, p->data, (size_t)p->total * sizeof(float));
     segc_rng rng0 = ctx->rng;
+    char a[32], b[32], c[32], d[32];
+    ctx->arena.limit = r->limit > fixed ? (size_t)(r->limit - fixed) : 1;
     if (!r->micro) {
-        view one = *v;
         double l1 = 0;
-        if (!micro_pass(r, ctx, &one, dt, 0, 1, &l1, &peak, false)) return segc_errorf(err, n, "%s", segc_last_error(ctx));
-        if (fixed + (int64_t)peak > r->limit) {
-            char a[32], b[32], c[32], d[32];
+        int rc = capped_pass(r, ctx, v, dt, 1, true, &l1, &peak, err, n);
+        if (rc == 0) return ctx->arena.limit = 0, false;
+        if (rc < 0 || fixed + (int64_t)peak > r->limit) {
+            ctx->arena.limit = 0;
+            if (rc < 0)
+                return segc_errorf(err, n, "recipe.grad_accum auto: one sample of %dx%d does not fit: its step memory "
+                                   "could not grow past %s (train.memory_limit %s, of which %s weights, gradients, "
+                                   "optimizer/EMA/SAM state and the batch)", v->w, v->h,
+                                   fmt_bytes((int64_t)ctx->arena.cap_total, d, sizeof d), fmt_bytes(r->limit, a, sizeof a),
+                                   fmt_bytes(fixed, c, sizeof c));
             return segc_errorf(err, n, "train.memory_limit: %s is below what one sample needs: %s (%s weights, gradients, "
                                "optimizer/EMA/SAM state and the batch + %s step memory for one sample of %dx%d)", fmt_bytes(r->limit, a, sizeof a),
                                fmt_bytes(fixed + (int64_t)peak, b, sizeof b), fmt_bytes(fixed, c, sizeof c),
@@ -230,14 +270,24 @@ static bool auto_step(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype d
         ctx->rng = rng0;
     }
     for (;;) {
-        if (!pass(r, ctx, v, dt, r->micro, loss, &peak, false, err, n)) return false;
-        if (fixed + (int64_t)peak <= r->limit || r->micro == 1) break;
-        /* over budget: undo and retry smaller */
+        int rc = capped_pass(r, ctx, v, dt, r->micro, false, loss, &peak, err, n);
+        if (rc == 0) return ctx->arena.limit = 0, false;
+        if (rc > 0 && (fixed + (int64_t)peak <= r->limit || r->micro == 1)) break;
+        if (rc < 0 && r->micro == 1) {
+            ctx->arena.limit = 0;
+            return segc_errorf(err, n, "recipe.grad_accum auto: a micro-batch of one sample ran out of step memory "
+                               "(it could not grow by %s past %s; train.memory_limit %s)",
+                               fmt_bytes((int64_t)ctx->arena.failed_need, a, sizeof a),
+                               fmt_bytes((int64_t)ctx->arena.cap_total, b, sizeof b), fmt_bytes(r->limit, c, sizeof c));
+        }
+        /* over budget or out of step memory: undo and retry smaller */
+        r->oom_retries += rc < 0;
         memcpy(p->data, r->backup, (size_t)p->total * sizeof(float));
         segc_params_zero_grad(p);
         ctx->rng = rng0;
         r->micro = largest_divisor_at_most(v->n, r->micro - 1 > r->micro / 2 ? r->micro / 2 : r->micro - 1);
     }
+    ctx->arena.limit = 0;
     r->settled = true;
     free(r->backup);
     r->backup = NULL;
