@@ -13,8 +13,8 @@
 
 #define FL_PAR_MIN 16384
 
-/* ---- stable radix sort of 32-bit keys (ascending), carrying indices ---- */
-static void radix_sort(uint32_t *key, int32_t *idx, uint32_t *k2, int32_t *i2, int64_t n) {
+/* ---- stable radix sort of 32-bit keys (ascending), carrying a 32-bit payload ---- */
+static void radix_sort(uint32_t *key, uint32_t *idx, uint32_t *k2, uint32_t *i2, int64_t n) {
     static const int shift[3] = {0, 11, 22};
     for (int pass = 0; pass < 3; pass++) {
         int64_t cnt[2049] = {0};
@@ -27,7 +27,7 @@ static void radix_sort(uint32_t *key, int32_t *idx, uint32_t *k2, int32_t *i2, i
             i2[d] = idx[i];
         }
         uint32_t *tk = key; key = k2; k2 = tk;
-        int32_t *ti = idx; idx = i2; i2 = ti;
+        uint32_t *ti = idx; idx = i2; i2 = ti;
     }
     /* three passes (an odd count): the result is in the second buffers (the callers' k2, i2) */
 }
@@ -208,50 +208,43 @@ segc_tensor *segc_lovasz_softmax(segc_ctx *ctx, segc_tensor *logits, segc_tensor
     const int nt = omp_get_max_threads();
     const size_t per = (size_t)nl_max1(maxv);
     uint32_t *kbuf = segc_arena_alloc(&ctx->arena, (size_t)nt * 2 * per * sizeof(uint32_t));
-    int32_t *ibuf = segc_arena_alloc(&ctx->arena, (size_t)nt * 2 * per * sizeof(int32_t));
-    double *jbuf = segc_arena_alloc(&ctx->arena, (size_t)nt * per * sizeof(double));
+    uint32_t *pbuf = segc_arena_alloc(&ctx->arena, (size_t)nt * 2 * per * sizeof(uint32_t));
 #pragma omp parallel for schedule(dynamic, 1) if (N * C * S >= FL_PAR_MIN)
     for (int64_t gc = 0; gc < G * C; gc++) {
         const int64_t g = gc / C, c = gc % C, v0 = vbeg[g], V = vbeg[g + 1] - v0;
         if (!V || !(all_classes || present[gc])) continue;
         const int th = omp_get_thread_num();
         uint32_t *key = kbuf + (size_t)th * 2 * per, *k2 = key + per;
-        int32_t *idx = ibuf + (size_t)th * 2 * per, *i2 = idx + per;
-        double *jac = jbuf + (size_t)th * per;
+        uint32_t *pay = pbuf + (size_t)th * 2 * per, *p2 = pay + per;
+        /* the sort carries everything the sweep needs, so the sweep reads in order: the error is
+         * the key itself, the payload holds the pixel (< 2^31) and the foreground bit */
         int64_t gts = 0;
         for (int64_t i = 0; i < V; i++) {
-            const int32_t q = valid[v0 + i];
-            const int64_t n = q / S, s = q % S;
-            const float fg = lab[v0 + i] == c ? 1.f : 0.f, e = fabsf(fg - sv->prob[(n * C + c) * S + s]);
+            const uint32_t q = (uint32_t)valid[v0 + i];
+            const bool fg = lab[v0 + i] == c;
+            const float e = fabsf((fg ? 1.f : 0.f) - sv->prob[(q / S * C + c) * S + q % S]);
             key[i] = fkey(e, true);
-            idx[i] = (int32_t)i;
-            gts += lab[v0 + i] == c;
+            pay[i] = q | (uint32_t)fg << 31;
+            gts += fg;
         }
-        radix_sort(key, idx, k2, i2, V);   /* sorted into k2 / i2 */
+        radix_sort(key, pay, k2, p2, V);   /* sorted into k2 / p2 */
+        const double wc = (class_weight ? class_weight[c] : 1.0) / (double)ncls[g] / (double)G;
         double cum_fg = 0, prev = 0, loss = 0;
         for (int64_t k = 0; k < V; k++) {
-            const int64_t i = i2[k];
-            const bool fg = lab[v0 + i] == c;
+            const uint32_t q = p2[k] & 0x7fffffffu;
+            const bool fg = p2[k] >> 31;
+            const float e = nl_bits_f32(~k2[k]);
             cum_fg += fg;
             const double inter = (double)gts - cum_fg, uni = (double)gts + (double)(k + 1) - cum_fg;
-            const double j = 1.0 - inter / uni;
-            jac[k] = j - prev;
+            const double j = 1.0 - inter / uni, jac = j - prev;
             prev = j;
-            const int32_t q = valid[v0 + i];
-            const float e = fabsf((fg ? 1.f : 0.f) - sv->prob[(q / S * C + c) * S + q % S]);
-            loss += (double)e * jac[k];
+            loss += (double)e * jac;
+            /* d|fg - p| / dp: -1 below the target (fg), +1 above; 0 where they are equal (PyTorch's
+             * abs): p < 1 exactly when 1 - p > 0, p > 0 when |0 - p| > 0 */
+            const float sg = e > 0.f ? (fg ? -1.f : 1.f) : 0.f;
+            sv->dp[(q / S * C + c) * S + q % S] = (float)(wc * jac) * sg;
         }
-        const double wc = (class_weight ? class_weight[c] : 1.0) / (double)ncls[g] / (double)G;
         lgc[gc] = loss * (class_weight ? class_weight[c] : 1.0);
-        for (int64_t k = 0; k < V; k++) {
-            const int64_t i = i2[k];
-            const int32_t q = valid[v0 + i];
-            const int64_t at = (q / S * C + c) * S + q % S;
-            const bool fg = lab[v0 + i] == c;
-            /* d|fg - p| / dp: -1 below the target (fg), +1 above; 0 where they are equal (PyTorch's abs) */
-            const float pv = sv->prob[at], sg = fg ? (pv < 1.f ? -1.f : 0.f) : (pv > 0.f ? 1.f : 0.f);
-            sv->dp[at] = (float)(wc * jac[k]) * sg;
-        }
     }
     double total = 0;
     for (int64_t g = 0; g < G; g++) {
@@ -309,8 +302,8 @@ segc_tensor *segc_ohem_weights(segc_ctx *ctx, segc_tensor *logits, segc_tensor *
     }
     if (!V) return w;
     uint32_t *key = segc_arena_alloc(&ctx->arena, (size_t)V * 2 * sizeof(uint32_t));
-    int32_t *idx = segc_arena_alloc(&ctx->arena, (size_t)V * 2 * sizeof(int32_t));
-    for (int64_t i = 0; i < V; i++) { key[i] = fkey(val[i], thresh < 0); idx[i] = (int32_t)i; }
+    uint32_t *idx = segc_arena_alloc(&ctx->arena, (size_t)V * 2 * sizeof(uint32_t));
+    for (int64_t i = 0; i < V; i++) { key[i] = fkey(val[i], thresh < 0); idx[i] = (uint32_t)i; }
     radix_sort(key, idx, key + V, idx + V, V);
     if (thresh >= 0) {
         const float kth = val[idx[V + (batch_kept < V - 1 ? batch_kept : V - 1)]];
