@@ -490,16 +490,26 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     const dnnl_memory_desc_t *xmd = pd_md(fwd, dnnl_query_src_md, 0), *wmd = pd_md(fwd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *ymd = pd_md(fwd, dnnl_query_dst_md, 0);
     conv_saved *s = grad ? segc_arena_alloc(&ctx->arena, sizeof *s) : NULL;
-    void *wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);   /* small: stays for backward */
-    if (!wb) return NULL;
+    /* w in oneDNN's layout stays for backward only where backward-data takes that same layout
+     * (f32 usually wants another blocking, and reorders from w itself): a kept copy of every
+     * weight would hold as much memory as the model's parameters for nothing */
+    bool keep_wb = false;
+    if (grad && x->requires_grad) {
+        segc_dnnl_prim *bd = get_prim(ctx, op, k, K_BWD_DATA);
+        if (!bd) return NULL;
+        keep_wb = dnnl_memory_desc_equal(pd_md(bd, dnnl_query_weights_md, 0), wmd);
+    }
+    void *wb = keep_wb ? in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data) : NULL;
     /* x in oneDNN's layout is a copy as large as x. A large one is dropped after
      * the call and made again by backward-weights, so the conv keeps no second
      * copy of a big activation for the whole step (one reorder more, far cheaper
      * than the GEMM); a small one stays (its reorder costs more than it holds). */
     bool keep_xb = grad && dnnl_memory_desc_get_size(xmd) <= CONV_KEEP_INPUT_BYTES;
     void *xb = keep_xb ? in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data) : NULL;
-    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* temporaries from here */
+    if (!keep_wb) wb = in_layout(ctx, op, &k, R_W_FWD, &w_plain, wmd, w->data);
     if (!keep_xb) xb = in_layout(ctx, op, &k, R_X_FWD, &x_plain, xmd, x->data);
+    if (!wb) return NULL;
     if (!xb) return NULL;
     bool direct = dnnl_memory_desc_equal(ymd, &y_plain);
     void *yb = direct ? y->data : segc_arena_alloc(&ctx->arena, dnnl_memory_desc_get_size(ymd));
@@ -512,10 +522,10 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     void *ptrs[4] = {xb, wb, yb, bias};
     bool ok = segc_dnnl_run(ctx, op, fwd, b ? 4 : 3, ids, ptrs) &&
               (direct || out_layout(ctx, op, &k, R_Y_FWD, ymd, &y_plain, yb, y->data));
-    segc_arena_rewind(&ctx->arena, mark);   /* the blocked input and output, an f32 bias copy */
+    segc_arena_rewind(&ctx->arena, mark);   /* the blocked input, output and weights, an f32 bias copy */
     if (!ok) return NULL;
     if (grad) {
-        *s = (conv_saved){.k = k, .op = op, .xb = keep_xb || xb == x->data ? xb : NULL, .wb = wb};
+        *s = (conv_saved){.k = k, .op = op, .xb = keep_xb || xb == x->data ? xb : NULL, .wb = keep_wb ? wb : NULL};
         segc_record(ctx, op, conv_backward, y, ins, n_in, s);
     }
     return y;
