@@ -108,14 +108,7 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
                 int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
                 const float *xp = nl_load(x, off, len, sc);
                 const float *dyp = bn_relu_mask(xp, dy + off, len, m, ml, sv->ka[c], sv->kb[c], sc + BN_BLOCK);
-                float *d = dx + off;
-                if (ow) {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                } else {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-                }
+                nl_dx_block(xp, dyp, dx + off, len, m, ml, kd, k1, k0, ow);
             }
     }
 }

@@ -75,21 +75,25 @@ static inline void nl_shifted_sums(const segc_tensor *x, int64_t off, int64_t co
     }
 }
 
-/* Normalisation input gradient over a contiguous run [off, off+count):
- * dx = dy*kd + ((x - m) - ml)*k1 + k0, stored (ow) or accumulated, block by block. */
+/* One block of the normalisation input gradient: d = dy*kd + ((x - m) - ml)*k1 + k0, stored (ow)
+ * or accumulated. */
+static inline void nl_dx_block(const float *xp, const float *dyp, float *d, int64_t len, float m, float ml, float kd,
+                               float k1, float k0, int ow) {
+    if (ow) {
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
+    }
+}
+
+/* Normalisation input gradient over a contiguous run [off, off+count), block by block. */
 static inline void nl_apply_dx(const segc_tensor *x, const float *dy, float *dx, int64_t off, int64_t count,
                                int64_t block, float *sc, float m, float ml, float kd, float k1, float k0, int ow) {
     for (int64_t s0 = 0; s0 < count; s0 += block) {
         int64_t len = count - s0 < block ? count - s0 : block;
-        const float *xp = nl_load(x, off + s0, len, sc), *dyp = dy + off + s0;
-        float *d = dx + off + s0;
-        if (ow) {
-#pragma omp simd
-            for (int64_t i = 0; i < len; i++) d[i] = fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-        } else {
-#pragma omp simd
-            for (int64_t i = 0; i < len; i++) d[i] += fmaf(dyp[i], kd, fmaf((xp[i] - m) - ml, k1, k0));
-        }
+        nl_dx_block(nl_load(x, off + s0, len, sc), dy + off + s0, dx + off + s0, len, m, ml, kd, k1, k0, ow);
     }
 }
 

@@ -12,10 +12,7 @@
 #define N_FIELDS segc_cfg_n_fields
 
 /* ---- resolved YAML ---- */
-typedef struct sbuf { char *p; size_t len, cap; } sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
+void segc_cfg_sb_printf(segc_cfg_sbuf *b, const char *fmt, ...) {
     for (;;) {
         va_list ap;
         va_start(ap, fmt);
@@ -31,6 +28,8 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
         b->cap = nc;
     }
 }
+#define sb_printf segc_cfg_sb_printf
+typedef segc_cfg_sbuf sbuf;
 
 static void fmt_double(double v, char *buf, size_t n) {
     for (int p = 1; p <= 17; p++) {

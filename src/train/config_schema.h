@@ -26,4 +26,9 @@ typedef struct field {
 extern const field segc_cfg_schema[];
 extern const int segc_cfg_n_fields;
 
+/* growable text buffer (p NULL until the first write); printf appends, growing as needed (on
+ * allocation failure the text is cut short) */
+typedef struct segc_cfg_sbuf { char *p; size_t len, cap; } segc_cfg_sbuf;
+void segc_cfg_sb_printf(segc_cfg_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "config_schema.h"
 #include "segc/losses.h"
 #include "segc/losses_train.h"
 #include "segc/safetensors.h"
@@ -289,23 +290,8 @@ bool segc_loss_cfg_check(const segc_loss_cfg *c, int64_t crop_pixels, char *err,
 }
 
 /* ---- YAML ---- */
-typedef struct { char *p; size_t len, cap; } ybuf;
-static void yb(ybuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void yb(ybuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (k < 0) return;
-        if (b->p && b->len + (size_t)k < b->cap) { b->len += (size_t)k; return; }
-        size_t nc = b->cap ? b->cap : 1024;
-        while (nc < b->len + (size_t)k + 1) nc *= 2;
-        char *np = realloc(b->p, nc);
-        if (!np) return;
-        b->p = np, b->cap = nc;
-    }
-}
+typedef segc_cfg_sbuf ybuf;
+#define yb segc_cfg_sb_printf
 static const char *dbl(double v, char *buf, size_t n) {
     for (int p = 1; p <= 17; p++) {
         snprintf(buf, n, "%.*g", p, v);
