@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/harness.h"
+#include "segc/cpu.h"
 #include "segc/ops.h"
 
 static segc_st_file *g_fx;
@@ -358,6 +359,37 @@ static void test_determinism(void **state) {
     segc_set_num_threads(NULL, g_threads);
 }
 
+static double rel_l2(const float *a, const float *b, int64_t n) {
+    double d = 0, r = 0;
+    for (int64_t i = 0; i < n; i++) d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+    return sqrt(d / (r > 0 ? r : 1));
+}
+
+/* train.conv_algo: Winograd (where oneDNN has it: AVX-512) agrees with direct to
+ * f32 rounding of its transforms in the output and all three gradients, and is
+ * deterministic; without a kernel for it the direct primitive runs, bit for bit */
+static void test_winograd_vs_direct(void **state) {
+    segc_conv_set_algo(SEGC_CONV_ALGO_DIRECT);
+    run_out d = run_conv(32, 1, 2, SEGC_F32);
+    segc_conv_set_algo(SEGC_CONV_ALGO_WINOGRAD);
+    assert_int_equal(segc_conv_get_algo(), SEGC_CONV_ALGO_WINOGRAD);
+    run_out w = run_conv(32, 1, 2, SEGC_F32), w2 = run_conv(32, 1, 2, SEGC_F32);
+    segc_conv_set_algo(SEGC_CONV_ALGO_AUTO);
+    assert_true(same_run(w, w2));
+    double e[4] = {rel_l2(w.y, d.y, d.ny), rel_l2(w.gx, d.gx, d.nx), rel_l2(w.gw, d.gw, d.nw), rel_l2(w.gb, d.gb, d.nb)};
+    printf("  winograd vs direct (ISA %s): relative L2 error y %.2e dx %.2e dw %.2e db %.2e\n",
+           segc_isa_name(segc_cpu_isa()), e[0], e[1], e[2], e[3]);
+    for (int i = 0; i < 4; i++) assert_true(e[i] < 1e-5);
+    if (segc_cpu_isa() < SEGC_ISA_AVX512) assert_true(same_run(w, d));   /* no kernel: direct ran */
+    else assert_false(same_run(w, d));   /* oneDNN's AVX-512 Winograd kernel ran */
+    free_run(d);
+    free_run(w);
+    free_run(w2);
+    segc_conv_algo a;
+    assert_true(segc_conv_algo_parse("direct", &a) && a == SEGC_CONV_ALGO_DIRECT);
+    assert_false(segc_conv_algo_parse("fft", &a));
+}
+
 /* gradients add to what the tensors already hold (parameters' persistent
  * buffers, inputs used twice) */
 static void test_grad_accumulates(void **state) {
@@ -466,7 +498,7 @@ int main(void) {
         cmocka_unit_test(test_pool_gradcheck),       cmocka_unit_test(test_conv_errors),
         cmocka_unit_test(test_pool_errors),          cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_grad_accumulates),     cmocka_unit_test(test_bf16_bias_dtypes),
-        cmocka_unit_test(test_steady_state_arena),
+        cmocka_unit_test(test_steady_state_arena),   cmocka_unit_test(test_winograd_vs_direct),
     };
     return cmocka_run_group_tests_name("conv", tests, setup, teardown);
 }

@@ -116,6 +116,7 @@ typedef struct segc_config {
         int64_t seed;
         int threads;                   /* 0: OpenMP's default */
         char dtype[8];                 /* f32 | bf16 */
+        char conv_algo[16];            /* auto | direct | winograd (segc_conv_algo) */
         char best_metric[SEGC_CFG_NAME];   /* metric that selects best.safetensors ("": the task's primary) */
         char work_dir[SEGC_CFG_PATH];  /* "": runs/NAME */
         int64_t val_max_samples;       /* 0: the whole split */
@@ -192,6 +193,9 @@ const char *segc_recipe_names(void);
 
 /* Resolved YAML (malloc'd, NUL-terminated). */
 char *segc_config_to_yaml(const segc_config *c);
+/* train.conv_algo -> segc_conv_set_algo (process-wide; the environment's SEGC_CONV_ALGO wins) */
+void segc_config_apply_conv_algo(const segc_config *c);
+
 bool segc_config_save(const segc_config *c, const char *path, char *err, size_t errlen);
 /* Keys whose values differ, as "key: old -> new" lines joined by "; " into buf
  * (empty when equal). Returns the number of differing keys. */

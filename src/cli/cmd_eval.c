@@ -141,6 +141,7 @@ int segc_cmd_eval(int argc, char **argv) {
     segc_dataset *ds = NULL;
     if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
     if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
+    segc_config_apply_conv_algo(&c);
     const char *split = *c.data.split ? c.data.split : c.data.val_split;
     ds = segc_config_open_dataset(&c, split, err, sizeof err);
     if (!ds) goto fail;

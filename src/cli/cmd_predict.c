@@ -99,6 +99,7 @@ int segc_cmd_predict(int argc, char **argv) {
     segc_ctx *ctx = NULL, *work = NULL;
     if (!segc_cli_config_for(&c, config, ckpt, ov, n_ov, err, sizeof err)) goto fail;
     if (c.train.threads > 0) segc_set_num_threads(NULL, c.train.threads);
+    segc_config_apply_conv_algo(&c);
     int K = c.model.num_classes;   /* segc checkpoints store the resolved count */
     /* the dataset, when at hand, supplies the palette */
     char e2[900];

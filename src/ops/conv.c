@@ -12,6 +12,8 @@
  * the full problem description, so a steady-state step creates none. */
 #include <math.h>
 #include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "conv_internal.h"
@@ -24,6 +26,28 @@ enum {
     /* reorders, one slot per (from, to) pair of a problem */
     R_X_FWD, R_W_FWD, R_Y_FWD, R_G_BWD_DATA, R_G_BWD_WEIGHTS, R_W_BWD_DATA, R_X_BWD_WEIGHTS, R_DX, R_DW
 };
+
+static int g_algo = SEGC_CONV_ALGO_AUTO, g_algo_env = -1;   /* -1: not read yet */
+
+bool segc_conv_algo_parse(const char *name, segc_conv_algo *out) {
+    static const char *const names[] = {"auto", "direct", "winograd"};
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, names[i])) return *out = (segc_conv_algo)i, true;
+    return false;
+}
+void segc_conv_set_algo(segc_conv_algo a) { __atomic_store_n(&g_algo, (int)a, __ATOMIC_RELAXED); }
+segc_conv_algo segc_conv_get_algo(void) {
+    int env = __atomic_load_n(&g_algo_env, __ATOMIC_RELAXED);
+    if (env == -1) {
+        segc_conv_algo a;
+        const char *s = getenv("SEGC_CONV_ALGO");
+        env = s && *s && segc_conv_algo_parse(s, &a) ? (int)a : -2;   /* -2: none */
+        if (env == -2 && s && *s)
+            fprintf(stderr, "segc: SEGC_CONV_ALGO: expected auto, direct or winograd, found '%s' (ignored)\n", s);
+        __atomic_store_n(&g_algo_env, env, __ATOMIC_RELAXED);
+    }
+    return (segc_conv_algo)(env >= 0 ? env : __atomic_load_n(&g_algo, __ATOMIC_RELAXED));
+}
 
 segc_conv_params segc_conv_params_default(void) {
     segc_conv_params p;
@@ -78,13 +102,14 @@ static dnnl_status_t init_desc(dnnl_convolution_desc_t *d, const conv_key *k, dn
     dnnl_dims_t st = {k->stride[0], k->stride[1]}, dl = {k->dil[0] - 1, k->dil[1] - 1};
     dnnl_dims_t pl = {k->pad_l[0], k->pad_l[1]}, pr = {k->pad_r[0], k->pad_r[1]};
     if (!k->transposed) {
+        const dnnl_alg_kind_t alg = k->wino ? dnnl_convolution_winograd : dnnl_convolution_direct;
         if (k->kind == K_FWD)
-            return dnnl_dilated_convolution_forward_desc_init(d, dnnl_forward_training, dnnl_convolution_direct, &src,
+            return dnnl_dilated_convolution_forward_desc_init(d, dnnl_forward_training, alg, &src,
                                                               &wei, bp, &dst, st, dl, pl, pr);
         if (k->kind == K_BWD_DATA)
-            return dnnl_dilated_convolution_backward_data_desc_init(d, dnnl_convolution_direct, &src, &wei, &dst, st,
+            return dnnl_dilated_convolution_backward_data_desc_init(d, alg, &src, &wei, &dst, st,
                                                                     dl, pl, pr);
-        return dnnl_dilated_convolution_backward_weights_desc_init(d, dnnl_convolution_direct, &src, &wei, bp, &dst,
+        return dnnl_dilated_convolution_backward_weights_desc_init(d, alg, &src, &wei, bp, &dst,
                                                                    st, dl, pl, pr);
     }
     if (k->kind == K_FWD)
@@ -133,6 +158,12 @@ static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int k
         /* f32 diff_src straight from a bf16 primitive saves a conversion */
         pd = try_pd(&k, cdt, dnnl_f32, dnnl_f32, fwd->pd);
         if (!pd && cdt != dnnl_f32) pd = try_pd(&k, cdt, dnnl_f32, cdt, fwd->pd);
+    }
+    if (!pd && k.wino) {   /* no Winograd kernel for this ISA or shape: direct, cached under the same key */
+        conv_key kd = k;
+        kd.wino = 0;
+        if (kind == K_FWD) pd = try_pd(&kd, sdt, dnnl_f32, sdt, NULL);
+        else pd = try_pd(&kd, dnnl_f32, dnnl_f32, dnnl_f32, get_prim(ctx, op, k, K_FWD)->pd);
     }
     if (!pd) {
         segc_set_error(ctx, "%s: oneDNN has no %s primitive for x [%lld, %lld, %lld, %lld] -> [%lld, %lld, %lld, %lld] "
@@ -341,6 +372,8 @@ static bool fill_key(segc_ctx *ctx, const char *op, bool transposed, const segc_
     }
     k->oh = out[0];
     k->ow = out[1];
+    k->wino = segc_conv_get_algo() != SEGC_CONV_ALGO_DIRECT && !transposed && g == 1 && k->kh == 3 && k->kw == 3 &&
+              k->stride[0] == 1 && k->stride[1] == 1 && k->dil[0] == 1 && k->dil[1] == 1 && x->dtype == SEGC_F32;
     if (b && b->shape[0] != k->oc) {
         segc_set_error(ctx, "%s: b must be [%lld] (output channels), found %s", op, (long long)k->oc,
                        segc_shape_str(b, bb, sizeof bb));

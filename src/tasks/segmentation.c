@@ -234,6 +234,9 @@ void segc_evaluator_reset(segc_evaluator *e) {
 #define LOSS_FIXED_SCALE 4294967296.0   /* 2^32 */
 
 void segc_evaluator_add_loss(segc_evaluator *e, double loss, int64_t n_images) {
+    /* NaN: the model could not take the whole image (slide-only input size): no loss for these images.
+       The fixed-point sum holds |loss| < 2^31 / images; anything larger is not a usable loss either. */
+    if (!isfinite(loss) || fabs(loss) * (double)n_images >= 1e6) return;
     e->loss_sum += llround(loss * (double)n_images * LOSS_FIXED_SCALE);
     e->loss_n += n_images;
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "segc/ops_conv.h"
 #include "segc/safetensors.h"
 
 #include "config_schema.h"
@@ -106,6 +107,8 @@ const field segc_cfg_schema[] = {
     FL("train.seed", train.seed, "seed of init, sampling, augmentation and dropout"),
     FI("train.threads", train.threads, "compute threads (0: OpenMP's default)"),
     FS("train.dtype", train.dtype, "f32|bf16", "compute dtype (bf16: f32 master weights)"),
+    FS("train.conv_algo", train.conv_algo, "auto|direct|winograd",
+       "3x3 stride-1 f32 convolutions: auto = Winograd where oneDNN has it (AVX-512), direct = as PyTorch"),
     FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ..., val_loss: minimised; empty: the task's)"),
     FS("train.work_dir", train.work_dir, NULL, "run directory (empty: runs/NAME)"),
     FL("train.val_max_samples", train.val_max_samples, "evaluate on the first N samples (0: all)"),
@@ -188,6 +191,7 @@ void segc_config_defaults(segc_config *c) {
     c->train.log_interval = 50;
     c->train.keep_last = 3;
     strcpy(c->train.dtype, "f32");
+    strcpy(c->train.conv_algo, "auto");
     c->train.report_samples = 6;
     c->train.debug_nan_at = -1;
     segc_loss_cfg_defaults(&c->loss);
@@ -771,3 +775,8 @@ bool segc_config_override(segc_config *c, const char *assignment, char *err, siz
     return true;
 }
 
+
+void segc_config_apply_conv_algo(const segc_config *c) {
+    segc_conv_algo a = SEGC_CONV_ALGO_AUTO;
+    if (segc_conv_algo_parse(c->train.conv_algo, &a)) segc_conv_set_algo(a);   /* checked when loaded */
+}

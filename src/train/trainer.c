@@ -340,6 +340,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
     if (!r->ctx || !r->eval_ctx || !r->eval_work) return segc_errorf(err, errlen, "train: out of memory");
     if (c->train.threads > 0) segc_set_num_threads(r->ctx, c->train.threads);
     else if (segc_dist_default_threads() > 0) segc_set_num_threads(r->ctx, segc_dist_default_threads());
+    segc_config_apply_conv_algo(c);
     int local_batch = c->data.batch_size;
     if (!segc_dist_shard_batch(r->ctx, c->data.batch_size, &local_batch, e2, sizeof e2))
         return segc_errorf(err, errlen, "train: %s", e2);
