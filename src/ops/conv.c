@@ -27,6 +27,7 @@ enum {
     R_X_FWD, R_W_FWD, R_Y_FWD, R_G_BWD_DATA, R_G_BWD_WEIGHTS, R_W_BWD_DATA, R_X_BWD_WEIGHTS, R_DX, R_DW
 };
 
+#define WINO_MAX_SCRATCH ((size_t)64 << 20)   /* SSD300 batch 4: larger ones (heads) add 41 MiB of peak, no speed */
 static int g_algo = SEGC_CONV_ALGO_AUTO, g_algo_env = -1;   /* -1: not read yet */
 
 bool segc_conv_algo_parse(const char *name, segc_conv_algo *out) {
@@ -158,6 +159,12 @@ static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int k
         /* f32 diff_src straight from a bf16 primitive saves a conversion */
         pd = try_pd(&k, cdt, dnnl_f32, dnnl_f32, fwd->pd);
         if (!pd && cdt != dnnl_f32) pd = try_pd(&k, cdt, dnnl_f32, cdt, fwd->pd);
+    }
+    if (pd && k.wino) {
+        /* oneDNN's Winograd scratchpad (transformed tiles) grows with the problem; past this size
+           the memory it adds to the step's peak outweighs the time it saves */
+        const dnnl_memory_desc_t *smd = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+        if (smd && dnnl_memory_desc_get_size(smd) > WINO_MAX_SCRATCH) dnnl_primitive_desc_destroy(pd), pd = NULL;
     }
     if (!pd && k.wino) {   /* no Winograd kernel for this ISA or shape: direct, cached under the same key */
         conv_key kd = k;
