@@ -237,19 +237,32 @@ static bool ssd_detect(segc_ctx *ctx, const segc_model *m, const segc_model_out 
     if (!lse || !ltrb || !cl || !cb || !cs || !clab || !keep) return false;
     for (int i = 0; i < N; i++) {
         const float *x = sc + (int64_t)i * C * A;
-        for (int a = 0; a < A; a++) lse[a] = x[a];
-        for (int c = 1; c < C; c++)
-            for (int a = 0; a < A; a++) lse[a] = fmaxf(lse[a], x[(int64_t)c * A + a]);
-        for (int a = 0; a < A; a++) ltrb[a] = 0.f;   /* sum of exp (ltrb reused as scratch) */
-        for (int c = 0; c < C; c++)
-            for (int a = 0; a < A; a++) ltrb[a] += expf(x[(int64_t)c * A + a] - lse[a]);
-        for (int a = 0; a < A; a++) lse[a] += logf(ltrb[a]);
+        /* log-sum-exp per default box, in blocks of boxes (each box's sum runs over the classes
+           in the same order whatever the thread count) */
+#pragma omp parallel for schedule(static) if (A >= 4096)
+        for (int a0 = 0; a0 < A; a0 += 512) {
+            const int a1 = a0 + 512 < A ? a0 + 512 : A;
+            float *s = ltrb + a0;   /* sum of exp (ltrb reused as scratch) */
+            for (int a = a0; a < a1; a++) lse[a] = x[a];
+            for (int c = 1; c < C; c++)
+                for (int a = a0; a < a1; a++) lse[a] = fmaxf(lse[a], x[(int64_t)c * A + a]);
+            for (int a = a0; a < a1; a++) s[a - a0] = 0.f;
+            for (int c = 0; c < C; c++)
+                for (int a = a0; a < a1; a++) s[a - a0] += expf(x[(int64_t)c * A + a] - lse[a]);
+            for (int a = a0; a < a1; a++) lse[a] += logf(s[a - a0]);
+        }
         segc_ssd_decode(&net->anchors, bx + (int64_t)i * 4 * A, ltrb);
+        /* p = exp(x - lse) > thresh only where x - lse > log(thresh): the exp is taken (and the
+           exact test made) just past that bound, not for all A x C scores */
+        const bool prefilter = o->score_thresh > 0.f;
+        const float log_thresh = prefilter ? logf(o->score_thresh) - 1e-3f : 0.f;
         int64_t nc = 0;
         for (int c = 1; c < C; c++) {
             int k = 0;
             for (int a = 0; a < A; a++) {
-                const float p = expf(x[(int64_t)c * A + a] - lse[a]);
+                const float d = x[(int64_t)c * A + a] - lse[a];
+                if (prefilter && !(d > log_thresh)) continue;
+                const float p = expf(d);
                 if (p > o->score_thresh) cl[k++] = (cand){p, a};
             }
             if (k > per_class) {

@@ -8,6 +8,8 @@
  * reuses the blocked input/weights instead of reordering again. bf16 uses
  * oneDNN's bf16 primitives when the CPU has them; otherwise bf16 is converted
  * to f32 around the layout reorders and the primitive runs in f32.
+ * train.conv_algo (segc_conv_set_algo) may put f32 3x3 stride-1 problems on
+ * oneDNN's Winograd kernels; they fall back to direct where it has none.
  * Every primitive (convolutions and reorders) is cached under a key holding
  * the full problem description, so a steady-state step creates none. */
 #include <math.h>
@@ -147,9 +149,9 @@ static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int k
     if (p) return p;
     dnnl_data_type_t sdt = segc_dnnl_dt((segc_dtype)k.dtype);
     dnnl_primitive_desc_t pd = NULL;
+    const dnnl_data_type_t bdt = k.bias_dtype >= 0 ? segc_dnnl_dt((segc_dtype)k.bias_dtype) : dnnl_f32;
     if (kind == K_FWD) {
         /* the storage dtype first (native bf16 kernels); f32 compute otherwise */
-        dnnl_data_type_t bdt = k.bias_dtype >= 0 ? segc_dnnl_dt((segc_dtype)k.bias_dtype) : dnnl_f32;
         pd = try_pd(&k, sdt, bdt, sdt, NULL);
         if (!pd && sdt != dnnl_f32) pd = try_pd(&k, dnnl_f32, dnnl_f32, dnnl_f32, NULL);
     } else {
@@ -169,7 +171,7 @@ static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int k
     if (!pd && k.wino) {   /* no Winograd kernel for this ISA or shape: direct, cached under the same key */
         conv_key kd = k;
         kd.wino = 0;
-        if (kind == K_FWD) pd = try_pd(&kd, sdt, dnnl_f32, sdt, NULL);
+        if (kind == K_FWD) pd = try_pd(&kd, sdt, bdt, sdt, NULL);
         else pd = try_pd(&kd, dnnl_f32, dnnl_f32, dnnl_f32, get_prim(ctx, op, k, K_FWD)->pd);
     }
     if (!pd) {
