@@ -143,25 +143,32 @@ static dnnl_primitive_desc_t try_pd(const conv_key *k, dnnl_data_type_t cdt, dnn
     return pd;
 }
 
+/* the descriptor of k's primitive with the algorithm k->wino names (NULL: oneDNN has none);
+ * backward primitives take their forward primitive as the layout hint */
+static dnnl_primitive_desc_t create_pd(const conv_key *k, const segc_dnnl_prim *fwd) {
+    const dnnl_data_type_t sdt = segc_dnnl_dt((segc_dtype)k->dtype);
+    dnnl_primitive_desc_t pd;
+    if (!fwd) {
+        /* the storage dtype first (native bf16 kernels); f32 compute otherwise */
+        const dnnl_data_type_t bdt = k->bias_dtype >= 0 ? segc_dnnl_dt((segc_dtype)k->bias_dtype) : dnnl_f32;
+        pd = try_pd(k, sdt, bdt, sdt, NULL);
+        if (!pd && sdt != dnnl_f32) pd = try_pd(k, dnnl_f32, dnnl_f32, dnnl_f32, NULL);
+        return pd;
+    }
+    const dnnl_data_type_t cdt = pd_md(fwd, dnnl_query_src_md, 0)->data_type;
+    /* f32 diff_src straight from a bf16 primitive saves a conversion */
+    pd = try_pd(k, cdt, dnnl_f32, dnnl_f32, fwd->pd);
+    if (!pd && cdt != dnnl_f32) pd = try_pd(k, cdt, dnnl_f32, cdt, fwd->pd);
+    return pd;
+}
+
 static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int kind) {
     k.kind = kind;
     segc_dnnl_prim *p = segc_dnnl_cache_get(&k, sizeof k);
     if (p) return p;
-    dnnl_data_type_t sdt = segc_dnnl_dt((segc_dtype)k.dtype);
-    dnnl_primitive_desc_t pd = NULL;
-    const dnnl_data_type_t bdt = k.bias_dtype >= 0 ? segc_dnnl_dt((segc_dtype)k.bias_dtype) : dnnl_f32;
-    if (kind == K_FWD) {
-        /* the storage dtype first (native bf16 kernels); f32 compute otherwise */
-        pd = try_pd(&k, sdt, bdt, sdt, NULL);
-        if (!pd && sdt != dnnl_f32) pd = try_pd(&k, dnnl_f32, dnnl_f32, dnnl_f32, NULL);
-    } else {
-        segc_dnnl_prim *fwd = get_prim(ctx, op, k, K_FWD);
-        if (!fwd) return NULL;
-        dnnl_data_type_t cdt = pd_md(fwd, dnnl_query_src_md, 0)->data_type;
-        /* f32 diff_src straight from a bf16 primitive saves a conversion */
-        pd = try_pd(&k, cdt, dnnl_f32, dnnl_f32, fwd->pd);
-        if (!pd && cdt != dnnl_f32) pd = try_pd(&k, cdt, dnnl_f32, cdt, fwd->pd);
-    }
+    segc_dnnl_prim *fwd = NULL;
+    if (kind != K_FWD && !(fwd = get_prim(ctx, op, k, K_FWD))) return NULL;
+    dnnl_primitive_desc_t pd = create_pd(&k, fwd);
     if (pd && k.wino) {
         /* oneDNN's Winograd scratchpad (transformed tiles) grows with the problem; past this size
            the memory it adds to the step's peak outweighs the time it saves */
@@ -171,8 +178,7 @@ static segc_dnnl_prim *get_prim(segc_ctx *ctx, const char *op, conv_key k, int k
     if (!pd && k.wino) {   /* no Winograd kernel for this ISA or shape: direct, cached under the same key */
         conv_key kd = k;
         kd.wino = 0;
-        if (kind == K_FWD) pd = try_pd(&kd, sdt, bdt, sdt, NULL);
-        else pd = try_pd(&kd, dnnl_f32, dnnl_f32, dnnl_f32, get_prim(ctx, op, k, K_FWD)->pd);
+        pd = create_pd(&kd, fwd);
     }
     if (!pd) {
         segc_set_error(ctx, "%s: oneDNN has no %s primitive for x [%lld, %lld, %lld, %lld] -> [%lld, %lld, %lld, %lld] "
