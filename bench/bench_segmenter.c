@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 
 #include "segc/optim.h"
+#include "segc/profile.h"
 #include "segc/segmenter.h"
 
 #include "bench_common.h"
@@ -65,6 +66,7 @@ int main(int argc, char **argv) {
         double t0 = segc_now_s();
         segc_ctx_step_begin(ctx);
         ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
+        if (ctx->profile && !train) segc_profiler_start(NULL);    /* inference records no nodes: trace it */
         segc_profile_mark(ctx);
         segc_tensor *x = segc_tensor_wrap(ctx, SEGC_F32, 4, (int64_t[]){B, 3, H, W}, img);
         if (dt == SEGC_BF16) x = segc_cast(ctx, x, SEGC_BF16);
@@ -80,11 +82,12 @@ int main(int argc, char **argv) {
             return 1;
         }
         double dtm = segc_now_s() - t0;
+        if (ctx->profile && !train && !segc_profiler_stop_and_write(stderr, err, sizeof err)) fprintf(stderr, "%s\n", err);
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
         if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
-    if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
+    if (getenv("SEGC_PROFILE") && train) segc_profile_print(ctx, stderr);
     char name[64];
     snprintf(name, sizeof name, "segmenter-%s-%s", variant, decoder);
     bench_print_model_row(name, train, H, W, B, dts, nthreads, mean, best);

@@ -7,12 +7,18 @@
  *   S = scale * Q K^T   (GEMM, scale folded in as the output scale)
  *   P = softmax(S)      (in place, f32)
  *   O = P V             (GEMM, written straight into its head's columns)
- * Heads are strided views of q/k/v/out, so no permute copies exist. P is kept
- * for backward (cheaper than recomputing S and exp there: one write and one
- * read of P against a third GEMM plus the exponentials). Backward per item:
- * dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)), dQ = scale dS K,
- * dK += scale dS^T Q; dK/dV sum over items into per-thread buffers that are
- * added in thread order at the end (deterministic for a thread count).
+ * Heads are strided views of q/k/v/out, so no permute copies exist. An f32 P
+ * is not kept: backward recomputes each item's S and P with the same GEMM and
+ * softmax code, so P is bitwise the forward's (as flash attention does;
+ * keeping P cost B*H*Nq*Nk floats per layer, 50 MB for ViT-S at 512x512 batch
+ * 2, and its write and read from DRAM took longer than the extra GEMM in
+ * cache: Segmenter ViT-S trains 4 % faster at 0.68x the peak memory). A bf16 P
+ * is kept: there the GEMMs run on AMX and the recomputation would cost more
+ * than it saves (SegFormer-B0 bf16 6 % slower).
+ * Backward per item: dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)),
+ * dQ = scale dS K, dK += scale dS^T Q; dK/dV sum over items into per-thread
+ * buffers that are added in thread order at the end (deterministic for a
+ * thread count).
  *
  * bf16: GEMM operands are bf16 with f32 accumulation (native where the CPU
  * has it, widened to f32 otherwise); softmax runs in f32 and its result, the
@@ -27,6 +33,16 @@
 #include "segc/ops.h"
 #include "segc/profile.h"
 #include "softmax_kernels.h"
+
+/* Compiled twice: as itself for the baseline, and by attention_avx512.c with AVX-512 enabled
+ * (512-bit vectorisation of the softmax and dS rows, ~15 % of the op in AVX2). segc_attention
+ * picks the variant from segc_cpu_isa(); the backward it records is its own variant's. Both
+ * are deterministic; they agree to float rounding, not bitwise. */
+#ifdef SEGC_ISA_VARIANT_AVX512
+#define segc_attention segc_attention_avx512
+#endif
+segc_tensor *segc_attention_avx512(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_tensor *v, int heads,
+                                   float scale);
 
 /* exp(x) for x <= ~0 (softmax arguments after the max is subtracted):
  * Cody-Waite reduction to r in [-ln2/2, ln2/2] and a degree-6 Taylor
@@ -82,12 +98,12 @@ static void softmax_row(float *s, int64_t n, bool to_bf16, uint16_t *pb) {
 }
 
 typedef struct {
-    int64_t B, Nq, Nk, H, D, Dv, qc;   /* qc: query rows per work item */
+    int64_t B, Nq, Nk, H, D, Dv, qc, ld;   /* qc: query rows per work item; ld: row stride of S, P, dP, dS */
     float scale;
     bool bf16, native;      /* bf16 inputs; native bf16 GEMMs */
     const void *q, *k, *v;  /* GEMM operands: the inputs, or f32 widenings of bf16 inputs */
     segc_dtype gdt;         /* dtype of those operands and of P */
-    void *p;                /* saved probabilities [B, H, Nq, Nk] */
+    uint16_t *p;            /* kept bf16 probabilities [B, H, Nq, ld], or NULL: recomputed */
 } attn_saved;
 
 static size_t esz(segc_dtype dt) { return segc_dtype_size(dt); }
@@ -134,10 +150,32 @@ static segc_gemm gshape(int64_t M, int64_t N, int64_t K, segc_dtype adt, int64_t
                        .alpha = alpha, .accumulate = acc};
 }
 
+/* the plans of S = scale Q K^T for the item chunks */
+static bool scores_plan(segc_ctx *ctx, plan2 *ps, const attn_saved *s, int nthr) {
+    int64_t C = s->H * s->D;
+    return plan2_new(ctx, ps, gshape(0, s->Nk, s->D, s->gdt, C, 1, s->gdt, 1, C, SEGC_F32, s->ld, s->scale, false),
+                     false, s->qc, s->Nq % s->qc, nthr);
+}
+
+/* P of one item (batch entry b, head h, query rows q0..q0+rows): S into sch (f32), softmax
+ * in place; P is sch, or pch when P is bf16. Forward and backward both compute P here, so
+ * backward's P is bitwise the forward's. */
+static bool probs_chunk(const attn_saved *s, const plan2 *ps, int t, int64_t b, int64_t h, int64_t q0,
+                        int64_t rows, float *sch, uint16_t *pch, bool k512) {
+    int64_t C = s->H * s->D, Nk = s->Nk, ld = s->ld;
+    bool ok = plan2_run(ps, rows, t, offp(s->q, s->gdt, (b * s->Nq + q0) * C + h * s->D),
+                        offp(s->k, s->gdt, b * Nk * C + h * s->D), sch);
+    for (int64_t r = 0; r < rows; r++) {
+        if (k512) segc_attn_softmax_row_avx512bf16(sch + r * ld, Nk, pch + r * ld);
+        else softmax_row(sch + r * ld, Nk, s->bf16, pch ? pch + r * ld : NULL);
+    }
+    return ok;
+}
+
 static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     const attn_saved *s = nd->saved;
     segc_tensor *tq = nd->in[0], *tk = nd->in[1], *tv = nd->in[2];
-    int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv, qc = s->qc;
+    int64_t B = s->B, Nq = s->Nq, Nk = s->Nk, H = s->H, D = s->D, Dv = s->Dv, C = H * D, Cv = H * Dv, qc = s->qc, ld = s->ld;
     segc_dtype gdt = s->gdt, pdt = s->gdt, dsdt = s->native ? SEGC_BF16 : SEGC_F32;
     /* each item writes its own rows of dQ once: a fresh buffer is written, not zeroed and added to */
     bool fresh_q = false;
@@ -156,43 +194,50 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     float *gkp = gk && nthr > 1 ? segc_arena_calloc(&ctx->arena, (size_t)(nthr * B * Nk * C) * sizeof(float)) : gk;
     float *gvp = gv && nthr > 1 ? segc_arena_calloc(&ctx->arena, (size_t)(nthr * B * Nk * Cv) * sizeof(float)) : gv;
     int64_t kstride = nthr > 1 ? B * Nk * C : 0, vstride = nthr > 1 ? B * Nk * Cv : 0;
-    float *dpb = need_ds ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * sizeof(float)) : NULL;
-    uint16_t *dsb = need_ds && s->native ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * 2) : NULL;
-    plan2 pdv, pdp, pdq, pdk;
-    bool ok = true;
-    if (gv) ok &= plan2_new(ctx, &pdv, gshape(Nk, Dv, 0, pdt, 1, Nk, godt, Cv, 1, SEGC_F32, Cv, 1.0f, true), true, qc, tail, nthr);
-    if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, Nk, 1.0f, false), false, qc, tail, nthr);
-    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, Nk, 1, gdt, C, 1, SEGC_F32, C, s->scale, !fresh_q), false, qc, tail, nthr);
-    if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, Nk, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
+    float *dpb = need_ds ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * sizeof(float)) : NULL;
+    uint16_t *dsb = need_ds && s->native ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * 2) : NULL;
+    /* per-thread scores and (bf16) probabilities of the recomputed P */
+    float *sbuf = s->p ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * sizeof(float));
+    uint16_t *pbuf = !s->p && pdt == SEGC_BF16 ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * 2) : NULL;
+    if (!s->p) segc_flops_add(2 * B * H * Nq * Nk * D);   /* the recomputed S */
+    plan2 ps, pdv, pdp, pdq, pdk;
+    bool ok = s->p || scores_plan(ctx, &ps, s, nthr);
+    if (gv) ok &= plan2_new(ctx, &pdv, gshape(Nk, Dv, 0, pdt, 1, ld, godt, Cv, 1, SEGC_F32, Cv, 1.0f, true), true, qc, tail, nthr);
+    if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, ld, 1.0f, false), false, qc, tail, nthr);
+    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, ld, 1, gdt, C, 1, SEGC_F32, C, s->scale, !fresh_q), false, qc, tail, nthr);
+    if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, ld, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
     if (!ok) return;
     bool fail = false, bf16 = s->bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {
         int t = omp_get_thread_num();
-        float *dp = dpb ? dpb + t * qc * Nk : NULL;
-        uint16_t *dso = dsb ? dsb + t * qc * Nk : NULL;
+        float *dp = dpb ? dpb + t * qc * ld : NULL;
+        uint16_t *dso = dsb ? dsb + t * qc * ld : NULL, *pbt = pbuf ? pbuf + t * qc * ld : NULL;
+        float *sbt = sbuf ? sbuf + t * qc * ld : NULL;
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < items; it++) {
             int64_t b = it / (H * nch), h = (it / nch) % H, q0 = (it % nch) * qc;
             int64_t rows = Nq - q0 < qc ? Nq - q0 : qc;
-            const void *pch = offp(s->p, pdt, ((b * H + h) * Nq + q0) * Nk);
+            const void *pch = s->p ? (const void *)(s->p + ((b * H + h) * Nq + q0) * ld)
+                              : pbt ? (const void *)pbt : (const void *)sbt;
+            if (!s->p) fail |= !probs_chunk(s, &ps, t, b, h, q0, rows, sbt, pbt, k512);
             const void *goch = offp(go, godt, (b * Nq + q0) * Cv + h * Dv);
             if (gv) fail |= !plan2_run(&pdv, rows, t, pch, goch, gvp + t * vstride + b * Nk * Cv + h * Dv);
             if (!need_ds) continue;
             fail |= !plan2_run(&pdp, rows, t, goch, offp(s->v, gdt, b * Nk * Cv + h * Dv), dp);
             for (int64_t r = 0; r < rows; r++) {
-                float *d = dp + r * Nk, delta = 0.0f;
+                float *d = dp + r * ld, delta = 0.0f;
                 if (k512) {
-                    segc_attn_dsoftmax_row_avx512bf16((const uint16_t *)pch + r * Nk, d, dso + r * Nk, Nk);
+                    segc_attn_dsoftmax_row_avx512bf16((const uint16_t *)pch + r * ld, d, dso + r * ld, Nk);
                 } else if (pdt == SEGC_BF16) {
-                    const uint16_t *p = (const uint16_t *)pch + r * Nk;
-                    uint16_t *o = dso + r * Nk;
+                    const uint16_t *p = (const uint16_t *)pch + r * ld;
+                    uint16_t *o = dso + r * ld;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += segc_bf16_to_f32(p[j]) * d[j];
 #pragma omp simd
                     for (int64_t j = 0; j < Nk; j++) o[j] = segc_f32_to_bf16(segc_bf16_to_f32(p[j]) * (d[j] - delta));
                 } else {
-                    const float *p = (const float *)pch + r * Nk;
+                    const float *p = (const float *)pch + r * ld;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += p[j] * d[j];
                     if (bf16) {
@@ -231,6 +276,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
 }
 
 segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_tensor *v, int heads, float scale) {
+#ifndef SEGC_ISA_VARIANT_AVX512
+    if (segc_cpu_isa() >= SEGC_ISA_AVX512) return segc_attention_avx512(ctx, q, k, v, heads, scale);
+#endif
     SEGC_PROF_OP(ctx, "attention");
     if (!q || !k || !v) return NULL;
     if (!segc_check_float(ctx, "attention", "q", q) || !segc_check_float(ctx, "attention", "k", k) ||
@@ -263,7 +311,8 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     s.native = s.bf16 && segc_gemm_native_bf16();
     int nthr = omp_get_max_threads();
     s.qc = chunk_rows(s.B * s.H, s.Nq, s.Nk, nthr);
-    int64_t B = s.B, Nq = s.Nq, Nk = s.Nk, H = s.H, D = s.D, Dv = s.Dv, C = H * D, Cv = H * Dv, qc = s.qc;
+    s.ld = (s.Nk + 15) / 16 * 16;   /* aligned rows (Nk is 1025 with a class token) */
+    int64_t B = s.B, Nq = s.Nq, Nk = s.Nk, H = s.H, D = s.D, Dv = s.Dv, Cv = H * Dv, qc = s.qc, ld = s.ld;
     segc_tensor *y = segc_tensor_new(ctx, q->dtype, 3, (int64_t[]){B, Nq, Cv});
     if (!y) return NULL;
     if (B == 0 || Nq == 0 || Cv == 0) return y;
@@ -279,20 +328,20 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     bool save = segc_needs_grad(ctx, ins, 3);
     segc_dtype pdt = s.gdt, gdt = s.gdt;
     int64_t nch = (Nq + qc - 1) / qc, tail = Nq % qc, items = B * H * nch;
-    /* scores land in f32: in the saved P when that is f32, else in per-thread buffers */
-    if (save) s.p = segc_arena_alloc(&ctx->arena, (size_t)(B * H * Nq * Nk) * esz(pdt));
-    float *sb = save && pdt == SEGC_F32 ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * sizeof(float));
-    uint16_t *pb = !save && pdt == SEGC_BF16 ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Nk) * 2) : NULL;
+    /* per-thread f32 scores, and bf16 probabilities when P is bf16 */
+    float *sb = segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * sizeof(float));
+    if (save && pdt == SEGC_BF16) s.p = segc_arena_alloc(&ctx->arena, (size_t)(B * H * Nq * ld) * 2);
+    uint16_t *pb = pdt == SEGC_BF16 && !s.p ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * 2) : NULL;
     /* a bf16 output without native bf16 GEMMs goes through per-thread f32 rows */
     bool o_direct = y->dtype == SEGC_F32 || s.native;
     float *ob = o_direct ? NULL : segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * Dv) * sizeof(float));
     plan2 ps, po;
-    if (!plan2_new(ctx, &ps, gshape(0, Nk, D, gdt, C, 1, gdt, 1, C, SEGC_F32, Nk, scale, false), false, qc, tail, nthr) ||
-        !plan2_new(ctx, &po, gshape(0, Dv, Nk, pdt, Nk, 1, gdt, Cv, 1, o_direct ? y->dtype : SEGC_F32, o_direct ? Cv : Dv,
+    if (!scores_plan(ctx, &ps, &s, nthr) ||
+        !plan2_new(ctx, &po, gshape(0, Dv, Nk, pdt, ld, 1, gdt, Cv, 1, o_direct ? y->dtype : SEGC_F32, o_direct ? Cv : Dv,
                                     1.0f, false), false, qc, tail, nthr))
         return NULL;
     segc_flops_add(2 * B * H * Nq * Nk * (D + Dv));   /* S = Q K^T, O = P V */
-    bool fail = false, bf16 = s.bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
+    bool fail = false, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {
         int t = omp_get_thread_num();
@@ -300,14 +349,9 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
         for (int64_t it = 0; it < items; it++) {
             int64_t b = it / (H * nch), h = (it / nch) % H, q0 = (it % nch) * qc;
             int64_t rows = Nq - q0 < qc ? Nq - q0 : qc;
-            void *pch = save ? (char *)s.p + ((b * H + h) * Nq + q0) * Nk * (int64_t)esz(pdt)
-                        : pb ? (void *)(pb + t * qc * Nk) : (void *)(sb + t * qc * Nk);
-            float *sch = sb ? sb + t * qc * Nk : pch;
-            fail |= !plan2_run(&ps, rows, t, offp(s.q, gdt, (b * Nq + q0) * C + h * D), offp(s.k, gdt, b * Nk * C + h * D), sch);
-            for (int64_t r = 0; r < rows; r++) {
-                if (k512) segc_attn_softmax_row_avx512bf16(sch + r * Nk, Nk, (uint16_t *)pch + r * Nk);
-                else softmax_row(sch + r * Nk, Nk, bf16, pdt == SEGC_BF16 ? (uint16_t *)pch + r * Nk : NULL);
-            }
+            uint16_t *pbt = s.p ? s.p + ((b * H + h) * Nq + q0) * ld : pb ? pb + t * qc * ld : NULL;
+            const void *pch = pbt ? (const void *)pbt : (const void *)(sb + t * qc * ld);
+            fail |= !probs_chunk(&s, &ps, t, b, h, q0, rows, sb + t * qc * ld, pbt, k512);
             int64_t ooff = (b * Nq + q0) * Cv + h * Dv;
             void *och = o_direct ? (char *)y->data + ooff * (int64_t)esz(y->dtype) : (void *)(ob + t * qc * Dv);
             fail |= !plan2_run(&po, rows, t, pch, offp(s.v, gdt, b * Nk * Cv + h * Dv), och);
