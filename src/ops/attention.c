@@ -4,8 +4,10 @@
  * sized so its scores stay in L2 next to the GEMM operands. One OpenMP region
  * runs all items; each thread works through its share with single-threaded
  * GEMMs (segc_gemm_plan), so there is no fork/join per chunk:
- *   S = scale * Q K^T   (GEMM, scale folded in as the output scale)
- *   P = softmax(S)      (in place, f32)
+ *   S = Q K^T           (GEMM)
+ *   P = softmax(scale S) (in place, f32; the scale is applied in the row pass:
+ *                        oneDNN 2.6's bf16 GEMM with an output scale runs a
+ *                        slow scalar loop, 7-13x the GEMM itself)
  *   O = P V             (GEMM, written straight into its head's columns)
  * Heads are strided views of q/k/v/out, so no permute copies exist. An f32 P
  * is not kept: backward recomputes each item's S and P with the same GEMM and
@@ -15,8 +17,8 @@
  * cache: Segmenter ViT-S trains 4 % faster at 0.68x the peak memory). A bf16 P
  * is kept: there the GEMMs run on AMX and the recomputation would cost more
  * than it saves (SegFormer-B0 bf16 6 % slower).
- * Backward per item: dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(P dP)),
- * dQ = scale dS K, dK += scale dS^T Q; dK/dV sum over items into per-thread
+ * Backward per item: dV += P^T dO, dP = dO V^T, dS = scale P (dP - rowsum(P dP)),
+ * dQ = dS K, dK += dS^T Q; dK/dV sum over items into per-thread
  * buffers that are added in thread order at the end (deterministic for a
  * thread count).
  *
@@ -71,16 +73,16 @@ static inline float exp_le0(float x) {
 
 static inline float round_bf16(float x) { return segc_bf16_to_f32(segc_f32_to_bf16(x)); }
 
-/* softmax of one row in place; with to_bf16 the probabilities are also
- * rounded to bf16 (and stored there as bf16 when pb is not NULL) */
-static void softmax_row(float *s, int64_t n, bool to_bf16, uint16_t *pb) {
+/* softmax of one row of scores c * s in place; with to_bf16 the probabilities
+ * are also rounded to bf16 (and stored there as bf16 when pb is not NULL) */
+static void softmax_row(float *s, int64_t n, float c, bool to_bf16, uint16_t *pb) {
     float m = -INFINITY;
 #pragma omp simd reduction(max : m)
-    for (int64_t j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+    for (int64_t j = 0; j < n; j++) m = s[j] * c > m ? s[j] * c : m;
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
     for (int64_t j = 0; j < n; j++) {
-        float e = exp_le0(s[j] - m);
+        float e = exp_le0(s[j] * c - m);
         s[j] = e;
         sum += e;
     }
@@ -153,7 +155,7 @@ static segc_gemm gshape(int64_t M, int64_t N, int64_t K, segc_dtype adt, int64_t
 /* the plans of S = scale Q K^T for the item chunks */
 static bool scores_plan(segc_ctx *ctx, plan2 *ps, const attn_saved *s, int nthr) {
     int64_t C = s->H * s->D;
-    return plan2_new(ctx, ps, gshape(0, s->Nk, s->D, s->gdt, C, 1, s->gdt, 1, C, SEGC_F32, s->ld, s->scale, false),
+    return plan2_new(ctx, ps, gshape(0, s->Nk, s->D, s->gdt, C, 1, s->gdt, 1, C, SEGC_F32, s->ld, 1.0f, false),
                      false, s->qc, s->Nq % s->qc, nthr);
 }
 
@@ -166,8 +168,8 @@ static bool probs_chunk(const attn_saved *s, const plan2 *ps, int t, int64_t b, 
     bool ok = plan2_run(ps, rows, t, offp(s->q, s->gdt, (b * s->Nq + q0) * C + h * s->D),
                         offp(s->k, s->gdt, b * Nk * C + h * s->D), sch);
     for (int64_t r = 0; r < rows; r++) {
-        if (k512) segc_attn_softmax_row_avx512bf16(sch + r * ld, Nk, pch + r * ld);
-        else softmax_row(sch + r * ld, Nk, s->bf16, pch ? pch + r * ld : NULL);
+        if (k512) segc_attn_softmax_row_avx512bf16(sch + r * ld, Nk, s->scale, pch + r * ld);
+        else softmax_row(sch + r * ld, Nk, s->scale, s->bf16, pch ? pch + r * ld : NULL);
     }
     return ok;
 }
@@ -204,9 +206,10 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     bool ok = s->p || scores_plan(ctx, &ps, s, nthr);
     if (gv) ok &= plan2_new(ctx, &pdv, gshape(Nk, Dv, 0, pdt, 1, ld, godt, Cv, 1, SEGC_F32, Cv, 1.0f, true), true, qc, tail, nthr);
     if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, ld, 1.0f, false), false, qc, tail, nthr);
-    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, ld, 1, gdt, C, 1, SEGC_F32, C, s->scale, !fresh_q), false, qc, tail, nthr);
-    if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, ld, gdt, C, 1, SEGC_F32, C, s->scale, true), true, qc, tail, nthr);
+    if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, ld, 1, gdt, C, 1, SEGC_F32, C, 1.0f, !fresh_q), false, qc, tail, nthr);
+    if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, ld, gdt, C, 1, SEGC_F32, C, 1.0f, true), true, qc, tail, nthr);
     if (!ok) return;
+    const float sc = s->scale;
     bool fail = false, bf16 = s->bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
     {
@@ -228,24 +231,24 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
             for (int64_t r = 0; r < rows; r++) {
                 float *d = dp + r * ld, delta = 0.0f;
                 if (k512) {
-                    segc_attn_dsoftmax_row_avx512bf16((const uint16_t *)pch + r * ld, d, dso + r * ld, Nk);
+                    segc_attn_dsoftmax_row_avx512bf16((const uint16_t *)pch + r * ld, d, sc, dso + r * ld, Nk);
                 } else if (pdt == SEGC_BF16) {
                     const uint16_t *p = (const uint16_t *)pch + r * ld;
                     uint16_t *o = dso + r * ld;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += segc_bf16_to_f32(p[j]) * d[j];
 #pragma omp simd
-                    for (int64_t j = 0; j < Nk; j++) o[j] = segc_f32_to_bf16(segc_bf16_to_f32(p[j]) * (d[j] - delta));
+                    for (int64_t j = 0; j < Nk; j++) o[j] = segc_f32_to_bf16(segc_bf16_to_f32(p[j]) * (d[j] - delta) * sc);
                 } else {
                     const float *p = (const float *)pch + r * ld;
 #pragma omp simd reduction(+ : delta)
                     for (int64_t j = 0; j < Nk; j++) delta += p[j] * d[j];
                     if (bf16) {
 #pragma omp simd
-                        for (int64_t j = 0; j < Nk; j++) d[j] = round_bf16(p[j] * (d[j] - delta));
+                        for (int64_t j = 0; j < Nk; j++) d[j] = round_bf16(p[j] * (d[j] - delta) * sc);
                     } else {
 #pragma omp simd
-                        for (int64_t j = 0; j < Nk; j++) d[j] = p[j] * (d[j] - delta);
+                        for (int64_t j = 0; j < Nk; j++) d[j] = p[j] * (d[j] - delta) * sc;
                     }
                 }
             }

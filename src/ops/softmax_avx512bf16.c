@@ -41,14 +41,14 @@ static inline __m512 exp16(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-/* e[j] = exp(x[j] - m) for a row held in f32 (in place allowed); returns the sum */
-static float exp_sum_row(const float *x, float *e, int64_t n, float m) {
-    const __m512 vm = _mm512_set1_ps(m);
+/* e[j] = exp(c x[j] - m) for a row held in f32 (in place allowed); returns the sum */
+static float exp_sum_row(const float *x, float *e, int64_t n, float c, float m) {
+    const __m512 vm = _mm512_set1_ps(m), vc = _mm512_set1_ps(c);
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t j = 0;
     for (; j + 32 <= n; j += 32) {
-        const __m512 e0 = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm));
-        const __m512 e1 = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + j + 16), vm));
+        const __m512 e0 = exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), vc), vm));
+        const __m512 e1 = exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j + 16), vc), vm));
         _mm512_storeu_ps(e + j, e0);
         _mm512_storeu_ps(e + j + 16, e1);
         s0 = _mm512_add_ps(s0, e0);
@@ -56,7 +56,7 @@ static float exp_sum_row(const float *x, float *e, int64_t n, float m) {
     }
     for (; j < n; j += 16) {
         const __mmask16 k = tail_mask(n - j);
-        const __m512 ev = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), vm));
+        const __m512 ev = exp16(_mm512_sub_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + j), vc), vm));
         _mm512_mask_storeu_ps(e + j, k, ev);
         s0 = _mm512_mask_add_ps(s0, k, s0, ev);
     }
@@ -84,7 +84,7 @@ void segc_softmax_row_fwd_bf16_avx512bf16(const uint16_t *x, uint16_t *y, int64_
     float mx = _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
     if (mx == -INFINITY) mx = 0.0f;   /* all -inf: sum 0, outputs NaN / -inf as PyTorch */
     float *e = scratch + D;
-    const float s = exp_sum_row(scratch, e, D, mx);
+    const float s = exp_sum_row(scratch, e, D, 1.0f, mx);
     const float ls = logf(s);
     *max_out = mx;
     *lsum_out = ls;
@@ -142,29 +142,31 @@ void segc_softmax_row_bwd_bf16_avx512bf16(const uint16_t *x, float max, float ls
     }
 }
 
-void segc_attn_softmax_row_avx512bf16(float *s, int64_t n, uint16_t *pb) {
+void segc_attn_softmax_row_avx512bf16(float *s, int64_t n, float scale, uint16_t *pb) {
+    const __m512 vc = _mm512_set1_ps(scale);
     __m512 m0 = _mm512_set1_ps(-INFINITY);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = tail_mask(n - j);
-        m0 = _mm512_mask_max_ps(m0, k, m0, _mm512_maskz_loadu_ps(k, s + j));
+        m0 = _mm512_mask_max_ps(m0, k, m0, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), vc));
     }
     const float m = _mm512_reduce_max_ps(m0);
-    const __m512 inv = _mm512_set1_ps(1.0f / exp_sum_row(s, s, n, m));
+    const __m512 inv = _mm512_set1_ps(1.0f / exp_sum_row(s, s, n, scale, m));
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = tail_mask(n - j);
         st16(pb + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + j), inv));
     }
 }
 
-void segc_attn_dsoftmax_row_avx512bf16(const uint16_t *p, const float *dp, uint16_t *ds, int64_t n) {
+void segc_attn_dsoftmax_row_avx512bf16(const uint16_t *p, const float *dp, float scale, uint16_t *ds, int64_t n) {
     __m512 d0 = _mm512_setzero_ps();
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = tail_mask(n - j);
         d0 = _mm512_fmadd_ps(ld16(p + j, k), _mm512_maskz_loadu_ps(k, dp + j), d0);
     }
-    const __m512 delta = _mm512_set1_ps(_mm512_reduce_add_ps(d0));
+    const __m512 delta = _mm512_set1_ps(_mm512_reduce_add_ps(d0)), vc = _mm512_set1_ps(scale);
     for (int64_t j = 0; j < n; j += 16) {
         const __mmask16 k = tail_mask(n - j);
-        st16(ds + j, k, _mm512_mul_ps(ld16(p + j, k), _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), delta)));
+        const __m512 g = _mm512_mul_ps(ld16(p + j, k), _mm512_sub_ps(_mm512_maskz_loadu_ps(k, dp + j), delta));
+        st16(ds + j, k, _mm512_mul_ps(g, vc));
     }
 }

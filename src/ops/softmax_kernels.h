@@ -17,8 +17,8 @@ void segc_softmax_row_bwd_bf16_avx512bf16(const uint16_t *x, float max, float ls
                                           float *gx, bool acc, bool stream, float *scratch, int64_t D);
 /* after rows written with stream (non-temporal stores), before anything reads them */
 void segc_stream_fence(void);
-/* attention: softmax of f32 scores s (overwritten with exp) rounded to bf16 into pb */
-void segc_attn_softmax_row_avx512bf16(float *s, int64_t n, uint16_t *pb);
-/* attention backward: ds = bf16(p * (dp - sum(p * dp))) for bf16 probabilities p */
-void segc_attn_dsoftmax_row_avx512bf16(const uint16_t *p, const float *dp, uint16_t *ds, int64_t n);
+/* attention: softmax of the f32 scores scale * s (s overwritten with exp) rounded to bf16 into pb */
+void segc_attn_softmax_row_avx512bf16(float *s, int64_t n, float scale, uint16_t *pb);
+/* attention backward: ds = bf16(scale * p * (dp - sum(p * dp))) for bf16 probabilities p */
+void segc_attn_dsoftmax_row_avx512bf16(const uint16_t *p, const float *dp, float scale, uint16_t *ds, int64_t n);
 #endif
