@@ -184,6 +184,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     float *gq = tq->requires_grad ? segc_ew_grad_dst(ctx, tq, &fresh_q) : NULL;
     float *gk = tk->requires_grad ? segc_grad(ctx, tk) : NULL;
     float *gv = tv->requires_grad ? segc_grad(ctx, tv) : NULL;
+    /* everything below is scratch of this node: rewound at the end (the per-thread dK/dV sums
+     * alone are 2 * threads * B*Nk*C floats, 13 MB per ViT-B layer, kept to the step's end before) */
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
     const void *go = nd->out->grad;
     segc_dtype godt = SEGC_F32;
     if (s->bf16) go = segc_gemm_round_grad(ctx, nd->out->grad, B * Nq * Cv, &godt);
@@ -208,7 +211,10 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     if (need_ds) ok &= plan2_new(ctx, &pdp, gshape(0, Nk, Dv, godt, Cv, 1, gdt, 1, Cv, SEGC_F32, ld, 1.0f, false), false, qc, tail, nthr);
     if (gq) ok &= plan2_new(ctx, &pdq, gshape(0, D, Nk, dsdt, ld, 1, gdt, C, 1, SEGC_F32, C, 1.0f, !fresh_q), false, qc, tail, nthr);
     if (gk) ok &= plan2_new(ctx, &pdk, gshape(Nk, D, 0, dsdt, 1, ld, gdt, C, 1, SEGC_F32, C, 1.0f, true), true, qc, tail, nthr);
-    if (!ok) return;
+    if (!ok) {
+        segc_arena_rewind(&ctx->arena, mark);
+        return;
+    }
     const float sc = s->scale;
     bool fail = false, bf16 = s->bf16, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
@@ -262,6 +268,7 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     }
     if (fail) {
         segc_set_error(ctx, "attention: oneDNN execution failed in backward");
+        segc_arena_rewind(&ctx->arena, mark);
         return;
     }
     /* add the per-thread sums in thread order */
@@ -276,6 +283,7 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
             dst[i] = acc;
         }
     }
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_tensor *v, int heads, float scale) {

@@ -498,10 +498,23 @@ static segc_tensor *narrow(segc_ctx *ctx, const char *op, segc_tensor *x, int di
     int64_t os[SEGC_MAX_DIMS];
     memcpy(os, x->shape, sizeof os);
     os[dim] = len;
-    segc_tensor *y = segc_tensor_new(ctx, x->dtype, x->ndim, os);
-    if (!y) return NULL;
     size_t es = segc_dtype_size(x->dtype);
     int64_t outer = prod(x->shape, 0, dim), inner = prod(x->shape, dim + 1, x->ndim), xd = x->shape[dim];
+    /* one contiguous run starting on an aligned address (e.g. ViT's q/k/v rows of the packed qkv
+     * weight): a view, no copy; its gradient is added into x's at the offset like a copy's */
+    size_t off = (size_t)(start * inner) * es;
+    bool view = step == 1 && (outer == 1 || len == 0) && x->data && off % SEGC_ALIGN == 0;
+    segc_tensor *y = view ? segc_tensor_wrap(ctx, x->dtype, x->ndim, os, (char *)x->data + off)
+                          : segc_tensor_new(ctx, x->dtype, x->ndim, os);
+    if (!y) return NULL;
+    if (view) {
+        if (is_float(x) && segc_needs_grad(ctx, &x, 1)) {
+            slice_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+            *sv = (slice_saved){dim, start, step};
+            segc_record(ctx, op, slice_backward, y, &x, 1, sv);
+        }
+        return y;
+    }
     const char *xs = x->data;
     char *yd = y->data;
     if (step == 1 || inner * (int64_t)es >= 64) {
