@@ -251,6 +251,48 @@ static void test_attention_chunks_reference(void **state) {
     }
 }
 
+/* ---- gelu_linear: segc_linear(segc_gelu(h)) without keeping gelu(h) ---- */
+
+static segc_tensor *gc_gelu_linear(segc_ctx *ctx, segc_tensor **ins, int n, void *user) {
+    return segc_gelu_linear(ctx, ins[0], ins[1], n > 2 ? ins[2] : NULL);
+}
+
+/* output and all three gradients of the fused op equal the unfused pair bit for bit (same
+ * kernels, same GEMMs), in f32 and bf16, with a gradient already present on h (accumulate) */
+static void test_gelu_linear(void **state) {
+    segc_ctx *ctx = segc_ctx_new(4);
+    segc_tensor *ins[3] = {t_randn(ctx, 3, SHAPE(2, 3, 7), 1, true), t_randn(ctx, 2, SHAPE(5, 7), 0.4f, true),
+                           t_randn(ctx, 1, SHAPE(5), 1, true)};
+    assert_true(gradcheck(ctx, "gelu_linear", gc_gelu_linear, ins, 3, NULL, gc_default()));
+    segc_ctx_free(ctx);
+    for (int d = 0; d < 2; d++) {
+        segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+        float *res[2][4];
+        int64_t rows = 2 * 300, in = 40, out = 24, n[4] = {rows * out, rows * in, out * in, out};
+        for (int fused = 0; fused < 2; fused++) {
+            segc_ctx *c = segc_ctx_new(1);
+            segc_set_num_threads(c, 2);
+            segc_rng_init(&c->rng, 17);
+            segc_tensor *h = t_randn(c, 3, SHAPE(2, 300, 40), 1, true), *w = t_randn(c, 2, SHAPE(24, 40), 0.2f, true);
+            segc_tensor *bias = t_randn(c, 1, SHAPE(24), 1, true);
+            segc_tensor *hs = segc_cast(c, h, dt), *ws = segc_cast(c, w, dt), *bs = segc_cast(c, bias, dt);
+            segc_tensor *y = fused ? segc_gelu_linear(c, hs, ws, bs) : segc_linear(c, segc_gelu(c, hs), ws, bs);
+            /* h also feeds a second path, so its gradient is accumulated into, not written */
+            segc_tensor *o = segc_cast(c, segc_add(c, segc_sum(c, segc_cast(c, y, SEGC_F32), NULL, 0, false),
+                                                   segc_sum(c, h, NULL, 0, false)), SEGC_F32);
+            assert_non_null(o);
+            assert_true(segc_backward(c, o));
+            const float *src[4] = {segc_f32(segc_cast(c, y, SEGC_F32)), h->grad, w->grad, bias->grad};
+            for (int i = 0; i < 4; i++) res[fused][i] = malloc(n[i] * 4), memcpy(res[fused][i], src[i], n[i] * 4);
+            segc_ctx_free(c);
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_memory_equal(res[0][i], res[1][i], n[i] * 4);
+            free(res[0][i]), free(res[1][i]);
+        }
+    }
+}
+
 /* ---- determinism and steady state ---- */
 
 static void run_all_ops(segc_ctx *ctx, segc_dtype dt, float **outs) {
@@ -462,7 +504,7 @@ int main(void) {
         cmocka_unit_test(test_linear_gradcheck),   cmocka_unit_test(test_attention_gradcheck),
         cmocka_unit_test(test_attention_chunks_reference), cmocka_unit_test(test_determinism_and_arena),
         cmocka_unit_test(test_gemm_paths),         cmocka_unit_test(test_gemm_packed_b),
-        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_errors),             cmocka_unit_test(test_gelu_linear),
     };
     return cmocka_run_group_tests_name("matmul", tests, NULL, NULL);
 }

@@ -25,6 +25,8 @@ void segc_batchnorm_layer_init(segc_batchnorm_layer *l, segc_params *p, const ch
                                float momentum);
 
 segc_tensor *segc_linear_layer_fwd(segc_ctx *ctx, const segc_linear_layer *l, segc_tensor *x);
+/* the layer applied to gelu(h), gelu(h) recomputed in backward (segc_gelu_linear) */
+segc_tensor *segc_gelu_linear_layer_fwd(segc_ctx *ctx, const segc_linear_layer *l, segc_tensor *h);
 segc_tensor *segc_conv_layer_fwd(segc_ctx *ctx, const segc_conv_layer *l, segc_tensor *x);
 segc_tensor *segc_layernorm_layer_fwd(segc_ctx *ctx, const segc_layernorm_layer *l, segc_tensor *x);
 segc_tensor *segc_batchnorm_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x);

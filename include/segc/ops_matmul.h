@@ -15,6 +15,9 @@ segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool tra
  * One GEMM over all leading dims with the bias fused; bias may be NULL.
  * Gradients for x, w and bias. */
 segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias);
+/* linear(gelu(h), w, bias) with gelu(h) recomputed in backward instead of kept (a transformer
+ * MLP's fc2 on the hidden activation); the same numbers as segc_linear(segc_gelu(h), ...) */
+segc_tensor *segc_gelu_linear(segc_ctx *ctx, segc_tensor *h, segc_tensor *w, segc_tensor *bias);
 
 /* Multi-head scaled dot-product attention on the [B, N, heads*D] layout that
  * linear projections produce (no permutes needed):

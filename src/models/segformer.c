@@ -200,7 +200,7 @@ static segc_tensor *block_forward(segc_ctx *ctx, const segc_segformer_block *b, 
     /* Mix-FFN's depthwise 3x3 runs on the tokens directly: no transposes of the widest tensor */
     m = segc_dwconv2d_tokens(ctx, m, segc_param_as(ctx, b->dwconv.weight, m->dtype),
                              segc_param_as(ctx, b->dwconv.bias, m->dtype), H, W);
-    m = segc_linear_layer_fwd(ctx, &b->fc2, segc_gelu(ctx, m));
+    m = segc_gelu_linear_layer_fwd(ctx, &b->fc2, m);
     return segc_add(ctx, segc_drop_path(ctx, m, b->drop_path), x2);
 }
 

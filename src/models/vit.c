@@ -80,7 +80,7 @@ segc_tensor *segc_vit_block_fwd(segc_ctx *ctx, const segc_vit_block *b, segc_ten
     segc_tensor *h2 = segc_add_layer_norm(ctx, segc_drop_path(ctx, a, b->drop_path), x,
                                           segc_param_as(ctx, b->ln2.weight, dt), segc_param_as(ctx, b->ln2.bias, dt),
                                           b->ln2.eps, &x2);
-    segc_tensor *m = segc_linear_layer_fwd(ctx, &b->fc2, segc_gelu(ctx, segc_linear_layer_fwd(ctx, &b->fc1, h2)));
+    segc_tensor *m = segc_gelu_linear_layer_fwd(ctx, &b->fc2, segc_linear_layer_fwd(ctx, &b->fc1, h2));
     if (!m || !x2) return NULL;
     return segc_add(ctx, segc_drop_path(ctx, m, b->drop_path), x2);
 }

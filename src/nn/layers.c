@@ -54,6 +54,11 @@ segc_tensor *segc_linear_layer_fwd(segc_ctx *ctx, const segc_linear_layer *l, se
     return segc_linear(ctx, x, segc_param_as(ctx, l->weight, x->dtype), segc_param_as(ctx, l->bias, x->dtype));
 }
 
+segc_tensor *segc_gelu_linear_layer_fwd(segc_ctx *ctx, const segc_linear_layer *l, segc_tensor *h) {
+    if (!h) return NULL;
+    return segc_gelu_linear(ctx, h, segc_param_as(ctx, l->weight, h->dtype), segc_param_as(ctx, l->bias, h->dtype));
+}
+
 segc_tensor *segc_conv_layer_fwd(segc_ctx *ctx, const segc_conv_layer *l, segc_tensor *x) {
     if (!x) return NULL;
     return segc_conv2d(ctx, x, segc_param_as(ctx, l->weight, x->dtype), segc_param_as(ctx, l->bias, x->dtype), &l->p);

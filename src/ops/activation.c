@@ -21,6 +21,7 @@
 #include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+#include "activation_internal.h"
 
 #define PAR_MIN 16384
 #define BLOCK 2048     /* elements per work block */
@@ -238,15 +239,11 @@ typedef struct {
     float slope;
 } act_saved;
 
-static void act_backward(segc_ctx *ctx, segc_node *nd) {
-    const act_saved *sv = nd->saved;
-    segc_tensor *x = nd->in[0];
-    bool fresh;
-    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
-    const float *go = nd->out->grad;
+/* gx (+)= go * f'(x) over the whole tensor x (fresh: gx is written, not added to) */
+static void act_bwd_tensor(act_kind k, float slope, const segc_tensor *x, const float *go, float *gx, bool fresh) {
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
     bool bf16 = x->dtype == SEGC_BF16;
-    const act_table *tab = bf16 ? bf16_table(sv->kind) : NULL;
+    const act_table *tab = bf16 ? bf16_table(k) : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
@@ -256,10 +253,57 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
             float *o = gx + off;
             if (fresh) for (int64_t i = 0; i < m; i++) o[i] = gb[i] * tab->dfdx[xb[i]];
             else for (int64_t i = 0; i < m; i++) o[i] += gb[i] * tab->dfdx[xb[i]];
-        } else if (bf16) act_bwd_bf16(sv->kind, sv->slope, segc_bf16p(x) + off, go + off, gx + off, !fresh, m);
-        else act_bwd_f32(sv->kind, sv->slope, segc_f32(x) + off, go + off, gx + off, !fresh, m);
+        } else if (bf16) act_bwd_bf16(k, slope, segc_bf16p(x) + off, go + off, gx + off, !fresh, m);
+        else act_bwd_f32(k, slope, segc_f32(x) + off, go + off, gx + off, !fresh, m);
     }
 }
+
+static void act_backward(segc_ctx *ctx, segc_node *nd) {
+    const act_saved *sv = nd->saved;
+    segc_tensor *x = nd->in[0];
+    bool fresh;
+    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
+    act_bwd_tensor(sv->kind, sv->slope, x, nd->out->grad, gx, fresh);
+}
+
+/* y = f(x) over the whole tensor x, y of x's dtype and size */
+static void act_fwd_tensor(act_kind k, float slope, const segc_tensor *x, void *y) {
+    int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
+    bool bf16 = x->dtype == SEGC_BF16;
+    const act_table *tab = bf16 ? bf16_table(k) : NULL;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
+        if (tab) {
+            const uint16_t *xb = segc_bf16p(x) + off;
+            uint16_t *yb = (uint16_t *)y + off;
+            for (int64_t i = 0; i < m; i++) yb[i] = tab->fwd[xb[i]];
+        } else if (bf16) {
+            act_fwd_bf16(k, slope, segc_bf16p(x) + off, (uint16_t *)y + off, m);
+        } else {
+            act_fwd_f32(k, slope, segc_f32(x) + off, (float *)y + off, m);
+        }
+    }
+}
+
+/* the GELU kernels for ops that recompute it (activation_internal.h) */
+#ifdef SEGC_ISA_VARIANT_AVX512
+void segc_gelu_fwd_raw_avx512(const segc_tensor *x, void *y) { act_fwd_tensor(ACT_GELU, 0.0f, x, y); }
+void segc_gelu_bwd_raw_avx512(const segc_tensor *x, const float *go, float *gx, bool fresh) {
+    act_bwd_tensor(ACT_GELU, 0.0f, x, go, gx, fresh);
+}
+#else
+void segc_gelu_fwd_raw_avx512(const segc_tensor *x, void *y);
+void segc_gelu_bwd_raw_avx512(const segc_tensor *x, const float *go, float *gx, bool fresh);
+void segc_gelu_fwd_raw(const segc_tensor *x, void *y) {
+    if (segc_cpu_isa() >= SEGC_ISA_AVX512) segc_gelu_fwd_raw_avx512(x, y);
+    else act_fwd_tensor(ACT_GELU, 0.0f, x, y);
+}
+void segc_gelu_bwd_raw(const segc_tensor *x, const float *go, float *gx, bool fresh) {
+    if (segc_cpu_isa() >= SEGC_ISA_AVX512) segc_gelu_bwd_raw_avx512(x, go, gx, fresh);
+    else act_bwd_tensor(ACT_GELU, 0.0f, x, go, gx, fresh);
+}
+#endif
 
 ACT_ENTRY_LINKAGE segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor *x, float slope) {
     if (!x) return NULL;
@@ -274,22 +318,8 @@ ACT_ENTRY_LINKAGE segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor
         return NULL;
     }
     segc_tensor *y = segc_tensor_like(ctx, x);
-    int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
-    bool bf16 = x->dtype == SEGC_BF16;
-    const act_table *tab = bf16 ? bf16_table(k) : NULL;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t b = 0; b < nblk; b++) {
-        int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        if (tab) {
-            const uint16_t *xb = segc_bf16p(x) + off;
-            uint16_t *yb = segc_bf16p(y) + off;
-            for (int64_t i = 0; i < m; i++) yb[i] = tab->fwd[xb[i]];
-        } else if (bf16) {
-            act_fwd_bf16(k, slope, segc_bf16p(x) + off, segc_bf16p(y) + off, m);
-        } else {
-            act_fwd_f32(k, slope, segc_f32(x) + off, segc_f32(y) + off, m);
-        }
-    }
+    if (!y) return NULL;
+    act_fwd_tensor(k, slope, x, y->data);
     if (!segc_check_finite_out(ctx, name, y)) return NULL;
     if (segc_needs_grad(ctx, &x, 1)) {
         act_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);

@@ -14,6 +14,7 @@
 #include "dnnl_backend.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+#include "activation_internal.h"
 
 /* ------------------------------------------------------------------------- */
 /* native bf16 detection: one probe primitive descriptor, once */
@@ -663,25 +664,26 @@ static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     segc_arena_rewind(&ctx->arena, mark);
 }
 
-segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
-    SEGC_PROF_OP(ctx, "linear");
+/* checks of linear's operands (named op in the messages) and its output tensor */
+static segc_tensor *linear_setup(segc_ctx *ctx, const char *op, segc_tensor *x, segc_tensor *w, segc_tensor *bias,
+                                 linear_saved *sp) {
     if (!x || !w) return NULL;
-    if (!segc_check_float(ctx, "linear", "x", x) || !segc_check_float(ctx, "linear", "weight", w)) return NULL;
-    if (bias && !segc_check_float(ctx, "linear", "bias", bias)) return NULL;
+    if (!segc_check_float(ctx, op, "x", x) || !segc_check_float(ctx, op, "weight", w)) return NULL;
+    if (bias && !segc_check_float(ctx, op, "bias", bias)) return NULL;
     char sx[96], sw[96], sb[96] = "none";
     segc_shape_str(x, sx, sizeof sx);
     segc_shape_str(w, sw, sizeof sw);
     if (bias) segc_shape_str(bias, sb, sizeof sb);
     if (w->dtype != x->dtype || (bias && bias->dtype != x->dtype)) {
-        segc_set_error(ctx, "linear: x, weight and bias expected one dtype, found %s, %s, %s",
+        segc_set_error(ctx, "%s: x, weight and bias expected one dtype, found %s, %s, %s", op,
                        segc_dtype_name(x->dtype), segc_dtype_name(w->dtype),
                        bias ? segc_dtype_name(bias->dtype) : "none");
         return NULL;
     }
     if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1] ||
         (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))) {
-        segc_set_error(ctx, "linear: expected x [..., in], weight [out, in], bias [out]; found x %s, weight %s, bias %s",
-                       sx, sw, sb);
+        segc_set_error(ctx, "%s: expected x [..., in], weight [out, in], bias [out]; found x %s, weight %s, bias %s",
+                       op, sx, sw, sb);
         return NULL;
     }
     linear_saved s = {.rows = 1, .in = w->shape[1], .out = w->shape[0]};
@@ -689,22 +691,89 @@ segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_ten
     int64_t shape[SEGC_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = s.out;
-    segc_tensor *y = segc_tensor_new(ctx, x->dtype, x->ndim, shape);
-    if (!y) return NULL;
-    /* y = x w^T + bias: w [out, in] read as an in x out matrix through strides */
-    segc_gemm g = {.batch = 1, .M = s.rows, .N = s.out, .K = s.in,
-                   .a = x->data, .a_dtype = x->dtype, .a_rs = s.in, .a_cs = 1,
-                   .b = w->data, .b_dtype = w->dtype, .b_rs = 1, .b_cs = s.in,
-                   .c = y->data, .c_dtype = y->dtype, .c_rs = s.out,
-                   .bias = bias ? bias->data : NULL, .bias_dtype = x->dtype, .alpha = 1.0f};
-    if (!segc_gemm_run(ctx, "linear", &g)) return NULL;
-    segc_flops_add(2 * s.rows * s.out * s.in);
+    *sp = s;
+    return segc_tensor_new(ctx, x->dtype, x->ndim, shape);
+}
+
+/* y = a w^T + bias with a [rows, in] of dtype dt at ap: w [out, in] read as an in x out matrix
+ * through strides */
+static bool linear_gemm(segc_ctx *ctx, const char *op, const linear_saved *s, const void *ap, segc_dtype dt,
+                        const segc_tensor *w, const segc_tensor *bias, segc_tensor *y) {
+    segc_gemm g = {.batch = 1, .M = s->rows, .N = s->out, .K = s->in,
+                   .a = ap, .a_dtype = dt, .a_rs = s->in, .a_cs = 1,
+                   .b = w->data, .b_dtype = w->dtype, .b_rs = 1, .b_cs = s->in,
+                   .c = y->data, .c_dtype = y->dtype, .c_rs = s->out,
+                   .bias = bias ? bias->data : NULL, .bias_dtype = dt, .alpha = 1.0f};
+    if (!segc_gemm_run(ctx, op, &g)) return false;
+    segc_flops_add(2 * s->rows * s->out * s->in);
+    return true;
+}
+
+segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
+    SEGC_PROF_OP(ctx, "linear");
+    linear_saved s;
+    segc_tensor *y = linear_setup(ctx, "linear", x, w, bias, &s);
+    if (!y || !linear_gemm(ctx, "linear", &s, x->data, x->dtype, w, bias, y)) return NULL;
     segc_tensor *ins[3] = {x, w, bias};
     int n_in = bias ? 3 : 2;
     if (segc_needs_grad(ctx, ins, n_in)) {
         linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         *sv = s;
         segc_record(ctx, "linear", linear_backward, y, ins, n_in, sv);
+    }
+    return y;
+}
+
+/* linear(gelu(h)) without keeping gelu(h) for backward: it is recomputed there (one GELU pass,
+ * ~1 % of a ViT step) instead of holding [rows, in] values to the step's end (12.6 MB per
+ * ViT-B layer). The kernels and GEMMs are segc_gelu's and segc_linear's, so forward and
+ * gradients are theirs bit for bit. */
+static void gelu_linear_backward(segc_ctx *ctx, segc_node *nd) {
+    const linear_saved *s = nd->saved;
+    segc_tensor *h = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
+    const float *gy = nd->out->grad;
+    bool bf16 = h->dtype == SEGC_BF16;
+    bool fresh_h = false;
+    float *gh = h->requires_grad ? segc_ew_grad_dst(ctx, h, &fresh_h) : NULL;
+    float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
+    float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
+    segc_flops_add(2 * s->rows * s->out * s->in * ((gh != NULL) + (gw != NULL)));
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* gelu(h), rounded dY, dA, partials */
+    mview dy = {gy, SEGC_F32, 0, s->out, 1};
+    if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
+    if (gw) {   /* dW = dY^T gelu(h) */
+        void *a = segc_arena_alloc(&ctx->arena, (size_t)(s->rows * s->in) * segc_dtype_size(h->dtype));
+        segc_gelu_fwd_raw(h, a);
+        gemm_views(ctx, "gelu_linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){a, h->dtype, 0, s->in, 1}, gw, 0,
+                   s->in, true);
+    }
+    if (gbias) colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
+    if (gh) {   /* dA = dY W, then dh (+)= dA gelu'(h) */
+        float *da = segc_arena_alloc(&ctx->arena, (size_t)(s->rows * s->in) * sizeof *da);
+        gemm_views(ctx, "gelu_linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, da, 0,
+                   s->in, false);
+        segc_gelu_bwd_raw(h, da, gh, fresh_h);
+    }
+    segc_arena_rewind(&ctx->arena, mark);
+}
+
+segc_tensor *segc_gelu_linear(segc_ctx *ctx, segc_tensor *h, segc_tensor *w, segc_tensor *bias) {
+    SEGC_PROF_OP(ctx, "gelu_linear");
+    linear_saved s;
+    segc_tensor *y = linear_setup(ctx, "gelu_linear", h, w, bias, &s);
+    if (!y) return NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* gelu(h): only for this GEMM */
+    void *a = segc_arena_alloc(&ctx->arena, (size_t)(s.rows * s.in) * segc_dtype_size(h->dtype));
+    segc_gelu_fwd_raw(h, a);
+    bool ok = linear_gemm(ctx, "gelu_linear", &s, a, h->dtype, w, bias, y);
+    segc_arena_rewind(&ctx->arena, mark);
+    if (!ok) return NULL;
+    segc_tensor *ins[3] = {h, w, bias};
+    int n_in = bias ? 3 : 2;
+    if (segc_needs_grad(ctx, ins, n_in)) {
+        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+        *sv = s;
+        segc_record(ctx, "gelu_linear", gelu_linear_backward, y, ins, n_in, sv);
     }
     return y;
 }
