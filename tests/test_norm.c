@@ -197,6 +197,54 @@ static void test_batch_norm_relu_fused(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* batch_norm_add_relu is relu_(add(batch_norm(x), id)), bit for bit (values, the gradients of x,
+ * gamma, beta and the residual, running statistics) in f32 and bf16, training and eval, with the
+ * residual also read elsewhere (its gradient accumulated, not written) */
+static void test_batch_norm_add_relu_fused(void **state) {
+    segc_ctx *ctx = segc_ctx_new(7);
+    segc_set_num_threads(ctx, 2);
+    const int64_t C = 24, n = 3 * 24 * 30 * 31;
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(3, 24, 30, 31), 1.5f, true), *g = t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                *b = t_randn(ctx, 1, &C, 0.5f, true), *id = t_randn(ctx, 4, SHAPE(3, 24, 30, 31), 1.f, true);
+    segc_tensor *dy = t_randn(ctx, 4, SHAPE(3, 24, 30, 31), 1.f, false);
+    for (int d = 0; d < 2; d++)
+        for (int training = 0; training < 2; training++) {
+            segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+            ctx->training = training;
+            float *res[2][6];
+            int64_t sz[6] = {n, n, C, C, n, 2 * C};
+            for (int fused = 0; fused < 2; fused++) {
+                segc_tensor *rm = segc_tensor_new(ctx, SEGC_F32, 1, &C), *rv = segc_tensor_new(ctx, SEGC_F32, 1, &C);
+                for (int64_t i = 0; i < C; i++) segc_f32(rm)[i] = 0.1f * (float)i - 1.f, segc_f32(rv)[i] = 0.5f + 0.2f * (float)i;
+                segc_tensor *ps[4] = {x, g, b, id};
+                for (int i = 0; i < 4; i++) ps[i]->grad = NULL;
+                segc_tensor *xs = segc_cast(ctx, x, dt), *gs = segc_cast(ctx, g, dt), *bs = segc_cast(ctx, b, dt);
+                segc_tensor *ids = segc_cast(ctx, id, dt);
+                segc_tensor *y = fused ? segc_batch_norm_add_relu(ctx, xs, gs, bs, rm, rv, 0.1f, 1e-5f, ids)
+                                       : segc_relu_(ctx, segc_add(ctx, segc_batch_norm(ctx, xs, gs, bs, rm, rv, 0.1f, 1e-5f), ids));
+                assert_non_null(y);
+                segc_tensor *z = segc_add(ctx, segc_cast(ctx, y, SEGC_F32), segc_mul_scalar(ctx, id, 0.5f));
+                assert_non_null(z);
+                assert_true(segc_backward_from(ctx, z, segc_f32(dy)));
+                const float *src[6] = {segc_f32(segc_cast(ctx, y, SEGC_F32)), x->grad, g->grad, b->grad, id->grad, NULL};
+                for (int i = 0; i < 5; i++) {
+                    res[fused][i] = segc_arena_alloc(&ctx->arena, (size_t)sz[i] * sizeof(float));
+                    memcpy(res[fused][i], src[i], (size_t)sz[i] * sizeof(float));
+                }
+                res[fused][5] = segc_arena_alloc(&ctx->arena, 2 * C * sizeof(float));
+                memcpy(res[fused][5], rm->data, C * sizeof(float));
+                memcpy(res[fused][5] + C, rv->data, C * sizeof(float));
+            }
+            int64_t zeros = 0;
+            for (int64_t i = 0; i < n; i++) zeros += res[1][0][i] == 0.f;
+            assert_true(zeros > n / 10);   /* the mask matters */
+            for (int i = 0; i < 6; i++) assert_memory_equal(res[0][i], res[1][i], (size_t)sz[i] * sizeof(float));
+            print_message("  batch_norm_add_relu %s %s: %lld of %lld outputs zero, bitwise equal\n", d ? "bf16" : "f32",
+                          training ? "train" : "eval", (long long)zeros, (long long)n);
+        }
+    segc_ctx_free(ctx);
+}
+
 /* instance_norm_lrelu is instance_norm then leaky_relu, bit for bit in f32
  * (values and every gradient), above the threading threshold */
 static void test_instance_norm_lrelu_fused(void **state) {
@@ -345,6 +393,8 @@ static void test_errors(void **state) {
     segc_tensor *one = t_randn(ctx, 4, SHAPE(1, 6, 1, 1), 1, false);
     EXPECT_ERR(ctx, segc_batch_norm(ctx, one, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: batch statistics need more than 1");
     EXPECT_ERR(ctx, segc_batch_norm(ctx, g6, NULL, NULL, NULL, NULL, 0.1f, 1e-5f), "batch_norm: x must be [N, C, ...]");
+    EXPECT_ERR(ctx, segc_batch_norm_add_relu(ctx, x, NULL, NULL, NULL, NULL, 0.1f, 1e-5f, one),
+               "batch_norm_add_relu: the residual expected x's shape and dtype [2, 6, 3, 3] f32, found [1, 6, 1, 1] f32");
     EXPECT_ERR(ctx, segc_group_norm(ctx, x, 4, NULL, NULL, 1e-5f), "group_norm: groups 4 must be >= 1 and divide the channels 6");
     EXPECT_ERR(ctx, segc_group_norm(ctx, x, 0, NULL, NULL, 1e-5f), "group_norm: groups 0");
     EXPECT_ERR(ctx, segc_group_norm(ctx, x, 2, g5, NULL, 1e-5f), "group_norm: gamma must have shape [6], found [5]");
@@ -367,7 +417,8 @@ static void test_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck),
-        cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_batch_norm_relu_fused), cmocka_unit_test(test_thread_independent),
+        cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_batch_norm_relu_fused),
+        cmocka_unit_test(test_batch_norm_add_relu_fused), cmocka_unit_test(test_thread_independent),
         cmocka_unit_test(test_semantics),  cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests_name("norm", tests, NULL, NULL);

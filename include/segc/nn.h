@@ -32,6 +32,9 @@ segc_tensor *segc_layernorm_layer_fwd(segc_ctx *ctx, const segc_layernorm_layer 
 segc_tensor *segc_batchnorm_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x);
 /* the layer, then ReLU, as one op (segc_batch_norm_relu) */
 segc_tensor *segc_batchnorm_relu_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x);
+/* relu(bn(x) + id), a residual block's end (segc_batch_norm_add_relu) */
+segc_tensor *segc_batchnorm_add_relu_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x,
+                                               segc_tensor *id);
 
 /* A parameter in the compute dtype of x: the tensor itself for f32, a
  * differentiable cast for bf16. */

@@ -35,6 +35,13 @@ segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, 
 segc_tensor *segc_batch_norm_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
                                   segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps);
 
+/* relu_(add(batch_norm(x), id)) as one op: a residual block's end. The normalised values are not
+ * kept (only the output, which the next block reads anyway); the same values and gradients bit
+ * for bit as the three ops, f32 and bf16. id: x's shape and dtype. */
+segc_tensor *segc_batch_norm_add_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                                      segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps,
+                                      segc_tensor *id);
+
 /* PyTorch GroupNorm: x[N, C, ...], groups divides C, gamma/beta [C] or NULL. */
 segc_tensor *segc_group_norm(segc_ctx *ctx, segc_tensor *x, int groups, segc_tensor *gamma, segc_tensor *beta,
                              float eps);

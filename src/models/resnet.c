@@ -237,15 +237,12 @@ static segc_tensor *conv_bn(segc_ctx *ctx, const segc_conv_layer *c, const segc_
 
 static segc_tensor *block_fwd(segc_ctx *ctx, const segc_resnet *r, const segc_resnet_block *b, segc_tensor *x) {
     segc_tensor *y = conv_bn(ctx, &b->conv1, &b->bn1, x, true);
-    if (r->bottleneck) {
-        y = conv_bn(ctx, &b->conv2, &b->bn2, y, true);
-        y = conv_bn(ctx, &b->conv3, &b->bn3, y, false);
-    } else {
-        y = conv_bn(ctx, &b->conv2, &b->bn2, y, false);
-    }
+    if (r->bottleneck) y = conv_bn(ctx, &b->conv2, &b->bn2, y, true);
     segc_tensor *id = b->has_down ? conv_bn(ctx, &b->down, &b->down_bn, x, false) : x;
-    if (!y || !id) return NULL;
-    return segc_relu_(ctx, segc_add(ctx, y, id));
+    const segc_conv_layer *last = r->bottleneck ? &b->conv3 : &b->conv2;
+    const segc_batchnorm_layer *last_bn = r->bottleneck ? &b->bn3 : &b->bn2;
+    /* relu(bn(conv(y)) + id) in one op: the normalised values are never stored */
+    return segc_batchnorm_add_relu_layer_fwd(ctx, last_bn, segc_conv_layer_fwd(ctx, last, y), id);
 }
 
 bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, segc_tensor *outs[4]) {

@@ -69,21 +69,29 @@ segc_tensor *segc_layernorm_layer_fwd(segc_ctx *ctx, const segc_layernorm_layer 
     return segc_layer_norm(ctx, x, segc_param_as(ctx, l->weight, x->dtype), segc_param_as(ctx, l->bias, x->dtype), l->eps);
 }
 
-static segc_tensor *batchnorm_layer(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x, bool relu) {
+static segc_tensor *batchnorm_layer(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x, bool relu,
+                                    segc_tensor *id) {
     if (!x) return NULL;
     segc_tensor *w = segc_param_as(ctx, l->weight, x->dtype), *b = segc_param_as(ctx, l->bias, x->dtype);
-    segc_tensor *y = (relu ? segc_batch_norm_relu : segc_batch_norm)(ctx, x, w, b, l->running_mean, l->running_var,
-                                                                    l->momentum, l->eps);
+    segc_tensor *y = id ? segc_batch_norm_add_relu(ctx, x, w, b, l->running_mean, l->running_var, l->momentum, l->eps, id)
+                        : (relu ? segc_batch_norm_relu : segc_batch_norm)(ctx, x, w, b, l->running_mean,
+                                                                          l->running_var, l->momentum, l->eps);
     if (y && ctx->training && l->num_batches_tracked) segc_f32(l->num_batches_tracked)[0] += 1.0f;
     return y;
 }
 
 segc_tensor *segc_batchnorm_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x) {
-    return batchnorm_layer(ctx, l, x, false);
+    return batchnorm_layer(ctx, l, x, false, NULL);
 }
 
 segc_tensor *segc_batchnorm_relu_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x) {
-    return batchnorm_layer(ctx, l, x, true);
+    return batchnorm_layer(ctx, l, x, true, NULL);
+}
+
+segc_tensor *segc_batchnorm_add_relu_layer_fwd(segc_ctx *ctx, const segc_batchnorm_layer *l, segc_tensor *x,
+                                               segc_tensor *id) {
+    if (!id) return NULL;
+    return batchnorm_layer(ctx, l, x, false, id);
 }
 
 void segc_init_normal(segc_tensor *t, segc_rng *rng, float mean, float std) {

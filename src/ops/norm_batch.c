@@ -56,12 +56,12 @@ static void bn_channel_sums(const segc_tensor *x, const float *dy, const bn_save
         }
 }
 
-static void bn_backward(segc_ctx *ctx, segc_node *nd) {
+/* the gradients of x (dx, written when ow, else added to), gamma and beta from dy */
+static void bn_backward_dy(segc_ctx *ctx, segc_node *nd, const float *dy, float *dx, int ow, float *dg, float *db) {
     const bn_saved *sv = nd->saved;
-    segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
+    segc_tensor *x = nd->in[0], *gamma = nd->in[1];
     const int64_t N = sv->N, C = sv->C, S = sv->S;
     const double M = sv->M;
-    const float *dy = nd->out->grad;
     float *scratch = x->dtype == SEGC_F32 && !sv->ka
                          ? NULL
                          : segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * 2 * BN_BLOCK * sizeof(float));
@@ -80,10 +80,6 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
         ctx->sum_hook(ctx->sum_hook_user, gsum, 2 * C);
     }
     const float *g = nl_param_f32(ctx, gamma);
-    int ow = 0;
-    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
-    float *dg = gamma && gamma->requires_grad ? segc_grad(ctx, gamma) : NULL;
-    float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
@@ -111,6 +107,49 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
                 nl_dx_block(xp, dyp, dx + off, len, m, ml, kd, k1, k0, ow);
             }
     }
+}
+
+static void bn_backward(segc_ctx *ctx, segc_node *nd) {
+    segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
+    int ow = 0;
+    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
+    float *dg = gamma && gamma->requires_grad ? segc_grad(ctx, gamma) : NULL;
+    float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
+    bn_backward_dy(ctx, nd, nd->out->grad, dx, ow, dg, db);
+}
+
+/* batch_norm_add_relu: g = dy where the output is positive (relu_'s own test on the stored
+ * value, bf16 included), added to the residual's gradient and fed to the BN backward as add's
+ * gradient is in the unfused ops. g lives only for this node. */
+static void bn_add_relu_backward(segc_ctx *ctx, segc_node *nd) {
+    segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *id = nd->in[3], *y = nd->out;
+    int ow = 0, owi = 0;
+    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
+    float *dg = gamma && gamma->requires_grad ? segc_grad(ctx, gamma) : NULL;
+    float *db = beta && beta->requires_grad ? segc_grad(ctx, beta) : NULL;
+    float *di = id->requires_grad ? nl_grad_buf(ctx, id, &owi) : NULL;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    const int64_t n = segc_numel(y);
+    const float *dy = y->grad;
+    float *g = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(n) * sizeof *g);
+    if (y->dtype == SEGC_BF16) {
+        const uint16_t *yb = segc_bf16p(y);
+#pragma omp parallel for simd schedule(static) if (n > BN_PAR_MIN)
+        for (int64_t i = 0; i < n; i++) g[i] = (yb[i] & 0x7fff) && !(yb[i] & 0x8000) ? dy[i] : 0.0f;
+    } else {
+        const float *yf = segc_f32(y);
+#pragma omp parallel for simd schedule(static) if (n > BN_PAR_MIN)
+        for (int64_t i = 0; i < n; i++) g[i] = yf[i] > 0.0f ? dy[i] : 0.0f;
+    }
+    if (di) {
+        if (owi) memcpy(di, g, (size_t)n * sizeof *g);
+        else {
+#pragma omp parallel for simd schedule(static) if (n > BN_PAR_MIN)
+            for (int64_t i = 0; i < n; i++) di[i] += g[i];
+        }
+    }
+    bn_backward_dy(ctx, nd, g, dx, ow, dg, db);
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 /* SyncBatchNorm statistics: out[c] = mean, out[C + c] = biased variance over every process's
@@ -148,15 +187,24 @@ static void bn_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t N, int64_
     }
 }
 
+static inline float round_bf16(float v) { return segc_bf16_to_f32(segc_f32_to_bf16(v)); }
+
+/* relu: ReLU after the normalisation; id: relu(bn(x) + id) (a residual block's end) */
 static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_tensor *x, segc_tensor *gamma,
                                segc_tensor *beta, segc_tensor *running_mean, segc_tensor *running_var, float momentum,
-                               float eps) {
+                               float eps, segc_tensor *id) {
     SEGC_PROF_OP(ctx, op);
-    char a[96];
+    char a[96], b[96];
     if (!x) return NULL;
     if (!segc_check_float(ctx, op, "x", x)) return NULL;
     if (x->ndim < 2) {
         segc_set_error(ctx, "%s: x must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(x, a, sizeof a));
+        return NULL;
+    }
+    if (id && (id->dtype != x->dtype || !segc_same_shape(id, x))) {
+        segc_set_error(ctx, "%s: the residual expected x's shape and dtype %s %s, found %s %s", op,
+                       segc_shape_str(x, a, sizeof a), segc_dtype_name(x->dtype), segc_shape_str(id, b, sizeof b),
+                       segc_dtype_name(id->dtype));
         return NULL;
     }
     const int64_t N = x->shape[0], C = x->shape[1], S = segc_numel(x) / nl_max1(N * C);
@@ -199,7 +247,8 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
     const float *g = nl_param_f32(ctx, gamma), *bt = nl_param_f32(ctx, beta);
     const float *rm = running_mean ? segc_f32(running_mean) : NULL, *rv = running_var ? segc_f32(running_var) : NULL;
     const bool bf = x->dtype == SEGC_BF16;
-    float *scratch = bf ? segc_arena_alloc(&ctx->arena, (size_t)omp_get_max_threads() * 2 * BN_BLOCK * sizeof(float)) : NULL;
+    const int64_t sstride = (id ? 3 : 2) * BN_BLOCK;   /* per thread: x, y (and the residual) blocks */
+    float *scratch = bf ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * sstride) * sizeof(float)) : NULL;
     double M = (double)(N * S);
     /* SyncBatchNorm: the global mean first (sums + count over every process), then the sums of
      * squares around it; gsum[c] = mean, gsum[C + c] = biased variance */
@@ -216,7 +265,7 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
 
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * sstride : NULL;
         double mean, var;
         if (gsum) {
             mean = gsum[c];
@@ -247,6 +296,25 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
                 int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
                 const float *xp = nl_load(x, off, len, sc);
                 float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
+                if (id) {   /* the unfused ops' values: bf16 rounds bn(x), then the sum (relu below) */
+                    const float *ip = nl_load(id, off, len, sc ? sc + 2 * BN_BLOCK : NULL);
+                    if (bf) {
+#pragma omp simd
+                        for (int64_t i = 0; i < len; i++) yp[i] = round_bf16(fmaf((xp[i] - m) - ml, ka, kb)) + ip[i];
+                    } else {
+#pragma omp simd
+                        for (int64_t i = 0; i < len; i++) {
+                            float v = fmaf((xp[i] - m) - ml, ka, kb) + ip[i];
+                            yp[i] = v > 0.0f ? v : 0.0f;
+                        }
+                    }
+                    nl_store(y, off, len, yp);
+                    if (bf) {   /* relu_ on the stored bf16 value: sign bit set -> 0 */
+                        uint16_t *yb = segc_bf16p(y) + off;
+                        for (int64_t i = 0; i < len; i++) yb[i] = yb[i] & 0x8000 ? 0 : yb[i];
+                    }
+                    continue;
+                }
                 if (relu) {
 #pragma omp simd
                     for (int64_t i = 0; i < len; i++) {
@@ -268,18 +336,25 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
             wv[c] = (1.f - momentum) * wv[c] + momentum * var_unbiased[c];
         }
     }
-    segc_tensor *ins[3] = {x, gamma, beta};
-    if (segc_needs_grad(ctx, ins, 3)) segc_record(ctx, op, bn_backward, y, ins, 3, sv);
+    segc_tensor *ins[4] = {x, gamma, beta, id};
+    if (segc_needs_grad(ctx, ins, id ? 4 : 3)) segc_record(ctx, op, id ? bn_add_relu_backward : bn_backward, y, ins, id ? 4 : 3, sv);
     if (!segc_check_finite_out(ctx, op, y)) return NULL;
     return y;
 }
 
 segc_tensor *segc_batch_norm(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
                              segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
-    return batch_norm(ctx, "batch_norm", false, x, gamma, beta, running_mean, running_var, momentum, eps);
+    return batch_norm(ctx, "batch_norm", false, x, gamma, beta, running_mean, running_var, momentum, eps, NULL);
 }
 
 segc_tensor *segc_batch_norm_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
                                   segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps) {
-    return batch_norm(ctx, "batch_norm_relu", true, x, gamma, beta, running_mean, running_var, momentum, eps);
+    return batch_norm(ctx, "batch_norm_relu", true, x, gamma, beta, running_mean, running_var, momentum, eps, NULL);
+}
+
+segc_tensor *segc_batch_norm_add_relu(segc_ctx *ctx, segc_tensor *x, segc_tensor *gamma, segc_tensor *beta,
+                                      segc_tensor *running_mean, segc_tensor *running_var, float momentum, float eps,
+                                      segc_tensor *id) {
+    if (!id) return NULL;
+    return batch_norm(ctx, "batch_norm_add_relu", false, x, gamma, beta, running_mean, running_var, momentum, eps, id);
 }
