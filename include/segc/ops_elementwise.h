@@ -60,6 +60,10 @@ segc_tensor *segc_dropout(segc_ctx *ctx, segc_tensor *x, float p);
  * along dim 0; kept samples are scaled by 1/(1-p). Identity (x itself) when
  * not training or p == 0. */
 segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p);
+/* segc_drop_path in place: the result shares x's storage (x is overwritten), so x's value must
+ * not be needed afterwards, by the caller or by the backward of the op that made x (a linear's
+ * output, as in a transformer block's residual branch). Saves one [N, ...] tensor per call. */
+segc_tensor *segc_drop_path_(segc_ctx *ctx, segc_tensor *x, float p);
 
 /* ---- copies and constants ---- */
 /* differentiable copy (any dtype; gradient flows for f32/bf16) */

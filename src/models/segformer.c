@@ -192,7 +192,7 @@ static segc_tensor *block_forward(segc_ctx *ctx, const segc_segformer_block *b, 
     float scale = 1.0f / sqrtf((float)(C / b->heads));
     segc_tensor *a = segc_linear_layer_fwd(ctx, &b->proj, segc_attention(ctx, q, k, v, b->heads, scale));
     segc_tensor *x2 = NULL;
-    segc_tensor *h2 = segc_add_layer_norm(ctx, segc_drop_path(ctx, a, b->drop_path), x,
+    segc_tensor *h2 = segc_add_layer_norm(ctx, segc_drop_path_(ctx, a, b->drop_path), x,
                                           segc_param_as(ctx, b->ln2.weight, x->dtype),
                                           segc_param_as(ctx, b->ln2.bias, x->dtype), b->ln2.eps, &x2);
     segc_tensor *m = segc_linear_layer_fwd(ctx, &b->fc1, h2);
@@ -200,8 +200,8 @@ static segc_tensor *block_forward(segc_ctx *ctx, const segc_segformer_block *b, 
     /* Mix-FFN's depthwise 3x3 runs on the tokens directly: no transposes of the widest tensor */
     m = segc_dwconv2d_tokens(ctx, m, segc_param_as(ctx, b->dwconv.weight, m->dtype),
                              segc_param_as(ctx, b->dwconv.bias, m->dtype), H, W);
-    m = segc_gelu_linear_layer_fwd(ctx, &b->fc2, m);
-    return segc_add(ctx, segc_drop_path(ctx, m, b->drop_path), x2);
+    m = segc_linear_layer_fwd(ctx, &b->fc2, segc_gelu(ctx, m));   /* unfused: recomputing GELU costs SegFormer ~2.5 % */
+    return segc_add(ctx, segc_drop_path_(ctx, m, b->drop_path), x2);
 }
 
 /* The all-MLP head computes fuse(concat_s up_s(proj_s(tokens_s)))  (HF/mmseg: per-stage linear,

@@ -77,12 +77,12 @@ segc_tensor *segc_vit_block_fwd(segc_ctx *ctx, const segc_vit_block *b, segc_ten
     float scale = 1.0f / sqrtf((float)(D / b->heads));
     segc_tensor *a = segc_linear_layer_fwd(ctx, &b->proj, segc_attention(ctx, qkv[0], qkv[1], qkv[2], b->heads, scale));
     segc_tensor *x2 = NULL;
-    segc_tensor *h2 = segc_add_layer_norm(ctx, segc_drop_path(ctx, a, b->drop_path), x,
+    segc_tensor *h2 = segc_add_layer_norm(ctx, segc_drop_path_(ctx, a, b->drop_path), x,
                                           segc_param_as(ctx, b->ln2.weight, dt), segc_param_as(ctx, b->ln2.bias, dt),
                                           b->ln2.eps, &x2);
     segc_tensor *m = segc_gelu_linear_layer_fwd(ctx, &b->fc2, segc_linear_layer_fwd(ctx, &b->fc1, h2));
     if (!m || !x2) return NULL;
-    return segc_add(ctx, segc_drop_path(ctx, m, b->drop_path), x2);
+    return segc_add(ctx, segc_drop_path_(ctx, m, b->drop_path), x2);
 }
 
 /* ---- encoder ---- */

@@ -15,8 +15,8 @@
  * keeping P cost B*H*Nq*Nk floats per layer, 50 MB for ViT-S at 512x512 batch
  * 2, and its write and read from DRAM took longer than the extra GEMM in
  * cache: Segmenter ViT-S trains 4 % faster at 0.68x the peak memory). A bf16 P
- * is kept: there the GEMMs run on AMX and the recomputation would cost more
- * than it saves (SegFormer-B0 bf16 6 % slower).
+ * is kept: there the GEMMs run on AMX and the recomputation costs more than
+ * it saves (SegFormer-B0 bf16 2 %, Segmenter ViT-S bf16 3 % slower).
  * Backward per item: dV += P^T dO, dP = dO V^T, dS = scale P (dP - rowsum(P dP)),
  * dQ = dS K, dK += dS^T Q; dK/dV sum over items into per-thread
  * buffers that are added in thread order at the end (deterministic for a
@@ -152,7 +152,7 @@ static segc_gemm gshape(int64_t M, int64_t N, int64_t K, segc_dtype adt, int64_t
                        .alpha = alpha, .accumulate = acc};
 }
 
-/* the plans of S = scale Q K^T for the item chunks */
+/* the plans of S = Q K^T for the item chunks (the scale is applied in the softmax rows) */
 static bool scores_plan(segc_ctx *ctx, plan2 *ps, const attn_saved *s, int nthr) {
     int64_t C = s->H * s->D;
     return plan2_new(ctx, ps, gshape(0, s->Nk, s->D, s->gdt, C, 1, s->gdt, 1, C, SEGC_F32, s->ld, 1.0f, false),

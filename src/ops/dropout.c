@@ -181,7 +181,7 @@ static void drop_path_backward(segc_ctx *ctx, segc_node *nd) {
     }
 }
 
-segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
+static segc_tensor *drop_path(segc_ctx *ctx, segc_tensor *x, float p, bool in_place) {
     SEGC_PROF_OP(ctx, "drop_path");
     if (!x) return NULL;
     if (!segc_check_float(ctx, "drop_path", "x", x) || !check_p(ctx, "drop_path", p)) return NULL;
@@ -191,7 +191,8 @@ segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
     }
     if (!ctx->training || p == 0.0f) return x;
     int64_t N = x->shape[0], per = N ? segc_numel(x) / N : 0;
-    segc_tensor *y = segc_tensor_like(ctx, x);
+    segc_tensor *y = in_place ? segc_tensor_wrap(ctx, x->dtype, x->ndim, x->shape, x->data) : segc_tensor_like(ctx, x);
+    if (!y) return NULL;
     drop_path_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
     sv->factor = segc_arena_alloc(&ctx->arena, (size_t)(N > 0 ? N : 1) * sizeof(float));
     const bool sharded = segc_sharded(ctx);
@@ -236,3 +237,7 @@ segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) {
     if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, "drop_path", drop_path_backward, y, &x, 1, sv);
     return y;
 }
+
+segc_tensor *segc_drop_path(segc_ctx *ctx, segc_tensor *x, float p) { return drop_path(ctx, x, p, false); }
+/* the backward reads only the per-sample factors, never x or y */
+segc_tensor *segc_drop_path_(segc_ctx *ctx, segc_tensor *x, float p) { return drop_path(ctx, x, p, true); }
