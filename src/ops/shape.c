@@ -507,17 +507,11 @@ static segc_tensor *narrow(segc_ctx *ctx, const char *op, segc_tensor *x, int di
     segc_tensor *y = view ? segc_tensor_wrap(ctx, x->dtype, x->ndim, os, (char *)x->data + off)
                           : segc_tensor_new(ctx, x->dtype, x->ndim, os);
     if (!y) return NULL;
-    if (view) {
-        if (is_float(x) && segc_needs_grad(ctx, &x, 1)) {
-            slice_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-            *sv = (slice_saved){dim, start, step};
-            segc_record(ctx, op, slice_backward, y, &x, 1, sv);
-        }
-        return y;
-    }
     const char *xs = x->data;
     char *yd = y->data;
-    if (step == 1 || inner * (int64_t)es >= 64) {
+    if (view) {
+        /* nothing to copy */
+    } else if (step == 1 || inner * (int64_t)es >= 64) {
         int64_t run = step == 1 ? len * inner : inner, nrun = step == 1 ? outer : outer * len;
 #pragma omp parallel for schedule(static) if (segc_numel(y) > PAR_MIN)
         for (int64_t it = 0; it < nrun; it++) {
