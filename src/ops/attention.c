@@ -111,10 +111,19 @@ typedef struct {
 static size_t esz(segc_dtype dt) { return segc_dtype_size(dt); }
 static const void *offp(const void *p, segc_dtype dt, int64_t elems) { return (const char *)p + elems * (int64_t)esz(dt); }
 
-/* query rows per item: ~256 KiB of f32 scores, and at least 4 items per
- * thread where the shape allows */
+/* f32 scores per item: 1 MiB in the AVX-512 build (CPUs with 1-2 MiB of L2 per core; on
+ * Sapphire Rapids 2-3 % faster than 256 KiB on ViT-S/B at 512x512), 256 KiB in the baseline
+ * build (Zen3: 512 KiB of L2) */
+#ifdef SEGC_ISA_VARIANT_AVX512
+#define SCORES_PER_ITEM ((int64_t)1 << 18)
+#else
+#define SCORES_PER_ITEM ((int64_t)1 << 16)
+#endif
+
+/* query rows per item: SCORES_PER_ITEM scores, and at least 4 items per thread where the
+ * shape allows */
 static int64_t chunk_rows(int64_t BH, int64_t Nq, int64_t Nk, int nthr) {
-    int64_t rows = ((int64_t)1 << 16) / Nk;
+    int64_t rows = SCORES_PER_ITEM / Nk;
     if (rows < 16) rows = 16;
     int64_t per_bh = (4 * nthr + BH - 1) / BH, cap = (Nq + per_bh - 1) / per_bh;
     if (rows > cap) rows = cap;
@@ -339,9 +348,11 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     bool save = segc_needs_grad(ctx, ins, 3);
     segc_dtype pdt = s.gdt, gdt = s.gdt;
     int64_t nch = (Nq + qc - 1) / qc, tail = Nq % qc, items = B * H * nch;
-    /* per-thread f32 scores, and bf16 probabilities when P is bf16 */
-    float *sb = segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * sizeof(float));
     if (save && pdt == SEGC_BF16) s.p = segc_arena_alloc(&ctx->arena, (size_t)(B * H * Nq * ld) * 2);
+    /* scratch from here to the end of the forward: per-thread f32 scores, bf16 probabilities when
+     * P is bf16 and not kept, f32 output rows, the GEMM plans */
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    float *sb = segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * sizeof(float));
     uint16_t *pb = pdt == SEGC_BF16 && !s.p ? segc_arena_alloc(&ctx->arena, (size_t)(nthr * qc * ld) * 2) : NULL;
     /* a bf16 output without native bf16 GEMMs goes through per-thread f32 rows */
     bool o_direct = y->dtype == SEGC_F32 || s.native;
@@ -349,8 +360,10 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     plan2 ps, po;
     if (!scores_plan(ctx, &ps, &s, nthr) ||
         !plan2_new(ctx, &po, gshape(0, Dv, Nk, pdt, ld, 1, gdt, Cv, 1, o_direct ? y->dtype : SEGC_F32, o_direct ? Cv : Dv,
-                                    1.0f, false), false, qc, tail, nthr))
+                                    1.0f, false), false, qc, tail, nthr)) {
+        segc_arena_rewind(&ctx->arena, mark);
         return NULL;
+    }
     segc_flops_add(2 * B * H * Nq * Nk * (D + Dv));   /* S = Q K^T, O = P V */
     bool fail = false, k512 = pdt == SEGC_BF16 && segc_cpu_isa() >= SEGC_ISA_AVX512_BF16;
 #pragma omp parallel num_threads(nthr) reduction(|| : fail)
@@ -371,6 +384,7 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
                     segc_ew_store_bf16(ob + t * qc * Dv + r * Dv, segc_bf16p(y) + ooff + r * Cv, Dv);
         }
     }
+    segc_arena_rewind(&ctx->arena, mark);
     if (fail) {
         segc_set_error(ctx, "attention: oneDNN execution failed in forward");
         return NULL;
