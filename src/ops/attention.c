@@ -111,19 +111,22 @@ typedef struct {
 static size_t esz(segc_dtype dt) { return segc_dtype_size(dt); }
 static const void *offp(const void *p, segc_dtype dt, int64_t elems) { return (const char *)p + elems * (int64_t)esz(dt); }
 
-/* f32 scores per item: 1 MiB in the AVX-512 build (CPUs with 1-2 MiB of L2 per core; on
- * Sapphire Rapids 2-3 % faster than 256 KiB on ViT-S/B at 512x512), 256 KiB in the baseline
- * build (Zen3: 512 KiB of L2) */
+/* f32 scores per item: 256 KiB; in the AVX-512 build (CPUs with 1-2 MiB of L2 per core) up to
+ * 1 MiB while that stays within 256 query rows: on Sapphire Rapids 2-3 % faster for ViT-S/B at
+ * 512x512 (1025 keys), while more rows slowed SegFormer's 256-key backward by 20 %. The
+ * baseline build keeps 256 KiB (Zen3: 512 KiB of L2). */
+static int64_t scores_rows(int64_t Nk) {
+    int64_t rows = ((int64_t)1 << 16) / Nk;
 #ifdef SEGC_ISA_VARIANT_AVX512
-#define SCORES_PER_ITEM ((int64_t)1 << 18)
-#else
-#define SCORES_PER_ITEM ((int64_t)1 << 16)
+    int64_t big = ((int64_t)1 << 18) / Nk;
+    if (rows < 256) rows = big < 256 ? big : 256;
 #endif
+    return rows;
+}
 
-/* query rows per item: SCORES_PER_ITEM scores, and at least 4 items per thread where the
- * shape allows */
+/* query rows per item: scores_rows, and at least 4 items per thread where the shape allows */
 static int64_t chunk_rows(int64_t BH, int64_t Nq, int64_t Nk, int nthr) {
-    int64_t rows = SCORES_PER_ITEM / Nk;
+    int64_t rows = scores_rows(Nk);
     if (rows < 16) rows = 16;
     int64_t per_bh = (4 * nthr + BH - 1) / BH, cap = (Nq + per_bh - 1) / per_bh;
     if (rows > cap) rows = cap;
