@@ -709,19 +709,26 @@ static bool linear_gemm(segc_ctx *ctx, const char *op, const linear_saved *s, co
     return true;
 }
 
+/* records y's backward (inputs x, w and the optional bias, sizes s) when a gradient is needed */
+static segc_tensor *linear_record(segc_ctx *ctx, const char *op, segc_backward_fn backward,
+                                  segc_tensor *y, segc_tensor *x, segc_tensor *w, segc_tensor *bias,
+                                  const linear_saved *s) {
+    segc_tensor *ins[3] = {x, w, bias};
+    int n_in = bias ? 3 : 2;
+    if (segc_needs_grad(ctx, ins, n_in)) {
+        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
+        *sv = *s;
+        segc_record(ctx, op, backward, y, ins, n_in, sv);
+    }
+    return y;
+}
+
 segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
     SEGC_PROF_OP(ctx, "linear");
     linear_saved s;
     segc_tensor *y = linear_setup(ctx, "linear", x, w, bias, &s);
     if (!y || !linear_gemm(ctx, "linear", &s, x->data, x->dtype, w, bias, y)) return NULL;
-    segc_tensor *ins[3] = {x, w, bias};
-    int n_in = bias ? 3 : 2;
-    if (segc_needs_grad(ctx, ins, n_in)) {
-        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-        *sv = s;
-        segc_record(ctx, "linear", linear_backward, y, ins, n_in, sv);
-    }
-    return y;
+    return linear_record(ctx, "linear", linear_backward, y, x, w, bias, &s);
 }
 
 /* linear(gelu(h)) without keeping gelu(h) for backward: it is recomputed there (one GELU pass,
@@ -768,12 +775,5 @@ segc_tensor *segc_gelu_linear(segc_ctx *ctx, segc_tensor *h, segc_tensor *w, seg
     bool ok = linear_gemm(ctx, "gelu_linear", &s, a, h->dtype, w, bias, y);
     segc_arena_rewind(&ctx->arena, mark);
     if (!ok) return NULL;
-    segc_tensor *ins[3] = {h, w, bias};
-    int n_in = bias ? 3 : 2;
-    if (segc_needs_grad(ctx, ins, n_in)) {
-        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-        *sv = s;
-        segc_record(ctx, "gelu_linear", gelu_linear_backward, y, ins, n_in, sv);
-    }
-    return y;
+    return linear_record(ctx, "gelu_linear", gelu_linear_backward, y, h, w, bias, &s);
 }
