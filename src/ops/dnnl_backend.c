@@ -232,6 +232,25 @@ dnnl_primitive_attr_t segc_dnnl_attr(void) {
     return a;
 }
 
+dnnl_primitive_desc_t segc_dnnl_pd_pick(const_dnnl_op_desc_t op_desc, const_dnnl_primitive_attr_t attr,
+                                        const_dnnl_primitive_desc_t hint, const char *want, const char *skip) {
+    dnnl_primitive_desc_iterator_t it;
+    dnnl_primitive_desc_t pd = NULL;
+    if (dnnl_primitive_desc_iterator_create(&it, op_desc, attr, segc_dnnl_engine(), hint) != dnnl_success) return NULL;
+    do {
+        dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
+        const char *impl = NULL;
+        if (c) dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0, &impl);
+        if (impl && (!want || !strncmp(impl, want, strlen(want))) && (!skip || strncmp(impl, skip, strlen(skip)))) {
+            pd = c;
+            break;
+        }
+        if (c) dnnl_primitive_desc_destroy(c);
+    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
+    dnnl_primitive_desc_iterator_destroy(it);
+    return pd;
+}
+
 static dnnl_memory_t arg_mem(segc_dnnl_prim *p, int arg) {
     for (int i = 0; i < p->n_mem; i++) if (p->mem_arg[i] == arg) return p->mem[i];
     if (p->n_mem == 12) return NULL;

@@ -54,6 +54,10 @@ dnnl_memory_desc_t segc_dnnl_md(int ndim, const int64_t *dims, dnnl_data_type_t 
 dnnl_data_type_t segc_dnnl_dt(segc_dtype dt);
 /* create a primitive attribute that uses a user scratchpad (the default for all cached primitives) */
 dnnl_primitive_attr_t segc_dnnl_attr(void);
+/* the first implementation oneDNN offers for op_desc whose name starts with want (NULL: any)
+ * and not with skip (NULL: none); NULL when there is none. The caller owns the result. */
+dnnl_primitive_desc_t segc_dnnl_pd_pick(const_dnnl_op_desc_t op_desc, const_dnnl_primitive_attr_t attr,
+                                        const_dnnl_primitive_desc_t hint, const char *want, const char *skip);
 #define SEGC_DNNL_CHECK(ctx, op, call)                                                               \
     do {                                                                                            \
         dnnl_status_t st_ = (call);                                                                 \

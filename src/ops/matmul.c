@@ -147,22 +147,7 @@ static void gemm_key_fill(gemm_key *kp, const segc_gemm *g, bool pack_b) {
  * under half of its GEMM driver ("gemm:jit", what dnnl_sgemm runs): ViT-B's MLP backward,
  * dY[1025x768] W[768x3072], 28 ms against 11 ms; elsewhere the two are within a few percent.
  * So an f32 matmul takes the first "gemm:" implementation oneDNN offers (a function of the
- * problem only, so the choice, and the numbers, are the same every run); NULL: none. */
-static dnnl_primitive_desc_t f32_gemm_pd(const dnnl_matmul_desc_t *md, const_dnnl_primitive_attr_t attr) {
-    dnnl_primitive_desc_iterator_t it;
-    dnnl_primitive_desc_t pd = NULL;
-    if (dnnl_primitive_desc_iterator_create(&it, md, attr, segc_dnnl_engine(), NULL) != dnnl_success) return NULL;
-    do {
-        dnnl_primitive_desc_t c = dnnl_primitive_desc_iterator_fetch(it);
-        const char *impl = NULL;
-        if (c) dnnl_primitive_desc_query(c, dnnl_query_impl_info_str, 0, &impl);
-        if (impl && !strncmp(impl, "gemm:", 5)) { pd = c; break; }
-        if (c) dnnl_primitive_desc_destroy(c);
-    } while (dnnl_primitive_desc_iterator_next(it) == dnnl_success);
-    dnnl_primitive_desc_iterator_destroy(it);
-    return pd;
-}
-
+ * problem only, so the choice, and the numbers, are the same every run). */
 static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm *g, bool pack_b) {
     gemm_key key;
     gemm_key_fill(&key, g, pack_b);
@@ -196,7 +181,7 @@ static segc_dnnl_prim *gemm_prim(segc_ctx *ctx, const char *op, const segc_gemm 
         }
         dnnl_status_t st = dnnl_matmul_desc_init(&md, &amd, &bmd, g->bias ? &biasmd : NULL, &cmd);
         if (st == dnnl_success && key.a_dt == dnnl_f32 && key.b_dt == dnnl_f32 && key.c_dt == dnnl_f32)
-            pd = f32_gemm_pd(&md, attr);
+            pd = segc_dnnl_pd_pick(&md, attr, NULL, "gemm:", NULL);
         if (st == dnnl_success && !pd) st = dnnl_primitive_desc_create(&pd, &md, attr, segc_dnnl_engine(), NULL);
         dnnl_primitive_attr_destroy(attr);
         if (st != dnnl_success) {
