@@ -39,6 +39,7 @@ int main(int argc, char **argv) {
     segc_ctx *ctx = segc_ctx_new(0);
     ctx->training = train;
     ctx->grad_enabled = train;
+    ctx->free_activations = train;   /* as the trainer: no activation is read after backward */
     const int nthreads = segc_get_num_threads();
     float *img = malloc((size_t)B * 3 * S * S * sizeof(float));
     segc_rng r;

@@ -491,6 +491,64 @@ static void test_bf16_forward(void **state) {
     assert_true(ok);
 }
 
+/* ---- ctx->free_activations: released and recomputed activations change no bit ---- */
+typedef struct { double loss; float *grad, *stats; size_t high; } step_result;
+
+static step_result one_step(segc_model *m, const float *init, bool free_acts, segc_dtype dt) {
+    memcpy(m->params.data, init, (size_t)m->params.total * sizeof(float));
+    segc_ctx *ctx = segc_ctx_new(7);
+    ctx->training = true;
+    ctx->free_activations = free_acts;
+    const int64_t N = 2, H = 160, W = 160;
+    segc_tensor *x = segc_tensor_new(ctx, SEGC_F32, 4, SHAPE(N, 3, H, W));
+    segc_tensor *lab = segc_tensor_new(ctx, SEGC_U8, 3, SHAPE(N, H, W));
+    segc_rng r;
+    segc_rng_init(&r, 11);
+    segc_rng_fill_normal(&r, segc_f32(x), segc_numel(x), 0, 1);
+    for (int64_t i = 0; i < segc_numel(lab); i++) ((uint8_t *)lab->data)[i] = (uint8_t)((i / 37) % 5);
+    segc_model_out o;
+    segc_targets tg = {.labels = lab, .ignore_index = 255};
+    if (!m->family->forward(ctx, m, dt == SEGC_BF16 ? segc_cast(ctx, x, SEGC_BF16) : x, &o))
+        fail_msg("forward: %s", segc_last_error(ctx));
+    segc_tensor *l = m->family->loss(ctx, m, &o, &tg);
+    assert_non_null(l);
+    step_result res = {.loss = segc_f32(l)[0]};
+    segc_params_zero_grad(&m->params);
+    if (!segc_backward(ctx, l)) fail_msg("backward: %s", segc_last_error(ctx));
+    res.grad = malloc((size_t)m->params.total * sizeof(float));
+    res.stats = malloc((size_t)m->params.total * sizeof(float));
+    memcpy(res.grad, m->params.grad, (size_t)m->params.total * sizeof(float));
+    memcpy(res.stats, m->params.data, (size_t)m->params.total * sizeof(float));   /* running statistics */
+    res.high = ctx->arena.high_water;
+    segc_ctx_free(ctx);
+    return res;
+}
+
+static void test_free_activations_exact(void **state) {
+    const char *variants[2] = {"r18", "r50"};
+    for (int v = 0; v < 2; v++)
+        for (int d = 0; d < 2; d++) {
+            const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+            char err[512];
+            segc_model *m = family_model(variants[v], 5, err, sizeof err, "output_stride", v ? "16" : "8",
+                                         "stem_channels", "8", "base_channels", "4", "channels", "16",
+                                         "c1_channels", "8", "aux_channels", "8", "dropout", "0.1", NULL);
+            if (!m) fail_msg("%s", err);
+            segc_model_init(m, 3);
+            float *init = malloc((size_t)m->params.total * sizeof(float));
+            memcpy(init, m->params.data, (size_t)m->params.total * sizeof(float));
+            step_result kept = one_step(m, init, false, dt), freed = one_step(m, init, true, dt);
+            printf("  %s %s: loss %.6f, step arena peak %.2f MiB kept, %.2f MiB with free_activations\n", variants[v],
+                   segc_dtype_name(dt), kept.loss, kept.high / 1048576.0, freed.high / 1048576.0);
+            assert_true(kept.loss == freed.loss);
+            assert_memory_equal(kept.grad, freed.grad, (size_t)m->params.total * sizeof(float));
+            assert_memory_equal(kept.stats, freed.stats, (size_t)m->params.total * sizeof(float));
+            assert_true(freed.high < kept.high);
+            free(kept.grad), free(kept.stats), free(freed.grad), free(freed.stats), free(init);
+            segc_model_free(m);
+        }
+}
+
 /* ---- bitwise resume of a tiny run on CamVid ---- */
 /* stopped after 1, 2 and 3 iterations, each time resumed, then run to the end: bitwise the
  * weights, BN statistics and SGD momentum of an uninterrupted run (Dropout2d draws included) */
@@ -517,6 +575,7 @@ int main(void) {
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_loss_variants),
         cmocka_unit_test(test_bf16_forward),
+        cmocka_unit_test(test_free_activations_exact),
         cmocka_unit_test(test_resume_exact),
     };
     return cmocka_run_group_tests_name("deeplab", tests, setup, teardown);

@@ -40,6 +40,8 @@ typedef struct segc_tensor {
     float *grad;         /* f32, same numel; NULL until a gradient flows */
     bool requires_grad;
     bool is_param;       /* grad lives in a persistent buffer, never arena */
+    bool owns_data;      /* data is this tensor's own step-arena allocation (not a view, wrap or parameter) */
+    struct segc_node *producer;   /* the node that recorded this tensor as its output (NULL: none) */
     const char *name;    /* optional; parameters carry their checkpoint name */
 } segc_tensor;
 
@@ -143,6 +145,9 @@ typedef void (*segc_backward_fn)(segc_ctx *ctx, segc_node *node);
 struct segc_node {
     const char *op;
     segc_backward_fn backward;
+    /* recomputes out->data from the inputs and saved state, bitwise as the forward did (NULL:
+     * the op cannot); what lets segc_release_recompute drop an activation until backward */
+    void (*refill)(segc_ctx *ctx, segc_node *node);
     segc_tensor *out;
     segc_tensor *in[SEGC_MAX_INPUTS];
     int n_in;
@@ -174,6 +179,10 @@ struct segc_ctx {
     bool check_finite;      /* ops verify outputs are finite (slow; debugging) */
     bool retain_grads;      /* keep non-leaf gradients after backward (tests, debugging); off:
                              * their buffers are recycled as soon as they are consumed */
+    bool free_activations;  /* backward hands an activation's memory to later gradient buffers
+                             * once its producer has run (nothing reads it after that), as PyTorch
+                             * frees saved tensors; the caller then reads no non-leaf tensor's data
+                             * after backward (the trainer and benchmarks; off by default) */
     segc_rng rng;
     int num_threads;
     char err[512];
@@ -273,6 +282,20 @@ float *segc_grad_buffer(segc_ctx *ctx, int64_t numel, bool zero);
  * valid and unchanged until segc_backward_from returns; segc never writes it. */
 bool segc_backward(segc_ctx *ctx, segc_tensor *scalar_loss);
 bool segc_backward_from(segc_ctx *ctx, segc_tensor *out, const float *grad_out);
+/* Activation memory (only with ctx->free_activations; otherwise both do nothing). The caller
+ * promises t is read by nothing recorded after this call except ops that take t itself (not a
+ * view of it) as an input.
+ * segc_release_recompute: t's memory serves later tensors and gradients now; backward
+ * recomputes t (its producer's refill) just before the first node that needs it, and releases
+ * it again after its producer has run. Nothing happens when t's producer cannot refill.
+ * segc_release_dead: no backward function reads t's data at all (e.g. resize's output feeding a
+ * concat): its memory is released for good and t->data becomes NULL. */
+void segc_release_recompute(segc_ctx *ctx, segc_tensor *t);
+void segc_release_dead(segc_ctx *ctx, segc_tensor *t);
+/* free_activations: bytes for a new step tensor from the released/recycled buffers when one
+ * fits, else from the arena (NULL when off or too small: the caller takes arena memory) */
+void *segc_activation_buffer(segc_ctx *ctx, size_t bytes);
+
 /* Scoped no-grad */
 bool segc_set_grad_enabled(segc_ctx *ctx, bool on);  /* returns previous */
 

@@ -54,6 +54,7 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
     nd->op = op;
     nd->backward = bw;
     nd->out = out;
+    out->producer = nd;
     nd->n_in = n_in < SEGC_MAX_INPUTS ? n_in : SEGC_MAX_INPUTS;
     for (int i = 0; i < nd->n_in; i++) nd->in[i] = ins[i];
     nd->saved = saved;
@@ -76,32 +77,99 @@ segc_node *segc_record(segc_ctx *c, const char *op, segc_backward_fn bw, segc_te
     return nd;
 }
 
-float *segc_grad_buffer(segc_ctx *c, int64_t numel, bool zero) {
-    size_t need = (size_t)(numel > 0 ? numel : 1) * sizeof(float);
+/* ---- recycled step buffers: gradients, and with free_activations released activations ----
+ * Blocks are step-arena memory with an in-use flag; a request takes the smallest free block that
+ * fits (deterministic), else bumps the arena and registers the new block. */
+
+/* every block is tracked, however wide the graph: an untracked block could never be reused, so a
+ * graph past a fixed table size would keep all its later buffers alive at once */
+static bool pool_track(segc_ctx *c, void *p, size_t cap, bool in_use) {
+    if (c->n_grad_blocks == c->cap_grad_blocks) {
+        int cap_n = c->cap_grad_blocks ? 2 * c->cap_grad_blocks : 1024;
+        segc_grad_block *nb = realloc(c->grad_blocks, (size_t)cap_n * sizeof *nb);
+        if (!nb) return false;   /* the block still works, it is only not recycled */
+        c->grad_blocks = nb, c->cap_grad_blocks = cap_n;
+    }
+    c->grad_blocks[c->n_grad_blocks++] = (segc_grad_block){p, cap, in_use};
+    return true;
+}
+
+static void *pool_take(segc_ctx *c, size_t need) {
     int best = -1;
-    for (int i = 0; i < c->n_grad_blocks; i++) {   /* smallest free block that fits: deterministic */
+    for (int i = 0; i < c->n_grad_blocks; i++) {
         const segc_grad_block *b = &c->grad_blocks[i];
         if (!b->in_use && b->cap >= need && (best < 0 || b->cap < c->grad_blocks[best].cap)) best = i;
     }
-    float *p;
     if (best >= 0) {
         c->grad_blocks[best].in_use = true;
-        p = c->grad_blocks[best].ptr;
-    } else {
-        p = segc_arena_alloc(&c->arena, need);
-        /* every block is tracked, however wide the graph: an untracked block could never be reused,
-         * so a graph past a fixed table size would keep all its later gradients alive at once */
-        if (c->n_grad_blocks == c->cap_grad_blocks) {
-            int cap = c->cap_grad_blocks ? 2 * c->cap_grad_blocks : 1024;
-            segc_grad_block *nb = realloc(c->grad_blocks, (size_t)cap * sizeof *nb);
-            if (nb) c->grad_blocks = nb, c->cap_grad_blocks = cap;
-        }
-        /* (realloc failed: the block still works, it is only not recycled) */
-        if (c->n_grad_blocks < c->cap_grad_blocks)
-            c->grad_blocks[c->n_grad_blocks++] = (segc_grad_block){p, need, true};
+        return c->grad_blocks[best].ptr;
     }
+    void *p = segc_arena_alloc(&c->arena, need);
+    pool_track(c, p, need, true);
+    return p;
+}
+
+/* p (bytes long) is free for later requests */
+static void pool_release(segc_ctx *c, void *p, size_t bytes) {
+    for (int i = 0; i < c->n_grad_blocks; i++)
+        if (c->grad_blocks[i].ptr == p) { c->grad_blocks[i].in_use = false; return; }
+    pool_track(c, p, bytes, false);
+}
+
+float *segc_grad_buffer(segc_ctx *c, int64_t numel, bool zero) {
+    size_t need = (size_t)(numel > 0 ? numel : 1) * sizeof(float);
+    float *p = pool_take(c, need);
     if (zero) memset(p, 0, need);
     return p;
+}
+
+/* activations below this stay plain arena allocations (the block list stays short) */
+#define ACTIVATION_POOL_MIN ((size_t)64 << 10)
+
+void *segc_activation_buffer(segc_ctx *c, size_t bytes) {
+    if (!c->free_activations || !c->grad_enabled || bytes < ACTIVATION_POOL_MIN) return NULL;
+    return pool_take(c, (bytes + sizeof(float) - 1) / sizeof(float) * sizeof(float));
+}
+
+/* t's memory back to the pool; false when it is not t's own */
+static bool release_data(segc_ctx *c, segc_tensor *t) {
+    if (!t || !t->owns_data || t->is_param || !t->data) return false;
+    const size_t bytes = segc_nbytes(t) / sizeof(float) * sizeof(float);
+    if (bytes < ACTIVATION_POOL_MIN) return false;
+    pool_release(c, t->data, bytes);
+    t->owns_data = false;
+    return true;
+}
+
+void segc_release_recompute(segc_ctx *c, segc_tensor *t) {
+    if (!c->free_activations || !t || !t->producer || !t->producer->refill || t->producer->out != t) return;
+    if (release_data(c, t)) t->data = NULL;
+}
+
+void segc_release_dead(segc_ctx *c, segc_tensor *t) {
+    if (!c->free_activations) return;
+    if (release_data(c, t)) t->data = NULL, t->producer = NULL;   /* never recomputed */
+}
+
+/* free_activations: once the producer of nd->out has run, every node that could read its data
+ * (its consumers, recorded later) has run before it, so its memory joins the pool. Not when an
+ * input shares the data (an in-place op: the input's producer still reads it), nor for views,
+ * wraps and parameters, which do not own theirs. */
+static void release_after_backward(segc_ctx *c, const segc_node *nd) {
+    for (int k = 0; k < nd->n_in; k++)
+        if (nd->in[k] && nd->in[k]->data == nd->out->data) return;
+    release_data(c, nd->out);
+}
+
+/* inputs of nd that segc_release_recompute dropped are recomputed before nd's backward reads them */
+static void refill_inputs(segc_ctx *c, segc_node *nd) {
+    for (int k = 0; k < nd->n_in; k++) {
+        segc_tensor *t = nd->in[k];
+        if (!t || t->data || !t->producer || !t->producer->refill) continue;
+        t->data = pool_take(c, (segc_nbytes(t) + sizeof(float) - 1) / sizeof(float) * sizeof(float));
+        t->owns_data = true;
+        t->producer->refill(c, t->producer);
+    }
 }
 
 /* the producer of nd->out has run: its gradient buffer can serve later gradients,
@@ -145,12 +213,14 @@ static void check_input_grads(segc_ctx *c, const segc_node *nd) {
 static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
         if (!nd->out->grad) {  /* no gradient reached this node */
+            if (c->free_activations) release_after_backward(c, nd);
             if (c->node_hook) c->node_hook(c->node_hook_user, nd);
             continue;
         }
         double t0 = c->profile ? segc_now_s() : 0;
         size_t used0 = c->arena.used_total;
         segc_prof_span ps = segc_prof_op_enter_(c, nd->op, SEGC_PROF_BACKWARD);
+        refill_inputs(c, nd);
         nd->backward(c, nd);
         segc_prof_op_leave_(&ps);
         if (c->profile) {
@@ -161,6 +231,7 @@ static bool run_tape(segc_ctx *c) {
         if (c->check_finite) check_input_grads(c, nd);
         if (c->has_err) return false;
         release_out_grad(c, nd);
+        if (c->free_activations) release_after_backward(c, nd);
         if (c->node_hook) c->node_hook(c->node_hook_user, nd);
     }
     /* the graph is consumed (PyTorch's retain_graph=False): a later backward in the same step

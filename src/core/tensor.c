@@ -151,12 +151,19 @@ static segc_tensor *tensor_header(segc_ctx *c, segc_dtype dt, int ndim, const in
 }
 segc_tensor *segc_tensor_new(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape) {
     segc_tensor *t = tensor_header(c, dt, ndim, shape);
-    if (t) t->data = segc_arena_alloc(&c->arena, segc_nbytes(t));
+    if (!t) return NULL;
+    t->data = segc_activation_buffer(c, segc_nbytes(t));
+    if (!t->data) t->data = segc_arena_alloc(&c->arena, segc_nbytes(t));
+    t->owns_data = true;
     return t;
 }
 segc_tensor *segc_tensor_zeros(segc_ctx *c, segc_dtype dt, int ndim, const int64_t *shape) {
     segc_tensor *t = tensor_header(c, dt, ndim, shape);
-    if (t) t->data = segc_arena_calloc(&c->arena, segc_nbytes(t));
+    if (!t) return NULL;
+    t->data = segc_activation_buffer(c, segc_nbytes(t));
+    if (t->data) memset(t->data, 0, segc_nbytes(t));
+    else t->data = segc_arena_calloc(&c->arena, segc_nbytes(t));
+    t->owns_data = true;
     return t;
 }
 segc_tensor *segc_tensor_like(segc_ctx *c, const segc_tensor *t) { return segc_tensor_new(c, t->dtype, t->ndim, t->shape); }

@@ -147,8 +147,30 @@ static segc_tensor *cm_fwd(segc_ctx *ctx, const segc_conv_module *cm, segc_tenso
     return segc_batchnorm_relu_layer_fwd(ctx, &cm->bn, segc_conv_layer_fwd(ctx, &cm->conv, x));
 }
 
+/* With ctx->free_activations (core.h) the depthwise half's output, read by the pointwise conv
+ * alone, is recomputed in backward instead of kept. */
 static segc_tensor *sep_fwd(segc_ctx *ctx, const segc_sep_module *s, segc_tensor *x) {
-    return cm_fwd(ctx, &s->pw, cm_fwd(ctx, &s->dw, x));
+    segc_tensor *d = cm_fwd(ctx, &s->dw, x), *y = cm_fwd(ctx, &s->pw, d);
+    segc_release_recompute(ctx, d);
+    return y;
+}
+
+/* concat of n tensors that nothing else reads; no backward reads them either (concat and the
+ * producers here, resize and relu(bn(.)), need only gradients and their own inputs), so with
+ * ctx->free_activations their memory goes back at once */
+static segc_tensor *concat_consumed(segc_ctx *ctx, segc_tensor **parts, int n) {
+    segc_tensor *y = segc_concat(ctx, parts, n, 1);
+    for (int i = 0; i < n && y; i++) segc_release_dead(ctx, parts[i]);
+    return y;
+}
+
+/* the classifier on dropout2d(x); x feeds nothing else */
+static segc_tensor *classify(segc_ctx *ctx, const segc_conv_layer *seg, segc_tensor *x, float p) {
+    segc_tensor *d = segc_deeplab_dropout2d(ctx, x, p), *y = d ? segc_conv_layer_fwd(ctx, seg, d) : NULL;
+    /* dropout's product reads only its mask in backward; without dropout the conv reads x */
+    if (d && d != x) segc_release_dead(ctx, x);
+    else if (d) segc_release_recompute(ctx, x);
+    return y;
 }
 
 segc_tensor *segc_deeplab_dropout2d(segc_ctx *ctx, segc_tensor *x, float p) {
@@ -197,17 +219,19 @@ int segc_deeplab_forward(segc_ctx *ctx, const segc_deeplab *m, segc_tensor *imag
     for (int i = 0; i < 3; i++) br[2 + i] = sep_fwd(ctx, &m->aspp[i], x);
     for (int i = 0; i < 5; i++)
         if (!br[i]) return 0;
-    segc_tensor *y = cm_fwd(ctx, &m->bottleneck, segc_concat(ctx, br, 5, 1));
+    segc_tensor *y = cm_fwd(ctx, &m->bottleneck, concat_consumed(ctx, br, 5));
     segc_tensor *c1 = cm_fwd(ctx, &m->c1, f[0]);
     if (!y || !c1) return 0;
     segc_tensor *cat[2] = {segc_resize_bilinear(ctx, y, (int)c1->shape[2], (int)c1->shape[3], ac), c1};
     if (!cat[0]) return 0;
-    y = sep_fwd(ctx, &m->sep[1], sep_fwd(ctx, &m->sep[0], segc_concat(ctx, cat, 2, 1)));
-    maps[0] = segc_conv_layer_fwd(ctx, &m->conv_seg, segc_deeplab_dropout2d(ctx, y, m->cfg.dropout));
+    segc_release_dead(ctx, y);   /* bilinear resize's backward reads no input */
+    segc_tensor *s0 = sep_fwd(ctx, &m->sep[0], concat_consumed(ctx, cat, 2));
+    y = sep_fwd(ctx, &m->sep[1], s0);
+    segc_release_recompute(ctx, s0);
+    maps[0] = classify(ctx, &m->conv_seg, y, m->cfg.dropout);
     if (!maps[0]) return 0;
     if (!ctx->training || !m->cfg.aux_head) return 1;
-    segc_tensor *a = cm_fwd(ctx, &m->aux_conv, f[2]);
-    maps[1] = segc_conv_layer_fwd(ctx, &m->aux_seg, segc_deeplab_dropout2d(ctx, a, m->cfg.dropout));
+    maps[1] = classify(ctx, &m->aux_seg, cm_fwd(ctx, &m->aux_conv, f[2]), m->cfg.dropout);
     return maps[1] ? 2 : 0;
 }
 

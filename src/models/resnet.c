@@ -235,14 +235,23 @@ static segc_tensor *conv_bn(segc_ctx *ctx, const segc_conv_layer *c, const segc_
     return (relu ? segc_batchnorm_relu_layer_fwd : segc_batchnorm_layer_fwd)(ctx, bn, segc_conv_layer_fwd(ctx, c, x));
 }
 
+/* A block's inner relu(bn(.)) outputs feed one convolution each: with ctx->free_activations their
+ * memory is released after it and recomputed in backward (core.h), which saves the step a copy of
+ * every inner activation for one more elementwise pass. */
 static segc_tensor *block_fwd(segc_ctx *ctx, const segc_resnet *r, const segc_resnet_block *b, segc_tensor *x) {
     segc_tensor *y = conv_bn(ctx, &b->conv1, &b->bn1, x, true);
-    if (r->bottleneck) y = conv_bn(ctx, &b->conv2, &b->bn2, y, true);
+    if (r->bottleneck) {
+        segc_tensor *y1 = y;
+        y = conv_bn(ctx, &b->conv2, &b->bn2, y1, true);
+        segc_release_recompute(ctx, y1);
+    }
     segc_tensor *id = b->has_down ? conv_bn(ctx, &b->down, &b->down_bn, x, false) : x;
     const segc_conv_layer *last = r->bottleneck ? &b->conv3 : &b->conv2;
     const segc_batchnorm_layer *last_bn = r->bottleneck ? &b->bn3 : &b->bn2;
+    segc_tensor *c = segc_conv_layer_fwd(ctx, last, y);
+    segc_release_recompute(ctx, y);
     /* relu(bn(conv(y)) + id) in one op: the normalised values are never stored */
-    return segc_batchnorm_add_relu_layer_fwd(ctx, last_bn, segc_conv_layer_fwd(ctx, last, y), id);
+    return segc_batchnorm_add_relu_layer_fwd(ctx, last_bn, c, id);
 }
 
 bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, segc_tensor *outs[4]) {
@@ -254,7 +263,11 @@ bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, se
                        segc_shape_str(x, sb, sizeof sb));
         return false;
     }
-    for (int i = 0; i < r->n_stem; i++) x = conv_bn(ctx, &r->stem_conv[i], &r->stem_bn[i], x, true);
+    for (int i = 0; i < r->n_stem; i++) {
+        segc_tensor *in = x;
+        x = conv_bn(ctx, &r->stem_conv[i], &r->stem_bn[i], in, true);
+        if (i > 0) segc_release_recompute(ctx, in);   /* the deep stem's inner outputs, as in the blocks */
+    }
     x = x ? segc_max_pool2d(ctx, x, 3, 3, 2, 2, 1, 1, false) : NULL;
     for (int s = 0; s < n_stages(&r->cfg); s++) {
         for (int j = 0; j < r->n_blocks[s] && x; j++) x = block_fwd(ctx, r, &r->blocks[s][j], x);

@@ -592,7 +592,9 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     segc_arena_rewind(&ctx->arena, mark);   /* the blocked input, output and weights, an f32 bias copy */
     if (!ok) return NULL;
     if (grad) {
-        *s = (conv_saved){.k = k, .op = op, .xb = keep_xb || xb == x->data ? xb : NULL, .wb = keep_wb ? wb : NULL};
+        /* x->data itself is not kept: backward reads it from the input then (segc_release_recompute
+         * may have moved it) */
+        *s = (conv_saved){.k = k, .op = op, .xb = keep_xb && xb != x->data ? xb : NULL, .wb = keep_wb ? wb : NULL};
         segc_record(ctx, op, conv_backward, y, ins, n_in, s);
     }
     return y;

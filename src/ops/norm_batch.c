@@ -189,6 +189,39 @@ static void bn_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t N, int64_
 
 static inline float round_bf16(float v) { return segc_bf16_to_f32(segc_f32_to_bf16(v)); }
 
+/* relu(bn(x)) of one block: the forward's expression, which the refill repeats bit for bit */
+static inline void bn_relu_block(const float *xp, float *restrict yp, int64_t len, float m, float ml, float ka, float kb) {
+#pragma omp simd
+    for (int64_t i = 0; i < len; i++) {
+        float v = fmaf((xp[i] - m) - ml, ka, kb);
+        yp[i] = v > 0.0f ? v : 0.0f;
+    }
+}
+
+/* batch_norm_relu's output again from x and the saved statistics (segc_release_recompute) */
+static void bn_relu_refill(segc_ctx *ctx, segc_node *nd) {
+    const bn_saved *sv = nd->saved;
+    const segc_tensor *x = nd->in[0];
+    segc_tensor *y = nd->out;
+    const int64_t N = sv->N, C = sv->C, S = sv->S;
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    float *scratch = x->dtype == SEGC_BF16
+                         ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * 2 * BN_BLOCK) * sizeof(float))
+                         : NULL;
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * 2 * BN_BLOCK : NULL;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
+                bn_relu_block(nl_load(x, off, len, sc), yp, len, sv->mean[c], sv->mean_lo[c], sv->ka[c], sv->kb[c]);
+                nl_store(y, off, len, yp);
+            }
+    }
+    segc_arena_rewind(&ctx->arena, mark);
+}
+
 /* relu: ReLU after the normalisation; id: relu(bn(x) + id) (a residual block's end) */
 static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_tensor *x, segc_tensor *gamma,
                                segc_tensor *beta, segc_tensor *running_mean, segc_tensor *running_var, float momentum,
@@ -316,11 +349,7 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
                     continue;
                 }
                 if (relu) {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) {
-                        float v = fmaf((xp[i] - m) - ml, ka, kb);
-                        yp[i] = v > 0.0f ? v : 0.0f;
-                    }
+                    bn_relu_block(xp, yp, len, m, ml, ka, kb);
                 } else {
 #pragma omp simd
                     for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
@@ -337,7 +366,10 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
         }
     }
     segc_tensor *ins[4] = {x, gamma, beta, id};
-    if (segc_needs_grad(ctx, ins, id ? 4 : 3)) segc_record(ctx, op, id ? bn_add_relu_backward : bn_backward, y, ins, id ? 4 : 3, sv);
+    if (segc_needs_grad(ctx, ins, id ? 4 : 3)) {
+        segc_node *nd = segc_record(ctx, op, id ? bn_add_relu_backward : bn_backward, y, ins, id ? 4 : 3, sv);
+        if (relu) nd->refill = bn_relu_refill;
+    }
     if (!segc_check_finite_out(ctx, op, y)) return NULL;
     return y;
 }

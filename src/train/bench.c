@@ -160,6 +160,7 @@ static bool train_step(bench_run *r, double *t_s, char *err, size_t errlen) {
     segc_ctx_step_begin(ctx);
     segc_clear_error(ctx);
     ctx->training = true;
+    ctx->free_activations = true;   /* as in training: nothing reads an activation after backward */
     segc_set_grad_enabled(ctx, true);
     segc_model_out out = {0};
     segc_targets t = r->detection ? (batch ? segc_detection_targets(batch) : r->syn_boxes) : (segc_targets){

@@ -135,6 +135,7 @@ static bool micro_pass(segc_recipe *r, segc_ctx *ctx, const view *v, segc_dtype 
                        size_t *peak, bool sync) {
     segc_ctx_step_begin(ctx);
     segc_clear_error(ctx);
+    ctx->free_activations = true;   /* nothing below reads an activation after backward */
     size_t hw0 = ctx->arena.high_water;
     ctx->arena.high_water = 0;
     int64_t per = (int64_t)v->c * v->h * v->w;
