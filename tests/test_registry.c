@@ -85,6 +85,65 @@ static void test_every_family_trains_and_predicts(void **state) {
     }
 }
 
+/* one training step's loss and gradients (copied out) at 2 x C x S x S; detection: two boxes per image */
+static float step_grads(segc_model *m, int C, int S, bool free_acts, float *grad) {
+    segc_ctx *ctx = segc_ctx_new(5);
+    ctx->training = true;
+    ctx->free_activations = free_acts;
+    segc_tensor *x = segc_tensor_new(ctx, SEGC_F32, 4, (int64_t[]){2, C, S, S});
+    segc_rng r;
+    segc_rng_init(&r, 3);
+    segc_rng_fill_normal(&r, segc_f32(x), segc_numel(x), 0, 1);
+    segc_tensor *lab = segc_tensor_new(ctx, SEGC_U8, 3, (int64_t[]){2, S, S});
+    for (int64_t i = 0; i < segc_numel(lab); i++) ((uint8_t *)lab->data)[i] = (uint8_t)(i % 7 == 0 ? 255 : (i / S) % 5);
+    static float bx[2][8];
+    static int32_t bl[2][2] = {{0, 3}, {2, 4}};
+    static const int nb[2] = {2, 2};
+    for (int i = 0; i < 2; i++) {
+        const float b[8] = {0.1f * S, 0.2f * S, 0.6f * S, 0.7f * S, 0.4f * S, 0.1f * S, 0.9f * S, 0.5f * S};
+        memcpy(bx[i], b, sizeof b);
+    }
+    float *boxes[2] = {bx[0], bx[1]};
+    int32_t *labels[2] = {bl[0], bl[1]};
+    segc_targets t = m->family->task == SEGC_TASK_SEGMENTATION
+                         ? (segc_targets){.labels = lab, .ignore_index = 255}
+                         : (segc_targets){.n_images = 2, .n_boxes = nb, .boxes = boxes, .box_labels = labels,
+                                          .img_h = S, .img_w = S};
+    segc_model_out out;
+    if (!segc_model_forward(ctx, m, x, &out)) fail_msg("%s: %s", m->family->type, segc_last_error(ctx));
+    segc_tensor *loss = segc_model_loss(ctx, m, &out, &t);
+    if (!loss) fail_msg("%s: %s", m->family->type, segc_last_error(ctx));
+    float lv = segc_f32(loss)[0];
+    segc_params_zero_grad(&m->params);
+    if (!segc_backward(ctx, loss)) fail_msg("%s: %s", m->family->type, segc_last_error(ctx));
+    memcpy(grad, m->params.grad, (size_t)m->params.total * sizeof(float));
+    segc_ctx_free(ctx);
+    return lv;
+}
+
+/* ctx->free_activations (the trainer's setting: activations released during backward, some
+ * recomputed) changes no bit of any family's loss or gradients */
+static void test_free_activations_change_nothing(void **state) {
+    for (int f = 0; f < segc_model_n_families(); f++) {
+        const segc_model_family *fam = segc_model_family_at(f);
+        const bool det = fam->task != SEGC_TASK_SEGMENTATION;
+        const int C = det ? 3 : 2, S = det ? 300 : 128;
+        segc_model *m = model_from_config(fam->type, 5, C, NULL, 0);
+        segc_model_init(m, 7);
+        float *init = malloc((size_t)m->params.total * sizeof(float));
+        float *g0 = malloc((size_t)m->params.total * sizeof(float)), *g1 = malloc((size_t)m->params.total * sizeof(float));
+        memcpy(init, m->params.data, (size_t)m->params.total * sizeof(float));
+        float l0 = step_grads(m, C, S, false, g0);
+        memcpy(m->params.data, init, (size_t)m->params.total * sizeof(float));   /* batch-norm statistics */
+        float l1 = step_grads(m, C, S, true, g1);
+        printf("  %s: loss %.6f kept, %.6f released\n", fam->type, l0, l1);
+        if (l0 != l1 || memcmp(g0, g1, (size_t)m->params.total * sizeof(float)) != 0)
+            fail_msg("%s: free_activations changed the loss or gradients", fam->type);
+        free(init), free(g0), free(g1);
+        segc_model_free(m);
+    }
+}
+
 static void test_segc_models_lists_every_family(void **state) {
     char cmd[1200], line[512], all[1 << 15] = "";
     snprintf(cmd, sizeof cmd, "%s models", segc_bin);
@@ -164,6 +223,7 @@ int main(int argc, char **argv) {
     snprintf(segc_bin, sizeof segc_bin, "%.1000s/../segc", dir);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_family_trains_and_predicts),
+        cmocka_unit_test(test_free_activations_change_nothing),
         cmocka_unit_test(test_segc_models_lists_every_family),
         cmocka_unit_test(test_checkpoint_of_another_family),
         cmocka_unit_test(test_spec_errors),
