@@ -42,6 +42,8 @@ typedef struct segc_tensor {
     bool is_param;       /* grad lives in a persistent buffer, never arena */
     bool owns_data;      /* data is this tensor's own step-arena allocation (not a view, wrap or parameter) */
     struct segc_node *producer;   /* the node that recorded this tensor as its output (NULL: none) */
+    bool nhwc;           /* channels-last: a 4-D tensor of shape [N, C, H, W] whose data (and gradient) is
+                          * stored [N, H, W, C]; only ops that say so take one (segc_check_float refuses it) */
     const char *name;    /* optional; parameters carry their checkpoint name */
 } segc_tensor;
 
@@ -247,7 +249,9 @@ int segc_edit_distance(const char *a, const char *b);
 /* Validation helpers: return false and set an error naming op/what. */
 bool segc_check_dtype(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, segc_dtype want);
 bool segc_check_ndim(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t, int ndim);
-bool segc_check_float(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t); /* f32 or bf16 */
+bool segc_check_float(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t); /* f32 or bf16, NCHW */
+/* f32 or bf16 in either layout, for the ops that take channels-last tensors too */
+bool segc_check_float_any_layout(segc_ctx *ctx, const char *op, const char *what, const segc_tensor *t);
 /* if ctx->check_finite, scan t and set an error when it has NaN/Inf */
 bool segc_check_finite_out(segc_ctx *ctx, const char *op, const segc_tensor *t);
 

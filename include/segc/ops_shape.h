@@ -16,6 +16,11 @@ segc_tensor *segc_flatten(segc_ctx *ctx, segc_tensor *x, int start_dim, int end_
 
 /* Output dim i is input dim perm[i] (perm has x->ndim entries). */
 segc_tensor *segc_permute(segc_ctx *ctx, segc_tensor *x, const int *perm);
+/* Channels-last (core.h: segc_tensor.nhwc): x [N, C, H, W] stored NHWC, and back; the shape is
+ * unchanged, the data moves once, gradients flow through. A tensor already in the asked layout
+ * is returned as it is. */
+segc_tensor *segc_to_channels_last(segc_ctx *ctx, segc_tensor *x);
+segc_tensor *segc_to_channels_first(segc_ctx *ctx, segc_tensor *x);
 segc_tensor *segc_transpose(segc_ctx *ctx, segc_tensor *x, int d0, int d1);
 
 /* Concatenate n tensors (same dtype, same shape except dim; pieces of size 0

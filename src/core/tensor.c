@@ -116,9 +116,16 @@ bool segc_check_ndim(segc_ctx *c, const char *op, const char *what, const segc_t
     segc_set_error(c, "%s: %s must be %d-D, found %d-D %s", op, what, ndim, t->ndim, segc_shape_str(t, b, sizeof b));
     return false;
 }
-bool segc_check_float(segc_ctx *c, const char *op, const char *what, const segc_tensor *t) {
+bool segc_check_float_any_layout(segc_ctx *c, const char *op, const char *what, const segc_tensor *t) {
     if (t->dtype == SEGC_F32 || t->dtype == SEGC_BF16) return true;
     segc_set_error(c, "%s: %s must be f32 or bf16, found %s", op, what, segc_dtype_name(t->dtype));
+    return false;
+}
+bool segc_check_float(segc_ctx *c, const char *op, const char *what, const segc_tensor *t) {
+    if (!segc_check_float_any_layout(c, op, what, t)) return false;
+    if (!t->nhwc) return true;
+    segc_set_error(c, "%s: %s is channels-last (NHWC), which %s does not take; convert it with segc_to_channels_first",
+                   op, what, op);
     return false;
 }
 bool segc_check_finite_out(segc_ctx *c, const char *op, const segc_tensor *t) {

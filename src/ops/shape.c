@@ -58,6 +58,10 @@ static void view_backward(segc_ctx *ctx, segc_node *nd) {
 
 static segc_tensor *make_view(segc_ctx *ctx, const char *op, segc_tensor *x, int ndim, const int64_t *shape) {
     SEGC_PROF_OP(ctx, op);
+    if (x->nhwc) {   /* its element order is not the shape's */
+        segc_set_error(ctx, "%s: x is channels-last (NHWC); convert it with segc_to_channels_first first", op);
+        return NULL;
+    }
     segc_tensor *y = segc_tensor_wrap(ctx, x->dtype, ndim, shape, x->data);
     if (y && is_float(x) && segc_needs_grad(ctx, &x, 1)) segc_record(ctx, op, view_backward, y, &x, 1, NULL);
     return y;
@@ -341,6 +345,10 @@ static void permute_backward(segc_ctx *ctx, segc_node *nd) {
 segc_tensor *segc_permute(segc_ctx *ctx, segc_tensor *x, const int *perm) {
     SEGC_PROF_OP(ctx, "permute");
     if (!x) return NULL;
+    if (x->nhwc) {
+        segc_set_error(ctx, "permute: x is channels-last (NHWC); convert it with segc_to_channels_first first");
+        return NULL;
+    }
     char b[96];
     bool seen[SEGC_MAX_DIMS] = {false}, ok = perm != NULL || x->ndim == 0;
     for (int i = 0; ok && i < x->ndim; i++) {
@@ -743,4 +751,31 @@ segc_tensor *segc_pad(segc_ctx *ctx, segc_tensor *x, const int *pads, int n_pads
     }
     if (is_float(x) && segc_needs_grad(ctx, &x, 1)) segc_record(ctx, "pad", pad_backward, y, &x, 1, sv);
     return y;
+}
+
+/* ------------------------------------------------------------ channels-last */
+
+/* y: x's data relabelled (shape, layout), its gradient handed back unchanged */
+static segc_tensor *relabel(segc_ctx *ctx, const char *op, segc_tensor *x, const int64_t *shape, bool nhwc) {
+    segc_tensor *y = segc_tensor_wrap(ctx, x->dtype, 4, shape, x->data);
+    if (!y) return NULL;
+    y->nhwc = nhwc;
+    if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, op, view_backward, y, &x, 1, NULL);
+    return y;
+}
+
+segc_tensor *segc_to_channels_last(segc_ctx *ctx, segc_tensor *x) {
+    if (!x) return NULL;
+    if (x->nhwc) return x;
+    if (!segc_check_float(ctx, "to_channels_last", "x", x) || !segc_check_ndim(ctx, "to_channels_last", "x", x, 4))
+        return NULL;
+    segc_tensor *p = segc_permute(ctx, x, (const int[]){0, 2, 3, 1});
+    return p ? relabel(ctx, "to_channels_last", p, x->shape, true) : NULL;
+}
+
+segc_tensor *segc_to_channels_first(segc_ctx *ctx, segc_tensor *x) {
+    if (!x || !x->nhwc) return x;
+    segc_tensor *v = relabel(ctx, "to_channels_first", x, (const int64_t[]){x->shape[0], x->shape[2], x->shape[3], x->shape[1]},
+                             false);
+    return v ? segc_permute(ctx, v, (const int[]){0, 3, 1, 2}) : NULL;
 }
