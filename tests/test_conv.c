@@ -362,6 +362,79 @@ static void test_determinism(void **state) {
 /* train.conv_algo: Winograd (where oneDNN has it: AVX-512) agrees with direct to
  * f32 rounding of its transforms in the output and all three gradients, and is
  * deterministic; without a kernel for it the direct primitive runs, bit for bit */
+/* channels-last (x stored NHWC): the same convolution, max pooling and gradients as NCHW, within
+ * rounding, for plain, strided, dilated, grouped/depthwise, transposed and activation-fused cases */
+static void conv_nhwc_case(segc_dtype dt, int64_t C, int64_t O, int k, int s, int pad, int dil, int groups, bool transposed,
+                           segc_act act) {
+    segc_ctx *ctx = segc_ctx_new(1);
+    const int64_t N = 2, H = 11, W = 9;
+    segc_tensor *x = t_uniform(ctx, 4, SHAPE(N, C, H, W), -1, 1, true);
+    segc_tensor *w = transposed ? t_uniform(ctx, 4, SHAPE(C, O / groups, k, k), -0.5f, 0.5f, true)
+                                : t_uniform(ctx, 4, SHAPE(O, C / groups, k, k), -0.5f, 0.5f, true);
+    segc_tensor *b = t_uniform(ctx, 1, SHAPE(O), -0.5f, 0.5f, true);
+    segc_conv_params p = segc_conv_params_default();
+    p.stride[0] = p.stride[1] = s, p.pad[0] = p.pad[1] = pad, p.dilation[0] = p.dilation[1] = dil, p.groups = groups;
+    p.act = act;
+    segc_tensor *(*conv)(segc_ctx *, segc_tensor *, segc_tensor *, segc_tensor *, const segc_conv_params *) =
+        transposed ? segc_conv_transpose2d : segc_conv2d;
+    segc_tensor *y[2], *pooled[2];
+    float *g[2][3];
+    for (int m = 0; m < 2; m++) {   /* (each backward consumes its graph: the casts are made anew) */
+        segc_tensor *xin = dt == SEGC_BF16 ? segc_cast(ctx, x, SEGC_BF16) : x;
+        segc_tensor *wi = dt == SEGC_BF16 ? segc_cast(ctx, w, SEGC_BF16) : w;
+        segc_tensor *xi = m ? segc_to_channels_last(ctx, xin) : xin;
+        segc_tensor *yi = conv(ctx, xi, wi, b, &p);
+        if (!yi) fail_msg("%s", segc_last_error(ctx));
+        assert_int_equal(yi->nhwc, m);
+        segc_tensor *pi = segc_max_pool2d(ctx, yi, 3, 3, 2, 2, 1, 1, false);
+        if (!pi) fail_msg("%s", segc_last_error(ctx));
+        assert_int_equal(pi->nhwc, m);
+        y[m] = segc_cast(ctx, segc_to_channels_first(ctx, yi), SEGC_F32);
+        pooled[m] = segc_cast(ctx, segc_to_channels_first(ctx, pi), SEGC_F32);
+        segc_tensor *r1 = segc_tensor_new(ctx, SEGC_F32, 4, y[m]->shape), *r2 = segc_tensor_new(ctx, SEGC_F32, 4, pooled[m]->shape);
+        for (int64_t i = 0; i < segc_numel(r1); i++) segc_f32(r1)[i] = (float)((i * 7) % 13) / 13.0f - 0.4f;
+        for (int64_t i = 0; i < segc_numel(r2); i++) segc_f32(r2)[i] = (float)((i * 5) % 11) / 11.0f - 0.3f;
+        segc_tensor *l = segc_add(ctx, segc_sum(ctx, segc_mul(ctx, y[m], r1), NULL, 0, false),
+                                  segc_sum(ctx, segc_mul(ctx, pooled[m], r2), NULL, 0, false));
+        x->grad = w->grad = b->grad = NULL;
+        assert_true(segc_backward(ctx, l));
+        segc_tensor *ts[3] = {x, w, b};
+        for (int t = 0; t < 3; t++) {
+            if (!ts[t]->grad) fail_msg("mode %d: no gradient for input %d", m, t);
+            g[m][t] = segc_arena_alloc(&ctx->arena, segc_numel(ts[t]) * sizeof(float));
+            memcpy(g[m][t], ts[t]->grad, segc_numel(ts[t]) * sizeof(float));
+        }
+    }
+    const double tol = dt == SEGC_BF16 ? 1e-2 : 1e-5;
+    bool ok = fx_close_norm("nhwc conv output", segc_f32(y[1]), segc_f32(y[0]), segc_numel(y[0]), 0, tol);
+    ok &= fx_close_norm("nhwc max pool output", segc_f32(pooled[1]), segc_f32(pooled[0]), segc_numel(pooled[0]), 0, tol);
+    ok &= fx_close_norm("nhwc dx", g[1][0], g[0][0], segc_numel(x), 0, tol);
+    ok &= fx_close_norm("nhwc dw", g[1][1], g[0][1], segc_numel(w), 0, tol);
+    ok &= fx_close_norm("nhwc db", g[1][2], g[0][2], segc_numel(b), 0, tol);
+    assert_true(ok);
+    segc_ctx_free(ctx);
+}
+
+static void test_channels_last(void **state) {
+    for (int d = 0; d < 2; d++) {
+        const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+        conv_nhwc_case(dt, 16, 32, 3, 1, 1, 1, 1, false, SEGC_ACT_NONE);
+        conv_nhwc_case(dt, 16, 32, 1, 1, 0, 1, 1, false, SEGC_ACT_RELU);
+        conv_nhwc_case(dt, 8, 16, 3, 2, 1, 1, 1, false, SEGC_ACT_NONE);
+        conv_nhwc_case(dt, 16, 16, 3, 1, 2, 2, 1, false, SEGC_ACT_NONE);
+        conv_nhwc_case(dt, 16, 16, 3, 1, 1, 1, 16, false, SEGC_ACT_NONE);   /* depthwise */
+        conv_nhwc_case(dt, 16, 8, 2, 2, 0, 1, 1, true, SEGC_ACT_NONE);      /* transposed */
+    }
+    /* ops without a channels-last kernel refuse it */
+    segc_ctx *ctx = segc_ctx_new(1);
+    segc_tensor *x = segc_to_channels_last(ctx, t_uniform(ctx, 4, SHAPE(1, 4, 5, 5), -1, 1, false));
+    assert_null(segc_avg_pool2d(ctx, x, 2, 2, 2, 2, 0, 0, false, true));
+    assert_non_null(strstr(segc_last_error(ctx), "channels-last"));
+    assert_null(segc_reshape(ctx, x, 2, SHAPE(4, 25)));
+    assert_non_null(strstr(segc_last_error(ctx), "channels-last"));
+    segc_ctx_free(ctx);
+}
+
 static void test_winograd_vs_direct(void **state) {
     segc_conv_set_algo(SEGC_CONV_ALGO_DIRECT);
     run_out d = run_conv(32, 1, 2, SEGC_F32);
@@ -495,6 +568,7 @@ int main(void) {
         cmocka_unit_test(test_pool_errors),          cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_grad_accumulates),     cmocka_unit_test(test_bf16_bias_dtypes),
         cmocka_unit_test(test_steady_state_arena),   cmocka_unit_test(test_winograd_vs_direct),
+        cmocka_unit_test(test_channels_last),
     };
     return cmocka_run_group_tests_name("conv", tests, setup, teardown);
 }

@@ -71,11 +71,16 @@ static dnnl_memory_desc_t md_tag(int nd, const int64_t *dims, dnnl_data_type_t d
     dnnl_memory_desc_init_by_tag(&md, nd, d, dt, tag);
     return md;
 }
+/* activations: NCHW (oneDNN picks its own layout for `any`, segc reorders), or channels-last,
+ * which oneDNN's kernels take as it is (never `any`: that would bring the reorders back) */
+static dnnl_format_tag_t act_tag(const conv_key *k, bool any) {
+    return k->nhwc ? dnnl_nhwc : any ? dnnl_format_tag_any : dnnl_nchw;
+}
 static dnnl_memory_desc_t src_md(const conv_key *k, dnnl_data_type_t dt, bool any) {
-    return md_tag(4, (int64_t[]){k->n, k->ic, k->ih, k->iw}, dt, any ? dnnl_format_tag_any : dnnl_nchw);
+    return md_tag(4, (int64_t[]){k->n, k->ic, k->ih, k->iw}, dt, act_tag(k, any));
 }
 static dnnl_memory_desc_t dst_md(const conv_key *k, dnnl_data_type_t dt, bool any) {
-    return md_tag(4, (int64_t[]){k->n, k->oc, k->oh, k->ow}, dt, any ? dnnl_format_tag_any : dnnl_nchw);
+    return md_tag(4, (int64_t[]){k->n, k->oc, k->oh, k->ow}, dt, act_tag(k, any));
 }
 /* oneDNN weight dims are (g,) oc/g, ic/g, kh, kw for both directions; PyTorch
  * stores conv weights o,i order and transposed-conv weights i,o order */
@@ -301,9 +306,13 @@ static float *grad_buffer(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
 static bool fill_key(segc_ctx *ctx, const char *op, bool transposed, const segc_tensor *x, const segc_tensor *w,
                      const segc_tensor *b, const segc_conv_params *p, conv_key *k) {
     char bx[96], bw[96], bb[96];
-    if (!segc_check_float(ctx, op, "x", x) || !segc_check_ndim(ctx, op, "x", x, 4) ||
+    if (!segc_check_float_any_layout(ctx, op, "x", x) || !segc_check_ndim(ctx, op, "x", x, 4) ||
         !segc_check_ndim(ctx, op, "w", w, 4))
         return false;
+    if (w->nhwc) {
+        segc_set_error(ctx, "%s: w must be in PyTorch's layout, found a channels-last tensor", op);
+        return false;
+    }
     if (w->dtype != x->dtype) {
         segc_set_error(ctx, "%s: w must have x's dtype %s, found %s", op, segc_dtype_name(x->dtype),
                        segc_dtype_name(w->dtype));
@@ -406,8 +415,11 @@ static bool fill_key(segc_ctx *ctx, const char *op, bool transposed, const segc_
     }
     k->oh = out[0];
     k->ow = out[1];
+    k->nhwc = x->nhwc;
+    /* oneDNN's Winograd kernels take blocked layouts only */
     k->wino = segc_conv_get_algo() != SEGC_CONV_ALGO_DIRECT && !transposed && g == 1 && k->kh == 3 && k->kw == 3 &&
-              k->stride[0] == 1 && k->stride[1] == 1 && k->dil[0] == 1 && k->dil[1] == 1 && x->dtype == SEGC_F32;
+              k->stride[0] == 1 && k->stride[1] == 1 && k->dil[0] == 1 && k->dil[1] == 1 && x->dtype == SEGC_F32 &&
+              !k->nhwc;
     if (b && b->shape[0] != k->oc) {
         segc_set_error(ctx, "%s: b must be [%lld] (output channels), found %s", op, (long long)k->oc,
                        segc_shape_str(b, bb, sizeof bb));
@@ -436,7 +448,16 @@ const float *segc_conv_act_backward(segc_ctx *ctx, const conv_key *k, const segc
 }
 
 /* db[o] += sum over n, h, w of g[n, o, h, w] (used when w needs no gradient) */
-static void bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t hw) {
+static void bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t hw, bool nhwc) {
+    if (nhwc) {   /* channels-last: channel o every oc values */
+#pragma omp parallel for schedule(static)
+        for (int64_t o = 0; o < oc; o++) {
+            double acc = 0;
+            for (int64_t r = 0; r < n * hw; r++) acc += g[r * oc + o];
+            db[o] += (float)acc;
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static)
     for (int64_t o = 0; o < oc; o++) {
         double acc = 0;
@@ -516,7 +537,7 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
         if (gb && !bfresh)
             for (int64_t o = 0; o < k->oc; o++) gb[o] += db[o];
     } else if (gb) {
-        bias_grad(g, gb, k->n, k->oc, k->oh * k->ow);
+        bias_grad(g, gb, k->n, k->oc, k->oh * k->ow, k->nhwc);
     }
 }
 
@@ -538,8 +559,10 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     int n_in = b ? 3 : 2;
     bool grad = segc_needs_grad(ctx, ins, n_in);
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){k.n, k.oc, k.oh, k.ow});
+    if (!y) return NULL;
+    y->nhwc = k.nhwc;
 
-    if (!transposed && segc_conv_dw_supported(&k)) {
+    if (!transposed && !k.nhwc && segc_conv_dw_supported(&k)) {
         /* depthwise: a direct NCHW kernel beats oneDNN plus its reorders */
         segc_conv_dw_forward(ctx, &k, x, w, b, y);
         if (grad) {

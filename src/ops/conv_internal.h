@@ -15,6 +15,7 @@ typedef struct {
     float alpha;          /* leaky relu slope (0 otherwise) */
     int32_t nthr;         /* OpenMP threads: oneDNN partitions work (and so rounding) by it */
     int32_t wino;         /* 1: oneDNN Winograd algorithm */
+    int32_t nhwc;         /* 1: x, y and their gradients channels-last (oneDNN's nhwc, no reorders) */
     int64_t n, ic, ih, iw, oc, oh, ow, kh, kw, groups;
     int64_t stride[2], dil[2], pad_l[2], pad_r[2];
 } conv_key;

@@ -44,7 +44,11 @@ static int64_t pool_out_size(int64_t in, int k, int s, int p, bool ceil_mode) {
 static bool pool_check(segc_ctx *ctx, const char *op, const segc_tensor *x, int kh, int kw, int sh, int sw, int ph,
                        int pw, bool ceil_mode, int64_t *oh, int64_t *ow) {
     char bx[96];
-    if (!segc_check_float(ctx, op, "x", x) || !segc_check_ndim(ctx, op, "x", x, 4)) return false;
+    /* max pooling takes channels-last input too; the average pools only NCHW */
+    bool any_layout = !strcmp(op, "max_pool2d");
+    if (!(any_layout ? segc_check_float_any_layout : segc_check_float)(ctx, op, "x", x) ||
+        !segc_check_ndim(ctx, op, "x", x, 4))
+        return false;
     for (int i = 0; i < 4; i++)
         if (x->shape[i] < 1) {
             segc_set_error(ctx, "%s: x needs sizes >= 1, found %s", op, segc_shape_str(x, bx, sizeof bx));
@@ -144,6 +148,64 @@ static void max_pool_backward(segc_ctx *ctx, segc_node *nd) {
     }
 }
 
+/* channels-last: argmax per output element (n, oh, ow, c) is the cell h * W + w of its window.
+ * Threads own (n, block of channels) in backward, and each input cell takes its outputs in
+ * ascending order as in the NCHW kernel, so the sums are the NCHW kernel's, bit for bit. */
+#define NHWC_CBLOCK 64
+static void max_pool_nhwc_backward(segc_ctx *ctx, segc_node *nd) {
+    const pool_saved *s = nd->saved;
+    float *gx = segc_grad(ctx, nd->in[0]);
+    const float *g = nd->out->grad;
+    const int64_t C = s->c, nb = (C + NHWC_CBLOCK - 1) / NHWC_CBLOCK, out_sz = s->oh * s->ow;
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < s->n * nb; t++) {
+        const int64_t n = t / nb, c0 = (t % nb) * NHWC_CBLOCK, c1 = c0 + NHWC_CBLOCK < C ? c0 + NHWC_CBLOCK : C;
+        float *d = gx + n * s->h * s->w * C;
+        for (int64_t o = 0; o < out_sz; o++) {
+            const float *gp = g + (n * out_sz + o) * C;
+            const int32_t *am = s->argmax + (n * out_sz + o) * C;
+            for (int64_t c = c0; c < c1; c++) d[(int64_t)am[c] * C + c] += gp[c];
+        }
+    }
+}
+
+static void max_pool_nhwc_forward(const segc_tensor *x, segc_tensor *y, const win *wh, int kw, int sw, int pw,
+                                  int64_t OW, int32_t *argmax) {
+    const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3], OH = y->shape[2];
+    const bool bf16 = x->dtype == SEGC_BF16;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < N * OH; r++) {
+        const int64_t n = r / OH, oh = r % OH;
+        for (int64_t ow = 0; ow < OW; ow++) {
+            const int64_t o = (r * OW + ow) * C;
+            int32_t *a = argmax + o;
+            float m[NHWC_CBLOCK];
+            for (int64_t c0 = 0; c0 < C; c0 += NHWC_CBLOCK) {
+                const int64_t len = C - c0 < NHWC_CBLOCK ? C - c0 : NHWC_CBLOCK;
+                for (int64_t c = 0; c < len; c++) m[c] = -INFINITY, a[c0 + c] = -1;
+                /* the NCHW kernel's walk: window cells in row-major order, strict '>', NaN wins */
+                for (int64_t h = wh[oh].lo; h < wh[oh].hi; h++)
+                    for (int j = 0; j < kw; j++) {
+                        const int64_t col = ow * sw + j - pw;
+                        if (col < 0 || col >= W) continue;
+                        const int64_t off = ((n * H + h) * W + col) * C + c0;
+                        const int32_t cell = (int32_t)(h * W + col);
+                        for (int64_t c = 0; c < len; c++) {
+                            const float v = bf16 ? segc_bf16_to_f32(segc_bf16p(x)[off + c]) : segc_f32(x)[off + c];
+                            const bool take = v > m[c] || v != v || a[c0 + c] < 0;
+                            m[c] = take ? v : m[c];
+                            a[c0 + c] = take ? cell : a[c0 + c];
+                        }
+                    }
+                for (int64_t c = 0; c < len; c++) {
+                    if (bf16) segc_bf16p(y)[o + c0 + c] = segc_f32_to_bf16(m[c]);
+                    else segc_f32(y)[o + c0 + c] = m[c];
+                }
+            }
+        }
+    }
+}
+
 segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int sh, int sw, int ph, int pw,
                              bool ceil_mode) {
     SEGC_PROF_OP(ctx, "max_pool2d");
@@ -152,6 +214,19 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
     if (!pool_check(ctx, "max_pool2d", x, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){N, C, OH, OW});
+    if (!y) return NULL;
+    if (x->nhwc) {
+        y->nhwc = true;
+        const win *wh = pool_windows(ctx, H, OH, kh, sh, ph, false);
+        int32_t *argmax = segc_arena_alloc(&ctx->arena, (size_t)(N * C * OH * OW) * sizeof(int32_t));
+        max_pool_nhwc_forward(x, y, wh, kw, sw, pw, OW, argmax);
+        if (segc_needs_grad(ctx, &x, 1)) {
+            pool_saved *s = segc_arena_alloc(&ctx->arena, sizeof *s);
+            *s = (pool_saved){N, C, H, W, OH, OW, wh, NULL, NULL, NULL, argmax};
+            segc_record(ctx, "max_pool2d", max_pool_nhwc_backward, y, &x, 1, s);
+        }
+        return y;
+    }
     const win *wh = pool_windows(ctx, H, OH, kh, sh, ph, false);
     const col_taps ct = make_col_taps(ctx, kw, sw, pw, W, OW);
     int32_t *argmax = segc_arena_alloc(&ctx->arena, (size_t)(N * C * OH * OW) * sizeof(int32_t));
