@@ -6,7 +6,8 @@
  *        bench_deeplab trunk H W BATCH f32|bf16 [steps]   ResNet-50 step   -> one JSON line
  *        bench_deeplab infer H W f32|bf16 [reps]          DeepLabV3+ batch-1 inference
  * Step: forward, loss (mmseg CE + 0.4 aux CE; or CE on 1000 classes), backward, SGD (lr 0.01,
- * momentum 0.9, weight decay 5e-4). One case per process so peak RSS is per case. */
+ * momentum 0.9, weight decay 5e-4). One case per process so peak RSS is per case. channels_last=1 in the
+ * environment runs the ResNet on channels-last activations (as the twin's torch.channels_last). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     segc_dtype dt = !strcmp(dts, "bf16") ? SEGC_BF16 : SEGC_F32;
+    /* channels_last=1 in the environment, as for the PyTorch twin: the backbone runs NHWC */
+    const bool channels_last = getenv("channels_last") && !strcmp(getenv("channels_last"), "1");
     const int K = trunk ? 1000 : 150;
     char err[512];
     segc_params params;
@@ -44,6 +47,7 @@ int main(int argc, char **argv) {
         rc.stem = SEGC_RESNET_STEM_PLAIN;
         rc.zero_init_residual = false;   /* torchvision's default */
         segc_resnet_set_output_stride(&rc, 32);
+        rc.channels_last = channels_last;
         rn = segc_resnet_new(&rc, &params, "", err, sizeof err);
         if (!rn) { fprintf(stderr, "bench_deeplab: %s\n", err); return 1; }
         segc_linear_layer_init(&fc, &params, "fc", 2048, K, true);
@@ -55,6 +59,7 @@ int main(int argc, char **argv) {
     } else {
         segc_deeplab_config c;
         segc_deeplab_config_default(&c, 50, 16, 3, K);
+        c.backbone.channels_last = channels_last;
         dl = segc_deeplab_new(&c, &params, err, sizeof err);
         if (!dl) { fprintf(stderr, "bench_deeplab: %s\n", err); return 1; }
         segc_deeplab_init(dl, 1);
@@ -116,7 +121,8 @@ int main(int argc, char **argv) {
     }
     double mean = total / reps;
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
-    const char *model = trunk ? "resnet50" : "deeplabv3plus_r50_os16";
+    const char *model = trunk ? (channels_last ? "resnet50_nhwc" : "resnet50")
+                              : (channels_last ? "deeplabv3plus_r50_os16_nhwc" : "deeplabv3plus_r50_os16");
     bench_print_model_row(model, train, H, W, B, dts, nthreads, mean, best);
     free(img);
     free(lab);

@@ -92,15 +92,18 @@ for dt in f32 bf16; do
   t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_segmenter.py infer vit-s mask 512 512 $dt 5 --ort 2>/dev/null | tail -1)
   join "$s" "$t"
 done
-# DeepLabV3+ R50 OS16 at 512x512 batch 2, and the ResNet-50 trunk at 224x224 batch 8
+# DeepLabV3+ R50 OS16 at 512x512 batch 2, and the ResNet-50 trunk at 224x224 batch 8, NCHW and
+# channels-last (channels_last=1: segc's backbone on NHWC activations, PyTorch's torch.channels_last)
 for dt in f32 bf16; do
-  want deeplab-train || continue
-  s=$("$DBIN" train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
-  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
-  join "$s" "$t"
-  s=$("$DBIN" trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
-  t=""; [ $have_torch = 1 ] && t=$("$PY" bench/torch_deeplab.py trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
-  join "$s" "$t"
+  for cl in 0 1; do
+    want deeplab-train || continue
+    s=$(channels_last=$cl "$DBIN" train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+    t=""; [ $have_torch = 1 ] && t=$(channels_last=$cl "$PY" bench/torch_deeplab.py train 512 512 2 $dt "$STEPS" 2>/dev/null | tail -1)
+    join "$s" "$t"
+    s=$(channels_last=$cl "$DBIN" trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
+    t=""; [ $have_torch = 1 ] && t=$(channels_last=$cl "$PY" bench/torch_deeplab.py trunk 224 224 8 $dt "$STEPS" 2>/dev/null | tail -1)
+    join "$s" "$t"
+  done
 done
 # SSD300-ResNet34 (MLPerf, 80 classes): training at batch 4, batch-1 inference with decode + NMS
 for dt in f32 bf16; do

@@ -549,6 +549,41 @@ static void test_free_activations_exact(void **state) {
         }
 }
 
+/* model.channels_last: the backbone on NHWC activations computes the NCHW step within fp32
+ * rounding (bf16: within its own rounding), and releasing activations changes no bit of it */
+static void test_channels_last(void **state) {
+    for (int d = 0; d < 2; d++) {
+        const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+        step_result r[2][2];
+        for (int cl = 0; cl < 2; cl++) {
+            char err[512];
+            segc_model *m = family_model("r50", 5, err, sizeof err, "output_stride", "16", "stem_channels", "8",
+                                         "base_channels", "4", "channels", "16", "c1_channels", "8", "aux_channels", "8",
+                                         "dropout", "0.1", "channels_last", cl ? "true" : "false", NULL);
+            if (!m) fail_msg("%s", err);
+            segc_model_init(m, 3);
+            float *init = malloc((size_t)m->params.total * sizeof(float));
+            memcpy(init, m->params.data, (size_t)m->params.total * sizeof(float));
+            r[cl][0] = one_step(m, init, false, dt);
+            r[cl][1] = one_step(m, init, true, dt);
+            assert_true(r[cl][0].loss == r[cl][1].loss);
+            assert_memory_equal(r[cl][0].grad, r[cl][1].grad, (size_t)m->params.total * sizeof(float));
+            if (cl) {
+                const int64_t n = m->params.total;
+                const double tol = d ? 2e-2 : 1e-5;
+                printf("  %s: loss %.7f NCHW, %.7f channels-last\n", segc_dtype_name(dt), r[0][0].loss, r[1][0].loss);
+                assert_true(fabs(r[1][0].loss - r[0][0].loss) <= tol * fabs(r[0][0].loss));
+                assert_true(fx_close_norm("channels-last gradients vs NCHW", r[1][0].grad, r[0][0].grad, n, 0, d ? 5e-2 : 1e-4));
+                assert_true(fx_close_norm("channels-last BN statistics vs NCHW", r[1][0].stats, r[0][0].stats, n, 0, tol));
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++) free(r[a][b].grad), free(r[a][b].stats);
+            }
+            free(init);
+            segc_model_free(m);
+        }
+    }
+}
+
 /* ---- bitwise resume of a tiny run on CamVid ---- */
 /* stopped after 1, 2 and 3 iterations, each time resumed, then run to the end: bitwise the
  * weights, BN statistics and SGD momentum of an uninterrupted run (Dropout2d draws included) */
@@ -576,6 +611,7 @@ int main(void) {
         cmocka_unit_test(test_loss_variants),
         cmocka_unit_test(test_bf16_forward),
         cmocka_unit_test(test_free_activations_exact),
+        cmocka_unit_test(test_channels_last),
         cmocka_unit_test(test_resume_exact),
     };
     return cmocka_run_group_tests_name("deeplab", tests, setup, teardown);

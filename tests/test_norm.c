@@ -2,7 +2,9 @@
  * PyTorch parity (f32 + bf16), finite-difference gradients, running-stat
  * updates, thread-count independence, error messages. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/harness.h"
@@ -414,12 +416,232 @@ static void test_errors(void **state) {
     segc_ctx_free(ctx);
 }
 
+/* ---------------- channels-last (NHWC) batch norm ---------------- */
+enum { BN_PLAIN, BN_RELU, BN_ADD_RELU };
+static const char *const bn_variant_name[3] = {"batch_norm", "batch_norm_relu", "batch_norm_add_relu"};
+
+static segc_tensor *bn_variant(segc_ctx *ctx, int v, segc_tensor *x, segc_tensor *g, segc_tensor *b, segc_tensor *rm,
+                               segc_tensor *rv, segc_tensor *id) {
+    if (v == BN_PLAIN) return segc_batch_norm(ctx, x, g, b, rm, rv, 0.1f, 1e-5f);
+    if (v == BN_RELU) return segc_batch_norm_relu(ctx, x, g, b, rm, rv, 0.1f, 1e-5f);
+    return segc_batch_norm_add_relu(ctx, x, g, b, rm, rv, 0.1f, 1e-5f, id);
+}
+
+/* one layout's results, f32 in NCHW order: y, the gradients of x, gamma, beta, id, running stats */
+enum { R_Y, R_GX, R_GG, R_GB, R_GI, R_STATS, R_N };
+typedef struct { float *v[R_N]; int64_t n[R_N]; } bn_res;
+
+static float *bn_copy(segc_ctx *ctx, const float *src, int64_t n) {
+    float *d = segc_arena_alloc(&ctx->arena, (size_t)(n ? n : 1) * sizeof(float));
+    if (src) memcpy(d, src, (size_t)n * sizeof(float));
+    else memset(d, 0, (size_t)(n ? n : 1) * sizeof(float));
+    return d;
+}
+
+/* variant v on x (cast to dt; channels-last when nhwc), backward of sum(channels_first(y) * r) */
+static void bn_run(segc_ctx *ctx, int v, bool nhwc, segc_dtype dt, segc_tensor *const in[5], bn_res *res) {
+    segc_tensor *x = in[0], *g = in[1], *b = in[2], *id = in[3], *r = in[4];
+    const int64_t C = x->shape[1], n = segc_numel(x);
+    segc_tensor *rm = segc_tensor_new(ctx, SEGC_F32, 1, &C), *rv = segc_tensor_new(ctx, SEGC_F32, 1, &C);
+    for (int64_t i = 0; i < C; i++) segc_f32(rm)[i] = 0.1f * (float)i - 1.f, segc_f32(rv)[i] = 0.5f + 0.2f * (float)i;
+    for (int i = 0; i < 4; i++) in[i]->grad = NULL;
+    segc_tensor *xs = segc_cast(ctx, x, dt), *ids = segc_cast(ctx, id, dt);
+    if (nhwc) xs = segc_to_channels_last(ctx, xs), ids = segc_to_channels_last(ctx, ids);
+    segc_tensor *y = bn_variant(ctx, v, xs, g, b, rm, rv, ids);
+    if (!y) print_message("  %s failed: %s\n", bn_variant_name[v], segc_last_error(ctx));
+    assert_non_null(y);
+    assert_true(y->nhwc == nhwc);
+    segc_tensor *yc = segc_cast(ctx, segc_to_channels_first(ctx, y), SEGC_F32);
+    segc_tensor *loss = segc_sum(ctx, segc_mul(ctx, yc, r), NULL, 0, false);
+    assert_non_null(loss);
+    assert_true(segc_backward(ctx, loss));
+    const float *src[R_STATS] = {segc_f32(yc), x->grad, g->grad, b->grad, v == BN_ADD_RELU ? id->grad : NULL};
+    const int64_t sz[R_STATS] = {n, n, C, C, n};
+    for (int i = 0; i < R_STATS; i++) res->v[i] = bn_copy(ctx, src[i], res->n[i] = sz[i]);
+    res->v[R_STATS] = bn_copy(ctx, NULL, res->n[R_STATS] = 2 * C);
+    memcpy(res->v[R_STATS], rm->data, (size_t)C * sizeof(float));
+    memcpy(res->v[R_STATS] + C, rv->data, (size_t)C * sizeof(float));
+}
+
+/* max |got - want| <= tol * max |want|; *worst: the largest share of its tolerance an error used */
+static bool bn_close(const char *what, const float *got, const float *want, int64_t n, double tol, double *worst) {
+    double d = 0, ref = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d = fmax(d, fabs((double)got[i] - want[i]));
+        ref = fmax(ref, fabs((double)want[i]));
+    }
+    const bool ok = d <= tol * fmax(ref, 1e-30);
+    *worst = fmax(*worst, d / (tol * fmax(ref, 1e-30)));
+    if (!ok) print_message("  %-50s FAIL max abs diff %.3g (tol %.1g x max %.3g)\n", what, d, tol, ref);
+    return ok;
+}
+
+/* NHWC against NCHW, relative to the largest value: f32 within rounding (y: 1e-5, gradients: 1e-4,
+ * running statistics: 1e-6); bf16 outputs round to bf16, and a value near a rounding boundary may
+ * round either way (1 ulp: 2^-8 relative), the gradients following from those outputs */
+static double bn_tol(int bf16, int k) {
+    if (k == R_STATS) return 1e-6;
+    if (k == R_Y) return bf16 ? 1e-2 : 1e-5;
+    return bf16 ? 2e-2 : 1e-4;
+}
+
+/* NHWC against NCHW: outputs, running statistics and gradients, f32 and bf16, every variant,
+ * training and eval, an even and an odd shape */
+static void test_batch_norm_nhwc(void **state) {
+    const int64_t shapes[2][4] = {{2, 24, 5, 7}, {2, 3, 17, 17}};
+    const char *names[R_N] = {"y", "dx", "dgamma", "dbeta", "did", "running stats"};
+    bool ok = true;
+    int cases = 0;
+    double worst[2][R_N] = {{0}};   /* per dtype and result */
+    for (int si = 0; si < 2; si++) {
+        segc_ctx *ctx = segc_ctx_new(11 + si);
+        const int64_t *sh = shapes[si], C = sh[1];
+        segc_tensor *in[5] = {t_randn(ctx, 4, sh, 1.5f, true), t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                              t_randn(ctx, 1, &C, 0.5f, true), t_randn(ctx, 4, sh, 1.f, true),
+                              t_randn(ctx, 4, sh, 1.f, false)};
+        for (int64_t i = 0; i < segc_numel(in[0]); i++) segc_f32(in[0])[i] += 3.f;   /* |mean| > std */
+        for (int d = 0; d < 2; d++)
+            for (int v = 0; v < 3; v++)
+                for (int training = 0; training < 2; training++) {
+                    const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+                    ctx->training = training;
+                    bn_res res[2];
+                    for (int nhwc = 0; nhwc < 2; nhwc++) bn_run(ctx, v, nhwc, dt, in, &res[nhwc]);
+                    for (int k = 0; k < R_N; k++) {
+                        char what[128];
+                        snprintf(what, sizeof what, "%s [%lld,%lld,%lld,%lld] %s %s %s", bn_variant_name[v],
+                                 (long long)sh[0], (long long)sh[1], (long long)sh[2], (long long)sh[3],
+                                 d ? "bf16" : "f32", training ? "train" : "eval", names[k]);
+                        ok &= bn_close(what, res[1].v[k], res[0].v[k], res[0].n[k], bn_tol(d, k), &worst[d][k]);
+                    }
+                    cases++;
+                }
+        segc_ctx_free(ctx);
+    }
+    print_message("  %d NHWC batch-norm cases compared with NCHW; the largest error as a share of its tolerance:\n",
+                  cases);
+    for (int d = 0; d < 2; d++)
+        for (int k = 0; k < R_N; k++) print_message("    %s %-14s %.3g\n", d ? "bf16" : "f32", names[k], worst[d][k]);
+    assert_true(ok);
+}
+
+/* the NHWC forward and backward give the same bits for 1 and 2 threads (above the threading
+ * threshold), and batch_norm_relu's refill reproduces its NHWC output bit for bit */
+static void test_batch_norm_nhwc_threads_refill(void **state) {
+    const int saved_threads = omp_get_max_threads();
+    const int64_t C = 24, *sh = SHAPE(2, 24, 40, 40);
+    for (int d = 0; d < 2; d++)
+        for (int v = 0; v < 3; v++) {
+            const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+            bn_res res[2];
+            for (int t = 0; t < 2; t++) {
+                omp_set_num_threads(t + 1);
+                segc_ctx *ctx = segc_ctx_new(21);
+                ctx->training = true;
+                segc_tensor *in[5] = {t_randn(ctx, 4, sh, 1.5f, true), t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                                      t_randn(ctx, 1, &C, 0.5f, true), t_randn(ctx, 4, sh, 1.f, true),
+                                      t_randn(ctx, 4, sh, 1.f, false)};
+                bn_run(ctx, v, true, dt, in, &res[t]);
+                /* the results live in ctx's arena: keep them on the heap */
+                for (int k = 0; k < R_N; k++) {
+                    float *h = malloc((size_t)res[t].n[k] * sizeof(float));
+                    memcpy(h, res[t].v[k], (size_t)res[t].n[k] * sizeof(float));
+                    res[t].v[k] = h;
+                }
+                segc_ctx_free(ctx);
+            }
+            omp_set_num_threads(saved_threads);
+            for (int k = 0; k < R_N; k++) {
+                assert_memory_equal(res[0].v[k], res[1].v[k], (size_t)res[0].n[k] * sizeof(float));
+                free(res[0].v[k]);
+                free(res[1].v[k]);
+            }
+        }
+    omp_set_num_threads(saved_threads);
+
+    for (int d = 0; d < 2; d++) {
+        segc_ctx *ctx = segc_ctx_new(22);
+        ctx->training = true;
+        ctx->free_activations = true;
+        segc_tensor *x0 = t_randn(ctx, 4, sh, 1.5f, true);
+        segc_tensor *x = segc_to_channels_last(ctx, segc_cast(ctx, x0, d ? SEGC_BF16 : SEGC_F32));
+        segc_tensor *g = t_uniform(ctx, 1, &C, 0.5f, 1.5f, true), *b = t_randn(ctx, 1, &C, 0.5f, true);
+        segc_tensor *y = segc_batch_norm_relu(ctx, x, g, b, NULL, NULL, 0.1f, 1e-5f);
+        assert_non_null(y);
+        assert_non_null(y->producer);
+        assert_non_null(y->producer->refill);
+        const size_t nb = segc_nbytes(y);
+        void *ref = malloc(nb);
+        memcpy(ref, y->data, nb);
+        segc_release_recompute(ctx, y);
+        assert_null(y->data);   /* released: the refill must recompute every byte */
+        y->data = segc_arena_alloc(&ctx->arena, nb);
+        memset(y->data, 0xA5, nb);
+        y->producer->refill(ctx, y->producer);
+        assert_memory_equal(y->data, ref, nb);
+        free(ref);
+        segc_ctx_free(ctx);
+    }
+}
+
+/* SyncBatchNorm (ctx->sum_hook) with one process: the hook leaves the sums as they are, so the NHWC
+ * results match NCHW's through the same sync code paths */
+static void bn_hook_count(void *user, double *v, int64_t n) {
+    (void)v, (void)n;
+    ++*(int *)user;
+}
+
+static void test_batch_norm_nhwc_sync(void **state) {
+    segc_ctx *ctx = segc_ctx_new(24);
+    const int64_t C = 24, *sh = SHAPE(2, 24, 5, 7);
+    segc_tensor *in[5] = {t_randn(ctx, 4, sh, 1.5f, true), t_uniform(ctx, 1, &C, 0.5f, 1.5f, true),
+                          t_randn(ctx, 1, &C, 0.5f, true), t_randn(ctx, 4, sh, 1.f, true),
+                          t_randn(ctx, 4, sh, 1.f, false)};
+    int calls = 0;
+    ctx->sum_hook = bn_hook_count;
+    ctx->sum_hook_user = &calls;
+    ctx->training = true;
+    for (int d = 0; d < 2; d++)
+        for (int v = 0; v < 3; v++) {
+            bn_res res[2];
+            for (int nhwc = 0; nhwc < 2; nhwc++) {
+                calls = 0;
+                bn_run(ctx, v, nhwc, d ? SEGC_BF16 : SEGC_F32, in, &res[nhwc]);
+                assert_int_equal(calls, 3);   /* forward: mean, then variance; backward: the two sums */
+            }
+            double worst = 0;
+            for (int k = 0; k < R_N; k++)
+                assert_true(bn_close(bn_variant_name[v], res[1].v[k], res[0].v[k], res[0].n[k], bn_tol(d, k), &worst));
+        }
+    segc_ctx_free(ctx);
+}
+
+/* layout errors: the residual must share x's layout */
+static void test_batch_norm_nhwc_errors(void **state) {
+    segc_ctx *ctx = segc_ctx_new(23);
+    segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 6, 3, 3), 1, false), *id = t_randn(ctx, 4, SHAPE(2, 6, 3, 3), 1, false);
+    segc_tensor *xl = segc_to_channels_last(ctx, x), *idl = segc_to_channels_last(ctx, id);
+    EXPECT_ERR(ctx, segc_batch_norm_add_relu(ctx, xl, NULL, NULL, NULL, NULL, 0.1f, 1e-5f, id),
+               "batch_norm_add_relu: the residual must have x's layout: x is channels-last (NHWC), id is",
+               "channels-first (NCHW)");
+    EXPECT_ERR(ctx, segc_batch_norm_add_relu(ctx, x, NULL, NULL, NULL, NULL, 0.1f, 1e-5f, idl),
+               "batch_norm_add_relu: the residual must have x's layout: x is channels-first (NCHW), id is",
+               "channels-last (NHWC)");
+    segc_clear_error(ctx);
+    segc_tensor *y = segc_batch_norm_add_relu(ctx, xl, NULL, NULL, NULL, NULL, 0.1f, 1e-5f, idl);
+    assert_non_null(y);
+    assert_true(y->nhwc);
+    segc_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parity),     cmocka_unit_test(test_gradcheck),
         cmocka_unit_test(test_instance_norm_lrelu_fused), cmocka_unit_test(test_batch_norm_relu_fused),
         cmocka_unit_test(test_batch_norm_add_relu_fused), cmocka_unit_test(test_thread_independent),
         cmocka_unit_test(test_semantics),  cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_batch_norm_nhwc), cmocka_unit_test(test_batch_norm_nhwc_threads_refill),
+        cmocka_unit_test(test_batch_norm_nhwc_sync), cmocka_unit_test(test_batch_norm_nhwc_errors),
     };
     return cmocka_run_group_tests_name("norm", tests, NULL, NULL);
 }

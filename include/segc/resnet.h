@@ -44,6 +44,7 @@ typedef struct segc_resnet_config {
     bool zero_init_residual;   /* init: last BN weight of each block 0 (mmseg's default) */
     float bn_eps, bn_momentum; /* 1e-5, 0.1 */
     int num_stages;            /* 4 (0 reads as 4); 3: no layer4 (SSD's trunk), outs[3] stays NULL */
+    bool channels_last;        /* the conv stack runs on channels-last (NHWC) activations; outs come back NCHW */
 } segc_resnet_config;
 
 /* depth, in_channels, V1c stem, 64/64 channels, output stride 8 with contract_dilation, zero-init residual */

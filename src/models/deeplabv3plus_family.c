@@ -25,6 +25,8 @@ static const segc_model_key keys[] = {
     {"align_corners", SEGC_KEY_BOOL, "false", NULL, "align_corners of every bilinear resize"},
     {"avg_non_ignore", SEGC_KEY_BOOL, "false", NULL, "CE mean over non-ignored pixels only (mmseg's default false: over all)"},
     {"sync_bn", SEGC_KEY_BOOL, "false", NULL, "batch-norm statistics across data-parallel ranks (SyncBN)"},
+    {"channels_last", SEGC_KEY_BOOL, "false", NULL,
+     "backbone on channels-last (NHWC) activations: oneDNN's convolutions without layout reorders"},
     {"backbone_pretrained", SEGC_KEY_STRING, "", NULL,
      "ResNet weights (safetensors; torchvision, mmseg ResNet or mmseg model names), checked at build, loaded at init"},
 };
@@ -70,6 +72,7 @@ static bool read_spec(const segc_model_spec *s, segc_deeplab_config *c, char *er
     c->align_corners = segc_spec_bool(s, "align_corners");
     c->avg_non_ignore = segc_spec_bool(s, "avg_non_ignore");
     c->sync_bn = segc_spec_bool(s, "sync_bn");
+    c->backbone.channels_last = segc_spec_bool(s, "channels_last");
     return segc_deeplab_check_config(c, err, n);
 }
 

@@ -263,7 +263,9 @@ bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, se
                        segc_shape_str(x, sb, sizeof sb));
         return false;
     }
-    for (int i = 0; i < r->n_stem; i++) {
+    /* channels-last: oneDNN's convolutions read and write NHWC directly, so no layer reorders */
+    if (r->cfg.channels_last) x = segc_to_channels_last(ctx, x);
+    for (int i = 0; i < r->n_stem && x; i++) {
         segc_tensor *in = x;
         x = conv_bn(ctx, &r->stem_conv[i], &r->stem_bn[i], in, true);
         if (i > 0) segc_release_recompute(ctx, in);   /* the deep stem's inner outputs, as in the blocks */
@@ -271,7 +273,7 @@ bool segc_resnet_forward(segc_ctx *ctx, const segc_resnet *r, segc_tensor *x, se
     x = x ? segc_max_pool2d(ctx, x, 3, 3, 2, 2, 1, 1, false) : NULL;
     for (int s = 0; s < n_stages(&r->cfg); s++) {
         for (int j = 0; j < r->n_blocks[s] && x; j++) x = block_fwd(ctx, r, &r->blocks[s][j], x);
-        outs[s] = x;
+        outs[s] = segc_to_channels_first(ctx, x);
     }
     return x != NULL && !ctx->has_err;
 }

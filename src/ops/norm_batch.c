@@ -5,24 +5,16 @@
  * (sums shifted by the channel's first value, so the variance does not suffer
  * from cancellation when |mean| >> std), accumulated in double.
  * per-channel reduction is done by a single thread, so results
- * do not depend on the thread count. */
+ * do not depend on the thread count. A channels-last x (x->nhwc) goes to the kernels of
+ * norm_batch_nhwc.c instead, with the same arithmetic per element. */
 #include <math.h>
 
+#include "norm_batch_nhwc.h"
 #include "normloss_util.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
 
 #define BN_BLOCK 2048      /* values per sweep block (8 KiB of f32) */
-#define BN_PAR_MIN 32768
-
-typedef struct {
-    int64_t N, C, S;
-    double M;             /* values per channel the statistics cover (all processes with sum_hook) */
-    bool batch_stats;     /* normalised with batch statistics: gradient flows through them */
-    bool sync;            /* SyncBatchNorm: the backward sums go through ctx->sum_hook too */
-    float *mean, *mean_lo, *rstd;   /* per channel, the statistics used (mean + mean_lo: ~48 bits) */
-    float *ka, *kb;       /* batch_norm_relu: the forward's scale and shift, to recompute the relu mask */
-} bn_saved;
 
 /* batch_norm_relu: dy where the forward's pre-relu value fmaf((x - m) - ml, ka, kb) was positive,
  * else 0 -- the same expression as the forward, so the same mask as relu's on the stored output
@@ -58,6 +50,10 @@ static void bn_channel_sums(const segc_tensor *x, const float *dy, const bn_save
 
 /* the gradients of x (dx, written when ow, else added to), gamma and beta from dy */
 static void bn_backward_dy(segc_ctx *ctx, segc_node *nd, const float *dy, float *dx, int ow, float *dg, float *db) {
+    if (nd->in[0]->nhwc) {
+        bn_nhwc_backward_dy(ctx, nd, dy, dx, ow, dg, db);
+        return;
+    }
     const bn_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *gamma = nd->in[1];
     const int64_t N = sv->N, C = sv->C, S = sv->S;
@@ -120,7 +116,8 @@ static void bn_backward(segc_ctx *ctx, segc_node *nd) {
 
 /* batch_norm_add_relu: g = dy where the output is positive (relu_'s own test on the stored
  * value, bf16 included), added to the residual's gradient and fed to the BN backward as add's
- * gradient is in the unfused ops. g lives only for this node. */
+ * gradient is in the unfused ops. g lives only for this node. Elementwise: x, y and id share one
+ * layout, so this serves NHWC as it is. */
 static void bn_add_relu_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2], *id = nd->in[3], *y = nd->out;
     int ow = 0, owi = 0;
@@ -187,8 +184,6 @@ static void bn_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t N, int64_
     }
 }
 
-static inline float round_bf16(float v) { return segc_bf16_to_f32(segc_f32_to_bf16(v)); }
-
 /* relu(bn(x)) of one block: the forward's expression, which the refill repeats bit for bit */
 static inline void bn_relu_block(const float *xp, float *restrict yp, int64_t len, float m, float ml, float ka, float kb) {
 #pragma omp simd
@@ -222,6 +217,95 @@ static void bn_relu_refill(segc_ctx *ctx, segc_node *nd) {
     segc_arena_rewind(&ctx->arena, mark);
 }
 
+/* the NCHW forward: per channel, the statistics (batch, or running: rm, rv; gsum: SyncBatchNorm's),
+ * sv's constants, and y */
+static void bn_nchw_forward(const segc_tensor *x, segc_tensor *y, const segc_tensor *id, bn_saved *sv, const float *g,
+                            const float *bt, const float *rm, const float *rv, const double *gsum, float eps,
+                            float *var_unbiased, float *scratch, int64_t sstride) {
+    const int64_t N = sv->N, C = sv->C, S = sv->S;
+    const double M = sv->M;
+    const bool bf = x->dtype == SEGC_BF16, relu = sv->ka != NULL, batch_stats = sv->batch_stats;
+#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * sstride : NULL;
+        double mean, var;
+        if (gsum) {
+            mean = gsum[c];
+            var = gsum[C + c];
+            var_unbiased[c] = (float)(var * M / (M - 1));
+        } else if (batch_stats) {
+            const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
+            double s1 = 0, s2 = 0;
+            for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift, sc, BN_BLOCK, &s1, &s2);
+            double dm = s1 / M, v = s2 / M - dm * dm;
+            v = v > 0 ? v : 0;
+            mean = shift + dm;
+            var = v;
+            var_unbiased[c] = (float)(v * M / (M - 1));
+        } else {
+            mean = rm[c];
+            var = rv[c];
+        }
+        float ka, kb;
+        bn_channel_consts(mean, var, eps, g ? g[c] : 1.f, bt ? bt[c] : 0.f, &sv->mean[c], &sv->mean_lo[c], &sv->rstd[c],
+                          &ka, &kb);
+        const float m = sv->mean[c], ml = sv->mean_lo[c];
+        if (relu) sv->ka[c] = ka, sv->kb[c] = kb;
+        for (int64_t n = 0; n < N; n++)
+            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
+                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
+                const float *xp = nl_load(x, off, len, sc);
+                float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
+                if (id) {   /* the unfused ops' values: bf16 rounds bn(x), then the sum (relu below) */
+                    const float *ip = nl_load(id, off, len, sc ? sc + 2 * BN_BLOCK : NULL);
+                    if (bf) {
+#pragma omp simd
+                        for (int64_t i = 0; i < len; i++) yp[i] = round_bf16(fmaf((xp[i] - m) - ml, ka, kb)) + ip[i];
+                    } else {
+#pragma omp simd
+                        for (int64_t i = 0; i < len; i++) {
+                            float v = fmaf((xp[i] - m) - ml, ka, kb) + ip[i];
+                            yp[i] = v > 0.0f ? v : 0.0f;
+                        }
+                    }
+                    nl_store(y, off, len, yp);
+                    if (bf) {   /* relu_ on the stored bf16 value: sign bit set -> 0 */
+                        uint16_t *yb = segc_bf16p(y) + off;
+                        for (int64_t i = 0; i < len; i++) yb[i] = yb[i] & 0x8000 ? 0 : yb[i];
+                    }
+                    continue;
+                }
+                if (relu) {
+                    bn_relu_block(xp, yp, len, m, ml, ka, kb);
+                } else {
+#pragma omp simd
+                    for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
+                }
+                nl_store(y, off, len, yp);
+            }
+    }
+}
+
+static const char *bn_layout_name(const segc_tensor *t) {
+    return t->nhwc ? "channels-last (NHWC)" : "channels-first (NCHW)";
+}
+
+/* the channels-last rules: x 4-D, the residual in x's layout */
+static bool bn_check_layout(segc_ctx *ctx, const char *op, const segc_tensor *x, const segc_tensor *id) {
+    char a[96];
+    if (x->nhwc && x->ndim != 4) {
+        segc_set_error(ctx, "%s: a channels-last x must be 4-D [N, C, H, W], found %s", op,
+                       segc_shape_str(x, a, sizeof a));
+        return false;
+    }
+    if (id && id->nhwc != x->nhwc) {
+        segc_set_error(ctx, "%s: the residual must have x's layout: x is %s, id is %s", op, bn_layout_name(x),
+                       bn_layout_name(id));
+        return false;
+    }
+    return true;
+}
+
 /* relu: ReLU after the normalisation; id: relu(bn(x) + id) (a residual block's end) */
 static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_tensor *x, segc_tensor *gamma,
                                segc_tensor *beta, segc_tensor *running_mean, segc_tensor *running_var, float momentum,
@@ -229,7 +313,7 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
     SEGC_PROF_OP(ctx, op);
     char a[96], b[96];
     if (!x) return NULL;
-    if (!segc_check_float(ctx, op, "x", x)) return NULL;
+    if (!segc_check_float_any_layout(ctx, op, "x", x) || !bn_check_layout(ctx, op, x, id)) return NULL;
     if (x->ndim < 2) {
         segc_set_error(ctx, "%s: x must be [N, C, ...] (at least 2-D), found %s", op, segc_shape_str(x, a, sizeof a));
         return NULL;
@@ -267,6 +351,7 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
 
     const bool sync = batch_stats && ctx->training && ctx->sum_hook;
     segc_tensor *y = segc_tensor_like(ctx, x);
+    y->nhwc = x->nhwc;   /* y and its gradient in x's layout */
     bn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
     *sv = (bn_saved){.N = N, .C = C, .S = S, .M = (double)(N * S), .batch_stats = batch_stats, .sync = sync};
     sv->mean = segc_arena_alloc(&ctx->arena, (size_t)nl_max1(C) * sizeof(float));
@@ -281,14 +366,15 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
     const float *rm = running_mean ? segc_f32(running_mean) : NULL, *rv = running_var ? segc_f32(running_var) : NULL;
     const bool bf = x->dtype == SEGC_BF16;
     const int64_t sstride = (id ? 3 : 2) * BN_BLOCK;   /* per thread: x, y (and the residual) blocks */
-    float *scratch = bf ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * sstride) * sizeof(float)) : NULL;
+    float *scratch = bf && !x->nhwc ? segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * sstride) * sizeof(float)) : NULL;
     double M = (double)(N * S);
     /* SyncBatchNorm: the global mean first (sums + count over every process), then the sums of
      * squares around it; gsum[c] = mean, gsum[C + c] = biased variance */
     double *gsum = NULL;
     if (sync) {
         gsum = segc_arena_alloc(&ctx->arena, (size_t)(2 * C + 1) * sizeof(double));
-        bn_sync_stats(ctx, x, N, C, S, scratch, gsum, &M);
+        if (x->nhwc) bn_nhwc_sync_stats(ctx, x, C, gsum, &M);
+        else bn_sync_stats(ctx, x, N, C, S, scratch, gsum, &M);
         sv->M = M;
         if (!(M > 1)) {
             segc_set_error(ctx, "%s: batch statistics need more than 1 value per channel, found %g over all processes", op, M);
@@ -296,67 +382,8 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
         }
     }
 
-#pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
-    for (int64_t c = 0; c < C; c++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * sstride : NULL;
-        double mean, var;
-        if (gsum) {
-            mean = gsum[c];
-            var = gsum[C + c];
-            var_unbiased[c] = (float)(var * M / (M - 1));
-        } else if (batch_stats) {
-            const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
-            double s1 = 0, s2 = 0;
-            for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift, sc, BN_BLOCK, &s1, &s2);
-            double dm = s1 / M, v = s2 / M - dm * dm;
-            v = v > 0 ? v : 0;
-            mean = shift + dm;
-            var = v;
-            var_unbiased[c] = (float)(v * M / (M - 1));
-        } else {
-            mean = rm[c];
-            var = rv[c];
-        }
-        const double rsd = 1.0 / sqrt(var + eps);
-        const float m = (float)mean, ml = (float)(mean - (double)m);
-        sv->mean[c] = m;
-        sv->mean_lo[c] = ml;
-        sv->rstd[c] = (float)rsd;
-        const float ka = (float)(rsd * (g ? g[c] : 1.f)), kb = bt ? bt[c] : 0.f;
-        if (relu) sv->ka[c] = ka, sv->kb[c] = kb;
-        for (int64_t n = 0; n < N; n++)
-            for (int64_t s0 = 0; s0 < S; s0 += BN_BLOCK) {
-                int64_t len = S - s0 < BN_BLOCK ? S - s0 : BN_BLOCK, off = (n * C + c) * S + s0;
-                const float *xp = nl_load(x, off, len, sc);
-                float *yp = nl_dst(y, off, sc ? sc + BN_BLOCK : NULL);
-                if (id) {   /* the unfused ops' values: bf16 rounds bn(x), then the sum (relu below) */
-                    const float *ip = nl_load(id, off, len, sc ? sc + 2 * BN_BLOCK : NULL);
-                    if (bf) {
-#pragma omp simd
-                        for (int64_t i = 0; i < len; i++) yp[i] = round_bf16(fmaf((xp[i] - m) - ml, ka, kb)) + ip[i];
-                    } else {
-#pragma omp simd
-                        for (int64_t i = 0; i < len; i++) {
-                            float v = fmaf((xp[i] - m) - ml, ka, kb) + ip[i];
-                            yp[i] = v > 0.0f ? v : 0.0f;
-                        }
-                    }
-                    nl_store(y, off, len, yp);
-                    if (bf) {   /* relu_ on the stored bf16 value: sign bit set -> 0 */
-                        uint16_t *yb = segc_bf16p(y) + off;
-                        for (int64_t i = 0; i < len; i++) yb[i] = yb[i] & 0x8000 ? 0 : yb[i];
-                    }
-                    continue;
-                }
-                if (relu) {
-                    bn_relu_block(xp, yp, len, m, ml, ka, kb);
-                } else {
-#pragma omp simd
-                    for (int64_t i = 0; i < len; i++) yp[i] = fmaf((xp[i] - m) - ml, ka, kb);
-                }
-                nl_store(y, off, len, yp);
-            }
-    }
+    if (x->nhwc) bn_nhwc_forward(ctx, x, y, id, sv, g, bt, rm, rv, gsum, eps, var_unbiased);
+    else bn_nchw_forward(x, y, id, sv, g, bt, rm, rv, gsum, eps, var_unbiased, scratch, sstride);
 
     if (ctx->training && running_mean) {
         float *wm = segc_f32(running_mean), *wv = segc_f32(running_var);
@@ -368,7 +395,7 @@ static segc_tensor *batch_norm(segc_ctx *ctx, const char *op, bool relu, segc_te
     segc_tensor *ins[4] = {x, gamma, beta, id};
     if (segc_needs_grad(ctx, ins, id ? 4 : 3)) {
         segc_node *nd = segc_record(ctx, op, id ? bn_add_relu_backward : bn_backward, y, ins, id ? 4 : 3, sv);
-        if (relu) nd->refill = bn_relu_refill;
+        if (relu) nd->refill = x->nhwc ? bn_nhwc_relu_refill : bn_relu_refill;
     }
     if (!segc_check_finite_out(ctx, op, y)) return NULL;
     return y;
