@@ -552,12 +552,14 @@ static void test_free_activations_exact(void **state) {
 /* model.channels_last: the backbone on NHWC activations computes the NCHW step within fp32
  * rounding (bf16: within its own rounding), and releasing activations changes no bit of it */
 static void test_channels_last(void **state) {
-    for (int d = 0; d < 2; d++) {
+    for (int v = 0; v < 4; v++) {
+        const int d = v & 1;
         const segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+        const char *variant = v < 2 ? "r50" : "r18", *stem = v < 2 ? "v1c" : "plain";
         step_result r[2][2];
         for (int cl = 0; cl < 2; cl++) {
             char err[512];
-            segc_model *m = family_model("r50", 5, err, sizeof err, "output_stride", "16", "stem_channels", "8",
+            segc_model *m = family_model(variant, 5, err, sizeof err, "stem", stem, "output_stride", "16", "stem_channels", "8",
                                          "base_channels", "4", "channels", "16", "c1_channels", "8", "aux_channels", "8",
                                          "dropout", "0.1", "channels_last", cl ? "true" : "false", NULL);
             if (!m) fail_msg("%s", err);
@@ -571,7 +573,8 @@ static void test_channels_last(void **state) {
             if (cl) {
                 const int64_t n = m->params.total;
                 const double tol = d ? 2e-2 : 1e-5;
-                printf("  %s: loss %.7f NCHW, %.7f channels-last\n", segc_dtype_name(dt), r[0][0].loss, r[1][0].loss);
+                printf("  %s %s stem %s: loss %.7f NCHW, %.7f channels-last\n", variant, segc_dtype_name(dt), stem,
+                       r[0][0].loss, r[1][0].loss);
                 assert_true(fabs(r[1][0].loss - r[0][0].loss) <= tol * fabs(r[0][0].loss));
                 assert_true(fx_close_norm("channels-last gradients vs NCHW", r[1][0].grad, r[0][0].grad, n, 0, d ? 5e-2 : 1e-4));
                 assert_true(fx_close_norm("channels-last BN statistics vs NCHW", r[1][0].stats, r[0][0].stats, n, 0, tol));

@@ -17,6 +17,8 @@ static const segc_model_key keys[] = {
     {"image_size", SEGC_KEY_INT, "300", NULL, "square network input (default boxes and feature sizes follow; >= 257)"},
     {"stem_channels", SEGC_KEY_INT, "64", NULL, "ResNet stem width"},
     {"base_channels", SEGC_KEY_INT, "64", NULL, "planes of ResNet layer 1 (doubling per stage; layer 3 feeds the heads)"},
+    {"channels_last", SEGC_KEY_BOOL, "false", NULL,
+     "ResNet trunk on channels-last (NHWC) activations: oneDNN's convolutions without layout reorders"},
     {"extra_channels", SEGC_KEY_INTS, "[512, 512, 256, 256, 256]", NULL, "output widths of the 5 extra blocks"},
     {"extra_mid_channels", SEGC_KEY_INTS, "[256, 256, 128, 128, 128]", NULL, "1x1-conv widths of the 5 extra blocks"},
     {"steps", SEGC_KEY_INTS, "[8, 16, 32, 64, 100, 300]", NULL, "default-box steps per level (pixels)"},
@@ -36,6 +38,7 @@ static bool read_spec(const segc_model_spec *s, segc_ssd_config *c, char *err, s
     c->backbone.in_channels = s->in_channels ? s->in_channels : 3;
     c->backbone.stem_channels = segc_spec_int(s, "stem_channels");
     c->backbone.base_channels = segc_spec_int(s, "base_channels");
+    c->backbone.channels_last = segc_spec_bool(s, "channels_last");
     int list[SEGC_SSD_LEVELS + 2];
     const struct { const char *key; int *dst, want; } lists[] = {
         {"extra_channels", c->extra_channels, SEGC_SSD_LEVELS - 1},
