@@ -28,7 +28,11 @@ int main(int argc, char **argv) {
     }
     const segc_dtype dt = !strcmp(dts, "bf16") ? SEGC_BF16 : SEGC_F32;
     char err[512];
-    segc_model_spec spec = {.type = "ssd", .variant = "r34", .num_classes = K, .in_channels = 3};
+    /* channels_last=1 in the environment: the ResNet trunk on NHWC activations (model.channels_last) */
+    segc_model_opt cl_opt = {.key = "channels_last", .value = "true"};
+    const bool channels_last = getenv("channels_last") && !strcmp(getenv("channels_last"), "1");
+    segc_model_spec spec = {.type = "ssd", .variant = "r34", .num_classes = K, .in_channels = 3,
+                            .opts = channels_last ? &cl_opt : NULL, .n_opts = channels_last ? 1 : 0};
     segc_model *m = segc_model_new(&spec, err, sizeof err);
     if (!m) { fprintf(stderr, "bench_ssd: %s\n", err); return 1; }
     segc_model_init(m, 1);
