@@ -124,6 +124,8 @@ static float step_grads(segc_model *m, int C, int S, bool free_acts, float *grad
 /* ctx->free_activations (the trainer's setting: activations released during backward, some
  * recomputed) changes no bit of any family's loss or gradients */
 static void test_free_activations_change_nothing(void **state) {
+    /* fresh and recycled memory arrive as NaN patterns: a read before write would show */
+    setenv("SEGC_ARENA_POISON", "1", 1);
     for (int f = 0; f < segc_model_n_families(); f++) {
         const segc_model_family *fam = segc_model_family_at(f);
         const bool det = fam->task != SEGC_TASK_SEGMENTATION;
@@ -139,9 +141,13 @@ static void test_free_activations_change_nothing(void **state) {
         printf("  %s: loss %.6f kept, %.6f released\n", fam->type, l0, l1);
         if (l0 != l1 || memcmp(g0, g1, (size_t)m->params.total * sizeof(float)) != 0)
             fail_msg("%s: free_activations changed the loss or gradients", fam->type);
+        assert_true(isfinite(l0));
+        for (int64_t i = 0; i < m->params.total; i++)
+            if (!isfinite(g0[i])) fail_msg("%s: gradient %lld not finite", fam->type, (long long)i);
         free(init), free(g0), free(g1);
         segc_model_free(m);
     }
+    unsetenv("SEGC_ARENA_POISON");
 }
 
 /* model.channels_last: the families with a ResNet backbone run it on NHWC activations with the

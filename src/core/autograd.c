@@ -102,6 +102,9 @@ static void *pool_take(segc_ctx *c, size_t need) {
     }
     if (best >= 0) {
         c->grad_blocks[best].in_use = true;
+        /* a recycled block holds an earlier tensor's values: in the arena's poison mode it gets the
+         * NaN pattern of fresh memory, so a read before write cannot pass on leftovers */
+        if (c->arena.poison) memset(c->grad_blocks[best].ptr, 0xff, need);
         return c->grad_blocks[best].ptr;
     }
     void *p = segc_arena_alloc(&c->arena, need);
