@@ -564,6 +564,11 @@ static segc_tensor *conv_forward(segc_ctx *ctx, const char *op, bool transposed,
     if (!y) return NULL;
     y->nhwc = k.nhwc;
 
+    if (segc_conv_1x1_supported(&k)) {
+        /* a GEMM on the tensors as they are: no layout reorders (conv_1x1.c) */
+        if (!segc_conv_1x1_forward(ctx, &k, x, w, b, y, grad)) return NULL;
+        return y;
+    }
     if (!transposed && !k.nhwc && segc_conv_dw_supported(&k)) {
         /* depthwise: a direct NCHW kernel beats oneDNN plus its reorders */
         segc_conv_dw_forward(ctx, &k, x, w, b, y);

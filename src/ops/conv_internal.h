@@ -45,6 +45,12 @@ void segc_conv_dw_forward(segc_ctx *ctx, const conv_key *k, const segc_tensor *x
                           const segc_tensor *b, segc_tensor *y);
 void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd);
 
+/* 1x1 stride-1 NCHW convolution as batched GEMMs on the tensors (conv_1x1.c): y must be the
+ * output tensor; record: also record the backward node. false: ctx error set. */
+bool segc_conv_1x1_supported(const conv_key *k);
+bool segc_conv_1x1_forward(segc_ctx *ctx, const conv_key *k, segc_tensor *x, segc_tensor *w, segc_tensor *b,
+                           segc_tensor *y, bool record);
+
 /* deterministic 8-lane f32 sum (fixed lane order, any ISA) */
 float segc_conv_sum(const float *a, int64_t n);
 #endif
