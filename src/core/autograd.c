@@ -126,12 +126,15 @@ float *segc_grad_buffer(segc_ctx *c, int64_t numel, bool zero) {
     return p;
 }
 
+/* bytes rounded up to whole floats: pool blocks hold either activations or f32 gradients */
+static size_t float_bytes(size_t bytes) { return (bytes + sizeof(float) - 1) / sizeof(float) * sizeof(float); }
+
 /* activations below this stay plain arena allocations (the block list stays short) */
 #define ACTIVATION_POOL_MIN ((size_t)64 << 10)
 
 void *segc_activation_buffer(segc_ctx *c, size_t bytes) {
     if (!c->free_activations || !c->grad_enabled || bytes < ACTIVATION_POOL_MIN) return NULL;
-    return pool_take(c, (bytes + sizeof(float) - 1) / sizeof(float) * sizeof(float));
+    return pool_take(c, float_bytes(bytes));
 }
 
 /* t's memory back to the pool; false when it is not t's own */
@@ -169,7 +172,7 @@ static void refill_inputs(segc_ctx *c, segc_node *nd) {
     for (int k = 0; k < nd->n_in; k++) {
         segc_tensor *t = nd->in[k];
         if (!t || t->data || !t->producer || !t->producer->refill) continue;
-        t->data = pool_take(c, (segc_nbytes(t) + sizeof(float) - 1) / sizeof(float) * sizeof(float));
+        t->data = pool_take(c, float_bytes(segc_nbytes(t)));
         t->owns_data = true;
         t->producer->refill(c, t->producer);
     }

@@ -449,8 +449,7 @@ const float *segc_conv_act_backward(segc_ctx *ctx, const conv_key *k, const segc
     return r;
 }
 
-/* db[o] += sum over n, h, w of g[n, o, h, w] (used when w needs no gradient) */
-static void bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t hw, bool nhwc) {
+void segc_conv_bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t hw, bool nhwc) {
     if (nhwc) {   /* channels-last: channel o every oc values */
 #pragma omp parallel for schedule(static)
         for (int64_t o = 0; o < oc; o++) {
@@ -539,7 +538,7 @@ static void conv_backward_temps(segc_ctx *ctx, segc_node *nd, float *gx, bool fr
         if (gb && !bfresh)
             for (int64_t o = 0; o < k->oc; o++) gb[o] += db[o];
     } else if (gb) {
-        bias_grad(g, gb, k->n, k->oc, k->oh * k->ow, k->nhwc);
+        segc_conv_bias_grad(g, gb, k->n, k->oc, k->oh * k->ow, k->nhwc);
     }
 }
 

@@ -5,7 +5,6 @@
  * step); the GEMMs need no copy and run on the same AMX/AVX-512 kernels. On channels-last they
  * also avoid oneDNN 2.6's NHWC 1x1 backward-weights kernels, 15-30 % slower than its blocked ones. */
 #include <omp.h>
-#include <string.h>
 
 #include "conv_internal.h"
 #include "segc/ops.h"
@@ -66,13 +65,7 @@ static void conv_1x1_backward(segc_ctx *ctx, segc_node *nd) {
                 .batch = 1, .M = O, .N = C, .K = R, .a = gp, .a_dtype = gdt, .a_rs = 1, .a_cs = O,
                 .b = x->data, .b_dtype = x->dtype, .b_rs = C, .b_cs = 1,
                 .c = gw, .c_dtype = SEGC_F32, .c_rs = C, .alpha = 1.0f, .accumulate = !fresh_w});
-        if (gb)
-#pragma omp parallel for schedule(static)
-            for (int64_t o = 0; o < O; o++) {
-                double acc = 0;
-                for (int64_t r = 0; r < R; r++) acc += g[r * O + o];
-                gb[o] += (float)acc;
-            }
+        if (gb) segc_conv_bias_grad(g, gb, N, O, HW, true);
         (void)ok;
         segc_arena_rewind(&ctx->arena, mark);
         return;
@@ -87,13 +80,7 @@ static void conv_1x1_backward(segc_ctx *ctx, segc_node *nd) {
             .batch = N, .M = O, .N = C, .K = HW, .a = gp, .a_dtype = gdt, .a_bs = O * HW, .a_rs = HW, .a_cs = 1,
             .b = x->data, .b_dtype = x->dtype, .b_bs = C * HW, .b_rs = 1, .b_cs = HW,
             .c = gw, .c_dtype = SEGC_F32, .c_bs = 0, .c_rs = C, .alpha = 1.0f, .accumulate = !fresh_w});
-    if (gb)
-#pragma omp parallel for schedule(static)
-        for (int64_t o = 0; o < O; o++) {
-            double acc = 0;
-            for (int64_t n = 0; n < N; n++) acc += segc_conv_sum(g + (n * O + o) * HW, HW);
-            gb[o] += (float)acc;
-        }
+    if (gb) segc_conv_bias_grad(g, gb, N, O, HW, false);
     (void)ok;   /* a failed GEMM has set the ctx error, which backward reports */
     segc_arena_rewind(&ctx->arena, mark);
 }

@@ -45,6 +45,9 @@ void segc_conv_dw_forward(segc_ctx *ctx, const conv_key *k, const segc_tensor *x
                           const segc_tensor *b, segc_tensor *y);
 void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd);
 
+/* db[o] += sum over n, h, w of g at (n, o, h, w), g in NCHW or channels-last order (nhwc) */
+void segc_conv_bias_grad(const float *g, float *db, int64_t n, int64_t oc, int64_t hw, bool nhwc);
+
 /* 1x1 stride-1 NCHW convolution as batched GEMMs on the tensors (conv_1x1.c): y must be the
  * output tensor; record: also record the backward node. false: ctx error set. */
 bool segc_conv_1x1_supported(const conv_key *k);

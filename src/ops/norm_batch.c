@@ -228,24 +228,13 @@ static void bn_nchw_forward(const segc_tensor *x, segc_tensor *y, const segc_ten
 #pragma omp parallel for schedule(static) if (N * C * S >= BN_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
         float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * sstride : NULL;
-        double mean, var;
-        if (gsum) {
-            mean = gsum[c];
-            var = gsum[C + c];
-            var_unbiased[c] = (float)(var * M / (M - 1));
-        } else if (batch_stats) {
-            const float shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
-            double s1 = 0, s2 = 0;
+        double mean, var, s1 = 0, s2 = 0;
+        float shift = 0.f;
+        if (!gsum && batch_stats) {
+            shift = bf ? segc_bf16_to_f32(segc_bf16p(x)[c * S]) : segc_f32(x)[c * S];
             for (int64_t n = 0; n < N; n++) nl_shifted_sums(x, (n * C + c) * S, S, shift, sc, BN_BLOCK, &s1, &s2);
-            double dm = s1 / M, v = s2 / M - dm * dm;
-            v = v > 0 ? v : 0;
-            mean = shift + dm;
-            var = v;
-            var_unbiased[c] = (float)(v * M / (M - 1));
-        } else {
-            mean = rm[c];
-            var = rv[c];
         }
+        bn_channel_stats(c, C, gsum, batch_stats, s1, s2, shift, M, rm, rv, var_unbiased, &mean, &var);
         float ka, kb;
         bn_channel_consts(mean, var, eps, g ? g[c] : 1.f, bt ? bt[c] : 0.f, &sv->mean[c], &sv->mean_lo[c], &sv->rstd[c],
                           &ka, &kb);

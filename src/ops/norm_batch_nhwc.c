@@ -160,20 +160,8 @@ void bn_nhwc_forward(segc_ctx *ctx, const segc_tensor *x, segc_tensor *y, const 
     float *kb = sv->kb ? sv->kb : segc_arena_alloc(&ctx->arena, fc);
     for (int64_t c = 0; c < C; c++) {
         double mean, var;
-        if (gsum) {
-            mean = gsum[c];
-            var = gsum[C + c];
-            var_unbiased[c] = (float)(var * M / (M - 1));
-        } else if (s1) {
-            double dm = s1[c] / M, v = s2[c] / M - dm * dm;
-            v = v > 0 ? v : 0;
-            mean = shift[c] + dm;
-            var = v;
-            var_unbiased[c] = (float)(v * M / (M - 1));
-        } else {
-            mean = rm[c];
-            var = rv[c];
-        }
+        bn_channel_stats(c, C, gsum, s1 != NULL, s1 ? s1[c] : 0, s2 ? s2[c] : 0, shift ? shift[c] : 0.f, M, rm, rv,
+                         var_unbiased, &mean, &var);
         bn_channel_consts(mean, var, eps, g ? g[c] : 1.f, bt ? bt[c] : 0.f, &sv->mean[c], &sv->mean_lo[c], &sv->rstd[c],
                           &ka[c], &kb[c]);
     }

@@ -33,6 +33,27 @@ static inline void bn_channel_consts(double mean, double var, float eps, float g
     *kb = bc;
 }
 
+/* a channel's mean and biased variance: SyncBatchNorm's global ones (gsum), the batch's from its
+ * sums s1, s2 of x - shift (batch), else the running ones; var_unbiased[c] is set for the first two
+ * (the running-stat update). One definition for both layouts. */
+static inline void bn_channel_stats(int64_t c, int64_t C, const double *gsum, bool batch, double s1, double s2,
+                                    float shift, double M, const float *rm, const float *rv, float *var_unbiased,
+                                    double *mean, double *var) {
+    if (gsum) {
+        *mean = gsum[c];
+        *var = gsum[C + c];
+    } else if (batch) {
+        const double dm = s1 / M, v = s2 / M - dm * dm;
+        *mean = shift + dm;
+        *var = v > 0 ? v : 0;
+    } else {
+        *mean = rm[c];
+        *var = rv[c];
+        return;
+    }
+    var_unbiased[c] = (float)(*var * M / (M - 1));
+}
+
 /* SyncBatchNorm statistics of an NHWC x (as bn_sync_stats): out[c] = mean, out[C + c] = biased
  * variance over every process, *M = the global count; out holds 2C + 1 doubles */
 void bn_nhwc_sync_stats(segc_ctx *ctx, const segc_tensor *x, int64_t C, double *out, double *M);

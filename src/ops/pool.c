@@ -41,11 +41,10 @@ static int64_t pool_out_size(int64_t in, int k, int s, int p, bool ceil_mode) {
     return o;
 }
 
-static bool pool_check(segc_ctx *ctx, const char *op, const segc_tensor *x, int kh, int kw, int sh, int sw, int ph,
-                       int pw, bool ceil_mode, int64_t *oh, int64_t *ow) {
+/* any_layout: the op takes channels-last x too (max pooling; the average pools take NCHW only) */
+static bool pool_check(segc_ctx *ctx, const char *op, const segc_tensor *x, bool any_layout, int kh, int kw, int sh,
+                       int sw, int ph, int pw, bool ceil_mode, int64_t *oh, int64_t *ow) {
     char bx[96];
-    /* max pooling takes channels-last input too; the average pools only NCHW */
-    bool any_layout = !strcmp(op, "max_pool2d");
     if (!(any_layout ? segc_check_float_any_layout : segc_check_float)(ctx, op, "x", x) ||
         !segc_check_ndim(ctx, op, "x", x, 4))
         return false;
@@ -211,7 +210,7 @@ segc_tensor *segc_max_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
     SEGC_PROF_OP(ctx, "max_pool2d");
     if (!x) return NULL;
     int64_t OH, OW;
-    if (!pool_check(ctx, "max_pool2d", x, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
+    if (!pool_check(ctx, "max_pool2d", x, true, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
     const int64_t N = x->shape[0], C = x->shape[1], H = x->shape[2], W = x->shape[3];
     segc_tensor *y = segc_tensor_new(ctx, x->dtype, 4, (int64_t[]){N, C, OH, OW});
     if (!y) return NULL;
@@ -373,7 +372,7 @@ segc_tensor *segc_avg_pool2d(segc_ctx *ctx, segc_tensor *x, int kh, int kw, int 
                              bool ceil_mode, bool count_include_pad) {
     if (!x) return NULL;
     int64_t OH, OW;
-    if (!pool_check(ctx, "avg_pool2d", x, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
+    if (!pool_check(ctx, "avg_pool2d", x, false, kh, kw, sh, sw, ph, pw, ceil_mode, &OH, &OW)) return NULL;
     const win *wh = pool_windows(ctx, x->shape[2], OH, kh, sh, ph, count_include_pad);
     const win *ww = pool_windows(ctx, x->shape[3], OW, kw, sw, pw, count_include_pad);
     const col_taps ct = make_col_taps(ctx, kw, sw, pw, x->shape[3], OW);
