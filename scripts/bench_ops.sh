@@ -17,7 +17,9 @@ bad=0
 for b in "$BUILD"/bench/bench_*; do
   [ -x "$b" ] && [ -f "$b" ] || continue
   g=$(basename "$b"); g=${g#bench_}
-  case "$g" in *.o|*.d|data|train|unet2d|segmenter|deeplab) continue;; esac   # model benchmarks: bench-train
+  # model benchmarks are bench-train's, data bench-data's, dist bench-dist's; tune times segc's own
+  # scheduler overhead (no PyTorch counterpart; README "segc tune")
+  case "$g" in *.o|*.d|data|train|unet2d|segmenter|deeplab|ssd|dist|tune) continue;; esac
   if [ -n "${SEGC_BENCH_GROUPS:-}" ]; then case " $SEGC_BENCH_GROUPS " in *" $g "*) ;; *) continue;; esac; fi
   [ -f "bench/torch_$g.py" ] || { echo "bench-ops: bench/torch_$g.py missing: no reference for $g" >&2; bad=1; continue; }
   OMP_NUM_THREADS=$THREADS OPENBLAS_NUM_THREADS=1 "$b" >>"$tmp/segc.jsonl" || { echo "bench-ops: $b failed" >&2; bad=1; }
