@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <sys/resource.h>
 
+#include "segc/bench.h"
 #include "segc/core.h"
+#include "segc/profile.h"
 
 typedef double (*bench_run_fn)(void *user);   /* one timed run, in ms */
 
@@ -17,19 +19,52 @@ static inline double bench_peak_rss_mib(void) {
     return (double)ru.ru_maxrss / 1024.0;   /* Linux: KiB */
 }
 
+/* The work a model row carries besides its times: GFLOP per step as the ops execute it
+ * (convolution and GEMM work, src/core/profile.h: recomputed attention scores included) and
+ * the machine's GEMM peak for the row's dtype, measured with the kernels the ops use. With
+ * them a row says how close to the hardware both sides run, and what a target ratio would
+ * need (scripts/bench_train.sh adds the reference's fraction on segc's FLOP count). */
+typedef struct {
+    int64_t flops0;
+    int steps;
+    double gflop_step, peak_gflop_s;
+    double rss_mib;   /* peak RSS read before the peak GEMM's buffers existed */
+} bench_work;
+static bench_work bench_row_work;
+/* call when the timed steps begin; each timed step calls bench_work_step() */
+static inline void bench_work_begin(void) { bench_row_work.flops0 = segc_flops_read(); bench_row_work.steps = 0; }
+static inline void bench_work_step(void) { bench_row_work.steps++; }
+/* after the timed steps: FLOPs per step, and the GEMM peak (2048^3) of dtype dt */
+static inline void bench_work_end(segc_dtype dt) {
+    bench_row_work.rss_mib = bench_peak_rss_mib();
+    if (bench_row_work.steps > 0)
+        bench_row_work.gflop_step = (double)(segc_flops_read() - bench_row_work.flops0) / bench_row_work.steps / 1e9;
+    char err[256];
+    double peak = segc_bench_peak_gflops(dt, 2048, err, sizeof err);
+    if (peak > 0) bench_row_work.peak_gflop_s = peak;
+    else fprintf(stderr, "bench: %s\n", err);
+}
+
 /* The JSON row of the model benchmarks (bench_train, bench_unet2d, bench_segmenter,
- * bench_deeplab), the keys scripts/bench_train.sh joins with the PyTorch twins':
- * training: mean step time and img/s; inference (batch 1): mean and best ms. */
+ * bench_deeplab, bench_ssd), the keys scripts/bench_train.sh joins with the PyTorch twins':
+ * training: mean step time and img/s; inference (batch 1): mean and best ms; with
+ * bench_work_end: GFLOP per step, achieved GFLOP/s and the fraction of the GEMM peak. */
 static inline void bench_print_model_row(const char *model, bool train, int h, int w, int batch, const char *dtype,
                                          int threads, double mean_s, double best_s) {
+    const bench_work *wk = &bench_row_work;
+    double rss = wk->rss_mib > 0 ? wk->rss_mib : bench_peak_rss_mib();
     if (train)
         printf("{\"model\": \"%s\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f}\n",
-               model, h, w, batch, dtype, threads, mean_s, batch / mean_s, bench_peak_rss_mib());
+               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f",
+               model, h, w, batch, dtype, threads, mean_s, batch / mean_s, rss);
     else
         printf("{\"model\": \"%s\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f}\n",
-               model, h, w, dtype, threads, 1e3 * mean_s, 1e3 * best_s, bench_peak_rss_mib());
+               "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f",
+               model, h, w, dtype, threads, 1e3 * mean_s, 1e3 * best_s, rss);
+    if (wk->gflop_step > 0 && wk->peak_gflop_s > 0 && mean_s > 0)
+        printf(", \"gflop_step\": %.2f, \"segc_gflop_s\": %.1f, \"peak_gflop_s\": %.1f, \"segc_peak_frac\": %.3f",
+               wk->gflop_step, wk->gflop_step / mean_s, wk->peak_gflop_s, wk->gflop_step / mean_s / wk->peak_gflop_s);
+    printf("}\n");
 }
 
 static int bench_cmp_double(const void *a, const void *b) {

@@ -84,6 +84,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < B; i++) cls[i] = (int32_t)(segc_rng_u32(&r) % (uint32_t)K);
     double best = 1e30, total = 0;
     for (int it = 0; it < reps + 2; it++) {
+        if (it == 2) bench_work_begin();   /* FLOPs of the timed steps */
         double t0 = segc_now_s();
         segc_ctx_step_begin(ctx);
         ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
@@ -117,9 +118,10 @@ int main(int argc, char **argv) {
         }
         double dtm = segc_now_s() - t0;
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
-        if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
+        if (it > 1) { bench_work_step(); total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
+    bench_work_end(dt);
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     const char *model = trunk ? (channels_last ? "resnet50_nhwc" : "resnet50")
                               : (channels_last ? "deeplabv3plus_r50_os16_nhwc" : "deeplabv3plus_r50_os16");

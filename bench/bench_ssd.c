@@ -73,6 +73,7 @@ int main(int argc, char **argv) {
     double best = 1e30, total = 0, det_total = 0;
     int64_t n_det = 0;
     for (int it = 0; it < reps + 2; it++) {
+        if (it == 2) bench_work_begin();   /* FLOPs of the timed steps */
         double t0 = segc_now_s();
         segc_ctx_step_begin(ctx);
         ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
@@ -100,12 +101,14 @@ int main(int argc, char **argv) {
         double dtm = segc_now_s() - t0;
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
         if (it > 1) {
+            bench_work_step();
             total += dtm;
             det_total += t_det;
             if (dtm < best) best = dtm;
         }
     }
     const double mean = total / reps;
+    bench_work_end(dt);
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     if (train)
         bench_print_model_row("ssd300_r34", true, S, S, B, dts, nthreads, mean, best);
@@ -114,7 +117,7 @@ int main(int argc, char **argv) {
                "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_detect_ms\": %.2f, "
                "\"segc_detections\": %lld, \"segc_peak_rss_mib\": %.0f}\n",
                S, S, dts, nthreads, 1e3 * mean, 1e3 * best, 1e3 * det_total / reps, (long long)n_det,
-               bench_peak_rss_mib());
+               bench_row_work.rss_mib);   /* read before the peak GEMM (bench_work_end) */
     for (int i = 0; i < B; i++) free(boxes[i]), free(labels[i]), free(crowd[i]);
     free(nb), free(boxes), free(labels), free(crowd), free(img);
     segc_detections_free(&dets);

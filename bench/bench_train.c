@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
     for (int64_t i = 0; i < npix; i++) lab[i] = (uint8_t)(segc_rng_u32(&r) % 151 == 150 ? 255 : (i / 97) % 150);
     double best = 1e30, total = 0;
     for (int it = 0; it < reps + 2; it++) {
+        if (it == 2) bench_work_begin();   /* FLOPs of the timed steps */
         double t0 = segc_now_s();
         segc_ctx_step_begin(ctx);
         ctx->profile = getenv("SEGC_PROFILE") && it == reps + 1;   /* profile the last step */
@@ -66,9 +67,10 @@ int main(int argc, char **argv) {
         }
         double dtm = segc_now_s() - t0;
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
-        if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
+        if (it > 1) { bench_work_step(); total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
+    bench_work_end(dt);
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     bench_print_model_row("segformer-b0", train, H, W, B, dts, nthreads, mean, best);
     free(img);

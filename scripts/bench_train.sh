@@ -41,6 +41,12 @@ if "segc_ms" in s and "torch_ms" in t:
     r["speedup"] = round(t["torch_ms"] / s["segc_ms"], 3)
 if "segc_ms" in s and "ort_ms" in t:
     r["speedup_vs_ort"] = round(t["ort_ms"] / s["segc_ms"], 3)
+# the reference's fraction of the GEMM peak on segc's FLOP count: what a target ratio R needs
+# of segc is R times this (both sides do the same network's work)
+if s.get("gflop_step") and s.get("peak_gflop_s"):
+    for side, key, unit in (("torch", "torch_step_s", 1.0), ("torch", "torch_ms", 1e-3), ("ort", "ort_ms", 1e-3)):
+        if t.get(key):
+            r[side + "_peak_frac"] = round(s["gflop_step"] / (t[key] * unit) / s["peak_gflop_s"], 3)
 if "segc_peak_rss_mib" in s and "torch_peak_rss_mib" in t:
     r["rss_ratio"] = round(s["segc_peak_rss_mib"] / t["torch_peak_rss_mib"], 3)
 r.update(json.loads(sys.argv[3]))
