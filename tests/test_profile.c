@@ -77,6 +77,28 @@ static segc_tensor *small_conv(segc_ctx *ctx, segc_tensor *x, segc_tensor *w) {
     return segc_conv2d(ctx, x, w, NULL, &p);
 }
 
+/* 1x1 stride-1 convolutions run as GEMMs (conv_1x1.c), both layouts: their backward counts
+ * the input and weight gradients' work as every other convolution does */
+static void test_flops_1x1_conv(void **state) {
+    (void)state;
+    for (int cl = 0; cl < 2; cl++) {
+        segc_ctx *ctx = segc_ctx_new(1);
+        segc_tensor *x = t_randn(ctx, 4, SHAPE(2, 6, 5, 4), 1.0f, true);
+        segc_tensor *w = t_randn(ctx, 4, SHAPE(7, 6, 1, 1), 0.1f, true);
+        if (cl) x = segc_to_channels_last(ctx, x);
+        int64_t f0 = segc_flops_read();
+        segc_conv_params p = segc_conv_params_default();
+        segc_tensor *y = segc_conv2d(ctx, x, w, NULL, &p);
+        if (cl) y = segc_to_channels_first(ctx, y);
+        segc_tensor *loss = segc_sum(ctx, y, NULL, 0, false);
+        assert_non_null(loss);
+        assert_true(segc_backward(ctx, loss));
+        int64_t fwd = 2LL * 2 * 7 * 5 * 4 * 6;
+        assert_int_equal(segc_flops_read() - f0, 3 * fwd);
+        segc_ctx_free(ctx);
+    }
+}
+
 static void test_trace_forward_backward(void **state) {
     (void)state;
     char path[256], err[256];
@@ -333,7 +355,7 @@ int main(void) {
         cmocka_unit_test(test_trace_forward_backward), cmocka_unit_test(test_no_grad_and_nesting),
         cmocka_unit_test(test_window),                 cmocka_unit_test(test_off_records_nothing),
         cmocka_unit_test(test_unwritable_trace),       cmocka_unit_test(test_parse_window),
-        cmocka_unit_test(test_bench_tiny),
+        cmocka_unit_test(test_bench_tiny),        cmocka_unit_test(test_flops_1x1_conv),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

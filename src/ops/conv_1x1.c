@@ -8,6 +8,7 @@
 
 #include "conv_internal.h"
 #include "segc/ops.h"
+#include "segc/profile.h"
 
 bool segc_conv_1x1_supported(const conv_key *k) {
     return !k->transposed && k->groups == 1 && k->kh == 1 && k->kw == 1 && k->stride[0] == 1 &&
@@ -47,6 +48,7 @@ static void conv_1x1_backward(segc_ctx *ctx, segc_node *nd) {
     if (x->requires_grad) gx = fresh_x ? (x->grad = segc_grad_buffer(ctx, N * C * HW, false)) : segc_grad(ctx, x);
     if (w->requires_grad) gw = fresh_w ? (w->grad = segc_grad_buffer(ctx, O * C, false)) : segc_grad(ctx, w);
     float *gb = b && b->requires_grad ? segc_grad(ctx, b) : NULL;
+    segc_flops_add(segc_conv_flops(k) * ((gx != NULL) + (gw != NULL)));   /* as conv.c's backward counts */
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* masked and rounded dY */
     const float *g = segc_conv_act_backward(ctx, k, nd->out, nd->out->grad);
     const void *gp = g;
