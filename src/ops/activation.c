@@ -17,6 +17,7 @@
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "segc/cpu.h"
 #include "segc/ops.h"
@@ -187,6 +188,22 @@ static const act_table *bf16_table(act_kind k) {
     return NULL;
 }
 
+/* y[i] = fwd[x[i]], four lookups per 64-bit load and store (little-endian: x[i] is the low half): 1.5 memory operations per
+ * element instead of 3, and a loop body long enough that its speed no longer depends on
+ * where the linker places it (the one-element loop ran 1.35 or 2.35 ms on 8.4 M elements on
+ * Zen 4 depending on the binary it was linked into) */
+static void table_fwd(const uint16_t *restrict fwd, const uint16_t *restrict x, uint16_t *restrict y, int64_t m) {
+    int64_t i = 0;
+    for (; i + 4 <= m; i += 4) {
+        uint64_t h, r;
+        memcpy(&h, x + i, sizeof h);
+        r = (uint64_t)fwd[h & 0xffff] | (uint64_t)fwd[(h >> 16) & 0xffff] << 16 |
+            (uint64_t)fwd[(h >> 32) & 0xffff] << 32 | (uint64_t)fwd[h >> 48] << 48;
+        memcpy(y + i, &r, sizeof r);
+    }
+    for (; i < m; i++) y[i] = fwd[x[i]];
+}
+
 /* gx (+)= go * f'(x), from x alone: the sigmoid/tanh derivatives written
  * as s(1-s) or 1-y^2 from the output would cancel badly where the output
  * nears +-1 (and bf16 outputs are rounded). OUT(i, v) stores or adds. */
@@ -275,9 +292,7 @@ static void act_fwd_tensor(act_kind k, float slope, const segc_tensor *x, void *
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
         if (tab) {
-            const uint16_t *xb = segc_bf16p(x) + off;
-            uint16_t *yb = (uint16_t *)y + off;
-            for (int64_t i = 0; i < m; i++) yb[i] = tab->fwd[xb[i]];
+            table_fwd(tab->fwd, segc_bf16p(x) + off, (uint16_t *)y + off, m);
         } else if (bf16) {
             act_fwd_bf16(k, slope, segc_bf16p(x) + off, (uint16_t *)y + off, m);
         } else {
