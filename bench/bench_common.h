@@ -26,19 +26,16 @@ static inline double bench_peak_rss_mib(void) {
  * need (scripts/bench_train.sh adds the reference's fraction on segc's FLOP count). */
 typedef struct {
     int64_t flops0;
-    int steps;
     double gflop_step, peak_gflop_s;
     double rss_mib;   /* peak RSS read before the peak GEMM's buffers existed */
 } bench_work;
 static bench_work bench_row_work;
-/* call when the timed steps begin; each timed step calls bench_work_step() */
-static inline void bench_work_begin(void) { bench_row_work.flops0 = segc_flops_read(); bench_row_work.steps = 0; }
-static inline void bench_work_step(void) { bench_row_work.steps++; }
-/* after the timed steps: FLOPs per step, and the GEMM peak (2048^3) of dtype dt */
-static inline void bench_work_end(segc_dtype dt) {
+/* call when the timed steps begin */
+static inline void bench_work_begin(void) { bench_row_work.flops0 = segc_flops_read(); }
+/* after the `steps` timed steps: FLOPs per step, and the GEMM peak (2048^3) of dtype dt */
+static inline void bench_work_end(segc_dtype dt, int steps) {
     bench_row_work.rss_mib = bench_peak_rss_mib();
-    if (bench_row_work.steps > 0)
-        bench_row_work.gflop_step = (double)(segc_flops_read() - bench_row_work.flops0) / bench_row_work.steps / 1e9;
+    if (steps > 0) bench_row_work.gflop_step = (double)(segc_flops_read() - bench_row_work.flops0) / steps / 1e9;
     char err[256];
     double peak = segc_bench_peak_gflops(dt, 2048, err, sizeof err);
     if (peak > 0) bench_row_work.peak_gflop_s = peak;

@@ -86,10 +86,10 @@ int main(int argc, char **argv) {
         double dtm = segc_now_s() - t0;
         if (ctx->profile && !train && !segc_profiler_stop_and_write(stderr, err, sizeof err)) fprintf(stderr, "%s\n", err);
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
-        if (it > 1) { bench_work_step(); total += dtm; if (dtm < best) best = dtm; }
+        if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
-    bench_work_end(dt);
+    bench_work_end(dt, reps);
     if (getenv("SEGC_PROFILE") && train) segc_profile_print(ctx, stderr);
     char name[64];
     snprintf(name, sizeof name, "segmenter-%s-%s", variant, decoder);

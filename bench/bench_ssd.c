@@ -101,14 +101,13 @@ int main(int argc, char **argv) {
         double dtm = segc_now_s() - t0;
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
         if (it > 1) {
-            bench_work_step();
             total += dtm;
             det_total += t_det;
             if (dtm < best) best = dtm;
         }
     }
     const double mean = total / reps;
-    bench_work_end(dt);
+    bench_work_end(dt, reps);
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     if (train)
         bench_print_model_row("ssd300_r34", true, S, S, B, dts, nthreads, mean, best);

@@ -74,10 +74,10 @@ int main(int argc, char **argv) {
         }
         double dtm = segc_now_s() - t0;
         /* iterations 0 and 1 warm up: primitive caches, arena growth, then its consolidation */
-        if (it > 1) { bench_work_step(); total += dtm; if (dtm < best) best = dtm; }
+        if (it > 1) { total += dtm; if (dtm < best) best = dtm; }
     }
     double mean = total / reps;
-    bench_work_end(dt);
+    bench_work_end(dt, reps);
     if (getenv("SEGC_PROFILE")) segc_profile_print(ctx, stderr);
     bench_print_model_row("unet2d", train, H, W, B, dts, nthreads, mean, best);
     free(img);

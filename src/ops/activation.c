@@ -188,9 +188,9 @@ static const act_table *bf16_table(act_kind k) {
     return NULL;
 }
 
-/* y[i] = fwd[x[i]], four lookups per 64-bit load and store (little-endian: x[i] is the low half): 1.5 memory operations per
- * element instead of 3, and a loop body long enough that its speed no longer depends on
- * where the linker places it (the one-element loop ran 1.35 or 2.35 ms on 8.4 M elements on
+/* y[i] = fwd[x[i]], four lookups per 64-bit load and store (little-endian: x[i] is the low
+ * half): 1.5 memory operations per element instead of 3, and a loop body long enough that its
+ * speed no longer depends on where the linker places it (the one-element loop ran 1.35 or 2.35 ms on 8.4 M elements on
  * Zen 4 depending on the binary it was linked into) */
 static void table_fwd(const uint16_t *restrict fwd, const uint16_t *restrict x, uint16_t *restrict y, int64_t m) {
     int64_t i = 0;
