@@ -91,6 +91,7 @@ typedef struct {
     segc_tensor *reset[4];
     bool bwd;
     const float *gout;
+    const uint16_t *gout_bf16;   /* instead of gout: a bf16 upstream gradient (ctx->bf16_grads) */
 } bench_op;
 
 /* a fresh step, the forward, and for bwd the backward: only the measured pass is timed */
@@ -98,14 +99,14 @@ static inline double bench_op_once(void *u) {
     const bench_op *op = u;
     segc_ctx_step_begin(op->ctx);
     for (int i = 0; i < 4; i++)
-        if (op->reset[i]) op->reset[i]->grad = NULL;
+        if (op->reset[i]) op->reset[i]->grad = NULL, op->reset[i]->grad_bf16 = NULL;
     double t0 = segc_now_s();
     segc_tensor *y = op->build(op->ctx, op->user);
     double t1 = segc_now_s();
     bool ok = y != NULL;
     if (ok && op->bwd) {
         t0 = segc_now_s();
-        ok = segc_backward_from(op->ctx, y, op->gout);
+        ok = op->gout_bf16 ? segc_backward_from_bf16(op->ctx, y, op->gout_bf16) : segc_backward_from(op->ctx, y, op->gout);
         t1 = segc_now_s();
     }
     if (!ok) {

@@ -62,7 +62,7 @@ int main(void) {
             for (int bwd = 0; bwd < 2; bwd++)
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[i].op, cases[i].shape, segc_dtype_name(dts[d]), bwd ? "bwd" : "fwd",
-                       bench_op_ms((bench_op){ctx, build_conv, &c, {c.x}, bwd, gout}));
+                       bench_op_ms((bench_op){ctx, build_conv, &c, {c.x}, bwd, gout, NULL}));
             fflush(stdout);
             free(gout);
             segc_tensor_free(c.x);

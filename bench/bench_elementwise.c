@@ -2,7 +2,8 @@
  * per-channel broadcast add, fwd and bwd, f32 and bf16. One JSON line per
  * case; bench/torch_elementwise.py times the same cases in PyTorch. The bwd
  * figure is the backward alone (gradient buffers included), fed a ready
- * upstream gradient. */
+ * upstream gradient of the case's dtype: bf16 cases run with bf16 activation
+ * gradients (ctx->bf16_grads), as PyTorch keeps bf16 gradients for bf16 tensors. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -50,14 +51,20 @@ int main(void) {
             for (int i = 0; i < cases[c].n; i++) ins[i] = input(&rng, dts[d], cases[c].nd[i], cases[c].shapes[i]);
             int64_t n_out = segc_numel(ins[0]);
             float *gout = malloc((size_t)n_out * sizeof *gout);
+            uint16_t *gout16 = malloc((size_t)n_out * sizeof *gout16);
             segc_rng_fill_normal(&rng, gout, n_out, 0, 1);
+            segc_f32_to_bf16_n(gout, gout16, n_out);
+            bool bf16 = dts[d] == SEGC_BF16;
+            ctx->bf16_grads = bf16;
             for (int pass = 0; pass < 2; pass++) {
-                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, ins, {ins[0], ins[1]}, pass == 1, gout});
+                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, ins, {ins[0], ins[1]}, pass == 1, bf16 ? NULL : gout,
+                                                   bf16 ? gout16 : NULL});
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[c].op, cases[c].shape, segc_dtype_name(dts[d]), pass ? "bwd" : "fwd", ms);
                 fflush(stdout);
             }
             free(gout);
+            free(gout16);
             for (int i = 0; i < cases[c].n; i++) segc_tensor_free(ins[i]);
         }
     }

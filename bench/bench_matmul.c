@@ -78,7 +78,7 @@ int main(void) {
             float *gout = malloc((size_t)(M * N) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, M * N, 0, 1);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = bench_op_ms((bench_op){ctx, build_matmul, ins, {ins[0], ins[1]}, bwd, gout});
+                double ms = bench_op_ms((bench_op){ctx, build_matmul, ins, {ins[0], ins[1]}, bwd, gout, NULL});
                 double gf = 2.0 * M * N * K * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"matmul\", \"shape\": \"%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f, \"peak_frac\": %.3f}\n", (long long)M, (long long)K,
@@ -95,7 +95,7 @@ int main(void) {
             float *gout = malloc((size_t)(B * Nq * C) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, B * Nq * C, 0, 1);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = bench_op_ms((bench_op){ctx, build_attention, ins, {ins[0], ins[1], ins[2]}, bwd, gout});
+                double ms = bench_op_ms((bench_op){ctx, build_attention, ins, {ins[0], ins[1], ins[2]}, bwd, gout, NULL});
                 double gf = 4.0 * B * Nq * Nk * C * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"attention\", \"shape\": \"%lldx%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f}\n", (long long)B, (long long)Nq, (long long)Nk,

@@ -51,7 +51,7 @@ int main(void) {
                        .beta = heap_randn(&rng, dts[d], 1, (int64_t[]){64}, 0, true)};
         for (int b = 0; b < 2; b++)
             printf("{\"op\": \"layer_norm\", \"shape\": \"16384x64\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.4f}\n",
-                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_layer_norm, &in, {in.x, in.gamma, in.beta}, b, gout_ln}));
+                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_layer_norm, &in, {in.x, in.gamma, in.beta}, b, gout_ln, NULL}));
         fflush(stdout);
         segc_tensor_free(in.x);
         segc_tensor_free(in.gamma);
@@ -70,7 +70,7 @@ int main(void) {
         in.ce.ignore_index = 255;
         for (int b = 0; b < 2; b++)
             printf("{\"op\": \"cross_entropy\", \"shape\": \"2x150x512x512\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.4f}\n",
-                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_cross_entropy, &in, {in.x}, b, &one}));
+                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_cross_entropy, &in, {in.x}, b, &one, NULL}));
         fflush(stdout);
         segc_tensor_free(in.x);
     }

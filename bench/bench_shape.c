@@ -44,7 +44,7 @@ int main(void) {
             segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
             segc_tensor *x = input(dt, 4, cases[c].dims);
             for (int b = 0; b < 2; b++) {
-                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, x, {x}, b, gout});
+                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, x, {x}, b, gout, NULL});
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[c].op, cases[c].shape, segc_dtype_name(dt), b ? "bwd" : "fwd", ms);
                 fflush(stdout);

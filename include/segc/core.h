@@ -2,8 +2,9 @@
  *
  * Conventions every layer above relies on:
  *  - Tensors are contiguous, row-major (NCHW for images). Up to 5 dims.
- *  - Gradients are always f32, whatever the tensor's dtype (bf16 activations
- *    get f32 gradients; parameters keep f32 master weights).
+ *  - Gradients are f32, whatever the tensor's dtype (bf16 activations get f32
+ *    gradients; parameters keep f32 master weights), except where a context
+ *    opts into bf16 activation gradients (ctx->bf16_grads, below).
  *  - Every op takes the context first, allocates its output in the context's
  *    step arena, and records a tape node when gradients are enabled and an
  *    input requires them.
@@ -38,6 +39,7 @@ typedef struct segc_tensor {
     int64_t shape[SEGC_MAX_DIMS];
     void *data;          /* contiguous row-major */
     float *grad;         /* f32, same numel; NULL until a gradient flows */
+    uint16_t *grad_bf16; /* bf16 gradient of a bf16 activation (ctx->bf16_grads; segc_grad_bf16_dst) */
     bool requires_grad;
     bool is_param;       /* grad lives in a persistent buffer, never arena */
     bool owns_data;      /* data is this tensor's own step-arena allocation (not a view, wrap or parameter) */
@@ -155,6 +157,9 @@ struct segc_node {
     int n_in;
     void *saved;       /* op-specific, in the step arena */
     segc_node *prev;
+    /* backward takes out->grad_bf16 when that is set (segc_node_reads_bf16_grad); otherwise the
+     * tape converts a bf16 gradient to f32 before this node's backward runs */
+    bool reads_bf16_grad;
 };
 
 /* ---- per-op time profile (ctx->profile): forward time is the wall time since the
@@ -199,6 +204,13 @@ struct segc_ctx {
     /* segc_backward_from's caller-owned seed gradient, read in place during that backward:
      * never aliased to an input's gradient (which later ops may add into) */
     const float *borrowed_grad;
+    const uint16_t *borrowed_grad_bf16;
+    /* bf16 activation gradients, as PyTorch keeps for bf16 tensors: a bf16 non-parameter tensor
+     * whose producer's backward reads bf16 gradients (or a bf16 leaf) gets its gradient in bf16
+     * from the ops that can write one, halving the gradient traffic of memory-bound ops. Every
+     * other op and tensor keeps f32 gradients; the tape converts where the two meet. Off by default */
+    bool bf16_grads;
+    struct segc_leaf_list *bf16_leaves;   /* leaves given a bf16 gradient during this backward */
     segc_profile_entry prof[SEGC_PROFILE_SLOTS];
     /* Sharded batches (set by data-parallel training; zero: off). This process's batch holds
      * sample_count samples; its sample j is sample j * sample_stride + sample_first of a global batch
@@ -286,6 +298,20 @@ float *segc_grad_buffer(segc_ctx *ctx, int64_t numel, bool zero);
  * valid and unchanged until segc_backward_from returns; segc never writes it. */
 bool segc_backward(segc_ctx *ctx, segc_tensor *scalar_loss);
 bool segc_backward_from(segc_ctx *ctx, segc_tensor *out, const float *grad_out);
+/* The same from a bf16 upstream gradient (read in place when out's producer takes bf16 gradients
+ * and ctx->bf16_grads is on, else widened into an f32 buffer first). */
+bool segc_backward_from_bf16(segc_ctx *ctx, segc_tensor *out, const uint16_t *grad_out);
+/* bf16 gradients (ctx->bf16_grads). A backward that can write t's gradient in bf16 asks here
+ * first: NULL means "use the f32 gradient" (segc_grad / segc_ew_grad_dst). Granted for a bf16
+ * non-parameter tensor that has no f32 gradient yet and whose producer reads bf16 gradients (or
+ * which is a leaf). *fresh: a new, uninitialised buffer the caller stores every element of;
+ * otherwise the caller adds into it (in f32, rounding the sum once). */
+uint16_t *segc_grad_bf16_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh);
+/* Pass-through of a bf16 gradient g (add, copy): t's gradient becomes g itself when t may take a
+ * bf16 gradient and has none yet (as segc_ew_grad_alias for f32); false: the caller writes it */
+bool segc_grad_bf16_alias(segc_ctx *ctx, segc_tensor *t, const uint16_t *g);
+/* an op whose backward handles out->grad_bf16 says so on its node at record time */
+static inline void segc_node_reads_bf16_grad(segc_node *nd) { if (nd) nd->reads_bf16_grad = true; }
 /* Activation memory (only with ctx->free_activations; otherwise both do nothing). The caller
  * promises t is read by nothing recorded after this call except ops that take t itself (not a
  * view of it) as an input.

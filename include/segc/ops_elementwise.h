@@ -154,7 +154,7 @@ static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n
  * tensor has none yet (and is not a parameter) it is allocated without
  * zeroing and *fresh is set: the kernel then stores instead of adding. */
 static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
-    *fresh = !t->grad && !t->is_param;
+    *fresh = !t->grad && !t->grad_bf16 && !t->is_param;   /* a bf16 gradient: segc_grad widens it */
     if (*fresh) {
         t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
         return t->grad;
@@ -171,7 +171,7 @@ static inline float *segc_ew_grad_dst(segc_ctx *ctx, segc_tensor *t, bool *fresh
  * seed of segc_backward_from, and under retain_grads (each kept non-leaf
  * gradient must stay its own). */
 static inline bool segc_ew_grad_alias(const segc_ctx *ctx, segc_tensor *t, const float *g) {
-    if (t->grad || t->is_param || g == ctx->borrowed_grad || ctx->retain_grads) return false;
+    if (t->grad || t->grad_bf16 || t->is_param || g == ctx->borrowed_grad || ctx->retain_grads) return false;
     t->grad = (float *)g;
     return true;
 }
@@ -202,6 +202,7 @@ void segc_bcast_plan(segc_bcast *p, int nd_out, const int64_t *out_shape, int nd
 enum { SEGC_W_NONE = 0, SEGC_W_MUL, SEGC_W_DIV };
 typedef struct segc_bcast_reduce_args {
     const float *src;
+    const uint16_t *src16;   /* instead of src: a bf16 source (a bf16 gradient), widened as read */
     int src_slot;
     const float *w;
     int w_slot, w_mode;

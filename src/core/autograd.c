@@ -178,20 +178,81 @@ static void refill_inputs(segc_ctx *c, segc_node *nd) {
     }
 }
 
+/* the block holding p is free for later requests (not a tracked block: nothing to do) */
+static void pool_free_ptr(segc_ctx *c, const void *p) {
+    for (int i = 0; i < c->n_grad_blocks; i++)
+        if ((const void *)c->grad_blocks[i].ptr == p) { c->grad_blocks[i].in_use = false; return; }
+}
+
 /* the producer of nd->out has run: its gradient buffer can serve later gradients,
  * unless an input's gradient aliases it (pass-through ops hand the buffer on) */
 static void release_out_grad(segc_ctx *c, const segc_node *nd) {
-    float *g = nd->out->grad;
-    if (!g || nd->out->is_param || c->retain_grads) return;
-    for (int k = 0; k < nd->n_in; k++)
-        if (nd->in[k] && nd->in[k]->grad == g) return;
+    segc_tensor *o = nd->out;
+    if (o->is_param || c->retain_grads) return;
     /* like PyTorch, a non-leaf tensor does not keep its gradient after backward */
-    nd->out->grad = NULL;
-    for (int i = 0; i < c->n_grad_blocks; i++)
-        if (c->grad_blocks[i].ptr == g) { c->grad_blocks[i].in_use = false; return; }
+    if (o->grad) {
+        bool aliased = false;
+        for (int k = 0; k < nd->n_in; k++) aliased |= nd->in[k] && nd->in[k]->grad == o->grad;
+        if (!aliased) pool_free_ptr(c, o->grad), o->grad = NULL;
+    }
+    if (o->grad_bf16) {
+        bool aliased = false;
+        for (int k = 0; k < nd->n_in; k++) aliased |= nd->in[k] && nd->in[k]->grad_bf16 == o->grad_bf16;
+        if (!aliased) pool_free_ptr(c, o->grad_bf16), o->grad_bf16 = NULL;
+    }
+}
+
+static bool bf16_grad_allowed(const segc_ctx *c, const segc_tensor *t) {
+    if (!c->bf16_grads || t->dtype != SEGC_BF16 || t->is_param || t->grad) return false;
+    return t->producer ? t->producer->reads_bf16_grad : t->requires_grad;
+}
+
+struct segc_leaf_list { segc_tensor *t; struct segc_leaf_list *next; };
+
+/* no producer folds a leaf's gradients: the end of backward does (run_tape) */
+static void note_bf16_leaf(segc_ctx *c, segc_tensor *t) {
+    struct segc_leaf_list *l = segc_arena_alloc(&c->arena, sizeof *l);
+    *l = (struct segc_leaf_list){t, c->bf16_leaves};
+    c->bf16_leaves = l;
+}
+
+uint16_t *segc_grad_bf16_dst(segc_ctx *c, segc_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (!bf16_grad_allowed(c, t)) return NULL;
+    if (!t->grad_bf16) {
+        t->grad_bf16 = pool_take(c, float_bytes((size_t)segc_numel(t) * sizeof(uint16_t)));
+        *fresh = true;
+        if (!t->producer) note_bf16_leaf(c, t);
+    }
+    return t->grad_bf16;
+}
+
+bool segc_grad_bf16_alias(segc_ctx *c, segc_tensor *t, const uint16_t *g) {
+    if (!g || g == c->borrowed_grad_bf16 || c->retain_grads || t->grad_bf16 || !bf16_grad_allowed(c, t)) return false;
+    t->grad_bf16 = (uint16_t *)g;
+    if (!t->producer) note_bf16_leaf(c, t);
+    return true;
+}
+
+/* t's bf16 gradient joins its f32 one (widened into a new buffer, or added in): before the
+ * backward of a producer that reads f32 gradients, or when both exist */
+static void fold_bf16_grad(segc_ctx *c, segc_tensor *t) {
+    const uint16_t *h = t->grad_bf16;
+    int64_t n = segc_numel(t);
+    if (!t->grad) {
+        t->grad = segc_grad_buffer(c, n, false);
+        segc_bf16_to_f32_n(h, t->grad, n);
+    } else {
+        float *g = t->grad;
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+        for (int64_t i = 0; i < n; i++) g[i] += segc_bf16_to_f32(h[i]);
+    }
+    if (h != c->borrowed_grad_bf16) pool_free_ptr(c, h);
+    t->grad_bf16 = NULL;
 }
 
 float *segc_grad(segc_ctx *c, segc_tensor *t) {
+    if (t->grad_bf16) fold_bf16_grad(c, t);   /* an f32 gradient from here on */
     if (!t->grad) {
         if (t->is_param) {
             segc_set_error(c, "autograd: parameter '%s' has no gradient buffer bound", t->name ? t->name : "?");
@@ -205,10 +266,10 @@ float *segc_grad(segc_ctx *c, segc_tensor *t) {
 static void check_input_grads(segc_ctx *c, const segc_node *nd) {
     for (int k = 0; k < nd->n_in; k++) {
         const segc_tensor *x = nd->in[k];
-        if (!x || !x->grad) continue;
+        if (!x || (!x->grad && !x->grad_bf16)) continue;
         int64_t n = segc_numel(x);
         for (int64_t i = 0; i < n; i++)
-            if (!isfinite(x->grad[i])) {
+            if ((x->grad && !isfinite(x->grad[i])) || (x->grad_bf16 && !isfinite(segc_bf16_to_f32(x->grad_bf16[i])))) {
                 segc_set_error(c, "%s backward: non-finite gradient for input %d at flat index %lld", nd->op, k,
                                (long long)i);
                 return;
@@ -218,7 +279,7 @@ static void check_input_grads(segc_ctx *c, const segc_node *nd) {
 
 static bool run_tape(segc_ctx *c) {
     for (segc_node *nd = c->tape; nd; nd = nd->prev) {
-        if (!nd->out->grad) {  /* no gradient reached this node */
+        if (!nd->out->grad && !nd->out->grad_bf16) {  /* no gradient reached this node */
             if (c->free_activations) release_after_backward(c, nd);
             if (c->node_hook) c->node_hook(c->node_hook_user, nd);
             continue;
@@ -227,6 +288,8 @@ static bool run_tape(segc_ctx *c) {
         size_t used0 = c->arena.used_total;
         segc_prof_span ps = segc_prof_op_enter_(c, nd->op, SEGC_PROF_BACKWARD);
         refill_inputs(c, nd);
+        /* an op that wrote the f32 gradient beside a bf16 one (deciding "fresh" itself) is folded here too */
+        if (nd->out->grad_bf16 && (!nd->reads_bf16_grad || nd->out->grad)) fold_bf16_grad(c, nd->out);
         nd->backward(c, nd);
         segc_prof_op_leave_(&ps);
         if (c->profile) {
@@ -235,7 +298,7 @@ static bool run_tape(segc_ctx *c) {
             e->bwd_mib += (double)(c->arena.used_total - used0) / (1 << 20);
         }
         if (c->check_finite) check_input_grads(c, nd);
-        if (c->has_err) return false;
+        if (c->has_err) { c->bf16_leaves = NULL; return false; }
         release_out_grad(c, nd);
         if (c->free_activations) release_after_backward(c, nd);
         if (c->node_hook) c->node_hook(c->node_hook_user, nd);
@@ -243,6 +306,10 @@ static bool run_tape(segc_ctx *c) {
     /* the graph is consumed (PyTorch's retain_graph=False): a later backward in the same step
      * walks only what was recorded after this one */
     c->tape = NULL;
+    /* a leaf that received both an f32 and a bf16 gradient keeps their sum in f32 */
+    for (struct segc_leaf_list *l = c->bf16_leaves; l; l = l->next)
+        if (l->t->grad && l->t->grad_bf16) fold_bf16_grad(c, l->t);
+    c->bf16_leaves = NULL;
     return true;
 }
 
@@ -282,6 +349,27 @@ bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) {
     float *dst = segc_grad(c, out);
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
     for (int64_t i = 0; i < n; i++) dst[i] = fresh ? g[i] : dst[i] + g[i];
+    return run_tape(c);
+}
+
+bool segc_backward_from_bf16(segc_ctx *c, segc_tensor *out, const uint16_t *g) {
+    if (!out) return false;
+    if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
+    if (c->bf16_grads && !c->retain_grads && !out->grad && !out->grad_bf16 && out->producer &&
+        out->producer->reads_bf16_grad) {
+        /* read in place, as segc_backward_from does with an f32 seed */
+        out->grad_bf16 = (uint16_t *)g;
+        c->borrowed_grad_bf16 = g;
+        bool ok = run_tape(c);
+        c->borrowed_grad_bf16 = NULL;
+        if (out->grad_bf16 == g) out->grad_bf16 = NULL;
+        return ok;
+    }
+    int64_t n = segc_numel(out);
+    bool fresh = !out->grad && !out->is_param;
+    float *dst = fresh ? (out->grad = segc_grad_buffer(c, n, false)) : segc_grad(c, out);
+#pragma omp parallel for simd schedule(static) if (n >= 65536)
+    for (int64_t i = 0; i < n; i++) dst[i] = fresh ? segc_bf16_to_f32(g[i]) : dst[i] + segc_bf16_to_f32(g[i]);
     return run_tape(c);
 }
 

@@ -77,6 +77,7 @@ void segc_ctx_step_begin(segc_ctx *c) {
     c->tape = NULL;
     c->n_nodes = 0;
     c->n_grad_blocks = 0;
+    c->bf16_leaves = NULL;
 }
 void segc_set_num_threads(segc_ctx *c, int n) {
     if (n < 1) n = 1;

@@ -256,22 +256,96 @@ typedef struct {
     float slope;
 } act_saved;
 
+/* gx (+)= go * f'(x) over one block of x (at most BLOCK elements; fresh: gx is written, not added to) */
+static void act_bwd_block(act_kind k, float slope, const segc_tensor *x, const float *go, float *gx, bool fresh) {
+    int64_t m = segc_numel(x);
+    if (x->dtype == SEGC_BF16) {
+        const act_table *tab = bf16_table(k);
+        if (tab) {
+            const uint16_t *xb = segc_bf16p(x);
+            if (fresh) for (int64_t i = 0; i < m; i++) gx[i] = go[i] * tab->dfdx[xb[i]];
+            else for (int64_t i = 0; i < m; i++) gx[i] += go[i] * tab->dfdx[xb[i]];
+        } else {
+            act_bwd_bf16(k, slope, segc_bf16p(x), go, gx, !fresh, m);
+        }
+    } else {
+        act_bwd_f32(k, slope, segc_f32(x), go, gx, !fresh, m);
+    }
+}
+
 /* gx (+)= go * f'(x) over the whole tensor x (fresh: gx is written, not added to) */
 static void act_bwd_tensor(act_kind k, float slope, const segc_tensor *x, const float *go, float *gx, bool fresh) {
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
-    bool bf16 = x->dtype == SEGC_BF16;
-    const act_table *tab = bf16 ? bf16_table(k) : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        if (tab) {
-            const uint16_t *xb = segc_bf16p(x) + off;
-            const float *gb = go + off;
-            float *o = gx + off;
-            if (fresh) for (int64_t i = 0; i < m; i++) o[i] = gb[i] * tab->dfdx[xb[i]];
-            else for (int64_t i = 0; i < m; i++) o[i] += gb[i] * tab->dfdx[xb[i]];
-        } else if (bf16) act_bwd_bf16(k, slope, segc_bf16p(x) + off, go + off, gx + off, !fresh, m);
-        else act_bwd_f32(k, slope, segc_f32(x) + off, go + off, gx + off, !fresh, m);
+        segc_tensor xb = *x;   /* the block of x as a 1-D tensor */
+        xb.ndim = 1;
+        xb.shape[0] = m;
+        xb.data = (char *)x->data + (size_t)off * segc_dtype_size(x->dtype);
+        act_bwd_block(k, slope, &xb, go + off, gx + off, fresh);
+    }
+}
+
+/* gx (+)= g * dfdx[x] with bf16 g and gx, rounded once: lookups 16 at a time (x read four per
+ * 64-bit load), then the widen, multiply and round in vectors */
+static void table_bwd_bf16(const float *restrict dfdx, const uint16_t *restrict x, const uint16_t *restrict g,
+                           uint16_t *restrict gx, bool acc, int64_t m) {
+    int64_t i = 0;
+    for (; i + 16 <= m; i += 16) {
+        float t[16], v[16];
+        for (int j = 0; j < 16; j += 4) {
+            uint64_t h;
+            memcpy(&h, x + i + j, sizeof h);
+            t[j] = dfdx[h & 0xffff];
+            t[j + 1] = dfdx[(h >> 16) & 0xffff];
+            t[j + 2] = dfdx[(h >> 32) & 0xffff];
+            t[j + 3] = dfdx[h >> 48];
+        }
+        if (acc) {
+#pragma omp simd
+            for (int j = 0; j < 16; j++) v[j] = segc_bf16_to_f32(g[i + j]) * t[j] + segc_bf16_to_f32(gx[i + j]);
+        } else {
+#pragma omp simd
+            for (int j = 0; j < 16; j++) v[j] = segc_bf16_to_f32(g[i + j]) * t[j];
+        }
+#pragma omp simd
+        for (int j = 0; j < 16; j++) gx[i + j] = segc_f32_to_bf16(v[j]);
+    }
+    for (; i < m; i++) {
+        float v = segc_bf16_to_f32(g[i]) * dfdx[x[i]];
+        gx[i] = segc_f32_to_bf16(acc ? v + segc_bf16_to_f32(gx[i]) : v);
+    }
+}
+
+/* bf16 gradients (ctx->bf16_grads): go16 and/or gx16 replace go / gx; each block is widened
+ * into f32, runs the f32-gradient kernel, and is rounded once into gx16 */
+static void act_bwd_bf16_grads(act_kind k, float slope, const segc_tensor *x, const float *go, const uint16_t *go16,
+                               float *gx, uint16_t *gx16, bool fresh) {
+    int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
+        const act_table *tab = x->dtype == SEGC_BF16 && go16 && gx16 ? bf16_table(k) : NULL;
+        if (tab) {   /* one pass: a block-wide widen pass waits on memory that this one overlaps */
+            table_bwd_bf16(tab->dfdx, segc_bf16p(x) + off, go16 + off, gx16 + off, !fresh, m);
+            continue;
+        }
+        float gbuf[BLOCK], obuf[BLOCK];
+        const float *g = go16 ? (segc_ew_load_bf16(go16 + off, gbuf, m), gbuf) : go + off;
+        segc_tensor xb = *x;   /* the block of x as a 1-D tensor */
+        xb.ndim = 1;
+        xb.shape[0] = m;
+        xb.data = (char *)x->data + (size_t)off * segc_dtype_size(x->dtype);
+        if (!gx16) {
+            act_bwd_block(k, slope, &xb, g, gx + off, fresh);
+            continue;
+        }
+        act_bwd_block(k, slope, &xb, g, obuf, true);
+        if (!fresh)
+#pragma omp simd
+            for (int64_t i = 0; i < m; i++) obuf[i] += segc_bf16_to_f32(gx16[off + i]);
+        segc_ew_store_bf16(obuf, gx16 + off, m);
     }
 }
 
@@ -279,8 +353,11 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
     const act_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0];
     bool fresh;
-    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
-    act_bwd_tensor(sv->kind, sv->slope, x, nd->out->grad, gx, fresh);
+    const uint16_t *go16 = nd->out->grad_bf16;
+    uint16_t *gx16 = segc_grad_bf16_dst(ctx, x, &fresh);
+    float *gx = gx16 ? NULL : segc_ew_grad_dst(ctx, x, &fresh);
+    if (go16 || gx16) act_bwd_bf16_grads(sv->kind, sv->slope, x, nd->out->grad, go16, gx, gx16, fresh);
+    else act_bwd_tensor(sv->kind, sv->slope, x, nd->out->grad, gx, fresh);
 }
 
 /* y = f(x) over the whole tensor x, y of x's dtype and size */
@@ -340,7 +417,7 @@ ACT_ENTRY_LINKAGE segc_tensor *activation(segc_ctx *ctx, act_kind k, segc_tensor
         act_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         sv->kind = k;
         sv->slope = slope;
-        segc_record(ctx, name, act_backward, y, &x, 1, sv);
+        segc_node_reads_bf16_grad(segc_record(ctx, name, act_backward, y, &x, 1, sv));
     }
     return y;
 }

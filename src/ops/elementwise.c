@@ -236,18 +236,34 @@ typedef struct {
     segc_bcast plan;
 } bin_saved;
 
+/* a bf16 gradient gx16 (+)= scale * g16, same shape (add / sub pass-through) */
+static void copy_bf16_grad(const uint16_t *g16, uint16_t *gx16, float scale, bool fresh, int64_t n) {
+    if (fresh && scale == 1.0f) {
+        memcpy(gx16, g16, (size_t)n * sizeof *gx16);
+    } else if (fresh) {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++) gx16[i] = g16[i] ^ 0x8000u;   /* scale -1: exact */
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+        for (int64_t i = 0; i < n; i++)
+            gx16[i] = segc_f32_to_bf16(segc_bf16_to_f32(gx16[i]) + scale * segc_bf16_to_f32(g16[i]));
+    }
+}
+
 static void bin_backward(segc_ctx *ctx, segc_node *nd) {
     const bin_saved *sv = nd->saved;
     segc_tensor *a = nd->in[0], *b = nd->in[1];
     const float *go = nd->out->grad;
+    const uint16_t *go16 = nd->out->grad_bf16;   /* ctx->bf16_grads: instead of go */
     for (int k = 0; k < 2; k++) {
         segc_tensor *t = nd->in[k], *other = nd->in[1 - k];
         if (!t->requires_grad) continue;
+        bool same = sv->plan.numel == segc_numel(t);
         /* a same-shape addend passes the output gradient through untouched */
-        if (k == 0 && (sv->op == BIN_ADD || sv->op == BIN_SUB) && sv->plan.numel == segc_numel(t) &&
-            segc_ew_grad_alias(ctx, t, go))
+        if (k == 0 && (sv->op == BIN_ADD || sv->op == BIN_SUB) && same &&
+            (go16 ? segc_grad_bf16_alias(ctx, t, go16) : segc_ew_grad_alias(ctx, t, go)))
             continue;
-        segc_bcast_reduce_args r = {.src = go, .src_slot = 0, .dst_slot = 1 + k, .scale = 1.0f,
+        segc_bcast_reduce_args r = {.src = go, .src16 = go16, .src_slot = 0, .dst_slot = 1 + k, .scale = 1.0f,
                                     .w_slot = 2 - k, .w_mode = SEGC_W_NONE};
         switch (sv->op) {
         case BIN_ADD: break;
@@ -269,6 +285,22 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
             break;
         }
         bool fresh;
+        uint16_t *gx16 = segc_grad_bf16_dst(ctx, t, &fresh);
+        if (gx16 && go16 && same && r.w_mode == SEGC_W_NONE) {
+            copy_bf16_grad(go16, gx16, (float)r.scale, fresh, segc_numel(t));
+            continue;
+        }
+        if (gx16) {   /* reduced in f32, then rounded once into the bf16 gradient */
+            int64_t n = segc_numel(t);
+            r.dst = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
+            r.accumulate = false;
+            segc_bcast_reduce(ctx, &sv->plan, &r);
+            if (!fresh)
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+                for (int64_t i = 0; i < n; i++) r.dst[i] += segc_bf16_to_f32(gx16[i]);
+            segc_ew_store_bf16(r.dst, gx16, n);
+            continue;
+        }
         r.dst = segc_ew_grad_dst(ctx, t, &fresh);
         r.accumulate = !fresh;
         segc_bcast_reduce(ctx, &sv->plan, &r);
@@ -301,7 +333,7 @@ static segc_tensor *binary(segc_ctx *ctx, binop op, segc_tensor *a, segc_tensor 
     bin_forward(&sv->plan, op, a->dtype == SEGC_BF16, a->data, b->data, y->data);
     if (!segc_check_finite_out(ctx, name, y)) return NULL;
     segc_tensor *ins[2] = {a, b};
-    if (segc_needs_grad(ctx, ins, 2)) segc_record(ctx, name, bin_backward, y, ins, 2, sv);
+    if (segc_needs_grad(ctx, ins, 2)) segc_node_reads_bf16_grad(segc_record(ctx, name, bin_backward, y, ins, 2, sv));
     return y;
 }
 

@@ -98,6 +98,15 @@ static void row_add(int mode, const float *s, const float *w, int64_t n, double 
     }
 }
 
+/* n source values at off with stride ss in {0, 1} as f32: the f32 source itself, or the bf16
+ * source (src16) widened into buf (n <= COLS) */
+static const float *src_at(const segc_bcast_reduce_args *r, int64_t off, int64_t ss, int64_t n, float *buf) {
+    if (!r->src16) return r->src + off;
+    if (ss) segc_ew_load_bf16(r->src16 + off, buf, n);
+    else buf[0] = segc_bf16_to_f32(r->src16[off]);
+    return buf;
+}
+
 /* multi-index of flat over a subset of the plan dims, and the offsets it gives */
 typedef struct {
     int n;
@@ -156,9 +165,9 @@ static void unit_cols(const job *jb, int64_t unit) {
     int64_t ks = walker_off(&kept, p, r->src_slot) + c0 * ss;
     int64_t kw = r->w ? walker_off(&kept, p, r->w_slot) + c0 * sw : 0;
     int64_t kd = walker_off(&kept, p, r->dst_slot) + c0;
-    float v[COLS];
+    float v[COLS], sb[COLS];
     if (jb->R == 1) { /* nothing to sum: elementwise in f32 */
-        values(r->w_mode, r->src + ks, ss, r->w ? r->w + kw : NULL, sw, v, cw);
+        values(r->w_mode, src_at(r, ks, ss, cw, sb), ss, r->w ? r->w + kw : NULL, sw, v, cw);
         float *d = r->dst + kd;
         if (!r->div_sq && r->scale == 1.0f) {
             if (r->accumulate) {
@@ -181,9 +190,9 @@ static void unit_cols(const job *jb, int64_t unit) {
         int64_t os = ks + walker_off(&red, p, r->src_slot);
         int64_t ow = r->w ? kw + walker_off(&red, p, r->w_slot) : 0;
         if (direct) {
-            row_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, cw, acc);
+            row_add(r->w_mode, src_at(r, os, ss, cw, sb), r->w ? r->w + ow : NULL, cw, acc);
         } else {
-            values(r->w_mode, r->src + os, ss, r->w ? r->w + ow : NULL, sw, v, cw);
+            values(r->w_mode, src_at(r, os, ss, cw, sb), ss, r->w ? r->w + ow : NULL, sw, v, cw);
 #pragma omp simd
             for (int64_t c = 0; c < cw; c++) acc[c] += (double)v[c];
         }
@@ -210,7 +219,7 @@ static void unit_rows(const job *jb, int64_t unit) {
     int64_t kd = walker_off(&kept, p, r->dst_slot);
     int64_t ss = p->stride[r->src_slot][last], sw = r->w ? p->stride[r->w_slot][last] : 0;
     double acc[LANES] = {0};
-    float v[COLS];
+    float v[COLS], sb[COLS];
     bool direct = ss == 1 && (r->w_mode == SEGC_W_NONE || sw == 1); /* no staging through v */
     int64_t r0 = chunk * jb->R / jb->S, r1 = (chunk + 1) * jb->R / jb->S;
     walker_set(&red, p, r0);
@@ -219,15 +228,24 @@ static void unit_rows(const job *jb, int64_t unit) {
         if (run > r1 - q) run = r1 - q;
         int64_t os = ks + walker_off(&red, p, r->src_slot);
         int64_t ow = r->w ? kw + walker_off(&red, p, r->w_slot) : 0;
-        if (direct) {
+        if (direct && !r->src16) {
             lanes_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, run, acc);
+            q += run;
+            walker_step(&red, p, run);
+            continue;
+        }
+        if (direct) {   /* bf16 source: widened COLS at a time (a multiple of LANES: the same lanes) */
+            for (int64_t b = 0; b < run; b += COLS) {
+                int64_t n = run - b < COLS ? run - b : COLS;
+                lanes_add(r->w_mode, src_at(r, os + b, 1, n, sb), r->w ? r->w + ow + b : NULL, n, acc);
+            }
             q += run;
             walker_step(&red, p, run);
             continue;
         }
         for (int64_t b = 0; b < run; b += COLS) {
             int64_t n = run - b < COLS ? run - b : COLS;
-            values(r->w_mode, r->src + os + b * ss, ss, r->w ? r->w + ow + b * sw : NULL, sw, v, n);
+            values(r->w_mode, src_at(r, os + b * ss, ss, n, sb), ss, r->w ? r->w + ow + b * sw : NULL, sw, v, n);
             int64_t c = 0;
             for (; c + LANES <= n; c += LANES) {
 #pragma omp simd

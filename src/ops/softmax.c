@@ -8,7 +8,9 @@
  * position the row max m and log s, s = sum exp(x - m), are kept for
  * backward. f32 backward reads the f32 output; bf16 backward recomputes the
  * probabilities from x, m and log s in f32 rather than trusting the rounded
- * output (near-cancelling gradients would carry its 2^-9 error). Sums are
+ * output (near-cancelling gradients would carry its 2^-9 error), except when
+ * the upstream gradient itself is bf16 (ctx->bf16_grads), which carries an
+ * error of that size already: then it reads the bf16 output, as PyTorch does. Sums are
  * taken in double (log s stays accurate when s is near 1). On AVX512-BF16
  * CPUs bf16 last-dim rows run the kernels of softmax_avx512bf16.c (f32 sums
  * over 32 lanes: the same results to float rounding). */
@@ -251,19 +253,51 @@ static void grad_out(bool log, const float *g, const float *p, const double *dot
     }
 }
 
-/* Last dim, one row. scratch: D floats. */
-static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const float *go, float *gx,
-                         bool acc, bool stream, float *scratch, int64_t r) {
+/* The upstream gradient (go, or bf16 go16) and the input's gradient (gx, or bf16 gx16): one of
+ * each pair is set. bf16 rows are widened into scratch and the result rounded once. */
+typedef struct {
+    const float *go;
+    const uint16_t *go16;
+    float *gx;
+    uint16_t *gx16;
+    bool acc, stream;
+    /* bf16 softmax with a bf16 upstream gradient: the probabilities are the bf16 output y, as
+     * PyTorch reads them (their rounding is the size of the error g already carries), instead
+     * of exponentials recomputed from x */
+    bool from_y;
+} sm_grads;
+
+/* out[0..n) (f32 results) into the bf16 gradient at dst: stored, or added in f32 and rounded */
+static void put_bf16(const float *v, uint16_t *dst, bool acc, int64_t n, float *tmp) {
+    if (acc) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) tmp[i] = v[i] + segc_bf16_to_f32(dst[i]);
+        v = tmp;
+    }
+    segc_ew_store_bf16(v, dst, n);
+}
+
+/* Last dim, one row. scratch: 3*D floats. */
+static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const sm_grads *gr,
+                         float *scratch, int64_t r) {
     int64_t D = sv->D, off = r * D;
-    if (sv->bf16k) {
-        segc_softmax_row_bwd_bf16_avx512bf16(segc_bf16p(x) + off, sv->max[r], sv->lsum[r], sv->log, go + off,
-                                             gx + off, acc, stream, scratch, D);
+    if (sv->bf16k && !gr->go16 && !gr->gx16) {
+        segc_softmax_row_bwd_bf16_avx512bf16(segc_bf16p(x) + off, sv->max[r], sv->lsum[r], sv->log, gr->go + off,
+                                             gr->gx + off, gr->acc, gr->stream, scratch, D);
+        return;
+    }
+    if (sv->bf16k && gr->go16 && gr->gx16) {
+        segc_softmax_row_bwd_bf16g_avx512bf16(segc_bf16p(x) + off, gr->from_y ? segc_bf16p(y) + off : NULL, sv->max[r],
+                                              sv->lsum[r], sv->log, gr->go16 + off, gr->gx16 + off, gr->acc, gr->stream,
+                                              scratch, D);
         return;
     }
     const float *p = scratch;
     if (x->dtype == SEGC_F32 && !sv->log) p = segc_f32(y) + off;
+    else if (gr->from_y) segc_ew_load_bf16(segc_bf16p(y) + off, scratch, D);
     else probs(sv, x, y, off, D, &sv->max[r], &sv->lsum[r], false, scratch);
-    const float *g = go + off;
+    float *gbuf = scratch + D, *obuf = scratch + 2 * D;
+    const float *g = gr->go16 ? (segc_ew_load_bf16(gr->go16 + off, gbuf, D), gbuf) : gr->go + off;
     double dot;
     if (sv->log) {
         dot = lane_sum(g, D);
@@ -278,18 +312,29 @@ static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_te
             for (int l = 0; l < w; l++) l16[l] += l16[l + w];
         dot = l16[0];
     }
-    grad_out(sv->log, g, p, &dot, false, gx + off, acc, D);
+    if (!gr->gx16) {
+        grad_out(sv->log, g, p, &dot, false, gr->gx + off, gr->acc, D);
+        return;
+    }
+    grad_out(sv->log, g, p, &dot, false, obuf, false, D);
+    put_bf16(obuf, gr->gx16 + off, gr->acc, D, gbuf);   /* g is read no more */
 }
 
-/* Middle dim: positions [i0, i0+nb) of outer slice o. scratch: D*IB floats. */
-static void block_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const float *go, float *gx,
-                           bool acc, float *pb, int64_t o, int64_t i0, int64_t nb) {
+/* Middle dim: positions [i0, i0+nb) of outer slice o. scratch: (2*D+1)*IB floats. */
+static void block_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const sm_grads *gr,
+                           float *pb, int64_t o, int64_t i0, int64_t nb) {
     int64_t D = sv->D, inner = sv->inner, base = o * D * inner + i0, st = o * inner + i0;
-    for (int64_t d = 0; d < D; d++) probs(sv, x, y, base + d * inner, nb, sv->max + st, sv->lsum + st, true, pb + d * IB);
+    float *gb = pb + D * IB, *ob = gb + D * IB;
+    for (int64_t d = 0; d < D; d++) {
+        if (gr->from_y) segc_ew_load_bf16(segc_bf16p(y) + base + d * inner, pb + d * IB, nb);
+        else probs(sv, x, y, base + d * inner, nb, sv->max + st, sv->lsum + st, true, pb + d * IB);
+    }
+    if (gr->go16)
+        for (int64_t d = 0; d < D; d++) segc_ew_load_bf16(gr->go16 + base + d * inner, gb + d * IB, nb);
     double dot[IB];
     for (int64_t i = 0; i < nb; i++) dot[i] = 0.0;
     for (int64_t d = 0; d < D; d++) {
-        const float *g = go + base + d * inner, *p = pb + d * IB;
+        const float *g = gr->go16 ? gb + d * IB : gr->go + base + d * inner, *p = pb + d * IB;
         if (sv->log) {
 #pragma omp simd
             for (int64_t i = 0; i < nb; i++) dot[i] += (double)g[i];
@@ -300,7 +345,13 @@ static void block_backward(const sm_saved *sv, const segc_tensor *x, const segc_
     }
     for (int64_t d = 0; d < D; d++) {
         int64_t off = base + d * inner;
-        grad_out(sv->log, go + off, pb + d * IB, dot, true, gx + off, acc, nb);
+        const float *g = gr->go16 ? gb + d * IB : gr->go + off;
+        if (!gr->gx16) {
+            grad_out(sv->log, g, pb + d * IB, dot, true, gr->gx + off, gr->acc, nb);
+        } else {
+            grad_out(sv->log, g, pb + d * IB, dot, true, ob, false, nb);
+            put_bf16(ob, gr->gx16 + off, gr->acc, nb, pb + d * IB);   /* p of row d is read no more */
+        }
     }
 }
 
@@ -308,28 +359,32 @@ static void softmax_backward(segc_ctx *ctx, segc_node *nd) {
     const sm_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0], *y = nd->out;
     bool fresh;
-    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
-    const float *go = y->grad;
+    sm_grads gr = {.go = y->grad, .go16 = y->grad_bf16};
+    gr.gx16 = segc_grad_bf16_dst(ctx, x, &fresh);
+    if (!gr.gx16) gr.gx = segc_ew_grad_dst(ctx, x, &fresh);
+    gr.acc = !fresh;
+    gr.from_y = gr.go16 && !sv->log;
     int64_t n = segc_numel(x);
     if (n == 0) return;
     int nt = omp_get_max_threads();
     bool rows = sv->inner == 1;
-    size_t per = (size_t)(rows ? sv->D : sv->D * IB);
+    size_t per = (size_t)(rows ? 3 * sv->D : (2 * sv->D + 1) * IB);
     float *scratch = segc_arena_alloc(&ctx->arena, (size_t)nt * per * sizeof(float));
     int64_t nib = rows ? 1 : (sv->inner + IB - 1) / IB, items = sv->outer * nib;
-    /* a fresh gradient beyond the caches (8 MiB) is streamed to memory by the AVX512-BF16 rows */
-    bool stream = sv->bf16k && fresh && n >= ((int64_t)1 << 21);
+    /* a fresh gradient beyond the caches (4 MiB of bf16, 8 of f32) is streamed to memory by the
+     * AVX512-BF16 rows */
+    gr.stream = sv->bf16k && fresh && n >= ((int64_t)1 << 21);
 #pragma omp parallel for schedule(static) if (n > PAR_MIN && items > 1)
     for (int64_t it = 0; it < items; it++) {
         float *sc = scratch + (size_t)omp_get_thread_num() * per;
         if (rows) {
-            row_backward(sv, x, y, go, gx, !fresh, stream, sc, it);
+            row_backward(sv, x, y, &gr, sc, it);
         } else {
             int64_t o = it / nib, i0 = (it % nib) * IB;
-            block_backward(sv, x, y, go, gx, !fresh, sc, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
+            block_backward(sv, x, y, &gr, sc, o, i0, sv->inner - i0 < IB ? sv->inner - i0 : IB);
         }
     }
-    if (stream && rows) {
+    if (gr.stream && rows) {
 #pragma omp parallel if (n > PAR_MIN && items > 1)
         segc_stream_fence();   /* each writer's non-temporal stores drain before gx is read */
     }
@@ -379,7 +434,7 @@ static segc_tensor *softmax_op(segc_ctx *ctx, const char *name, bool log, segc_t
         }
     }
     if (!segc_check_finite_out(ctx, name, y)) return NULL;
-    if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, name, softmax_backward, y, &x, 1, sv);
+    if (segc_needs_grad(ctx, &x, 1)) segc_node_reads_bf16_grad(segc_record(ctx, name, softmax_backward, y, &x, 1, sv));
     return y;
 }
 

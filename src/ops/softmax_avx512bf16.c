@@ -142,6 +142,58 @@ void segc_softmax_row_bwd_bf16_avx512bf16(const uint16_t *x, float max, float ls
     }
 }
 
+/* the same with bf16 gradients: g read and gx written in bf16 (sums and arithmetic in f32,
+ * one rounding per stored value; acc adds the existing gx in f32 before that rounding). With
+ * y (softmax only) the probabilities are the forward's bf16 output instead of exp recomputed
+ * from x: no exponentials, and an error of the size the bf16 g already carries */
+void segc_softmax_row_bwd_bf16g_avx512bf16(const uint16_t *x, const uint16_t *y, float max, float lsum, bool log,
+                                           const uint16_t *g, uint16_t *gx, bool acc, bool stream, float *scratch,
+                                           int64_t D) {
+    const __m512 vm = _mm512_set1_ps(max), vl = _mm512_set1_ps(lsum);
+    __m512 d0 = _mm512_setzero_ps(), d1 = _mm512_setzero_ps();
+    int64_t j = 0;
+    for (; j + 32 <= D; j += 32) {   /* scratch: p in [0, D), g widened in [D, 2D) */
+        const __m512 p0 = y ? ld16(y + j, 0xffff) : exp16(_mm512_sub_ps(_mm512_sub_ps(ld16(x + j, 0xffff), vm), vl));
+        const __m512 p1 = y ? ld16(y + j + 16, 0xffff)
+                            : exp16(_mm512_sub_ps(_mm512_sub_ps(ld16(x + j + 16, 0xffff), vm), vl));
+        const __m512 g0 = ld16(g + j, 0xffff), g1 = ld16(g + j + 16, 0xffff);
+        _mm512_storeu_ps(scratch + j, p0);
+        _mm512_storeu_ps(scratch + j + 16, p1);
+        _mm512_storeu_ps(scratch + D + j, g0);
+        _mm512_storeu_ps(scratch + D + j + 16, g1);
+        d0 = log ? _mm512_add_ps(d0, g0) : _mm512_fmadd_ps(p0, g0, d0);
+        d1 = log ? _mm512_add_ps(d1, g1) : _mm512_fmadd_ps(p1, g1, d1);
+    }
+    for (; j < D; j += 16) {
+        const __mmask16 k = tail_mask(D - j);
+        const __m512 p0 = y ? ld16(y + j, k) : exp16(_mm512_sub_ps(_mm512_sub_ps(ld16(x + j, k), vm), vl));
+        const __m512 g0 = ld16(g + j, k);
+        _mm512_mask_storeu_ps(scratch + j, k, p0);
+        _mm512_mask_storeu_ps(scratch + D + j, k, g0);
+        d0 = log ? _mm512_add_ps(d0, g0) : _mm512_mask3_fmadd_ps(p0, g0, d0, k);
+    }
+    const __m512 dot = _mm512_set1_ps(_mm512_reduce_add_ps(_mm512_add_ps(d0, d1)));
+    const float *gw = scratch + D;
+    if (stream && !acc && D % 32 == 0 && ((uintptr_t)gx & 63) == 0) {
+        /* a large fresh gradient: non-temporal stores of 32 values skip reading the lines */
+        for (j = 0; j < D; j += 32) {
+            const __m512 pa = _mm512_loadu_ps(scratch + j), ga = _mm512_loadu_ps(gw + j);
+            const __m512 pb = _mm512_loadu_ps(scratch + j + 16), gb = _mm512_loadu_ps(gw + j + 16);
+            const __m512 va = log ? _mm512_fnmadd_ps(pa, dot, ga) : _mm512_mul_ps(pa, _mm512_sub_ps(ga, dot));
+            const __m512 vb = log ? _mm512_fnmadd_ps(pb, dot, gb) : _mm512_mul_ps(pb, _mm512_sub_ps(gb, dot));
+            _mm512_stream_si512((void *)(gx + j), (__m512i)_mm512_cvtne2ps_pbh(vb, va));
+        }
+        return;
+    }
+    for (j = 0; j < D; j += 16) {
+        const __mmask16 k = tail_mask(D - j);
+        const __m512 p = _mm512_maskz_loadu_ps(k, scratch + j), gv = _mm512_maskz_loadu_ps(k, gw + j);
+        __m512 v = log ? _mm512_fnmadd_ps(p, dot, gv) : _mm512_mul_ps(p, _mm512_sub_ps(gv, dot));
+        if (acc) v = _mm512_add_ps(v, ld16(gx + j, k));
+        st16(gx + j, k, v);
+    }
+}
+
 void segc_attn_softmax_row_avx512bf16(float *s, int64_t n, float scale, uint16_t *pb) {
     const __m512 vc = _mm512_set1_ps(scale);
     __m512 m0 = _mm512_set1_ps(-INFINITY);

@@ -15,6 +15,11 @@ void segc_softmax_row_fwd_bf16_avx512bf16(const uint16_t *x, uint16_t *y, int64_
  * the caches); each thread that wrote calls segc_stream_fence before the data is read */
 void segc_softmax_row_bwd_bf16_avx512bf16(const uint16_t *x, float max, float lsum, bool log, const float *g,
                                           float *gx, bool acc, bool stream, float *scratch, int64_t D);
+/* the same with bf16 gradients g and gx (f32 arithmetic, gx rounded once); scratch: 2*D floats.
+ * y non-NULL (softmax, not log): p is the bf16 output y instead of being recomputed from x */
+void segc_softmax_row_bwd_bf16g_avx512bf16(const uint16_t *x, const uint16_t *y, float max, float lsum, bool log,
+                                           const uint16_t *g, uint16_t *gx, bool acc, bool stream, float *scratch,
+                                           int64_t D);
 /* after rows written with stream (non-temporal stores), before anything reads them */
 void segc_stream_fence(void);
 /* attention: softmax of the f32 scores scale * s (s overwritten with exp) rounded to bf16 into pb */
