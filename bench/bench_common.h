@@ -44,7 +44,7 @@ static inline void bench_work_end(segc_dtype dt, int steps) {
 
 /* The JSON row of the model benchmarks (bench_train, bench_unet2d, bench_segmenter,
  * bench_deeplab, bench_ssd), the keys scripts/bench_train.sh joins with the PyTorch twins':
- * training: mean step time and img/s; inference (batch 1): mean and best ms; with
+ * training: mean (and best) step time and img/s; inference (batch 1): mean and best ms; with
  * bench_work_end: GFLOP per step, achieved GFLOP/s and the fraction of the GEMM peak. */
 static inline void bench_print_model_row(const char *model, bool train, int h, int w, int batch, const char *dtype,
                                          int threads, double mean_s, double best_s) {
@@ -52,8 +52,9 @@ static inline void bench_print_model_row(const char *model, bool train, int h, i
     double rss = wk->rss_mib > 0 ? wk->rss_mib : bench_peak_rss_mib();
     if (train)
         printf("{\"model\": \"%s\", \"mode\": \"train\", \"shape\": \"%dx%d\", \"batch\": %d, \"dtype\": \"%s\", "
-               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_img_s\": %.3f, \"segc_peak_rss_mib\": %.0f",
-               model, h, w, batch, dtype, threads, mean_s, batch / mean_s, rss);
+               "\"threads\": %d, \"segc_step_s\": %.4f, \"segc_best_step_s\": %.4f, \"segc_img_s\": %.3f, "
+               "\"segc_peak_rss_mib\": %.0f",
+               model, h, w, batch, dtype, threads, mean_s, best_s, batch / mean_s, rss);
     else
         printf("{\"model\": \"%s\", \"mode\": \"infer\", \"shape\": \"%dx%d\", \"batch\": 1, \"dtype\": \"%s\", "
                "\"threads\": %d, \"segc_ms\": %.1f, \"segc_best_ms\": %.1f, \"segc_peak_rss_mib\": %.0f",

@@ -12,7 +12,8 @@
 #include "segc/cpu.h"
 #include "segc/ops.h"
 
-static segc_tensor *run_op(segc_ctx *ctx, const char *op, segc_tensor **in, int dim) {
+static segc_tensor *run_op(segc_ctx *ctx, const char *op, segc_tensor **in, int dim, int64_t H, int64_t W) {
+    if (!strcmp(op, "dwconv_tokens")) return segc_dwconv2d_tokens(ctx, in[0], in[1], in[2], H, W);
     if (!strcmp(op, "softmax")) return segc_softmax(ctx, in[0], dim);
     if (!strcmp(op, "log_softmax")) return segc_log_softmax(ctx, in[0], dim);
     if (!strcmp(op, "gelu")) return segc_gelu(ctx, in[0]);
@@ -76,7 +77,7 @@ static void test_fx_bf16_grads(void **state) {
             segc_ctx *ctx = segc_ctx_new(1);
             ctx->bf16_grads = true;
             int n = fx_n_inputs(f, cas);
-            segc_tensor *in[2] = {0}, *want[2] = {0};
+            segc_tensor *in[3] = {0}, *want[3] = {0};
             for (int k = 0; k < n; k++) {
                 char nm[16];
                 snprintf(nm, sizeof nm, "in%d", k);
@@ -86,7 +87,8 @@ static void test_fx_bf16_grads(void **state) {
                 assert_int_equal(in[k]->dtype, SEGC_BF16);
                 in[k]->requires_grad = true;
             }
-            segc_tensor *y = run_op(ctx, op, in, (int)fx_param_int(f, cas, "dim", -1));
+            segc_tensor *y = run_op(ctx, op, in, (int)fx_param_int(f, cas, "dim", -1), fx_param_int(f, cas, "H", 0),
+                                    fx_param_int(f, cas, "W", 0));
             assert_non_null(y);
             segc_tensor *gout = fx_tensor(ctx, f, cas, "gout");
             int64_t m = segc_numel(y);
@@ -96,7 +98,8 @@ static void test_fx_bf16_grads(void **state) {
             bool elementwise = !strncmp(cas, "act_", 4) || !strncmp(cas, "bin_", 4);
             for (int k = 0; k < n; k++) {
                 if (!strcmp(op, "div") && k == 1) continue;   /* b reached through the C-side transform */
-                if (!strcmp(op, "through_scalar")) assert_non_null(in[k]->grad);   /* mul_scalar reads f32 */
+                /* f32: through mul_scalar, which reads f32 gradients, and a conv's weight and bias */
+                if (!strcmp(op, "through_scalar") || (!strcmp(op, "dwconv_tokens") && k > 0)) assert_non_null(in[k]->grad);
                 else assert_non_null(in[k]->grad_bf16);   /* bf16 all the way to the leaf */
                 float *g = leaf_grad(in[k]);
                 int64_t ne = segc_numel(in[k]);
@@ -145,13 +148,17 @@ static void bf16_vs_f32(const char *op, int64_t D) {
         for (int mode = 0; mode < 2; mode++) {
             segc_ctx *ctx = segc_ctx_new(1);
             ctx->bf16_grads = mode == 1;
-            segc_tensor *x = segc_tensor_new(ctx, SEGC_BF16, 2, SHAPE(R, D));
+            segc_tensor *x = segc_tensor_new(ctx, SEGC_BF16, 3, SHAPE(1, R, D));
             segc_tensor *b = segc_tensor_new(ctx, SEGC_BF16, 1, SHAPE(D));
             segc_f32_to_bf16_n(xf, segc_bf16p(x), n);
             segc_f32_to_bf16_n(xf, segc_bf16p(b), D);
             x->requires_grad = b->requires_grad = true;
-            segc_tensor *in[2] = {x, b};
-            segc_tensor *y = run_op(ctx, op, in, -1);
+            segc_tensor *w3 = segc_tensor_new(ctx, SEGC_BF16, 4, SHAPE(D, 1, 3, 3));
+            for (int64_t i = 0; i < 9 * D; i++) segc_bf16p(w3)[i] = segc_f32_to_bf16((float)(i % 11) / 16.0f - 0.3f);
+            segc_tensor *in[3] = {x, b, w3};
+            segc_tensor *y = !strcmp(op, "dwconv_tokens")
+                                 ? segc_dwconv2d_tokens(ctx, x, w3, NULL, R / 90, 90)   /* 90 x 90 tokens of D channels */
+                                 : run_op(ctx, op, in, -1, 0, 0);
             assert_non_null(y);
             assert_true(mode ? segc_backward_from_bf16(ctx, y, g16) : segc_backward_from(ctx, y, g));
             if (mode) {
@@ -195,7 +202,7 @@ static void bf16_vs_f32(const char *op, int64_t D) {
 
 static void test_bf16_vs_f32_grads(void **state) {
     (void)state;
-    const char *ops[] = {"softmax", "log_softmax", "gelu", "sigmoid", "add"};
+    const char *ops[] = {"softmax", "log_softmax", "gelu", "sigmoid", "add", "dwconv_tokens"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         bf16_vs_f32(ops[o], 260);
         bf16_vs_f32(ops[o], 272);
