@@ -116,6 +116,7 @@ typedef struct segc_config {
         int64_t seed;
         int threads;                   /* 0: OpenMP's default */
         char dtype[8];                 /* f32 | bf16 */
+        bool bf16_grads;               /* bf16 training: bf16 activation gradients (ctx->bf16_grads) */
         char conv_algo[16];            /* auto | direct | winograd (segc_conv_algo) */
         char best_metric[SEGC_CFG_NAME];   /* metric that selects best.safetensors ("": the task's primary) */
         char work_dir[SEGC_CFG_PATH];  /* "": runs/NAME */

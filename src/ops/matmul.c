@@ -483,13 +483,69 @@ typedef struct {
 
 static mview mv_t(mview v) { return (mview){v.p, v.dt, v.bs, v.cs, v.rs}; }
 
-static bool gemm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
-                       mview b, float *c, int64_t c_bs, int64_t c_rs, bool acc) {
+static bool gemm_views_dt(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
+                          mview b, void *c, segc_dtype c_dt, int64_t c_bs, int64_t c_rs, bool acc) {
     segc_gemm g = {.batch = batch, .M = M, .N = N, .K = K,
                    .a = a.p, .a_dtype = a.dt, .a_bs = a.bs, .a_rs = a.rs, .a_cs = a.cs,
                    .b = b.p, .b_dtype = b.dt, .b_bs = b.bs, .b_rs = b.rs, .b_cs = b.cs,
-                   .c = c, .c_dtype = SEGC_F32, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = acc};
+                   .c = c, .c_dtype = c_dt, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = acc};
     return segc_gemm_run(ctx, op, &g);
+}
+static bool gemm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
+                       mview b, float *c, int64_t c_bs, int64_t c_rs, bool acc) {
+    return gemm_views_dt(ctx, op, batch, M, N, K, a, b, c, SEGC_F32, c_bs, c_rs, acc);
+}
+
+/* The upstream gradient of out as a backward GEMM operand: a bf16 gradient as it is when bf16
+ * GEMMs are native (else widened: the same values), an f32 gradient of a bf16 op rounded
+ * (segc_gemm_round_grad), an f32 one of an f32 op as it is. n: its element count. */
+static const void *gemm_dy(segc_ctx *ctx, const segc_tensor *out, bool bf16_op, int64_t n, segc_dtype *dt) {
+    if (out->grad_bf16) {
+        if (segc_gemm_native_bf16()) {
+            *dt = SEGC_BF16;
+            return out->grad_bf16;
+        }
+        *dt = SEGC_F32;
+        return widen(ctx, out->grad_bf16, n);
+    }
+    if (bf16_op) return segc_gemm_round_grad(ctx, out->grad, n, dt);
+    *dt = SEGC_F32;
+    return out->grad;
+}
+
+/* Where a backward GEMM puts the gradient of t: t's bf16 gradient when it takes one (the GEMM
+ * rounds its f32 result once; a gradient already holding values gets the result through an f32
+ * temporary, added in and rounded), else t's f32 gradient (written when fresh, else added to). */
+typedef struct {
+    float *f;          /* f32 gradient, or NULL */
+    uint16_t *h;       /* bf16 gradient, or NULL */
+    bool fresh;
+    float *tmp;        /* bf16 gradient with values: the GEMM's f32 result */
+} grad_dst;
+
+/* before the caller's arena mark: gradient buffers outlive the backward */
+static grad_dst grad_dst_of(segc_ctx *ctx, segc_tensor *t) {
+    grad_dst d = {0};
+    if (!t->requires_grad) return d;
+    d.h = segc_grad_bf16_dst(ctx, t, &d.fresh);
+    if (!d.h) d.f = segc_ew_grad_dst(ctx, t, &d.fresh);
+    return d;
+}
+/* the GEMM's C (after the mark: the temporary is the backward's own): pointer, dtype and
+ * whether it accumulates */
+static void *grad_dst_c(segc_ctx *ctx, grad_dst *d, int64_t n, segc_dtype *dt, bool *acc) {
+    if (d->h && !d->fresh && !d->tmp) d->tmp = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
+    *dt = d->h && !d->tmp ? SEGC_BF16 : SEGC_F32;
+    *acc = d->f && !d->fresh;
+    return d->f ? (void *)d->f : d->tmp ? (void *)d->tmp : (void *)d->h;
+}
+/* after the GEMM: a temporary result added into the bf16 gradient, rounded once */
+static void grad_dst_finish(grad_dst *d, int64_t n) {
+    if (!d->tmp) return;
+    float *t = d->tmp;
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; i++) t[i] += segc_bf16_to_f32(d->h[i]);
+    segc_f32_to_bf16_n(t, d->h, n);
 }
 
 typedef struct {
@@ -510,29 +566,36 @@ static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     const matmul_saved *s = nd->saved;
     segc_tensor *a = nd->in[0], *b = nd->in[1];
     int64_t n_out = s->batch * s->M * s->N;
-    mview dc = {nd->out->grad, SEGC_F32, s->M * s->N, s->N, 1};
     mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
     /* a gradient buffer the GEMM fills alone is taken unzeroed and written, not added to (a dB
      * summed over a broadcast batch always accumulates; b == a finds dA's buffer and adds) */
-    bool fresh_a = false, fresh_b = false;
-    float *ga = a->requires_grad ? segc_ew_grad_dst(ctx, a, &fresh_a) : NULL;
-    float *gb = !b->requires_grad ? NULL
-                : s->shared_b && s->batch > 1 ? segc_grad(ctx, b) : segc_ew_grad_dst(ctx, b, &fresh_b);
-    segc_flops_add(2 * s->batch * s->M * s->N * s->K * ((ga != NULL) + (gb != NULL)));
+    grad_dst da = grad_dst_of(ctx, a), db = {0};
+    if (b->requires_grad && s->shared_b && s->batch > 1) db.f = segc_grad(ctx, b);
+    else db = grad_dst_of(ctx, b);
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
-    if (a->dtype == SEGC_BF16) dc.p = segc_gemm_round_grad(ctx, nd->out->grad, n_out, &dc.dt);
+    bool ga = a->requires_grad, gb = b->requires_grad;
+    segc_flops_add(2 * s->batch * s->M * s->N * s->K * (ga + gb));
+    mview dc = {NULL, SEGC_F32, s->M * s->N, s->N, 1};
+    dc.p = gemm_dy(ctx, nd->out, a->dtype == SEGC_BF16, n_out, &dc.dt);
+    segc_dtype cdt;
+    bool acc;
     if (ga) {
+        void *c = grad_dst_c(ctx, &da, segc_numel(a), &cdt, &acc);
         if (!s->trans_a) /* dA = dC op(B)^T */
-            gemm_views(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), ga, s->M * s->K, s->K, !fresh_a);
+            gemm_views_dt(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), c, cdt, s->M * s->K, s->K, acc);
         else /* dA (K x M) = op(B) dC^T */
-            gemm_views(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), ga, s->M * s->K, s->M, !fresh_a);
+            gemm_views_dt(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), c, cdt, s->M * s->K, s->M, acc);
+        grad_dst_finish(&da, segc_numel(a));
     }
     if (gb) {
         int64_t gbs = s->shared_b ? 0 : s->K * s->N;   /* 0: summed over the batch */
+        void *c = grad_dst_c(ctx, &db, segc_numel(b), &cdt, &acc);
+        if (s->shared_b && s->batch > 1) acc = true;
         if (!s->trans_b) /* dB = op(A)^T dC */
-            gemm_views(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, gb, gbs, s->N, !fresh_b);
+            gemm_views_dt(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, c, cdt, gbs, s->N, acc);
         else /* dB (N x K) = dC^T op(A) */
-            gemm_views(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, gb, gbs, s->K, !fresh_b);
+            gemm_views_dt(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, c, cdt, gbs, s->K, acc);
+        grad_dst_finish(&db, segc_numel(b));
     }
     segc_arena_rewind(&ctx->arena, mark);
 }
@@ -590,7 +653,7 @@ segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool tra
     if (segc_needs_grad(ctx, ins, 2)) {
         matmul_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         *sv = s;
-        segc_record(ctx, "matmul", matmul_backward, y, ins, 2, sv);
+        segc_node_reads_bf16_grad(segc_record(ctx, "matmul", matmul_backward, y, ins, 2, sv));
     }
     return y;
 }
@@ -626,26 +689,37 @@ static void colsum_acc(segc_ctx *ctx, const float *x, int64_t rows, int64_t cols
         for (int64_t j = 0; j < cols; j++) acc[j] += part[c * cols + j];
 }
 
+/* bias gradient: column sums of dY (f32, rounded to bf16 first for a bf16 op, or the bf16
+ * gradient itself widened: the same values) */
+static void bias_grad(segc_ctx *ctx, const segc_tensor *out, const linear_saved *s, bool bf16, float *gbias) {
+    const float *gy = out->grad;
+    if (out->grad_bf16) gy = widen(ctx, out->grad_bf16, s->rows * s->out), bf16 = false;
+    colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
+}
+
 static void linear_backward(segc_ctx *ctx, segc_node *nd) {
     const linear_saved *s = nd->saved;
     segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
-    const float *gy = nd->out->grad;
     bool bf16 = x->dtype == SEGC_BF16;
-    bool fresh_x = false;   /* dX written, not added: no zeroing */
-    float *gx = x->requires_grad ? segc_ew_grad_dst(ctx, x, &fresh_x) : NULL;
+    grad_dst dx = grad_dst_of(ctx, x);   /* dX written, not added, when fresh: no zeroing */
     float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
     float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
-    segc_flops_add(2 * s->rows * s->out * s->in * ((gx != NULL) + (gw != NULL)));
+    segc_flops_add(2 * s->rows * s->out * s->in * (x->requires_grad + (gw != NULL)));
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
-    mview dy = {gy, SEGC_F32, 0, s->out, 1};
-    if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
-    if (gx) /* dX = dY W */
-        gemm_views(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, gx, 0, s->in,
-                   !fresh_x);
+    mview dy = {NULL, SEGC_F32, 0, s->out, 1};
+    dy.p = gemm_dy(ctx, nd->out, bf16, s->rows * s->out, &dy.dt);
+    if (x->requires_grad) { /* dX = dY W */
+        segc_dtype cdt;
+        bool acc;
+        void *c = grad_dst_c(ctx, &dx, s->rows * s->in, &cdt, &acc);
+        gemm_views_dt(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, c, cdt, 0,
+                      s->in, acc);
+        grad_dst_finish(&dx, s->rows * s->in);
+    }
     if (gw) /* dW = dY^T X */
         gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1}, gw, 0,
                    s->in, true);
-    if (gbias) colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
+    if (gbias) bias_grad(ctx, nd->out, s, bf16, gbias);
     segc_arena_rewind(&ctx->arena, mark);
 }
 
@@ -703,7 +777,7 @@ static segc_tensor *linear_record(segc_ctx *ctx, const char *op, segc_backward_f
     if (segc_needs_grad(ctx, ins, n_in)) {
         linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         *sv = *s;
-        segc_record(ctx, op, backward, y, ins, n_in, sv);
+        segc_node_reads_bf16_grad(segc_record(ctx, op, backward, y, ins, n_in, sv));
     }
     return y;
 }
@@ -723,28 +797,35 @@ segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_ten
 static void gelu_linear_backward(segc_ctx *ctx, segc_node *nd) {
     const linear_saved *s = nd->saved;
     segc_tensor *h = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
-    const float *gy = nd->out->grad;
     bool bf16 = h->dtype == SEGC_BF16;
-    bool fresh_h = false;
-    float *gh = h->requires_grad ? segc_ew_grad_dst(ctx, h, &fresh_h) : NULL;
+    grad_dst dh = grad_dst_of(ctx, h);
     float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
     float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
-    segc_flops_add(2 * s->rows * s->out * s->in * ((gh != NULL) + (gw != NULL)));
+    segc_flops_add(2 * s->rows * s->out * s->in * (h->requires_grad + (gw != NULL)));
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* gelu(h), rounded dY, dA, partials */
-    mview dy = {gy, SEGC_F32, 0, s->out, 1};
-    if (bf16) dy.p = segc_gemm_round_grad(ctx, gy, s->rows * s->out, &dy.dt);
+    mview dy = {NULL, SEGC_F32, 0, s->out, 1};
+    dy.p = gemm_dy(ctx, nd->out, bf16, s->rows * s->out, &dy.dt);
     if (gw) {   /* dW = dY^T gelu(h) */
         void *a = segc_arena_alloc(&ctx->arena, (size_t)(s->rows * s->in) * segc_dtype_size(h->dtype));
         segc_gelu_fwd_raw(h, a);
         gemm_views(ctx, "gelu_linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){a, h->dtype, 0, s->in, 1}, gw, 0,
                    s->in, true);
     }
-    if (gbias) colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
-    if (gh) {   /* dA = dY W, then dh (+)= dA gelu'(h) */
-        float *da = segc_arena_alloc(&ctx->arena, (size_t)(s->rows * s->in) * sizeof *da);
+    if (gbias) bias_grad(ctx, nd->out, s, bf16, gbias);
+    if (h->requires_grad) {   /* dA = dY W, then dh (+)= dA gelu'(h) */
+        int64_t n = s->rows * s->in;
+        float *da = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *da);
         gemm_views(ctx, "gelu_linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, da, 0,
                    s->in, false);
-        segc_gelu_bwd_raw(h, da, gh, fresh_h);
+        if (dh.f) {
+            segc_gelu_bwd_raw(h, da, dh.f, dh.fresh);
+        } else {   /* bf16 gradient: dA gelu'(h) in place, then rounded (added in when it holds values) */
+            segc_gelu_bwd_raw(h, da, da, true);
+            if (!dh.fresh)
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+                for (int64_t i = 0; i < n; i++) da[i] += segc_bf16_to_f32(dh.h[i]);
+            segc_f32_to_bf16_n(da, dh.h, n);
+        }
     }
     segc_arena_rewind(&ctx->arena, mark);
 }

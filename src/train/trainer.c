@@ -346,6 +346,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         return segc_errorf(err, errlen, "train: %s", e2);
     if (c->dist.sync_bn) segc_dist_sync_bn(r->ctx);
     r->ctx->training = true;
+    r->ctx->bf16_grads = c->train.bf16_grads;   /* only bf16 tensors ever take them */
 
     memset(&r->st, 0, sizeof r->st);
     r->st.rng = r->ctx->rng;
