@@ -5,6 +5,7 @@
 #define SEGC_BENCH_COMMON_H
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 
 #include "segc/bench.h"
@@ -40,6 +41,13 @@ static inline void bench_work_end(segc_dtype dt, int steps) {
     double peak = segc_bench_peak_gflops(dt, 2048, err, sizeof err);
     if (peak > 0) bench_row_work.peak_gflop_s = peak;
     else fprintf(stderr, "bench: %s\n", err);
+}
+
+/* bf16 activation gradients as `segc train` uses them (train.bf16_grads, default on);
+ * SEGC_BF16_GRADS=0 times the f32-gradient mode instead */
+static inline bool bench_bf16_grads(void) {
+    const char *e = getenv("SEGC_BF16_GRADS");
+    return !(e && !strcmp(e, "0"));
 }
 
 /* The JSON row of the model benchmarks (bench_train, bench_unet2d, bench_segmenter,

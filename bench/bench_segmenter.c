@@ -54,6 +54,7 @@ int main(int argc, char **argv) {
     ctx->training = train;
     ctx->grad_enabled = train;
     ctx->free_activations = train;   /* as the trainer: no activation is read after backward */
+    ctx->bf16_grads = bench_bf16_grads();
     int nthreads = segc_get_num_threads();
     int64_t npix = (int64_t)B * H * W;
     float *img = malloc((size_t)npix * 3 * sizeof(float));

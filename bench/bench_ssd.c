@@ -44,6 +44,7 @@ int main(int argc, char **argv) {
     ctx->training = train;
     ctx->grad_enabled = train;
     ctx->free_activations = train;   /* as the trainer: no activation is read after backward */
+    ctx->bf16_grads = bench_bf16_grads();
     const int nthreads = segc_get_num_threads();
     float *img = malloc((size_t)B * 3 * S * S * sizeof(float));
     segc_rng r;

@@ -15,6 +15,7 @@
 #include "segc/ops.h"
 #include "segc/profile.h"
 #include "activation_internal.h"
+#include "matmul_internal.h"
 
 /* ------------------------------------------------------------------------- */
 /* native bf16 detection: one probe primitive descriptor, once */
@@ -76,7 +77,7 @@ static int64_t extent(int64_t bat, int64_t bs, int64_t rows, int64_t rs, int64_t
     return (bat - 1) * bs + (rows - 1) * rs + (cols - 1) * cs + 1;
 }
 
-static float *widen(segc_ctx *ctx, const void *p, int64_t n) {
+float *segc_mm_widen(segc_ctx *ctx, const void *p, int64_t n) {
     float *f = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *f);
     segc_bf16_to_f32_n(p, f, n);
     return f;
@@ -335,7 +336,7 @@ static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin) 
     }
     if (g.K == 0) {
         const float *bias = NULL;
-        if (g.bias) bias = g.bias_dtype == SEGC_F32 ? g.bias : widen(ctx, g.bias, g.N);
+        if (g.bias) bias = g.bias_dtype == SEGC_F32 ? g.bias : segc_mm_widen(ctx, g.bias, g.N);
         gemm_empty_k(&g, bias);
         return true;
     }
@@ -355,9 +356,9 @@ static bool gemm_run_temps(segc_ctx *ctx, const char *op, const segc_gemm *gin) 
 
     /* widen bf16 operands to f32; a bf16 C is produced in f32 and rounded */
     int64_t abat = g.a_bs ? g.batch : 1, bbat = g.b_bs ? g.batch : 1;
-    if (g.a_dtype == SEGC_BF16) g.a = widen(ctx, g.a, extent(abat, g.a_bs, g.M, g.a_rs, g.K, g.a_cs));
-    if (g.b_dtype == SEGC_BF16) g.b = widen(ctx, g.b, extent(bbat, g.b_bs, g.K, g.b_rs, g.N, g.b_cs));
-    if (g.bias && g.bias_dtype == SEGC_BF16) g.bias = widen(ctx, g.bias, g.N);
+    if (g.a_dtype == SEGC_BF16) g.a = segc_mm_widen(ctx, g.a, extent(abat, g.a_bs, g.M, g.a_rs, g.K, g.a_cs));
+    if (g.b_dtype == SEGC_BF16) g.b = segc_mm_widen(ctx, g.b, extent(bbat, g.b_bs, g.K, g.b_rs, g.N, g.b_cs));
+    if (g.bias && g.bias_dtype == SEGC_BF16) g.bias = segc_mm_widen(ctx, g.bias, g.N);
     g.a_dtype = g.b_dtype = g.bias_dtype = SEGC_F32;
     if (g.c_dtype == SEGC_F32) return gemm_dnnl(ctx, op, &g);
     uint16_t *cb = g.c;
@@ -472,75 +473,49 @@ bool segc_gemm_plan_run(const segc_gemm_plan *p, int thread, const void *a, cons
 }
 
 /* ------------------------------------------------------------------------- */
-/* matmul */
+/* the backward GEMMs' operands and gradient destinations (matmul_internal.h) */
 
-/* a strided matrix operand: (row, col) at p[i*bs + row*rs + col*cs] */
-typedef struct {
-    const void *p;
-    segc_dtype dt;
-    int64_t bs, rs, cs;
-} mview;
-
-static mview mv_t(mview v) { return (mview){v.p, v.dt, v.bs, v.cs, v.rs}; }
-
-static bool gemm_views_dt(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
-                          mview b, void *c, segc_dtype c_dt, int64_t c_bs, int64_t c_rs, bool acc) {
+bool segc_mm_views_dt(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, segc_mm_view a,
+                      segc_mm_view b, void *c, segc_dtype c_dt, int64_t c_bs, int64_t c_rs, bool acc) {
     segc_gemm g = {.batch = batch, .M = M, .N = N, .K = K,
                    .a = a.p, .a_dtype = a.dt, .a_bs = a.bs, .a_rs = a.rs, .a_cs = a.cs,
                    .b = b.p, .b_dtype = b.dt, .b_bs = b.bs, .b_rs = b.rs, .b_cs = b.cs,
                    .c = c, .c_dtype = c_dt, .c_bs = c_bs, .c_rs = c_rs, .alpha = 1.0f, .accumulate = acc};
     return segc_gemm_run(ctx, op, &g);
 }
-static bool gemm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, mview a,
-                       mview b, float *c, int64_t c_bs, int64_t c_rs, bool acc) {
-    return gemm_views_dt(ctx, op, batch, M, N, K, a, b, c, SEGC_F32, c_bs, c_rs, acc);
+bool segc_mm_views(segc_ctx *ctx, const char *op, int64_t batch, int64_t M, int64_t N, int64_t K, segc_mm_view a,
+                   segc_mm_view b, float *c, int64_t c_bs, int64_t c_rs, bool acc) {
+    return segc_mm_views_dt(ctx, op, batch, M, N, K, a, b, c, SEGC_F32, c_bs, c_rs, acc);
 }
 
-/* The upstream gradient of out as a backward GEMM operand: a bf16 gradient as it is when bf16
- * GEMMs are native (else widened: the same values), an f32 gradient of a bf16 op rounded
- * (segc_gemm_round_grad), an f32 one of an f32 op as it is. n: its element count. */
-static const void *gemm_dy(segc_ctx *ctx, const segc_tensor *out, bool bf16_op, int64_t n, segc_dtype *dt) {
+const void *segc_mm_dy(segc_ctx *ctx, const segc_tensor *out, bool bf16_op, int64_t n, segc_dtype *dt) {
     if (out->grad_bf16) {
         if (segc_gemm_native_bf16()) {
             *dt = SEGC_BF16;
             return out->grad_bf16;
         }
         *dt = SEGC_F32;
-        return widen(ctx, out->grad_bf16, n);
+        return segc_mm_widen(ctx, out->grad_bf16, n);
     }
     if (bf16_op) return segc_gemm_round_grad(ctx, out->grad, n, dt);
     *dt = SEGC_F32;
     return out->grad;
 }
 
-/* Where a backward GEMM puts the gradient of t: t's bf16 gradient when it takes one (the GEMM
- * rounds its f32 result once; a gradient already holding values gets the result through an f32
- * temporary, added in and rounded), else t's f32 gradient (written when fresh, else added to). */
-typedef struct {
-    float *f;          /* f32 gradient, or NULL */
-    uint16_t *h;       /* bf16 gradient, or NULL */
-    bool fresh;
-    float *tmp;        /* bf16 gradient with values: the GEMM's f32 result */
-} grad_dst;
-
-/* before the caller's arena mark: gradient buffers outlive the backward */
-static grad_dst grad_dst_of(segc_ctx *ctx, segc_tensor *t) {
-    grad_dst d = {0};
+segc_mm_grad_dst segc_mm_grad_dst_of(segc_ctx *ctx, segc_tensor *t) {
+    segc_mm_grad_dst d = {0};
     if (!t->requires_grad) return d;
     d.h = segc_grad_bf16_dst(ctx, t, &d.fresh);
     if (!d.h) d.f = segc_ew_grad_dst(ctx, t, &d.fresh);
     return d;
 }
-/* the GEMM's C (after the mark: the temporary is the backward's own): pointer, dtype and
- * whether it accumulates */
-static void *grad_dst_c(segc_ctx *ctx, grad_dst *d, int64_t n, segc_dtype *dt, bool *acc) {
+void *segc_mm_grad_dst_c(segc_ctx *ctx, segc_mm_grad_dst *d, int64_t n, segc_dtype *dt, bool *acc) {
     if (d->h && !d->fresh && !d->tmp) d->tmp = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
     *dt = d->h && !d->tmp ? SEGC_BF16 : SEGC_F32;
     *acc = d->f && !d->fresh;
     return d->f ? (void *)d->f : d->tmp ? (void *)d->tmp : (void *)d->h;
 }
-/* after the GEMM: a temporary result added into the bf16 gradient, rounded once */
-static void grad_dst_finish(grad_dst *d, int64_t n) {
+void segc_mm_grad_dst_finish(segc_mm_grad_dst *d, int64_t n) {
     if (!d->tmp) return;
     float *t = d->tmp;
 #pragma omp parallel for simd schedule(static) if (n > 65536)
@@ -548,54 +523,58 @@ static void grad_dst_finish(grad_dst *d, int64_t n) {
     segc_f32_to_bf16_n(t, d->h, n);
 }
 
+/* ------------------------------------------------------------------------- */
+/* matmul */
+
 typedef struct {
     int64_t batch, M, N, K;
     bool trans_a, trans_b, shared_b;
 } matmul_saved;
 
 /* op(A) as an M x K view, op(B) as a K x N view of the stored operands */
-static mview view_op_a(const void *p, segc_dtype dt, const matmul_saved *s) {
-    return s->trans_a ? (mview){p, dt, s->M * s->K, 1, s->M} : (mview){p, dt, s->M * s->K, s->K, 1};
+static segc_mm_view view_op_a(const void *p, segc_dtype dt, const matmul_saved *s) {
+    return s->trans_a ? (segc_mm_view){p, dt, s->M * s->K, 1, s->M} : (segc_mm_view){p, dt, s->M * s->K, s->K, 1};
 }
-static mview view_op_b(const void *p, segc_dtype dt, const matmul_saved *s) {
+static segc_mm_view view_op_b(const void *p, segc_dtype dt, const matmul_saved *s) {
     int64_t bs = s->shared_b ? 0 : s->K * s->N;
-    return s->trans_b ? (mview){p, dt, bs, 1, s->K} : (mview){p, dt, bs, s->N, 1};
+    return s->trans_b ? (segc_mm_view){p, dt, bs, 1, s->K} : (segc_mm_view){p, dt, bs, s->N, 1};
 }
 
 static void matmul_backward(segc_ctx *ctx, segc_node *nd) {
     const matmul_saved *s = nd->saved;
     segc_tensor *a = nd->in[0], *b = nd->in[1];
     int64_t n_out = s->batch * s->M * s->N;
-    mview opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
+    segc_mm_view opa = view_op_a(a->data, a->dtype, s), opb = view_op_b(b->data, b->dtype, s);
     /* a gradient buffer the GEMM fills alone is taken unzeroed and written, not added to (a dB
      * summed over a broadcast batch always accumulates; b == a finds dA's buffer and adds) */
-    grad_dst da = grad_dst_of(ctx, a), db = {0};
+    segc_mm_grad_dst da = segc_mm_grad_dst_of(ctx, a), db = {0};
     if (b->requires_grad && s->shared_b && s->batch > 1) db.f = segc_grad(ctx, b);
-    else db = grad_dst_of(ctx, b);
+    else db = segc_mm_grad_dst_of(ctx, b);
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* the bf16-rounded dC is temporary */
     bool ga = a->requires_grad, gb = b->requires_grad;
     segc_flops_add(2 * s->batch * s->M * s->N * s->K * (ga + gb));
-    mview dc = {NULL, SEGC_F32, s->M * s->N, s->N, 1};
-    dc.p = gemm_dy(ctx, nd->out, a->dtype == SEGC_BF16, n_out, &dc.dt);
+    segc_mm_view dc = {NULL, SEGC_F32, s->M * s->N, s->N, 1};
+    dc.p = segc_mm_dy(ctx, nd->out, a->dtype == SEGC_BF16, n_out, &dc.dt);
     segc_dtype cdt;
     bool acc;
     if (ga) {
-        void *c = grad_dst_c(ctx, &da, segc_numel(a), &cdt, &acc);
+        void *c = segc_mm_grad_dst_c(ctx, &da, segc_numel(a), &cdt, &acc);
+        const int64_t abs_ = s->M * s->K;
         if (!s->trans_a) /* dA = dC op(B)^T */
-            gemm_views_dt(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, mv_t(opb), c, cdt, s->M * s->K, s->K, acc);
+            segc_mm_views_dt(ctx, "matmul", s->batch, s->M, s->K, s->N, dc, segc_mm_t(opb), c, cdt, abs_, s->K, acc);
         else /* dA (K x M) = op(B) dC^T */
-            gemm_views_dt(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, mv_t(dc), c, cdt, s->M * s->K, s->M, acc);
-        grad_dst_finish(&da, segc_numel(a));
+            segc_mm_views_dt(ctx, "matmul", s->batch, s->K, s->M, s->N, opb, segc_mm_t(dc), c, cdt, abs_, s->M, acc);
+        segc_mm_grad_dst_finish(&da, segc_numel(a));
     }
     if (gb) {
         int64_t gbs = s->shared_b ? 0 : s->K * s->N;   /* 0: summed over the batch */
-        void *c = grad_dst_c(ctx, &db, segc_numel(b), &cdt, &acc);
+        void *c = segc_mm_grad_dst_c(ctx, &db, segc_numel(b), &cdt, &acc);
         if (s->shared_b && s->batch > 1) acc = true;
         if (!s->trans_b) /* dB = op(A)^T dC */
-            gemm_views_dt(ctx, "matmul", s->batch, s->K, s->N, s->M, mv_t(opa), dc, c, cdt, gbs, s->N, acc);
+            segc_mm_views_dt(ctx, "matmul", s->batch, s->K, s->N, s->M, segc_mm_t(opa), dc, c, cdt, gbs, s->N, acc);
         else /* dB (N x K) = dC^T op(A) */
-            gemm_views_dt(ctx, "matmul", s->batch, s->N, s->K, s->M, mv_t(dc), opa, c, cdt, gbs, s->K, acc);
-        grad_dst_finish(&db, segc_numel(b));
+            segc_mm_views_dt(ctx, "matmul", s->batch, s->N, s->K, s->M, segc_mm_t(dc), opa, c, cdt, gbs, s->K, acc);
+        segc_mm_grad_dst_finish(&db, segc_numel(b));
     }
     segc_arena_rewind(&ctx->arena, mark);
 }
@@ -642,7 +621,7 @@ segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool tra
     shape[a->ndim - 1] = s.N;
     segc_tensor *y = segc_tensor_new(ctx, a->dtype, a->ndim, shape);
     if (!y) return NULL;
-    mview opa = view_op_a(a->data, a->dtype, &s), opb = view_op_b(b->data, b->dtype, &s);
+    segc_mm_view opa = view_op_a(a->data, a->dtype, &s), opb = view_op_b(b->data, b->dtype, &s);
     segc_gemm g = {.batch = s.batch, .M = s.M, .N = s.N, .K = s.K,
                    .a = opa.p, .a_dtype = opa.dt, .a_bs = opa.bs, .a_rs = opa.rs, .a_cs = opa.cs,
                    .b = opb.p, .b_dtype = opb.dt, .b_bs = opb.bs, .b_rs = opb.rs, .b_cs = opb.cs,
@@ -658,188 +637,3 @@ segc_tensor *segc_matmul(segc_ctx *ctx, segc_tensor *a, segc_tensor *b, bool tra
     return y;
 }
 
-/* ------------------------------------------------------------------------- */
-/* linear */
-
-typedef struct {
-    int64_t rows, in, out;
-} linear_saved;
-
-/* column sums of a rows x cols f32 matrix into acc (+=), optionally rounding
- * each value to bf16 first. Fixed row chunks summed in order: the result does
- * not depend on the thread count. */
-static void colsum_acc(segc_ctx *ctx, const float *x, int64_t rows, int64_t cols, bool round_bf16, float *acc) {
-    int64_t chunk = rows / 64 > 256 ? (rows + 63) / 64 : 256;
-    int64_t nch = (rows + chunk - 1) / chunk;
-    float *part = segc_arena_alloc(&ctx->arena, (size_t)(nch * cols) * sizeof *part);
-#pragma omp parallel for schedule(static) if (rows * cols > 65536)
-    for (int64_t c = 0; c < nch; c++) {
-        float *p = part + c * cols;
-        for (int64_t j = 0; j < cols; j++) p[j] = 0.0f;
-        int64_t r1 = (c + 1) * chunk < rows ? (c + 1) * chunk : rows;
-        for (int64_t r = c * chunk; r < r1; r++) {
-            const float *xr = x + r * cols;
-            if (round_bf16)
-                for (int64_t j = 0; j < cols; j++) p[j] += segc_bf16_to_f32(segc_f32_to_bf16(xr[j]));
-            else
-                for (int64_t j = 0; j < cols; j++) p[j] += xr[j];
-        }
-    }
-    for (int64_t c = 0; c < nch; c++)
-        for (int64_t j = 0; j < cols; j++) acc[j] += part[c * cols + j];
-}
-
-/* bias gradient: column sums of dY (f32, rounded to bf16 first for a bf16 op, or the bf16
- * gradient itself widened: the same values) */
-static void bias_grad(segc_ctx *ctx, const segc_tensor *out, const linear_saved *s, bool bf16, float *gbias) {
-    const float *gy = out->grad;
-    if (out->grad_bf16) gy = widen(ctx, out->grad_bf16, s->rows * s->out), bf16 = false;
-    colsum_acc(ctx, gy, s->rows, s->out, bf16, gbias);
-}
-
-static void linear_backward(segc_ctx *ctx, segc_node *nd) {
-    const linear_saved *s = nd->saved;
-    segc_tensor *x = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
-    bool bf16 = x->dtype == SEGC_BF16;
-    grad_dst dx = grad_dst_of(ctx, x);   /* dX written, not added, when fresh: no zeroing */
-    float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
-    float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
-    segc_flops_add(2 * s->rows * s->out * s->in * (x->requires_grad + (gw != NULL)));
-    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* rounded dY, column-sum partials */
-    mview dy = {NULL, SEGC_F32, 0, s->out, 1};
-    dy.p = gemm_dy(ctx, nd->out, bf16, s->rows * s->out, &dy.dt);
-    if (x->requires_grad) { /* dX = dY W */
-        segc_dtype cdt;
-        bool acc;
-        void *c = grad_dst_c(ctx, &dx, s->rows * s->in, &cdt, &acc);
-        gemm_views_dt(ctx, "linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, c, cdt, 0,
-                      s->in, acc);
-        grad_dst_finish(&dx, s->rows * s->in);
-    }
-    if (gw) /* dW = dY^T X */
-        gemm_views(ctx, "linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){x->data, x->dtype, 0, s->in, 1}, gw, 0,
-                   s->in, true);
-    if (gbias) bias_grad(ctx, nd->out, s, bf16, gbias);
-    segc_arena_rewind(&ctx->arena, mark);
-}
-
-/* checks of linear's operands (named op in the messages) and its output tensor */
-static segc_tensor *linear_setup(segc_ctx *ctx, const char *op, segc_tensor *x, segc_tensor *w, segc_tensor *bias,
-                                 linear_saved *sp) {
-    if (!x || !w) return NULL;
-    if (!segc_check_float(ctx, op, "x", x) || !segc_check_float(ctx, op, "weight", w)) return NULL;
-    if (bias && !segc_check_float(ctx, op, "bias", bias)) return NULL;
-    char sx[96], sw[96], sb[96] = "none";
-    segc_shape_str(x, sx, sizeof sx);
-    segc_shape_str(w, sw, sizeof sw);
-    if (bias) segc_shape_str(bias, sb, sizeof sb);
-    if (w->dtype != x->dtype || (bias && bias->dtype != x->dtype)) {
-        segc_set_error(ctx, "%s: x, weight and bias expected one dtype, found %s, %s, %s", op,
-                       segc_dtype_name(x->dtype), segc_dtype_name(w->dtype),
-                       bias ? segc_dtype_name(bias->dtype) : "none");
-        return NULL;
-    }
-    if (x->ndim < 1 || w->ndim != 2 || w->shape[1] != x->shape[x->ndim - 1] ||
-        (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))) {
-        segc_set_error(ctx, "%s: expected x [..., in], weight [out, in], bias [out]; found x %s, weight %s, bias %s",
-                       op, sx, sw, sb);
-        return NULL;
-    }
-    linear_saved s = {.rows = 1, .in = w->shape[1], .out = w->shape[0]};
-    for (int i = 0; i < x->ndim - 1; i++) s.rows *= x->shape[i];
-    int64_t shape[SEGC_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = s.out;
-    *sp = s;
-    return segc_tensor_new(ctx, x->dtype, x->ndim, shape);
-}
-
-/* y = a w^T + bias with a [rows, in] of dtype dt at ap: w [out, in] read as an in x out matrix
- * through strides */
-static bool linear_gemm(segc_ctx *ctx, const char *op, const linear_saved *s, const void *ap, segc_dtype dt,
-                        const segc_tensor *w, const segc_tensor *bias, segc_tensor *y) {
-    segc_gemm g = {.batch = 1, .M = s->rows, .N = s->out, .K = s->in,
-                   .a = ap, .a_dtype = dt, .a_rs = s->in, .a_cs = 1,
-                   .b = w->data, .b_dtype = w->dtype, .b_rs = 1, .b_cs = s->in,
-                   .c = y->data, .c_dtype = y->dtype, .c_rs = s->out,
-                   .bias = bias ? bias->data : NULL, .bias_dtype = dt, .alpha = 1.0f};
-    if (!segc_gemm_run(ctx, op, &g)) return false;
-    segc_flops_add(2 * s->rows * s->out * s->in);
-    return true;
-}
-
-/* records y's backward (inputs x, w and the optional bias, sizes s) when a gradient is needed */
-static segc_tensor *linear_record(segc_ctx *ctx, const char *op, segc_backward_fn backward,
-                                  segc_tensor *y, segc_tensor *x, segc_tensor *w, segc_tensor *bias,
-                                  const linear_saved *s) {
-    segc_tensor *ins[3] = {x, w, bias};
-    int n_in = bias ? 3 : 2;
-    if (segc_needs_grad(ctx, ins, n_in)) {
-        linear_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
-        *sv = *s;
-        segc_node_reads_bf16_grad(segc_record(ctx, op, backward, y, ins, n_in, sv));
-    }
-    return y;
-}
-
-segc_tensor *segc_linear(segc_ctx *ctx, segc_tensor *x, segc_tensor *w, segc_tensor *bias) {
-    SEGC_PROF_OP(ctx, "linear");
-    linear_saved s;
-    segc_tensor *y = linear_setup(ctx, "linear", x, w, bias, &s);
-    if (!y || !linear_gemm(ctx, "linear", &s, x->data, x->dtype, w, bias, y)) return NULL;
-    return linear_record(ctx, "linear", linear_backward, y, x, w, bias, &s);
-}
-
-/* linear(gelu(h)) without keeping gelu(h) for backward: it is recomputed there (one GELU pass,
- * ~1 % of a ViT step) instead of holding [rows, in] values to the step's end (12.6 MB per
- * ViT-B layer). The kernels and GEMMs are segc_gelu's and segc_linear's, so forward and
- * gradients are theirs bit for bit. */
-static void gelu_linear_backward(segc_ctx *ctx, segc_node *nd) {
-    const linear_saved *s = nd->saved;
-    segc_tensor *h = nd->in[0], *w = nd->in[1], *bias = nd->n_in > 2 ? nd->in[2] : NULL;
-    bool bf16 = h->dtype == SEGC_BF16;
-    grad_dst dh = grad_dst_of(ctx, h);
-    float *gw = w->requires_grad ? segc_grad(ctx, w) : NULL;
-    float *gbias = bias && bias->requires_grad ? segc_grad(ctx, bias) : NULL;
-    segc_flops_add(2 * s->rows * s->out * s->in * (h->requires_grad + (gw != NULL)));
-    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* gelu(h), rounded dY, dA, partials */
-    mview dy = {NULL, SEGC_F32, 0, s->out, 1};
-    dy.p = gemm_dy(ctx, nd->out, bf16, s->rows * s->out, &dy.dt);
-    if (gw) {   /* dW = dY^T gelu(h) */
-        void *a = segc_arena_alloc(&ctx->arena, (size_t)(s->rows * s->in) * segc_dtype_size(h->dtype));
-        segc_gelu_fwd_raw(h, a);
-        gemm_views(ctx, "gelu_linear", 1, s->out, s->in, s->rows, mv_t(dy), (mview){a, h->dtype, 0, s->in, 1}, gw, 0,
-                   s->in, true);
-    }
-    if (gbias) bias_grad(ctx, nd->out, s, bf16, gbias);
-    if (h->requires_grad) {   /* dA = dY W, then dh (+)= dA gelu'(h) */
-        int64_t n = s->rows * s->in;
-        float *da = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *da);
-        gemm_views(ctx, "gelu_linear", 1, s->rows, s->in, s->out, dy, (mview){w->data, w->dtype, 0, s->in, 1}, da, 0,
-                   s->in, false);
-        if (dh.f) {
-            segc_gelu_bwd_raw(h, da, dh.f, dh.fresh);
-        } else {   /* bf16 gradient: dA gelu'(h) in place, then rounded (added in when it holds values) */
-            segc_gelu_bwd_raw(h, da, da, true);
-            if (!dh.fresh)
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-                for (int64_t i = 0; i < n; i++) da[i] += segc_bf16_to_f32(dh.h[i]);
-            segc_f32_to_bf16_n(da, dh.h, n);
-        }
-    }
-    segc_arena_rewind(&ctx->arena, mark);
-}
-
-segc_tensor *segc_gelu_linear(segc_ctx *ctx, segc_tensor *h, segc_tensor *w, segc_tensor *bias) {
-    SEGC_PROF_OP(ctx, "gelu_linear");
-    linear_saved s;
-    segc_tensor *y = linear_setup(ctx, "gelu_linear", h, w, bias, &s);
-    if (!y) return NULL;
-    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);   /* gelu(h): only for this GEMM */
-    void *a = segc_arena_alloc(&ctx->arena, (size_t)(s.rows * s.in) * segc_dtype_size(h->dtype));
-    segc_gelu_fwd_raw(h, a);
-    bool ok = linear_gemm(ctx, "gelu_linear", &s, a, h->dtype, w, bias, y);
-    segc_arena_rewind(&ctx->arena, mark);
-    if (!ok) return NULL;
-    return linear_record(ctx, "gelu_linear", gelu_linear_backward, y, h, w, bias, &s);
-}
