@@ -155,7 +155,9 @@ static void bf16_vs_f32(const char *op, int64_t D) {
         for (int mode = 0; mode < 2; mode++) {
             segc_ctx *ctx = segc_ctx_new(1);
             ctx->bf16_grads = mode == 1;
-            segc_tensor *x = segc_tensor_new(ctx, SEGC_BF16, 3, SHAPE(1, R, D));
+            /* drop_path: 90 samples, some dropped (grad 0) and some kept (grad g / 0.7) */
+            bool dp = !strcmp(op, "drop_path");
+            segc_tensor *x = segc_tensor_new(ctx, SEGC_BF16, 3, dp ? SHAPE(90, R / 90, D) : SHAPE(1, R, D));
             segc_tensor *b = segc_tensor_new(ctx, SEGC_BF16, 1, SHAPE(D));
             segc_f32_to_bf16_n(xf, segc_bf16p(x), n);
             segc_f32_to_bf16_n(xf, segc_bf16p(b), D);
@@ -167,9 +169,13 @@ static void bf16_vs_f32(const char *op, int64_t D) {
             for (int64_t i = 0; i < D * D; i++) segc_bf16p(wl)[i] = segc_f32_to_bf16((float)(i % 13) / 64.0f - 0.09f);
             segc_tensor *y = !strcmp(op, "dwconv_tokens") ? segc_dwconv2d_tokens(ctx, x, w3, NULL, R / 90, 90)   /* 90 x 90 tokens */
                              : !strcmp(op, "linear")      ? segc_linear(ctx, x, wl, NULL)
+                             : !strcmp(op, "drop_path")   ? segc_drop_path(ctx, x, 0.3f)
+                             : !strcmp(op, "add_f32_seed") ? segc_add(ctx, x, x)
                                                           : run_op(ctx, op, in, -1, 0, 0);
             assert_non_null(y);
-            assert_true(mode ? segc_backward_from_bf16(ctx, y, g16) : segc_backward_from(ctx, y, g));
+            /* add_f32_seed: an f32 upstream gradient into a bf16 one (add's rounding pass) */
+            assert_true(mode && strcmp(op, "add_f32_seed") ? segc_backward_from_bf16(ctx, y, g16)
+                                                           : segc_backward_from(ctx, y, g));
             if (mode) {
                 assert_non_null(x->grad_bf16);
                 assert_null(x->grad);
@@ -200,6 +206,9 @@ static void bf16_vs_f32(const char *op, int64_t D) {
         }
         if (add)
             for (int64_t j = 0; j < D; j++) assert_int_equal(gotb[j], segc_f32_to_bf16(refb[j]));
+        int64_t nonzero = 0;
+        for (int64_t i = 0; i < n; i++) nonzero += got[i] != 0;
+        assert_true(nonzero > n / 4);   /* a gradient that is mostly there (drop_path keeps some samples) */
         print_message("%s D=%lld %s: %s (max error %.3g of the row's largest gradient)\n", op, (long long)D,
                       segc_isa_name((segc_isa)l), exact ? "bitwise the rounded f32 gradient" : "close", worst);
         assert_true(worst < 1.0 / 64);   /* bf16 probabilities and gradients: a few 2^-9 steps */
@@ -211,7 +220,8 @@ static void bf16_vs_f32(const char *op, int64_t D) {
 
 static void test_bf16_vs_f32_grads(void **state) {
     (void)state;
-    const char *ops[] = {"softmax", "log_softmax", "gelu", "sigmoid", "add", "dwconv_tokens", "linear"};
+    const char *ops[] = {"softmax", "log_softmax", "gelu",   "sigmoid",     "add",
+                         "dwconv_tokens", "linear", "drop_path", "add_f32_seed"};
     for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
         bf16_vs_f32(ops[o], 260);
         bf16_vs_f32(ops[o], 272);

@@ -163,9 +163,34 @@ static void drop_path_backward(segc_ctx *ctx, segc_node *nd) {
     const drop_path_saved *sv = nd->saved;
     segc_tensor *x = nd->in[0];
     bool fresh;
-    float *gx = segc_ew_grad_dst(ctx, x, &fresh);
+    /* bf16 gradients (ctx->bf16_grads) in and/or out: blocks widened, scaled in f32, rounded once */
+    const uint16_t *go16 = nd->out->grad_bf16;
+    uint16_t *gx16 = segc_grad_bf16_dst(ctx, x, &fresh);
+    float *gx = gx16 ? NULL : segc_ew_grad_dst(ctx, x, &fresh);
     const float *go = nd->out->grad;
     int64_t N = x->shape[0], per = N ? segc_numel(x) / N : 0;
+    if (go16 || gx16) {
+        int64_t nblk = (per + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static) collapse(2) if (N * per > PAR_MIN)
+        for (int64_t s = 0; s < N; s++)
+            for (int64_t b = 0; b < nblk; b++) {
+                int64_t off = s * per + b * BLOCK, m = per - b * BLOCK < BLOCK ? per - b * BLOCK : BLOCK;
+                float f = sv->factor[s], v[BLOCK];
+                if (go16) segc_ew_load_bf16(go16 + off, v, m);
+                else memcpy(v, go + off, (size_t)m * sizeof *v);
+                if (gx16) {
+                    const uint16_t *old = gx16 + off;
+#pragma omp simd
+                    for (int64_t i = 0; i < m; i++) v[i] = fresh ? v[i] * f : v[i] * f + segc_bf16_to_f32(old[i]);
+                    segc_ew_store_bf16(v, gx16 + off, m);
+                } else {
+                    float *g = gx + off;
+#pragma omp simd
+                    for (int64_t i = 0; i < m; i++) g[i] = fresh ? v[i] * f : g[i] + v[i] * f;
+                }
+            }
+        return;
+    }
 #pragma omp parallel for schedule(static) if (N * per > PAR_MIN && N > 1)
     for (int64_t s = 0; s < N; s++) {
         float f = sv->factor[s];
@@ -234,7 +259,8 @@ static segc_tensor *drop_path(segc_ctx *ctx, segc_tensor *x, float p, bool in_pl
             for (int64_t i = 0; i < per; i++) yv[i] = xv[i] * f;
         }
     }
-    if (segc_needs_grad(ctx, &x, 1)) segc_record(ctx, "drop_path", drop_path_backward, y, &x, 1, sv);
+    if (segc_needs_grad(ctx, &x, 1))
+        segc_node_reads_bf16_grad(segc_record(ctx, "drop_path", drop_path_backward, y, &x, 1, sv));
     return y;
 }
 

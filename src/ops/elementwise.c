@@ -290,6 +290,14 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
             copy_bf16_grad(go16, gx16, (float)r.scale, fresh, segc_numel(t));
             continue;
         }
+        if (gx16 && same && r.w_mode == SEGC_W_NONE) {   /* f32 upstream: rounded in one pass */
+            int64_t n = segc_numel(t);
+            float sc = (float)r.scale;
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+            for (int64_t i = 0; i < n; i++)
+                gx16[i] = segc_f32_to_bf16(fresh ? sc * go[i] : segc_bf16_to_f32(gx16[i]) + sc * go[i]);
+            continue;
+        }
         if (gx16) {   /* reduced in f32, then rounded once into the bf16 gradient */
             int64_t n = segc_numel(t);
             r.dst = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
