@@ -307,9 +307,14 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0], *gamma = nd->in[1], *beta = nd->in[2];
     const int64_t rows = sv->rows, C = sv->C;
     const float *dy = nd->out->grad;
+    /* bf16 gradients (ctx->bf16_grads): dy16 rows widened, dx16 rows computed in f32 and rounded once */
+    const uint16_t *dy16 = nd->out->grad_bf16;
     bool need_g = gamma && gamma->requires_grad, need_b = beta && beta->requires_grad;
     int ow = 0;
-    float *dx = x->requires_grad ? nl_grad_buf(ctx, x, &ow) : NULL;
+    bool fresh16 = false;
+    uint16_t *dx16 = x->requires_grad ? segc_grad_bf16_dst(ctx, x, &fresh16) : NULL;
+    float *dx = x->requires_grad && !dx16 ? nl_grad_buf(ctx, x, &ow) : NULL;
+    const bool rows16 = dy16 || dx16;   /* the per-row path with widened / rounded rows */
     const float *g = nl_param_f32(ctx, gamma);
     if (!g) {
         float *ones = segc_arena_alloc(&ctx->arena, (size_t)C * sizeof(float));
@@ -319,16 +324,18 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
     int64_t K = nl_chunks(rows, 64, 64);
     float *pg = need_g ? segc_arena_calloc(&ctx->arena, (size_t)(K * C) * sizeof(float)) : NULL;
     float *pb = need_b ? segc_arena_calloc(&ctx->arena, (size_t)(K * C) * sizeof(float)) : NULL;
-    float *scratch = x->dtype == SEGC_F32 ? NULL
-                                          : segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * C) * sizeof(float));
+    const int64_t per = rows16 ? 3 * C : C;   /* x row, dy row, dx row */
+    float *scratch = x->dtype == SEGC_F32 && !rows16
+                         ? NULL
+                         : segc_arena_alloc(&ctx->arena, (size_t)(omp_get_max_threads() * per) * sizeof(float));
     const float invC = 1.0f / (float)C;
 #pragma omp parallel for schedule(static) if (rows * C >= LN_PAR_MIN)
     for (int64_t k = 0; k < K; k++) {
-        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * C : NULL;
+        float *sc = scratch ? scratch + (int64_t)omp_get_thread_num() * per : NULL;
         float *pgk = pg ? pg + k * C : NULL, *pbk = pb ? pb + k * C : NULL;
         int64_t r = nl_chunk_begin(rows, K, k);
         const int64_t r_end = nl_chunk_begin(rows, K, k + 1);
-        if (x->dtype == SEGC_F32 && pgk && pbk && dx) {
+        if (x->dtype == SEGC_F32 && pgk && pbk && dx && !rows16) {
             /* two rows side by side (latency, as in forward); the partials take row r, then r + 1 */
             for (; r + 1 < r_end; r += 2) {
                 const float *x0 = segc_f32(x) + r * C, *x1 = x0 + C, *dy0 = dy + r * C, *dy1 = dy0 + C;
@@ -342,7 +349,8 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
             }
         }
         for (; r < r_end; r++) {
-            const float *xr = nl_load(x, r * C, C, sc), *dyr = dy + r * C;
+            const float *xr = nl_load(x, r * C, C, sc), *dyr = dy16 ? sc + C : dy + r * C;
+            if (dy16) segc_ew_load_bf16(dy16 + r * C, sc + C, C);
             const float m = sv->mean[r], ml = sv->mean_lo[r], rs = sv->rstd[r];
             /* one sweep for the row sums and the gamma/beta partials, one for dx */
             float s1 = 0.f, s2 = 0.f;
@@ -357,7 +365,7 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
 #pragma omp simd
                     for (int64_t j = 0; j < C; j++) pbk[j] += dyr[j];
                 }
-                if (dx) {
+                if (dx || dx16) {
 #pragma omp simd reduction(+ : s1, s2)
                     for (int64_t j = 0; j < C; j++) {
                         const float gd = dyr[j] * g[j];
@@ -365,6 +373,15 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
                         s2 += gd * (((xr[j] - m) - ml) * rs);
                     }
                 }
+            }
+            if (dx16) {
+                float *o = sc + 2 * C;
+                ln_dx_row(dyr, g, xr, C, m, ml, rs, rs * s1 * invC, rs * s2 * invC, 1, o);
+                if (!fresh16)
+#pragma omp simd
+                    for (int64_t j = 0; j < C; j++) o[j] += segc_bf16_to_f32(dx16[r * C + j]);
+                segc_ew_store_bf16(o, dx16 + r * C, C);
+                continue;
             }
             if (!dx) continue;
             /* dx = rstd * (dy*g - mean(dy*g) - xhat * mean(dy*g*xhat)) */
@@ -387,10 +404,25 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
 /* gradient of sum = x + residual: passes straight through to both */
 static void add_backward(segc_ctx *ctx, segc_node *nd) {
     const float *gs = nd->out->grad;
+    const uint16_t *gs16 = nd->out->grad_bf16;   /* ctx->bf16_grads: instead of gs */
     int64_t n = segc_numel(nd->out);
     for (int i = 0; i < 2; i++) {
         segc_tensor *t = nd->in[i];
         if (!t->requires_grad) continue;
+        if (gs16 || t->grad_bf16 || ctx->bf16_grads) {
+            bool fresh;
+            uint16_t *g16 = segc_grad_bf16_dst(ctx, t, &fresh);
+            if (g16 || gs16) {
+                float *gf = g16 ? NULL : segc_grad(ctx, t);   /* bf16 in, f32 out: added in */
+#pragma omp parallel for simd schedule(static) if (n >= LN_PAR_MIN)
+                for (int64_t j = 0; j < n; j++) {
+                    float v = gs16 ? segc_bf16_to_f32(gs16[j]) : gs[j];
+                    if (gf) gf[j] += v;
+                    else g16[j] = fresh && gs16 ? gs16[j] : segc_f32_to_bf16(fresh ? v : v + segc_bf16_to_f32(g16[j]));
+                }
+                continue;
+            }
+        }
         int ow = 0;
         float *gt = nl_grad_buf(ctx, t, &ow);
         if (ow) memcpy(gt, gs, (size_t)n * sizeof(float));
@@ -459,12 +491,13 @@ static segc_tensor *ln_forward(segc_ctx *ctx, const char *op, segc_tensor *x, se
     segc_tensor *xin = x;
     if (res) {
         segc_tensor *pair[2] = {x, res};
-        if (segc_needs_grad(ctx, pair, 2)) segc_record(ctx, "add_layer_norm.sum", add_backward, sum, pair, 2, NULL);
+        if (segc_needs_grad(ctx, pair, 2))
+            segc_node_reads_bf16_grad(segc_record(ctx, "add_layer_norm.sum", add_backward, sum, pair, 2, NULL));
         if (sum_out) *sum_out = sum;
         xin = sum;
     }
     segc_tensor *ins[3] = {xin, gamma, beta};
-    if (segc_needs_grad(ctx, ins, 3)) segc_record(ctx, op, ln_backward, y, ins, 3, sv);
+    if (segc_needs_grad(ctx, ins, 3)) segc_node_reads_bf16_grad(segc_record(ctx, op, ln_backward, y, ins, 3, sv));
     if (!segc_check_finite_out(ctx, op, y)) return NULL;
     return y;
 }

@@ -98,7 +98,7 @@ static inline void nl_apply_dx(const segc_tensor *x, const float *dy, float *dx,
 }
 
 static inline float *nl_grad_buf(segc_ctx *ctx, segc_tensor *t, int *overwrite) {
-    if (!t->grad && !t->is_param) {
+    if (!t->grad && !t->grad_bf16 && !t->is_param) {   /* a bf16 gradient: segc_grad widens it */
         t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
         *overwrite = 1;
     } else {
