@@ -15,6 +15,7 @@
 static segc_tensor *run_op(segc_ctx *ctx, const char *op, segc_tensor **in, int dim, int64_t H, int64_t W) {
     if (!strcmp(op, "dwconv_tokens")) return segc_dwconv2d_tokens(ctx, in[0], in[1], in[2], H, W);
     if (!strcmp(op, "linear")) return segc_linear(ctx, in[0], in[1], in[2]);
+    if (!strcmp(op, "attn_proj")) return segc_linear(ctx, segc_attention(ctx, in[0], in[1], in[2], 2, 0.25f), in[3], NULL);
     if (!strcmp(op, "layer_norm")) return segc_layer_norm(ctx, in[0], in[1], in[2], 1e-6f);
     if (!strcmp(op, "add_layer_norm")) return segc_add_layer_norm(ctx, in[0], in[1], in[2], in[3], 1e-6f, NULL);
     if (!strcmp(op, "gelu_linear")) return segc_gelu_linear(ctx, in[0], in[1], in[2]);
@@ -105,18 +106,18 @@ static void test_fx_bf16_grads(void **state) {
             bool elementwise = !strncmp(cas, "act_", 4) || !strncmp(cas, "bin_", 4);
             for (int k = 0; k < n; k++) {
                 if (!strcmp(op, "div") && k == 1) continue;   /* b reached through the C-side transform */
-                /* f32: through mul_scalar, which reads f32 gradients, and weights and biases */
+                /* f32: through mul_scalar, which reads f32 gradients, attention's q, k, v, and weights and biases */
                 bool weights = (k > 0 && (!strcmp(op, "dwconv_tokens") || strstr(op, "linear") || !strcmp(op, "mlp") ||
                                           !strcmp(op, "layer_norm"))) ||
                                (k > 1 && !strcmp(op, "add_layer_norm"));
-                if (!strcmp(op, "through_scalar") || weights) assert_non_null(in[k]->grad);
+                if (!strcmp(op, "through_scalar") || !strcmp(op, "attn_proj") || weights) assert_non_null(in[k]->grad);
                 else assert_non_null(in[k]->grad_bf16);   /* bf16 all the way to the leaf */
                 float *g = leaf_grad(in[k]);
                 int64_t ne = segc_numel(in[k]);
                 snprintf(what, sizeof what, "%s grad%d vs float64", cas, k);
                 /* the chains round their bf16 intermediates (as PyTorch does), float64 does not */
                 bool chain = !strncmp(cas, "chain", 5) || strstr(cas, "two_uses") || !strcmp(op, "through_scalar") ||
-                             !strcmp(op, "mlp");
+                             !strcmp(op, "mlp") || !strcmp(op, "attn_proj");
                 all &= elementwise ? fx_close_f32(what, g, want[k], 8e-3)
                                    : fx_close_norm(what, g, segc_f32(want[k]), ne, 1e-6, chain ? 1.5e-2 : 6e-3);
                 snprintf(nm_t, sizeof nm_t, "torch_grad%d", k);
@@ -133,7 +134,7 @@ static void test_fx_bf16_grads(void **state) {
         assert_true(all);
     }
     assert_true(segc_cpu_set_isa(start));
-    assert_true(ran >= 34);
+    assert_true(ran >= 35);
     segc_st_close(f);
 }
 

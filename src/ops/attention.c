@@ -34,6 +34,7 @@
 #include "segc/cpu.h"
 #include "segc/ops.h"
 #include "segc/profile.h"
+#include "matmul_internal.h"
 #include "softmax_kernels.h"
 
 /* Compiled twice: as itself for the baseline, and by attention_avx512.c with AVX-512 enabled
@@ -199,9 +200,9 @@ static void attention_backward(segc_ctx *ctx, segc_node *nd) {
     /* everything below is scratch of this node: rewound at the end (the per-thread dK/dV sums
      * alone are 2 * threads * B*Nk*C floats, 13 MB per ViT-B layer, kept to the step's end before) */
     segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
-    const void *go = nd->out->grad;
+    /* dO as the GEMMs take it: a bf16 gradient (ctx->bf16_grads) as it is, an f32 one rounded */
     segc_dtype godt = SEGC_F32;
-    if (s->bf16) go = segc_gemm_round_grad(ctx, nd->out->grad, B * Nq * Cv, &godt);
+    const void *go = segc_mm_dy(ctx, nd->out, s->bf16, B * Nq * Cv, &godt);
     bool need_ds = gq || gk;
     /* dV = P^T dO, dP = dO V^T (for dS), dQ = dS K, dK = dS^T Q */
     segc_flops_add(2 * B * H * Nq * Nk * (Dv * ((gv != NULL) + need_ds) + D * ((gq != NULL) + (gk != NULL))));
@@ -395,7 +396,7 @@ segc_tensor *segc_attention(segc_ctx *ctx, segc_tensor *q, segc_tensor *k, segc_
     if (save) {
         attn_saved *sv = segc_arena_alloc(&ctx->arena, sizeof *sv);
         *sv = s;
-        segc_record(ctx, "attention", attention_backward, y, ins, 3, sv);
+        segc_node_reads_bf16_grad(segc_record(ctx, "attention", attention_backward, y, ins, 3, sv));
     }
     return y;
 }
