@@ -43,11 +43,11 @@ static inline void bench_work_end(segc_dtype dt, int steps) {
     else fprintf(stderr, "bench: %s\n", err);
 }
 
-/* bf16 activation gradients as `segc train` uses them (train.bf16_grads, default on);
- * SEGC_BF16_GRADS=0 times the f32-gradient mode instead */
+/* bf16 activation gradients where `segc train` uses them (train.bf16_grads, default on, on CPUs
+ * with native bf16 GEMMs); SEGC_BF16_GRADS=0 times the f32-gradient mode instead */
 static inline bool bench_bf16_grads(void) {
     const char *e = getenv("SEGC_BF16_GRADS");
-    return !(e && !strcmp(e, "0"));
+    return !(e && !strcmp(e, "0")) && segc_gemm_native_bf16();
 }
 
 /* The JSON row of the model benchmarks (bench_train, bench_unet2d, bench_segmenter,

@@ -3,7 +3,9 @@
  * case; bench/torch_elementwise.py times the same cases in PyTorch. The bwd
  * figure is the backward alone (gradient buffers included), fed a ready
  * upstream gradient of the case's dtype: bf16 cases run with bf16 activation
- * gradients (ctx->bf16_grads), as PyTorch keeps bf16 gradients for bf16 tensors. */
+ * gradients (ctx->bf16_grads), as PyTorch keeps bf16 gradients for bf16 tensors,
+ * where bf16 training uses them (CPUs with native bf16 GEMMs; else the bf16
+ * upstream gradient is widened and gradients stay f32, as in training). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -55,7 +57,7 @@ int main(void) {
             segc_rng_fill_normal(&rng, gout, n_out, 0, 1);
             segc_f32_to_bf16_n(gout, gout16, n_out);
             bool bf16 = dts[d] == SEGC_BF16;
-            ctx->bf16_grads = bf16;
+            ctx->bf16_grads = bf16 && bench_bf16_grads();   /* as training runs them on this CPU */
             for (int pass = 0; pass < 2; pass++) {
                 double ms = bench_op_ms((bench_op){ctx, cases[c].fn, ins, {ins[0], ins[1]}, pass == 1, bf16 ? NULL : gout,
                                                    bf16 ? gout16 : NULL});

@@ -108,7 +108,8 @@ const field segc_cfg_schema[] = {
     FI("train.threads", train.threads, "compute threads (0: OpenMP's default)"),
     FS("train.dtype", train.dtype, "f32|bf16", "compute dtype (bf16: f32 master weights)"),
     FB("train.bf16_grads", train.bf16_grads,
-       "bf16 training: bf16 gradients for bf16 activations, as PyTorch keeps them (false: f32 gradients throughout)"),
+       "bf16 training on CPUs with native bf16 GEMMs: bf16 gradients for bf16 activations, as PyTorch keeps them "
+       "(false: f32 gradients throughout)"),
     FS("train.conv_algo", train.conv_algo, "auto|direct|winograd",
        "3x3 stride-1 f32 convolutions: auto = Winograd where oneDNN has it (AVX-512), direct = as PyTorch"),
     FS("train.best_metric", train.best_metric, NULL, "metric selecting best.safetensors (mIoU, mDice, Dice_WT, ..., val_loss: minimised; empty: the task's)"),
