@@ -88,6 +88,13 @@ static inline double bench_median_ms(bench_run_fn once, void *user) {
     return t[runs / 2];
 }
 
+/* n f32 values rounded to bf16 in a new malloc'd buffer (an op case's bf16 upstream gradient) */
+static inline uint16_t *bench_bf16_copy(const float *g, int64_t n) {
+    uint16_t *h = malloc((size_t)(n > 0 ? n : 1) * sizeof *h);
+    if (h) segc_f32_to_bf16_n(g, h, n);
+    return h;
+}
+
 /* One op case: build(ctx, user) runs the op's forward; reset lists the inputs whose
  * gradients live in the step arena (dropped before each run; parameters keep theirs).
  * bwd times the backward from gout (as training does, through segc_backward_from)
@@ -100,7 +107,9 @@ typedef struct {
     segc_tensor *reset[4];
     bool bwd;
     const float *gout;
-    const uint16_t *gout_bf16;   /* instead of gout: a bf16 upstream gradient (ctx->bf16_grads) */
+    /* the same values in bf16: the upstream gradient when ctx->bf16_grads is on and the op's
+     * backward reads bf16 gradients, as a bf16 training graph hands it one (else gout) */
+    const uint16_t *gout_bf16;
 } bench_op;
 
 /* a fresh step, the forward, and for bwd the backward: only the measured pass is timed */
@@ -115,7 +124,8 @@ static inline double bench_op_once(void *u) {
     bool ok = y != NULL;
     if (ok && op->bwd) {
         t0 = segc_now_s();
-        ok = op->gout_bf16 ? segc_backward_from_bf16(op->ctx, y, op->gout_bf16) : segc_backward_from(op->ctx, y, op->gout);
+        bool g16 = op->gout_bf16 && op->ctx->bf16_grads && y->producer && y->producer->reads_bf16_grad;
+        ok = g16 ? segc_backward_from_bf16(op->ctx, y, op->gout_bf16) : segc_backward_from(op->ctx, y, op->gout);
         t1 = segc_now_s();
     }
     if (!ok) {

@@ -59,8 +59,7 @@ int main(void) {
             bool bf16 = dts[d] == SEGC_BF16;
             ctx->bf16_grads = bf16 && bench_bf16_grads();   /* as training runs them on this CPU */
             for (int pass = 0; pass < 2; pass++) {
-                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, ins, {ins[0], ins[1]}, pass == 1, bf16 ? NULL : gout,
-                                                   bf16 ? gout16 : NULL});
+                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, ins, {ins[0], ins[1]}, pass == 1, gout, gout16});
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[c].op, cases[c].shape, segc_dtype_name(dts[d]), pass ? "bwd" : "fwd", ms);
                 fflush(stdout);

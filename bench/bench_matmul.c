@@ -70,6 +70,7 @@ int main(void) {
     }
     for (int d = 0; d < 2; d++) {
         segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+        ctx->bf16_grads = d && bench_bf16_grads();   /* bf16: gradients as bf16 training keeps them */
         segc_rng rng;
         segc_rng_init(&rng, 2);
         {   /* matmul M x K x N */
@@ -77,15 +78,16 @@ int main(void) {
             segc_tensor *ins[2] = {input(&rng, dt, 2, (int64_t[]){M, K}, 1), input(&rng, dt, 2, (int64_t[]){K, N}, 0.03f)};
             float *gout = malloc((size_t)(M * N) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, M * N, 0, 1);
+            uint16_t *gout16 = bench_bf16_copy(gout, M * N);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = bench_op_ms((bench_op){ctx, build_matmul, ins, {ins[0], ins[1]}, bwd, gout, NULL});
+                double ms = bench_op_ms((bench_op){ctx, build_matmul, ins, {ins[0], ins[1]}, bwd, gout, gout16});
                 double gf = 2.0 * M * N * K * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"matmul\", \"shape\": \"%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f, \"peak_frac\": %.3f}\n", (long long)M, (long long)K,
                        (long long)N, dname[d], bwd ? "bwd" : "fwd", ms, gf, gf / peak[d]);
                 fflush(stdout);
             }
-            free(gout);
+            free(gout), free(gout16);
             segc_tensor_free(ins[0]), segc_tensor_free(ins[1]);
         }
         {   /* attention B x Nq x Nk x C, one head */
@@ -94,15 +96,16 @@ int main(void) {
                                    input(&rng, dt, 3, (int64_t[]){B, Nk, C}, 1)};
             float *gout = malloc((size_t)(B * Nq * C) * sizeof *gout);
             segc_rng_fill_normal(&rng, gout, B * Nq * C, 0, 1);
+            uint16_t *gout16 = bench_bf16_copy(gout, B * Nq * C);
             for (int bwd = 0; bwd < 2; bwd++) {
-                double ms = bench_op_ms((bench_op){ctx, build_attention, ins, {ins[0], ins[1], ins[2]}, bwd, gout, NULL});
+                double ms = bench_op_ms((bench_op){ctx, build_attention, ins, {ins[0], ins[1], ins[2]}, bwd, gout, gout16});
                 double gf = 4.0 * B * Nq * Nk * C * (bwd ? 2 : 1) / (ms * 1e-3) * 1e-9;
                 printf("{\"op\": \"attention\", \"shape\": \"%lldx%lldx%lldx%lld\", \"dtype\": \"%s\", \"pass\": \"%s\", "
                        "\"segc_ms\": %.3f, \"gflops\": %.1f}\n", (long long)B, (long long)Nq, (long long)Nk,
                        (long long)C, dname[d], bwd ? "bwd" : "fwd", ms, gf);
                 fflush(stdout);
             }
-            free(gout);
+            free(gout), free(gout16);
             for (int i = 0; i < 3; i++) segc_tensor_free(ins[i]);
         }
     }

@@ -45,19 +45,22 @@ int main(void) {
     /* layer_norm 16384x64 */
     float *gout_ln = malloc(16384 * 64 * sizeof(float));
     segc_rng_fill_normal(&rng, gout_ln, 16384 * 64, 0, 1);
+    uint16_t *gout_ln16 = bench_bf16_copy(gout_ln, 16384 * 64);
     for (int d = 0; d < 2; d++) {
+        ctx->bf16_grads = d && bench_bf16_grads();   /* bf16: gradients as bf16 training keeps them */
         bench_in in = {.x = heap_randn(&rng, dts[d], 2, (int64_t[]){16384, 64}, 0, true),
                        .gamma = heap_randn(&rng, dts[d], 1, (int64_t[]){64}, 1, true),
                        .beta = heap_randn(&rng, dts[d], 1, (int64_t[]){64}, 0, true)};
         for (int b = 0; b < 2; b++)
             printf("{\"op\": \"layer_norm\", \"shape\": \"16384x64\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.4f}\n",
-                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_layer_norm, &in, {in.x, in.gamma, in.beta}, b, gout_ln, NULL}));
+                   segc_dtype_name(dts[d]), b ? "bwd" : "fwd", bench_op_ms((bench_op){ctx, build_layer_norm, &in, {in.x, in.gamma, in.beta}, b, gout_ln, gout_ln16}));
         fflush(stdout);
         segc_tensor_free(in.x);
         segc_tensor_free(in.gamma);
         segc_tensor_free(in.beta);
     }
-    free(gout_ln);
+    free(gout_ln), free(gout_ln16);
+    ctx->bf16_grads = false;
 
     /* cross_entropy 2x150x512x512, labels uniform over the classes, 5% ignored (255) */
     segc_tensor *target = segc_tensor_heap(SEGC_I64, 3, (int64_t[]){2, 512, 512});

@@ -2,7 +2,8 @@
  * upsample and the NCHW->NHWC permute, fwd and bwd, f32 and bf16. One JSON
  * line per case; bench/torch_shape.py times the same cases in PyTorch.
  * The bwd figure is the backward alone (gradient buffers included), fed a
- * ready upstream gradient. */
+ * ready upstream gradient (bf16 in bf16 cases where the op reads bf16
+ * gradients: bench_op in bench_common.h). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,18 +41,20 @@ int main(void) {
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
         float *gout = malloc((size_t)cases[c].out_numel * sizeof(float));
         for (int64_t i = 0; i < cases[c].out_numel; i++) gout[i] = (float)(i % 97) * 0.01f - 0.48f;
+        uint16_t *gout16 = bench_bf16_copy(gout, cases[c].out_numel);
         for (int d = 0; d < 2; d++) {
             segc_dtype dt = d ? SEGC_BF16 : SEGC_F32;
+            ctx->bf16_grads = d && bench_bf16_grads();   /* bf16: gradients as bf16 training keeps them */
             segc_tensor *x = input(dt, 4, cases[c].dims);
             for (int b = 0; b < 2; b++) {
-                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, x, {x}, b, gout, NULL});
+                double ms = bench_op_ms((bench_op){ctx, cases[c].fn, x, {x}, b, gout, gout16});
                 printf("{\"op\": \"%s\", \"shape\": \"%s\", \"dtype\": \"%s\", \"pass\": \"%s\", \"segc_ms\": %.3f}\n",
                        cases[c].op, cases[c].shape, segc_dtype_name(dt), b ? "bwd" : "fwd", ms);
                 fflush(stdout);
             }
             segc_tensor_free(x);
         }
-        free(gout);
+        free(gout), free(gout16);
     }
     segc_ctx_free(ctx);
     return 0;

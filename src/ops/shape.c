@@ -336,10 +336,39 @@ static void permute_exec(const void *src, void *dst, size_t es, bool acc, const 
 
 typedef struct { perm_plan inv; } permute_saved;
 
+/* the inverse permutation of the output's gradient: written into a fresh gradient, added to an
+ * existing one; bf16 gradients (ctx->bf16_grads) move as 16-bit values, other mixes go through f32 */
 static void permute_backward(segc_ctx *ctx, segc_node *nd) {
     segc_tensor *x = nd->in[0];
     const permute_saved *sv = nd->saved;
-    if (x->requires_grad) permute_exec(nd->out->grad, segc_grad(ctx, x), 4, true, &sv->inv);
+    if (!x->requires_grad) return;
+    const uint16_t *go16 = nd->out->grad_bf16;
+    const int64_t n = segc_numel(x);
+    bool fresh;
+    uint16_t *gx16 = segc_grad_bf16_dst(ctx, x, &fresh);
+    if (gx16 && go16 && fresh) {
+        permute_exec(go16, gx16, 2, false, &sv->inv);
+        return;
+    }
+    float *gx = gx16 ? NULL : segc_ew_grad_dst(ctx, x, &fresh);
+    segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
+    const float *go = nd->out->grad;
+    if (go16) {
+        float *w = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *w);
+        segc_bf16_to_f32_n(go16, w, n);
+        go = w;
+    }
+    if (gx) {
+        permute_exec(go, gx, 4, !fresh, &sv->inv);
+    } else {   /* into the bf16 gradient through an f32 temporary, rounded once */
+        float *t = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *t);
+        permute_exec(go, t, 4, false, &sv->inv);
+        if (!fresh)
+#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
+            for (int64_t i = 0; i < n; i++) t[i] += segc_bf16_to_f32(gx16[i]);
+        segc_f32_to_bf16_n(t, gx16, n);
+    }
+    segc_arena_rewind(&ctx->arena, mark);
 }
 
 segc_tensor *segc_permute(segc_ctx *ctx, segc_tensor *x, const int *perm) {
@@ -378,7 +407,7 @@ segc_tensor *segc_permute(segc_ctx *ctx, segc_tensor *x, const int *perm) {
         int inv[SEGC_MAX_DIMS];
         for (int i = 0; i < x->ndim; i++) inv[perm[i]] = i;
         plan_permute(y->ndim, y->shape, inv, &sv->inv);
-        segc_record(ctx, "permute", permute_backward, y, &x, 1, sv);
+        segc_node_reads_bf16_grad(segc_record(ctx, "permute", permute_backward, y, &x, 1, sv));
     }
     return y;
 }
