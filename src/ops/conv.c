@@ -297,7 +297,7 @@ static bool out_layout(segc_ctx *ctx, const char *op, const conv_key *k, int slo
 /* f32 gradient buffer of t: `fresh` when t had none yet (not a parameter),
  * so the op may overwrite it instead of accumulating (and skip zeroing). */
 static float *grad_buffer(segc_ctx *ctx, segc_tensor *t, bool *fresh) {
-    *fresh = !t->grad && !t->is_param;
+    *fresh = !t->grad && !t->grad_bf16 && !t->is_param;   /* a bf16 gradient: segc_grad widens it */
     if (*fresh) t->grad = segc_grad_buffer(ctx, segc_numel(t), false);
     return segc_grad(ctx, t);
 }

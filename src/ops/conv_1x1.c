@@ -43,7 +43,7 @@ static void conv_1x1_backward(segc_ctx *ctx, segc_node *nd) {
     const conv_key *k = &s->k;
     segc_tensor *x = nd->in[0], *w = nd->in[1], *b = nd->n_in > 2 ? nd->in[2] : NULL;
     const int64_t N = k->n, C = k->ic, O = k->oc, HW = k->oh * k->ow;
-    bool fresh_x = !x->grad && !x->is_param, fresh_w = !w->grad && !w->is_param;
+    bool fresh_x = !x->grad && !x->grad_bf16 && !x->is_param, fresh_w = !w->grad && !w->grad_bf16 && !w->is_param;
     float *gx = NULL, *gw = NULL;
     if (x->requires_grad) gx = fresh_x ? (x->grad = segc_grad_buffer(ctx, N * C * HW, false)) : segc_grad(ctx, x);
     if (w->requires_grad) gw = fresh_w ? (w->grad = segc_grad_buffer(ctx, O * C, false)) : segc_grad(ctx, w);

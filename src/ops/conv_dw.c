@@ -228,7 +228,7 @@ void segc_conv_dw_backward(segc_ctx *ctx, segc_node *nd) {
     if (x->requires_grad) {
         const float *wf = weights_f32(ctx, w);
         /* a fresh gradient is written, not accumulated (no zeroing pass) */
-        bool fresh = !x->grad && !x->is_param;
+        bool fresh = !x->grad && !x->grad_bf16 && !x->is_param;   /* bf16: segc_grad widens it */
         if (fresh) x->grad = segc_grad_buffer(ctx, segc_numel(x), false);
         input_grad_s1(ctx, k, g, wf, segc_grad(ctx, x), fresh);
     }
