@@ -150,6 +150,18 @@ static inline void segc_ew_store_bf16(const float *src, uint16_t *dst, int64_t n
     for (; i < n; i++) dst[i] = segc_f32_to_bf16(src[i]);
 }
 
+/* f32 results v[0..n) into a bf16 gradient g (ctx->bf16_grads): stored when fresh, else added to
+ * the values g holds first; rounded once. v is overwritten. Serial: for rows inside a parallel
+ * loop; segc_ew_put_grad_bf16_n does a whole tensor with threads. */
+static inline void segc_ew_put_grad_bf16(float *v, uint16_t *g, int64_t n, bool fresh) {
+    if (!fresh) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) v[i] += segc_bf16_to_f32(g[i]);
+    }
+    segc_ew_store_bf16(v, g, n);
+}
+void segc_ew_put_grad_bf16_n(float *v, uint16_t *g, int64_t n, bool fresh);
+
 /* Gradient buffer a backward kernel will write every element of. When the
  * tensor has none yet (and is not a parameter) it is allocated without
  * zeroing and *fresh is set: the kernel then stores instead of adding. */

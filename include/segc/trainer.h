@@ -54,6 +54,10 @@ segc_model *segc_config_model_for(const segc_config *c, const segc_dataset *ds, 
 /* Image channels of the dataset's samples (sample 0), 0 + message on failure. */
 int segc_dataset_channels(const segc_dataset *ds, char *err, size_t errlen);
 segc_dtype segc_config_dtype(const segc_config *c);
+/* ctx->bf16_grads for a training context: train.bf16_grads where bf16 GEMMs are native (without
+ * them, as under AVX2, every bf16 gradient would be widened again for its GEMMs: conversions
+ * instead of saved traffic). Only bf16 tensors ever take them, so f32 training is unaffected. */
+bool segc_config_bf16_grads(const segc_config *c);
 /* The evaluator specification of a configuration for a model on a dataset
  * (classes, ignore 255, primary metric = train.best_metric, per-volume and
  * region Dice from test.*). class_names must hold 256 entries. */

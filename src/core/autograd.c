@@ -184,22 +184,21 @@ static void pool_free_ptr(segc_ctx *c, const void *p) {
         if ((const void *)c->grad_blocks[i].ptr == p) { c->grad_blocks[i].in_use = false; return; }
 }
 
+/* an input of nd holds gradient buffer p as its own (f32 or bf16) */
+static bool input_holds(const segc_node *nd, const void *p) {
+    for (int k = 0; k < nd->n_in; k++)
+        if (nd->in[k] && ((const void *)nd->in[k]->grad == p || (const void *)nd->in[k]->grad_bf16 == p)) return true;
+    return false;
+}
+
 /* the producer of nd->out has run: its gradient buffer can serve later gradients,
  * unless an input's gradient aliases it (pass-through ops hand the buffer on) */
 static void release_out_grad(segc_ctx *c, const segc_node *nd) {
     segc_tensor *o = nd->out;
     if (o->is_param || c->retain_grads) return;
     /* like PyTorch, a non-leaf tensor does not keep its gradient after backward */
-    if (o->grad) {
-        bool aliased = false;
-        for (int k = 0; k < nd->n_in; k++) aliased |= nd->in[k] && nd->in[k]->grad == o->grad;
-        if (!aliased) pool_free_ptr(c, o->grad), o->grad = NULL;
-    }
-    if (o->grad_bf16) {
-        bool aliased = false;
-        for (int k = 0; k < nd->n_in; k++) aliased |= nd->in[k] && nd->in[k]->grad_bf16 == o->grad_bf16;
-        if (!aliased) pool_free_ptr(c, o->grad_bf16), o->grad_bf16 = NULL;
-    }
+    if (o->grad && !input_holds(nd, o->grad)) pool_free_ptr(c, o->grad), o->grad = NULL;
+    if (o->grad_bf16 && !input_holds(nd, o->grad_bf16)) pool_free_ptr(c, o->grad_bf16), o->grad_bf16 = NULL;
 }
 
 static bool bf16_grad_allowed(const segc_ctx *c, const segc_tensor *t) {
@@ -329,48 +328,39 @@ bool segc_backward(segc_ctx *c, segc_tensor *loss) {
     return run_tape(c);
 }
 
-bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) {
+/* backward from an upstream gradient given in f32 (g) or in bf16 (h) */
+static bool backward_seeded(segc_ctx *c, segc_tensor *out, const float *g, const uint16_t *h) {
     if (!out) return false;
     if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
     int64_t n = segc_numel(out);
-    bool fresh = !out->grad && !out->is_param;
-    if (fresh && !c->retain_grads) {
+    bool fresh = !out->grad && !out->grad_bf16 && !out->is_param;
+    /* a bf16 seed is read as it is only by a producer that takes bf16 gradients */
+    if (fresh && !c->retain_grads && (!h || (c->bf16_grads && out->producer && out->producer->reads_bf16_grad))) {
         /* backward reads the caller's buffer in place (no copy): backward functions never
          * write their output's gradient, none aliases it to an input (borrowed_grad), and
          * the tape drops it once consumed */
-        out->grad = (float *)g;
-        c->borrowed_grad = g;
+        if (h) out->grad_bf16 = (uint16_t *)h, c->borrowed_grad_bf16 = h;
+        else out->grad = (float *)g, c->borrowed_grad = g;
         bool ok = run_tape(c);
         c->borrowed_grad = NULL;
-        if (out->grad == g) out->grad = NULL;
+        c->borrowed_grad_bf16 = NULL;
+        if (h && out->grad_bf16 == h) out->grad_bf16 = NULL;
+        if (!h && out->grad == g) out->grad = NULL;
         return ok;
     }
     if (fresh) out->grad = segc_grad_buffer(c, n, false);   /* copied into: no zeroing pass */
     float *dst = segc_grad(c, out);
 #pragma omp parallel for simd schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = fresh ? g[i] : dst[i] + g[i];
+    for (int64_t i = 0; i < n; i++) {
+        float v = h ? segc_bf16_to_f32(h[i]) : g[i];
+        dst[i] = fresh ? v : dst[i] + v;
+    }
     return run_tape(c);
 }
 
+bool segc_backward_from(segc_ctx *c, segc_tensor *out, const float *g) { return backward_seeded(c, out, g, NULL); }
 bool segc_backward_from_bf16(segc_ctx *c, segc_tensor *out, const uint16_t *g) {
-    if (!out) return false;
-    if (!out->requires_grad) { segc_set_error(c, "backward: output does not require grad"); return false; }
-    if (c->bf16_grads && !c->retain_grads && !out->grad && !out->grad_bf16 && out->producer &&
-        out->producer->reads_bf16_grad) {
-        /* read in place, as segc_backward_from does with an f32 seed */
-        out->grad_bf16 = (uint16_t *)g;
-        c->borrowed_grad_bf16 = g;
-        bool ok = run_tape(c);
-        c->borrowed_grad_bf16 = NULL;
-        if (out->grad_bf16 == g) out->grad_bf16 = NULL;
-        return ok;
-    }
-    int64_t n = segc_numel(out);
-    bool fresh = !out->grad && !out->is_param;
-    float *dst = fresh ? (out->grad = segc_grad_buffer(c, n, false)) : segc_grad(c, out);
-#pragma omp parallel for simd schedule(static) if (n >= 65536)
-    for (int64_t i = 0; i < n; i++) dst[i] = fresh ? segc_bf16_to_f32(g[i]) : dst[i] + segc_bf16_to_f32(g[i]);
-    return run_tape(c);
+    return backward_seeded(c, out, NULL, g);
 }
 
 bool segc_set_grad_enabled(segc_ctx *c, bool on) {

@@ -256,11 +256,12 @@ typedef struct {
     float slope;
 } act_saved;
 
-/* gx (+)= go * f'(x) over one block of x (at most BLOCK elements; fresh: gx is written, not added to) */
-static void act_bwd_block(act_kind k, float slope, const segc_tensor *x, const float *go, float *gx, bool fresh) {
+/* gx (+)= go * f'(x) over one block of x (at most BLOCK elements; fresh: gx is written, not added
+ * to); tab: the kind's table for a bf16 x (NULL: computed) */
+static void act_bwd_block(act_kind k, float slope, const act_table *tab, const segc_tensor *x, const float *go,
+                          float *gx, bool fresh) {
     int64_t m = segc_numel(x);
     if (x->dtype == SEGC_BF16) {
-        const act_table *tab = bf16_table(k);
         if (tab) {
             const uint16_t *xb = segc_bf16p(x);
             if (fresh) for (int64_t i = 0; i < m; i++) gx[i] = go[i] * tab->dfdx[xb[i]];
@@ -270,20 +271,6 @@ static void act_bwd_block(act_kind k, float slope, const segc_tensor *x, const f
         }
     } else {
         act_bwd_f32(k, slope, segc_f32(x), go, gx, !fresh, m);
-    }
-}
-
-/* gx (+)= go * f'(x) over the whole tensor x (fresh: gx is written, not added to) */
-static void act_bwd_tensor(act_kind k, float slope, const segc_tensor *x, const float *go, float *gx, bool fresh) {
-    int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static) if (n > PAR_MIN)
-    for (int64_t b = 0; b < nblk; b++) {
-        int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        segc_tensor xb = *x;   /* the block of x as a 1-D tensor */
-        xb.ndim = 1;
-        xb.shape[0] = m;
-        xb.data = (char *)x->data + (size_t)off * segc_dtype_size(x->dtype);
-        act_bwd_block(k, slope, &xb, go + off, gx + off, fresh);
     }
 }
 
@@ -318,16 +305,18 @@ static void table_bwd_bf16(const float *restrict dfdx, const uint16_t *restrict 
     }
 }
 
-/* bf16 gradients (ctx->bf16_grads): go16 and/or gx16 replace go / gx; each block is widened
- * into f32, runs the f32-gradient kernel, and is rounded once into gx16 */
-static void act_bwd_bf16_grads(act_kind k, float slope, const segc_tensor *x, const float *go, const uint16_t *go16,
-                               float *gx, uint16_t *gx16, bool fresh) {
+/* gx (+)= go * f'(x) over the whole tensor x (fresh: gx is written, not added to). With bf16
+ * gradients (ctx->bf16_grads) go16 and/or gx16 replace go / gx: each block is widened into f32,
+ * runs the f32-gradient kernel and is rounded once into gx16 (bf16 in and out with a table: one
+ * fused pass) */
+static void act_bwd_tensor(act_kind k, float slope, const segc_tensor *x, const float *go, const uint16_t *go16,
+                           float *gx, uint16_t *gx16, bool fresh) {
     int64_t n = segc_numel(x), nblk = (n + BLOCK - 1) / BLOCK;
+    const act_table *tab = x->dtype == SEGC_BF16 ? bf16_table(k) : NULL;
 #pragma omp parallel for schedule(static) if (n > PAR_MIN)
     for (int64_t b = 0; b < nblk; b++) {
         int64_t off = b * BLOCK, m = n - off < BLOCK ? n - off : BLOCK;
-        const act_table *tab = x->dtype == SEGC_BF16 && go16 && gx16 ? bf16_table(k) : NULL;
-        if (tab) {   /* one pass: a block-wide widen pass waits on memory that this one overlaps */
+        if (tab && go16 && gx16) {   /* one pass: a block-wide widen pass waits on memory that this one overlaps */
             table_bwd_bf16(tab->dfdx, segc_bf16p(x) + off, go16 + off, gx16 + off, !fresh, m);
             continue;
         }
@@ -338,14 +327,11 @@ static void act_bwd_bf16_grads(act_kind k, float slope, const segc_tensor *x, co
         xb.shape[0] = m;
         xb.data = (char *)x->data + (size_t)off * segc_dtype_size(x->dtype);
         if (!gx16) {
-            act_bwd_block(k, slope, &xb, g, gx + off, fresh);
+            act_bwd_block(k, slope, tab, &xb, g, gx + off, fresh);
             continue;
         }
-        act_bwd_block(k, slope, &xb, g, obuf, true);
-        if (!fresh)
-#pragma omp simd
-            for (int64_t i = 0; i < m; i++) obuf[i] += segc_bf16_to_f32(gx16[off + i]);
-        segc_ew_store_bf16(obuf, gx16 + off, m);
+        act_bwd_block(k, slope, tab, &xb, g, obuf, true);
+        segc_ew_put_grad_bf16(obuf, gx16 + off, m, fresh);
     }
 }
 
@@ -356,8 +342,7 @@ static void act_backward(segc_ctx *ctx, segc_node *nd) {
     const uint16_t *go16 = nd->out->grad_bf16;
     uint16_t *gx16 = segc_grad_bf16_dst(ctx, x, &fresh);
     float *gx = gx16 ? NULL : segc_ew_grad_dst(ctx, x, &fresh);
-    if (go16 || gx16) act_bwd_bf16_grads(sv->kind, sv->slope, x, nd->out->grad, go16, gx, gx16, fresh);
-    else act_bwd_tensor(sv->kind, sv->slope, x, nd->out->grad, gx, fresh);
+    act_bwd_tensor(sv->kind, sv->slope, x, nd->out->grad, go16, gx, gx16, fresh);
 }
 
 /* y = f(x) over the whole tensor x, y of x's dtype and size */
@@ -382,7 +367,7 @@ static void act_fwd_tensor(act_kind k, float slope, const segc_tensor *x, void *
 #ifdef SEGC_ISA_VARIANT_AVX512
 void segc_gelu_fwd_raw_avx512(const segc_tensor *x, void *y) { act_fwd_tensor(ACT_GELU, 0.0f, x, y); }
 void segc_gelu_bwd_raw_avx512(const segc_tensor *x, const float *go, float *gx, bool fresh) {
-    act_bwd_tensor(ACT_GELU, 0.0f, x, go, gx, fresh);
+    act_bwd_tensor(ACT_GELU, 0.0f, x, go, NULL, gx, NULL, fresh);
 }
 #else
 void segc_gelu_fwd_raw_avx512(const segc_tensor *x, void *y);
@@ -393,7 +378,7 @@ void segc_gelu_fwd_raw(const segc_tensor *x, void *y) {
 }
 void segc_gelu_bwd_raw(const segc_tensor *x, const float *go, float *gx, bool fresh) {
     if (segc_cpu_isa() >= SEGC_ISA_AVX512) segc_gelu_bwd_raw_avx512(x, go, gx, fresh);
-    else act_bwd_tensor(ACT_GELU, 0.0f, x, go, gx, fresh);
+    else act_bwd_tensor(ACT_GELU, 0.0f, x, go, NULL, gx, NULL, fresh);
 }
 #endif
 

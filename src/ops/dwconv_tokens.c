@@ -114,10 +114,7 @@ static void dwconv_tokens_backward(segc_ctx *ctx, segc_node *nd) {
 #pragma omp simd
                         for (int64_t i = 0; i < WC; i++) dx[off + i] += orow[i];
                     } else {
-                        if (!fresh)
-#pragma omp simd
-                            for (int64_t i = 0; i < WC; i++) orow[i] += segc_bf16_to_f32(dx16[off + i]);
-                        segc_ew_store_bf16(orow, dx16 + off, WC);
+                        segc_ew_put_grad_bf16(orow, dx16 + off, WC, fresh);
                     }
                 }
         }

@@ -236,6 +236,13 @@ typedef struct {
     segc_bcast plan;
 } bin_saved;
 
+void segc_ew_put_grad_bf16_n(float *v, uint16_t *g, int64_t n, bool fresh) {
+    const int64_t chunk = 16384, nch = (n + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t c = 0; c < nch; c++)
+        segc_ew_put_grad_bf16(v + c * chunk, g + c * chunk, n - c * chunk < chunk ? n - c * chunk : chunk, fresh);
+}
+
 /* a bf16 gradient gx16 (+)= scale * g16, same shape (add / sub pass-through) */
 static void copy_bf16_grad(const uint16_t *g16, uint16_t *gx16, float scale, bool fresh, int64_t n) {
     if (fresh && scale == 1.0f) {
@@ -298,15 +305,14 @@ static void bin_backward(segc_ctx *ctx, segc_node *nd) {
                 gx16[i] = segc_f32_to_bf16(fresh ? sc * go[i] : segc_bf16_to_f32(gx16[i]) + sc * go[i]);
             continue;
         }
-        if (gx16) {   /* reduced in f32, then rounded once into the bf16 gradient */
+        if (gx16) {   /* reduced in f32 into a temporary, then rounded once into the bf16 gradient */
             int64_t n = segc_numel(t);
+            segc_arena_mark mark = segc_arena_get_mark(&ctx->arena);
             r.dst = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof(float));
             r.accumulate = false;
             segc_bcast_reduce(ctx, &sv->plan, &r);
-            if (!fresh)
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-                for (int64_t i = 0; i < n; i++) r.dst[i] += segc_bf16_to_f32(gx16[i]);
-            segc_ew_store_bf16(r.dst, gx16, n);
+            segc_ew_put_grad_bf16_n(r.dst, gx16, n, fresh);
+            segc_arena_rewind(&ctx->arena, mark);
             continue;
         }
         r.dst = segc_ew_grad_dst(ctx, t, &fresh);

@@ -168,10 +168,7 @@ static void gelu_linear_backward(segc_ctx *ctx, segc_node *nd) {
             segc_gelu_bwd_raw(h, da, dh.f, dh.fresh);
         } else {   /* bf16 gradient: dA gelu'(h) in place, then rounded (added in when it holds values) */
             segc_gelu_bwd_raw(h, da, da, true);
-            if (!dh.fresh)
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-                for (int64_t i = 0; i < n; i++) da[i] += segc_bf16_to_f32(dh.h[i]);
-            segc_f32_to_bf16_n(da, dh.h, n);
+            segc_ew_put_grad_bf16_n(da, dh.h, n, dh.fresh);
         }
     }
     segc_arena_rewind(&ctx->arena, mark);

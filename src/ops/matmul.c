@@ -516,11 +516,7 @@ void *segc_mm_grad_dst_c(segc_ctx *ctx, segc_mm_grad_dst *d, int64_t n, segc_dty
     return d->f ? (void *)d->f : d->tmp ? (void *)d->tmp : (void *)d->h;
 }
 void segc_mm_grad_dst_finish(segc_mm_grad_dst *d, int64_t n) {
-    if (!d->tmp) return;
-    float *t = d->tmp;
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (int64_t i = 0; i < n; i++) t[i] += segc_bf16_to_f32(d->h[i]);
-    segc_f32_to_bf16_n(t, d->h, n);
+    if (d->tmp) segc_ew_put_grad_bf16_n(d->tmp, d->h, n, false);
 }
 
 /* ------------------------------------------------------------------------- */

@@ -377,10 +377,7 @@ static void ln_backward(segc_ctx *ctx, segc_node *nd) {
             if (dx16) {
                 float *o = sc + 2 * C;
                 ln_dx_row(dyr, g, xr, C, m, ml, rs, rs * s1 * invC, rs * s2 * invC, 1, o);
-                if (!fresh16)
-#pragma omp simd
-                    for (int64_t j = 0; j < C; j++) o[j] += segc_bf16_to_f32(dx16[r * C + j]);
-                segc_ew_store_bf16(o, dx16 + r * C, C);
+                segc_ew_put_grad_bf16(o, dx16 + r * C, C, fresh16);
                 continue;
             }
             if (!dx) continue;
@@ -409,19 +406,17 @@ static void add_backward(segc_ctx *ctx, segc_node *nd) {
     for (int i = 0; i < 2; i++) {
         segc_tensor *t = nd->in[i];
         if (!t->requires_grad) continue;
-        if (gs16 || t->grad_bf16 || ctx->bf16_grads) {
-            bool fresh;
-            uint16_t *g16 = segc_grad_bf16_dst(ctx, t, &fresh);
-            if (g16 || gs16) {
-                float *gf = g16 ? NULL : segc_grad(ctx, t);   /* bf16 in, f32 out: added in */
+        bool fresh;
+        uint16_t *g16 = segc_grad_bf16_dst(ctx, t, &fresh);   /* NULL unless ctx->bf16_grads allows */
+        if (g16 || gs16) {
+            float *gf = g16 ? NULL : segc_grad(ctx, t);   /* bf16 in, f32 out: added in */
 #pragma omp parallel for simd schedule(static) if (n >= LN_PAR_MIN)
-                for (int64_t j = 0; j < n; j++) {
-                    float v = gs16 ? segc_bf16_to_f32(gs16[j]) : gs[j];
-                    if (gf) gf[j] += v;
-                    else g16[j] = fresh && gs16 ? gs16[j] : segc_f32_to_bf16(fresh ? v : v + segc_bf16_to_f32(g16[j]));
-                }
-                continue;
+            for (int64_t j = 0; j < n; j++) {
+                float v = gs16 ? segc_bf16_to_f32(gs16[j]) : gs[j];
+                if (gf) gf[j] += v;
+                else g16[j] = fresh && gs16 ? gs16[j] : segc_f32_to_bf16(fresh ? v : v + segc_bf16_to_f32(g16[j]));
             }
+            continue;
         }
         int ow = 0;
         float *gt = nl_grad_buf(ctx, t, &ow);

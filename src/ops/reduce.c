@@ -228,16 +228,14 @@ static void unit_rows(const job *jb, int64_t unit) {
         if (run > r1 - q) run = r1 - q;
         int64_t os = ks + walker_off(&red, p, r->src_slot);
         int64_t ow = r->w ? kw + walker_off(&red, p, r->w_slot) : 0;
-        if (direct && !r->src16) {
-            lanes_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, run, acc);
-            q += run;
-            walker_step(&red, p, run);
-            continue;
-        }
-        if (direct) {   /* bf16 source: widened COLS at a time (a multiple of LANES: the same lanes) */
-            for (int64_t b = 0; b < run; b += COLS) {
-                int64_t n = run - b < COLS ? run - b : COLS;
-                lanes_add(r->w_mode, src_at(r, os + b, 1, n, sb), r->w ? r->w + ow + b : NULL, n, acc);
+        if (direct) {
+            if (!r->src16) {
+                lanes_add(r->w_mode, r->src + os, r->w ? r->w + ow : NULL, run, acc);
+            } else {   /* bf16 source: widened COLS at a time (a multiple of LANES: the same lanes) */
+                for (int64_t b = 0; b < run; b += COLS) {
+                    int64_t n = run - b < COLS ? run - b : COLS;
+                    lanes_add(r->w_mode, src_at(r, os + b, 1, n, sb), r->w ? r->w + ow + b : NULL, n, acc);
+                }
             }
             q += run;
             walker_step(&red, p, run);

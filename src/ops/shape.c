@@ -363,10 +363,7 @@ static void permute_backward(segc_ctx *ctx, segc_node *nd) {
     } else {   /* into the bf16 gradient through an f32 temporary, rounded once */
         float *t = segc_arena_alloc(&ctx->arena, (size_t)n * sizeof *t);
         permute_exec(go, t, 4, false, &sv->inv);
-        if (!fresh)
-#pragma omp parallel for simd schedule(static) if (n > PAR_MIN)
-            for (int64_t i = 0; i < n; i++) t[i] += segc_bf16_to_f32(gx16[i]);
-        segc_f32_to_bf16_n(t, gx16, n);
+        segc_ew_put_grad_bf16_n(t, gx16, n, fresh);
     }
     segc_arena_rewind(&ctx->arena, mark);
 }

@@ -267,16 +267,6 @@ typedef struct {
     bool from_y;
 } sm_grads;
 
-/* out[0..n) (f32 results) into the bf16 gradient at dst: stored, or added in f32 and rounded */
-static void put_bf16(const float *v, uint16_t *dst, bool acc, int64_t n, float *tmp) {
-    if (acc) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) tmp[i] = v[i] + segc_bf16_to_f32(dst[i]);
-        v = tmp;
-    }
-    segc_ew_store_bf16(v, dst, n);
-}
-
 /* Last dim, one row. scratch: 3*D floats. */
 static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_tensor *y, const sm_grads *gr,
                          float *scratch, int64_t r) {
@@ -317,7 +307,7 @@ static void row_backward(const sm_saved *sv, const segc_tensor *x, const segc_te
         return;
     }
     grad_out(sv->log, g, p, &dot, false, obuf, false, D);
-    put_bf16(obuf, gr->gx16 + off, gr->acc, D, gbuf);   /* g is read no more */
+    segc_ew_put_grad_bf16(obuf, gr->gx16 + off, D, !gr->acc);
 }
 
 /* Middle dim: positions [i0, i0+nb) of outer slice o. scratch: (2*D+1)*IB floats. */
@@ -350,7 +340,7 @@ static void block_backward(const sm_saved *sv, const segc_tensor *x, const segc_
             grad_out(sv->log, g, pb + d * IB, dot, true, gr->gx + off, gr->acc, nb);
         } else {
             grad_out(sv->log, g, pb + d * IB, dot, true, ob, false, nb);
-            put_bf16(ob, gr->gx16 + off, gr->acc, nb, pb + d * IB);   /* p of row d is read no more */
+            segc_ew_put_grad_bf16(ob, gr->gx16 + off, nb, !gr->acc);
         }
     }
 }

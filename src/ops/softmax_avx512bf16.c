@@ -145,7 +145,8 @@ void segc_softmax_row_bwd_bf16_avx512bf16(const uint16_t *x, float max, float ls
 /* the same with bf16 gradients: g read and gx written in bf16 (sums and arithmetic in f32,
  * one rounding per stored value; acc adds the existing gx in f32 before that rounding). With
  * y (softmax only) the probabilities are the forward's bf16 output instead of exp recomputed
- * from x: no exponentials, and an error of the size the bf16 g already carries */
+ * from x: no exponentials, and an error of the size the bf16 g already carries. gx is rounded by
+ * VCVTNEPS2BF16 like this file's other outputs, so an f32-subnormal result becomes zero */
 void segc_softmax_row_bwd_bf16g_avx512bf16(const uint16_t *x, const uint16_t *y, float max, float lsum, bool log,
                                            const uint16_t *g, uint16_t *gx, bool acc, bool stream, float *scratch,
                                            int64_t D) {

@@ -260,7 +260,7 @@ static bool setup(bench_run *r, segc_bench_result *res, char *err, size_t errlen
     if (!r->opt) { if (ds) segc_dataset_close(ds); return segc_errorf(err, errlen, "bench: optimizer: %s", e2); }
     r->ctx = segc_ctx_new((uint64_t)c->train.seed);
     if (c->train.threads > 0) segc_set_num_threads(r->ctx, c->train.threads);
-    if (r->ctx) r->ctx->bf16_grads = c->train.bf16_grads && segc_gemm_native_bf16();   /* as `segc train` */
+    if (r->ctx) r->ctx->bf16_grads = segc_config_bf16_grads(c);   /* as `segc train` */
     segc_config_apply_conv_algo(c);
     /* inference always runs on the synthetic batch; training too unless --real */
     int64_t npix = (int64_t)r->B * r->H * r->W;

@@ -122,6 +122,7 @@ void segc_config_infer_opts(const segc_config *c, segc_infer_opts *o) {
 }
 
 segc_dtype segc_config_dtype(const segc_config *c) { return strcmp(c->train.dtype, "bf16") ? SEGC_F32 : SEGC_BF16; }
+bool segc_config_bf16_grads(const segc_config *c) { return c->train.bf16_grads && segc_gemm_native_bf16(); }
 
 static segc_model *model_of(const segc_config *c, int num_classes, int in_channels, char *err, size_t errlen) {
     segc_model_spec s = segc_config_model_spec(c, num_classes, in_channels);

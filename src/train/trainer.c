@@ -346,9 +346,7 @@ static bool setup(run *r, const segc_train_opts *o, bool *resumed, char *err, si
         return segc_errorf(err, errlen, "train: %s", e2);
     if (c->dist.sync_bn) segc_dist_sync_bn(r->ctx);
     r->ctx->training = true;
-    /* only bf16 tensors ever take them; without native bf16 GEMMs (AVX2) each would be widened
-     * again for its GEMMs, so they would add conversions instead of saving traffic */
-    r->ctx->bf16_grads = c->train.bf16_grads && segc_gemm_native_bf16();
+    r->ctx->bf16_grads = segc_config_bf16_grads(c);
 
     memset(&r->st, 0, sizeof r->st);
     r->st.rng = r->ctx->rng;
